@@ -1,0 +1,57 @@
+/**
+ * Every error k-entity throws on purpose is a `KEntityError` with a stable `code`, so callers can
+ * branch on the code instead of parsing messages, and a `retryable` flag the relay uses to decide
+ * between backing off and giving up.
+ */
+export const ErrorCodes = {
+  INVALID_ARGUMENT: 'KE_INVALID_ARGUMENT',
+  INVALID_TOPIC: 'KE_INVALID_TOPIC',
+  INVALID_IDENTIFIER: 'KE_INVALID_IDENTIFIER',
+  SERIALIZATION_FAILED: 'KE_SERIALIZATION_FAILED',
+  NO_TRANSACTION: 'KE_NO_TRANSACTION',
+  TRANSACTION_ABORTED: 'KE_TRANSACTION_ABORTED',
+  NO_TRANSPORT: 'KE_NO_TRANSPORT',
+  RELAY_STOPPED: 'KE_RELAY_STOPPED',
+  RELAY_RUNNING: 'KE_RELAY_RUNNING',
+  LEADERSHIP_LOST: 'KE_LEADERSHIP_LOST',
+  TRANSPORT_FAILED: 'KE_TRANSPORT_FAILED',
+  STORE_FAILED: 'KE_STORE_FAILED',
+  SCHEMA_MISSING: 'KE_SCHEMA_MISSING',
+} as const
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
+
+export interface KEntityErrorOptions {
+  cause?: unknown
+  retryable?: boolean
+}
+
+export class KEntityError extends Error {
+  readonly code: ErrorCode
+  readonly retryable: boolean
+
+  constructor(code: ErrorCode, message: string, options: KEntityErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'KEntityError'
+    this.code = code
+    this.retryable = options.retryable ?? false
+  }
+}
+
+export function invalidArgument(message: string): KEntityError {
+  return new KEntityError(ErrorCodes.INVALID_ARGUMENT, message)
+}
+
+export function isKEntityError(error: unknown, code?: ErrorCode): error is KEntityError {
+  return error instanceof KEntityError && (code === undefined || error.code === code)
+}
+
+/** A short, printable description of a value for error messages (never the whole payload). */
+export function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (Buffer.isBuffer(value)) return 'a Buffer'
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
+  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`
+  return `${typeof value} ${String(value)}`
+}

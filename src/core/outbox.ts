@@ -1,0 +1,123 @@
+import { ErrorCodes, KEntityError, describe, invalidArgument } from './errors.ts'
+import { resolveTable } from './identifiers.ts'
+import type { OutboxRecord } from './record.ts'
+import type { MessageTransport, OutboxDialect, OutboxTable, TransactionAdapter } from './seams.ts'
+import { type ProduceOptions, Topic } from './topic.ts'
+
+// biome-ignore lint/suspicious/noExplicitAny: a topic map holds topics of unrelated message types
+export type TopicMap = Record<string, Topic<any>>
+
+export type MessageOf<X> = X extends Topic<infer T> ? T : never
+
+/** The typed accessor for one topic, bound to one transaction. */
+export interface TopicProducer<T> {
+  /** Stores one message in the outbox within the bound transaction (or sends it, for non-outbox topics). */
+  produce(message: T, options?: ProduceOptions): Promise<void>
+  /** Stores several messages with one multi-row statement. */
+  produceMany(messages: readonly T[], options?: ProduceOptions): Promise<void>
+}
+
+export type TopicProducers<M extends TopicMap> = { readonly [K in keyof M]: TopicProducer<MessageOf<M[K]>> }
+
+export interface OutboxOptions<M extends TopicMap> {
+  topics: M
+  /** Schema holding the outbox table (default `k_entity`). */
+  schema?: string
+  /** Outbox table name (default `outbox`). */
+  table?: string
+}
+
+const RESERVED_ACCESSORS = new Set(['then', 'constructor', '__proto__', 'prototype', 'toJSON'])
+
+/**
+ * The topic mapping of one application plus where its outbox lives. Immutable; create it once
+ * at startup and bind it to each transaction with an adapter.
+ */
+export class Outbox<M extends TopicMap> {
+  readonly topics: M
+  readonly table: OutboxTable
+  readonly dialect: OutboxDialect
+
+  constructor(options: OutboxOptions<M>, dialect: OutboxDialect) {
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArgument('the outbox needs an options object: { topics: { orderCreated: defineTopic(...) } }')
+    }
+    this.topics = validateTopicMap(options.topics)
+    this.table = resolveTable(options)
+    this.dialect = dialect
+  }
+
+  /**
+   * Typed producers bound to the app's transaction. Outbox topics are written with the
+   * transaction; topics mapped with `outbox: false` go straight to `direct` (Kafka).
+   */
+  producers(adapter: TransactionAdapter, direct?: () => MessageTransport): TopicProducers<M> {
+    if (adapter.dialect !== this.dialect.name) {
+      throw invalidArgument(
+        `this outbox speaks ${this.dialect.name} but the transaction is a ${adapter.dialect} connection; create the outbox with the ${adapter.dialect} adapter`,
+      )
+    }
+    const producers: Record<string, TopicProducer<unknown>> = {}
+    for (const [accessor, topic] of Object.entries(this.topics)) {
+      const write = topic.outbox
+        ? (records: OutboxRecord[]) => this.#store(adapter, records)
+        : (records: OutboxRecord[]) => sendDirect(topic, records, direct)
+      producers[accessor] = {
+        produce: (message, options) => write([topic.toRecord(message, options)]),
+        produceMany: (messages, options) => {
+          if (!Array.isArray(messages)) {
+            return Promise.reject(invalidArgument(`produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`))
+          }
+          if (messages.length === 0) return Promise.resolve()
+          return write(messages.map((message) => topic.toRecord(message, options)))
+        },
+      }
+    }
+    return Object.freeze(producers) as TopicProducers<M>
+  }
+
+  async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {
+    await adapter.assertInTransaction()
+    for (const statement of this.dialect.insert(this.table, records)) {
+      await adapter.execute(statement)
+    }
+  }
+}
+
+async function sendDirect(
+  topic: Topic<unknown>,
+  records: OutboxRecord[],
+  direct: (() => MessageTransport) | undefined,
+): Promise<void> {
+  if (direct === undefined) {
+    throw new KEntityError(
+      ErrorCodes.NO_TRANSPORT,
+      `topic '${topic.name}' is mapped with outbox: false and is sent straight to Kafka, but no Kafka connection was configured; pass kafka: { brokers: [...] } when creating the outbox`,
+    )
+  }
+  await direct().send(records)
+}
+
+function validateTopicMap<M extends TopicMap>(topics: unknown): M {
+  if (typeof topics !== 'object' || topics === null || Array.isArray(topics)) {
+    throw invalidArgument(`'topics' must be an object mapping accessor names to topics, got ${describe(topics)}`)
+  }
+  const entries = Object.entries(topics)
+  if (entries.length === 0) throw invalidArgument(`'topics' is empty; map at least one topic with defineTopic()`)
+  const byName = new Map<string, string>()
+  for (const [accessor, topic] of entries) {
+    if (RESERVED_ACCESSORS.has(accessor)) throw invalidArgument(`'${accessor}' cannot be used as a topic accessor name`)
+    if (!(topic instanceof Topic)) {
+      throw invalidArgument(`topics.${accessor} must be created with defineTopic(), got ${describe(topic)}`)
+    }
+    const previous = byName.get(topic.name)
+    if (previous !== undefined) {
+      throw new KEntityError(
+        ErrorCodes.INVALID_TOPIC,
+        `Kafka topic '${topic.name}' is mapped twice (topics.${previous} and topics.${accessor}); map each topic once and reuse its accessor`,
+      )
+    }
+    byName.set(topic.name, accessor)
+  }
+  return Object.freeze({ ...topics }) as M
+}

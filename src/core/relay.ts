@@ -1,0 +1,296 @@
+import { backoffDelay } from './backoff.ts'
+import { ErrorCodes, KEntityError, describe, invalidArgument } from './errors.ts'
+import type { MessageTransport, RelayStore } from './seams.ts'
+
+export type NodeMode = 'single' | 'exclusive'
+
+export interface RelayOptions {
+  /** How long to wait between polls when the outbox is empty, in ms (default 1000). */
+  pollingInterval?: number
+  /** Most messages claimed, sent and deleted per batch (default 500). */
+  maxMessagesPerPoll?: number
+  /**
+   * `single`: this is the only relay. `exclusive`: run it in every process; one holds the
+   * leader lock and relays, the others stand by and take over when it goes (default `single`).
+   */
+  mode?: NodeMode
+  /** Exclusive mode: how often a standby tries to become leader, in ms (default 1000). */
+  leaderCheckInterval?: number
+  /** First and largest delay after a failed batch or connection, in ms (defaults 250 / 30000). */
+  retryBackoff?: { initial?: number; max?: number }
+  /** Called for every relay event; never throws into the loop. */
+  onEvent?: (event: RelayEvent) => void
+}
+
+export type RelayEvent =
+  | { type: 'delivered'; count: number; durationMs: number }
+  | { type: 'leadership'; leader: boolean }
+  | { type: 'error'; stage: 'connect' | 'claim' | 'send' | 'acknowledge'; error: unknown; retryInMs: number }
+
+export interface StopOptions {
+  /** How long to let the in-flight batch finish before its claim is released, in ms (default 10000). */
+  timeout?: number
+}
+
+interface ResolvedOptions {
+  pollingInterval: number
+  maxMessagesPerPoll: number
+  mode: NodeMode
+  leaderCheckInterval: number
+  backoff: { initial: number; max: number }
+  onEvent: (event: RelayEvent) => void
+}
+
+export const RELAY_DEFAULTS = {
+  pollingInterval: 1000,
+  maxMessagesPerPoll: 500,
+  mode: 'single' as NodeMode,
+  leaderCheckInterval: 1000,
+  retryBackoff: { initial: 250, max: 30_000 },
+}
+
+/**
+ * Moves committed outbox messages to Kafka: claim a batch oldest first, send it as one batch,
+ * delete exactly what Kafka acknowledged. The loop knows nothing about SQL or Kafka clients;
+ * it only drives a RelayStore and a MessageTransport.
+ */
+export class OutboxRelay {
+  readonly #store: RelayStore
+  readonly #transport: MessageTransport
+  readonly #options: ResolvedOptions
+  #running: Promise<void> | undefined
+  #stopping = false
+  #closed = false
+  #leader = false
+  #failures = 0
+  #sleep: AbortController | undefined
+  #wakeRequested = false
+
+  constructor(store: RelayStore, transport: MessageTransport, options: RelayOptions = {}) {
+    this.#store = store
+    this.#transport = transport
+    this.#options = resolveOptions(options)
+  }
+
+  get isLeader(): boolean {
+    return this.#options.mode === 'single' ? this.#running !== undefined : this.#leader
+  }
+
+  get isRunning(): boolean {
+    return this.#running !== undefined
+  }
+
+  /** Starts the background loop; resolves once it runs (it does not wait for the first batch). */
+  async start(): Promise<void> {
+    this.#assertOpen('start')
+    if (this.#running) throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'the relay is already running')
+    this.#stopping = false
+    this.#running = this.#loop().finally(() => {
+      this.#running = undefined
+    })
+  }
+
+  /**
+   * Relays at most one batch and returns how many messages Kafka acknowledged. For tests and
+   * scripts; do not mix with `start()`.
+   */
+  async runOnce(): Promise<number> {
+    this.#assertOpen('runOnce')
+    if (this.#running) throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'runOnce() cannot be used while the relay loop runs')
+    if (!this.#store.healthy) {
+      this.#leader = false
+      await this.#store.connect()
+    }
+    if (!(await this.#ensureLeadership())) return 0
+    return this.#relayBatch()
+  }
+
+  /** Relays until the outbox has nothing left that is ready, returns the number relayed. */
+  async drain(): Promise<number> {
+    let total = 0
+    for (;;) {
+      const count = await this.runOnce()
+      total += count
+      if (count < this.#options.maxMessagesPerPoll) return total
+    }
+  }
+
+  /** Nudges the loop to poll now instead of at the end of its polling interval. */
+  wake(): void {
+    this.#wakeRequested = true
+    this.#sleep?.abort()
+  }
+
+  /**
+   * Stops claiming, lets the in-flight batch finish within `timeout`, then closes the database
+   * session (which releases an unfinished claim: its messages stay in the outbox) and the producer.
+   */
+  async stop(options: StopOptions = {}): Promise<void> {
+    if (this.#closed) return
+    const timeout = options.timeout ?? 10_000
+    if (!Number.isFinite(timeout) || timeout < 0) throw invalidArgument(`stop(): 'timeout' must be a number of ms >= 0`)
+    this.#stopping = true
+    this.#closed = true
+    this.#sleep?.abort()
+    if (this.#running) {
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeout)
+      })
+      await Promise.race([this.#running, expired])
+      clearTimeout(timer)
+    }
+    await this.#store.close().catch(() => {})
+    await this.#running?.catch(() => {})
+    await this.#transport.close().catch(() => {})
+    this.#setLeader(false)
+  }
+
+  #assertOpen(what: string): void {
+    if (this.#closed) {
+      throw new KEntityError(ErrorCodes.RELAY_STOPPED, `${what}() was called after stop(); create a new relay instead`)
+    }
+  }
+
+  async #loop(): Promise<void> {
+    while (!this.#stopping) {
+      let pause = this.#options.pollingInterval
+      let stage: 'connect' | 'claim' = 'connect'
+      try {
+        if (!this.#store.healthy) {
+          this.#setLeader(false)
+          await this.#store.connect()
+        }
+        stage = 'claim'
+        if (!(await this.#ensureLeadership())) {
+          pause = this.#options.leaderCheckInterval
+        } else {
+          const count = await this.#relayBatch()
+          this.#failures = 0
+          if (count >= this.#options.maxMessagesPerPoll) continue
+        }
+      } catch (error) {
+        if (this.#stopping) break
+        this.#failures++
+        pause = backoffDelay(this.#failures, this.#options.backoff)
+        const failedStage = error instanceof RelayStageError ? error.stage : stage
+        this.#emit({ type: 'error', stage: failedStage, error: unwrap(error), retryInMs: pause })
+        if (!this.#store.healthy) this.#setLeader(false)
+      }
+      if (this.#stopping) break
+      await this.#pause(pause)
+    }
+  }
+
+  async #ensureLeadership(): Promise<boolean> {
+    if (this.#options.mode === 'single') return true
+    const leader = await this.#store.tryAcquireLeadership()
+    this.#setLeader(leader)
+    return leader
+  }
+
+  async #relayBatch(): Promise<number> {
+    const started = performance.now()
+    const messages = await this.#store.claim(this.#options.maxMessagesPerPoll)
+    if (messages.length === 0) return 0
+    try {
+      await this.#transport.send(messages)
+    } catch (error) {
+      const retryInMs = backoffDelay(this.#failures + 1, this.#options.backoff)
+      await this.#store
+        .complete([], { ids: messages.map((m) => m.id), error: errorText(error), retryAt: new Date(Date.now() + retryInMs) })
+        .catch(() => this.#store.abandon())
+        .catch(() => {})
+      throw new RelayStageError('send', error)
+    }
+    try {
+      await this.#store.complete(messages.map((m) => m.id))
+    } catch (error) {
+      throw new RelayStageError('acknowledge', error)
+    }
+    this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
+    return messages.length
+  }
+
+  async #pause(ms: number): Promise<void> {
+    if (this.#wakeRequested) {
+      this.#wakeRequested = false
+      return
+    }
+    const controller = new AbortController()
+    this.#sleep = controller
+    try {
+      await this.#store.waitForWork(ms, controller.signal)
+    } catch {
+      // A broken wake-up channel must not stop the relay; polling still works.
+      await new Promise((resolve) => setTimeout(resolve, ms))
+    } finally {
+      this.#sleep = undefined
+      this.#wakeRequested = false
+    }
+  }
+
+  #setLeader(leader: boolean): void {
+    if (this.#options.mode === 'exclusive' && leader !== this.#leader) {
+      this.#leader = leader
+      this.#emit({ type: 'leadership', leader })
+    }
+  }
+
+  #emit(event: RelayEvent): void {
+    try {
+      this.#options.onEvent(event)
+    } catch {
+      // Observers must not be able to break delivery.
+    }
+  }
+}
+
+class RelayStageError extends Error {
+  readonly stage: 'send' | 'acknowledge'
+  constructor(stage: 'send' | 'acknowledge', cause: unknown) {
+    super(errorText(cause), { cause })
+    this.stage = stage
+  }
+}
+
+function unwrap(error: unknown): unknown {
+  return error instanceof RelayStageError ? error.cause : error
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 2000)
+  return String(error).slice(0, 2000)
+}
+
+function positiveInteger(value: unknown, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw invalidArgument(`relay option '${name}' must be an integer from 1 to ${max}, got ${describe(value)}`)
+  }
+  return value
+}
+
+function resolveOptions(options: RelayOptions): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) throw invalidArgument('relay options must be an object')
+  const mode = options.mode ?? RELAY_DEFAULTS.mode
+  if (mode !== 'single' && mode !== 'exclusive') {
+    throw invalidArgument(
+      `relay option 'mode' must be 'single' or 'exclusive', got ${describe(mode)}`,
+    )
+  }
+  if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
+    throw invalidArgument(`relay option 'onEvent' must be a function`)
+  }
+  const initial = positiveInteger(options.retryBackoff?.initial, 'retryBackoff.initial', RELAY_DEFAULTS.retryBackoff.initial)
+  const max = positiveInteger(options.retryBackoff?.max, 'retryBackoff.max', RELAY_DEFAULTS.retryBackoff.max)
+  if (max < initial) throw invalidArgument(`relay option 'retryBackoff.max' (${max}) is below 'retryBackoff.initial' (${initial})`)
+  return {
+    pollingInterval: positiveInteger(options.pollingInterval, 'pollingInterval', RELAY_DEFAULTS.pollingInterval, 3_600_000),
+    maxMessagesPerPoll: positiveInteger(options.maxMessagesPerPoll, 'maxMessagesPerPoll', RELAY_DEFAULTS.maxMessagesPerPoll, 10_000),
+    mode,
+    leaderCheckInterval: positiveInteger(options.leaderCheckInterval, 'leaderCheckInterval', RELAY_DEFAULTS.leaderCheckInterval, 600_000),
+    backoff: { initial, max },
+    onEvent: options.onEvent ?? (() => {}),
+  }
+}

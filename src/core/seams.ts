@@ -1,0 +1,83 @@
+/**
+ * The three seams of k-entity. Core code (topics, the relay loop) talks only to these
+ * interfaces; SQL lives in dialects, driver calls in adapters, Kafka calls in transports.
+ */
+import type { OutboxRecord, StoredMessage } from './record.ts'
+
+/** A parameterised statement in the dialect's placeholder syntax. */
+export interface SqlStatement {
+  text: string
+  values: unknown[]
+  /** Name for a server-side prepared statement, where the driver supports it. */
+  name?: string
+}
+
+/**
+ * Adapter seam: the application's own open transaction, from whatever data layer it uses.
+ * An adapter only checks that a transaction is open and runs statements inside it.
+ */
+export interface TransactionAdapter {
+  /** Which dialect's SQL this connection speaks (must match the outbox's dialect). */
+  readonly dialect: string
+  /** Throws `KE_NO_TRANSACTION` (or `KE_TRANSACTION_ABORTED`) when no usable transaction is open. */
+  assertInTransaction(): void | Promise<void>
+  execute(statement: SqlStatement): Promise<void>
+}
+
+/** Where the outbox lives; both names are validated identifiers. */
+export interface OutboxTable {
+  schema: string
+  table: string
+}
+
+export interface Migration {
+  version: number
+  name: string
+  statements: string[]
+}
+
+/** Dialect seam, producer side: the SQL a transaction runs to store messages, and the DDL. */
+export interface OutboxDialect {
+  readonly name: string
+  insert(table: OutboxTable, records: readonly OutboxRecord[]): SqlStatement[]
+  migrations(table: OutboxTable): Migration[]
+}
+
+export interface FailedDelivery {
+  ids: string[]
+  error: string
+  retryAt: Date
+}
+
+/**
+ * Dialect seam, relay side: one database session owned by one relay. A claim holds the claimed
+ * rows (row locks in an open transaction) until `complete` or `abandon`; if the session dies,
+ * the database releases them, so a relay that lost its session can never delete rows.
+ */
+export interface RelayStore {
+  connect(): Promise<void>
+  /** Exclusive mode: take or confirm the leader lock on this session. */
+  tryAcquireLeadership(): Promise<boolean>
+  claim(limit: number): Promise<StoredMessage[]>
+  /** Deletes exactly `acknowledged`, records failures, and ends the claim. */
+  complete(acknowledged: readonly string[], failed?: FailedDelivery): Promise<void>
+  /** Ends the claim leaving every claimed row as it was. */
+  abandon(): Promise<void>
+  /** Resolves after `ms`, or earlier when the store learns new messages were committed. */
+  waitForWork(ms: number, signal: AbortSignal): Promise<void>
+  /** Closes the session; an open claim is rolled back by the database. */
+  close(): Promise<void>
+  /** True while the session is usable; false after the connection failed. */
+  readonly healthy: boolean
+}
+
+/** Transport seam: a Kafka producer. */
+export interface MessageTransport {
+  /**
+   * Sends the records in order and resolves only when the broker acknowledged every one of them
+   * (acks=all). Rejects if any record was not acknowledged; the caller treats the whole batch as
+   * unsent, so a partial success shows up as duplicates, never as loss.
+   */
+  send(records: readonly OutboxRecord[]): Promise<void>
+  close(): Promise<void>
+}

@@ -1,0 +1,22 @@
+import type { OutboxDialect } from '../../core/seams.ts'
+import { postgresMigrations } from './migrations.ts'
+import { insertStatement } from './sql.ts'
+
+/** Rows per statement: far below PostgreSQL's 1 GB message limit for typical payloads. */
+const MAX_ROWS_PER_INSERT = 5000
+
+export const postgresDialect: OutboxDialect = {
+  name: 'postgres',
+  insert(table, records) {
+    const statements = []
+    for (let start = 0; start < records.length; start += MAX_ROWS_PER_INSERT) {
+      statements.push(insertStatement(table, records.slice(start, start + MAX_ROWS_PER_INSERT)))
+    }
+    return statements
+  },
+  migrations: postgresMigrations,
+}
+
+export { migrate, migrationScript, type MigrationResult } from './migrate.ts'
+export { PostgresRelayStore, type PostgresRelayStoreOptions } from './relay-store.ts'
+export type { PgSession } from './session.ts'

@@ -1,0 +1,37 @@
+import type { Migration, OutboxTable } from '../../core/seams.ts'
+import { qualified } from './names.ts'
+
+/**
+ * Forward-only migrations. Never edit a released one: add the next version instead, since
+ * databases that already applied a version will not run it again.
+ */
+export function postgresMigrations(table: OutboxTable): Migration[] {
+  const outbox = qualified(table)
+  const index = (name: string) => `"${table.table}_${name}"`
+  return [
+    {
+      version: 1,
+      name: 'create outbox',
+      statements: [
+        `CREATE TABLE ${outbox} (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  topic text NOT NULL,
+  key bytea,
+  value bytea,
+  headers jsonb,
+  ordering_hash integer,
+  attempts integer NOT NULL DEFAULT 0,
+  available_at timestamptz NOT NULL DEFAULT now(),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  last_error text
+)`,
+        // The claim walks the primary key in id order; this index answers "is an older message
+        // of this key waiting for a retry?" without scanning, however long the backlog is.
+        `CREATE INDEX ${index('ordering_idx')} ON ${outbox} (ordering_hash, id) WHERE ordering_hash IS NOT NULL`,
+        // Rows are deleted as soon as Kafka acknowledges them; aggressive autovacuum keeps the
+        // dead tuples of a delete-heavy queue from slowing the claim.
+        `ALTER TABLE ${outbox} SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0)`,
+      ],
+    },
+  ]
+}

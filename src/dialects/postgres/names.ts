@@ -1,0 +1,19 @@
+import type { OutboxTable } from '../../core/seams.ts'
+
+/** Quoted, schema-qualified names; the parts were validated as plain identifiers already. */
+export function qualified(table: OutboxTable, suffix = ''): string {
+  return `"${table.schema}"."${table.table}${suffix}"`
+}
+
+/**
+ * Advisory-lock namespaces (the first int of the two-int lock key), derived from the table so
+ * that two outboxes in one database never contend, and distinct from each other.
+ */
+export function lockClass(table: OutboxTable, purpose: 'key' | 'leader' | 'migrate'): number {
+  let hash = 0x811c9dc5
+  for (const char of `k-entity:${table.schema}.${table.table}:${purpose}`) {
+    hash ^= char.charCodeAt(0)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return hash | 0
+}

@@ -1,0 +1,165 @@
+import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import type { StoredMessage } from '../../core/record.ts'
+import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { lockClass, qualified } from './names.ts'
+import type { PgSession } from './session.ts'
+import { lastResult } from './session.ts'
+import { claimSql, decodeHeaders, deleteSql, failStatement } from './sql.ts'
+
+export interface PostgresRelayStoreOptions {
+  table: OutboxTable
+  /** Opens a new dedicated session (never a pooled one: the leader lock lives on it). */
+  connect: () => Promise<PgSession>
+  /**
+   * Longest a claim may stay open, in ms. PostgreSQL itself ends a session that sits in a
+   * claim longer than this, releasing its rows, so a stalled relay cannot hold messages forever.
+   */
+  claimTimeout: number
+  /**
+   * Exclusive mode: PostgreSQL ends the session of a relay that sends nothing for this long, so
+   * a frozen leader loses its lock within a bounded time. 0 disables it.
+   */
+  sessionIdleTimeout: number
+}
+
+const UNDEFINED_TABLE = '42P01'
+const UNDEFINED_SCHEMA = '3F000'
+
+/**
+ * One relay's PostgreSQL session. Everything the relay does, including holding the leader
+ * lock, happens on this one session: if it dies, its locks and its open claim go with it, so a
+ * deposed leader has no way left to delete rows (fencing by construction).
+ */
+export class PostgresRelayStore implements RelayStore {
+  readonly #options: PostgresRelayStoreOptions
+  #session: PgSession | undefined
+  #healthy = false
+  #leader = false
+  #inClaim = false
+
+  constructor(options: PostgresRelayStoreOptions) {
+    this.#options = options
+  }
+
+  get healthy(): boolean {
+    return this.#healthy
+  }
+
+  async connect(): Promise<void> {
+    await this.close()
+    const session = await this.#options.connect()
+    session.on('error', () => this.#markBroken(session))
+    this.#session = session
+    this.#healthy = true
+    this.#leader = false
+    await this.#run(
+      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}`,
+    )
+  }
+
+  async tryAcquireLeadership(): Promise<boolean> {
+    if (this.#leader && this.#healthy) return true
+    const result = await this.#run(`SELECT pg_try_advisory_lock(${lockClass(this.#options.table, 'leader')}, 0) AS leader`)
+    this.#leader = result.rows[0]?.leader === true
+    return this.#leader
+  }
+
+  async claim(limit: number): Promise<StoredMessage[]> {
+    if (this.#inClaim) throw new Error('a claim is already open on this relay session')
+    const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit)}`)
+    this.#inClaim = true
+    if (result.rows.length === 0) {
+      await this.#endClaim('COMMIT')
+      return []
+    }
+    return result.rows.map(toMessage)
+  }
+
+  async complete(acknowledged: readonly string[], failed?: FailedDelivery): Promise<void> {
+    if (!this.#inClaim) throw new Error('complete() without an open claim')
+    if (failed !== undefined && failed.ids.length > 0) {
+      const statement = failStatement(this.#options.table, failed.ids, failed.error, failed.retryAt)
+      await this.#run(statement.text, statement.values)
+    }
+    await this.#endClaim(acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT')
+  }
+
+  async abandon(): Promise<void> {
+    if (!this.#inClaim) return
+    await this.#endClaim('ROLLBACK')
+  }
+
+  waitForWork(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve()
+      const timer = setTimeout(done, ms)
+      signal.addEventListener('abort', done, { once: true })
+      function done() {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+    })
+  }
+
+  async close(): Promise<void> {
+    const session = this.#session
+    this.#session = undefined
+    this.#healthy = false
+    this.#leader = false
+    this.#inClaim = false
+    if (session) await session.end().catch(() => {})
+  }
+
+  async #endClaim(sql: string): Promise<void> {
+    try {
+      await this.#run(sql)
+    } finally {
+      this.#inClaim = false
+    }
+  }
+
+  async #run(text: string, values?: unknown[]) {
+    const session = this.#session
+    if (!session || !this.#healthy) {
+      throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', { retryable: true })
+    }
+    try {
+      return lastResult(values === undefined ? await session.query(text) : await session.query(text, values))
+    } catch (error) {
+      const code = (error as { code?: string }).code
+      if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
+        throw new KEntityError(
+          ErrorCodes.SCHEMA_MISSING,
+          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
+          { cause: error, retryable: true },
+        )
+      }
+      // After any failure the session's state (open transaction, lock) is uncertain: drop it and
+      // let the relay reconnect, rather than guess.
+      this.#markBroken(session)
+      await session.end().catch(() => {})
+      throw error
+    }
+  }
+
+  #markBroken(session: PgSession): void {
+    if (this.#session !== session) return
+    this.#healthy = false
+    this.#leader = false
+    this.#inClaim = false
+  }
+}
+
+function toMessage(row: Record<string, unknown>): StoredMessage {
+  return {
+    id: String(row.id),
+    topic: row.topic as string,
+    key: (row.key as Buffer | null) ?? null,
+    value: (row.value as Buffer | null) ?? null,
+    headers: decodeHeaders(row.headers),
+    orderingHash: (row.ordering_hash as number | null) ?? null,
+    attempts: row.attempts as number,
+    createdAt: row.created_at as Date,
+  }
+}

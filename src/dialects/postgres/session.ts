@@ -1,0 +1,24 @@
+/**
+ * The slice of a node-postgres `Client` the PostgreSQL dialect uses. Structural, so the dialect
+ * has no runtime dependency on `pg`; the `k-entity/pg` adapter supplies real clients.
+ */
+export interface PgQueryResult {
+  rows: Record<string, unknown>[]
+  rowCount: number | null
+}
+
+export interface PgSession {
+  query(text: string, values?: unknown[]): Promise<PgQueryResult | PgQueryResult[]>
+  query(config: { text: string; values?: unknown[]; name?: string }): Promise<PgQueryResult>
+  end(): Promise<void>
+  on(event: 'error', listener: (error: Error) => void): unknown
+  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown
+}
+
+/** Results of a multi-statement simple query, whatever the driver returns for one statement. */
+export function lastResult(result: PgQueryResult | PgQueryResult[]): PgQueryResult {
+  if (!Array.isArray(result)) return result
+  const last = result.at(-1)
+  if (last === undefined) throw new Error('the query returned no result')
+  return last
+}
