@@ -62,14 +62,16 @@ export class Outbox<M extends TopicMap> {
       const write = topic.outbox
         ? (records: OutboxRecord[]) => this.#store(adapter, records)
         : (records: OutboxRecord[]) => sendDirect(topic, records, direct)
+      // async so that validation and serialization errors reject the returned promise
+      // instead of throwing synchronously from a function that returns a promise.
       producers[accessor] = {
-        produce: (message, options) => write([topic.toRecord(message, options)]),
-        produceMany: (messages, options) => {
+        produce: async (message, options) => write([topic.toRecord(message, options)]),
+        produceMany: async (messages, options) => {
           if (!Array.isArray(messages)) {
-            return Promise.reject(invalidArgument(`produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`))
+            throw invalidArgument(`produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`)
           }
-          if (messages.length === 0) return Promise.resolve()
-          return write(messages.map((message) => topic.toRecord(message, options)))
+          if (messages.length === 0) return
+          await write(messages.map((message) => topic.toRecord(message, options)))
         },
       }
     }

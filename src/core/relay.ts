@@ -20,6 +20,8 @@ export interface RelayOptions {
   retryBackoff?: { initial?: number; max?: number }
   /** Called for every relay event; never throws into the loop. */
   onEvent?: (event: RelayEvent) => void
+  /** Called once when `stop()` completes (used by adapters to forget the relay). */
+  onStop?: () => void
 }
 
 export type RelayEvent =
@@ -39,6 +41,7 @@ interface ResolvedOptions {
   leaderCheckInterval: number
   backoff: { initial: number; max: number }
   onEvent: (event: RelayEvent) => void
+  onStop: () => void
 }
 
 export const RELAY_DEFAULTS = {
@@ -144,6 +147,7 @@ export class OutboxRelay {
     await this.#running?.catch(() => {})
     await this.#transport.close().catch(() => {})
     this.#setLeader(false)
+    this.#options.onStop()
   }
 
   #assertOpen(what: string): void {
@@ -292,5 +296,6 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     leaderCheckInterval: positiveInteger(options.leaderCheckInterval, 'leaderCheckInterval', RELAY_DEFAULTS.leaderCheckInterval, 600_000),
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
+    onStop: options.onStop ?? (() => {}),
   }
 }

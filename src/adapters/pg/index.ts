@@ -27,7 +27,7 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
     )
   }
   if (typeof client.getTransactionStatus !== 'function') {
-    throw invalidArgument('this node-postgres version cannot report transaction state; upgrade pg to 8.16 or newer')
+    throw invalidArgument('this node-postgres version cannot report transaction state; upgrade pg to 8.21 or newer')
   }
   return {
     dialect: 'postgres',
@@ -81,6 +81,8 @@ export type MigrationTarget = string | pg.ClientConfig | PgTransactionClient
 export class PgOutbox<M extends TopicMap> {
   readonly outbox: Outbox<M>
   readonly #kafka: KafkaOptions | MessageTransport | undefined
+  /** Relays of this process, woken right after `transaction()` commits instead of at their next poll. */
+  readonly #localRelays = new Set<OutboxRelay>()
   #direct: MessageTransport | undefined
 
   constructor(options: PgOutboxOptions<M>) {
@@ -102,6 +104,7 @@ export class PgOutbox<M extends TopicMap> {
       await client.query('BEGIN')
       const result = await fn(client, this.in(client))
       await client.query('COMMIT')
+      for (const relay of this.#localRelays) relay.wake()
       return result
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
@@ -153,7 +156,15 @@ export class PgOutbox<M extends TopicMap> {
       // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
       sessionIdleTimeout: exclusive ? Math.max(10_000, idle * 5) : 0,
     })
-    return new OutboxRelay(store, transport, options)
+    const relay = new OutboxRelay(store, transport, {
+      ...options,
+      onStop: () => {
+        this.#localRelays.delete(relay)
+        options.onStop?.()
+      },
+    })
+    this.#localRelays.add(relay)
+    return relay
   }
 
   /** Closes the Kafka producer used for `outbox: false` topics. */

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import pg from 'pg'
+import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { ErrorCodes, defineTopic } from '../src/index.ts'
+import { DATABASE_URL, countRows, dropSchema, uniqueName } from './support/env.ts'
+
+const orderCreated = defineTopic<{ id: string; amount?: unknown; self?: unknown }>({ name: 'orders', key: (m) => m.id })
+const audit = defineTopic<string>({ name: 'audit', outbox: false })
+const schema = uniqueName('ke_bad')
+const outbox = createPgOutbox({ topics: { orderCreated, audit }, schema })
+const client = new pg.Client({ connectionString: DATABASE_URL })
+const code = (expected: string) => (error: unknown) => {
+  assert.equal((error as { code?: string }).code, expected, String(error))
+  return true
+}
+
+describe('bad input leaves the outbox untouched', () => {
+  before(async () => {
+    await client.connect()
+    await outbox.migrate(DATABASE_URL)
+  })
+  after(async () => {
+    await client.end()
+    await dropSchema(schema)
+  })
+
+  it('refuses to produce outside a transaction', async () => {
+    await assert.rejects(outbox.in(client).orderCreated.produce({ id: 'a' }), code(ErrorCodes.NO_TRANSACTION))
+    assert.equal(await countRows(schema), 0)
+  })
+
+  it('refuses to produce in a failed transaction', async () => {
+    await client.query('BEGIN')
+    await client.query('SELECT 1/0').catch(() => {})
+    await assert.rejects(outbox.in(client).orderCreated.produce({ id: 'a' }), code(ErrorCodes.TRANSACTION_ABORTED))
+    await client.query('ROLLBACK')
+    assert.equal(await countRows(schema), 0)
+  })
+
+  it('rejects unserializable payloads before writing anything, even mid-batch', async () => {
+    const circular: { id: string; self?: unknown } = { id: 'c' }
+    circular.self = circular
+    await client.query('BEGIN')
+    await assert.rejects(outbox.in(client).orderCreated.produce({ id: 'a', amount: 1n }), code(ErrorCodes.SERIALIZATION_FAILED))
+    await assert.rejects(
+      outbox.in(client).orderCreated.produceMany([{ id: 'ok' }, circular]),
+      code(ErrorCodes.SERIALIZATION_FAILED),
+    )
+    await client.query('COMMIT')
+    assert.equal(await countRows(schema), 0)
+  })
+
+  it('rejects a pool, a non-client and a non-array batch with a hint', async () => {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL })
+    assert.throws(() => outbox.in(pool as never), /check out a client/i)
+    await pool.end()
+    assert.throws(() => outbox.in({} as never), /expected a node-postgres Client/)
+    await client.query('BEGIN')
+    await assert.rejects(outbox.in(client).orderCreated.produceMany('x' as never), /needs an array/)
+    await client.query('ROLLBACK')
+  })
+
+  it('says so when a direct topic has no Kafka configured', async () => {
+    await assert.rejects(outbox.in(client).audit.produce('hello'), code(ErrorCodes.NO_TRANSPORT))
+  })
+
+  it('validates relay and Kafka options', () => {
+    assert.throws(() => outbox.relay(), /the relay needs Kafka/)
+    assert.throws(() => outbox.relay({ kafka: { brokers: [] } }), /non-empty array/)
+    assert.throws(() => outbox.relay({ kafka: { brokers: ['localhost'] } }), /is not 'host:port'/)
+    assert.throws(() => outbox.relay({ kafka: { brokers: ['127.0.0.1:9092'] }, claimTimeout: 5 }), /claimTimeout/)
+    assert.throws(() => createPgOutbox({ topics: { orderCreated }, kafka: { brokers: 'x' as never } }), /kafka\.brokers/)
+  })
+
+  it('explains a missing schema instead of failing obscurely', async () => {
+    const missing = createPgOutbox({ topics: { orderCreated }, schema: uniqueName('ke_missing') })
+    const relay = missing.relay({ connection: DATABASE_URL, kafka: { send: async () => {}, close: async () => {} } })
+    await assert.rejects(relay.runOnce(), (error: Error) => {
+      code(ErrorCodes.SCHEMA_MISSING)(error)
+      return /run outbox\.migrate\(\)/.test(error.message)
+    })
+    await relay.stop()
+  })
+
+  it('prints the migration as SQL', () => {
+    const sql = outbox.migrationSql()
+    assert.match(sql, new RegExp(`CREATE TABLE "${schema}"\\."outbox"`))
+    assert.match(sql, /^BEGIN;/)
+    assert.match(sql, /COMMIT;\n$/)
+  })
+})

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { backoffDelay } from '../src/core/backoff.ts'
+import { ErrorCodes, OutboxRelay, type RelayStore } from '../src/index.ts'
+
+const store = {} as RelayStore
+const transport = { send: async () => {}, close: async () => {} }
+
+describe('relay options', () => {
+  for (const [options, message] of [
+    [{ pollingInterval: 0 }, /'pollingInterval' must be an integer from 1/],
+    [{ pollingInterval: 1.5 }, /'pollingInterval'/],
+    [{ maxMessagesPerPoll: 20_000 }, /'maxMessagesPerPoll' must be an integer from 1 to 10000/],
+    [{ mode: 'cluster' }, /'mode' must be 'single' or 'exclusive'/],
+    [{ retryBackoff: { initial: 500, max: 100 } }, /is below/],
+    [{ onEvent: 'log' }, /'onEvent' must be a function/],
+  ] as const) {
+    it(`rejects ${JSON.stringify(options)}`, () => {
+      assert.throws(() => new OutboxRelay(store, transport, options as never), message)
+    })
+  }
+
+  it('refuses to run after stop()', async () => {
+    const relay = new OutboxRelay({ close: async () => {} } as RelayStore, transport)
+    await relay.stop()
+    await assert.rejects(relay.runOnce(), (error: { code?: string }) => error.code === ErrorCodes.RELAY_STOPPED)
+    await assert.rejects(relay.start(), (error: { code?: string }) => error.code === ErrorCodes.RELAY_STOPPED)
+  })
+})
+
+describe('backoffDelay', () => {
+  const options = { initial: 100, max: 1000 }
+  it('grows exponentially up to the cap, never below half of it', () => {
+    assert.equal(backoffDelay(1, options, () => 0), 50)
+    assert.equal(backoffDelay(1, options, () => 1), 100)
+    assert.equal(backoffDelay(3, options, () => 1), 400)
+    assert.equal(backoffDelay(10, options, () => 0), 500)
+    assert.equal(backoffDelay(100, options, () => 1), 1000)
+  })
+})

@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto'
+import { Admin } from '@platformatic/kafka'
+import pg from 'pg'
+
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test'
+
+export function kafkaBrokers(): string[] {
+  const brokers = process.env.KAFKA_BROKERS
+  if (!brokers) throw new Error('KAFKA_BROKERS is not set: run the tests with `npm test`, which starts a broker')
+  return brokers.split(',')
+}
+
+/** Lower-case, unique per call: safe as a schema, table or topic name. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`
+}
+
+export async function createTopic(name: string, partitions: number, brokers = kafkaBrokers()): Promise<void> {
+  const admin = new Admin({ clientId: 'k-entity-tests', bootstrapBrokers: brokers })
+  try {
+    await admin.createTopics({ topics: [name], partitions, replicas: 1 })
+  } finally {
+    await admin.close()
+  }
+}
+
+export async function withClient<R>(fn: (client: pg.Client) => Promise<R>): Promise<R> {
+  const client = new pg.Client({ connectionString: DATABASE_URL })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+export async function dropSchema(schema: string): Promise<void> {
+  await withClient((client) => client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`))
+}
+
+export async function countRows(schema: string, table = 'outbox'): Promise<number> {
+  return withClient(async (client) => {
+    const result = await client.query(`SELECT count(*)::int AS n FROM "${schema}"."${table}"`)
+    return result.rows[0].n as number
+  })
+}
+
+export async function waitFor(
+  condition: () => Promise<boolean> | boolean,
+  { timeout = 60_000, interval = 100, what = 'condition' } = {},
+): Promise<void> {
+  const deadline = Date.now() + timeout
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, interval))
+  }
+}
