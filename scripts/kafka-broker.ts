@@ -589,6 +589,8 @@ async function cli(command: string | undefined): Promise<number> {
         { port: dev.port, controllerPort: dev.controllerPort, dataDir: dev.dataDir },
         false,
       )
+      // Signal listeners do not keep Node alive; the JVM child is what this mode waits on.
+      started.current().child.ref()
       console.log(`KAFKA_BROKERS=${brokers}`)
       log(false, 'running in the foreground; Ctrl-C stops it')
       const signal = await Promise.race([

@@ -1,11 +1,17 @@
-export { ErrorCodes, KEntityError, isKEntityError, type ErrorCode } from './core/errors.ts'
+export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError } from './core/errors.ts'
 export { DEFAULT_TABLE } from './core/identifiers.ts'
-export { Outbox, type OutboxOptions, type TopicMap, type TopicProducer, type TopicProducers } from './core/outbox.ts'
+export {
+  Outbox,
+  type OutboxOptions,
+  type TopicMap,
+  type TopicProducer,
+  type TopicProducers,
+} from './core/outbox.ts'
 export type { OutboxRecord, RecordHeader, StoredMessage } from './core/record.ts'
 export {
+  type NodeMode,
   OutboxRelay,
   RELAY_DEFAULTS,
-  type NodeMode,
   type RelayEvent,
   type RelayOptions,
   type StopOptions,
@@ -20,13 +26,13 @@ export type {
   SqlStatement,
   TransactionAdapter,
 } from './core/seams.ts'
-export { bufferSerializer, jsonSerializer, stringSerializer, type Serializer } from './core/serializer.ts'
+export { bufferSerializer, jsonSerializer, type Serializer, stringSerializer } from './core/serializer.ts'
 export {
-  Topic,
   defineTopic,
-  type HeaderValue,
   type Headers,
+  type HeaderValue,
   type KeyValue,
   type ProduceOptions,
+  Topic,
   type TopicOptions,
 } from './core/topic.ts'

@@ -25,6 +25,9 @@ async function produce(brokers: string, topic: string, messages: { key: string; 
     clientId: 'kafka-broker-test-producer',
     bootstrapBrokers: [brokers],
     serializers: stringSerializers,
+    // Right after topic creation some partition leaders are not ready yet; the client then retries
+    // the whole request, and without idempotence the partitions that did take it get duplicates.
+    idempotent: true,
   })
   try {
     await producer.send({ messages: messages.map((message) => ({ topic, ...message })) })

@@ -2,10 +2,13 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { ErrorCodes, defineTopic } from '../src/index.ts'
-import { DATABASE_URL, countRows, dropSchema, uniqueName } from './support/env.ts'
+import { defineTopic, ErrorCodes } from '../src/index.ts'
+import { countRows, DATABASE_URL, dropSchema, uniqueName } from './support/env.ts'
 
-const orderCreated = defineTopic<{ id: string; amount?: unknown; self?: unknown }>({ name: 'orders', key: (m) => m.id })
+const orderCreated = defineTopic<{ id: string; amount?: unknown; self?: unknown }>({
+  name: 'orders',
+  key: (m) => m.id,
+})
 const audit = defineTopic<string>({ name: 'audit', outbox: false })
 const schema = uniqueName('ke_bad')
 const outbox = createPgOutbox({ topics: { orderCreated, audit }, schema })
@@ -33,7 +36,10 @@ describe('bad input leaves the outbox untouched', () => {
   it('refuses to produce in a failed transaction', async () => {
     await client.query('BEGIN')
     await client.query('SELECT 1/0').catch(() => {})
-    await assert.rejects(outbox.in(client).orderCreated.produce({ id: 'a' }), code(ErrorCodes.TRANSACTION_ABORTED))
+    await assert.rejects(
+      outbox.in(client).orderCreated.produce({ id: 'a' }),
+      code(ErrorCodes.TRANSACTION_ABORTED),
+    )
     await client.query('ROLLBACK')
     assert.equal(await countRows(schema), 0)
   })
@@ -42,7 +48,10 @@ describe('bad input leaves the outbox untouched', () => {
     const circular: { id: string; self?: unknown } = { id: 'c' }
     circular.self = circular
     await client.query('BEGIN')
-    await assert.rejects(outbox.in(client).orderCreated.produce({ id: 'a', amount: 1n }), code(ErrorCodes.SERIALIZATION_FAILED))
+    await assert.rejects(
+      outbox.in(client).orderCreated.produce({ id: 'a', amount: 1n }),
+      code(ErrorCodes.SERIALIZATION_FAILED),
+    )
     await assert.rejects(
       outbox.in(client).orderCreated.produceMany([{ id: 'ok' }, circular]),
       code(ErrorCodes.SERIALIZATION_FAILED),
@@ -69,13 +78,22 @@ describe('bad input leaves the outbox untouched', () => {
     assert.throws(() => outbox.relay(), /the relay needs Kafka/)
     assert.throws(() => outbox.relay({ kafka: { brokers: [] } }), /non-empty array/)
     assert.throws(() => outbox.relay({ kafka: { brokers: ['localhost'] } }), /is not 'host:port'/)
-    assert.throws(() => outbox.relay({ kafka: { brokers: ['127.0.0.1:9092'] }, claimTimeout: 5 }), /claimTimeout/)
-    assert.throws(() => createPgOutbox({ topics: { orderCreated }, kafka: { brokers: 'x' as never } }), /kafka\.brokers/)
+    assert.throws(
+      () => outbox.relay({ kafka: { brokers: ['127.0.0.1:9092'] }, claimTimeout: 5 }),
+      /claimTimeout/,
+    )
+    assert.throws(
+      () => createPgOutbox({ topics: { orderCreated }, kafka: { brokers: 'x' as never } }),
+      /kafka\.brokers/,
+    )
   })
 
   it('explains a missing schema instead of failing obscurely', async () => {
     const missing = createPgOutbox({ topics: { orderCreated }, schema: uniqueName('ke_missing') })
-    const relay = missing.relay({ connection: DATABASE_URL, kafka: { send: async () => {}, close: async () => {} } })
+    const relay = missing.relay({
+      connection: DATABASE_URL,
+      kafka: { send: async () => {}, close: async () => {} },
+    })
     await assert.rejects(relay.runOnce(), (error: Error) => {
       code(ErrorCodes.SCHEMA_MISSING)(error)
       return /run outbox\.migrate\(\)/.test(error.message)

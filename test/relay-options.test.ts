@@ -23,7 +23,10 @@ describe('relay options', () => {
   it('refuses to run after stop()', async () => {
     const relay = new OutboxRelay({ close: async () => {} } as RelayStore, transport)
     await relay.stop()
-    await assert.rejects(relay.runOnce(), (error: { code?: string }) => error.code === ErrorCodes.RELAY_STOPPED)
+    await assert.rejects(
+      relay.runOnce(),
+      (error: { code?: string }) => error.code === ErrorCodes.RELAY_STOPPED,
+    )
     await assert.rejects(relay.start(), (error: { code?: string }) => error.code === ErrorCodes.RELAY_STOPPED)
   })
 })
@@ -31,10 +34,25 @@ describe('relay options', () => {
 describe('backoffDelay', () => {
   const options = { initial: 100, max: 1000 }
   it('grows exponentially up to the cap, never below half of it', () => {
-    assert.equal(backoffDelay(1, options, () => 0), 50)
-    assert.equal(backoffDelay(1, options, () => 1), 100)
-    assert.equal(backoffDelay(3, options, () => 1), 400)
-    assert.equal(backoffDelay(10, options, () => 0), 500)
-    assert.equal(backoffDelay(100, options, () => 1), 1000)
+    assert.equal(
+      backoffDelay(1, options, () => 0),
+      50,
+    )
+    assert.equal(
+      backoffDelay(1, options, () => 1),
+      100,
+    )
+    assert.equal(
+      backoffDelay(3, options, () => 1),
+      400,
+    )
+    assert.equal(
+      backoffDelay(10, options, () => 0),
+      500,
+    )
+    assert.equal(
+      backoffDelay(100, options, () => 1),
+      1000,
+    )
   })
 })

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { ErrorCodes, Outbox, bufferSerializer, defineTopic, jsonSerializer, stringSerializer } from '../src/index.ts'
 import { orderingHash } from '../src/core/record.ts'
 import { postgresDialect } from '../src/dialects/postgres/index.ts'
+import {
+  bufferSerializer,
+  defineTopic,
+  ErrorCodes,
+  jsonSerializer,
+  Outbox,
+  stringSerializer,
+} from '../src/index.ts'
 
 const code = (expected: string) => (error: unknown) => {
   assert.equal((error as { code?: string }).code, expected, String(error))
@@ -49,11 +56,25 @@ describe('defineTopic', () => {
   })
 
   it('uses a custom serializer', () => {
-    const topic = defineTopic<number>({ name: 't', serializer: { name: 'int32', serialize: (n) => Buffer.from([n]) } })
+    const topic = defineTopic<number>({
+      name: 't',
+      serializer: { name: 'int32', serialize: (n) => Buffer.from([n]) },
+    })
     assert.deepEqual(topic.toRecord(7).value, Buffer.from([7]))
   })
 
-  for (const name of ['', '.', '..', 'has space', 'a/b', "x'; DROP TABLE t;--", 'é', 'a'.repeat(250), 42, undefined]) {
+  for (const name of [
+    '',
+    '.',
+    '..',
+    'has space',
+    'a/b',
+    "x'; DROP TABLE t;--",
+    'é',
+    'a'.repeat(250),
+    42,
+    undefined,
+  ]) {
     it(`rejects topic name ${JSON.stringify(name)?.slice(0, 30)}`, () => {
       assert.throws(() => defineTopic({ name: name as string }), code(ErrorCodes.INVALID_TOPIC))
     })
@@ -80,13 +101,19 @@ describe('defineTopic', () => {
     const topic = defineTopic<unknown>({ name: 'orders' })
     const circular: Record<string, unknown> = {}
     circular.self = circular
-    assert.throws(() => topic.toRecord({ amount: 10n }), (error: Error) => {
-      code(ErrorCodes.SERIALIZATION_FAILED)(error)
-      return /topic 'orders'/.test(error.message) && /BigInt/.test(error.message)
-    })
+    assert.throws(
+      () => topic.toRecord({ amount: 10n }),
+      (error: Error) => {
+        code(ErrorCodes.SERIALIZATION_FAILED)(error)
+        return /topic 'orders'/.test(error.message) && /BigInt/.test(error.message)
+      },
+    )
     assert.throws(() => topic.toRecord(circular), code(ErrorCodes.SERIALIZATION_FAILED))
     assert.throws(() => topic.toRecord(undefined), code(ErrorCodes.SERIALIZATION_FAILED))
-    const broken = defineTopic<number>({ name: 't', serializer: { name: 'bad', serialize: () => 'nope' as never } })
+    const broken = defineTopic<number>({
+      name: 't',
+      serializer: { name: 'bad', serialize: () => 'nope' as never },
+    })
     assert.throws(() => broken.toRecord(1), /returned the string "nope" instead of a Buffer/)
   })
 })
@@ -112,7 +139,10 @@ describe('Outbox topic map', () => {
     ['table', 'x'.repeat(49)],
   ] as const) {
     it(`rejects ${option} ${JSON.stringify(value)}`, () => {
-      assert.throws(() => new Outbox({ topics: { a }, [option]: value }, postgresDialect), code(ErrorCodes.INVALID_IDENTIFIER))
+      assert.throws(
+        () => new Outbox({ topics: { a }, [option]: value }, postgresDialect),
+        code(ErrorCodes.INVALID_IDENTIFIER),
+      )
     })
   }
 })

@@ -51,7 +51,8 @@ export function describe(value: unknown): string {
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'an array'
   if (Buffer.isBuffer(value)) return 'a Buffer'
-  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
+  if (typeof value === 'string')
+    return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`
   return `${typeof value} ${String(value)}`
 }

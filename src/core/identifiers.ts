@@ -1,4 +1,4 @@
-import { ErrorCodes, KEntityError, describe } from './errors.ts'
+import { describe, ErrorCodes, KEntityError } from './errors.ts'
 import type { OutboxTable } from './seams.ts'
 
 /**
@@ -21,7 +21,9 @@ export const DEFAULT_TABLE: OutboxTable = { schema: 'k_entity', table: 'outbox' 
 
 export function resolveTable(options: { schema?: unknown; table?: unknown }): OutboxTable {
   return {
-    schema: options.schema === undefined ? DEFAULT_TABLE.schema : validateIdentifier(options.schema, 'schema name'),
-    table: options.table === undefined ? DEFAULT_TABLE.table : validateIdentifier(options.table, 'table name'),
+    schema:
+      options.schema === undefined ? DEFAULT_TABLE.schema : validateIdentifier(options.schema, 'schema name'),
+    table:
+      options.table === undefined ? DEFAULT_TABLE.table : validateIdentifier(options.table, 'table name'),
   }
 }

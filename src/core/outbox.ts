@@ -1,4 +1,4 @@
-import { ErrorCodes, KEntityError, describe, invalidArgument } from './errors.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
 import type { MessageTransport, OutboxDialect, OutboxTable, TransactionAdapter } from './seams.ts'
@@ -40,7 +40,9 @@ export class Outbox<M extends TopicMap> {
 
   constructor(options: OutboxOptions<M>, dialect: OutboxDialect) {
     if (typeof options !== 'object' || options === null) {
-      throw invalidArgument('the outbox needs an options object: { topics: { orderCreated: defineTopic(...) } }')
+      throw invalidArgument(
+        'the outbox needs an options object: { topics: { orderCreated: defineTopic(...) } }',
+      )
     }
     this.topics = validateTopicMap(options.topics)
     this.table = resolveTable(options)
@@ -68,7 +70,9 @@ export class Outbox<M extends TopicMap> {
         produce: async (message, options) => write([topic.toRecord(message, options)]),
         produceMany: async (messages, options) => {
           if (!Array.isArray(messages)) {
-            throw invalidArgument(`produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`)
+            throw invalidArgument(
+              `produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`,
+            )
           }
           if (messages.length === 0) return
           await write(messages.map((message) => topic.toRecord(message, options)))
@@ -102,13 +106,17 @@ async function sendDirect(
 
 function validateTopicMap<M extends TopicMap>(topics: unknown): M {
   if (typeof topics !== 'object' || topics === null || Array.isArray(topics)) {
-    throw invalidArgument(`'topics' must be an object mapping accessor names to topics, got ${describe(topics)}`)
+    throw invalidArgument(
+      `'topics' must be an object mapping accessor names to topics, got ${describe(topics)}`,
+    )
   }
   const entries = Object.entries(topics)
-  if (entries.length === 0) throw invalidArgument(`'topics' is empty; map at least one topic with defineTopic()`)
+  if (entries.length === 0)
+    throw invalidArgument(`'topics' is empty; map at least one topic with defineTopic()`)
   const byName = new Map<string, string>()
   for (const [accessor, topic] of entries) {
-    if (RESERVED_ACCESSORS.has(accessor)) throw invalidArgument(`'${accessor}' cannot be used as a topic accessor name`)
+    if (RESERVED_ACCESSORS.has(accessor))
+      throw invalidArgument(`'${accessor}' cannot be used as a topic accessor name`)
     if (!(topic instanceof Topic)) {
       throw invalidArgument(`topics.${accessor} must be created with defineTopic(), got ${describe(topic)}`)
     }

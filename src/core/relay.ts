@@ -1,5 +1,5 @@
 import { backoffDelay } from './backoff.ts'
-import { ErrorCodes, KEntityError, describe, invalidArgument } from './errors.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
 import type { MessageTransport, RelayStore } from './seams.ts'
 
 export type NodeMode = 'single' | 'exclusive'
@@ -99,7 +99,8 @@ export class OutboxRelay {
    */
   async runOnce(): Promise<number> {
     this.#assertOpen('runOnce')
-    if (this.#running) throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'runOnce() cannot be used while the relay loop runs')
+    if (this.#running)
+      throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'runOnce() cannot be used while the relay loop runs')
     if (!this.#store.healthy) {
       this.#leader = false
       await this.#store.connect()
@@ -131,28 +132,27 @@ export class OutboxRelay {
   async stop(options: StopOptions = {}): Promise<void> {
     if (this.#closed) return
     const timeout = options.timeout ?? 10_000
-    if (!Number.isFinite(timeout) || timeout < 0) throw invalidArgument(`stop(): 'timeout' must be a number of ms >= 0`)
+    if (!Number.isFinite(timeout) || timeout < 0)
+      throw invalidArgument(`stop(): 'timeout' must be a number of ms >= 0`)
     this.#stopping = true
     this.#closed = true
     this.#sleep?.abort()
-    if (this.#running) {
-      let timer: NodeJS.Timeout | undefined
-      const expired = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeout)
-      })
-      await Promise.race([this.#running, expired])
-      clearTimeout(timer)
-    }
+    await waitAtMost(this.#running, timeout)
+    // Closing the session rolls back an unfinished claim (its messages stay in the outbox);
+    // closing the producer aborts a send that is still waiting for the broker.
     await this.#store.close().catch(() => {})
-    await this.#running?.catch(() => {})
     await this.#transport.close().catch(() => {})
+    await waitAtMost(this.#running, 5000)
     this.#setLeader(false)
     this.#options.onStop()
   }
 
   #assertOpen(what: string): void {
     if (this.#closed) {
-      throw new KEntityError(ErrorCodes.RELAY_STOPPED, `${what}() was called after stop(); create a new relay instead`)
+      throw new KEntityError(
+        ErrorCodes.RELAY_STOPPED,
+        `${what}() was called after stop(); create a new relay instead`,
+      )
     }
   }
 
@@ -202,7 +202,11 @@ export class OutboxRelay {
     } catch (error) {
       const retryInMs = backoffDelay(this.#failures + 1, this.#options.backoff)
       await this.#store
-        .complete([], { ids: messages.map((m) => m.id), error: errorText(error), retryAt: new Date(Date.now() + retryInMs) })
+        .complete([], {
+          ids: messages.map((m) => m.id),
+          error: errorText(error),
+          retryAt: new Date(Date.now() + retryInMs),
+        })
         .catch(() => this.#store.abandon())
         .catch(() => {})
       throw new RelayStageError('send', error)
@@ -250,6 +254,16 @@ export class OutboxRelay {
   }
 }
 
+async function waitAtMost(work: Promise<void> | undefined, ms: number): Promise<void> {
+  if (work === undefined) return
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  await Promise.race([work.catch(() => {}), expired])
+  clearTimeout(timer)
+}
+
 class RelayStageError extends Error {
   readonly stage: 'send' | 'acknowledge'
   constructor(stage: 'send' | 'acknowledge', cause: unknown) {
@@ -267,33 +281,61 @@ function errorText(error: unknown): string {
   return String(error).slice(0, 2000)
 }
 
-function positiveInteger(value: unknown, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
+function positiveInteger(
+  value: unknown,
+  name: string,
+  fallback: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
-    throw invalidArgument(`relay option '${name}' must be an integer from 1 to ${max}, got ${describe(value)}`)
+    throw invalidArgument(
+      `relay option '${name}' must be an integer from 1 to ${max}, got ${describe(value)}`,
+    )
   }
   return value
 }
 
 function resolveOptions(options: RelayOptions): ResolvedOptions {
-  if (typeof options !== 'object' || options === null) throw invalidArgument('relay options must be an object')
+  if (typeof options !== 'object' || options === null)
+    throw invalidArgument('relay options must be an object')
   const mode = options.mode ?? RELAY_DEFAULTS.mode
   if (mode !== 'single' && mode !== 'exclusive') {
-    throw invalidArgument(
-      `relay option 'mode' must be 'single' or 'exclusive', got ${describe(mode)}`,
-    )
+    throw invalidArgument(`relay option 'mode' must be 'single' or 'exclusive', got ${describe(mode)}`)
   }
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
     throw invalidArgument(`relay option 'onEvent' must be a function`)
   }
-  const initial = positiveInteger(options.retryBackoff?.initial, 'retryBackoff.initial', RELAY_DEFAULTS.retryBackoff.initial)
+  const initial = positiveInteger(
+    options.retryBackoff?.initial,
+    'retryBackoff.initial',
+    RELAY_DEFAULTS.retryBackoff.initial,
+  )
   const max = positiveInteger(options.retryBackoff?.max, 'retryBackoff.max', RELAY_DEFAULTS.retryBackoff.max)
-  if (max < initial) throw invalidArgument(`relay option 'retryBackoff.max' (${max}) is below 'retryBackoff.initial' (${initial})`)
+  if (max < initial)
+    throw invalidArgument(
+      `relay option 'retryBackoff.max' (${max}) is below 'retryBackoff.initial' (${initial})`,
+    )
   return {
-    pollingInterval: positiveInteger(options.pollingInterval, 'pollingInterval', RELAY_DEFAULTS.pollingInterval, 3_600_000),
-    maxMessagesPerPoll: positiveInteger(options.maxMessagesPerPoll, 'maxMessagesPerPoll', RELAY_DEFAULTS.maxMessagesPerPoll, 10_000),
+    pollingInterval: positiveInteger(
+      options.pollingInterval,
+      'pollingInterval',
+      RELAY_DEFAULTS.pollingInterval,
+      3_600_000,
+    ),
+    maxMessagesPerPoll: positiveInteger(
+      options.maxMessagesPerPoll,
+      'maxMessagesPerPoll',
+      RELAY_DEFAULTS.maxMessagesPerPoll,
+      10_000,
+    ),
     mode,
-    leaderCheckInterval: positiveInteger(options.leaderCheckInterval, 'leaderCheckInterval', RELAY_DEFAULTS.leaderCheckInterval, 600_000),
+    leaderCheckInterval: positiveInteger(
+      options.leaderCheckInterval,
+      'leaderCheckInterval',
+      RELAY_DEFAULTS.leaderCheckInterval,
+      600_000,
+    ),
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
     onStop: options.onStop ?? (() => {}),

@@ -1,4 +1,4 @@
-import { ErrorCodes, KEntityError, describe } from './errors.ts'
+import { describe, ErrorCodes, KEntityError } from './errors.ts'
 
 /**
  * Turns a message value into the bytes stored in the outbox and sent to Kafka.

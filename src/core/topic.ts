@@ -1,6 +1,6 @@
-import { ErrorCodes, KEntityError, describe, invalidArgument } from './errors.ts'
-import { type OutboxRecord, type RecordHeader, orderingHash } from './record.ts'
-import { type Serializer, bytesOf, isSerializer, jsonSerializer } from './serializer.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
+import { type OutboxRecord, orderingHash, type RecordHeader } from './record.ts'
+import { bytesOf, isSerializer, jsonSerializer, type Serializer } from './serializer.ts'
 
 /** What a key selector may return. `null`/`undefined` means no key (no per-key ordering). */
 export type KeyValue = string | Uint8Array | null | undefined
@@ -53,13 +53,17 @@ export class Topic<T> {
     this.name = validateTopicName(options.name)
     const where = `topic '${this.name}'`
     if (options.key !== undefined && typeof options.key !== 'function') {
-      throw invalidArgument(`${where}: 'key' must be a function selecting the key from a message, got ${describe(options.key)}`)
+      throw invalidArgument(
+        `${where}: 'key' must be a function selecting the key from a message, got ${describe(options.key)}`,
+      )
     }
     if (options.headers !== undefined && typeof options.headers !== 'function') {
       checkHeaders(options.headers, where)
     }
     if (options.serializer !== undefined && !isSerializer(options.serializer)) {
-      throw invalidArgument(`${where}: 'serializer' must be an object with a name and a serialize(value) method`)
+      throw invalidArgument(
+        `${where}: 'serializer' must be an object with a name and a serialize(value) method`,
+      )
     }
     if (options.outbox !== undefined && typeof options.outbox !== 'boolean') {
       throw invalidArgument(`${where}: 'outbox' must be true or false, got ${describe(options.outbox)}`)
@@ -80,7 +84,13 @@ export class Topic<T> {
     if (typeof this.#headers === 'function') checkHeaders(computed, `${where} (computed headers)`)
     if (options?.headers !== undefined) checkHeaders(options.headers, `${where} (produce headers)`)
     const headers = headerList(computed, options?.headers)
-    return { topic: this.name, key, value, headers, orderingHash: key === null ? null : orderingHash(this.name, key) }
+    return {
+      topic: this.name,
+      key,
+      value,
+      headers,
+      orderingHash: key === null ? null : orderingHash(this.name, key),
+    }
   }
 
   #serialize(message: T, where: string): Buffer {
@@ -122,14 +132,23 @@ function keyBytes(key: unknown, where: string): Buffer | null {
 
 function checkHeaders(headers: unknown, where: string): void {
   if (typeof headers !== 'object' || headers === null || Array.isArray(headers) || Buffer.isBuffer(headers)) {
-    throw invalidArgument(`${where}: headers must be an object of name -> string | Buffer, got ${describe(headers)}`)
+    throw invalidArgument(
+      `${where}: headers must be an object of name -> string | Buffer, got ${describe(headers)}`,
+    )
   }
   for (const [name, value] of Object.entries(headers)) {
     if (name.length === 0 || name.length > MAX_HEADER_NAME_LENGTH) {
       throw invalidArgument(`${where}: header names must be 1-${MAX_HEADER_NAME_LENGTH} characters long`)
     }
-    if (value !== null && value !== undefined && typeof value !== 'string' && !(value instanceof Uint8Array)) {
-      throw invalidArgument(`${where}: header '${name}' must be a string, Buffer or null, got ${describe(value)}`)
+    if (
+      value !== null &&
+      value !== undefined &&
+      typeof value !== 'string' &&
+      !(value instanceof Uint8Array)
+    ) {
+      throw invalidArgument(
+        `${where}: header '${name}' must be a string, Buffer or null, got ${describe(value)}`,
+      )
     }
   }
 }

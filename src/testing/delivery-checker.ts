@@ -97,7 +97,8 @@ export function checkDelivery(input: DeliveryCheckInput): DeliveryReport {
   const seqsByKey = new Map<string, Map<number, string>>()
   for (const message of input.expected) {
     checkTracked(message)
-    if (expected.has(message.id)) throw invalidArgument(`expected message id ${JSON.stringify(message.id)} is listed twice`)
+    if (expected.has(message.id))
+      throw invalidArgument(`expected message id ${JSON.stringify(message.id)} is listed twice`)
     expected.set(message.id, message)
     if (message.key === null) continue
     let seqs = seqsByKey.get(message.key)
@@ -116,7 +117,8 @@ export function checkDelivery(input: DeliveryCheckInput): DeliveryReport {
   }
   const forbidden = new Set<string>()
   for (const message of input.forbidden ?? []) {
-    if (typeof message?.id !== 'string') throw invalidArgument(`forbidden message id must be a string, got ${describe(message?.id)}`)
+    if (typeof message?.id !== 'string')
+      throw invalidArgument(`forbidden message id must be a string, got ${describe(message?.id)}`)
     if (expected.has(message.id)) {
       throw invalidArgument(`message id ${JSON.stringify(message.id)} is both expected and forbidden`)
     }
@@ -255,7 +257,11 @@ export function formatReport(report: DeliveryReport): string {
     line('phantom (rolled back but delivered)', report.phantom, report.samples.phantom),
     line('unknown (neither expected nor rolled back)', report.unknown, report.samples.unknown),
     line('out of order', report.outOfOrder, report.samples.outOfOrder),
-    line('keys on several partitions', report.keysOnSeveralPartitions, report.samples.keysOnSeveralPartitions),
+    line(
+      'keys on several partitions',
+      report.keysOnSeveralPartitions,
+      report.samples.keysOnSeveralPartitions,
+    ),
   ]
   for (const reorder of report.reorders) {
     lines.push(
@@ -276,22 +282,32 @@ function sample(list: string[], id: string): void {
 }
 
 function checkTracked(message: TrackedMessage): void {
-  if (typeof message?.id !== 'string') throw invalidArgument(`expected message id must be a string, got ${describe(message?.id)}`)
+  if (typeof message?.id !== 'string')
+    throw invalidArgument(`expected message id must be a string, got ${describe(message?.id)}`)
   if (message.key !== null && typeof message.key !== 'string') {
-    throw invalidArgument(`expected message ${JSON.stringify(message.id)} key must be a string or null, got ${describe(message.key)}`)
+    throw invalidArgument(
+      `expected message ${JSON.stringify(message.id)} key must be a string or null, got ${describe(message.key)}`,
+    )
   }
   if (typeof message.seq !== 'number' || !Number.isFinite(message.seq)) {
-    throw invalidArgument(`expected message ${JSON.stringify(message.id)} seq must be a finite number, got ${describe(message.seq)}`)
+    throw invalidArgument(
+      `expected message ${JSON.stringify(message.id)} seq must be a finite number, got ${describe(message.seq)}`,
+    )
   }
 }
 
 function checkObserved(message: ObservedMessage): void {
-  if (typeof message?.id !== 'string') throw invalidArgument(`observed message id must be a string, got ${describe(message?.id)}`)
+  if (typeof message?.id !== 'string')
+    throw invalidArgument(`observed message id must be a string, got ${describe(message?.id)}`)
   if (!Number.isInteger(message.partition) || message.partition < 0) {
-    throw invalidArgument(`observed message ${JSON.stringify(message.id)} partition must be a non-negative integer`)
+    throw invalidArgument(
+      `observed message ${JSON.stringify(message.id)} partition must be a non-negative integer`,
+    )
   }
   if (typeof message.offset !== 'bigint' && !Number.isInteger(message.offset)) {
-    throw invalidArgument(`observed message ${JSON.stringify(message.id)} offset must be a bigint or an integer`)
+    throw invalidArgument(
+      `observed message ${JSON.stringify(message.id)} offset must be a bigint or an integer`,
+    )
   }
 }
 
@@ -300,8 +316,10 @@ export const TRACKING_SEQ_HEADER = 'ke-check-seq'
 
 /** Tracking headers to attach to a produced message, as strings so they fit the outbox's `headers`. */
 export function trackingHeaders(id: string, seq: number): { 'ke-check-id': string; 'ke-check-seq': string } {
-  if (typeof id !== 'string' || id.length === 0) throw invalidArgument(`tracking id must be a non-empty string, got ${describe(id)}`)
-  if (!Number.isSafeInteger(seq)) throw invalidArgument(`tracking seq must be a safe integer, got ${describe(seq)}`)
+  if (typeof id !== 'string' || id.length === 0)
+    throw invalidArgument(`tracking id must be a non-empty string, got ${describe(id)}`)
+  if (!Number.isSafeInteger(seq))
+    throw invalidArgument(`tracking seq must be a safe integer, got ${describe(seq)}`)
   return { [TRACKING_ID_HEADER]: id, [TRACKING_SEQ_HEADER]: String(seq) } as {
     'ke-check-id': string
     'ke-check-seq': string
@@ -338,5 +356,7 @@ export function readTracking(headers: HeadersLike): { id: string; seq: number } 
 
 function text(value: HeaderBytes): string | undefined {
   if (value === null || value === undefined) return undefined
-  return typeof value === 'string' ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8')
+  return typeof value === 'string'
+    ? value
+    : Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8')
 }

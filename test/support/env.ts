@@ -6,7 +6,8 @@ export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0
 
 export function kafkaBrokers(): string[] {
   const brokers = process.env.KAFKA_BROKERS
-  if (!brokers) throw new Error('KAFKA_BROKERS is not set: run the tests with `npm test`, which starts a broker')
+  if (!brokers)
+    throw new Error('KAFKA_BROKERS is not set: run the tests with `npm test`, which starts a broker')
   return brokers.split(',')
 }
 

@@ -1,25 +1,29 @@
 import pg from 'pg'
-import { ErrorCodes, KEntityError, describe, invalidArgument } from '../../core/errors.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { MessageTransport, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
   type MigrationResult,
-  type PgSession,
-  PostgresRelayStore,
   migrate,
   migrationScript,
+  type PgSession,
+  PostgresRelayStore,
   postgresDialect,
 } from '../../dialects/postgres/index.ts'
-import { KafkaTransport, type KafkaOptions, validateKafkaOptions } from '../../transports/kafka/index.ts'
+import { type KafkaOptions, KafkaTransport, validateKafkaOptions } from '../../transports/kafka/index.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
-export type PgTransactionClient = Pick<pg.ClientBase, 'query'> & { getTransactionStatus?: () => string | null }
+export type PgTransactionClient = Pick<pg.ClientBase, 'query'> & {
+  getTransactionStatus?: () => string | null
+}
 
 /** Wraps the app's node-postgres client, checked to be inside a transaction. */
 export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
   if (typeof client !== 'object' || client === null || typeof client.query !== 'function') {
-    throw invalidArgument(`expected a node-postgres Client or PoolClient inside a transaction, got ${describe(client)}`)
+    throw invalidArgument(
+      `expected a node-postgres Client or PoolClient inside a transaction, got ${describe(client)}`,
+    )
   }
   if (client instanceof pg.Pool) {
     throw invalidArgument(
@@ -27,7 +31,9 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
     )
   }
   if (typeof client.getTransactionStatus !== 'function') {
-    throw invalidArgument('this node-postgres version cannot report transaction state; upgrade pg to 8.21 or newer')
+    throw invalidArgument(
+      'this node-postgres version cannot report transaction state; upgrade pg to 8.21 or newer',
+    )
   }
   return {
     dialect: 'postgres',
@@ -97,8 +103,12 @@ export class PgOutbox<M extends TopicMap> {
   }
 
   /** Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it throws. */
-  async transaction<R>(pool: pg.Pool, fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>): Promise<R> {
-    if (!(pool instanceof pg.Pool)) throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
+  async transaction<R>(
+    pool: pg.Pool,
+    fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
+  ): Promise<R> {
+    if (!(pool instanceof pg.Pool))
+      throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
     const client = await pool.connect()
     try {
       await client.query('BEGIN')
@@ -136,11 +146,15 @@ export class PgOutbox<M extends TopicMap> {
   relay(options: PgRelayOptions = {}): OutboxRelay {
     const kafka = options.kafka ?? this.#kafka
     if (kafka === undefined) {
-      throw invalidArgument(`the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to createPgOutbox() or relay()`)
+      throw invalidArgument(
+        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to createPgOutbox() or relay()`,
+      )
     }
     const claimTimeout = options.claimTimeout ?? 60_000
     if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
-      throw invalidArgument(`relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`)
+      throw invalidArgument(
+        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
+      )
     }
     const connection = options.connection ?? defaultConnection()
     if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null)) {
@@ -148,7 +162,10 @@ export class PgOutbox<M extends TopicMap> {
     }
     const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
     const exclusive = options.mode === 'exclusive'
-    const idle = Math.max(options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval, options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval)
+    const idle = Math.max(
+      options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
+      options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval,
+    )
     const store = new PostgresRelayStore({
       table: this.outbox.table,
       connect: async () => (await openClient(connection, 'k-entity-relay')) as unknown as PgSession,
@@ -201,9 +218,14 @@ function defaultConnection(): string {
   return url
 }
 
-async function openClient(target: string | pg.ClientConfig, applicationName = 'k-entity'): Promise<pg.Client> {
+async function openClient(
+  target: string | pg.ClientConfig,
+  applicationName = 'k-entity',
+): Promise<pg.Client> {
   const config: pg.ClientConfig =
-    typeof target === 'string' ? { connectionString: target, application_name: applicationName } : { application_name: applicationName, ...target }
+    typeof target === 'string'
+      ? { connectionString: target, application_name: applicationName }
+      : { application_name: applicationName, ...target }
   const client = new pg.Client(config)
   // Without a listener, a server-side disconnect of an idle client would crash the process.
   client.on('error', () => {})

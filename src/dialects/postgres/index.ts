@@ -17,6 +17,6 @@ export const postgresDialect: OutboxDialect = {
   migrations: postgresMigrations,
 }
 
-export { migrate, migrationScript, type MigrationResult } from './migrate.ts'
+export { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 export { PostgresRelayStore, type PostgresRelayStoreOptions } from './relay-store.ts'
 export type { PgSession } from './session.ts'

@@ -25,9 +25,10 @@ export function postgresMigrations(table: OutboxTable): Migration[] {
   created_at timestamptz NOT NULL DEFAULT now(),
   last_error text
 )`,
-        // The claim walks the primary key in id order; this index answers "is an older message
-        // of this key waiting for a retry?" without scanning, however long the backlog is.
-        `CREATE INDEX ${index('ordering_idx')} ON ${outbox} (ordering_hash, id) WHERE ordering_hash IS NOT NULL`,
+        // Only rows that failed (attempts > 0) can be waiting for a retry, so this index is
+        // normally empty: the claim's "is an older message of this key waiting?" probe costs one
+        // look-up into an empty index instead of a walk over the key's whole backlog.
+        `CREATE INDEX ${index('retry_idx')} ON ${outbox} (ordering_hash, id) WHERE attempts > 0`,
         // Rows are deleted as soon as Kafka acknowledges them; aggressive autovacuum keeps the
         // dead tuples of a delete-heavy queue from slowing the claim.
         `ALTER TABLE ${outbox} SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0)`,

@@ -59,7 +59,9 @@ export class PostgresRelayStore implements RelayStore {
 
   async tryAcquireLeadership(): Promise<boolean> {
     if (this.#leader && this.#healthy) return true
-    const result = await this.#run(`SELECT pg_try_advisory_lock(${lockClass(this.#options.table, 'leader')}, 0) AS leader`)
+    const result = await this.#run(
+      `SELECT pg_try_advisory_lock(${lockClass(this.#options.table, 'leader')}, 0) AS leader`,
+    )
     this.#leader = result.rows[0]?.leader === true
     return this.#leader
   }
@@ -81,7 +83,9 @@ export class PostgresRelayStore implements RelayStore {
       const statement = failStatement(this.#options.table, failed.ids, failed.error, failed.retryAt)
       await this.#run(statement.text, statement.values)
     }
-    await this.#endClaim(acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT')
+    await this.#endClaim(
+      acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT',
+    )
   }
 
   async abandon(): Promise<void> {
@@ -122,7 +126,9 @@ export class PostgresRelayStore implements RelayStore {
   async #run(text: string, values?: unknown[]) {
     const session = this.#session
     if (!session || !this.#healthy) {
-      throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', { retryable: true })
+      throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', {
+        retryable: true,
+      })
     }
     try {
       return lastResult(values === undefined ? await session.query(text) : await session.query(text, values))

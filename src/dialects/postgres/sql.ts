@@ -5,12 +5,17 @@ import { lockClass, qualified } from './names.ts'
 /** Headers as stored: JSON pairs keep duplicates and order; values are base64 so bytes survive. */
 export function encodeHeaders(headers: OutboxRecord['headers']): string | null {
   if (headers.length === 0) return null
-  return JSON.stringify(headers.map(([name, value]) => [name, value === null ? null : value.toString('base64')]))
+  return JSON.stringify(
+    headers.map(([name, value]) => [name, value === null ? null : value.toString('base64')]),
+  )
 }
 
 export function decodeHeaders(stored: unknown): OutboxRecord['headers'] {
   if (!Array.isArray(stored)) return []
-  return stored.map(([name, value]: [string, string | null]) => [name, value === null ? null : Buffer.from(value, 'base64')])
+  return stored.map(([name, value]: [string, string | null]) => [
+    name,
+    value === null ? null : Buffer.from(value, 'base64'),
+  ])
 }
 
 /**
@@ -60,7 +65,8 @@ FROM ${outbox} AS o
 WHERE o.available_at <= now()
   AND NOT EXISTS (
     SELECT 1 FROM ${outbox} AS older
-    WHERE older.ordering_hash = o.ordering_hash AND older.id < o.id AND older.available_at > now()
+    WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
+      AND older.available_at > now()
   )
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}
@@ -79,7 +85,12 @@ export function deleteSql(table: OutboxTable, ids: readonly string[]): string {
   return `DELETE FROM ${qualified(table)} WHERE id = ANY(${idArrayLiteral(ids)})`
 }
 
-export function failStatement(table: OutboxTable, ids: readonly string[], error: string, retryAt: Date): SqlStatement {
+export function failStatement(
+  table: OutboxTable,
+  ids: readonly string[],
+  error: string,
+  retryAt: Date,
+): SqlStatement {
   return {
     text: `UPDATE ${qualified(table)} SET attempts = attempts + 1, last_error = $2, available_at = $3 WHERE id = ANY($1::bigint[])`,
     values: [ids, error, retryAt],

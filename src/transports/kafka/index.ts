@@ -1,5 +1,5 @@
-import { Producer, compatibilityPartitioner, stringSerializers } from '@platformatic/kafka'
-import { ErrorCodes, KEntityError, describe, invalidArgument } from '../../core/errors.ts'
+import { compatibilityPartitioner, Producer, stringSerializers } from '@platformatic/kafka'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { MessageTransport } from '../../core/seams.ts'
 
@@ -20,15 +20,21 @@ const BROKER_ADDRESS = /^[^\s:/]+:\d{1,5}$/
 
 export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
   if (typeof options !== 'object' || options === null) {
-    throw invalidArgument(`kafka options must be an object like { brokers: ['127.0.0.1:9092'] }, got ${describe(options)}`)
+    throw invalidArgument(
+      `kafka options must be an object like { brokers: ['127.0.0.1:9092'] }, got ${describe(options)}`,
+    )
   }
   const { brokers, clientId, requestTimeout, retries, compression } = options as KafkaOptions
   if (!Array.isArray(brokers) || brokers.length === 0) {
-    throw invalidArgument(`kafka.brokers must be a non-empty array of 'host:port' strings, got ${describe(brokers)}`)
+    throw invalidArgument(
+      `kafka.brokers must be a non-empty array of 'host:port' strings, got ${describe(brokers)}`,
+    )
   }
   for (const broker of brokers) {
     if (typeof broker !== 'string' || !BROKER_ADDRESS.test(broker)) {
-      throw invalidArgument(`kafka.brokers entry ${describe(broker)} is not 'host:port' (e.g. '127.0.0.1:9092')`)
+      throw invalidArgument(
+        `kafka.brokers entry ${describe(broker)} is not 'host:port' (e.g. '127.0.0.1:9092')`,
+      )
     }
   }
   if (clientId !== undefined && (typeof clientId !== 'string' || clientId.length === 0)) {
@@ -44,7 +50,9 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
   }
   const algorithms = ['none', 'gzip', 'snappy', 'lz4', 'zstd']
   if (compression !== undefined && !algorithms.includes(compression)) {
-    throw invalidArgument(`kafka.compression must be one of ${algorithms.join(', ')}, got ${describe(compression)}`)
+    throw invalidArgument(
+      `kafka.compression must be one of ${algorithms.join(', ')}, got ${describe(compression)}`,
+    )
   }
   return {
     brokers: [...brokers],
@@ -97,7 +105,10 @@ export class KafkaTransport implements MessageTransport {
       }
     })
     try {
-      await this.#producer.send({ messages, ...(this.#compression === 'none' ? {} : { compression: this.#compression }) })
+      await this.#producer.send({
+        messages,
+        ...(this.#compression === 'none' ? {} : { compression: this.#compression }),
+      })
     } catch (cause) {
       throw new KEntityError(
         ErrorCodes.TRANSPORT_FAILED,
