@@ -303,7 +303,8 @@ async function logTail(l: Layout): Promise<string> {
 
 /** JVMs that must not outlive this Node process (a crashed test run would otherwise leak them). */
 const killOnExit = new Set<number>()
-process.on('exit', () => {
+
+function killAll(): void {
   for (const pid of killOnExit) {
     try {
       process.kill(pid, 'SIGKILL')
@@ -311,7 +312,30 @@ process.on('exit', () => {
       // Already gone.
     }
   }
-})
+}
+process.on('exit', killAll)
+
+// A signal with no listener ends Node without an 'exit' event, and the detached JVM would live
+// on. So while we own JVMs we listen, but only act when nobody else does: a host that handles
+// the signal itself (scripts/test.ts, the CLI's run) stops its brokers or exits through 'exit'.
+const FATAL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+function onFatalSignal(signal: NodeJS.Signals): void {
+  if (process.listenerCount(signal) > 1) return
+  killAll()
+  for (const s of FATAL_SIGNALS) process.removeListener(s, onFatalSignal)
+  process.kill(process.pid, signal)
+}
+
+function guard(pid: number): void {
+  if (killOnExit.size === 0) for (const s of FATAL_SIGNALS) process.on(s, onFatalSignal)
+  killOnExit.add(pid)
+}
+
+function unguard(pid: number): void {
+  killOnExit.delete(pid)
+  if (killOnExit.size === 0) for (const s of FATAL_SIGNALS) process.removeListener(s, onFatalSignal)
+}
 
 /** True while the pid names a process that has not exited; a zombie has exited. */
 function isAlive(pid: number): boolean {
@@ -410,7 +434,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
     child.once('spawn', () => resolveSpawn(child.pid as number))
     child.once('error', (error) => reject(new Error(`Could not run ${javaBinary()}: ${error.message}`)))
   })
-  if (s.killOnExit) killOnExit.add(pid)
+  if (s.killOnExit) guard(pid)
 
   const brokers = `${HOST}:${l.port}`
   let exitReason: string | undefined
@@ -421,7 +445,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
   let lastError = ''
   for (;;) {
     if (exitReason !== undefined) {
-      killOnExit.delete(pid)
+      unguard(pid)
       throw new Error(`Kafka broker (pid ${pid}) ${exitReason} before it answered.\n${await logTail(l)}`)
     }
     try {
@@ -433,7 +457,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
     }
     if (Date.now() >= deadline) {
       await terminate(pid).catch(() => process.kill(pid, 'SIGKILL'))
-      killOnExit.delete(pid)
+      unguard(pid)
       throw new Error(
         `Kafka broker (pid ${pid}) did not answer on ${brokers} within ${READY_TIMEOUT_MS / 1000} s (last error: ${lastError}).\n${await logTail(l)}`,
       )
@@ -482,7 +506,7 @@ async function start(options: KafkaBrokerOptions, keepOnExit: boolean): Promise<
   let stopped = false
   const stopProcess = async (): Promise<void> => {
     await terminate(running.pid)
-    killOnExit.delete(running.pid)
+    unguard(running.pid)
   }
   const broker: KafkaBroker = {
     brokers: `${HOST}:${port}`,

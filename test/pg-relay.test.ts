@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import { murmur2 } from '@platformatic/kafka'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
