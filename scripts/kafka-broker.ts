@@ -88,7 +88,8 @@ async function ensureJars(quiet: boolean | undefined): Promise<string> {
   const jarsDir = join(REPO_ROOT, '.kafka', `jars-${KAFKA_VERSION}`)
   const marker = join(jarsDir, '.complete')
   const pom = await readFile(POM, 'utf8')
-  if (existsSync(marker) && (await readFile(marker, 'utf8')) === pom) return jarsDir
+  const isComplete = async () => existsSync(marker) && (await readFile(marker, 'utf8')) === pom
+  if (await isComplete()) return jarsDir
 
   log(quiet, `fetching Kafka ${KAFKA_VERSION} jars with Maven into ${relative(REPO_ROOT, jarsDir)}/`)
   const started = Date.now()
@@ -120,13 +121,12 @@ async function ensureJars(quiet: boolean | undefined): Promise<string> {
     throw new Error(`Maven finished but ${staging} holds no kafka_2.13 jar`)
   }
   await writeFile(join(staging, '.complete'), pom)
-  await rm(jarsDir, { recursive: true, force: true })
-  try {
-    await rename(staging, jarsDir)
-  } catch (error) {
-    // Another process renamed its own copy into place first; theirs is just as good.
+  if (await isComplete()) {
+    // A concurrent start finished first and may already run a JVM from that folder: keep it.
     await rm(staging, { recursive: true, force: true })
-    if (!existsSync(marker)) throw error
+  } else {
+    await rm(jarsDir, { recursive: true, force: true })
+    await rename(staging, jarsDir)
   }
   log(quiet, `jars ready in ${((Date.now() - started) / 1000).toFixed(1)} s`)
   return jarsDir
@@ -401,8 +401,6 @@ interface LaunchSettings {
   layout: Layout
   clusterId: string
   quiet: boolean | undefined
-  /** False for `start`, whose whole point is a broker that outlives the CLI. */
-  killOnExit: boolean
 }
 
 async function launch(s: LaunchSettings): Promise<Running> {
@@ -434,7 +432,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
     child.once('spawn', () => resolveSpawn(child.pid as number))
     child.once('error', (error) => reject(new Error(`Could not run ${javaBinary()}: ${error.message}`)))
   })
-  if (s.killOnExit) guard(pid)
+  guard(pid)
 
   const brokers = `${HOST}:${l.port}`
   let exitReason: string | undefined
@@ -456,7 +454,12 @@ async function launch(s: LaunchSettings): Promise<Running> {
       lastError = errorMessage(error)
     }
     if (Date.now() >= deadline) {
-      await terminate(pid).catch(() => process.kill(pid, 'SIGKILL'))
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // It died on its own just now; the log tail below says why.
+      }
+      await waitForExit(pid, 5_000)
       unguard(pid)
       throw new Error(
         `Kafka broker (pid ${pid}) did not answer on ${brokers} within ${READY_TIMEOUT_MS / 1000} s (last error: ${lastError}).\n${await logTail(l)}`,
@@ -477,7 +480,7 @@ interface Started {
   current(): Running
 }
 
-async function start(options: KafkaBrokerOptions, keepOnExit: boolean): Promise<Started> {
+async function start(options: KafkaBrokerOptions): Promise<Started> {
   const [freePort, freeControllerPort] =
     options.port !== undefined && options.controllerPort !== undefined ? [] : await freePorts(2)
   const port = options.port ?? (freePort as number)
@@ -499,7 +502,6 @@ async function start(options: KafkaBrokerOptions, keepOnExit: boolean): Promise<
     layout: l,
     clusterId,
     quiet: options.quiet,
-    killOnExit: !keepOnExit,
   }
 
   let running = await launch(settings)
@@ -532,7 +534,7 @@ async function start(options: KafkaBrokerOptions, keepOnExit: boolean): Promise<
 
 /** Starts a single-node Kafka broker and resolves once it answers metadata requests. */
 export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
-  return (await start(options, false)).broker
+  return (await start(options)).broker
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,11 +575,14 @@ async function cli(command: string | undefined): Promise<number> {
       if (existing !== undefined) {
         log(false, `already running (pid ${existing})`)
       } else {
-        const { broker } = await start(
-          { port: dev.port, controllerPort: dev.controllerPort, dataDir: dev.dataDir },
-          true,
-        )
+        const { broker } = await start({
+          port: dev.port,
+          controllerPort: dev.controllerPort,
+          dataDir: dev.dataDir,
+        })
         await writeFile(dev.pidFile, `${broker.pid}\n`)
+        // Killed with us while starting up; from here on it is meant to outlive this command.
+        unguard(broker.pid)
       }
       console.log(`KAFKA_BROKERS=${brokers}`)
       return 0
@@ -609,10 +614,11 @@ async function cli(command: string | undefined): Promise<number> {
       }
     }
     case 'run': {
-      const started = await start(
-        { port: dev.port, controllerPort: dev.controllerPort, dataDir: dev.dataDir },
-        false,
-      )
+      const started = await start({
+        port: dev.port,
+        controllerPort: dev.controllerPort,
+        dataDir: dev.dataDir,
+      })
       // Signal listeners do not keep Node alive; the JVM child is what this mode waits on.
       started.current().child.ref()
       console.log(`KAFKA_BROKERS=${brokers}`)

@@ -6,8 +6,23 @@ import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { lockClass } from '../src/dialects/postgres/names.ts'
 import { defineTopic } from '../src/index.ts'
-import { checkDelivery, formatReport, observedFromConsumed, readTopic, trackingHeaders } from '../src/testing/index.ts'
-import { DATABASE_URL, countRows, createTopic, dropSchema, kafkaBrokers, uniqueName, waitFor, withClient } from './support/env.ts'
+import {
+  checkDelivery,
+  formatReport,
+  observedFromConsumed,
+  readTopic,
+  trackingHeaders,
+} from '../src/testing/index.ts'
+import {
+  countRows,
+  createTopic,
+  DATABASE_URL,
+  dropSchema,
+  kafkaBrokers,
+  uniqueName,
+  waitFor,
+  withClient,
+} from './support/env.ts'
 
 interface RelayReport {
   pid: number
@@ -27,7 +42,15 @@ const reports: RelayReport[] = []
 
 function spawnRelay(extraEnv: Record<string, string> = {}): ChildProcess {
   const child = fork(fixture, {
-    env: { ...process.env, SCHEMA: schema, TOPIC: topicName, DATABASE_URL, KAFKA_BROKERS: brokers.join(','), MODE: 'exclusive', ...extraEnv },
+    env: {
+      ...process.env,
+      SCHEMA: schema,
+      TOPIC: topicName,
+      DATABASE_URL,
+      KAFKA_BROKERS: brokers.join(','),
+      MODE: 'exclusive',
+      ...extraEnv,
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   child.on('message', (message) => reports.push({ ...(message as RelayReport), at: Date.now() }))
@@ -45,7 +68,7 @@ function leaders(): number[] {
 async function leaderBackendPid(): Promise<number | undefined> {
   return withClient(async (client) => {
     const result = await client.query(
-      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid::int = $1 AND objid = 0`,
+      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = 0`,
       [lockClass({ schema, table: 'outbox' }, 'leader') >>> 0],
     )
     return result.rows[0]?.pid as number | undefined
@@ -70,7 +93,9 @@ describe('exclusive mode across three processes', () => {
 
     // Every batch takes 1.5 s to send, so the leader is caught mid-batch when its session ends.
     for (let i = 0; i < 3; i++) spawnRelay({ SEND_DELAY_MS: '1500', MAX_PER_POLL: '50' })
-    await waitFor(() => reports.filter((r) => r.type === 'started').length === 3, { what: 'three relays started' })
+    await waitFor(() => reports.filter((r) => r.type === 'started').length === 3, {
+      what: 'three relays started',
+    })
     await waitFor(() => leaders().length === 1, { what: 'a leader' })
     await new Promise((resolve) => setTimeout(resolve, 1000))
     assert.equal(leaders().length, 1, 'exactly one leader while all three run')
@@ -83,23 +108,32 @@ describe('exclusive mode across three processes', () => {
     }
     await pool.end()
 
-    await waitFor(() => reports.some((r) => r.pid === firstLeader && r.type === 'sending'), { what: 'leader sending' })
+    await waitFor(() => reports.some((r) => r.pid === firstLeader && r.type === 'sending'), {
+      what: 'leader sending',
+    })
     const backend = await leaderBackendPid()
     assert.ok(backend, 'the leader holds the advisory lock on a session')
     const endedAt = Date.now()
     await withClient((c) => c.query('SELECT pg_terminate_backend($1)', [backend]))
 
     await waitFor(() => leaders().some((pid) => pid !== firstLeader), { what: 'takeover', timeout: 15_000 })
-    const takeover = reports.find((r) => r.type === 'leadership' && r.leader && r.pid !== firstLeader && r.at >= endedAt)
+    const takeover = reports.find(
+      (r) => r.type === 'leadership' && r.leader && r.pid !== firstLeader && r.at >= endedAt,
+    )
     const takeoverMs = (takeover?.at ?? Date.now()) - endedAt
     assert.ok(takeoverMs < 5000, `takeover took ${takeoverMs} ms`)
-    await waitFor(() => reports.some((r) => r.pid === firstLeader && r.type === 'error' && r.stage === 'acknowledge'), {
-      what: 'the deposed leader failing to acknowledge its batch',
-    })
+    await waitFor(
+      () => reports.some((r) => r.pid === firstLeader && r.type === 'error' && r.stage === 'acknowledge'),
+      {
+        what: 'the deposed leader failing to acknowledge its batch',
+      },
+    )
 
     // Kill -9 the second leader too: the third process must finish the job.
     const secondLeader = takeover?.pid as number
-    await waitFor(() => reports.some((r) => r.pid === secondLeader && r.type === 'sending'), { what: 'second leader sending' })
+    await waitFor(() => reports.some((r) => r.pid === secondLeader && r.type === 'sending'), {
+      what: 'second leader sending',
+    })
     children.find((c) => c.pid === secondLeader)?.kill('SIGKILL')
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 60_000 })
 
@@ -107,14 +141,24 @@ describe('exclusive mode across three processes', () => {
     const report = checkDelivery({ expected, observed: observedFromConsumed(consumed) })
     assert.ok(report.ok, formatReport(report))
     // Rows are deleted exactly once, by whoever held the lock: deliveries reported = messages.
-    const delivered = reports.filter((r) => r.type === 'delivered').reduce((sum, r) => sum + (r.count ?? 0), 0)
+    const delivered = reports
+      .filter((r) => r.type === 'delivered')
+      .reduce((sum, r) => sum + (r.count ?? 0), 0)
     assert.equal(delivered, expected.length, 'every row deleted exactly once')
     // It may lead again later (after the second leader is killed), but not before re-electing.
-    const reelected = reports.find((r) => r.pid === firstLeader && r.type === 'leadership' && r.leader && r.at > endedAt)
+    const reelected = reports.find(
+      (r) => r.pid === firstLeader && r.type === 'leadership' && r.leader && r.at > endedAt,
+    )
     const deletedWhileDeposed = reports.filter(
-      (r) => r.pid === firstLeader && r.type === 'delivered' && r.at > endedAt && (reelected === undefined || r.at < reelected.at),
+      (r) =>
+        r.pid === firstLeader &&
+        r.type === 'delivered' &&
+        r.at > endedAt &&
+        (reelected === undefined || r.at < reelected.at),
     )
     assert.equal(deletedWhileDeposed.length, 0, 'the deposed leader deleted nothing after its session ended')
-    console.log(`# takeover after session end: ${takeoverMs} ms; duplicates from interrupted batches: ${report.duplicates}`)
+    console.log(
+      `# takeover after session end: ${takeoverMs} ms; duplicates from interrupted batches: ${report.duplicates}`,
+    )
   })
 })

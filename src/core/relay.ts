@@ -170,7 +170,8 @@ export class OutboxRelay {
           pause = this.#options.leaderCheckInterval
         } else {
           const count = await this.#relayBatch()
-          this.#failures = 0
+          // An empty poll is no proof of recovery: failed messages are parked until their retry time.
+          if (count > 0) this.#failures = 0
           if (count >= this.#options.maxMessagesPerPoll) continue
         }
       } catch (error) {

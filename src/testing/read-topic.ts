@@ -115,11 +115,29 @@ export async function readTopic(options: ReadTopicOptions): Promise<ConsumedMess
         if (messages.length < resolved.expectedCount || now - lastArrival < resolved.graceMs) continue
       }
       // Records written since the first listing (late copies, a relay still draining) count too.
-      ends = await beforeDeadline(endOffsets(consumer, topic), deadline, 'listing the end offsets of', topic)
+      try {
+        ends = await beforeDeadline(
+          endOffsets(consumer, topic),
+          deadline,
+          'listing the end offsets of',
+          topic,
+        )
+      } catch (error) {
+        // Past the deadline the caller gets what was read, as on any other timeout.
+        if (Date.now() >= deadline) break
+        throw error
+      }
       if (caughtUp(ends)) stopped = true
     }
     stopped = true
     return messages
+  } catch (error) {
+    if (error instanceof KEntityError) throw error
+    throw new KEntityError(
+      ErrorCodes.TRANSPORT_FAILED,
+      `readTopic could not read topic ${JSON.stringify(topic)}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    )
   } finally {
     if (stream !== undefined) await stream.close().catch(() => {})
     await consumer.close(true).catch(() => {})

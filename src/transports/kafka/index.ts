@@ -10,8 +10,13 @@ export interface KafkaOptions {
   clientId?: string
   /** Per-request timeout in ms (default 10000). */
   requestTimeout?: number
-  /** Retries of one send inside the client before the relay's own backoff takes over (default 3). */
+  /**
+   * Retries of one send inside the client before the relay's own backoff takes over (default 3,
+   * at least 2: the client turns 0 or 1 into "retry forever" for idempotent producers).
+   */
   retries?: number
+  /** Longest one send may take before it is abandoned and the producer recreated, in ms. */
+  sendTimeout?: number
   /** Compression for produced batches (default none). */
   compression?: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd'
 }
@@ -24,7 +29,7 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
       `kafka options must be an object like { brokers: ['127.0.0.1:9092'] }, got ${describe(options)}`,
     )
   }
-  const { brokers, clientId, requestTimeout, retries, compression } = options as KafkaOptions
+  const { brokers, clientId, requestTimeout, retries, compression, sendTimeout } = options as KafkaOptions
   if (!Array.isArray(brokers) || brokers.length === 0) {
     throw invalidArgument(
       `kafka.brokers must be a non-empty array of 'host:port' strings, got ${describe(brokers)}`,
@@ -43,10 +48,16 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
   for (const [name, value] of [
     ['requestTimeout', requestTimeout],
     ['retries', retries],
+    ['sendTimeout', sendTimeout],
   ] as const) {
     if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0)) {
       throw invalidArgument(`kafka.${name} must be a non-negative integer, got ${describe(value)}`)
     }
+  }
+  if (retries !== undefined && retries < 2) {
+    throw invalidArgument(
+      `kafka.retries must be at least 2, got ${retries}: the idempotent producer would turn it into unlimited retries, and a send to a dead broker would never fail`,
+    )
   }
   const algorithms = ['none', 'gzip', 'snappy', 'lz4', 'zstd']
   if (compression !== undefined && !algorithms.includes(compression)) {
@@ -54,11 +65,14 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
       `kafka.compression must be one of ${algorithms.join(', ')}, got ${describe(compression)}`,
     )
   }
+  const resolvedTimeout = requestTimeout ?? 10_000
+  const resolvedRetries = retries ?? 3
   return {
     brokers: [...brokers],
     clientId: clientId ?? 'k-entity',
-    requestTimeout: requestTimeout ?? 10_000,
-    retries: retries ?? 3,
+    requestTimeout: resolvedTimeout,
+    retries: resolvedRetries,
+    sendTimeout: sendTimeout ?? resolvedTimeout * (resolvedRetries + 1) + 5000,
     compression: compression ?? 'none',
   }
 }
@@ -69,14 +83,18 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
  * murmur2 partitioner so a key lands on the same partition as from Java or kafkajs producers.
  */
 export class KafkaTransport implements MessageTransport {
-  readonly #producer: Producer<Buffer, Buffer, string, Buffer>
-  readonly #compression: Required<KafkaOptions>['compression']
+  readonly #options: Required<KafkaOptions>
+  #producer: Producer<Buffer, Buffer, string, Buffer>
   #closed = false
 
   constructor(options: KafkaOptions) {
-    const resolved = validateKafkaOptions(options)
-    this.#compression = resolved.compression
-    this.#producer = new Producer({
+    this.#options = validateKafkaOptions(options)
+    this.#producer = this.#createProducer()
+  }
+
+  #createProducer(): Producer<Buffer, Buffer, string, Buffer> {
+    const resolved = this.#options
+    return new Producer({
       clientId: resolved.clientId,
       bootstrapBrokers: resolved.brokers,
       idempotent: true,
@@ -104,17 +122,35 @@ export class KafkaTransport implements MessageTransport {
         headers,
       }
     })
+    const compression = this.#options.compression
+    const producer = this.#producer
+    let timer: NodeJS.Timeout | undefined
+    let timedOut = false
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true
+        reject(new Error(`no acknowledgement within sendTimeout (${this.#options.sendTimeout} ms)`))
+      }, this.#options.sendTimeout)
+    })
     try {
-      await this.#producer.send({
-        messages,
-        ...(this.#compression === 'none' ? {} : { compression: this.#compression }),
-      })
+      await Promise.race([
+        producer.send({ messages, ...(compression === 'none' ? {} : { compression }) }),
+        deadline,
+      ])
     } catch (cause) {
+      if (timedOut && this.#producer === producer && !this.#closed) {
+        // A producer stuck on a send cannot be trusted with the next one: start afresh. Whatever
+        // it still delivers is sent again by the relay too: a duplicate, never a loss.
+        this.#producer = this.#createProducer()
+        producer.close(true).catch(() => {})
+      }
       throw new KEntityError(
         ErrorCodes.TRANSPORT_FAILED,
         `Kafka did not acknowledge a batch of ${records.length}: ${cause instanceof Error ? cause.message : String(cause)}`,
         { cause, retryable: true },
       )
+    } finally {
+      clearTimeout(timer)
     }
   }
 
