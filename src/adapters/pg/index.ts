@@ -40,21 +40,33 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
     assertInTransaction() {
       const status = client.getTransactionStatus?.()
       if (status === 'T') return
-      if (status === 'E') {
-        throw new KEntityError(
-          ErrorCodes.TRANSACTION_ABORTED,
-          'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-        )
-      }
+      if (status === 'E') throw abortedTransaction()
       throw new KEntityError(
         ErrorCodes.NO_TRANSACTION,
         'outbox topics must be produced inside a transaction: run BEGIN on this client first (or use outbox.transaction(pool, fn)); nothing was stored',
       )
     },
     async execute(statement: SqlStatement) {
-      await client.query(statement.name ? statement : { text: statement.text, values: statement.values })
+      try {
+        await client.query(statement.name ? statement : { text: statement.text, values: statement.values })
+      } catch (error) {
+        // The driver rejects a failed query before it reads the server's new transaction state,
+        // so an aborted transaction can still look open to assertInTransaction().
+        if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+        throw error
+      }
     },
   }
+}
+
+const IN_FAILED_TRANSACTION = '25P02'
+
+function abortedTransaction(cause?: unknown): KEntityError {
+  return new KEntityError(
+    ErrorCodes.TRANSACTION_ABORTED,
+    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
+    { cause },
+  )
 }
 
 export interface PgOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
