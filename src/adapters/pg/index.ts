@@ -1,17 +1,14 @@
 import pg from 'pg'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
-import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
-import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
-import type { MessageTransport, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
+import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
-  type MigrationResult,
-  migrate,
-  migrationScript,
-  type PgSession,
-  PostgresRelayStore,
-  postgresDialect,
-} from '../../dialects/postgres/index.ts'
-import { type KafkaOptions, KafkaTransport, validateKafkaOptions } from '../../transports/kafka/index.ts'
+  type PostgresDriver,
+  PostgresOutbox,
+  type PostgresOutboxOptions,
+  type PostgresRelayOptions,
+} from '../../dialects/postgres/postgres-outbox.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
 export type PgTransactionClient = Pick<pg.ClientBase, 'query'> & {
@@ -69,21 +66,29 @@ function abortedTransaction(cause?: unknown): KEntityError {
   )
 }
 
-export interface PgOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
-  /** Kafka connection for the relay and for topics mapped with `outbox: false`. */
-  kafka?: KafkaOptions | MessageTransport
-}
+export type PgConnection = string | pg.ClientConfig | PgTransactionClient
 
-export interface PgRelayOptions extends RelayOptions {
-  /** Where the relay connects: a connection string or pg client config. Defaults to `DATABASE_URL`. */
-  connection?: string | pg.ClientConfig
-  /** Kafka for this relay; defaults to the outbox's `kafka` option. */
-  kafka?: KafkaOptions | MessageTransport
-  /** Longest a claimed batch may stay unacknowledged before PostgreSQL releases it, in ms (default 60000). */
-  claimTimeout?: number
+const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
+  transaction: pgTransaction,
+  async openSession(target, applicationName) {
+    const resolved = target ?? defaultConnection()
+    if (typeof resolved === 'object' && resolved !== null && 'query' in resolved) {
+      // The caller's own client (e.g. for migrate(client)): use it, but never end it.
+      const client = resolved as unknown as PgSession
+      return {
+        query: ((...args: Parameters<PgSession['query']>) => client.query(...args)) as PgSession['query'],
+        on: () => client,
+        end: async () => {},
+      }
+    }
+    if (typeof resolved !== 'string' && (typeof resolved !== 'object' || resolved === null)) {
+      throw invalidArgument(
+        `expected a connection string, pg client config or pg client, got ${describe(resolved)}`,
+      )
+    }
+    return (await openClient(resolved, applicationName)) as unknown as PgSession
+  },
 }
-
-export type MigrationTarget = string | pg.ClientConfig | PgTransactionClient
 
 /**
  * The node-postgres adapter: the outbox for apps that use `pg` directly.
@@ -96,22 +101,9 @@ export type MigrationTarget = string | pg.ClientConfig | PgTransactionClient
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class PgOutbox<M extends TopicMap> {
-  readonly outbox: Outbox<M>
-  readonly #kafka: KafkaOptions | MessageTransport | undefined
-  /** Relays of this process, woken right after `transaction()` commits instead of at their next poll. */
-  readonly #localRelays = new Set<OutboxRelay>()
-  #direct: MessageTransport | undefined
-
-  constructor(options: PgOutboxOptions<M>) {
-    this.outbox = new Outbox(options, postgresDialect)
-    if (options.kafka !== undefined && !isTransport(options.kafka)) validateKafkaOptions(options.kafka)
-    this.#kafka = options.kafka
-  }
-
-  /** Typed producers bound to the transaction open on `client`. */
-  in(client: PgTransactionClient): TopicProducers<M> {
-    return this.outbox.producers(pgTransaction(client), () => this.#directTransport())
+export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactionClient, PgConnection> {
+  constructor(options: PostgresOutboxOptions<M>) {
+    super(options, pgDriver)
   }
 
   /** Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it throws. */
@@ -126,7 +118,7 @@ export class PgOutbox<M extends TopicMap> {
       await client.query('BEGIN')
       const result = await fn(client, this.in(client))
       await client.query('COMMIT')
-      for (const relay of this.#localRelays) relay.wake()
+      this.notifyCommitted()
       return result
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
@@ -135,94 +127,13 @@ export class PgOutbox<M extends TopicMap> {
       client.release()
     }
   }
-
-  /** Creates or upgrades the outbox schema; safe to run from several instances at once. */
-  async migrate(target: MigrationTarget = defaultConnection()): Promise<MigrationResult> {
-    if (typeof target === 'object' && target !== null && 'query' in target) {
-      return migrate(target as unknown as PgSession, this.outbox.table)
-    }
-    const client = await openClient(target)
-    try {
-      return await migrate(client as unknown as PgSession, this.outbox.table)
-    } finally {
-      await client.end()
-    }
-  }
-
-  /** The schema as a SQL script, for applying with your own migration tool. */
-  migrationSql(): string {
-    return migrationScript(this.outbox.table)
-  }
-
-  /** A relay worker for this outbox; call `start()` on it. */
-  relay(options: PgRelayOptions = {}): OutboxRelay {
-    const kafka = options.kafka ?? this.#kafka
-    if (kafka === undefined) {
-      throw invalidArgument(
-        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to createPgOutbox() or relay()`,
-      )
-    }
-    const claimTimeout = options.claimTimeout ?? 60_000
-    if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
-      throw invalidArgument(
-        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
-      )
-    }
-    const connection = options.connection ?? defaultConnection()
-    if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null)) {
-      throw invalidArgument(`relay option 'connection' must be a connection string or pg client config`)
-    }
-    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
-    const exclusive = options.mode === 'exclusive'
-    const idle = Math.max(
-      options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
-      options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval,
-    )
-    const store = new PostgresRelayStore({
-      table: this.outbox.table,
-      connect: async () => (await openClient(connection, 'k-entity-relay')) as unknown as PgSession,
-      claimTimeout,
-      // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
-      sessionIdleTimeout: exclusive ? Math.max(10_000, idle * 5) : 0,
-    })
-    const relay = new OutboxRelay(store, transport, {
-      ...options,
-      onStop: () => {
-        this.#localRelays.delete(relay)
-        options.onStop?.()
-      },
-    })
-    this.#localRelays.add(relay)
-    return relay
-  }
-
-  /** Closes the Kafka producer used for `outbox: false` topics. */
-  async close(): Promise<void> {
-    const direct = this.#direct
-    this.#direct = undefined
-    if (direct && !isTransport(this.#kafka)) await direct.close()
-  }
-
-  #directTransport(): MessageTransport {
-    if (this.#direct) return this.#direct
-    if (this.#kafka === undefined) {
-      throw new KEntityError(
-        ErrorCodes.NO_TRANSPORT,
-        'a topic mapped with outbox: false is sent straight to Kafka, but createPgOutbox() got no kafka option',
-      )
-    }
-    this.#direct = isTransport(this.#kafka) ? this.#kafka : new KafkaTransport(this.#kafka)
-    return this.#direct
-  }
 }
 
-export function createPgOutbox<M extends TopicMap>(options: PgOutboxOptions<M>): PgOutbox<M> {
+export function createPgOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): PgOutbox<M> {
   return new PgOutbox(options)
 }
 
-function isTransport(value: unknown): value is MessageTransport {
-  return typeof value === 'object' && value !== null && typeof (value as MessageTransport).send === 'function'
-}
+export type { PostgresOutboxOptions as PgOutboxOptions, PostgresRelayOptions as PgRelayOptions }
 
 function defaultConnection(): string {
   const url = process.env.DATABASE_URL
@@ -230,10 +141,7 @@ function defaultConnection(): string {
   return url
 }
 
-async function openClient(
-  target: string | pg.ClientConfig,
-  applicationName = 'k-entity',
-): Promise<pg.Client> {
+async function openClient(target: string | pg.ClientConfig, applicationName: string): Promise<pg.Client> {
   const config: pg.ClientConfig =
     typeof target === 'string'
       ? { connectionString: target, application_name: applicationName }

@@ -166,3 +166,50 @@ const EMPTY = Buffer.alloc(0)
 export function createKafkaTransport(options: KafkaOptions): KafkaTransport {
   return new KafkaTransport(options)
 }
+
+/** What users pass as `kafka`: connection options, or a transport of their own. */
+export type KafkaSetting = KafkaOptions | MessageTransport
+
+export function isTransport(value: unknown): value is MessageTransport {
+  return typeof value === 'object' && value !== null && typeof (value as MessageTransport).send === 'function'
+}
+
+/** Validates eagerly so a typo in the broker list fails at startup, not at the first send. */
+export function checkKafkaSetting(setting: unknown): KafkaSetting | undefined {
+  if (setting === undefined || isTransport(setting)) return setting
+  validateKafkaOptions(setting)
+  return setting as KafkaOptions
+}
+
+/**
+ * A transport created on first use from a setting, and closed only if it created it (a
+ * user-supplied transport belongs to the user).
+ */
+export class LazyTransport {
+  readonly #setting: KafkaSetting | undefined
+  readonly #what: string
+  #transport: MessageTransport | undefined
+
+  constructor(setting: KafkaSetting | undefined, what: string) {
+    this.#setting = checkKafkaSetting(setting)
+    this.#what = what
+  }
+
+  get(): MessageTransport {
+    if (this.#transport) return this.#transport
+    if (this.#setting === undefined) {
+      throw new KEntityError(
+        ErrorCodes.NO_TRANSPORT,
+        `${this.#what} needs Kafka, but no kafka option was given: pass kafka: { brokers: ['host:9092'] }`,
+      )
+    }
+    this.#transport = isTransport(this.#setting) ? this.#setting : new KafkaTransport(this.#setting)
+    return this.#transport
+  }
+
+  async close(): Promise<void> {
+    const transport = this.#transport
+    this.#transport = undefined
+    if (transport && !isTransport(this.#setting)) await transport.close()
+  }
+}

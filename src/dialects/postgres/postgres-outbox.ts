@@ -1,0 +1,129 @@
+import { describe, invalidArgument } from '../../core/errors.ts'
+import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
+import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
+import type { TransactionAdapter } from '../../core/seams.ts'
+import {
+  checkKafkaSetting,
+  isTransport,
+  type KafkaSetting,
+  KafkaTransport,
+  LazyTransport,
+} from '../../transports/kafka/index.ts'
+import { postgresDialect } from './index.ts'
+import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
+import { PostgresRelayStore } from './relay-store.ts'
+import type { PgSession } from './session.ts'
+
+/**
+ * What a PostgreSQL adapter supplies: how to use the app's transaction handle, and how to open
+ * a dedicated session for the relay and for migrations.
+ */
+export interface PostgresDriver<Tx, Target> {
+  /** Wraps the app's transaction handle; throws a clear error for anything else. */
+  transaction(tx: Tx): TransactionAdapter
+  /** Opens a new session that the caller owns (and ends). */
+  openSession(target: Target | undefined, applicationName: string): Promise<PgSession>
+}
+
+export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
+  /** Kafka for the relay and for topics mapped with `outbox: false`. */
+  kafka?: KafkaSetting
+}
+
+export interface PostgresRelayOptions<Target> extends RelayOptions {
+  /** Where the relay's session connects (adapter-specific; defaults to `DATABASE_URL`). */
+  connection?: Target
+  /** Kafka for this relay; defaults to the outbox's `kafka` option. */
+  kafka?: KafkaSetting
+  /** Longest a claimed batch may stay unacknowledged before PostgreSQL releases it, in ms (default 60000). */
+  claimTimeout?: number
+}
+
+/**
+ * The outbox on PostgreSQL, whatever the driver: typed producers bound to the app's
+ * transaction, migrations, and relays. Adapters subclass it with their driver.
+ */
+export class PostgresOutbox<M extends TopicMap, Tx, Target> {
+  readonly outbox: Outbox<M>
+  readonly #driver: PostgresDriver<Tx, Target>
+  readonly #kafka: KafkaSetting | undefined
+  readonly #direct: LazyTransport
+  /** Relays of this process, woken right after a transaction helper commits. */
+  readonly #localRelays = new Set<OutboxRelay>()
+
+  constructor(options: PostgresOutboxOptions<M>, driver: PostgresDriver<Tx, Target>) {
+    this.outbox = new Outbox(options, postgresDialect)
+    this.#driver = driver
+    this.#kafka = checkKafkaSetting(options.kafka)
+    this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
+  }
+
+  /** Typed producers bound to the app's open transaction. */
+  in(tx: Tx): TopicProducers<M> {
+    return this.outbox.producers(this.#driver.transaction(tx), () => this.#direct.get())
+  }
+
+  /** Creates or upgrades the outbox schema; safe to run from several instances at once. */
+  async migrate(target?: Target): Promise<MigrationResult> {
+    const session = await this.#driver.openSession(target, 'k-entity-migrate')
+    try {
+      return await migrate(session, this.outbox.table)
+    } finally {
+      await session.end()
+    }
+  }
+
+  /** The schema as a SQL script, for applying with your own migration tool. */
+  migrationSql(): string {
+    return migrationScript(this.outbox.table)
+  }
+
+  /** A relay worker for this outbox; call `start()` on it (or `runOnce()` in tests). */
+  relay(options: PostgresRelayOptions<Target> = {}): OutboxRelay {
+    if (typeof options !== 'object' || options === null)
+      throw invalidArgument('relay options must be an object')
+    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
+    if (kafka === undefined) {
+      throw invalidArgument(
+        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
+      )
+    }
+    const claimTimeout = options.claimTimeout ?? 60_000
+    if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
+      throw invalidArgument(
+        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
+      )
+    }
+    const idle = Math.max(
+      options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
+      options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval,
+    )
+    const store = new PostgresRelayStore({
+      table: this.outbox.table,
+      connect: () => this.#driver.openSession(options.connection, 'k-entity-relay'),
+      claimTimeout,
+      // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
+      sessionIdleTimeout: options.mode === 'exclusive' ? Math.max(10_000, idle * 5) : 0,
+    })
+    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
+    const relay: OutboxRelay = new OutboxRelay(store, transport, {
+      ...options,
+      onStop: () => {
+        this.#localRelays.delete(relay)
+        options.onStop?.()
+      },
+    })
+    this.#localRelays.add(relay)
+    return relay
+  }
+
+  /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */
+  notifyCommitted(): void {
+    for (const relay of this.#localRelays) relay.wake()
+  }
+
+  /** Closes the Kafka producer used for `outbox: false` topics. */
+  async close(): Promise<void> {
+    await this.#direct.close()
+  }
+}
