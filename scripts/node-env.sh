@@ -23,6 +23,13 @@ if [ "$(current_major)" -lt 24 ]; then
   export PATH="$KE_NODE_DIR/bin:$PATH"
 fi
 
+# Native addons (better-sqlite3) build from source here: their prebuilt binaries live outside the
+# reachable registries. node-gyp would download Node's headers too; the Node package ships them.
+KE_NODE_PREFIX="$(cd "$(dirname "$(command -v node)")/.." && pwd)"
+if [ -f "$KE_NODE_PREFIX/include/node/node.h" ]; then
+  export npm_config_nodedir="$KE_NODE_PREFIX"
+fi
+
 if [ "$#" -gt 0 ]; then
   exec "$@"
 fi
