@@ -11,7 +11,7 @@ describe('relay options', () => {
     [{ pollingInterval: 0 }, /'pollingInterval' must be an integer from 1/],
     [{ pollingInterval: 1.5 }, /'pollingInterval'/],
     [{ maxMessagesPerPoll: 20_000 }, /'maxMessagesPerPoll' must be an integer from 1 to 10000/],
-    [{ mode: 'cluster' }, /'mode' must be 'single' or 'exclusive'/],
+    [{ mode: 'cluster' }, /'mode' must be 'single', 'exclusive' or 'concurrent'/],
     [{ retryBackoff: { initial: 500, max: 100 } }, /is below/],
     [{ onEvent: 'log' }, /'onEvent' must be a function/],
   ] as const) {

@@ -2,7 +2,7 @@ import { backoffDelay } from './backoff.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
 import type { MessageTransport, RelayStore } from './seams.ts'
 
-export type NodeMode = 'single' | 'exclusive'
+export type NodeMode = 'single' | 'exclusive' | 'concurrent'
 
 export interface RelayOptions {
   /** How long to wait between polls when the outbox is empty, in ms (default 1000). */
@@ -11,7 +11,9 @@ export interface RelayOptions {
   maxMessagesPerPoll?: number
   /**
    * `single`: this is the only relay. `exclusive`: run it in every process; one holds the
-   * leader lock and relays, the others stand by and take over when it goes (default `single`).
+   * leader lock and relays, the others stand by and take over when it goes. `concurrent`: every
+   * relay works, sharing the messages; a key is only ever held by one relay at a time, so per-key
+   * order holds (default `single`). Do not mix modes on one outbox.
    */
   mode?: NodeMode
   /** Exclusive mode: how often a standby tries to become leader, in ms (default 1000). */
@@ -76,7 +78,7 @@ export class OutboxRelay {
   }
 
   get isLeader(): boolean {
-    return this.#options.mode === 'single' ? this.#running !== undefined : this.#leader
+    return this.#options.mode === 'exclusive' ? this.#leader : this.#running !== undefined
   }
 
   get isRunning(): boolean {
@@ -188,7 +190,7 @@ export class OutboxRelay {
   }
 
   async #ensureLeadership(): Promise<boolean> {
-    if (this.#options.mode === 'single') return true
+    if (this.#options.mode !== 'exclusive') return true
     const leader = await this.#store.tryAcquireLeadership()
     this.#setLeader(leader)
     return leader
@@ -301,8 +303,10 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
   if (typeof options !== 'object' || options === null)
     throw invalidArgument('relay options must be an object')
   const mode = options.mode ?? RELAY_DEFAULTS.mode
-  if (mode !== 'single' && mode !== 'exclusive') {
-    throw invalidArgument(`relay option 'mode' must be 'single' or 'exclusive', got ${describe(mode)}`)
+  if (mode !== 'single' && mode !== 'exclusive' && mode !== 'concurrent') {
+    throw invalidArgument(
+      `relay option 'mode' must be 'single', 'exclusive' or 'concurrent', got ${describe(mode)}`,
+    )
   }
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') {
     throw invalidArgument(`relay option 'onEvent' must be a function`)

@@ -5,17 +5,22 @@ import { insertStatement } from './sql.ts'
 /** Rows per statement: far below PostgreSQL's 1 GB message limit for typical payloads. */
 const MAX_ROWS_PER_INSERT = 5000
 
-export const postgresDialect: OutboxDialect = {
-  name: 'postgres',
-  insert(table, records) {
-    const statements = []
-    for (let start = 0; start < records.length; start += MAX_ROWS_PER_INSERT) {
-      statements.push(insertStatement(table, records.slice(start, start + MAX_ROWS_PER_INSERT)))
-    }
-    return statements
-  },
-  migrations: postgresMigrations,
+function dialect(notify: boolean): OutboxDialect {
+  return {
+    name: 'postgres',
+    insert(table, records) {
+      const statements = []
+      for (let start = 0; start < records.length; start += MAX_ROWS_PER_INSERT) {
+        statements.push(insertStatement(table, records.slice(start, start + MAX_ROWS_PER_INSERT), notify))
+      }
+      return statements
+    },
+    migrations: postgresMigrations,
+  }
 }
+
+export const postgresDialect: OutboxDialect = dialect(true)
+export const postgresDialectWithoutNotify: OutboxDialect = dialect(false)
 
 export { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 export { PostgresRelayStore, type PostgresRelayStoreOptions } from './relay-store.ts'

@@ -9,7 +9,7 @@ import {
   KafkaTransport,
   LazyTransport,
 } from '../../transports/kafka/index.ts'
-import { postgresDialect } from './index.ts'
+import { postgresDialect, postgresDialectWithoutNotify } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
@@ -28,6 +28,11 @@ export interface PostgresDriver<Tx, Target> {
 export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
   /** Kafka for the relay and for topics mapped with `outbox: false`. */
   kafka?: KafkaSetting
+  /**
+   * Send a NOTIFY with every transaction that produced, so listening relays wake at commit
+   * (default true). Turn off behind transaction-mode poolers, where LISTEN cannot work anyway.
+   */
+  notify?: boolean
 }
 
 export interface PostgresRelayOptions<Target> extends RelayOptions {
@@ -37,6 +42,11 @@ export interface PostgresRelayOptions<Target> extends RelayOptions {
   kafka?: KafkaSetting
   /** Longest a claimed batch may stay unacknowledged before PostgreSQL releases it, in ms (default 60000). */
   claimTimeout?: number
+  /**
+   * LISTEN for commit notifications and poll at once when one arrives (default true). Polling
+   * stays the safety net: notifications are lost while disconnected and behind poolers.
+   */
+  listen?: boolean
 }
 
 /**
@@ -52,7 +62,13 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
   readonly #localRelays = new Set<OutboxRelay>()
 
   constructor(options: PostgresOutboxOptions<M>, driver: PostgresDriver<Tx, Target>) {
-    this.outbox = new Outbox(options, postgresDialect)
+    if (options.notify !== undefined && typeof options.notify !== 'boolean') {
+      throw invalidArgument(`'notify' must be true or false, got ${describe(options.notify)}`)
+    }
+    this.outbox = new Outbox(
+      options,
+      options.notify === false ? postgresDialectWithoutNotify : postgresDialect,
+    )
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
     this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
@@ -88,6 +104,9 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
         `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
       )
     }
+    if (options.listen !== undefined && typeof options.listen !== 'boolean') {
+      throw invalidArgument(`relay option 'listen' must be true or false, got ${describe(options.listen)}`)
+    }
     const claimTimeout = options.claimTimeout ?? 60_000
     if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
       throw invalidArgument(
@@ -104,6 +123,8 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
       claimTimeout,
       // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
       sessionIdleTimeout: options.mode === 'exclusive' ? Math.max(10_000, idle * 5) : 0,
+      concurrent: options.mode === 'concurrent',
+      listen: options.listen ?? true,
     })
     const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {

@@ -1,7 +1,7 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
-import { lockClass, qualified } from './names.ts'
+import { lockClass, qualified, wakeChannel } from './names.ts'
 import type { PgSession } from './session.ts'
 import { lastResult } from './session.ts'
 import { claimSql, decodeHeaders, deleteSql, failStatement } from './sql.ts'
@@ -20,6 +20,10 @@ export interface PostgresRelayStoreOptions {
    * a frozen leader loses its lock within a bounded time. 0 disables it.
    */
   sessionIdleTimeout: number
+  /** Several relays share the outbox: claims also take per-key locks (see `claimSql`). */
+  concurrent: boolean
+  /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
+  listen: boolean
 }
 
 const UNDEFINED_TABLE = '42P01'
@@ -36,6 +40,9 @@ export class PostgresRelayStore implements RelayStore {
   #healthy = false
   #leader = false
   #inClaim = false
+  /** A commit notification arrived since the last claim started. */
+  #notified = false
+  #onNotify: (() => void) | undefined
 
   constructor(options: PostgresRelayStoreOptions) {
     this.#options = options
@@ -49,12 +56,20 @@ export class PostgresRelayStore implements RelayStore {
     await this.close()
     const session = await this.#options.connect()
     session.on('error', () => this.#markBroken(session))
+    session.on('notification', () => {
+      if (this.#session !== session) return
+      this.#notified = true
+      this.#onNotify?.()
+    })
     this.#session = session
     this.#healthy = true
     this.#leader = false
+    const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     await this.#run(
-      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}`,
+      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}${listen}`,
     )
+    // Whatever was committed while no one listened is found by the first claim.
+    this.#notified = true
   }
 
   async tryAcquireLeadership(): Promise<boolean> {
@@ -68,7 +83,8 @@ export class PostgresRelayStore implements RelayStore {
 
   async claim(limit: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw new Error('a claim is already open on this relay session')
-    const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit)}`)
+    this.#notified = false
+    const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`)
     this.#inClaim = true
     if (result.rows.length === 0) {
       await this.#endClaim('COMMIT')
@@ -94,15 +110,20 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve()
+    return new Promise<void>((resolve) => {
+      if (signal.aborted || this.#notified) return resolve()
       const timer = setTimeout(done, ms)
       signal.addEventListener('abort', done, { once: true })
+      this.#onNotify = done
+      // Notifications arriving while a batch runs are folded into one flag, so a burst of
+      // commits costs one extra poll, not one per commit.
       function done() {
         clearTimeout(timer)
         signal.removeEventListener('abort', done)
         resolve()
       }
+    }).finally(() => {
+      this.#onNotify = undefined
     })
   }
 

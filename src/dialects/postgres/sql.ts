@@ -1,6 +1,6 @@
 import type { OutboxRecord } from '../../core/record.ts'
 import type { OutboxTable, SqlStatement } from '../../core/seams.ts'
-import { lockClass, qualified } from './names.ts'
+import { lockClass, qualified, wakeChannel } from './names.ts'
 
 /** Headers as stored: JSON pairs keep duplicates and order; values are base64 so bytes survive. */
 export function encodeHeaders(headers: OutboxRecord['headers']): string | null {
@@ -25,8 +25,14 @@ export function decodeHeaders(stored: unknown): OutboxRecord['headers'] {
  * transaction-scoped lock of every key being produced, in ascending order so that two
  * producers sharing keys cannot deadlock. Holding the key lock until commit makes id order
  * equal commit order for each key, which the relay's oldest-first claim relies on.
+ * With `notify`, the same statement queues a NOTIFY that PostgreSQL delivers at commit (and
+ * never on rollback); repeated notifications of one transaction are folded into one.
  */
-export function insertStatement(table: OutboxTable, records: readonly OutboxRecord[]): SqlStatement {
+export function insertStatement(
+  table: OutboxTable,
+  records: readonly OutboxRecord[],
+  notify = true,
+): SqlStatement {
   const topics: string[] = []
   const keys: (Buffer | null)[] = []
   const values: (Buffer | null)[] = []
@@ -41,33 +47,69 @@ export function insertStatement(table: OutboxTable, records: readonly OutboxReco
   }
   const outbox = qualified(table)
   return {
-    name: `ke_insert_${table.schema}_${table.table}`,
+    name: `ke_insert${notify ? '_n' : ''}_${table.schema}_${table.table}`,
     text: `INSERT INTO ${outbox} (topic, key, value, headers, ordering_hash)
 SELECT m.topic, m.key, m.value, m.headers, m.ordering_hash
 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::int[]) AS m(topic, key, value, headers, ordering_hash)
 WHERE (SELECT count(*) FROM (
   SELECT pg_advisory_xact_lock($6::int, h)
   FROM (SELECT DISTINCT h FROM unnest($5::int[]) AS u(h) WHERE h IS NOT NULL ORDER BY h) AS keys
-) AS locks) >= 0`,
+) AS locks) >= 0${notify ? `\n  AND (SELECT count(*) FROM (SELECT pg_notify('${wakeChannel(table)}', '')) AS wake) >= 0` : ''}`,
     values: [topics, keys, values, headers, hashes, lockClass(table, 'key')],
   }
 }
+
+const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
+    SELECT 1 FROM ${outbox} AS older
+    WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
+      AND older.available_at > now()
+  )`
 
 /**
  * Oldest first, skipping rows another session holds, and never a message whose key has an
  * older message waiting for a retry (that would overtake it). Rows stay locked by this
  * session's transaction until the batch is acknowledged or released.
  */
-export function claimSql(table: OutboxTable, limit: number): string {
+export function claimSql(table: OutboxTable, limit: number, concurrent = false): string {
+  if (concurrent) return concurrentClaimSql(table, limit)
   const outbox = qualified(table)
   return `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts, o.created_at
 FROM ${outbox} AS o
 WHERE o.available_at <= now()
-  AND NOT EXISTS (
-    SELECT 1 FROM ${outbox} AS older
-    WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
-      AND older.available_at > now()
-  )
+  AND ${RETRY_WAITING(outbox)}
+ORDER BY o.id
+LIMIT ${Math.trunc(limit)}
+FOR UPDATE OF o SKIP LOCKED`
+}
+
+/**
+ * The claim for several relays at once. A key's messages must only ever be held by one relay,
+ * or a relay could send a younger message of a key while another still holds an older one.
+ * So the claim first takes a transaction-scoped try-lock on each key among the oldest
+ * candidates, ONCE per key (materialized), and then claims only rows of keys it won, plus
+ * keyless rows. Deciding per row instead would be wrong: a lock released by another relay in
+ * the middle of the scan would let this relay skip a key's older rows and take its younger ones.
+ * Rows another relay deleted after this statement's snapshot are dropped by FOR UPDATE; rows
+ * committed after it have higher ids than every visible row of their key (producers serialise
+ * per key), so what this relay takes is always the oldest unsent part of each key.
+ */
+function concurrentClaimSql(table: OutboxTable, limit: number): string {
+  const outbox = qualified(table)
+  const window = Math.trunc(limit) * 2
+  return `WITH candidates AS MATERIALIZED (
+  SELECT id, ordering_hash FROM ${outbox}
+  WHERE available_at <= now()
+  ORDER BY id
+  LIMIT ${window}
+), won AS MATERIALIZED (
+  SELECT h FROM (SELECT DISTINCT ordering_hash AS h FROM candidates WHERE ordering_hash IS NOT NULL) AS keys
+  WHERE pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, h)
+)
+SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts, o.created_at
+FROM ${outbox} AS o
+JOIN candidates AS c ON c.id = o.id
+WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))
+  AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}
 FOR UPDATE OF o SKIP LOCKED`
