@@ -16,6 +16,7 @@ export {
   type RelayOptions,
   type StopOptions,
 } from './core/relay.ts'
+export { DEFAULT_RETRY_POLICY, type RetryPolicy } from './core/retry.ts'
 export type {
   FailedDelivery,
   MessageTransport,

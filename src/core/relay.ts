@@ -1,6 +1,8 @@
 import { backoffDelay } from './backoff.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
-import type { MessageTransport, RelayStore } from './seams.ts'
+import type { StoredMessage } from './record.ts'
+import { DEFAULT_RETRY_POLICY, isRetryable, type RetryPolicy, resolveRetryPolicy } from './retry.ts'
+import type { FailedDelivery, MessageTransport, RelayStore } from './seams.ts'
 
 export type NodeMode = 'single' | 'exclusive' | 'concurrent'
 
@@ -24,10 +26,24 @@ export interface RelayOptions {
   onEvent?: (event: RelayEvent) => void
   /** Called once when `stop()` completes (used by adapters to forget the relay). */
   onStop?: () => void
+  /** Default retry policy for messages that fail on their own (topics may override it). */
+  retry?: Partial<RetryPolicy>
+  /** Per-topic retry policies by Kafka topic name (adapters fill it from the topic mapping). */
+  topicRetry?: ReadonlyMap<string, Partial<RetryPolicy>>
 }
 
 export type RelayEvent =
   | { type: 'delivered'; count: number; durationMs: number }
+  /** A message failed on its own: retried at `retryAt`, or moved to the dead letters. */
+  | {
+      type: 'message-failed'
+      id: string
+      topic: string
+      attempts: number
+      error: string
+      deadLettered: boolean
+      retryAt: Date | null
+    }
   | { type: 'leadership'; leader: boolean }
   | { type: 'error'; stage: 'connect' | 'claim' | 'send' | 'acknowledge'; error: unknown; retryInMs: number }
 
@@ -44,6 +60,8 @@ interface ResolvedOptions {
   backoff: { initial: number; max: number }
   onEvent: (event: RelayEvent) => void
   onStop: () => void
+  retry: RetryPolicy
+  topicRetry: Map<string, RetryPolicy>
 }
 
 export const RELAY_DEFAULTS = {
@@ -68,6 +86,10 @@ export class OutboxRelay {
   #closed = false
   #leader = false
   #failures = 0
+  /** Consecutive whole-batch failures; after a few, messages are tried one by one. */
+  #batchFailures = 0
+  /** When Kafka last acknowledged a send of this relay. */
+  #lastSendOk = 0
   #sleep: AbortController | undefined
   #wakeRequested = false
 
@@ -196,6 +218,7 @@ export class OutboxRelay {
     return leader
   }
 
+  /** Returns the number of messages dealt with (delivered or dead-lettered). */
   async #relayBatch(): Promise<number> {
     const started = performance.now()
     const messages = await this.#store.claim(this.#options.maxMessagesPerPoll)
@@ -203,24 +226,102 @@ export class OutboxRelay {
     try {
       await this.#transport.send(messages)
     } catch (error) {
-      const retryInMs = backoffDelay(this.#failures + 1, this.#options.backoff)
-      await this.#store
-        .complete([], {
-          ids: messages.map((m) => m.id),
-          error: errorText(error),
-          retryAt: new Date(Date.now() + retryInMs),
-        })
-        .catch(() => this.#store.abandon())
-        .catch(() => {})
-      throw new RelayStageError('send', error)
+      return this.#recoverBatch(messages, error, started)
     }
+    this.#lastSendOk = Date.now()
+    await this.#acknowledge(messages.map((m) => m.id))
+    this.#batchFailures = 0
+    this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
+    return messages.length
+  }
+
+  /**
+   * A failed batch is first presumed to be Kafka's problem: released untouched, retried after a
+   * backoff. If it is permanent, or keeps failing, the messages are tried one by one so that a
+   * poison message is found and held back (or dead-lettered) alone, together with the later
+   * messages of its key only; every other key and topic goes on.
+   */
+  async #recoverBatch(messages: StoredMessage[], batchError: unknown, started: number): Promise<number> {
+    this.#batchFailures++
+    if (isRetryable(batchError) && this.#batchFailures < ISOLATE_AFTER_BATCH_FAILURES) {
+      await this.#store.abandon().catch(() => {})
+      throw new RelayStageError('send', batchError)
+    }
+    const acknowledged: string[] = []
+    const failures: FailedDelivery[] = []
+    const blockedKeys = new Set<number>()
+    let transient = 0
+    let tried = 0
+    for (const message of messages) {
+      // Behind a failed message of its key: stays in the outbox untouched, in order.
+      if (message.orderingHash !== null && blockedKeys.has(message.orderingHash)) continue
+      // Several keys failing transiently and nothing getting through: Kafka is down, stop probing.
+      if (acknowledged.length === 0 && transient >= OUTAGE_AFTER_KEYS_FAILING) break
+      tried++
+      try {
+        await this.#transport.send([message])
+        acknowledged.push(message.id)
+        this.#lastSendOk = Date.now()
+      } catch (error) {
+        if (message.orderingHash !== null) blockedKeys.add(message.orderingHash)
+        if (isRetryable(error)) transient++
+        failures.push(this.#failure(message, error))
+      }
+    }
+    // When nothing got through and every failure was transient, blame the messages only if Kafka
+    // accepted other messages lately and just one or two keys are involved; otherwise it is an
+    // outage, and an outage must not use up the messages' attempts.
+    const kafkaRecentlyUp = Date.now() - this.#lastSendOk < KAFKA_UP_WINDOW_MS
+    if (
+      acknowledged.length === 0 &&
+      transient === tried &&
+      (tried >= OUTAGE_AFTER_KEYS_FAILING || !kafkaRecentlyUp)
+    ) {
+      await this.#store.abandon().catch(() => {})
+      throw new RelayStageError('send', batchError)
+    }
+    await this.#acknowledge(acknowledged, failures)
+    this.#batchFailures = 0
+    for (const failure of failures) this.#emitFailure(messages, failure)
+    if (acknowledged.length > 0) {
+      this.#emit({ type: 'delivered', count: acknowledged.length, durationMs: performance.now() - started })
+    }
+    return acknowledged.length + failures.filter((f) => f.deadLetter).length
+  }
+
+  #failure(message: StoredMessage, error: unknown): FailedDelivery {
+    const policy = this.#options.topicRetry.get(message.topic) ?? this.#options.retry
+    const attempts = message.attempts + 1
+    const deadLetter =
+      !isRetryable(error) || (attempts >= policy.maxAttempts && policy.onExhausted === 'dead-letter')
+    return {
+      ids: [message.id],
+      error: errorText(error),
+      retryAt: new Date(Date.now() + backoffDelay(attempts, this.#options.backoff)),
+      deadLetter,
+    }
+  }
+
+  #emitFailure(messages: StoredMessage[], failure: FailedDelivery): void {
+    const message = messages.find((m) => m.id === failure.ids[0])
+    if (!message) return
+    this.#emit({
+      type: 'message-failed',
+      id: message.id,
+      topic: message.topic,
+      attempts: message.attempts + 1,
+      error: failure.error,
+      deadLettered: failure.deadLetter === true,
+      retryAt: failure.deadLetter ? null : failure.retryAt,
+    })
+  }
+
+  async #acknowledge(acknowledged: string[], failures?: FailedDelivery[]): Promise<void> {
     try {
-      await this.#store.complete(messages.map((m) => m.id))
+      await this.#store.complete(acknowledged, failures)
     } catch (error) {
       throw new RelayStageError('acknowledge', error)
     }
-    this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
-    return messages.length
   }
 
   async #pause(ms: number): Promise<void> {
@@ -266,6 +367,12 @@ async function waitAtMost(work: Promise<void> | undefined, ms: number): Promise<
   await Promise.race([work.catch(() => {}), expired])
   clearTimeout(timer)
 }
+
+/** Whole-batch failures in a row before the relay looks for a poison message in the batch. */
+const ISOLATE_AFTER_BATCH_FAILURES = 3
+/** Distinct keys failing transiently, with nothing acknowledged, that make it an outage. */
+const OUTAGE_AFTER_KEYS_FAILING = 3
+const KAFKA_UP_WINDOW_MS = 30_000
 
 class RelayStageError extends Error {
   readonly stage: 'send' | 'acknowledge'
@@ -321,6 +428,7 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     throw invalidArgument(
       `relay option 'retryBackoff.max' (${max}) is below 'retryBackoff.initial' (${initial})`,
     )
+  const retry = resolveRetryPolicy(options.retry, 'relay options', DEFAULT_RETRY_POLICY)
   return {
     pollingInterval: positiveInteger(
       options.pollingInterval,
@@ -344,5 +452,12 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
     onStop: options.onStop ?? (() => {}),
+    retry,
+    topicRetry: new Map(
+      [...(options.topicRetry ?? new Map())].map(([topic, policy]) => [
+        topic,
+        resolveRetryPolicy(policy, `topic '${topic}'`, retry),
+      ]),
+    ),
   }
 }

@@ -46,7 +46,10 @@ export interface OutboxDialect {
 export interface FailedDelivery {
   ids: string[]
   error: string
+  /** When to try again (ignored for dead letters). */
   retryAt: Date
+  /** Move the messages to the dead-letter table (with their error history) instead. */
+  deadLetter?: boolean
 }
 
 /**
@@ -59,8 +62,8 @@ export interface RelayStore {
   /** Exclusive mode: take or confirm the leader lock on this session. */
   tryAcquireLeadership(): Promise<boolean>
   claim(limit: number): Promise<StoredMessage[]>
-  /** Deletes exactly `acknowledged`, records failures, and ends the claim. */
-  complete(acknowledged: readonly string[], failed?: FailedDelivery): Promise<void>
+  /** Deletes exactly `acknowledged`, records failures (or dead-letters them), and ends the claim. */
+  complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
   /** Ends the claim leaving every claimed row as it was. */
   abandon(): Promise<void>
   /** Resolves after `ms`, or earlier when the store learns new messages were committed. */

@@ -1,5 +1,6 @@
 import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
 import { type OutboxRecord, orderingHash, type RecordHeader } from './record.ts'
+import { type RetryPolicy, resolveRetryPolicy } from './retry.ts'
 import { bytesOf, isSerializer, jsonSerializer, type Serializer } from './serializer.ts'
 
 /** What a key selector may return. `null`/`undefined` means no key (no per-key ordering). */
@@ -18,6 +19,8 @@ export interface TopicOptions<T> {
   serializer?: Serializer<T>
   /** Route produce calls through the transactional outbox (default `true`). */
   outbox?: boolean
+  /** Retry policy for this topic's messages; overrides the relay's default per field. */
+  retry?: Partial<RetryPolicy>
 }
 
 /** Per-call overrides: an explicit key wins over the selector, headers merge over the topic's. */
@@ -43,6 +46,7 @@ export class Topic<T> {
   readonly name: string
   readonly outbox: boolean
   readonly serializer: Serializer<T>
+  readonly retry: Partial<RetryPolicy> | undefined
   readonly #key: ((message: T) => KeyValue) | undefined
   readonly #headers: Headers | ((message: T) => Headers) | undefined
 
@@ -72,6 +76,8 @@ export class Topic<T> {
     this.#headers = options.headers
     this.serializer = options.serializer ?? (jsonSerializer as Serializer<T>)
     this.outbox = options.outbox ?? true
+    if (options.retry !== undefined) resolveRetryPolicy(options.retry, where)
+    this.retry = options.retry
   }
 
   /** Serializes one message into what the outbox stores; throws before anything is written. */

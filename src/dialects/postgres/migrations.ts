@@ -34,5 +34,26 @@ export function postgresMigrations(table: OutboxTable): Migration[] {
         `ALTER TABLE ${outbox} SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0)`,
       ],
     },
+    {
+      version: 2,
+      name: 'error history and dead letters',
+      statements: [
+        `ALTER TABLE ${outbox} ADD COLUMN errors jsonb NOT NULL DEFAULT '[]'::jsonb`,
+        `CREATE TABLE ${qualified(table, '_dead_letters')} (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  message_id bigint NOT NULL,
+  topic text NOT NULL,
+  key bytea,
+  value bytea,
+  headers jsonb,
+  ordering_hash integer,
+  attempts integer NOT NULL,
+  errors jsonb NOT NULL,
+  created_at timestamptz NOT NULL,
+  dead_at timestamptz NOT NULL DEFAULT now()
+)`,
+        `CREATE INDEX ${index('dead_letters_topic_idx')} ON ${qualified(table, '_dead_letters')} (topic, id)`,
+      ],
+    },
   ]
 }

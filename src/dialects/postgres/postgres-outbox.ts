@@ -1,6 +1,8 @@
+import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
+import type { RetryPolicy } from '../../core/retry.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
 import {
   checkKafkaSetting,
@@ -9,6 +11,7 @@ import {
   KafkaTransport,
   LazyTransport,
 } from '../../transports/kafka/index.ts'
+import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
 import { postgresDialect, postgresDialectWithoutNotify } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 import { PostgresRelayStore } from './relay-store.ts'
@@ -127,8 +130,12 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
       listen: options.listen ?? true,
     })
     const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
+    const topicRetry = new Map<string, Partial<RetryPolicy>>()
+    for (const topic of Object.values(this.outbox.topics))
+      if (topic.retry) topicRetry.set(topic.name, topic.retry)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {
       ...options,
+      topicRetry,
       onStop: () => {
         this.#localRelays.delete(relay)
         options.onStop?.()
@@ -136,6 +143,18 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
     })
     this.#localRelays.add(relay)
     return relay
+  }
+
+  /** Inspect, replay and purge dead letters (each call uses its own short session). */
+  deadLetters(connection?: Target): DeadLetters {
+    return postgresDeadLetters(this.outbox.table, () =>
+      this.#driver.openSession(connection, 'k-entity-admin'),
+    )
+  }
+
+  /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
+  stats(connection?: Target): Promise<OutboxStats> {
+    return postgresStats(this.outbox.table, () => this.#driver.openSession(connection, 'k-entity-admin'))
   }
 
   /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */

@@ -4,7 +4,7 @@ import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.t
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import type { PgSession } from './session.ts'
 import { lastResult } from './session.ts'
-import { claimSql, decodeHeaders, deleteSql, failStatement } from './sql.ts'
+import { claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
   table: OutboxTable
@@ -93,10 +93,10 @@ export class PostgresRelayStore implements RelayStore {
     return result.rows.map(toMessage)
   }
 
-  async complete(acknowledged: readonly string[], failed?: FailedDelivery): Promise<void> {
+  async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
     if (!this.#inClaim) throw new Error('complete() without an open claim')
-    if (failed !== undefined && failed.ids.length > 0) {
-      const statement = failStatement(this.#options.table, failed.ids, failed.error, failed.retryAt)
+    if (failures !== undefined && failures.length > 0) {
+      const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
     }
     await this.#endClaim(

@@ -1,5 +1,5 @@
 import type { OutboxRecord } from '../../core/record.ts'
-import type { OutboxTable, SqlStatement } from '../../core/seams.ts'
+import type { FailedDelivery, OutboxTable, SqlStatement } from '../../core/seams.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 
 /** Headers as stored: JSON pairs keep duplicates and order; values are base64 so bytes survive. */
@@ -127,14 +127,44 @@ export function deleteSql(table: OutboxTable, ids: readonly string[]): string {
   return `DELETE FROM ${qualified(table)} WHERE id = ANY(${idArrayLiteral(ids)})`
 }
 
-export function failStatement(
-  table: OutboxTable,
-  ids: readonly string[],
-  error: string,
-  retryAt: Date,
-): SqlStatement {
+/** Error history kept per message (the oldest entries are dropped first). */
+const ERROR_HISTORY = 20
+
+/**
+ * Records every failure of a claim in one statement: retried messages get attempts+1, their
+ * error appended to the history and a retry time; dead ones move, with their history, to the
+ * dead-letter table in the same transaction (never both deleted and lost).
+ */
+export function failuresStatement(table: OutboxTable, failures: readonly FailedDelivery[]): SqlStatement {
+  const ids: string[] = []
+  const errors: string[] = []
+  const retryAts: Date[] = []
+  const dead: boolean[] = []
+  for (const failure of failures) {
+    for (const id of failure.ids) {
+      ids.push(id)
+      errors.push(failure.error)
+      retryAts.push(failure.retryAt)
+      dead.push(failure.deadLetter === true)
+    }
+  }
+  const outbox = qualified(table)
+  const entry = `jsonb_build_array(jsonb_build_object('at', now(), 'error', f.error))`
+  const history = `(CASE WHEN jsonb_array_length(o.errors) >= ${ERROR_HISTORY} THEN o.errors - 0 ELSE o.errors END) || ${entry}`
   return {
-    text: `UPDATE ${qualified(table)} SET attempts = attempts + 1, last_error = $2, available_at = $3 WHERE id = ANY($1::bigint[])`,
-    values: [ids, error, retryAt],
+    text: `WITH f AS (
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bool[]) AS f(id, error, retry_at, dead)
+), retried AS (
+  UPDATE ${outbox} AS o
+  SET attempts = o.attempts + 1, last_error = f.error, available_at = f.retry_at, errors = ${history}
+  FROM f WHERE o.id = f.id AND NOT f.dead
+), buried AS (
+  DELETE FROM ${outbox} AS o USING f WHERE o.id = f.id AND f.dead
+  RETURNING o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts + 1 AS attempts,
+    ${history} AS errors, o.created_at
+)
+INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, key, value, headers, ordering_hash, attempts, errors, created_at)
+SELECT id, topic, key, value, headers, ordering_hash, attempts, errors, created_at FROM buried`,
+    values: [ids, errors, retryAts, dead],
   }
 }

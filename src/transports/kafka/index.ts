@@ -144,10 +144,11 @@ export class KafkaTransport implements MessageTransport {
         this.#producer = this.#createProducer()
         producer.close(true).catch(() => {})
       }
+      const permanent = permanentKafkaError(cause)
       throw new KEntityError(
         ErrorCodes.TRANSPORT_FAILED,
-        `Kafka did not acknowledge a batch of ${records.length}: ${cause instanceof Error ? cause.message : String(cause)}`,
-        { cause, retryable: true },
+        `Kafka did not acknowledge a batch of ${records.length}: ${permanent ?? (cause instanceof Error ? cause.message : String(cause))}`,
+        { cause, retryable: permanent === undefined },
       )
     } finally {
       clearTimeout(timer)
@@ -162,6 +163,39 @@ export class KafkaTransport implements MessageTransport {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/**
+ * Kafka error codes that no retry can fix: the record itself, the topic or the credentials are
+ * wrong. Everything else (leader moved, broker unavailable, timeouts, throttling) is transient.
+ */
+const PERMANENT_KAFKA_ERRORS = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_TOPIC_EXCEPTION',
+  'INVALID_RECORD',
+  'CORRUPT_MESSAGE',
+  'UNSUPPORTED_FOR_MESSAGE_FORMAT',
+  'TOPIC_AUTHORIZATION_FAILED',
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  'SASL_AUTHENTICATION_FAILED',
+  'INVALID_REQUIRED_ACKS',
+  'POLICY_VIOLATION',
+])
+
+/** The first permanent Kafka error code found anywhere in an error's causes, if any. */
+export function permanentKafkaError(error: unknown, seen = new Set<unknown>()): string | undefined {
+  if (typeof error !== 'object' || error === null || seen.has(error)) return undefined
+  seen.add(error)
+  const apiId = (error as { apiId?: unknown }).apiId
+  if (typeof apiId === 'string' && PERMANENT_KAFKA_ERRORS.has(apiId)) return apiId
+  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
+  for (const inner of nested) {
+    const found = permanentKafkaError(inner, seen)
+    if (found) return found
+  }
+  return undefined
+}
 
 export function createKafkaTransport(options: KafkaOptions): KafkaTransport {
   return new KafkaTransport(options)
