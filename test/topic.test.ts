@@ -149,3 +149,24 @@ describe('Outbox topic map', () => {
     })
   }
 })
+
+describe('message size', () => {
+  it('rejects a message over maxMessageBytes at produce time, counting key, value and headers', () => {
+    const topic = defineTopic<string>({ name: 't', maxMessageBytes: 100, headers: { h: 'x'.repeat(10) } })
+    assert.ok(topic.toRecord('y'.repeat(80)))
+    assert.throws(
+      () => topic.toRecord('y'.repeat(80), { key: 'k'.repeat(20) }),
+      code(ErrorCodes.MESSAGE_TOO_LARGE),
+    )
+    assert.throws(
+      () => defineTopic({ name: 't', maxMessageBytes: 0 }),
+      /'maxMessageBytes' must be a positive integer/,
+    )
+  })
+
+  it('defaults to just under Kafka 1 MB limit', () => {
+    const topic = defineTopic<Uint8Array>({ name: 't', serializer: bufferSerializer })
+    assert.ok(topic.toRecord(Buffer.alloc(999_000)))
+    assert.throws(() => topic.toRecord(Buffer.alloc(1_000_001)), code(ErrorCodes.MESSAGE_TOO_LARGE))
+  })
+})

@@ -17,6 +17,7 @@ export const ErrorCodes = {
   TRANSPORT_FAILED: 'KE_TRANSPORT_FAILED',
   STORE_FAILED: 'KE_STORE_FAILED',
   SCHEMA_MISSING: 'KE_SCHEMA_MISSING',
+  MESSAGE_TOO_LARGE: 'KE_MESSAGE_TOO_LARGE',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

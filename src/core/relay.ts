@@ -171,6 +171,31 @@ export class OutboxRelay {
     this.#options.onStop()
   }
 
+  /**
+   * Stops the relay gracefully on SIGTERM/SIGINT (stop claiming, finish or release the in-flight
+   * batch within `timeout`), then exits with code 0 unless the application listens to the signal
+   * itself. Returns a function that removes the handlers.
+   */
+  stopOnSignals(options: { signals?: NodeJS.Signals[]; timeout?: number } = {}): () => void {
+    const signals = options.signals ?? ['SIGTERM', 'SIGINT']
+    if (!Array.isArray(signals) || signals.length === 0 || signals.some((s) => typeof s !== 'string')) {
+      throw invalidArgument(
+        `stopOnSignals(): 'signals' must be a non-empty array of signal names like ['SIGTERM']`,
+      )
+    }
+    const handler = (signal: NodeJS.Signals) => {
+      remove()
+      void this.stop({ timeout: options.timeout ?? 10_000 }).finally(() => {
+        if (process.listenerCount(signal) === 0) process.exit(0)
+      })
+    }
+    const remove = () => {
+      for (const signal of signals) process.removeListener(signal, handler)
+    }
+    for (const signal of signals) process.on(signal, handler)
+    return remove
+  }
+
   #assertOpen(what: string): void {
     if (this.#closed) {
       throw new KEntityError(

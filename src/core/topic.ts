@@ -21,6 +21,12 @@ export interface TopicOptions<T> {
   outbox?: boolean
   /** Retry policy for this topic's messages; overrides the relay's default per field. */
   retry?: Partial<RetryPolicy>
+  /**
+   * Largest key + value + headers accepted by produce, in bytes (default 1,000,000, just under
+   * Kafka's default `max.message.bytes`). Set it to your topic's limit: a message that Kafka
+   * would refuse is rejected in your transaction instead of becoming a dead letter later.
+   */
+  maxMessageBytes?: number
 }
 
 /** Per-call overrides: an explicit key wins over the selector, headers merge over the topic's. */
@@ -29,6 +35,7 @@ export interface ProduceOptions {
   headers?: Headers
 }
 
+const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/
 const MAX_HEADER_NAME_LENGTH = 1024
 
@@ -47,6 +54,7 @@ export class Topic<T> {
   readonly outbox: boolean
   readonly serializer: Serializer<T>
   readonly retry: Partial<RetryPolicy> | undefined
+  readonly maxMessageBytes: number
   readonly #key: ((message: T) => KeyValue) | undefined
   readonly #headers: Headers | ((message: T) => Headers) | undefined
 
@@ -78,6 +86,11 @@ export class Topic<T> {
     this.outbox = options.outbox ?? true
     if (options.retry !== undefined) resolveRetryPolicy(options.retry, where)
     this.retry = options.retry
+    const max = options.maxMessageBytes
+    if (max !== undefined && (!Number.isInteger(max) || max < 1)) {
+      throw invalidArgument(`${where}: 'maxMessageBytes' must be a positive integer, got ${describe(max)}`)
+    }
+    this.maxMessageBytes = max ?? DEFAULT_MAX_MESSAGE_BYTES
   }
 
   /** Serializes one message into what the outbox stores; throws before anything is written. */
@@ -90,6 +103,16 @@ export class Topic<T> {
     if (typeof this.#headers === 'function') checkHeaders(computed, `${where} (computed headers)`)
     if (options?.headers !== undefined) checkHeaders(options.headers, `${where} (produce headers)`)
     const headers = headerList(computed, options?.headers)
+    const size =
+      (key?.length ?? 0) +
+      (value?.length ?? 0) +
+      headers.reduce((sum, [n, v]) => sum + Buffer.byteLength(n) + (v?.length ?? 0), 0)
+    if (size > this.maxMessageBytes) {
+      throw new KEntityError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `${where}: the message is ${size} bytes (key, value and headers), over the topic's maxMessageBytes of ${this.maxMessageBytes}; shrink it, or raise maxMessageBytes together with the topic's max.message.bytes`,
+      )
+    }
     return {
       topic: this.name,
       key,

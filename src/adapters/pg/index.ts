@@ -66,12 +66,17 @@ function abortedTransaction(cause?: unknown): KEntityError {
   )
 }
 
-export type PgConnection = string | pg.ClientConfig | PgTransactionClient
+export type PgConnection = string | pg.ClientConfig | pg.Pool | PgTransactionClient
 
 const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
   transaction: pgTransaction,
   async openSession(target, applicationName) {
     const resolved = target ?? defaultConnection()
+    if (resolved instanceof pg.Pool) {
+      // A pool would spread the relay's claim, leader lock and LISTEN over several connections:
+      // open a dedicated client with the pool's settings instead.
+      return (await openClient(resolved.options as pg.ClientConfig, applicationName)) as unknown as PgSession
+    }
     if (typeof resolved === 'object' && resolved !== null && 'query' in resolved) {
       // The caller's own client (e.g. for migrate(client)): use it, but never end it.
       const client = resolved as unknown as PgSession

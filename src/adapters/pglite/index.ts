@@ -1,0 +1,231 @@
+import { PGlite, type PGliteInterface, type PGliteOptions, type Transaction } from '@electric-sql/pglite'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { Outbox, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
+import { OutboxRelay, type RelayOptions } from '../../core/relay.ts'
+import type { RetryPolicy } from '../../core/retry.ts'
+import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { postgresDialect } from '../../dialects/postgres/index.ts'
+import {
+  type PostgresDriver,
+  PostgresOutbox,
+  type PostgresOutboxOptions,
+} from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  checkKafkaSetting,
+  isTransport,
+  type KafkaSetting,
+  KafkaTransport,
+} from '../../transports/kafka/index.ts'
+import { PgliteRelayStore } from './relay-store.ts'
+import { PgliteSession } from './session.ts'
+
+/** Wraps the `tx` PGlite passes to `db.transaction(async (tx) => ...)`. */
+export function pgliteTransaction(tx: Transaction): TransactionAdapter {
+  if (typeof tx !== 'object' || tx === null || typeof tx.query !== 'function') {
+    throw invalidArgument(
+      `expected the transaction of db.transaction(async (tx) => ...) of a PGlite database, got ${describe(tx)}`,
+    )
+  }
+  return {
+    dialect: 'postgres',
+    assertInTransaction() {
+      // The database itself runs each query in a transaction of its own, and a bare BEGIN on it
+      // would let every other caller of the shared session (the relay too) into the transaction.
+      if (typeof (tx as unknown as PGliteInterface).transaction === 'function') {
+        throw new KEntityError(
+          ErrorCodes.NO_TRANSACTION,
+          'outbox topics must be produced inside a transaction: this is the PGlite database itself; use the tx of db.transaction(async (tx) => ...) (or outbox.transaction(fn)); nothing was stored',
+        )
+      }
+      if (tx.closed) {
+        throw new KEntityError(
+          ErrorCodes.NO_TRANSACTION,
+          'this PGlite transaction already ended (committed or rolled back); produce inside the db.transaction callback, before it returns; nothing was stored',
+        )
+      }
+    },
+    async execute(statement: SqlStatement) {
+      try {
+        await tx.query(statement.text, statement.values)
+      } catch (error) {
+        if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
+          throw new KEntityError(
+            ErrorCodes.TRANSACTION_ABORTED,
+            'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
+            { cause: error },
+          )
+        }
+        throw error
+      }
+    },
+  }
+}
+
+const IN_FAILED_TRANSACTION = '25P02'
+
+export interface PgliteOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /** The app's PGlite database: the outbox table lives in it and the relay reads it in this process. */
+  db: PGliteInterface
+}
+
+/** Relay options on PGlite: always the single relay of its database, on the outbox's own `db`. */
+export interface PgliteRelayOptions
+  extends Omit<RelayOptions, 'mode' | 'leaderCheckInterval' | 'topicRetry'> {
+  /** Kafka for this relay; defaults to the outbox's `kafka` option. */
+  kafka?: KafkaSetting
+  /** Only `single`: an embedded database has one relay, in the process that embeds it. */
+  mode?: 'single'
+}
+
+/**
+ * The PGlite adapter: the outbox inside an embedded PostgreSQL (WebAssembly), with the relay
+ * in the same process on the same database. The relay never keeps a transaction open while it
+ * waits for Kafka, so the app's queries wait at most for one claim or one delete.
+ *
+ * @example
+ * const outbox = await openPgliteOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * await outbox.relay().start()
+ * await outbox.transaction(async (tx, topics) => {
+ *   await tx.query('INSERT INTO orders (id) VALUES ($1)', [order.id])
+ *   await topics.orderCreated.produce(order)
+ * })
+ */
+export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transaction, PGliteInterface> {
+  readonly db: PGliteInterface
+  readonly #kafka: KafkaSetting | undefined
+  readonly #ownsDatabase: boolean
+  readonly #relays = new Set<OutboxRelay>()
+
+  /** Use `createPgliteOutbox` (your database) or `openPgliteOutbox` (a new one). */
+  constructor(options: PgliteOutboxOptions<M>, ownsDatabase = false) {
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArgument('the PGlite outbox needs an options object: { db, topics: { ... } }')
+    }
+    const db = options.db
+    if (typeof db !== 'object' || db === null || typeof db.transaction !== 'function') {
+      throw invalidArgument(
+        `'db' must be a PGlite database (await PGlite.create()), got ${describe(db)}; openPgliteOutbox() creates one for you`,
+      )
+    }
+    const driver: PostgresDriver<Transaction, PGliteInterface> = {
+      transaction: pgliteTransaction,
+      async openSession(target) {
+        return new PgliteSession(target ?? db)
+      },
+    }
+    super(options, driver)
+    this.db = db
+    this.#kafka = checkKafkaSetting(options.kafka)
+    this.#ownsDatabase = ownsDatabase
+  }
+
+  /** Runs `fn` in `db.transaction()`: COMMIT if it resolves, ROLLBACK if it throws. */
+  async transaction<R>(fn: (tx: Transaction, topics: TopicProducers<M>) => Promise<R>): Promise<R> {
+    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
+    const result = await this.db.transaction((tx) => fn(tx, this.in(tx)))
+    this.notifyCommitted()
+    return result
+  }
+
+  /**
+   * The relay of this database; call `start()` on it (or `drain()` in tests). One relay may be
+   * connected to a PGlite database at a time: stop() one before starting another.
+   */
+  override relay(options: PgliteRelayOptions = {}): OutboxRelay {
+    if (typeof options !== 'object' || options === null)
+      throw invalidArgument('relay options must be an object')
+    const loose = options as Record<string, unknown>
+    if (loose.mode !== undefined && loose.mode !== 'single') {
+      throw invalidArgument(
+        `relay option 'mode' must be 'single' on PGlite, got ${describe(loose.mode)}: an embedded database has one relay, in the process that embeds it, so there is no leader to elect`,
+      )
+    }
+    for (const option of ['connection', 'claimTimeout', 'leaderCheckInterval']) {
+      if (loose[option] !== undefined) {
+        throw invalidArgument(
+          `relay option '${option}' does not apply to PGlite: the relay always runs on the outbox's own database, without a claim transaction or leader`,
+        )
+      }
+    }
+    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
+    if (kafka === undefined) {
+      throw invalidArgument(
+        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
+      )
+    }
+    const store = new PgliteRelayStore(this.db, this.outbox.table)
+    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
+    const topicRetry = new Map<string, Partial<RetryPolicy>>()
+    for (const topic of Object.values(this.outbox.topics))
+      if (topic.retry) topicRetry.set(topic.name, topic.retry)
+    const { kafka: _kafka, ...relayOptions } = options
+    const relay: OutboxRelay = new OutboxRelay(store, transport, {
+      ...relayOptions,
+      mode: 'single',
+      topicRetry,
+      onStop: () => {
+        this.#relays.delete(relay)
+        options.onStop?.()
+      },
+    })
+    this.#relays.add(relay)
+    return relay
+  }
+
+  override notifyCommitted(): void {
+    super.notifyCommitted()
+    for (const relay of this.#relays) relay.wake()
+  }
+
+  /** Closes the Kafka producer for `outbox: false` topics, and the database if `openPgliteOutbox` created it. */
+  override async close(): Promise<void> {
+    await super.close()
+    if (this.#ownsDatabase && !this.db.closed) await this.db.close()
+  }
+}
+
+/** The outbox in a PGlite database the app already has; run `migrate()` once before use. */
+export function createPgliteOutbox<M extends TopicMap>(options: PgliteOutboxOptions<M>): PgliteOutbox<M> {
+  return new PgliteOutbox(options)
+}
+
+export interface OpenPgliteOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * Where PGlite keeps its files: a directory path (kept across restarts) or `memory://` (the
+   * default: gone when the process ends).
+   */
+  dataDir?: string
+  /** Further PGlite options (extensions, parsers...). */
+  pglite?: Omit<PGliteOptions, 'dataDir'>
+}
+
+/**
+ * Creates a PGlite database (in memory, or in `dataDir`), migrates the outbox into it and returns
+ * the outbox; `outbox.db` is the database for the app's own tables, `outbox.close()` closes it.
+ */
+export async function openPgliteOutbox<M extends TopicMap>(
+  options: OpenPgliteOutboxOptions<M>,
+): Promise<PgliteOutbox<M>> {
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArgument('openPgliteOutbox() needs an options object: { topics: { ... }, dataDir? }')
+  }
+  const { dataDir = 'memory://', pglite = {}, ...outboxOptions } = options
+  if (typeof dataDir !== 'string' || dataDir === '') {
+    throw invalidArgument(`'dataDir' must be a directory path or 'memory://', got ${describe(dataDir)}`)
+  }
+  if (typeof pglite !== 'object' || pglite === null) {
+    throw invalidArgument(`'pglite' must be an object of PGlite options, got ${describe(pglite)}`)
+  }
+  // Validate the topics and Kafka settings before paying for a database start.
+  new Outbox(outboxOptions, postgresDialect)
+  checkKafkaSetting(outboxOptions.kafka)
+  const db = await PGlite.create({ ...pglite, dataDir })
+  const outbox = new PgliteOutbox({ ...outboxOptions, db }, true)
+  try {
+    await outbox.migrate()
+  } catch (error) {
+    await db.close().catch(() => {})
+    throw error
+  }
+  return outbox
+}

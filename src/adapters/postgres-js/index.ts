@@ -1,0 +1,108 @@
+import type postgres from 'postgres'
+import { describe, invalidArgument } from '../../core/errors.ts'
+import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
+import type { OutboxTable, TransactionAdapter } from '../../core/seams.ts'
+import {
+  type PostgresDriver,
+  PostgresOutbox,
+  type PostgresOutboxOptions,
+  type PostgresRelayOptions,
+} from '../../dialects/postgres/postgres-outbox.ts'
+import { withArrayLiterals } from './parameters.ts'
+import { openPostgresJsSession, type PostgresJsConnection } from './session.ts'
+import { noTransaction, probedTransaction } from './transaction.ts'
+
+/** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
+// biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance
+export type PostgresJsTransaction = postgres.TransactionSql<any>
+
+/**
+ * A postgres.js transaction is the `sql` passed to the callback of `sql.begin()` (or of
+ * `tx.savepoint()`): only it has `savepoint()`, while the root `sql` and a reserved connection
+ * have `begin()`/`release()` instead. That tells the handle kinds apart without a round trip;
+ * whether its transaction is still open is checked by the database before each write
+ * (`probedTransaction`), since postgres.js does not report it.
+ */
+export function postgresJsTransaction(
+  tx: PostgresJsTransaction,
+  table: () => OutboxTable,
+): TransactionAdapter {
+  if (typeof tx !== 'function' || typeof (tx as { unsafe?: unknown }).unsafe !== 'function') {
+    throw invalidArgument(
+      `expected the postgres.js transaction passed to sql.begin(async (tx) => ...), got ${describe(tx)}`,
+    )
+  }
+  if (typeof (tx as { savepoint?: unknown }).savepoint !== 'function') {
+    const refuse = () => {
+      throw noTransaction(
+        undefined,
+        ': this is the root postgres.js sql (or a reserved connection), not a transaction. Produce with the tx of sql.begin(async (tx) => ...) or use outbox.transaction(sql, fn)',
+      )
+    }
+    return { dialect: 'postgres', assertInTransaction: refuse, execute: async () => refuse() }
+  }
+  return probedTransaction(table, (text, values) =>
+    tx.unsafe(text, withArrayLiterals(values) as postgres.ParameterOrJSON<never>[], { prepare: true }),
+  )
+}
+
+/**
+ * The postgres.js adapter.
+ *
+ * @example
+ * const sql = postgres(process.env.DATABASE_URL)
+ * const outbox = createPostgresJsOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * await outbox.migrate(sql)
+ * await outbox.transaction(sql, async (tx, topics) => {
+ *   await tx`INSERT INTO orders ${tx(order)}`
+ *   await topics.orderCreated.produce(order)
+ * })
+ */
+export class PostgresJsOutbox<M extends TopicMap> extends PostgresOutbox<
+  M,
+  PostgresJsTransaction,
+  PostgresJsConnection
+> {
+  constructor(options: PostgresOutboxOptions<M>) {
+    // The driver needs the outbox table for its probe; it exists only once super() validated it.
+    let table: OutboxTable | undefined
+    const driver: PostgresDriver<PostgresJsTransaction, PostgresJsConnection> = {
+      transaction: (tx) => postgresJsTransaction(tx, () => table as OutboxTable),
+      openSession: openPostgresJsSession,
+    }
+    super(options, driver)
+    table = this.outbox.table
+  }
+
+  /**
+   * Runs `fn` in `sql.begin()`: COMMIT if it resolves, ROLLBACK if it throws. After the commit,
+   * relays of this process are woken at once.
+   */
+  async transaction<R>(
+    // biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance
+    sql: postgres.Sql<any>,
+    fn: (tx: PostgresJsTransaction, topics: TopicProducers<M>) => Promise<R>,
+  ): Promise<R> {
+    if (typeof sql !== 'function' || typeof (sql as { begin?: unknown }).begin !== 'function') {
+      throw invalidArgument(
+        `transaction() needs the root postgres.js sql (the one created by postgres(...)), got ${describe(sql)}`,
+      )
+    }
+    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
+    const result = (await sql.begin((tx) => fn(tx, this.in(tx)))) as R
+    this.notifyCommitted()
+    return result
+  }
+}
+
+export function createPostgresJsOutbox<M extends TopicMap>(
+  options: PostgresOutboxOptions<M>,
+): PostgresJsOutbox<M> {
+  return new PostgresJsOutbox(options)
+}
+
+export type {
+  PostgresJsConnection,
+  PostgresOutboxOptions as PostgresJsOutboxOptions,
+  PostgresRelayOptions as PostgresJsRelayOptions,
+}

@@ -1,0 +1,189 @@
+import pg from 'pg'
+import type { DataSource, EntityManager } from 'typeorm'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
+import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { PgSession } from '../../dialects/postgres/index.ts'
+import {
+  type PostgresDriver,
+  PostgresOutbox,
+  type PostgresOutboxOptions,
+  type PostgresRelayOptions,
+} from '../../dialects/postgres/postgres-outbox.ts'
+
+/**
+ * Where the relay and `migrate()` connect: the app's DataSource (its connection options are
+ * reused for a dedicated node-postgres session), a connection string or a `pg` client config.
+ * Defaults to `DATABASE_URL`.
+ */
+export type TypeOrmConnection = DataSource | string | pg.ClientConfig
+
+export type TypeOrmIsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
+
+/** Wraps the EntityManager TypeORM hands to `dataSource.transaction(async (manager) => ...)`. */
+export function typeOrmTransaction(manager: EntityManager): TransactionAdapter {
+  if (
+    typeof manager !== 'object' ||
+    manager === null ||
+    typeof manager.query !== 'function' ||
+    typeof manager.connection !== 'object'
+  ) {
+    throw invalidArgument(
+      `expected the EntityManager of a TypeORM transaction (dataSource.transaction(async (manager) => ...)), got ${describe(manager)}`,
+    )
+  }
+  const type = manager.connection.options?.type
+  if (type !== 'postgres') {
+    throw invalidArgument(
+      `k-entity/typeorm needs a DataSource of type 'postgres', this one is ${describe(type)}; use the adapter of that database`,
+    )
+  }
+  return {
+    dialect: 'postgres',
+    assertInTransaction() {
+      const runner = manager.queryRunner
+      // A manager without its own query runner (dataSource.manager) runs every query on some pool
+      // connection in autocommit: a message written through it would commit on its own.
+      if (runner === undefined || runner.isReleased || !runner.isTransactionActive) {
+        throw new KEntityError(
+          ErrorCodes.NO_TRANSACTION,
+          'outbox topics must be produced inside a transaction: use the manager passed to dataSource.transaction(async (manager) => ...) (or outbox.transaction(dataSource, fn)), not dataSource.manager; nothing was stored',
+        )
+      }
+    },
+    async execute(statement: SqlStatement) {
+      const runner = manager.queryRunner
+      if (runner === undefined) throw new Error('assertInTransaction() must run before execute()')
+      try {
+        await runner.query(statement.text, statement.values)
+      } catch (error) {
+        if (sqlState(error) === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+        throw error
+      }
+    },
+  }
+}
+
+const IN_FAILED_TRANSACTION = '25P02'
+
+/** TypeORM's QueryFailedError copies the driver error's fields; the original is kept too. */
+function sqlState(error: unknown): string | undefined {
+  const failed = error as { code?: unknown; driverError?: { code?: unknown } }
+  const code = failed.code ?? failed.driverError?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+function abortedTransaction(cause: unknown): KEntityError {
+  return new KEntityError(
+    ErrorCodes.TRANSACTION_ABORTED,
+    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
+    { cause },
+  )
+}
+
+const typeOrmDriver: PostgresDriver<EntityManager, TypeOrmConnection> = {
+  transaction: typeOrmTransaction,
+  async openSession(target, applicationName) {
+    const config = clientConfig(target ?? defaultConnection())
+    const client = new pg.Client({ ...config, application_name: applicationName })
+    // Without a listener, a server-side disconnect of an idle session would crash the process.
+    client.on('error', () => {})
+    await client.connect()
+    return client as unknown as PgSession
+  },
+}
+
+/**
+ * The TypeORM adapter (PostgreSQL): messages are written with the transaction's own query runner,
+ * so they commit or roll back with the entities saved through the same manager.
+ *
+ * @example
+ * const outbox = createTypeOrmOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * await outbox.migrate(dataSource)
+ * await outbox.transaction(dataSource, async (manager, topics) => {
+ *   await manager.save(Order, order)
+ *   await topics.orderCreated.produce(order)
+ * })
+ */
+export class TypeOrmOutbox<M extends TopicMap> extends PostgresOutbox<M, EntityManager, TypeOrmConnection> {
+  constructor(options: PostgresOutboxOptions<M>) {
+    super(options, typeOrmDriver)
+  }
+
+  /**
+   * Runs `fn` in `target.transaction()`: COMMIT if it resolves, ROLLBACK if it throws. Given the
+   * manager of an open transaction, TypeORM makes this a savepoint inside it.
+   */
+  async transaction<R>(
+    target: DataSource | EntityManager,
+    fn: (manager: EntityManager, topics: TopicProducers<M>) => Promise<R>,
+    options: { isolationLevel?: TypeOrmIsolationLevel } = {},
+  ): Promise<R> {
+    if (typeof target !== 'object' || target === null || typeof target.transaction !== 'function') {
+      throw invalidArgument(
+        `transaction() needs a TypeORM DataSource or EntityManager, got ${describe(target)}`,
+      )
+    }
+    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
+    const run = (manager: EntityManager) => fn(manager, this.in(manager))
+    const result =
+      options.isolationLevel === undefined
+        ? await target.transaction(run)
+        : await target.transaction(options.isolationLevel, run)
+    this.notifyCommitted()
+    return result
+  }
+}
+
+export function createTypeOrmOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): TypeOrmOutbox<M> {
+  return new TypeOrmOutbox(options)
+}
+
+export type { PostgresOutboxOptions as TypeOrmOutboxOptions, PostgresRelayOptions as TypeOrmRelayOptions }
+
+function defaultConnection(): string {
+  const url = process.env.DATABASE_URL
+  if (!url) {
+    throw invalidArgument(
+      'no database connection given and DATABASE_URL is not set: pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })',
+    )
+  }
+  return url
+}
+
+function isDataSource(value: object): value is DataSource {
+  return (
+    'options' in value && 'driver' in value && typeof (value as DataSource).createQueryRunner === 'function'
+  )
+}
+
+function clientConfig(target: TypeOrmConnection): pg.ClientConfig {
+  if (typeof target === 'string') return { connectionString: target }
+  if (typeof target !== 'object' || target === null) {
+    throw invalidArgument(
+      `expected a TypeORM DataSource, a connection string or a pg client config, got ${describe(target)}`,
+    )
+  }
+  if (!isDataSource(target)) return target
+  const options = target.options
+  if (options.type !== 'postgres') {
+    throw invalidArgument(
+      `k-entity/typeorm needs a DataSource of type 'postgres', this one is '${options.type}'`,
+    )
+  }
+  // The relay writes, so it must reach the primary, never a replica.
+  const credentials = options.replication?.master ?? options
+  // Built the way TypeORM builds its own pool config, `extra` last, so the session reaches the
+  // same server with the same TLS settings as the app.
+  return {
+    connectionString: credentials.url,
+    host: credentials.host,
+    port: credentials.port,
+    user: credentials.username,
+    password: credentials.password,
+    database: credentials.database,
+    ssl: credentials.ssl,
+    connectionTimeoutMillis: options.connectTimeoutMS,
+    ...(options.extra ?? {}),
+  }
+}

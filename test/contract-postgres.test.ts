@@ -1,0 +1,23 @@
+// The adapter contract for every PostgreSQL data layer; one call per harness covers a new one.
+import { runAdapterContract } from './contract/adapter-contract.ts'
+import { drizzleNodePgHarness, drizzlePostgresJsHarness } from './contract/harness-drizzle.ts'
+import { knexHarness } from './contract/harness-knex.ts'
+import { kyselyControlledHarness, kyselyHarness } from './contract/harness-kysely.ts'
+import { mikroOrmHarness } from './contract/harness-mikro-orm.ts'
+import { pgHarness } from './contract/harness-pg.ts'
+import { pgliteHarness } from './contract/harness-pglite.ts'
+import { postgresJsHarness } from './contract/harness-postgres-js.ts'
+import { prismaHarness } from './contract/harness-prisma.ts'
+import { typeormHarness } from './contract/harness-typeorm.ts'
+
+runAdapterContract(pgHarness)
+runAdapterContract(postgresJsHarness)
+runAdapterContract(kyselyHarness)
+runAdapterContract(kyselyControlledHarness)
+runAdapterContract(knexHarness)
+runAdapterContract(drizzleNodePgHarness)
+runAdapterContract(drizzlePostgresJsHarness)
+runAdapterContract(typeormHarness)
+runAdapterContract(mikroOrmHarness)
+runAdapterContract(prismaHarness)
+runAdapterContract(pgliteHarness)

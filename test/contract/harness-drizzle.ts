@@ -1,0 +1,62 @@
+import { drizzle as drizzleNodePg } from 'drizzle-orm/node-postgres'
+import { pgSchema, text } from 'drizzle-orm/pg-core'
+import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js'
+import pg from 'pg'
+import postgres from 'postgres'
+import { createDrizzleOutbox, type DrizzleTransaction } from '../../src/adapters/drizzle/index.ts'
+import type { ContractContext, ContractHarness, ContractSetup } from './adapter-contract.ts'
+import { createOrdersTable, DATABASE_URL, dropSchema, postgresInspection } from './postgres-support.ts'
+
+type DrizzleDb = ReturnType<typeof drizzleNodePg> | ReturnType<typeof drizzlePostgresJs>
+
+async function setup(
+  { topics, schema, brokers }: ContractSetup,
+  db: DrizzleDb,
+  close: () => Promise<void>,
+): Promise<ContractContext<DrizzleTransaction>> {
+  const orders = pgSchema(schema).table('orders', { id: text().primaryKey(), customer: text().notNull() })
+  const outbox = createDrizzleOutbox({ topics, schema, kafka: { brokers } })
+  await outbox.migrate(db)
+  await createOrdersTable(schema)
+  return {
+    transaction: (fn) => outbox.transaction(db as ReturnType<typeof drizzleNodePg>, (tx) => fn(tx)),
+    async insertOrder(tx, id, customer) {
+      await tx.insert(orders).values({ id, customer })
+    },
+    producers: (tx) => outbox.in(tx),
+    async produceOutsideTransaction(event) {
+      // @ts-expect-error the Drizzle db is not a transaction, and the types say so
+      await outbox.in(db).orders.produce(event)
+    },
+    relay: (options) => outbox.relay({ ...options, connection: db }),
+    ...postgresInspection(schema),
+    async teardown() {
+      await close()
+      await outbox.close()
+      await dropSchema(schema)
+    },
+  }
+}
+
+// Drizzle runs a nested transaction as a savepoint on both drivers.
+const nested: ContractHarness<DrizzleTransaction>['nested'] = (tx, fn) => tx.transaction((inner) => fn(inner))
+
+export const drizzleNodePgHarness: ContractHarness<DrizzleTransaction> = {
+  name: 'drizzle (node-postgres)',
+  dialect: 'postgres',
+  async setup(options) {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
+    return setup(options, drizzleNodePg(pool), () => pool.end())
+  },
+  nested,
+}
+
+export const drizzlePostgresJsHarness: ContractHarness<DrizzleTransaction> = {
+  name: 'drizzle (postgres.js)',
+  dialect: 'postgres',
+  async setup(options) {
+    const sql = postgres(DATABASE_URL, { max: 10, onnotice: () => {} })
+    return setup(options, drizzlePostgresJs(sql), () => sql.end())
+  },
+  nested,
+}
