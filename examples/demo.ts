@@ -3,8 +3,9 @@
  * transactions, rolls some back on purpose, relays the outbox to Kafka, reads the topic back and
  * checks that exactly the committed events arrived, in order per customer.
  *
- *   npm run demo                      # local PostgreSQL, a Kafka broker started for the demo
- *   DATABASE_URL=... KAFKA_BROKERS=... npm run demo -- --seconds 10
+ *   npm run demo                      # embedded PostgreSQL (PGlite), a Kafka broker started for it
+ *   DATABASE_URL=postgres://... npm run demo   # your PostgreSQL instead
+ *   KAFKA_BROKERS=127.0.0.1:9092 npm run demo -- --seconds 10 --db postgres
  */
 import { randomBytes } from 'node:crypto'
 import { userInfo } from 'node:os'
@@ -13,7 +14,8 @@ import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { defineTopic, type RelayEvent } from '../src/index.ts'
+import { openPgliteOutbox } from '../src/adapters/pglite/index.ts'
+import { defineTopic, type OutboxRelay, type RelayEvent, type RelayOptions } from '../src/index.ts'
 import {
   checkDelivery,
   formatReport,
@@ -26,15 +28,19 @@ import {
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '5' },
-    writers: { type: 'string', default: '4' },
+    writers: { type: 'string' },
     customers: { type: 'string', default: '20' },
     'rollback-rate': { type: 'string', default: '0.2' },
+    db: { type: 'string' },
   },
 })
 const seconds = Number(args.seconds)
-const writers = Number(args.writers)
 const customers = Number(args.customers)
 const rollbackRate = Number(args['rollback-rate'])
+const useDatabase = args.db ?? (process.env.DATABASE_URL ? 'postgres' : 'pglite')
+if (useDatabase !== 'postgres' && useDatabase !== 'pglite')
+  throw new Error(`--db must be postgres or pglite, got ${useDatabase}`)
+const writers = Number(args.writers ?? 4)
 
 interface OrderCreated {
   orderId: string
@@ -51,31 +57,81 @@ const orderCreated = defineTopic<OrderCreated>({
   headers: (event) => ({ 'event-type': 'OrderCreated', ...trackingHeaders(event.orderId, event.seq) }),
 })
 
+const schema = 'k_entity_demo'
+const topics = { orderCreated }
+
+/** The two ways the demo runs: the same outbox API over a PostgreSQL server or over PGlite. */
+interface DemoDatabase {
+  label: string
+  /** One business transaction: the order row and its event. */
+  placeOrder(event: OrderCreated, rollBack: boolean): Promise<void>
+  relay(options: RelayOptions): OutboxRelay
+  counts(): Promise<{ orders: number; waiting: number }>
+  close(): Promise<void>
+}
+
+const CREATE_ORDERS = `CREATE TABLE ${schema}.orders (id text PRIMARY KEY, customer_id text NOT NULL, total numeric NOT NULL)`
+const INSERT_ORDER = `INSERT INTO ${schema}.orders (id, customer_id, total) VALUES ($1, $2, $3)`
+const COUNTS = `SELECT (SELECT count(*) FROM ${schema}.orders)::int AS orders, (SELECT count(*) FROM ${schema}.outbox)::int AS waiting`
+
+async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
+  const url = process.env.DATABASE_URL ?? `postgres://${userInfo().username}@127.0.0.1:5432/test`
+  const outbox = createPgOutbox({ topics, schema, kafka: { brokers } })
+  const pool = new pg.Pool({ connectionString: url, max: writers + 1 })
+  await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  await outbox.migrate(url)
+  await pool.query(CREATE_ORDERS)
+  return {
+    label: `PostgreSQL ${url.replace(/\/\/([^:@/]+):[^@/]+@/, '//$1:***@')}`,
+    placeOrder: (event, rollBack) =>
+      outbox.transaction(pool, async (client, producers) => {
+        await client.query(INSERT_ORDER, [event.orderId, event.customerId, event.total])
+        await producers.orderCreated.produce(event)
+        if (rollBack) throw new PaymentDeclined()
+      }),
+    relay: (options) => outbox.relay({ connection: url, ...options }),
+    counts: async () => (await pool.query(COUNTS)).rows[0],
+    close: async () => {
+      await outbox.close()
+      await pool.end()
+    },
+  }
+}
+
+async function pgliteDatabase(brokers: string[]): Promise<DemoDatabase> {
+  const outbox = await openPgliteOutbox({ topics, schema, kafka: { brokers } })
+  await outbox.db.exec(CREATE_ORDERS)
+  return {
+    label: 'PGlite (embedded PostgreSQL, in memory; set DATABASE_URL to use a server)',
+    placeOrder: (event, rollBack) =>
+      outbox.transaction(async (tx, producers) => {
+        await tx.query(INSERT_ORDER, [event.orderId, event.customerId, event.total])
+        await producers.orderCreated.produce(event)
+        if (rollBack) throw new PaymentDeclined()
+      }),
+    relay: (options) => outbox.relay({ ...options, mode: 'single' }),
+    counts: async () => (await outbox.db.query<{ orders: number; waiting: number }>(COUNTS)).rows[0] as never,
+    close: () => outbox.close(),
+  }
+}
+
+class PaymentDeclined extends Error {}
+
 async function main(): Promise<number> {
-  const databaseUrl = process.env.DATABASE_URL ?? `postgres://${userInfo().username}@127.0.0.1:5432/test`
   let broker: KafkaBroker | undefined
   if (!process.env.KAFKA_BROKERS) broker = await startKafkaBroker()
   const brokers = process.env.KAFKA_BROKERS?.split(',') ?? [broker?.brokers as string]
+  const database =
+    useDatabase === 'postgres' ? await postgresDatabase(brokers) : await pgliteDatabase(brokers)
   console.log(
-    `k-entity demo · PostgreSQL ${redact(databaseUrl)} · Kafka ${brokers.join(',')}${broker ? ' (started for the demo)' : ''}`,
+    `k-entity demo · ${database.label} · Kafka ${brokers.join(',')}${broker ? ' (started for the demo)' : ''}`,
   )
-
-  const schema = 'k_entity_demo'
-  const outbox = createPgOutbox({ topics: { orderCreated }, schema, kafka: { brokers } })
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: writers + 1 })
   try {
-    await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
-    await outbox.migrate(databaseUrl)
-    await pool.query(
-      `CREATE TABLE ${schema}.orders (id text PRIMARY KEY, customer_id text NOT NULL, total numeric NOT NULL)`,
-    )
     await createTopic(brokers, orderCreated.name)
 
     // 2. Run the relay: polls the outbox, wakes at commit, deletes what Kafka acknowledged.
     const events = { delivered: 0, errors: 0 }
-    const relay = outbox.relay({
-      connection: databaseUrl,
-      mode: 'single',
+    const relay = database.relay({
       pollingInterval: 1000,
       maxMessagesPerPoll: 500,
       onEvent: (event: RelayEvent) => {
@@ -95,6 +151,9 @@ async function main(): Promise<number> {
       Array.from({ length: writers }, async (_, writer) => {
         const seqs = new Map<string, number>()
         while (Date.now() < deadline) {
+          // A real service handles requests between transactions; yielding here does the same,
+          // and PGlite (which answers without I/O) would otherwise starve the relay's socket.
+          await new Promise((resolve) => setImmediate(resolve))
           // Each writer owns its customers, so its own order is the commit order per key.
           const customerId = `customer-${writer}-${orderNo % Math.max(1, Math.floor(customers / writers))}`
           const seq = (seqs.get(customerId) ?? 0) + 1
@@ -108,18 +167,11 @@ async function main(): Promise<number> {
           const tracked = { id: event.orderId, key: customerId, seq }
           const rollBack = Math.random() < rollbackRate
           try {
-            await outbox.transaction(pool, async (client, topics) => {
-              await client.query(
-                `INSERT INTO ${schema}.orders (id, customer_id, total) VALUES ($1, $2, $3)`,
-                [event.orderId, event.customerId, event.total],
-              )
-              await topics.orderCreated.produce(event)
-              if (rollBack) throw new Error('payment declined')
-            })
+            await database.placeOrder(event, rollBack)
             commitTimes.set(event.orderId, Date.now())
             committed.push(tracked)
           } catch (error) {
-            if (!rollBack) throw error
+            if (!(error instanceof PaymentDeclined)) throw error
             rolledBack.push(tracked)
           }
         }
@@ -139,20 +191,19 @@ async function main(): Promise<number> {
       forbidden: rolledBack,
       observed: observedFromConsumed(consumed),
     })
-    const { rows } = await pool.query(
-      `SELECT (SELECT count(*) FROM ${schema}.orders)::int AS orders, (SELECT count(*) FROM ${schema}.outbox)::int AS waiting`,
-    )
+    const counts = await database.counts()
     const latencies = consumed
-      .filter((m) => m.headers.some(([name]) => name === 'ke-check-id'))
       .map((m) => {
         const id = m.headers.find(([name]) => name === 'ke-check-id')?.[1]?.toString() ?? ''
-        return Number(m.timestamp) - (commitTimes.get(id) ?? Number(m.timestamp))
+        const committedAt = commitTimes.get(id)
+        return committedAt === undefined ? undefined : Number(m.timestamp) - committedAt
       })
+      .filter((ms): ms is number => ms !== undefined)
       .sort((a, b) => a - b)
 
     console.log('')
     console.log(
-      `committed          ${committed.length} (${(committed.length / seconds).toFixed(0)} transactions/s; ${rows[0].orders} order rows)`,
+      `committed          ${committed.length} (${(committed.length / seconds).toFixed(0)} transactions/s; ${counts.orders} order rows)`,
     )
     console.log(`rolled back        ${rolledBack.length}`)
     console.log(`delivered          ${report.delivered}`)
@@ -160,7 +211,7 @@ async function main(): Promise<number> {
     console.log(`phantom            ${report.phantom}`)
     console.log(`duplicates         ${report.duplicates}`)
     console.log(`out-of-order       ${report.outOfOrder}`)
-    console.log(`left in outbox     ${rows[0].waiting}`)
+    console.log(`left in outbox     ${counts.waiting}`)
     console.log(`commit→Kafka p50   ${percentile(latencies, 0.5)} ms`)
     console.log(`commit→Kafka p99   ${percentile(latencies, 0.99)} ms`)
     console.log(`relay errors       ${events.errors}`)
@@ -170,10 +221,9 @@ async function main(): Promise<number> {
         ? '\nOK: every committed event delivered, no rolled-back event delivered, order kept per customer.'
         : '\nFAILED',
     )
-    return report.ok ? 0 : 1
+    return report.ok && counts.waiting === 0 ? 0 : 1
   } finally {
-    await outbox.close()
-    await pool.end()
+    await database.close()
     await broker?.stop()
   }
 }
@@ -196,10 +246,6 @@ async function createTopic(brokers: string[], name: string): Promise<void> {
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number
-}
-
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]+@/, '//$1:***@')
 }
 
 process.exitCode = await main()
