@@ -1,46 +1,22 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
-import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { OutboxRelay, RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import {
-  countRows,
-  createTopic,
-  DATABASE_URL,
-  dropSchema,
-  kafkaBrokers,
-  uniqueName,
-  waitFor,
-  withClient,
-} from './support/env.ts'
-import { orderTopic, runOrderWorkload } from './support/workload.ts'
+import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
+import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
-const schemas: string[] = []
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
-
-async function setup(partitions: number) {
-  const schema = uniqueName('ke_conc')
-  const topicName = uniqueName('conc').replaceAll('_', '-')
-  schemas.push(schema)
-  await createTopic(topicName, partitions)
-  const outbox = createPgOutbox({ topics: { orders: orderTopic(topicName) }, schema, kafka: { brokers } })
-  await outbox.migrate(DATABASE_URL)
-  await withClient((c) =>
-    c.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL)`),
-  )
-  return { schema, topicName, outbox, ordersTable: `"${schema}".orders` }
-}
 
 describe('concurrent relays and wake-up', () => {
   after(async () => {
     await pool.end()
-    for (const schema of schemas) await dropSchema(schema)
+    await dropOrderSchemas()
   })
 
   it('four concurrent relays share 20,000 messages over 64 keys without breaking per-key order', async () => {
-    const { schema, topicName, outbox, ordersTable } = await setup(8)
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_conc')
     const delivered = new Map<number, number>()
     const relays: OutboxRelay[] = []
     for (let i = 0; i < 4; i++) {
@@ -92,7 +68,7 @@ describe('concurrent relays and wake-up', () => {
   })
 
   it('a relay whose session dies mid-batch loses its claim to the others; nothing lost, order kept', async () => {
-    const { schema, topicName, outbox, ordersTable } = await setup(4)
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(4, 'ke_conc')
     const workload = await runOrderWorkload({
       pool,
       outbox,
@@ -136,7 +112,7 @@ describe('concurrent relays and wake-up', () => {
   })
 
   it('wakes on NOTIFY at commit instead of waiting for the polling interval', async () => {
-    const { topicName, outbox } = await setup(1)
+    const { topicName, outbox } = await orderOutbox(1, 'ke_conc')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 600_000 })
     await relay.start()
     await new Promise((resolve) => setTimeout(resolve, 300))

@@ -5,42 +5,22 @@ import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { bufferSerializer, defineTopic } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import {
-  countRows,
-  createTopic,
-  DATABASE_URL,
-  dropSchema,
-  kafkaBrokers,
-  uniqueName,
-  withClient,
-} from './support/env.ts'
-import { orderTopic, runOrderWorkload } from './support/workload.ts'
+import { countRows, DATABASE_URL, dropSchema, kafkaBrokers, uniqueName } from './support/env.ts'
+import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
 const schemas: string[] = []
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
 
-async function setup(partitions: number) {
-  const schema = uniqueName('ke_relay')
-  const topicName = uniqueName('orders').replaceAll('_', '-')
-  schemas.push(schema)
-  await createTopic(topicName, partitions)
-  const outbox = createPgOutbox({ topics: { orders: orderTopic(topicName) }, schema, kafka: { brokers } })
-  await outbox.migrate(DATABASE_URL)
-  await withClient((c) =>
-    c.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL)`),
-  )
-  return { schema, topicName, outbox, ordersTable: `"${schema}".orders` }
-}
-
 describe('relay to a real Kafka broker', () => {
   after(async () => {
     await pool.end()
+    await dropOrderSchemas()
     for (const schema of schemas) await dropSchema(schema)
   })
 
   it('atomicity: 1,000 transactions, 20% rolled back, only committed ones delivered, outbox emptied', async () => {
-    const { schema, topicName, outbox, ordersTable } = await setup(3)
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(3, 'ke_relay')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 50 })
     await relay.start()
     const workload = await runOrderWorkload({
@@ -72,7 +52,7 @@ describe('relay to a real Kafka broker', () => {
   })
 
   it('per-key order: 10,000 messages over 50 keys on 8 partitions, Java-compatible partitioning', async () => {
-    const { schema, topicName, outbox, ordersTable } = await setup(8)
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_relay')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 50, maxMessagesPerPoll: 500 })
     await relay.start()
     const workload = await runOrderWorkload({
@@ -178,7 +158,7 @@ describe('relay to a real Kafka broker', () => {
   })
 
   it('relays messages that were already waiting when the relay starts', async () => {
-    const { schema, topicName, outbox, ordersTable } = await setup(2)
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(2, 'ke_relay')
     const workload = await runOrderWorkload({
       pool,
       outbox,

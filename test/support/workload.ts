@@ -1,8 +1,9 @@
 import type pg from 'pg'
-import type { PgOutbox } from '../../src/adapters/pg/index.ts'
+import { createPgOutbox, type PgOutbox } from '../../src/adapters/pg/index.ts'
 import { defineTopic } from '../../src/index.ts'
 import type { TrackedMessage } from '../../src/testing/index.ts'
 import { trackingHeaders } from '../../src/testing/index.ts'
+import { createTopic, DATABASE_URL, dropSchema, kafkaBrokers, uniqueName, withClient } from './env.ts'
 
 export interface OrderEvent {
   orderId: string
@@ -91,4 +92,27 @@ export class RollbackOnPurpose extends Error {
   constructor() {
     super('rolled back on purpose')
   }
+}
+
+const createdSchemas: string[] = []
+
+/**
+ * A fresh schema with the outbox (topic `orders` mapped to a new Kafka topic) and an `orders`
+ * business table, for the workload above. `dropOrderSchemas()` removes every one created.
+ */
+export async function orderOutbox(partitions: number, prefix = 'ke_orders', brokers = kafkaBrokers()) {
+  const schema = uniqueName(prefix)
+  const topicName = uniqueName(prefix.replace(/^ke_/, '')).replaceAll('_', '-')
+  createdSchemas.push(schema)
+  await createTopic(topicName, partitions, brokers)
+  const outbox = createPgOutbox({ topics: { orders: orderTopic(topicName) }, schema, kafka: { brokers } })
+  await outbox.migrate(DATABASE_URL)
+  await withClient((c) =>
+    c.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL)`),
+  )
+  return { schema, topicName, outbox, ordersTable: `"${schema}".orders` }
+}
+
+export async function dropOrderSchemas(): Promise<void> {
+  for (const schema of createdSchemas.splice(0)) await dropSchema(schema)
 }
