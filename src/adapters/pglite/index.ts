@@ -1,8 +1,7 @@
 import { PGlite, type PGliteInterface, type PGliteOptions, type Transaction } from '@electric-sql/pglite'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
-import { OutboxRelay, type RelayOptions } from '../../core/relay.ts'
-import type { RetryPolicy } from '../../core/retry.ts'
+import type { OutboxRelay, RelayOptions } from '../../core/relay.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import { postgresDialect } from '../../dialects/postgres/index.ts'
 import {
@@ -10,12 +9,7 @@ import {
   PostgresOutbox,
   type PostgresOutboxOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import {
-  checkKafkaSetting,
-  isTransport,
-  type KafkaSetting,
-  KafkaTransport,
-} from '../../transports/kafka/index.ts'
+import { checkKafkaSetting, type KafkaSetting } from '../../transports/kafka/index.ts'
 import { PgliteRelayStore } from './relay-store.ts'
 import { PgliteSession } from './session.ts'
 
@@ -92,9 +86,7 @@ export interface PgliteRelayOptions
  */
 export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transaction, PGliteInterface> {
   readonly db: PGliteInterface
-  readonly #kafka: KafkaSetting | undefined
   readonly #ownsDatabase: boolean
-  readonly #relays = new Set<OutboxRelay>()
 
   /** Use `createPgliteOutbox` (your database) or `openPgliteOutbox` (a new one). */
   constructor(options: PgliteOutboxOptions<M>, ownsDatabase = false) {
@@ -115,7 +107,6 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
     }
     super(options, driver)
     this.db = db
-    this.#kafka = checkKafkaSetting(options.kafka)
     this.#ownsDatabase = ownsDatabase
   }
 
@@ -147,34 +138,7 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
         )
       }
     }
-    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
-    if (kafka === undefined) {
-      throw invalidArgument(
-        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
-      )
-    }
-    const store = new PgliteRelayStore(this.db, this.outbox.table)
-    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
-    const topicRetry = new Map<string, Partial<RetryPolicy>>()
-    for (const topic of Object.values(this.outbox.topics))
-      if (topic.retry) topicRetry.set(topic.name, topic.retry)
-    const { kafka: _kafka, ...relayOptions } = options
-    const relay: OutboxRelay = new OutboxRelay(store, transport, {
-      ...relayOptions,
-      mode: 'single',
-      topicRetry,
-      onStop: () => {
-        this.#relays.delete(relay)
-        options.onStop?.()
-      },
-    })
-    this.#relays.add(relay)
-    return relay
-  }
-
-  override notifyCommitted(): void {
-    super.notifyCommitted()
-    for (const relay of this.#relays) relay.wake()
+    return this.relayOn(new PgliteRelayStore(this.db, this.outbox.table), { ...options, mode: 'single' })
   }
 
   /** Closes the Kafka producer for `outbox: false` topics, and the database if `openPgliteOutbox` created it. */
