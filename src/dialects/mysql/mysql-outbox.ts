@@ -1,0 +1,152 @@
+import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
+import { describe, invalidArgument } from '../../core/errors.ts'
+import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
+import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
+import type { RetryPolicy } from '../../core/retry.ts'
+import type { TransactionAdapter } from '../../core/seams.ts'
+import {
+  checkKafkaSetting,
+  isTransport,
+  type KafkaSetting,
+  KafkaTransport,
+  LazyTransport,
+} from '../../transports/kafka/index.ts'
+import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
+import { mysqlDialect } from './index.ts'
+import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
+import { MysqlRelayStore } from './relay-store.ts'
+import type { MysqlSession } from './session.ts'
+
+/**
+ * What a MySQL adapter supplies: how to use the app's transaction handle, and how to open a
+ * dedicated connection for the relay and for migrations.
+ */
+export interface MysqlDriver<Tx, Target> {
+  /** Wraps the app's transaction handle; throws a clear error for anything else. */
+  transaction(tx: Tx): TransactionAdapter
+  /** Opens a new connection that the caller owns (and ends). */
+  openSession(target: Target | undefined, purpose: 'relay' | 'migrate' | 'admin'): Promise<MysqlSession>
+}
+
+export interface MysqlOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
+  /** Kafka for the relay and for topics mapped with `outbox: false`. */
+  kafka?: KafkaSetting
+}
+
+export interface MysqlRelayOptions<Target> extends RelayOptions {
+  /** Where the relay's connection goes (adapter-specific; defaults to `DATABASE_URL`). */
+  connection?: Target
+  /** Kafka for this relay; defaults to the outbox's `kafka` option. */
+  kafka?: KafkaSetting
+  /**
+   * Longest the relay's connection may stay silent before the server ends it, in ms (default
+   * 60000, at least 1000, whole seconds on the server). It bounds both how long a stalled relay
+   * keeps a claimed batch and how long a frozen leader keeps the leader lock: MySQL cannot
+   * tell an idle session from one idle inside a transaction. Raised to three polling (or leader
+   * check) intervals if those are longer, so a healthy idle relay is never cut off.
+   */
+  claimTimeout?: number
+}
+
+/**
+ * The outbox on MySQL or MariaDB, whatever the driver: typed producers bound to the app's
+ * transaction, migrations, and relays. Adapters subclass it with their driver.
+ */
+export class MysqlOutbox<M extends TopicMap, Tx, Target> {
+  readonly outbox: Outbox<M>
+  readonly #driver: MysqlDriver<Tx, Target>
+  readonly #kafka: KafkaSetting | undefined
+  readonly #direct: LazyTransport
+  /** Relays of this process, woken right after a transaction helper commits. */
+  readonly #localRelays = new Set<OutboxRelay>()
+
+  constructor(options: MysqlOutboxOptions<M>, driver: MysqlDriver<Tx, Target>) {
+    this.outbox = new Outbox(options, mysqlDialect)
+    this.#driver = driver
+    this.#kafka = checkKafkaSetting(options.kafka)
+    this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
+  }
+
+  /** Typed producers bound to the app's open transaction. */
+  in(tx: Tx): TopicProducers<M> {
+    return this.outbox.producers(this.#driver.transaction(tx), () => this.#direct.get())
+  }
+
+  /** Creates or upgrades the outbox schema; safe to run from several instances at once. */
+  async migrate(target?: Target): Promise<MigrationResult> {
+    const session = await this.#driver.openSession(target, 'migrate')
+    try {
+      return await migrate(session, this.outbox.table)
+    } finally {
+      await session.end()
+    }
+  }
+
+  /** The schema as a SQL script, for applying with your own migration tool. */
+  migrationSql(): string {
+    return migrationScript(this.outbox.table)
+  }
+
+  /** A relay worker for this outbox; call `start()` on it (or `runOnce()` in tests). */
+  relay(options: MysqlRelayOptions<Target> = {}): OutboxRelay {
+    if (typeof options !== 'object' || options === null)
+      throw invalidArgument('relay options must be an object')
+    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
+    if (kafka === undefined) {
+      throw invalidArgument(
+        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
+      )
+    }
+    const claimTimeout = options.claimTimeout ?? 60_000
+    if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
+      throw invalidArgument(
+        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
+      )
+    }
+    const idle = Math.max(
+      options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
+      options.mode === 'exclusive' ? (options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval) : 0,
+    )
+    const store = new MysqlRelayStore({
+      table: this.outbox.table,
+      connect: () => this.#driver.openSession(options.connection, 'relay'),
+      sessionTimeout: Math.max(claimTimeout, idle * 3),
+      concurrent: options.mode === 'concurrent',
+    })
+    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
+    const topicRetry = new Map<string, Partial<RetryPolicy>>()
+    for (const topic of Object.values(this.outbox.topics)) {
+      if (topic.retry) topicRetry.set(topic.name, topic.retry)
+    }
+    const relay: OutboxRelay = new OutboxRelay(store, transport, {
+      ...options,
+      topicRetry,
+      onStop: () => {
+        this.#localRelays.delete(relay)
+        options.onStop?.()
+      },
+    })
+    this.#localRelays.add(relay)
+    return relay
+  }
+
+  /** Inspect, replay and purge dead letters (each call uses its own short session). */
+  deadLetters(connection?: Target): DeadLetters {
+    return mysqlDeadLetters(this.outbox.table, () => this.#driver.openSession(connection, 'admin'))
+  }
+
+  /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
+  stats(connection?: Target): Promise<OutboxStats> {
+    return mysqlStats(this.outbox.table, () => this.#driver.openSession(connection, 'admin'))
+  }
+
+  /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */
+  notifyCommitted(): void {
+    for (const relay of this.#localRelays) relay.wake()
+  }
+
+  /** Closes the Kafka producer used for `outbox: false` topics. */
+  async close(): Promise<void> {
+    await this.#direct.close()
+  }
+}

@@ -1,0 +1,201 @@
+import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import type { StoredMessage } from '../../core/record.ts'
+import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { keyLockSlot, lockName, qualified } from './names.ts'
+import { errorNumber, MysqlErrors, type MysqlResult, type MysqlSession } from './session.ts'
+import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
+
+export interface MysqlRelayStoreOptions {
+  table: OutboxTable
+  /** Opens a new dedicated connection (never a pooled one: the leader lock lives on it). */
+  connect: () => Promise<MysqlSession>
+  /**
+   * Longest the relay's session may stay silent, in ms, claim open or not. The server then ends
+   * the session, which rolls back its claim and frees its leader lock, so a frozen relay can
+   * hold neither messages nor leadership for longer than this.
+   */
+  sessionTimeout: number
+  /** Several relays share the outbox: claims also take per-key claim locks (see `#claimConcurrent`). */
+  concurrent: boolean
+}
+
+/**
+ * One relay's MySQL session. Everything the relay does, including holding the leader lock,
+ * happens on this one connection: if it dies, its user lock and its open claim go with it, so
+ * a deposed leader has no way left to delete rows (fencing by construction).
+ */
+export class MysqlRelayStore implements RelayStore {
+  readonly #options: MysqlRelayStoreOptions
+  #session: MysqlSession | undefined
+  #healthy = false
+  #leader = false
+  #inClaim = false
+
+  constructor(options: MysqlRelayStoreOptions) {
+    this.#options = options
+  }
+
+  get healthy(): boolean {
+    return this.#healthy
+  }
+
+  async connect(): Promise<void> {
+    await this.close()
+    const session = await this.#options.connect()
+    session.onError(() => this.#markBroken(session))
+    this.#session = session
+    this.#healthy = true
+    this.#leader = false
+    const seconds = Math.max(1, Math.ceil(this.#options.sessionTimeout / 1000))
+    // READ COMMITTED: the claim locks only the rows it returns (no gap or next-key locks that
+    // would block producers' inserts for as long as Kafka takes), and holds no read view that
+    // would keep InnoDB from purging the rows this relay deletes.
+    await this.#run('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED')
+    // MySQL has no portable "idle in transaction" timeout, so wait_timeout bounds every silence
+    // of the session: a frozen relay (claim open or not) is disconnected, its claim rolled back,
+    // its leader lock freed. net_read/net_write_timeout bound a relay that stalls in the middle
+    // of a statement or of reading a result; the lock waits bound a relay queued behind someone
+    // else's DDL (metadata lock) or row lock instead of waiting the default year.
+    await this.#run(
+      `SET SESSION wait_timeout = ${seconds}, net_read_timeout = ${seconds}, net_write_timeout = ${seconds}, innodb_lock_wait_timeout = ${seconds}, lock_wait_timeout = ${seconds}`,
+    )
+  }
+
+  async tryAcquireLeadership(): Promise<boolean> {
+    if (this.#leader && this.#healthy) return true
+    const result = await this.#run('SELECT GET_LOCK(?, 0) AS leader', [
+      lockName(this.#options.table, 'leader'),
+    ])
+    this.#leader = Number(result.rows[0]?.leader) === 1
+    return this.#leader
+  }
+
+  async claim(limit: number): Promise<StoredMessage[]> {
+    if (this.#inClaim) throw new Error('a claim is already open on this relay session')
+    await this.#run('START TRANSACTION')
+    this.#inClaim = true
+    let rows: Record<string, unknown>[]
+    try {
+      const ids = this.#options.concurrent
+        ? await this.#concurrentCandidates(limit)
+        : (await this.#run(candidatesSql(this.#options.table, limit))).rows.map((row) => String(row.id))
+      rows =
+        ids.length === 0
+          ? []
+          : (await this.#run(claimIdsSql(this.#options.table, ids, this.#options.concurrent))).rows
+    } catch (error) {
+      await this.abandon().catch(() => {})
+      throw error
+    }
+    if (rows.length === 0) {
+      await this.#endClaim('COMMIT')
+      return []
+    }
+    return rows.map(toMessage)
+  }
+
+  /**
+   * A key's messages must only ever be held by one relay, or a relay could send a younger message
+   * of a key while another still holds an older one. So the claim reads the oldest candidates,
+   * locks the claim slot of each of their keys that no other relay holds (once per key, for the
+   * whole claim), and takes only rows of keys it won, plus keyless rows. A row another relay
+   * deleted or failed since the candidates were read drops out when it is locked; rows committed
+   * since have higher ids than every candidate of their key (producers serialise per key), so
+   * what this relay takes is always the oldest unsent part of each key it holds.
+   */
+  async #concurrentCandidates(limit: number): Promise<string[]> {
+    const table = this.#options.table
+    const candidates = (await this.#run(candidatesSql(table, limit * 2))).rows
+    const slots = new Set<number>()
+    for (const row of candidates) {
+      if (row.ordering_hash !== null) slots.add(keyLockSlot(Number(row.ordering_hash)))
+    }
+    const won = new Set<number>()
+    if (slots.size > 0) {
+      const sorted = [...slots].sort((a, b) => a - b)
+      for (const row of (await this.#run(claimSlotsSql(table, sorted))).rows) won.add(Number(row.slot))
+    }
+    // A prefix of the candidates in id order, so what is taken of each key is its oldest part.
+    return candidates
+      .filter((row) => row.ordering_hash === null || won.has(keyLockSlot(Number(row.ordering_hash))))
+      .slice(0, limit)
+      .map((row) => String(row.id))
+  }
+
+  async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (!this.#inClaim) throw new Error('complete() without an open claim')
+    for (const statement of failureStatements(this.#options.table, failures ?? [])) {
+      await this.#run(statement.text, statement.values)
+    }
+    if (acknowledged.length > 0) await this.#run(deleteSql(this.#options.table, acknowledged))
+    await this.#endClaim('COMMIT')
+  }
+
+  async abandon(): Promise<void> {
+    if (!this.#inClaim) return
+    await this.#endClaim('ROLLBACK')
+  }
+
+  waitForWork(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve()
+      const timer = setTimeout(done, ms)
+      signal.addEventListener('abort', done, { once: true })
+      function done() {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+    })
+  }
+
+  async close(): Promise<void> {
+    const session = this.#session
+    this.#session = undefined
+    this.#healthy = false
+    this.#leader = false
+    this.#inClaim = false
+    if (session) await session.end().catch(() => {})
+  }
+
+  async #endClaim(sql: string): Promise<void> {
+    try {
+      await this.#run(sql)
+    } finally {
+      this.#inClaim = false
+    }
+  }
+
+  async #run(text: string, values?: unknown[]): Promise<MysqlResult> {
+    const session = this.#session
+    if (!session || !this.#healthy) {
+      throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', {
+        retryable: true,
+      })
+    }
+    try {
+      return await session.query(text, values)
+    } catch (error) {
+      const errno = errorNumber(error)
+      if (errno === MysqlErrors.NO_SUCH_TABLE || errno === MysqlErrors.BAD_DB) {
+        throw new KEntityError(
+          ErrorCodes.SCHEMA_MISSING,
+          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
+          { cause: error, retryable: true },
+        )
+      }
+      // After any other failure the session's state (open transaction, lock) is uncertain: drop
+      // it and let the relay reconnect, rather than guess.
+      this.#markBroken(session)
+      await session.end().catch(() => {})
+      throw error
+    }
+  }
+
+  #markBroken(session: MysqlSession): void {
+    if (this.#session !== session) return
+    this.#healthy = false
+    this.#leader = false
+    this.#inClaim = false
+  }
+}

@@ -1,0 +1,251 @@
+import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
+import type { FailedDelivery, OutboxTable, SqlStatement } from '../../core/seams.ts'
+import { decodeHeaders, encodeHeaders } from '../postgres/sql.ts'
+import { keyLockSlot, qualified } from './names.ts'
+
+/** Rows per INSERT: far below the 65,535 placeholders of a prepared statement. */
+const MAX_ROWS_PER_INSERT = 1000
+/**
+ * Bytes of parameters per INSERT. Bytes travel hex-encoded in text-protocol statements, so this
+ * keeps a statement near 8 MiB, under MariaDB's default 16 MiB max_allowed_packet.
+ */
+const MAX_BYTES_PER_INSERT = 4 * 1024 * 1024
+
+/**
+ * The statements that store one batch inside the app's transaction.
+ *
+ * Per-key order across concurrent producers: MySQL has no transaction-scoped advisory lock
+ * (GET_LOCK belongs to the session and would outlive a rollback in a pooled connection), so
+ * the first statement locks rows of the key-lock table instead: one row per slot of the
+ * ordering hash, all created by the migration, locked `FOR UPDATE` in ascending order before
+ * any outbox row gets its id. InnoDB holds row locks until COMMIT or ROLLBACK, so a second
+ * transaction producing the same key waits until the first has ended: per key, id order is
+ * commit order, which the relay's oldest-first claim relies on. Ascending order means two
+ * producers sharing keys cannot deadlock on these locks; the slot rows always exist and are never
+ * inserted, so the gap locks REPEATABLE READ may add block nothing. The slots are looked up one
+ * by one (see `lookUp`): a table scan under FOR UPDATE would lock every slot.
+ *
+ * Every value is a number, a validated topic name or bytes (the JSON headers are sent as bytes
+ * and converted on the server), so no string escaping is involved and the statements work
+ * whatever the connection's character set or sql_mode (NO_BACKSLASH_ESCAPES included).
+ */
+export function insertStatements(table: OutboxTable, records: readonly OutboxRecord[]): SqlStatement[] {
+  const statements: SqlStatement[] = []
+  const slots = new Set<number>()
+  for (const record of records) {
+    if (record.orderingHash !== null) slots.add(keyLockSlot(record.orderingHash))
+  }
+  if (slots.size > 0) statements.push({ text: keyLocksSql(table, [...slots]), values: [] })
+  let rows: string[] = []
+  let values: unknown[] = []
+  let bytes = 0
+  const flush = () => {
+    statements.push({
+      text: `INSERT INTO ${qualified(table)} (topic, \`key\`, value, headers, ordering_hash) VALUES ${rows.join(',')}`,
+      values,
+    })
+    rows = []
+    values = []
+    bytes = 0
+  }
+  for (const record of records) {
+    const headers = encodeHeaders(record.headers)
+    const size = (record.key?.length ?? 0) + (record.value?.length ?? 0) + (headers?.length ?? 0)
+    if (rows.length > 0 && (rows.length >= MAX_ROWS_PER_INSERT || bytes + size > MAX_BYTES_PER_INSERT))
+      flush()
+    rows.push('(?, ?, ?, CONVERT(? USING utf8mb4), ?)')
+    values.push(
+      record.topic,
+      record.key,
+      record.value,
+      headers === null ? null : Buffer.from(headers, 'utf8'),
+      record.orderingHash,
+    )
+    bytes += size
+  }
+  if (rows.length > 0) flush()
+  return statements
+}
+
+/** Locks the key-lock slots, in ascending order (see insertStatements). */
+export function keyLocksSql(table: OutboxTable, slots: readonly number[]): string {
+  const sorted = [...slots].sort((a, b) => a - b)
+  return `SELECT k.slot FROM ${lookUp(sorted, 'slot')} STRAIGHT_JOIN ${qualified(table, '_key_locks')} AS k ON k.slot = f.slot FOR UPDATE`
+}
+
+/** Dead letters by id, as a FROM clause naming them `d` (see `lookUp`). */
+export function deadLettersByIdSql(table: OutboxTable, ids: readonly string[]): string {
+  return `${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${qualified(table, '_dead_letters')} AS d ON d.id = f.id`
+}
+
+/**
+ * Rows of an explicit list, looked up one by one through the primary key, in list order. Every
+ * statement that locks outbox or lock rows by id goes through this: InnoDB locks each row a
+ * statement reads, and for `WHERE id IN (...)` the optimizer picks a full scan once the list is
+ * a large part of a small table (a relay keeping up leaves a small table). A scan would wait for
+ * rows other relays hold (deadlocks), and its passing locks would make other relays' SKIP LOCKED
+ * skip rows that are free, letting them send a younger message of a key before an older one.
+ * STRAIGHT_JOIN fixes the plan: the list drives, the table is read by eq_ref on its key. The
+ * list holds only integers the dialect produced, so it is inlined as a JSON literal.
+ */
+function lookUp(values: readonly (number | string)[], column: string): string {
+  return `JSON_TABLE('[${values.join(',')}]', '$[*]' COLUMNS (${column} BIGINT PATH '$')) AS f`
+}
+
+const CLAIMED_COLUMNS = `CAST(o.id AS CHAR) AS id, o.topic, o.\`key\`, o.value, CAST(o.headers AS CHAR) AS headers,
+  o.ordering_hash, o.attempts, DATE_FORMAT(o.created_at, '%Y-%m-%dT%H:%i:%s.%fZ') AS created_at`
+
+const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
+    SELECT 1 FROM ${outbox} AS older
+    WHERE older.retry_hash = o.ordering_hash AND older.id < o.id
+      AND older.available_at > UTC_TIMESTAMP(6)
+  )`
+
+/**
+ * Claim, step 1: the oldest messages that are due, and their keys, by a plain consistent read;
+ * never a message whose key has an older message waiting for a retry (it would overtake it).
+ * The `retry_hash` index makes that probe visit only the key's failed rows.
+ *
+ * Not a locking scan (`... ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED`, as on PostgreSQL): an
+ * InnoDB locking read sees each row's latest committed version when the scan reaches it, so a
+ * producer committing in the middle of the scan has its first rows skipped (still locked) and
+ * its last ones taken (committed by then): a younger message of a key sent before an older one.
+ * A consistent read sees every transaction's rows all or none. Step 2 (`claimIdsSql`) locks them.
+ */
+export function candidatesSql(table: OutboxTable, count: number): string {
+  const outbox = qualified(table)
+  // o.id, not id: the select list's `id` is text, and '1000' sorts before '999'.
+  return `SELECT CAST(o.id AS CHAR) AS id, o.ordering_hash FROM ${outbox} AS o FORCE INDEX (PRIMARY)
+WHERE o.available_at <= UTC_TIMESTAMP(6)
+  AND ${RETRY_WAITING(outbox)}
+ORDER BY o.id
+LIMIT ${Math.trunc(count)}`
+}
+
+/**
+ * Concurrent relays, step 2: the claim slots of the candidates' keys that no other relay holds,
+ * locked until this claim ends. SKIP LOCKED never waits, so relays cannot deadlock on them; the
+ * slots are a table of their own, so a relay sending to Kafka never holds up producers.
+ */
+export function claimSlotsSql(table: OutboxTable, slots: readonly number[]): string {
+  return `SELECT c.slot FROM ${lookUp(slots, 'slot')} STRAIGHT_JOIN ${qualified(table, '_claim_locks')} AS c ON c.slot = f.slot FOR UPDATE SKIP LOCKED`
+}
+
+/**
+ * Claim, step 2: the candidates taken, locked by id and read again (READ COMMITTED sees the
+ * latest committed version: a row another relay deleted or failed since step 1 drops out).
+ * A single relay waits for a row someone else locked rather than skip it, which could send a
+ * younger message of its key first; concurrent relays skip, as only keyless rows can be held
+ * by another relay (keyed ones belong to keys this relay holds).
+ */
+export function claimIdsSql(table: OutboxTable, ids: readonly string[], skipLocked: boolean): string {
+  const outbox = qualified(table)
+  return `SELECT ${CLAIMED_COLUMNS}
+FROM ${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id
+WHERE o.available_at <= UTC_TIMESTAMP(6)
+  AND ${RETRY_WAITING(outbox)}
+ORDER BY o.id
+FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`
+}
+
+/** Ids come from the database as decimal strings; anything else is a bug, not input. */
+export function idList(ids: readonly string[]): readonly string[] {
+  for (const id of ids) {
+    if (!/^\d{1,19}$/.test(id)) throw new Error(`outbox id ${JSON.stringify(id)} is not a bigint`)
+  }
+  return ids
+}
+
+export function deleteSql(table: OutboxTable, ids: readonly string[]): string {
+  return `DELETE o FROM ${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${qualified(table)} AS o ON o.id = f.id`
+}
+
+/** Error history kept per message (the oldest entries are dropped first). */
+const ERROR_HISTORY = 20
+
+/**
+ * Records every failure of a claim: retried messages get attempts+1, their error appended to
+ * the history and a retry time; dead ones are copied, with their history, to the dead-letter
+ * table and deleted, in the claim's transaction (never both deleted and lost). The failures
+ * travel as one JSON document (sent as bytes, so no escaping is involved), each group is one
+ * statement whatever the number of messages, and rows are looked up by id (see `lookUp`).
+ */
+export function failureStatements(table: OutboxTable, failures: readonly FailedDelivery[]): SqlStatement[] {
+  // Built by hand so that ids stay exact JSON integers (they may exceed 2^53).
+  const retried: string[] = []
+  const dead: string[] = []
+  const deadIds: string[] = []
+  for (const failure of failures) {
+    const rest = `${JSON.stringify(failure.error)},"${utcDateTime(failure.retryAt)}"`
+    for (const id of idList(failure.ids)) {
+      if (failure.deadLetter === true) {
+        dead.push(`[${id},${rest}]`)
+        deadIds.push(id)
+      } else {
+        retried.push(`[${id},${rest}]`)
+      }
+    }
+  }
+  const outbox = qualified(table)
+  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_at VARCHAR(32) PATH '$[2]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
+  const history = `JSON_ARRAY_APPEND(IF(JSON_LENGTH(o.errors) >= ${ERROR_HISTORY}, JSON_REMOVE(o.errors, '$[0]'), o.errors), '$', JSON_OBJECT('at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), 'error', f.error))`
+  const statements: SqlStatement[] = []
+  if (retried.length > 0) {
+    statements.push({
+      text: `UPDATE ${rows}
+SET o.attempts = o.attempts + 1, o.last_error = f.error, o.available_at = f.retry_at, o.errors = ${history}`,
+      values: [Buffer.from(`[${retried.join(',')}]`, 'utf8')],
+    })
+  }
+  if (dead.length > 0) {
+    statements.push(
+      {
+        text: `INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, \`key\`, value, headers, ordering_hash, attempts, errors, created_at)
+SELECT o.id, o.topic, o.\`key\`, o.value, o.headers, o.ordering_hash, o.attempts + 1, ${history}, o.created_at
+FROM ${rows}
+ORDER BY o.id`,
+        values: [Buffer.from(`[${dead.join(',')}]`, 'utf8')],
+      },
+      {
+        text: deleteSql(table, deadIds),
+        values: [],
+      },
+    )
+  }
+  return statements
+}
+
+/** A DATETIME(6) literal in UTC, the time zone every timestamp of the outbox is kept in. */
+export function utcDateTime(date: Date): string {
+  return date.toISOString().replace('T', ' ').replace('Z', '')
+}
+
+export function toMessage(row: Record<string, unknown>): StoredMessage {
+  return {
+    id: String(row.id),
+    topic: text(row.topic) as string,
+    key: bytes(row.key),
+    value: bytes(row.value),
+    headers: decodeHeaders(parseJson(row.headers)),
+    orderingHash: row.ordering_hash === null ? null : Number(row.ordering_hash),
+    attempts: Number(row.attempts),
+    createdAt: new Date(text(row.created_at) as string),
+  }
+}
+
+function bytes(value: unknown): Buffer | null {
+  if (value === null || value === undefined) return null
+  if (Buffer.isBuffer(value)) return value
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  throw new Error(`expected a BLOB column to be read as bytes, got ${typeof value}`)
+}
+
+function text(value: unknown): string | null {
+  if (value === null || value === undefined) return null
+  return Buffer.isBuffer(value) ? value.toString('utf8') : String(value)
+}
+
+function parseJson(value: unknown): unknown {
+  const json = text(value)
+  return json === null ? null : JSON.parse(json)
+}

@@ -1,0 +1,41 @@
+import { DatabaseSync } from 'node:sqlite'
+import { createNodeSqliteOutbox } from '../../src/adapters/node-sqlite/index.ts'
+import type { ContractHarness } from './adapter-contract.ts'
+import { asyncProducers, databaseFile, inSavepoint, removeDatabaseFile } from './sqlite-support.ts'
+
+let savepoints = 0
+
+/** node:sqlite: the app's DatabaseSync handle, in WAL mode, shared by the app and the relay. */
+export const nodeSqliteHarness: ContractHarness<DatabaseSync> = {
+  name: 'node:sqlite',
+  dialect: 'sqlite',
+  async setup({ topics, schema, brokers }) {
+    const file = databaseFile(schema)
+    const db = new DatabaseSync(file)
+    db.exec('PRAGMA journal_mode = WAL')
+    const outbox = createNodeSqliteOutbox({ topics, kafka: { brokers } })
+    outbox.migrate(db)
+    db.exec('CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL)')
+    const inspector = new DatabaseSync(file, { readOnly: true })
+    const count = (table: string) => Number(inspector.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get()?.n)
+    return {
+      transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
+      async insertOrder(tx, id, customer) {
+        tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)
+      },
+      producers: (tx) => asyncProducers(outbox.in(tx)),
+      async produceOutsideTransaction(event) {
+        outbox.in(db).orders.produce(event)
+      },
+      relay: (options) => outbox.relay({ ...options, connection: db }),
+      countOutbox: async () => count('k_entity_outbox'),
+      countOrders: async () => count('orders'),
+      async teardown() {
+        inspector.close()
+        db.close()
+        removeDatabaseFile(file)
+      },
+    }
+  },
+  nested: (db, fn) => inSavepoint(db, `ke_contract_${++savepoints}`, fn),
+}
