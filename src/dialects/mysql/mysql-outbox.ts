@@ -1,16 +1,10 @@
 import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
-import { OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
-import type { RetryPolicy } from '../../core/retry.ts'
+import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
-import {
-  checkKafkaSetting,
-  isTransport,
-  type KafkaSetting,
-  KafkaTransport,
-  LazyTransport,
-} from '../../transports/kafka/index.ts'
+import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
+import { LocalRelays } from '../local-relays.ts'
 import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
 import { mysqlDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
@@ -58,7 +52,7 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
   readonly #kafka: KafkaSetting | undefined
   readonly #direct: LazyTransport
   /** Relays of this process, woken right after a transaction helper commits. */
-  readonly #localRelays = new Set<OutboxRelay>()
+  readonly #localRelays = new LocalRelays()
 
   constructor(options: MysqlOutboxOptions<M>, driver: MysqlDriver<Tx, Target>) {
     this.outbox = new Outbox(options, mysqlDialect)
@@ -91,12 +85,6 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
   relay(options: MysqlRelayOptions<Target> = {}): OutboxRelay {
     if (typeof options !== 'object' || options === null)
       throw invalidArgument('relay options must be an object')
-    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
-    if (kafka === undefined) {
-      throw invalidArgument(
-        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
-      )
-    }
     const claimTimeout = options.claimTimeout ?? 60_000
     if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
       throw invalidArgument(
@@ -113,21 +101,7 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
       sessionTimeout: Math.max(claimTimeout, idle * 3),
       concurrent: options.mode === 'concurrent',
     })
-    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
-    const topicRetry = new Map<string, Partial<RetryPolicy>>()
-    for (const topic of Object.values(this.outbox.topics)) {
-      if (topic.retry) topicRetry.set(topic.name, topic.retry)
-    }
-    const relay: OutboxRelay = new OutboxRelay(store, transport, {
-      ...options,
-      topicRetry,
-      onStop: () => {
-        this.#localRelays.delete(relay)
-        options.onStop?.()
-      },
-    })
-    this.#localRelays.add(relay)
-    return relay
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options)
   }
 
   /** Inspect, replay and purge dead letters (each call uses its own short session). */
@@ -142,7 +116,7 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
 
   /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */
   notifyCommitted(): void {
-    for (const relay of this.#localRelays) relay.wake()
+    this.#localRelays.wakeAll()
   }
 
   /** Closes the Kafka producer used for `outbox: false` topics. */

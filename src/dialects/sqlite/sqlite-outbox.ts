@@ -2,15 +2,10 @@ import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type OutboxOptions, type TopicMap } from '../../core/outbox.ts'
 import type { OutboxRecord } from '../../core/record.ts'
-import { OutboxRelay, type RelayOptions } from '../../core/relay.ts'
-import type { RetryPolicy } from '../../core/retry.ts'
+import type { OutboxRelay, RelayOptions } from '../../core/relay.ts'
 import type { ProduceOptions, Topic } from '../../core/topic.ts'
-import {
-  checkKafkaSetting,
-  isTransport,
-  type KafkaSetting,
-  KafkaTransport,
-} from '../../transports/kafka/index.ts'
+import { checkKafkaSetting, type KafkaSetting } from '../../transports/kafka/index.ts'
+import { LocalRelays } from '../local-relays.ts'
 import type { SqliteConnection } from './connection.ts'
 import { sqliteDeadLetters, sqliteStats } from './dead-letters.ts'
 import { sqliteDialect } from './index.ts'
@@ -72,7 +67,7 @@ export class SqliteOutbox<M extends TopicMap, Db> {
   readonly #driver: SqliteDriver<Db>
   readonly #kafka: KafkaSetting | undefined
   /** Relays of this process, woken right after a transaction helper commits. */
-  readonly #localRelays = new Set<OutboxRelay>()
+  readonly #localRelays = new LocalRelays()
   /** Transactions of `transaction()` per handle, run one after the other (see there). */
   readonly #queues = new WeakMap<object, Promise<unknown>>()
 
@@ -195,28 +190,8 @@ export class SqliteOutbox<M extends TopicMap, Db> {
         `relay option 'busyTimeout' must be an integer number of ms >= 0, got ${describe(busyTimeout)}`,
       )
     }
-    const kafka = checkKafkaSetting(options.kafka) ?? this.#kafka
-    if (kafka === undefined) {
-      throw invalidArgument(
-        `the relay needs Kafka: pass kafka: { brokers: ['host:9092'] } to the outbox or to relay()`,
-      )
-    }
     const store = new SqliteRelayStore({ table: this.outbox.table, connect: open, busyTimeout })
-    const transport = isTransport(kafka) ? kafka : new KafkaTransport(kafka)
-    const topicRetry = new Map<string, Partial<RetryPolicy>>()
-    for (const topic of Object.values(this.outbox.topics)) {
-      if (topic.retry) topicRetry.set(topic.name, topic.retry)
-    }
-    const relay: OutboxRelay = new OutboxRelay(store, transport, {
-      ...options,
-      topicRetry,
-      onStop: () => {
-        this.#localRelays.delete(relay)
-        options.onStop?.()
-      },
-    })
-    this.#localRelays.add(relay)
-    return relay
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options)
   }
 
   /** Inspect, replay and purge dead letters in `db` (a handle, or a file path opened per call). */
@@ -244,7 +219,7 @@ export class SqliteOutbox<M extends TopicMap, Db> {
 
   /** Tells this process's relays that new messages were committed (call it after your own COMMIT). */
   notifyCommitted(): void {
-    for (const relay of this.#localRelays) relay.wake()
+    this.#localRelays.wakeAll()
   }
 }
 
