@@ -133,13 +133,14 @@ export class OutboxRelay {
     return this.#relayBatch()
   }
 
-  /** Relays until the outbox has nothing left that is ready, returns the number relayed. */
+  /** Relays until a poll finds nothing ready; returns the number of messages dealt with. */
   async drain(): Promise<number> {
     let total = 0
     for (;;) {
       const count = await this.runOnce()
       total += count
-      if (count < this.#options.maxMessagesPerPoll) return total
+      // A short batch is not the end: isolating a failure can leave other keys ready.
+      if (count === 0) return total
     }
   }
 
