@@ -1,0 +1,187 @@
+/**
+ * The chaos run's result: what it wrote to `chaos/results/*.json` and the tables it prints.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+export type FaultKind =
+  | 'kill-after-ack'
+  | 'kill-before-send'
+  | 'kill-mid-send'
+  | 'kill'
+  | 'kafka-outage'
+  | 'pg-terminate-relays'
+  | 'pg-terminate-leader'
+  | 'poison'
+
+export interface FaultRecord {
+  n: number
+  phase: string
+  kind: FaultKind
+  /** Seconds since the run's first phase started. */
+  atS: number
+  detail: string
+  /**
+   * From the fault until a relay (for a kill: another process than the killed one) delivered a
+   * batch, i.e. Kafka acknowledged it and its rows were deleted; for a Kafka outage, from Kafka
+   * answering again until it acknowledged a relay's send.
+   */
+  resumeMs: number | null
+  /** Kills with a batch in flight: until another relay process sent one of that batch's messages again. */
+  reclaimMs?: number | null
+  /** Exclusive mode: until a relay reported it leads. */
+  takeoverMs?: number | null
+  /** Poison: from its commit until it was dead-lettered. */
+  deadLetteredMs?: number | null
+  /** Messages in the killed relay's unfinished batch (sent or being sent). */
+  inFlight?: number
+  /** It happened while Kafka was down (its recovery waits for Kafka). */
+  duringOutage?: boolean
+}
+
+export interface TopicResult {
+  topic: string
+  expected: number
+  observed: number
+  delivered: number
+  lost: number
+  phantom: number
+  poisonDelivered: number
+  unknown: number
+  duplicates: number
+  outOfOrder: number
+  keysOnSeveralPartitions: number
+  samples: Record<string, string[]>
+}
+
+export interface Invariant {
+  name: string
+  ok: boolean
+  detail: string
+}
+
+export interface ChaosSummary {
+  ok: boolean
+  seed: number
+  short: boolean
+  /** Set when relays misbehaved on purpose (`--sabotage`): such a run must fail. */
+  sabotage?: string
+  command: string
+  runId: string
+  startedAt: string
+  durationS: number
+  machine: { cpus: number; loadAverageStart: number[]; loadAverageEnd: number[]; node: string }
+  phases: { mode: string; relays: number; seconds: number; kills: number; spawned: number }[]
+  produced: {
+    committed: number
+    rolledBack: number
+    poison: number
+    uncertain: number
+    businessRows: number
+  }
+  topics: TopicResult[]
+  duplicates: {
+    count: number
+    /** Messages in batches that were sent (or being sent) but not deleted: kills, failed sends, failed deletes. */
+    bound: number
+    /** Duplicates beyond what their id's own in-flight count explains (must be 0). */
+    unexplained: number
+    byCause: Record<string, number>
+    boundByCause: Record<string, number>
+  }
+  deadLetters: { expectedIds: string[]; actualIds: string[]; errors: string[] }
+  relays: {
+    deliveredReported: number
+    sendFailures: number
+    errorsByStage: Record<string, number>
+    unexpectedExits: number
+    /** Relay processes restarted after a kill: fork() until the relay runs (median and max). */
+    coldStart: string
+  }
+  faults: FaultRecord[]
+  drainMs: number | null
+  invariants: Invariant[]
+}
+
+const pad = (text: string | number, width: number) => String(text).padEnd(width)
+const padLeft = (text: string | number, width: number) => String(text).padStart(width)
+const ms = (value: number | null | undefined) => (value === null || value === undefined ? '-' : `${value}`)
+
+export function formatSummary(s: ChaosSummary): string {
+  const lines: string[] = []
+  lines.push('')
+  lines.push(
+    `chaos ${s.short ? 'short' : 'full'} run ${s.runId}, seed ${s.seed}: ${s.ok ? 'PASSED' : 'FAILED'} in ${s.durationS} s`,
+  )
+  lines.push(
+    `phases: ${s.phases.map((p) => `${p.mode} (${p.relays} relay${p.relays > 1 ? 's' : ''}, ${p.seconds} s, ${p.kills} kills, ${p.spawned} processes)`).join('; ')}`,
+  )
+  lines.push(
+    `produced: ${s.produced.committed} committed, ${s.produced.rolledBack} rolled back, ${s.produced.poison} poison, ${s.produced.uncertain} uncertain; business rows ${s.produced.businessRows}`,
+  )
+  lines.push('')
+  lines.push(
+    `${pad('topic', 34)}${padLeft('expected', 9)}${padLeft('read', 8)}${padLeft('lost', 6)}${padLeft('phantom', 9)}${padLeft('dup', 6)}${padLeft('order', 7)}${padLeft('unknown', 9)}`,
+  )
+  for (const t of s.topics) {
+    lines.push(
+      `${pad(t.topic, 34)}${padLeft(t.expected, 9)}${padLeft(t.observed, 8)}${padLeft(t.lost, 6)}${padLeft(t.phantom, 9)}${padLeft(t.duplicates, 6)}${padLeft(t.outOfOrder, 7)}${padLeft(t.unknown, 9)}`,
+    )
+  }
+  lines.push('')
+  lines.push(
+    `duplicates ${s.duplicates.count} <= bound ${s.duplicates.bound} (messages in unfinished batches); unexplained ${s.duplicates.unexplained}`,
+  )
+  lines.push(
+    `  by cause: ${
+      Object.entries(s.duplicates.byCause)
+        .map(([cause, n]) => `${cause} ${n}`)
+        .join(', ') || 'none'
+    }`,
+  )
+  lines.push(
+    `  bound by cause: ${
+      Object.entries(s.duplicates.boundByCause)
+        .map(([cause, n]) => `${cause} ${n}`)
+        .join(', ') || 'none'
+    }`,
+  )
+  lines.push(
+    `dead letters: ${s.deadLetters.actualIds.length} (poison committed: ${s.deadLetters.expectedIds.length})`,
+  )
+  lines.push(
+    `relays: ${s.relays.deliveredReported} rows deleted as reported, ${s.relays.sendFailures} failed sends, errors ${JSON.stringify(s.relays.errorsByStage)}, unexpected exits ${s.relays.unexpectedExits}`,
+  )
+  lines.push(`relay process restart (fork until running): ${s.relays.coldStart}`)
+  lines.push(`drain after producers stopped: ${ms(s.drainMs)} ms`)
+  lines.push('')
+  lines.push(
+    `${padLeft('#', 3)}  ${pad('phase', 11)}${padLeft('at s', 7)}  ${pad('fault', 20)}${padLeft('resume ms', 10)}${padLeft('reclaim', 9)}${padLeft('takeover', 9)}${padLeft('dead-l.', 9)}  detail`,
+  )
+  for (const f of s.faults) {
+    lines.push(
+      `${padLeft(f.n, 3)}  ${pad(f.phase, 11)}${padLeft(f.atS.toFixed(1), 7)}  ${pad(f.kind, 20)}${padLeft(ms(f.resumeMs), 10)}${padLeft(ms(f.reclaimMs), 9)}${padLeft(ms(f.takeoverMs), 9)}${padLeft(ms(f.deadLetteredMs), 9)}  ${f.detail}`,
+    )
+  }
+  lines.push('')
+  for (const i of s.invariants) lines.push(`${i.ok ? 'ok  ' : 'FAIL'}  ${i.name}: ${i.detail}`)
+  return lines.join('\n')
+}
+
+export function writeSummary(dir: string, s: ChaosSummary): string {
+  mkdirSync(dir, { recursive: true })
+  const stamp = s.startedAt.replaceAll(':', '').replace(/\..*/, '')
+  const kind = `${s.sabotage ? `sabotage-${s.sabotage}-` : ''}${s.short ? 'short' : 'full'}`
+  const file = join(dir, `chaos-${kind}-${stamp}-seed${s.seed}.json`)
+  const text = `${JSON.stringify(s, null, 2)}\n`
+  writeFileSync(file, text)
+  if (!s.sabotage) writeFileSync(join(dir, `latest-${kind}.json`), text)
+  return file
+}
+
+/** Median and max of the non-null values, for the one-line recovery summary. */
+export function spread(values: (number | null | undefined)[]): string {
+  const present = values.filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
+  if (present.length === 0) return '-'
+  return `median ${present[Math.floor(present.length / 2)]} ms, max ${present.at(-1)} ms (n=${present.length})`
+}

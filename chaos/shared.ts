@@ -1,0 +1,172 @@
+/**
+ * What the chaos runner and its child processes (producers, relays) share: the topic mapping,
+ * the configuration handed to children, the messages they exchange over IPC, a seeded RNG.
+ */
+import { defineTopic } from '../src/index.ts'
+import { trackingHeaders } from '../src/testing/index.ts'
+
+export type RelayMode = 'single' | 'exclusive' | 'concurrent'
+
+/** One tracked message: `pad` bytes of filler make a poison message too large for its topic. */
+export interface ChaosEvent {
+  id: string
+  key: string
+  seq: number
+  pad?: number
+}
+
+/** Both topics of a run: `orders` has a low max.message.bytes (poison goes there), `payments` the default. */
+export interface TopicNames {
+  orders: string
+  payments: string
+}
+
+/** `orders` topic's max.message.bytes: a poison message is larger, every normal batch far smaller. */
+export const ORDERS_MAX_MESSAGE_BYTES = 64 * 1024
+/** Filler of a poison message: well over the topic's limit, under the produce-side 1 MB check. */
+export const POISON_PAD_BYTES = 100_000
+
+export function chaosTopics(names: TopicNames) {
+  const common = {
+    key: (event: ChaosEvent) => event.key,
+    headers: (event: ChaosEvent) => trackingHeaders(event.id, event.seq),
+    serializer: {
+      name: 'chaos-json-padded',
+      serialize: (event: ChaosEvent) =>
+        Buffer.from(
+          JSON.stringify({ id: event.id, key: event.key, seq: event.seq }) + ' '.repeat(event.pad ?? 0),
+        ),
+    },
+  }
+  return {
+    orders: defineTopic<ChaosEvent>({ name: names.orders, ...common }),
+    payments: defineTopic<ChaosEvent>({ name: names.payments, ...common }),
+  }
+}
+
+export type TopicAccessor = keyof TopicNames
+
+/** Handed to a producer child as JSON in CHAOS_PRODUCER. */
+export interface ProducerConfig {
+  index: number
+  databaseUrl: string
+  applicationName: string
+  schema: string
+  topics: TopicNames
+  /** JSONL file the producer appends committed / rolled-back / poison ids to. */
+  outFile: string
+  writers: number
+  keysPerWriter: number
+  rollbackRate: number
+  burstRate: number
+  /** Pause between two transactions of one writer, in ms. */
+  paceMs: number
+  seed: number
+  /** Produce only after { type: 'go' }. */
+  waitForGo: boolean
+}
+
+/** Handed to a relay child as JSON in CHAOS_RELAY. */
+export interface RelayConfig {
+  databaseUrl: string
+  /** Distinctive application_name of this run's relay sessions (the pg_terminate_backend target). */
+  applicationName: string
+  schema: string
+  topics: TopicNames
+  brokers: string[]
+  mode: RelayMode
+  maxMessagesPerPoll: number
+  /** How long an armed relay pauses at its hold point. */
+  holdMs: number
+  /** Load everything, report 'loaded', and start the relay only on { type: 'go' } (pre-started processes). */
+  waitForGo: boolean
+  /**
+   * Self-test of the suite (`--sabotage`): make this relay misbehave once so the run must fail.
+   * `drop`: claim a batch sent whole while leaving its last message out; `reorder`: swap the first
+   * two messages of one key within a batch.
+   */
+  sabotage?: 'drop' | 'reorder'
+}
+
+/** One line of a producer's JSONL file: [id, topic accessor, key, seq] tuples. */
+export interface ProducerLine {
+  /** committed */
+  c?: [string, TopicAccessor, string, number][]
+  /** rolled back on purpose */
+  r?: [string, TopicAccessor, string, number][]
+  /** committed poison messages (subset of nothing else: not in `c`) */
+  p?: [string, TopicAccessor, string, number][]
+  /** failed for a reason other than the planned rollback: outcome unknown */
+  u?: [string, TopicAccessor, string, number][]
+}
+
+/** Runner → producer. */
+export type ProducerCommand = { type: 'go' } | { type: 'poison' } | { type: 'stop' }
+
+/** Producer → runner. */
+export type ProducerReport =
+  | { type: 'loaded'; pid: number }
+  | { type: 'started'; pid: number }
+  | { type: 'poisoned'; pid: number; id: string; key: string; before: string; after: string }
+  | { type: 'progress'; pid: number; committed: number; rolledBack: number }
+  | { type: 'stopped'; pid: number; committed: number; rolledBack: number; uncertain: number }
+  | { type: 'failed'; pid: number; message: string }
+
+/**
+ * Where an armed relay pauses for `holdMs` (so that the runner's kill -9 lands there):
+ * `before-send` after claiming a batch and before calling Kafka, `after-ack` after Kafka
+ * acknowledged the batch and before the relay deletes it.
+ */
+export type HoldPoint = 'before-send' | 'after-ack'
+
+/** Runner → relay. */
+export type RelayCommand =
+  | { type: 'go' }
+  | { type: 'hold'; at: HoldPoint }
+  | { type: 'disarm' }
+  | { type: 'stop' }
+
+/** Relay → runner: the relay's own events, plus the transport's 'sending' / 'sent' / 'send-failed'. */
+export type RelayReport =
+  | { type: 'loaded'; pid: number }
+  | { type: 'started'; pid: number }
+  | { type: 'sending'; pid: number; ids: string[]; held: boolean }
+  | { type: 'sent'; pid: number; count: number; held: boolean }
+  | { type: 'send-failed'; pid: number; count: number; message: string }
+  | { type: 'delivered'; pid: number; count: number; durationMs: number }
+  | { type: 'message-failed'; pid: number; id: string; topic: string; deadLettered: boolean; error: string }
+  | { type: 'leadership'; pid: number; leader: boolean }
+  | { type: 'error'; pid: number; stage: string; message: string; retryInMs: number }
+
+/** mulberry32: small, fast, good enough to make a fault schedule reproducible from a seed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export function env(name: string): string {
+  const value = process.env[name]
+  if (!value) throw new Error(`${name} is required`)
+  return value
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Resolves when the parent sends { type: 'go' } (right away when not asked to wait). */
+export function waitForGo(wait: boolean): Promise<void> {
+  if (!wait) return Promise.resolve()
+  return new Promise((resolve) => {
+    const listener = (message: { type?: string }) => {
+      if (message?.type !== 'go') return
+      process.off('message', listener)
+      resolve()
+    }
+    process.on('message', listener)
+  })
+}

@@ -1,0 +1,44 @@
+// The short form of the fault-injection suite (`npm run chaos -- --short`), run as a test so CI
+// runs it. It starts and restarts its own Kafka broker, so it is spawned without KAFKA_BROKERS.
+import assert from 'node:assert/strict'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { after, describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import type { ChaosSummary } from '../chaos/report.ts'
+
+const runner = fileURLToPath(new URL('../chaos/run.ts', import.meta.url))
+let child: ChildProcess | undefined
+
+describe('chaos, short form', () => {
+  after(() => {
+    // Only if the test timed out: the runner cleans up its relays, producers and broker on SIGTERM.
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+  })
+
+  it('relay kills, a Kafka outage, ended sessions and poison messages: nothing lost, reordered or made up', {
+    timeout: 420_000,
+  }, async () => {
+    const { KAFKA_BROKERS: _shared, ...env } = process.env
+    const running = spawn(process.execPath, [runner, '--short'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    child = running
+    let output = ''
+    running.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    running.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    const code = await new Promise<number | string>((resolve) =>
+      running.once('exit', (exitCode, signal) => resolve(exitCode ?? signal ?? 'unknown')),
+    )
+    const file = /^results: (.+\.json)$/m.exec(output)?.[1]
+    const summary =
+      file && existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as ChaosSummary) : undefined
+    // The table from "chaos short run ..." on: the run's verdict, faults and invariants.
+    const table = output.slice(Math.max(0, output.indexOf('\nchaos short run')))
+    console.log(table.replace(/^/gm, '# '))
+    assert.equal(code, 0, `chaos run failed (seed ${summary?.seed ?? 'see output'}):\n${output}`)
+    assert.ok(summary?.ok, 'the run wrote a passing summary')
+  })
+})
