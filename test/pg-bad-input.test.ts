@@ -108,3 +108,76 @@ describe('bad input leaves the outbox untouched', () => {
     assert.match(sql, /COMMIT;\n$/)
   })
 })
+
+describe('hostile strings are data, never SQL', () => {
+  const injection = `x'); DROP TABLE "k_entity"."outbox"; --`
+  const hostileSchema = uniqueName('ke_hostile')
+  const topic = defineTopic<{ id: string }>({ name: 'hostile', key: (m) => m.id })
+  const hostile = createPgOutbox({ topics: { topic }, schema: hostileSchema })
+  const hostileClient = new pg.Client({ connectionString: DATABASE_URL })
+
+  before(async () => {
+    await hostileClient.connect()
+    await hostile.migrate(DATABASE_URL)
+  })
+  after(async () => {
+    await hostileClient.end()
+    await dropSchema(hostileSchema)
+  })
+
+  it('stores injection strings in keys, header names, header values and payloads verbatim', async () => {
+    await hostileClient.query('BEGIN')
+    await hostile.in(hostileClient).topic.produce({ id: injection }, { headers: { [injection]: injection } })
+    await hostileClient.query('COMMIT')
+    const { rows } = await hostileClient.query(`SELECT key, value, headers FROM "${hostileSchema}".outbox`)
+    assert.equal(rows.length, 1)
+    assert.equal(rows[0].key.toString(), injection)
+    assert.equal(JSON.parse(rows[0].value.toString()).id, injection)
+    assert.equal(rows[0].headers[0][0], injection)
+    assert.equal(Buffer.from(rows[0].headers[0][1], 'base64').toString(), injection)
+  })
+
+  it('rejects injection strings as topic, schema and table names before touching the database', () => {
+    assert.throws(() => defineTopic({ name: injection }), code(ErrorCodes.INVALID_TOPIC))
+    assert.throws(
+      () => createPgOutbox({ topics: { topic }, schema: injection }),
+      code(ErrorCodes.INVALID_IDENTIFIER),
+    )
+    assert.throws(
+      () => createPgOutbox({ topics: { topic }, table: injection }),
+      code(ErrorCodes.INVALID_IDENTIFIER),
+    )
+  })
+
+  it('rejects a dead-letter id filter carrying SQL', async () => {
+    await assert.rejects(
+      hostile.deadLetters(DATABASE_URL).purge({ ids: [`1) OR (1=1`] }),
+      /array of id strings/,
+    )
+  })
+})
+
+describe('wrong broker address and calls after stop()', () => {
+  it('a relay pointed at a port where no broker listens keeps the messages and reports transport errors', async () => {
+    const schema = uniqueName('ke_nobroker')
+    const outbox = createPgOutbox({
+      topics: { orderCreated },
+      schema,
+      kafka: { brokers: ['127.0.0.1:1'], requestTimeout: 1000, retries: 2 },
+    })
+    await outbox.migrate(DATABASE_URL)
+    const c = new pg.Client({ connectionString: DATABASE_URL })
+    await c.connect()
+    await c.query('BEGIN')
+    await outbox.in(c).orderCreated.produce({ id: 'kept' })
+    await c.query('COMMIT')
+    await c.end()
+    const relay = outbox.relay({ connection: DATABASE_URL })
+    await assert.rejects(relay.runOnce(), /Kafka did not acknowledge a batch of 1/)
+    await relay.stop()
+    assert.equal(await countRows(schema), 1, 'the message stays in the outbox')
+    await assert.rejects(relay.runOnce(), code(ErrorCodes.RELAY_STOPPED))
+    await assert.rejects(relay.start(), code(ErrorCodes.RELAY_STOPPED))
+    await dropSchema(schema)
+  })
+})
