@@ -1,0 +1,186 @@
+// Scenario 1: relaying a pre-filled outbox to Kafka, against the raw producer of the same client
+// sending the same messages in batches of the same size. Raw and relay alternate which goes
+// first in each repetition, so drift on a busy machine hits both.
+import { RELAY_DEFAULTS } from '../../src/index.ts'
+import type { BenchContext, Scenario } from '../lib/context.ts'
+import { Resources, withClient } from '../lib/env.ts'
+import { metrics, type RelayMetrics } from '../lib/relay-metrics.ts'
+import { fmt, fmtInt, fmtRatio, type ScenarioResult, type Table } from '../lib/report.ts'
+import { median, round } from '../lib/stats.ts'
+import { type Verification, verdict, verifyTopic } from '../lib/verify.ts'
+import { runWorker } from '../lib/workers.ts'
+import { benchOutbox, prefill, trackedRange } from '../lib/workload.ts'
+
+export interface RelayRun {
+  ours: RelayMetrics
+  verification: Verification | undefined
+  errors: string[]
+}
+
+/**
+ * Pre-fills a fresh outbox with `count` messages (not measured), relays them with one relay in
+ * a child process, and optionally reads the topic back through the delivery checker.
+ */
+export async function relayPrefilled(
+  ctx: BenchContext,
+  res: Resources,
+  options: { count: number; prefix: string; relay?: Record<string, unknown>; verify: boolean },
+): Promise<RelayRun> {
+  const schema = res.schema('relay')
+  const topic = await res.topic('relay')
+  const outbox = benchOutbox(schema, topic, ctx.brokers)
+  await outbox.migrate(ctx.databaseUrl)
+  const fillMs = await prefill(outbox, options.prefix, 0, options.count)
+  await withClient((client) => client.query(`ANALYZE "${schema}".outbox`))
+  ctx.log(`  pre-filled ${fmtInt(options.count)} rows in ${fmt(fillMs / 1000)} s`)
+  const result = await runWorker({
+    kind: 'relay',
+    brokers: ctx.brokers,
+    databaseUrl: ctx.databaseUrl,
+    schema,
+    topic,
+    warmupTopic: ctx.warmupTopic,
+    relay: { maxMessagesPerPoll: RELAY_DEFAULTS.maxMessagesPerPoll, ...options.relay },
+    stopAfter: options.count,
+  })
+  const verification = options.verify
+    ? await verifyTopic(ctx.brokers, topic, trackedRange(options.prefix, 0, options.count))
+    : undefined
+  return { ours: metrics(result), verification, errors: result.errors }
+}
+
+export async function rawProducerRun(
+  ctx: BenchContext,
+  res: Resources,
+  options: { count: number; prefix: string; batchSize: number },
+): Promise<RelayMetrics> {
+  const topic = await res.topic('raw')
+  const result = await runWorker({
+    kind: 'raw',
+    brokers: ctx.brokers,
+    topic,
+    warmupTopic: ctx.warmupTopic,
+    prefix: options.prefix,
+    count: options.count,
+    batchSize: options.batchSize,
+  })
+  return metrics(result)
+}
+
+export const throughput: Scenario = {
+  id: 'throughput',
+  number: 1,
+  title: 'Relay throughput vs the raw producer',
+  async run(ctx: BenchContext): Promise<ScenarioResult> {
+    const count = ctx.full ? 200_000 : 20_000
+    const repetitions = 3
+    const batchSize = RELAY_DEFAULTS.maxMessagesPerPoll
+    const res = new Resources(ctx.brokers)
+    const rows: string[][] = []
+    const runs: Record<string, unknown>[] = []
+    const ratios: number[] = []
+    let verifiedOk = true
+    try {
+      for (let rep = 0; rep < repetitions; rep++) {
+        // Verify every run in short mode; in full mode the first (reading 200k back takes a while).
+        const verify = !ctx.full || rep === 0
+        const rawFirst = rep % 2 === 0
+        let raw: RelayMetrics | undefined
+        let ours: RelayRun | undefined
+        for (const which of rawFirst ? ['raw', 'ours'] : ['ours', 'raw']) {
+          if (which === 'raw') {
+            raw = await rawProducerRun(ctx, res, { count, prefix: `r${rep}`, batchSize })
+            ctx.log(`  rep ${rep + 1}: raw producer ${fmtInt(raw.rate)} msg/s`)
+          } else {
+            ours = await relayPrefilled(ctx, res, { count, prefix: `t${rep}`, verify })
+            ctx.log(
+              `  rep ${rep + 1}: relay ${fmtInt(ours.ours.rate)} msg/s${ours.verification ? `, ${verdict(ours.verification)}` : ''}`,
+            )
+          }
+        }
+        if (raw === undefined || ours === undefined) throw new Error('unreachable')
+        const ratio = ours.ours.rate / raw.rate
+        ratios.push(ratio)
+        if (ours.verification && !(ours.verification.ok && ours.verification.lost === 0)) verifiedOk = false
+        rows.push([
+          `${rep + 1} (${rawFirst ? 'raw first' : 'relay first'})`,
+          fmtInt(raw.rate),
+          fmtInt(ours.ours.rate),
+          fmtRatio(ratio),
+          fmt(ours.ours.cpuPer100k, 2),
+          fmt(raw.cpuPer100k, 2),
+          fmt(ours.ours.roundTripsPerMessage, 4),
+          fmt(ours.ours.statementsPerMessage, 4),
+          verdict(ours.verification),
+        ])
+        runs.push({
+          repetition: rep + 1,
+          rawFirst,
+          raw: roundMetrics(raw),
+          relay: roundMetrics(ours.ours),
+          ratio: round(ratio, 3),
+          verification: ours.verification && { ...ours.verification, summary: undefined },
+          relayErrors: ours.errors,
+        })
+        await res.release()
+      }
+    } finally {
+      await res.release()
+    }
+    const medianRatio = median(ratios)
+    const table: Table = {
+      title: `1. Relay throughput: ${fmtInt(count)} pre-filled messages, batch ${batchSize}, vs raw producer (same client, same batches)`,
+      columns: [
+        'repetition',
+        'raw msg/s',
+        'relay msg/s',
+        'relay/raw',
+        'relay CPU s/100k',
+        'raw CPU s/100k',
+        'PG round trips/msg',
+        'PG statements/msg',
+        'delivery check',
+      ],
+      rows,
+      notes: [
+        `median relay/raw ratio: ${fmtRatio(medianRatio)}`,
+        'Relay and raw producer each run alone in a child process (CPU = that process: relay loop, pg and Kafka client). Pre-fill is not timed.',
+        `Round trips and statements are counted in the relay's process by wrapping pg.Client#query (pg_stat_statements is not loaded); per batch of ${batchSize}: 1 round trip "BEGIN; claim" and 1 round trip "DELETE; COMMIT".`,
+      ],
+    }
+    return {
+      id: this.id,
+      title: this.title,
+      tables: [table],
+      targets: [
+        {
+          name: 'relay throughput / raw producer',
+          target: '>= 0.5x',
+          measured: `${fmtRatio(medianRatio)} (median of ${ratios.length})`,
+          met: medianRatio >= 0.5,
+        },
+        {
+          name: 'delivery check (lost 0, per-key order)',
+          target: 'ok',
+          measured: verifiedOk ? 'ok' : 'FAILED',
+          met: verifiedOk,
+        },
+      ],
+      data: { count, batchSize, repetitions, medianRatio: round(medianRatio, 3), runs },
+    }
+  },
+}
+
+export function roundMetrics(m: RelayMetrics): Record<string, number> {
+  return {
+    messages: m.messages,
+    seconds: round(m.seconds, 3),
+    rate: round(m.rate, 0),
+    cpuSeconds: round(m.cpuSeconds, 3),
+    cpuPer100k: round(m.cpuPer100k, 3),
+    roundTripsPerMessage: round(m.roundTripsPerMessage, 5),
+    statementsPerMessage: round(m.statementsPerMessage, 5),
+    roundTrips: m.roundTrips,
+    statements: m.statements,
+  }
+}
