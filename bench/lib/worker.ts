@@ -20,7 +20,7 @@ import {
 import { startPeerListener } from './peer.ts'
 import { ignoreClient, installQueryCounter, queryCounts, resetQueryCounts } from './query-counter.ts'
 import { sleep, wallNow } from './stats.ts'
-import { benchOutbox, benchRecords } from './workload.ts'
+import { benchOutbox, benchRecords, WARMUP_CLAIMS } from './workload.ts'
 
 export interface RelayJob {
   kind: 'relay'
@@ -174,8 +174,6 @@ async function warmClaims(job: RelayJob): Promise<void> {
     await client.end()
   }
 }
-
-const WARMUP_CLAIMS = 10
 
 async function runRelay(job: RelayJob): Promise<WorkerResult> {
   installQueryCounter()

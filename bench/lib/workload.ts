@@ -10,6 +10,8 @@ export const PAYLOAD_BYTES = 256
 export const KEYS = 64
 /** Messages per pre-fill transaction. */
 export const PREFILL_CHUNK = 1000
+/** Claims a relay worker runs (and rolls back) before its clock starts, to warm the driver. */
+export const WARMUP_CLAIMS = 10
 
 export interface BenchMessage {
   id: string

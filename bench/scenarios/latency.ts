@@ -90,6 +90,14 @@ export const latency: Scenario = {
         },
       },
       {
+        id: 'poll10notify',
+        label: 'polling every 10 ms, writers still send NOTIFY (nobody listens)',
+        // Separates the cost of NOTIFY for the writers from the cost of the relay's extra polls.
+        options: outboxNotifyOption
+          ? { placement: 'child', relayOptions: { pollingInterval: 10, ...pollingOnly } }
+          : undefined,
+      },
+      {
         id: 'pollDefault',
         label: 'polling, default interval (1 s)',
         options: { placement: 'child', relayOptions: { ...pollingOnly }, outboxOptions: quiet },
@@ -153,7 +161,7 @@ export const latency: Scenario = {
       title: this.title,
       tables: [table],
       targets: configs
-        .filter((config) => config.id !== 'pollDefault')
+        .filter((config) => config.id !== 'pollDefault' && config.id !== 'poll10notify')
         .map((config) => {
           const p99 = p99At1000.get(config.id)
           return {
