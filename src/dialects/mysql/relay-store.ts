@@ -1,6 +1,7 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { waitOrAbort } from '../../core/wait.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
 import { errorNumber, MysqlErrors, type MysqlResult, type MysqlSession } from './session.ts'
 import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
@@ -137,16 +138,7 @@ export class MysqlRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve()
-      const timer = setTimeout(done, ms)
-      signal.addEventListener('abort', done, { once: true })
-      function done() {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-    })
+    return waitOrAbort(ms, signal)
   }
 
   async close(): Promise<void> {

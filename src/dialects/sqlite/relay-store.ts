@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { waitOrAbort } from '../../core/wait.ts'
 import type { SqliteConnection } from './connection.ts'
 import { qualified } from './names.ts'
 import { claimStatement, deleteSql, failureStatements, toMessage } from './sql.ts'
@@ -119,16 +120,7 @@ export class SqliteRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve()
-      const timer = setTimeout(done, ms)
-      signal.addEventListener('abort', done, { once: true })
-      function done() {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', done)
-        resolve()
-      }
-    })
+    return waitOrAbort(ms, signal)
   }
 
   async close(): Promise<void> {
