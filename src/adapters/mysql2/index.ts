@@ -1,5 +1,5 @@
 import type mysql from 'mysql2/promise'
-import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
@@ -8,6 +8,7 @@ import {
   type MysqlOutboxOptions,
   type MysqlRelayOptions,
 } from '../../dialects/mysql/mysql-outbox.ts'
+import { assertTransactionStatus, TRANSACTION_PROBE } from '../../dialects/mysql/transaction-status.ts'
 import {
   type Mysql2Connection,
   type Mysql2TransactionConnection,
@@ -17,38 +18,16 @@ import {
 
 export type { Mysql2Connection, Mysql2TransactionConnection }
 
-/** Status flags of the server's OK packet (mysql_com.h). */
-const SERVER_STATUS_IN_TRANS = 0x0001
-const SERVER_STATUS_AUTOCOMMIT = 0x0002
-
-/**
- * Wraps the app's mysql2 connection, checked to be inside a transaction.
- *
- * mysql2 does not keep the server's transaction flag on the connection, and @@in_transaction is
- * MariaDB-only, so the check asks the server directly: `DO 0` does nothing, and the OK packet
- * it returns carries SERVER_STATUS_IN_TRANS (set by BEGIN / START TRANSACTION until COMMIT or
- * ROLLBACK, also after a deadlock silently ended the transaction) and SERVER_STATUS_AUTOCOMMIT.
- * Cost: one extra round trip per produce call (about 0.1 ms on a local server), paid before
- * anything is written, so a forgotten BEGIN can never autocommit an outbox row on its own.
- */
+/** Wraps the app's mysql2 connection, checked to be inside a transaction (see TRANSACTION_PROBE). */
 export function mysql2Transaction(connection: Mysql2TransactionConnection): TransactionAdapter {
   const conn = promiseConnection(connection)
   return {
     dialect: 'mysql',
     async assertInTransaction() {
-      const [result] = await conn.query('DO 0')
-      const status = (result as mysql.ResultSetHeader).serverStatus
-      if (typeof status !== 'number') {
-        throw new KEntityError(
-          ErrorCodes.NO_TRANSACTION,
-          'cannot tell whether a transaction is open on this connection: the server reported no status flags (a proxy in between?); nothing was stored',
-        )
-      }
-      // With autocommit off, every statement joins the transaction the app will COMMIT.
-      if (status & SERVER_STATUS_IN_TRANS || !(status & SERVER_STATUS_AUTOCOMMIT)) return
-      throw new KEntityError(
-        ErrorCodes.NO_TRANSACTION,
-        'outbox topics must be produced inside a transaction: call beginTransaction() on this connection first (or use outbox.transaction(pool, fn)); nothing was stored',
+      const [result] = await conn.query(TRANSACTION_PROBE)
+      assertTransactionStatus(
+        (result as mysql.ResultSetHeader).serverStatus,
+        'call beginTransaction() on this connection first (or use outbox.transaction(pool, fn))',
       )
     },
     async execute(statement: SqlStatement) {
