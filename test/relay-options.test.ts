@@ -14,6 +14,7 @@ describe('relay options', () => {
     [{ mode: 'cluster' }, /'mode' must be 'single', 'exclusive' or 'concurrent'/],
     [{ retryBackoff: { initial: 500, max: 100 } }, /is below/],
     [{ onEvent: 'log' }, /'onEvent' must be a function/],
+    [{ pipeline: 'yes' }, /'pipeline' must be true or false/],
   ] as const) {
     it(`rejects ${JSON.stringify(options)}`, () => {
       assert.throws(() => new OutboxRelay(store, transport, options as never), message)

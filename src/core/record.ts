@@ -19,7 +19,6 @@ export interface OutboxRecord {
 export interface StoredMessage extends OutboxRecord {
   id: string
   attempts: number
-  createdAt: Date
 }
 
 const FNV_OFFSET = 0x811c9dc5

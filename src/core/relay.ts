@@ -22,6 +22,12 @@ export interface RelayOptions {
   leaderCheckInterval?: number
   /** First and largest delay after a failed batch or connection, in ms (defaults 250 / 30000). */
   retryBackoff?: { initial?: number; max?: number }
+  /**
+   * Claim the next batch on a second database session while the current batch is on its way to
+   * Kafka, and delete the acknowledged batch while the next one is sent (default true where the
+   * dialect supports it; PostgreSQL does). Costs one more connection per relay.
+   */
+  pipeline?: boolean
   /** Called for every relay event; never throws into the loop. */
   onEvent?: (event: RelayEvent) => void
   /** Called once when `stop()` completes (used by adapters to forget the relay). */
@@ -53,6 +59,7 @@ export interface StopOptions {
 }
 
 interface ResolvedOptions {
+  pipeline: boolean
   pollingInterval: number
   maxMessagesPerPoll: number
   mode: NodeMode
@@ -92,11 +99,18 @@ export class OutboxRelay {
   #lastSendOk = 0
   #sleep: AbortController | undefined
   #wakeRequested = false
+  /** The store's second session when pipelining (see `RelayOptions.pipeline`). */
+  readonly #companion: RelayStore | undefined
+  /** A batch claimed ahead, to be sent once the batch before it was acknowledged by Kafka. */
+  #ahead: ClaimedBatch | undefined
+  /** Deletion of batches Kafka acknowledged, still running; settled before the next claim on its session. */
+  #acking: Promise<void> | undefined
 
   constructor(store: RelayStore, transport: MessageTransport, options: RelayOptions = {}) {
     this.#store = store
     this.#transport = transport
     this.#options = resolveOptions(options)
+    this.#companion = this.#options.pipeline ? store.companion?.() : undefined
   }
 
   get isLeader(): boolean {
@@ -166,6 +180,7 @@ export class OutboxRelay {
     // Closing the session rolls back an unfinished claim (its messages stay in the outbox);
     // closing the producer aborts a send that is still waiting for the broker.
     await this.#store.close().catch(() => {})
+    await this.#companion?.close().catch(() => {})
     await this.#transport.close().catch(() => {})
     await waitAtMost(this.#running, 5000)
     this.#setLeader(false)
@@ -212,19 +227,26 @@ export class OutboxRelay {
       let stage: 'connect' | 'claim' = 'connect'
       try {
         if (!this.#store.healthy) {
+          await this.#settleAcks()
+          await this.#settlePipeline()
           this.#setLeader(false)
           await this.#store.connect()
         }
         stage = 'claim'
         if (!(await this.#ensureLeadership())) {
+          await this.#settleAcks()
+          await this.#settlePipeline()
           pause = this.#options.leaderCheckInterval
         } else {
-          const count = await this.#relayBatch()
+          const count = this.#companion
+            ? await this.#relayPipelined(this.#companion)
+            : await this.#relayBatch()
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
           if (count >= this.#options.maxMessagesPerPoll) continue
         }
       } catch (error) {
+        await this.#settlePipeline()
         if (this.#stopping) break
         this.#failures++
         pause = backoffDelay(this.#failures, this.#options.backoff)
@@ -235,6 +257,7 @@ export class OutboxRelay {
       if (this.#stopping) break
       await this.#pause(pause)
     }
+    await this.#settlePipeline()
   }
 
   async #ensureLeadership(): Promise<boolean> {
@@ -252,13 +275,115 @@ export class OutboxRelay {
     try {
       await this.#transport.send(messages)
     } catch (error) {
-      return this.#recoverBatch(messages, error, started)
+      return this.#recoverBatch(this.#store, messages, error, started)
     }
     this.#lastSendOk = Date.now()
-    await this.#acknowledge(messages.map((m) => m.id))
+    await this.#acknowledge(
+      this.#store,
+      messages.map((m) => m.id),
+    )
     this.#batchFailures = 0
     this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
     return messages.length
+  }
+
+  /**
+   * One batch of the pipelined loop. Two sessions take turns: while Kafka has batch N, the other
+   * session (once its delete of batch N-1 is done) claims batch N+1, skipping N's rows; batch
+   * N+1 is sent only after Kafka acknowledged N, and released untouched if it did not, so per-key
+   * order is the same as one batch at a time. N's delete runs while N+1 is sent. Only a full
+   * batch claims ahead: a short one means the outbox is (nearly) drained.
+   */
+  async #relayPipelined(companion: RelayStore): Promise<number> {
+    const limit = this.#options.maxMessagesPerPoll
+    const started = performance.now()
+    let current = this.#ahead
+    this.#ahead = undefined
+    if (current === undefined) {
+      await this.#settleAcks()
+      current = { store: this.#store, messages: await this.#store.claim(limit) }
+    }
+    if (current.messages.length === 0) return 0
+    const { store, messages } = current
+    const next = store === this.#store ? companion : this.#store
+    let acknowledging = false
+    try {
+      const sending = this.#transport.send(messages)
+      const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
+      try {
+        await sending
+      } catch (error) {
+        const ahead = await claimingAhead
+        if (ahead?.messages) await next.abandon().catch(() => {})
+        if (ahead?.error) throw ahead.error
+        return await this.#recoverBatch(store, messages, error, started)
+      }
+      this.#lastSendOk = Date.now()
+      this.#batchFailures = 0
+      acknowledging = true
+      // Reported as delivered once the rows are gone, as in the unpipelined loop.
+      const acking = this.#acknowledge(
+        store,
+        messages.map((m) => m.id),
+      ).then(() => {
+        this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
+      })
+      this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
+      // Observed by the next #settleAcks; until then it must not count as unhandled.
+      this.#acking.catch(() => {})
+      const ahead = await claimingAhead
+      if (ahead?.error) throw ahead.error
+      if (ahead?.messages && ahead.messages.length > 0)
+        this.#ahead = { store: next, messages: ahead.messages }
+    } catch (error) {
+      if (!acknowledging) await store.abandon().catch(() => {})
+      throw error
+    }
+    return messages.length
+  }
+
+  /** Never rejects: a failed earlier delete comes back as `error`; trouble with the session just means no claim ahead. */
+  async #claimAhead(
+    store: RelayStore,
+    limit: number,
+  ): Promise<{ messages?: StoredMessage[]; error?: unknown }> {
+    try {
+      await this.#settleAcks()
+    } catch (error) {
+      return { error }
+    }
+    try {
+      if (!store.healthy) await store.connect()
+      return { messages: await store.claim(limit) }
+    } catch {
+      await store.close().catch(() => {})
+      return {}
+    }
+  }
+
+  /** Waits for the deletes in flight; rethrows their failure. */
+  async #settleAcks(): Promise<void> {
+    const acking = this.#acking
+    this.#acking = undefined
+    if (acking) await acking
+  }
+
+  /**
+   * Leaves nothing of the pipeline behind: deletes in flight finish, a batch claimed ahead is
+   * released, and when the leader session is gone its companion goes too, so a new leader is not
+   * kept waiting at the fence.
+   */
+  async #settlePipeline(): Promise<void> {
+    await this.#settleAcks().catch(() => {})
+    const ahead = this.#ahead
+    this.#ahead = undefined
+    if (ahead) await ahead.store.abandon().catch(() => {})
+    if (
+      this.#companion?.healthy &&
+      (!this.#store.healthy || (this.#options.mode === 'exclusive' && !this.#leader))
+    ) {
+      await this.#companion.close().catch(() => {})
+    }
   }
 
   /**
@@ -267,10 +392,15 @@ export class OutboxRelay {
    * poison message is found and held back (or dead-lettered) alone, together with the later
    * messages of its key only; every other key and topic goes on.
    */
-  async #recoverBatch(messages: StoredMessage[], batchError: unknown, started: number): Promise<number> {
+  async #recoverBatch(
+    store: RelayStore,
+    messages: StoredMessage[],
+    batchError: unknown,
+    started: number,
+  ): Promise<number> {
     this.#batchFailures++
     if (isRetryable(batchError) && this.#batchFailures < ISOLATE_AFTER_BATCH_FAILURES) {
-      await this.#store.abandon().catch(() => {})
+      await store.abandon().catch(() => {})
       throw new RelayStageError('send', batchError)
     }
     const acknowledged: string[] = []
@@ -303,10 +433,10 @@ export class OutboxRelay {
       transient === tried &&
       (tried >= OUTAGE_AFTER_KEYS_FAILING || !kafkaRecentlyUp)
     ) {
-      await this.#store.abandon().catch(() => {})
+      await store.abandon().catch(() => {})
       throw new RelayStageError('send', batchError)
     }
-    await this.#acknowledge(acknowledged, failures)
+    await this.#acknowledge(store, acknowledged, failures)
     this.#batchFailures = 0
     for (const failure of failures) this.#emitFailure(messages, failure)
     if (acknowledged.length > 0) {
@@ -342,9 +472,9 @@ export class OutboxRelay {
     })
   }
 
-  async #acknowledge(acknowledged: string[], failures?: FailedDelivery[]): Promise<void> {
+  async #acknowledge(store: RelayStore, acknowledged: string[], failures?: FailedDelivery[]): Promise<void> {
     try {
-      await this.#store.complete(acknowledged, failures)
+      await store.complete(acknowledged, failures)
     } catch (error) {
       throw new RelayStageError('acknowledge', error)
     }
@@ -392,6 +522,11 @@ async function waitAtMost(work: Promise<void> | undefined, ms: number): Promise<
   })
   await Promise.race([work.catch(() => {}), expired])
   clearTimeout(timer)
+}
+
+interface ClaimedBatch {
+  store: RelayStore
+  messages: StoredMessage[]
 }
 
 /** Whole-batch failures in a row before the relay looks for a poison message in the batch. */
@@ -455,7 +590,11 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
       `relay option 'retryBackoff.max' (${max}) is below 'retryBackoff.initial' (${initial})`,
     )
   const retry = resolveRetryPolicy(options.retry, 'relay options', DEFAULT_RETRY_POLICY)
+  if (options.pipeline !== undefined && typeof options.pipeline !== 'boolean') {
+    throw invalidArgument(`relay option 'pipeline' must be true or false, got ${describe(options.pipeline)}`)
+  }
   return {
+    pipeline: options.pipeline ?? true,
     pollingInterval: positiveInteger(
       options.pollingInterval,
       'pollingInterval',

@@ -72,6 +72,13 @@ export interface RelayStore {
   close(): Promise<void>
   /** True while the session is usable; false after the connection failed. */
   readonly healthy: boolean
+  /**
+   * A second, independent session of the same relay, used to claim the next batch while this
+   * session's batch is on its way to Kafka. Its claims must skip rows this session holds, and in
+   * exclusive mode it must keep a new leader from claiming until it is gone. Optional: without
+   * it the relay works one batch at a time.
+   */
+  companion?(): RelayStore
 }
 
 /** Transport seam: a Kafka producer. */

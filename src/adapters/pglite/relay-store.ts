@@ -173,6 +173,5 @@ function toMessage(row: Record<string, unknown>): StoredMessage {
     headers: decodeHeaders(row.headers),
     orderingHash: (row.ordering_hash as number | null) ?? null,
     attempts: row.attempts as number,
-    createdAt: row.created_at as Date,
   }
 }

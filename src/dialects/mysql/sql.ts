@@ -93,7 +93,7 @@ function lookUp(values: readonly (number | string)[], column: string): string {
 }
 
 const CLAIMED_COLUMNS = `CAST(o.id AS CHAR) AS id, o.topic, o.\`key\`, o.value, CAST(o.headers AS CHAR) AS headers,
-  o.ordering_hash, o.attempts, DATE_FORMAT(o.created_at, '%Y-%m-%dT%H:%i:%s.%fZ') AS created_at`
+  o.ordering_hash, o.attempts`
 
 const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
     SELECT 1 FROM ${outbox} AS older
@@ -229,7 +229,6 @@ export function toMessage(row: Record<string, unknown>): StoredMessage {
     headers: decodeHeaders(parseJson(row.headers)),
     orderingHash: row.ordering_hash === null ? null : Number(row.ordering_hash),
     attempts: Number(row.attempts),
-    createdAt: new Date(text(row.created_at) as string),
   }
 }
 

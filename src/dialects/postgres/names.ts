@@ -9,7 +9,10 @@ export function qualified(table: OutboxTable, suffix = ''): string {
  * Advisory-lock namespaces (the first int of the two-int lock key), derived from the table so
  * that two outboxes in one database never contend, and distinct from each other.
  */
-export function lockClass(table: OutboxTable, purpose: 'key' | 'claim' | 'leader' | 'migrate'): number {
+export function lockClass(
+  table: OutboxTable,
+  purpose: 'key' | 'claim' | 'leader' | 'fence' | 'migrate',
+): number {
   let hash = 0x811c9dc5
   for (const char of `k-entity:${table.schema}.${table.table}:${purpose}`) {
     hash ^= char.charCodeAt(0)

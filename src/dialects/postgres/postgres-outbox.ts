@@ -116,6 +116,7 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
       sessionIdleTimeout: options.mode === 'exclusive' ? Math.max(10_000, idle * 5) : 0,
       concurrent: options.mode === 'concurrent',
       listen: options.listen ?? true,
+      exclusive: options.mode === 'exclusive',
     })
     return this.relayOn(store, options)
   }

@@ -24,6 +24,13 @@ export interface PostgresRelayStoreOptions {
   concurrent: boolean
   /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
   listen: boolean
+  /** Exclusive mode: claims are fenced so a new leader never overtakes this relay's sessions. */
+  exclusive: boolean
+  /**
+   * A second session claiming the next batch while the first one's batch is in Kafka's hands
+   * (see `companion()`); never the one holding the leader lock.
+   */
+  role?: 'primary' | 'companion'
 }
 
 const UNDEFINED_TABLE = '42P01'
@@ -40,6 +47,8 @@ export class PostgresRelayStore implements RelayStore {
   #healthy = false
   #leader = false
   #inClaim = false
+  /** Companion in exclusive mode: holds the fence (shared) on this session. */
+  #fenced = false
   /** A commit notification arrived since the last claim started. */
   #notified = false
   #onNotify: (() => void) | undefined
@@ -64,6 +73,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#session = session
     this.#healthy = true
     this.#leader = false
+    this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     await this.#run(
       `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}${listen}`,
@@ -72,18 +82,50 @@ export class PostgresRelayStore implements RelayStore {
     this.#notified = true
   }
 
+  /**
+   * The leader lock, then the fence. Every session of the leading relay holds the fence shared
+   * (the companion takes it at its first claim), so a new leader, which needs the fence exclusive
+   * for a moment, waits until every session of the old leader is gone: its companion may still
+   * hold rows of a later batch, and skipping them would send a key's younger messages first.
+   */
   async tryAcquireLeadership(): Promise<boolean> {
     if (this.#leader && this.#healthy) return true
-    const result = await this.#run(
-      `SELECT pg_try_advisory_lock(${lockClass(this.#options.table, 'leader')}, 0) AS leader`,
-    )
-    this.#leader = result.rows[0]?.leader === true
+    this.#leader = await this.#takeLeaderAndFence()
     return this.#leader
+  }
+
+  async #takeLeaderAndFence(): Promise<boolean> {
+    const leader = lockClass(this.#options.table, 'leader')
+    const result = await this.#run(`SELECT pg_try_advisory_lock(${leader}, 0) AS leader`)
+    if (result.rows[0]?.leader !== true) return false
+    const fence = `${lockClass(this.#options.table, 'fence')}, 0`
+    const free = await this.#run(
+      `SELECT CASE WHEN pg_try_advisory_lock(${fence}) THEN pg_advisory_unlock(${fence}) ELSE false END AS free`,
+    )
+    if (free.rows[0]?.free !== true) {
+      await this.#run(`SELECT pg_advisory_unlock(${leader}, 0)`)
+      return false
+    }
+    await this.#run(`SELECT pg_advisory_lock_shared(${fence})`)
+    return true
+  }
+
+  /**
+   * A second session of this relay, for claiming ahead. Its claims skip the rows this session
+   * holds; the relay sends them only after this session's batch was acknowledged by Kafka, and
+   * drops them if it was not, so per-key order holds.
+   */
+  companion(): PostgresRelayStore {
+    return new PostgresRelayStore({ ...this.#options, listen: false, role: 'companion' })
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw new Error('a claim is already open on this relay session')
     this.#notified = false
+    if (this.#options.exclusive && this.#options.role === 'companion' && !this.#fenced) {
+      await this.#run(`SELECT pg_advisory_lock_shared(${lockClass(this.#options.table, 'fence')}, 0)`)
+      this.#fenced = true
+    }
     const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`)
     this.#inClaim = true
     if (result.rows.length === 0) {
@@ -132,6 +174,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#session = undefined
     this.#healthy = false
     this.#leader = false
+    this.#fenced = false
     this.#inClaim = false
     if (session) await session.end().catch(() => {})
   }
@@ -174,6 +217,7 @@ export class PostgresRelayStore implements RelayStore {
     if (this.#session !== session) return
     this.#healthy = false
     this.#leader = false
+    this.#fenced = false
     this.#inClaim = false
   }
 }
@@ -187,6 +231,5 @@ function toMessage(row: Record<string, unknown>): StoredMessage {
     headers: decodeHeaders(row.headers),
     orderingHash: (row.ordering_hash as number | null) ?? null,
     attempts: row.attempts as number,
-    createdAt: row.created_at as Date,
   }
 }

@@ -73,7 +73,7 @@ const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
 export function claimSql(table: OutboxTable, limit: number, concurrent = false): string {
   if (concurrent) return concurrentClaimSql(table, limit)
   const outbox = qualified(table)
-  return `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts, o.created_at
+  return `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
 WHERE o.available_at <= now()
   AND ${RETRY_WAITING(outbox)}
@@ -105,7 +105,7 @@ function concurrentClaimSql(table: OutboxTable, limit: number): string {
   SELECT h FROM (SELECT DISTINCT ordering_hash AS h FROM candidates WHERE ordering_hash IS NOT NULL) AS keys
   WHERE pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, h)
 )
-SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts, o.created_at
+SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
 JOIN candidates AS c ON c.id = o.id
 WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))

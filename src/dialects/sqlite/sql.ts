@@ -38,7 +38,7 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
 export function claimStatement(table: OutboxTable, limit: number, now: number): SqlStatement {
   const outbox = qualified(table)
   return {
-    text: `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts, o.created_at
+    text: `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
 WHERE o.available_at <= ?
   AND NOT EXISTS (
@@ -106,6 +106,5 @@ export function toMessage(row: Record<string, unknown>): StoredMessage {
     headers: decodeHeaders(typeof row.headers === 'string' ? JSON.parse(row.headers) : null),
     orderingHash: (row.ordering_hash as number | null) ?? null,
     attempts: row.attempts as number,
-    createdAt: new Date(row.created_at as number),
   }
 }

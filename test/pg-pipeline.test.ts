@@ -1,0 +1,127 @@
+// The pipelined relay: a second session claims the next batch while Kafka has the current one.
+import assert from 'node:assert/strict'
+import { after, describe, it } from 'node:test'
+import pg from 'pg'
+import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/index.ts'
+import type { RelayEvent } from '../src/index.ts'
+import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
+import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
+import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
+
+const brokers = kafkaBrokers()
+const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
+
+async function openSession(): Promise<PgSession> {
+  const client = new pg.Client({ connectionString: DATABASE_URL, application_name: 'k-entity-pipeline-test' })
+  client.on('error', () => {})
+  await client.connect()
+  return client as unknown as PgSession
+}
+
+function exclusiveStore(schema: string): PostgresRelayStore {
+  return new PostgresRelayStore({
+    table: { schema, table: 'outbox' },
+    connect: openSession,
+    claimTimeout: 30_000,
+    sessionIdleTimeout: 0,
+    concurrent: false,
+    listen: false,
+    exclusive: true,
+  })
+}
+
+describe('pipelined relay', () => {
+  after(async () => {
+    await pool.end()
+    await dropOrderSchemas()
+  })
+
+  it('claims ahead on a second session and keeps per-key order, deleting every row once', async () => {
+    const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_pipe')
+    const workload = await runOrderWorkload({
+      pool,
+      outbox,
+      ordersTable,
+      transactions: 200,
+      messagesPerTransaction: 50,
+      writers: 4,
+      keysPerWriter: 16,
+      rollbackRate: 0.1,
+    })
+    let deleted = 0
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      maxMessagesPerPoll: 100,
+      onEvent: (e: RelayEvent) => {
+        if (e.type === 'delivered') deleted += e.count
+      },
+    })
+    await relay.start()
+    await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
+    // Both sessions claimed: each one's last statement touched this outbox.
+    const sessions = await withClient(async (c) => {
+      const result = await c.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'k-entity-relay' AND query LIKE $1`,
+        [`%${schema}%`],
+      )
+      return result.rows[0].n as number
+    })
+    await relay.stop()
+    assert.equal(sessions, 2, 'the relay used two sessions')
+    const consumed = await readTopic({ brokers, topic: topicName, expectedCount: workload.committed.length })
+    const report = checkDelivery({
+      expected: workload.committed,
+      forbidden: workload.rolledBack,
+      observed: observedFromConsumed(consumed),
+    })
+    assert.ok(report.ok, formatReport(report))
+    assert.equal(deleted, workload.committed.length, 'delivered events count each deleted row once')
+  })
+
+  it('exclusive mode: a new leader waits at the fence until every session of the old leader is gone', async () => {
+    const { schema, outbox, ordersTable } = await orderOutbox(1, 'ke_fence')
+    await runOrderWorkload({
+      pool,
+      outbox,
+      ordersTable,
+      transactions: 4,
+      messagesPerTransaction: 10,
+      writers: 1,
+      keysPerWriter: 4,
+      rollbackRate: 0,
+    })
+    const oldLeader = exclusiveStore(schema)
+    const oldCompanion = oldLeader.companion()
+    const candidate = exclusiveStore(schema)
+    try {
+      await oldLeader.connect()
+      await oldCompanion.connect()
+      await candidate.connect()
+      assert.equal(await oldLeader.tryAcquireLeadership(), true)
+      const first = await oldLeader.claim(10)
+      const ahead = await oldCompanion.claim(10)
+      assert.equal(first.length, 10)
+      assert.equal(ahead.length, 10, 'the companion claimed the next batch, skipping the leader rows')
+      assert.ok(Number(ahead[0]?.id) > Number(first.at(-1)?.id))
+      assert.equal(await candidate.tryAcquireLeadership(), false, 'the leader lock is held')
+
+      // The leader session ends; its companion still holds rows of the next batch.
+      await oldLeader.close()
+      assert.equal(
+        await candidate.tryAcquireLeadership(),
+        false,
+        'no leader while the old companion lives: its rows would be overtaken',
+      )
+      await oldCompanion.close()
+      assert.equal(await candidate.tryAcquireLeadership(), true, 'leader once the old relay is gone')
+      const taken = await candidate.claim(100)
+      assert.equal(Number(taken[0]?.id), Number(first[0]?.id), 'the new leader starts at the oldest row')
+      assert.equal(taken.length, 40)
+      await candidate.abandon()
+    } finally {
+      await oldLeader.close()
+      await oldCompanion.close()
+      await candidate.close()
+    }
+  })
+})
