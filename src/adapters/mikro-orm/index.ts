@@ -11,6 +11,15 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  checkEntityManager,
+  entityManagerOf,
+  noDefaultConnection,
+  openTransaction,
+  plainDriverOptions,
+  rawQuery,
+  runTransactional,
+} from './transaction-context.ts'
 
 /**
  * Where the relay and `migrate()` connect: the app's MikroORM instance or an EntityManager (their
@@ -18,36 +27,6 @@ import {
  * `pg` client config. Defaults to `DATABASE_URL`.
  */
 export type MikroOrmConnection = MikroORM | EntityManager | string | pg.ClientConfig
-
-/**
- * The slice of Kysely's transaction that MikroORM 7 keeps as the transaction context. Kysely's
- * PostgreSQL driver hands `sql` and `parameters` to node-postgres unchanged, so the dialect's
- * `$n` placeholders and Buffer arrays reach the server exactly as the pg adapter sends them.
- */
-interface KyselyTransaction {
-  executeQuery(query: CompiledRawQuery): Promise<unknown>
-  readonly isCommitted?: boolean
-  readonly isRolledBack?: boolean
-}
-
-/** Kysely's `CompiledQuery.raw(sql, parameters)`, built here so the adapter needs no kysely import. */
-interface CompiledRawQuery {
-  sql: string
-  parameters: readonly unknown[]
-  query: { kind: 'RawNode'; sqlFragments: readonly string[]; parameters: readonly unknown[] }
-  queryId: { queryId: string }
-}
-
-let queryCounter = 0
-
-function rawQuery(statement: SqlStatement): CompiledRawQuery {
-  return {
-    sql: statement.text,
-    parameters: statement.values,
-    query: { kind: 'RawNode', sqlFragments: [statement.text], parameters: [] },
-    queryId: { queryId: `k-entity-${++queryCounter}` },
-  }
-}
 
 /**
  * Wraps the EntityManager MikroORM hands to `em.transactional(async (em) => ...)`.
@@ -60,40 +39,19 @@ function rawQuery(statement: SqlStatement): CompiledRawQuery {
  * would also write messages in whatever transaction a later flush happens to use.
  */
 export function mikroOrmTransaction(em: EntityManager): TransactionAdapter {
-  if (
-    typeof em !== 'object' ||
-    em === null ||
-    typeof em.getTransactionContext !== 'function' ||
-    typeof em.getPlatform !== 'function'
-  ) {
-    throw invalidArgument(
-      `expected the EntityManager of a MikroORM transaction (em.transactional(async (em) => ...)), got ${describe(em)}`,
-    )
-  }
+  checkEntityManager(em)
   if (!(em.getPlatform() instanceof PostgreSqlPlatform)) {
     throw invalidArgument(
       `k-entity/mikro-orm needs MikroORM's PostgreSQL driver (@mikro-orm/postgresql), this EntityManager uses ${describe(em.getPlatform())}`,
     )
   }
-  const context = () => em.getTransactionContext<KyselyTransaction & Record<string, unknown>>()
   return {
     dialect: 'postgres',
     assertInTransaction() {
-      const transaction = context()
-      if (
-        transaction === undefined ||
-        transaction.isCommitted === true ||
-        transaction.isRolledBack === true
-      ) {
-        throw new KEntityError(
-          ErrorCodes.NO_TRANSACTION,
-          'outbox topics must be produced inside a transaction: use the em passed to em.transactional(async (em) => ...) (or outbox.transaction(em, fn)); a plain em.flush() opens its own transaction only for the flush; nothing was stored',
-        )
-      }
+      openTransaction(em)
     },
     async execute(statement: SqlStatement) {
-      const transaction = context()
-      if (transaction === undefined) throw new Error('assertInTransaction() must run before execute()')
+      const transaction = openTransaction(em)
       try {
         await transaction.executeQuery(rawQuery(statement))
       } catch (error) {
@@ -153,11 +111,7 @@ export class MikroOrmOutbox<M extends TopicMap> extends PostgresOutbox<M, Entity
     fn: (em: E, topics: TopicProducers<M>) => Promise<R>,
     options?: TransactionOptions,
   ): Promise<R> {
-    if (typeof em !== 'object' || em === null || typeof em.transactional !== 'function') {
-      throw invalidArgument(`transaction() needs a MikroORM EntityManager (orm.em), got ${describe(em)}`)
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
-    const result = await em.transactional((inner) => fn(inner, this.in(inner)), options)
+    const result = await runTransactional(em, fn, options, (inner) => this.in(inner))
     this.notifyCommitted()
     return result
   }
@@ -173,11 +127,7 @@ export type { PostgresOutboxOptions as MikroOrmOutboxOptions, PostgresRelayOptio
 
 function defaultConnection(): string {
   const url = process.env.DATABASE_URL
-  if (!url) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not set: pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })',
-    )
-  }
+  if (!url) throw noDefaultConnection()
   return url
 }
 
@@ -188,20 +138,11 @@ function clientConfig(target: MikroOrmConnection): pg.ClientConfig {
       `expected a MikroORM instance or EntityManager, a connection string or a pg client config, got ${describe(target)}`,
     )
   }
-  const candidate = 'em' in target && typeof target.em === 'object' ? target.em : target
-  if (typeof (candidate as EntityManager).getConnection !== 'function') return target as pg.ClientConfig
-  const em = candidate as EntityManager
+  const em = entityManagerOf(target)
+  if (em === undefined) return target as pg.ClientConfig
   if (!(em.getPlatform() instanceof PostgreSqlPlatform)) {
     throw invalidArgument('k-entity/mikro-orm needs MikroORM configured with the PostgreSQL driver')
   }
   const connection = em.getConnection('write')
-  // Plain driver options are extra node-postgres settings (TLS, timeouts) MikroORM gives its pool;
-  // a ready-made Kysely instance or dialect says nothing about how to connect.
-  const driverOptions = em.config.get('driverOptions')
-  const extra = isPlainObject(driverOptions) ? driverOptions : {}
-  return { ...extra, ...connection.getConnectionOptions() } as pg.ClientConfig
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
+  return { ...plainDriverOptions(em), ...connection.getConnectionOptions() } as pg.ClientConfig
 }

@@ -9,29 +9,19 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  assertTransactionClient,
+  clientProvider,
+  closedTransaction,
+  driverAdapterCause,
+  isPrismaClient,
+  type PrismaClientWithTransactions,
+  type PrismaTransactionClient,
+  type PrismaTransactionOptions,
+  runPrismaTransaction,
+} from './transaction-client.ts'
 
-/**
- * The client Prisma passes to `prisma.$transaction(async (tx) => ...)` (`Prisma.TransactionClient`).
- * Prisma strips `$connect` and `$disconnect` from it, which is how the root `PrismaClient`, whose
- * raw queries each run in a transaction of their own, is kept out at compile time.
- */
-export interface PrismaTransactionClient {
-  // biome-ignore lint/suspicious/noExplicitAny: mirrors Prisma's own signature, whose values are untyped
-  $executeRawUnsafe(query: string, ...values: any[]): PromiseLike<number>
-  $connect?: never
-  $disconnect?: never
-}
-
-export interface PrismaTransactionOptions {
-  maxWait?: number
-  timeout?: number
-  isolationLevel?: 'ReadUncommitted' | 'ReadCommitted' | 'RepeatableRead' | 'Serializable'
-}
-
-/** A `PrismaClient` (or an interactive-transaction client, for a nested transaction). */
-export interface PrismaClientWithTransactions<Tx> {
-  $transaction<R>(fn: (tx: Tx) => Promise<R>, options?: PrismaTransactionOptions): PromiseLike<R>
-}
+export type { PrismaClientWithTransactions, PrismaTransactionClient, PrismaTransactionOptions }
 
 /**
  * Where the relay and `migrate()` connect: the connection string (or `pg` config) your `PrismaPg`
@@ -41,27 +31,16 @@ export type PrismaConnection = string | pg.ClientConfig
 
 /** Wraps the client of an interactive transaction; only PostgreSQL through a driver adapter (`@prisma/adapter-pg`). */
 export function prismaTransaction(tx: PrismaTransactionClient): TransactionAdapter {
-  if (typeof tx !== 'object' || tx === null || typeof tx.$executeRawUnsafe !== 'function') {
+  const provider = clientProvider(tx)
+  if (provider !== undefined && provider !== 'postgresql' && provider !== 'postgres') {
     throw invalidArgument(
-      `expected the client of a Prisma interactive transaction (prisma.$transaction(async (tx) => ...)), got ${describe(tx)}`,
-    )
-  }
-  // Internal but stable since Prisma 2; only consulted when present, to name a wrong database early.
-  const provider = (tx as { _activeProvider?: unknown })._activeProvider
-  if (typeof provider === 'string' && provider !== 'postgresql' && provider !== 'postgres') {
-    throw invalidArgument(
-      `k-entity/prisma needs a PostgreSQL Prisma client, this one is for '${provider}'; use the adapter of that database`,
+      `k-entity/prisma needs a PostgreSQL Prisma client, this one is for '${provider}'; ${provider === 'mysql' ? 'use k-entity/prisma/mysql' : 'use the adapter of that database'}`,
     )
   }
   return {
     dialect: 'postgres',
     assertInTransaction() {
-      if (typeof (tx as { $connect?: unknown }).$connect === 'function') {
-        throw new KEntityError(
-          ErrorCodes.NO_TRANSACTION,
-          'outbox topics must be produced inside a transaction: this is the root PrismaClient, whose queries each commit on their own; use the tx of prisma.$transaction(async (tx) => ...) (or outbox.transaction(prisma, fn)); nothing was stored',
-        )
-      }
+      assertTransactionClient(tx)
     },
     async execute(statement: SqlStatement) {
       try {
@@ -73,23 +52,12 @@ export function prismaTransaction(tx: PrismaTransactionClient): TransactionAdapt
   }
 }
 
-/** Prisma's error for a query on an interactive transaction that was committed, rolled back or timed out. */
-const TRANSACTION_CLOSED = 'P2028'
 const IN_FAILED_TRANSACTION = '25P02'
 
 function translate(error: unknown): unknown {
-  const failed = error as {
-    code?: unknown
-    meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } }
-  }
-  if (failed.code === TRANSACTION_CLOSED) {
-    return new KEntityError(
-      ErrorCodes.NO_TRANSACTION,
-      'the interactive transaction is already closed (committed, rolled back or past its timeout); produce inside the $transaction callback, before it returns; nothing was stored',
-      { cause: error },
-    )
-  }
-  if (failed.meta?.driverAdapterError?.cause?.originalCode === IN_FAILED_TRANSACTION) {
+  const closed = closedTransaction(error)
+  if (closed !== undefined) return closed
+  if (driverAdapterCause(error)?.originalCode === IN_FAILED_TRANSACTION) {
     return new KEntityError(
       ErrorCodes.TRANSACTION_ABORTED,
       'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
@@ -108,11 +76,7 @@ const prismaDriver: PostgresDriver<PrismaTransactionClient, PrismaConnection> = 
         `expected the connection string (or pg client config) of your PrismaPg adapter, got ${describe(resolved)}`,
       )
     }
-    // Prisma's client is a proxy that answers `in` with false: ask for the method itself.
-    if (
-      typeof resolved === 'object' &&
-      typeof (resolved as { $transaction?: unknown }).$transaction === 'function'
-    ) {
+    if (isPrismaClient(resolved)) {
       throw invalidArgument(
         'Prisma does not reveal its connection settings: pass the connection string your PrismaPg adapter uses, e.g. outbox.relay({ connection: process.env.DATABASE_URL })',
       )
@@ -157,11 +121,7 @@ export class PrismaOutbox<M extends TopicMap> extends PostgresOutbox<
     fn: (tx: Tx, topics: TopicProducers<M>) => Promise<R>,
     options?: PrismaTransactionOptions,
   ): Promise<R> {
-    if (typeof prisma !== 'object' || prisma === null || typeof prisma.$transaction !== 'function') {
-      throw invalidArgument(`transaction() needs a PrismaClient, got ${describe(prisma)}`)
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
-    const result = await prisma.$transaction((tx) => fn(tx, this.in(tx)), options)
+    const result = await runPrismaTransaction(prisma, fn, options, (tx) => this.in(tx))
     this.notifyCommitted()
     return result
   }

@@ -10,6 +10,16 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  activeQueryRunner,
+  dataSourceTypeOf,
+  isDataSource,
+  noDefaultConnection,
+  runTypeOrmTransaction,
+  type TypeOrmIsolationLevel,
+} from './entity-manager.ts'
+
+export type { TypeOrmIsolationLevel }
 
 /**
  * Where the relay and `migrate()` connect: the app's DataSource (its connection options are
@@ -18,44 +28,22 @@ import {
  */
 export type TypeOrmConnection = DataSource | string | pg.ClientConfig
 
-export type TypeOrmIsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
-
 /** Wraps the EntityManager TypeORM hands to `dataSource.transaction(async (manager) => ...)`. */
 export function typeOrmTransaction(manager: EntityManager): TransactionAdapter {
-  if (
-    typeof manager !== 'object' ||
-    manager === null ||
-    typeof manager.query !== 'function' ||
-    typeof manager.connection !== 'object'
-  ) {
-    throw invalidArgument(
-      `expected the EntityManager of a TypeORM transaction (dataSource.transaction(async (manager) => ...)), got ${describe(manager)}`,
-    )
-  }
-  const type = manager.connection.options?.type
+  const type = dataSourceTypeOf(manager)
   if (type !== 'postgres') {
     throw invalidArgument(
-      `k-entity/typeorm needs a DataSource of type 'postgres', this one is ${describe(type)}; use the adapter of that database`,
+      `k-entity/typeorm needs a DataSource of type 'postgres', this one is ${describe(type)}; ${type === 'mysql' || type === 'mariadb' ? 'use k-entity/typeorm/mysql' : 'use the adapter of that database'}`,
     )
   }
   return {
     dialect: 'postgres',
     assertInTransaction() {
-      const runner = manager.queryRunner
-      // A manager without its own query runner (dataSource.manager) runs every query on some pool
-      // connection in autocommit: a message written through it would commit on its own.
-      if (runner === undefined || runner.isReleased || !runner.isTransactionActive) {
-        throw new KEntityError(
-          ErrorCodes.NO_TRANSACTION,
-          'outbox topics must be produced inside a transaction: use the manager passed to dataSource.transaction(async (manager) => ...) (or outbox.transaction(dataSource, fn)), not dataSource.manager; nothing was stored',
-        )
-      }
+      activeQueryRunner(manager)
     },
     async execute(statement: SqlStatement) {
-      const runner = manager.queryRunner
-      if (runner === undefined) throw new Error('assertInTransaction() must run before execute()')
       try {
-        await runner.query(statement.text, statement.values)
+        await activeQueryRunner(manager).query(statement.text, statement.values)
       } catch (error) {
         if (sqlState(error) === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
         throw error
@@ -119,17 +107,7 @@ export class TypeOrmOutbox<M extends TopicMap> extends PostgresOutbox<M, EntityM
     fn: (manager: EntityManager, topics: TopicProducers<M>) => Promise<R>,
     options: { isolationLevel?: TypeOrmIsolationLevel } = {},
   ): Promise<R> {
-    if (typeof target !== 'object' || target === null || typeof target.transaction !== 'function') {
-      throw invalidArgument(
-        `transaction() needs a TypeORM DataSource or EntityManager, got ${describe(target)}`,
-      )
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
-    const run = (manager: EntityManager) => fn(manager, this.in(manager))
-    const result =
-      options.isolationLevel === undefined
-        ? await target.transaction(run)
-        : await target.transaction(options.isolationLevel, run)
+    const result = await runTypeOrmTransaction(target, fn, options, (manager) => this.in(manager))
     this.notifyCommitted()
     return result
   }
@@ -143,18 +121,8 @@ export type { PostgresOutboxOptions as TypeOrmOutboxOptions, PostgresRelayOption
 
 function defaultConnection(): string {
   const url = process.env.DATABASE_URL
-  if (!url) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not set: pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })',
-    )
-  }
+  if (!url) throw noDefaultConnection()
   return url
-}
-
-function isDataSource(value: object): value is DataSource {
-  return (
-    'options' in value && 'driver' in value && typeof (value as DataSource).createQueryRunner === 'function'
-  )
 }
 
 function clientConfig(target: TypeOrmConnection): pg.ClientConfig {
@@ -168,7 +136,7 @@ function clientConfig(target: TypeOrmConnection): pg.ClientConfig {
   const options = target.options
   if (options.type !== 'postgres') {
     throw invalidArgument(
-      `k-entity/typeorm needs a DataSource of type 'postgres', this one is '${options.type}'`,
+      `k-entity/typeorm needs a DataSource of type 'postgres', this one is '${options.type}'${options.type === 'mysql' || options.type === 'mariadb' ? '; use k-entity/typeorm/mysql' : ''}`,
     )
   }
   // The relay writes, so it must reach the primary, never a replica.

@@ -1,0 +1,114 @@
+/**
+ * What the MikroORM adapters of every database share: the transaction context of an
+ * EntityManager, statements run on it, and the `transaction()` helper. Imports no driver.
+ */
+import type { EntityManager, TransactionOptions } from '@mikro-orm/core'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import type { SqlStatement } from '../../core/seams.ts'
+
+/**
+ * The slice of Kysely's transaction that MikroORM 7 keeps as the transaction context, whatever
+ * the database. Kysely's PostgreSQL and MySQL drivers hand `sql` and `parameters` to their
+ * driver (node-postgres, mysql2) unchanged, so the dialect's placeholders and Buffer values reach
+ * the server exactly as the plain driver adapters send them.
+ */
+export interface KyselyTransaction {
+  executeQuery(query: CompiledRawQuery): Promise<unknown>
+  readonly isCommitted?: boolean
+  readonly isRolledBack?: boolean
+}
+
+/** Kysely's `CompiledQuery.raw(sql, parameters)`, built here so the adapters need no kysely import. */
+export interface CompiledRawQuery {
+  sql: string
+  parameters: readonly unknown[]
+  query: { kind: 'RawNode'; sqlFragments: readonly string[]; parameters: readonly unknown[] }
+  queryId: { queryId: string }
+}
+
+let queryCounter = 0
+
+export function rawQuery(statement: SqlStatement): CompiledRawQuery {
+  return {
+    sql: statement.text,
+    parameters: statement.values,
+    query: { kind: 'RawNode', sqlFragments: [statement.text], parameters: [] },
+    queryId: { queryId: `k-entity-${++queryCounter}` },
+  }
+}
+
+/** Throws unless `em` looks like a MikroORM EntityManager (the platform is the caller's check). */
+export function checkEntityManager(em: unknown): asserts em is EntityManager {
+  if (
+    typeof em !== 'object' ||
+    em === null ||
+    typeof (em as EntityManager).getTransactionContext !== 'function' ||
+    typeof (em as EntityManager).getPlatform !== 'function'
+  ) {
+    throw invalidArgument(
+      `expected the EntityManager of a MikroORM transaction (em.transactional(async (em) => ...)), got ${describe(em)}`,
+    )
+  }
+}
+
+/**
+ * The open transaction of `em`. An em outside `em.transactional()` has none, even though a plain
+ * `em.flush()` opens one of its own: that transaction exists only inside `flush()`. A context
+ * kept past its commit or rollback (an em leaked out of the callback) is refused too.
+ */
+export function openTransaction(em: EntityManager): KyselyTransaction {
+  const transaction = em.getTransactionContext<KyselyTransaction & Record<string, unknown>>()
+  if (transaction === undefined || transaction.isCommitted === true || transaction.isRolledBack === true) {
+    throw new KEntityError(
+      ErrorCodes.NO_TRANSACTION,
+      'outbox topics must be produced inside a transaction: use the em passed to em.transactional(async (em) => ...) (or outbox.transaction(em, fn)); a plain em.flush() opens its own transaction only for the flush; nothing was stored',
+    )
+  }
+  return transaction
+}
+
+/**
+ * The body of every MikroORM adapter's `transaction()` helper: `fn` in `em.transactional()`, which
+ * flushes the forked EntityManager and commits if `fn` resolves, and rolls everything back if it
+ * throws. Inside an open transaction MikroORM makes it a savepoint.
+ */
+export async function runTransactional<E extends EntityManager, P, R>(
+  em: E,
+  fn: (em: E, topics: P) => Promise<R>,
+  options: TransactionOptions | undefined,
+  producers: (em: E) => P,
+): Promise<R> {
+  if (typeof em !== 'object' || em === null || typeof em.transactional !== 'function') {
+    throw invalidArgument(`transaction() needs a MikroORM EntityManager (orm.em), got ${describe(em)}`)
+  }
+  if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
+  return em.transactional((inner) => fn(inner as E, producers(inner as E)), options)
+}
+
+/** The EntityManager of a MikroORM instance or EntityManager given as a connection target, if it is one. */
+export function entityManagerOf(target: object): EntityManager | undefined {
+  const candidate = 'em' in target && typeof target.em === 'object' && target.em !== null ? target.em : target
+  return typeof (candidate as EntityManager).getConnection === 'function' &&
+    typeof (candidate as EntityManager).getPlatform === 'function'
+    ? (candidate as EntityManager)
+    : undefined
+}
+
+/**
+ * Plain `driverOptions` are extra driver settings (TLS, timeouts) MikroORM gives its pool; a
+ * ready-made Kysely instance or dialect says nothing about how to connect.
+ */
+export function plainDriverOptions(em: EntityManager): Record<string, unknown> {
+  const driverOptions: unknown = em.config.get('driverOptions')
+  return isPlainObject(driverOptions) ? driverOptions : {}
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
+}
+
+export function noDefaultConnection(): KEntityError {
+  return invalidArgument(
+    'no database connection given and DATABASE_URL is not set: pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })',
+  )
+}

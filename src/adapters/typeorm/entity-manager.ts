@@ -1,0 +1,80 @@
+/**
+ * What the TypeORM adapters of every database share: the transaction's query runner, the
+ * `transaction()` helper and DataSource detection. Imports no driver.
+ */
+import type { DataSource, EntityManager, QueryRunner } from 'typeorm'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+
+export type TypeOrmIsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
+
+/**
+ * Throws unless `manager` looks like a TypeORM EntityManager; returns the `type` of its
+ * DataSource, which the caller matches against its database.
+ */
+export function dataSourceTypeOf(manager: unknown): unknown {
+  if (
+    typeof manager !== 'object' ||
+    manager === null ||
+    typeof (manager as EntityManager).query !== 'function' ||
+    typeof (manager as EntityManager).connection !== 'object'
+  ) {
+    throw invalidArgument(
+      `expected the EntityManager of a TypeORM transaction (dataSource.transaction(async (manager) => ...)), got ${describe(manager)}`,
+    )
+  }
+  return (manager as EntityManager).connection.options?.type
+}
+
+/**
+ * The query runner of the manager's open transaction. A manager without one of its own
+ * (dataSource.manager) runs every query on some pool connection in autocommit, where a message
+ * would commit on its own; a released runner belongs to a transaction that already ended.
+ */
+export function activeQueryRunner(manager: EntityManager): QueryRunner {
+  const runner = manager.queryRunner
+  if (runner === undefined || runner.isReleased || !runner.isTransactionActive) {
+    throw new KEntityError(
+      ErrorCodes.NO_TRANSACTION,
+      'outbox topics must be produced inside a transaction: use the manager passed to dataSource.transaction(async (manager) => ...) (or outbox.transaction(dataSource, fn)), not dataSource.manager; nothing was stored',
+    )
+  }
+  return runner
+}
+
+/**
+ * The body of every TypeORM adapter's `transaction()` helper: `fn` in `target.transaction()`,
+ * COMMIT if it resolves, ROLLBACK if it throws. Given the manager of an open transaction, TypeORM
+ * makes it a savepoint inside it.
+ */
+export async function runTypeOrmTransaction<P, R>(
+  target: DataSource | EntityManager,
+  fn: (manager: EntityManager, topics: P) => Promise<R>,
+  options: { isolationLevel?: TypeOrmIsolationLevel },
+  producers: (manager: EntityManager) => P,
+): Promise<R> {
+  if (typeof target !== 'object' || target === null || typeof target.transaction !== 'function') {
+    throw invalidArgument(
+      `transaction() needs a TypeORM DataSource or EntityManager, got ${describe(target)}`,
+    )
+  }
+  if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArgument(`transaction() options must be an object, got ${describe(options)}`)
+  }
+  const run = (manager: EntityManager) => fn(manager, producers(manager))
+  return options.isolationLevel === undefined
+    ? target.transaction(run)
+    : target.transaction(options.isolationLevel, run)
+}
+
+export function isDataSource(value: object): value is DataSource {
+  return (
+    'options' in value && 'driver' in value && typeof (value as DataSource).createQueryRunner === 'function'
+  )
+}
+
+export function noDefaultConnection(): KEntityError {
+  return invalidArgument(
+    'no database connection given and DATABASE_URL is not set: pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })',
+  )
+}

@@ -1,0 +1,36 @@
+import { createPrismaMysqlClient, type TestPrismaTransaction } from '../../prisma/mysql-client.ts'
+import { createPrismaMysqlOutbox, type PrismaTransactionClient } from '../../src/adapters/prisma/mysql.ts'
+import type { ContractHarness } from './adapter-contract.ts'
+import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
+
+/** Prisma 7 (query compiler, no Rust engine) through @prisma/adapter-mariadb, with interactive transactions. */
+export const prismaMysqlHarness: ContractHarness<TestPrismaTransaction> = {
+  name: 'prisma (adapter-mariadb)',
+  dialect: 'mysql',
+  async setup({ topics, schema, brokers }) {
+    const outbox = createPrismaMysqlOutbox({ topics, schema, kafka: { brokers } })
+    await outbox.migrate(MYSQL_URL)
+    await createOrdersTable(schema)
+    const prisma = await createPrismaMysqlClient(MYSQL_URL, schema)
+    return {
+      transaction: (fn) => outbox.transaction(prisma, (tx) => fn(tx)),
+      async insertOrder(tx, id, customer) {
+        await tx.order.create({ data: { id, customer } })
+      },
+      producers: (tx) => outbox.in(tx),
+      produceOutsideTransaction: (event) =>
+        // The types keep the root client out; this is the runtime check for untyped callers.
+        outbox.in(prisma as unknown as PrismaTransactionClient).orders.produce(event),
+      relay: (options) => outbox.relay({ ...options, connection: MYSQL_URL }),
+      ...mysqlInspection(schema),
+      async teardown() {
+        await prisma.$disconnect()
+        await outbox.close()
+        await dropDatabase(schema)
+      },
+    }
+  },
+  // Prisma 7 runs $transaction on a transaction client as a savepoint of the outer transaction,
+  // on MySQL/MariaDB as on PostgreSQL.
+  nested: (tx, fn) => tx.$transaction((inner) => fn(inner)),
+}
