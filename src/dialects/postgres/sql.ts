@@ -85,25 +85,43 @@ FOR UPDATE OF o SKIP LOCKED`
 /**
  * The claim for several relays at once. A key's messages must only ever be held by one relay,
  * or a relay could send a younger message of a key while another still holds an older one.
- * So the claim first takes a transaction-scoped try-lock on each key among the oldest
- * candidates, ONCE per key (materialized), and then claims only rows of keys it won, plus
- * keyless rows. Deciding per row instead would be wrong: a lock released by another relay in
- * the middle of the scan would let this relay skip a key's older rows and take its younger ones.
- * Rows another relay deleted after this statement's snapshot are dropped by FOR UPDATE; rows
- * committed after it have higher ids than every visible row of their key (producers serialise
- * per key), so what this relay takes is always the oldest unsent part of each key.
+ * So the claim takes a transaction-scoped try-lock per key, once per key, and then claims only
+ * rows of keys it won, plus keyless rows. Deciding per row instead would be wrong: a lock
+ * released by another relay in the middle of the scan would let this relay skip a key's older
+ * rows and take its younger ones. Rows another relay deleted after this statement's snapshot
+ * are dropped by FOR UPDATE; rows committed after it have higher ids than every visible row of
+ * their key (producers serialise per key), so what this relay takes is always the oldest unsent
+ * part of each key.
+ *
+ * Sharing: the keys among the oldest candidates are tried oldest first, one at a time (a
+ * recursive CTE runs strictly in order), and trying stops once the keys won hold a batch. So a
+ * relay locks only the keys it will send, and the next relay, finding those taken, wins the
+ * following ones from the same window instead of finding every key of the window locked.
  */
 function concurrentClaimSql(table: OutboxTable, limit: number): string {
   const outbox = qualified(table)
-  const window = Math.trunc(limit) * 2
-  return `WITH candidates AS MATERIALIZED (
+  const batch = Math.trunc(limit)
+  const window = batch * 4
+  return `WITH RECURSIVE candidates AS MATERIALIZED (
   SELECT id, ordering_hash FROM ${outbox}
   WHERE available_at <= now()
   ORDER BY id
   LIMIT ${window}
+), keys AS MATERIALIZED (
+  SELECT h, n, row_number() OVER (ORDER BY first) AS rank FROM (
+    SELECT ordering_hash AS h, count(*) AS n, min(id) AS first FROM candidates
+    WHERE ordering_hash IS NOT NULL GROUP BY ordering_hash
+  ) AS per_key
+), tried AS (
+  SELECT 0::bigint AS rank, NULL::int AS h, false AS won, (SELECT count(*) FROM candidates WHERE ordering_hash IS NULL) AS total
+  UNION ALL
+  SELECT k.rank, k.h, l.won, t.total + CASE WHEN l.won THEN k.n ELSE 0 END
+  FROM tried AS t
+  JOIN keys AS k ON k.rank = t.rank + 1
+  CROSS JOIN LATERAL (SELECT pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, k.h) AS won) AS l
+  WHERE t.total < ${batch}
 ), won AS MATERIALIZED (
-  SELECT h FROM (SELECT DISTINCT ordering_hash AS h FROM candidates WHERE ordering_hash IS NOT NULL) AS keys
-  WHERE pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, h)
+  SELECT h FROM tried WHERE won
 )
 SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
@@ -111,7 +129,7 @@ JOIN candidates AS c ON c.id = o.id
 WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
-LIMIT ${Math.trunc(limit)}
+LIMIT ${batch}
 FOR UPDATE OF o SKIP LOCKED`
 }
 
