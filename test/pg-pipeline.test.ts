@@ -49,8 +49,9 @@ describe('pipelined relay', () => {
       rollbackRate: 0.1,
     })
     let deleted = 0
+    const applicationName = `ke-pipeline-${process.pid}`
     const relay = outbox.relay({
-      connection: DATABASE_URL,
+      connection: { connectionString: DATABASE_URL, application_name: applicationName },
       maxMessagesPerPoll: 100,
       onEvent: (e: RelayEvent) => {
         if (e.type === 'delivered') deleted += e.count
@@ -58,11 +59,11 @@ describe('pipelined relay', () => {
     })
     await relay.start()
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
-    // Both sessions claimed: each one's last statement touched this outbox.
+    // The companion connects when the first full batch is in flight, and stays.
     const sessions = await withClient(async (c) => {
       const result = await c.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'k-entity-relay' AND query LIKE $1`,
-        [`%${schema}%`],
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1',
+        [applicationName],
       )
       return result.rows[0].n as number
     })
