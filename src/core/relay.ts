@@ -105,6 +105,13 @@ export class OutboxRelay {
   #ahead: ClaimedBatch | undefined
   /** Deletion of batches Kafka acknowledged, still running; settled before the next claim on its session. */
   #acking: Promise<void> | undefined
+  /**
+   * The last batch was claimed ahead, while the other session still held keys and rows: short
+   * or not, it says nothing about how much is left, so the loop claims again without pausing.
+   */
+  #sentAhead = false
+  /** Concurrent mode: claims in a row that found nothing (see #contendedPause). */
+  #emptyPolls = 0
 
   constructor(store: RelayStore, transport: MessageTransport, options: RelayOptions = {}) {
     this.#store = store
@@ -243,7 +250,8 @@ export class OutboxRelay {
             : await this.#relayBatch()
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
-          if (count >= this.#options.maxMessagesPerPoll) continue
+          if (count >= this.#options.maxMessagesPerPoll || this.#sentAhead) continue
+          if (this.#options.mode === 'concurrent') pause = this.#contendedPause(count)
         }
       } catch (error) {
         await this.#settlePipeline()
@@ -258,6 +266,16 @@ export class OutboxRelay {
       await this.#pause(pause)
     }
     await this.#settlePipeline()
+  }
+
+  /**
+   * In concurrent mode a short or empty claim often means other relays hold the keys, not that
+   * the outbox is drained: poll again soon, doubling the pause while claims stay empty, up to
+   * the polling interval (so an idle relay still polls once per interval).
+   */
+  #contendedPause(count: number): number {
+    this.#emptyPolls = count > 0 ? 0 : this.#emptyPolls + 1
+    return Math.min(this.#options.pollingInterval, CONTENDED_PAUSE_MS * 2 ** Math.min(this.#emptyPolls, 16))
   }
 
   async #ensureLeadership(): Promise<boolean> {
@@ -299,6 +317,7 @@ export class OutboxRelay {
     const started = performance.now()
     let current = this.#ahead
     this.#ahead = undefined
+    this.#sentAhead = current !== undefined
     if (current === undefined) {
       await this.#settleAcks()
       current = { store: this.#store, messages: await this.#store.claim(limit) }
@@ -528,6 +547,9 @@ interface ClaimedBatch {
   store: RelayStore
   messages: StoredMessage[]
 }
+
+/** Concurrent mode: first pause after a short claim; it doubles per empty claim. */
+const CONTENDED_PAUSE_MS = 10
 
 /** Whole-batch failures in a row before the relay looks for a poison message in the batch. */
 const ISOLATE_AFTER_BATCH_FAILURES = 3
