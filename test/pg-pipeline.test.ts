@@ -119,6 +119,15 @@ describe('pipelined relay', () => {
       assert.equal(Number(taken[0]?.id), Number(first[0]?.id), 'the new leader starts at the oldest row')
       assert.equal(taken.length, 40)
       await candidate.abandon()
+
+      // A companion whose primary's session died before the relay noticed must not claim.
+      const stale = oldLeader.companion()
+      await stale.connect()
+      try {
+        assert.deepEqual(await stale.claim(10), [], 'a companion of a deposed leader claims nothing')
+      } finally {
+        await stale.close()
+      }
     } finally {
       await oldLeader.close()
       await oldCompanion.close()

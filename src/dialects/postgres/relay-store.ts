@@ -49,6 +49,10 @@ export class PostgresRelayStore implements RelayStore {
   #inClaim = false
   /** Companion in exclusive mode: holds the fence (shared) on this session. */
   #fenced = false
+  /** The server process of this session, by which a companion checks that its primary leads. */
+  #pid: number | undefined
+  /** Set on a companion: the store whose leadership its claims rely on. */
+  #primary: PostgresRelayStore | undefined
   /** A commit notification arrived since the last claim started. */
   #notified = false
   #onNotify: (() => void) | undefined
@@ -75,9 +79,10 @@ export class PostgresRelayStore implements RelayStore {
     this.#leader = false
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
-    await this.#run(
-      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}${listen}`,
+    const started = await this.#run(
+      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}${listen}; SELECT pg_backend_pid() AS pid`,
     )
+    this.#pid = started.rows[0]?.pid as number | undefined
     // Whatever was committed while no one listened is found by the first claim.
     this.#notified = true
   }
@@ -116,14 +121,34 @@ export class PostgresRelayStore implements RelayStore {
    * drops them if it was not, so per-key order holds.
    */
   companion(): PostgresRelayStore {
-    return new PostgresRelayStore({ ...this.#options, listen: false, role: 'companion' })
+    const companion = new PostgresRelayStore({ ...this.#options, listen: false, role: 'companion' })
+    companion.#primary = this
+    return companion
+  }
+
+  /**
+   * Exclusive mode, companion: takes the fence (shared), then checks that its primary's session
+   * still holds the leader lock. In that order, a leader elected after the check must pass the
+   * fence after it, and so waits for this session. If the primary no longer leads (its session
+   * died before the relay noticed), the fence is let go and nothing is claimed.
+   */
+  async #enterFence(): Promise<boolean> {
+    const fence = `${lockClass(this.#options.table, 'fence')}, 0`
+    const leader = lockClass(this.#options.table, 'leader') >>> 0
+    const pid = (this.#primary === undefined ? undefined : this.#primary.#pid) ?? 0
+    const result = await this.#run(
+      `SELECT pg_advisory_lock_shared(${fence}); SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' AND pid = ${Math.trunc(pid)} AND classid::text::bigint = ${leader} AND objid::text::bigint = 0 AND objsubid = 2) AS leading`,
+    )
+    if (result.rows[0]?.leading === true) return true
+    await this.#run(`SELECT pg_advisory_unlock_shared(${fence})`)
+    return false
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw new Error('a claim is already open on this relay session')
     this.#notified = false
     if (this.#options.exclusive && this.#options.role === 'companion' && !this.#fenced) {
-      await this.#run(`SELECT pg_advisory_lock_shared(${lockClass(this.#options.table, 'fence')}, 0)`)
+      if (!(await this.#enterFence())) return []
       this.#fenced = true
     }
     const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`)
