@@ -3,19 +3,19 @@ import { PgDatabase, type PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { OutboxTable, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import { withArrayLiterals } from '../postgres-js/parameters.ts'
 import {
   abortedTransaction,
   noTransaction,
   probedTransaction,
   transactionError,
-} from '../postgres-js/transaction.ts'
+} from '../../dialects/postgres/transaction.ts'
 import { type DrizzleRelayConnection, openDrizzleSession } from './session.ts'
 
 /**

@@ -41,9 +41,9 @@ export async function openDrizzleSession(
       `expected the Drizzle db, a pg.Pool, a postgres.js sql, a pg client config or a URL, got ${describe(resolved)}`,
     )
   }
-  let pgSessions: typeof import('../kysely/pg-session.ts')
+  let pgSessions: typeof import('../pg/session.ts')
   try {
-    pgSessions = await import('../kysely/pg-session.ts')
+    pgSessions = await import('../pg/session.ts')
   } catch (error) {
     if (!isMissingModule(error) || (resolved !== undefined && typeof resolved !== 'string')) throw error
     const { openPostgresJsSession } = await import('../postgres-js/session.ts')

@@ -2,14 +2,14 @@ import { CompiledQuery, type Kysely, PostgresAdapter, type Transaction } from 'k
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import {
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import { withArrayLiterals } from '../postgres-js/parameters.ts'
-import { noTransaction, transactionError } from '../postgres-js/transaction.ts'
-import { openPgSession, type PgRelayConnection } from './pg-session.ts'
+import { noTransaction, transactionError } from '../../dialects/postgres/transaction.ts'
+import { openPgSession, type PgRelayConnection } from '../pg/session.ts'
 
 /**
  * What `in()` accepts: the `trx` of `db.transaction().execute(async (trx) => ...)`, or a

@@ -1,16 +1,16 @@
 import type { TransactionOptions } from '@mikro-orm/core'
 import { type EntityManager, type MikroORM, PostgreSqlPlatform } from '@mikro-orm/postgresql'
-import pg from 'pg'
+import type pg from 'pg'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { openPgSession } from '../pg/session.ts'
 import {
   checkEntityManager,
   entityManagerOf,
@@ -74,14 +74,8 @@ function abortedTransaction(cause: unknown): KEntityError {
 
 const mikroOrmDriver: PostgresDriver<EntityManager, MikroOrmConnection> = {
   transaction: mikroOrmTransaction,
-  async openSession(target, applicationName) {
-    const config = clientConfig(target ?? defaultConnection())
-    const client = new pg.Client({ ...config, application_name: applicationName })
-    // Without a listener, a server-side disconnect of an idle session would crash the process.
-    client.on('error', () => {})
-    await client.connect()
-    return client as unknown as PgSession
-  },
+  openSession: (target, applicationName) =>
+    openPgSession(clientConfig(target ?? defaultConnection()), applicationName),
 }
 
 /**

@@ -2,15 +2,15 @@ import type postgres from 'postgres'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { OutboxTable, TransactionAdapter } from '../../core/seams.ts'
+import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import { withArrayLiterals } from './parameters.ts'
+import { noTransaction, probedTransaction } from '../../dialects/postgres/transaction.ts'
 import { openPostgresJsSession, type PostgresJsConnection } from './session.ts'
-import { noTransaction, probedTransaction } from './transaction.ts'
 
 /** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
 // biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance

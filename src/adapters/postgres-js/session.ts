@@ -1,8 +1,8 @@
 import postgres from 'postgres'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
+import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import type { PgQueryResult } from '../../dialects/postgres/session.ts'
-import { withArrayLiterals } from './parameters.ts'
 
 /**
  * Where a relay or migration session connects: a connection URL, postgres.js options, or the

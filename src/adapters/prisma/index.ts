@@ -1,14 +1,14 @@
-import pg from 'pg'
+import type pg from 'pg'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { openPgSession } from '../pg/session.ts'
 import {
   assertTransactionClient,
   clientProvider,
@@ -81,12 +81,7 @@ const prismaDriver: PostgresDriver<PrismaTransactionClient, PrismaConnection> = 
         'Prisma does not reveal its connection settings: pass the connection string your PrismaPg adapter uses, e.g. outbox.relay({ connection: process.env.DATABASE_URL })',
       )
     }
-    const config = typeof resolved === 'string' ? { connectionString: resolved } : resolved
-    const client = new pg.Client({ ...config, application_name: applicationName })
-    // Without a listener, a server-side disconnect of an idle session would crash the process.
-    client.on('error', () => {})
-    await client.connect()
-    return client as unknown as PgSession
+    return openPgSession(resolved, applicationName)
   },
 }
 

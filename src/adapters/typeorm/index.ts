@@ -1,15 +1,15 @@
-import pg from 'pg'
+import type pg from 'pg'
 import type { DataSource, EntityManager } from 'typeorm'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { openPgSession } from '../pg/session.ts'
 import {
   activeQueryRunner,
   dataSourceTypeOf,
@@ -71,14 +71,8 @@ function abortedTransaction(cause: unknown): KEntityError {
 
 const typeOrmDriver: PostgresDriver<EntityManager, TypeOrmConnection> = {
   transaction: typeOrmTransaction,
-  async openSession(target, applicationName) {
-    const config = clientConfig(target ?? defaultConnection())
-    const client = new pg.Client({ ...config, application_name: applicationName })
-    // Without a listener, a server-side disconnect of an idle session would crash the process.
-    client.on('error', () => {})
-    await client.connect()
-    return client as unknown as PgSession
-  },
+  openSession: (target, applicationName) =>
+    openPgSession(clientConfig(target ?? defaultConnection()), applicationName),
 }
 
 /**

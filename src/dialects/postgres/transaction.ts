@@ -1,6 +1,6 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { OutboxTable, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { qualified } from '../../dialects/postgres/names.ts'
+import { qualified } from './names.ts'
 
 /** SQLSTATEs that mean "no usable transaction" rather than a failed statement. */
 export const NO_ACTIVE_SQL_TRANSACTION = '25P01'
