@@ -1,10 +1,10 @@
 import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
-import { describe, invalidArgument } from '../../core/errors.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
 import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
 import { LocalRelays } from '../local-relays.ts'
+import { checkedClaimTimeout } from '../relay-options.ts'
 import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
 import { mysqlDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
@@ -83,14 +83,7 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
 
   /** A relay worker for this outbox; call `start()` on it (or `runOnce()` in tests). */
   relay(options: MysqlRelayOptions<Target> = {}): OutboxRelay {
-    if (typeof options !== 'object' || options === null)
-      throw invalidArgument('relay options must be an object')
-    const claimTimeout = options.claimTimeout ?? 60_000
-    if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
-      throw invalidArgument(
-        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
-      )
-    }
+    const claimTimeout = checkedClaimTimeout(options)
     const idle = Math.max(
       options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
       options.mode === 'exclusive' ? (options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval) : 0,

@@ -5,6 +5,7 @@ import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/
 import type { RelayStore, TransactionAdapter } from '../../core/seams.ts'
 import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
 import { LocalRelays } from '../local-relays.ts'
+import { checkedClaimTimeout } from '../relay-options.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
 import { postgresDialect, postgresDialectWithoutNotify } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
@@ -93,16 +94,9 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
 
   /** A relay worker for this outbox; call `start()` on it (or `runOnce()` in tests). */
   relay(options: PostgresRelayOptions<Target> = {}): OutboxRelay {
-    if (typeof options !== 'object' || options === null)
-      throw invalidArgument('relay options must be an object')
+    const claimTimeout = checkedClaimTimeout(options)
     if (options.listen !== undefined && typeof options.listen !== 'boolean') {
       throw invalidArgument(`relay option 'listen' must be true or false, got ${describe(options.listen)}`)
-    }
-    const claimTimeout = options.claimTimeout ?? 60_000
-    if (!Number.isInteger(claimTimeout) || claimTimeout < 1000) {
-      throw invalidArgument(
-        `relay option 'claimTimeout' must be an integer number of ms >= 1000, got ${describe(claimTimeout)}`,
-      )
     }
     const idle = Math.max(
       options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
