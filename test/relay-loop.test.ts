@@ -1,0 +1,82 @@
+// The relay loop's pacing, with an in-memory store and transport (pure logic: no database,
+// no Kafka; delivery itself is covered by the integration tests).
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { OutboxRelay, type RelayOptions, type RelayStore, type StoredMessage } from '../src/index.ts'
+
+function messages(count: number): StoredMessage[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: String(i + 1),
+    topic: 't',
+    key: null,
+    value: Buffer.from('v'),
+    headers: [],
+    orderingHash: null,
+    attempts: 0,
+  }))
+}
+
+/** Answers claims from a script, then with nothing; records every pause the loop asks for. */
+function scriptedStore(claims: number[]): { store: RelayStore; pauses: number[]; done: Promise<void> } {
+  const pauses: number[] = []
+  let finish: () => void = () => {}
+  const done = new Promise<void>((resolve) => {
+    finish = resolve
+  })
+  let claimed = 0
+  const store: RelayStore = {
+    healthy: true,
+    async connect() {},
+    async tryAcquireLeadership() {
+      return true
+    },
+    async claim() {
+      const count = claims[claimed++] ?? 0
+      if (claimed > claims.length) finish()
+      return messages(count)
+    },
+    async complete() {},
+    async abandon() {},
+    async waitForWork(ms) {
+      // Only pauses that follow a scripted claim: the loop may run on while the test stops it.
+      if (claimed <= claims.length) pauses.push(ms)
+    },
+    async close() {},
+  }
+  return { store, pauses, done }
+}
+
+async function pausesFor(claims: number[], options: RelayOptions): Promise<number[]> {
+  const { store, pauses, done } = scriptedStore(claims)
+  const relay = new OutboxRelay(store, { send: async () => {}, close: async () => {} }, options)
+  await relay.start()
+  await done
+  await relay.stop()
+  return pauses
+}
+
+describe('relay loop pacing', () => {
+  it('single mode: a full batch claims again at once, a short or empty one waits the polling interval', async () => {
+    const pauses = await pausesFor([10, 3, 0], { pollingInterval: 5000, maxMessagesPerPoll: 10 })
+    // The full batch of 10 asked for no pause; the short one and the empty one each waited 5 s.
+    assert.deepEqual(pauses, [5000, 5000])
+  })
+
+  it('concurrent mode: a short claim polls again after 10 ms, doubling while claims stay empty', async () => {
+    const pauses = await pausesFor([3, 0, 0, 0, 2, 0], {
+      mode: 'concurrent',
+      pollingInterval: 5000,
+      maxMessagesPerPoll: 10,
+    })
+    assert.deepEqual(pauses, [10, 20, 40, 80, 10, 20])
+  })
+
+  it('concurrent mode: the pause never exceeds the polling interval', async () => {
+    const pauses = await pausesFor([0, 0, 0, 0, 0, 0, 0, 0], {
+      mode: 'concurrent',
+      pollingInterval: 300,
+      maxMessagesPerPoll: 10,
+    })
+    assert.deepEqual(pauses, [20, 40, 80, 160, 300, 300, 300, 300])
+  })
+})
