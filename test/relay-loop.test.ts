@@ -2,7 +2,14 @@
 // no Kafka; delivery itself is covered by the integration tests).
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { OutboxRelay, type RelayOptions, type RelayStore, type StoredMessage } from '../src/index.ts'
+import {
+  ErrorCodes,
+  KEntityError,
+  OutboxRelay,
+  type RelayOptions,
+  type RelayStore,
+  type StoredMessage,
+} from '../src/index.ts'
 
 function messages(count: number): StoredMessage[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -78,5 +85,68 @@ describe('relay loop pacing', () => {
       maxMessagesPerPoll: 10,
     })
     assert.deepEqual(pauses, [20, 40, 80, 160, 300, 300, 300, 300])
+  })
+})
+
+describe('isolating a bad message', () => {
+  it('bisects the batch: about log2(n) sends, only the bad message fails, only its key waits', async () => {
+    const batch = Array.from({ length: 100 }, (_, i) => ({
+      id: String(i + 1),
+      topic: 't',
+      key: null,
+      value: Buffer.from('v'),
+      headers: [],
+      orderingHash: i % 4,
+      attempts: 0,
+    }))
+    const bad = batch[50] as StoredMessage
+    let sends = 0
+    const sent: string[] = []
+    let completed: {
+      acknowledged: readonly string[]
+      failures: readonly { ids: string[]; deadLetter?: boolean }[]
+    } = { acknowledged: [], failures: [] }
+    const store: RelayStore = {
+      healthy: true,
+      async connect() {},
+      async tryAcquireLeadership() {
+        return true
+      },
+      async claim() {
+        return batch
+      },
+      async complete(acknowledged, failures = []) {
+        completed = { acknowledged, failures }
+      },
+      async abandon() {},
+      async waitForWork() {},
+      async close() {},
+    }
+    const transport = {
+      async send(records: readonly StoredMessage[]) {
+        sends++
+        if (records.some((r) => r.id === bad.id)) {
+          throw new KEntityError(ErrorCodes.TRANSPORT_FAILED, 'refused for good', { retryable: false })
+        }
+        sent.push(...records.map((r) => r.id))
+      },
+      async close() {},
+    }
+    const relay = new OutboxRelay(store, transport as never)
+    await relay.runOnce()
+    await relay.stop()
+    const blocked = batch.filter((m) => m.orderingHash === bad.orderingHash && Number(m.id) > Number(bad.id))
+    assert.deepEqual(
+      completed.failures.map((f) => [f.ids, f.deadLetter]),
+      [[[bad.id], true]],
+    )
+    assert.equal(completed.acknowledged.length, 100 - 1 - blocked.length)
+    assert.ok(!blocked.some((m) => sent.includes(m.id)), 'nothing of its key after it was sent')
+    // Sent in id order: bisection never reorders.
+    assert.deepEqual(
+      sent,
+      [...sent].sort((a, b) => Number(a) - Number(b)),
+    )
+    assert.ok(sends <= 20, `${sends} sends for a batch of 100 (one by one would take 100)`)
   })
 })

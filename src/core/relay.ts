@@ -93,7 +93,7 @@ export class OutboxRelay {
   #closed = false
   #leader = false
   #failures = 0
-  /** Consecutive whole-batch failures; after a few, messages are tried one by one. */
+  /** Consecutive whole-batch failures; after a few, the batch is split to find the bad messages. */
   #batchFailures = 0
   /** When Kafka last acknowledged a send of this relay. */
   #lastSendOk = 0
@@ -407,7 +407,7 @@ export class OutboxRelay {
 
   /**
    * A failed batch is first presumed to be Kafka's problem: released untouched, retried after a
-   * backoff. If it is permanent, or keeps failing, the messages are tried one by one so that a
+   * backoff. If it is permanent, or keeps failing, the messages are tried in smaller parts so that a
    * poison message is found and held back (or dead-lettered) alone, together with the later
    * messages of its key only; every other key and topic goes on.
    */
@@ -427,22 +427,50 @@ export class OutboxRelay {
     const blockedKeys = new Set<number>()
     let transient = 0
     let tried = 0
-    for (const message of messages) {
-      // Behind a failed message of its key: stays in the outbox untouched, in order.
-      if (message.orderingHash !== null && blockedKeys.has(message.orderingHash)) continue
-      // Several keys failing transiently and nothing getting through: Kafka is down, stop probing.
-      if (acknowledged.length === 0 && transient >= OUTAGE_AFTER_KEYS_FAILING) break
-      tried++
+    const ready = (group: StoredMessage[]) =>
+      group.filter((m) => m.orderingHash === null || !blockedKeys.has(m.orderingHash))
+    // Parts go in id order, and each is filtered just before it is sent, so a message behind a
+    // failed one of its key stays in the outbox untouched, in order.
+    const isolate = async (group: StoredMessage[]): Promise<void> => {
+      const part = ready(group)
+      if (part.length === 0) return
+      const [only] = part
+      if (part.length === 1 && only !== undefined) {
+        tried++
+        try {
+          await this.#transport.send(part)
+          acknowledged.push(only.id)
+          this.#lastSendOk = Date.now()
+        } catch (error) {
+          if (only.orderingHash !== null) blockedKeys.add(only.orderingHash)
+          if (isRetryable(error)) transient++
+          failures.push(this.#failure(only, error))
+        }
+        return
+      }
       try {
-        await this.#transport.send([message])
-        acknowledged.push(message.id)
+        await this.#transport.send(part)
+        for (const message of part) acknowledged.push(message.id)
         this.#lastSendOk = Date.now()
-      } catch (error) {
-        if (message.orderingHash !== null) blockedKeys.add(message.orderingHash)
-        if (isRetryable(error)) transient++
-        failures.push(this.#failure(message, error))
+        return
+      } catch {
+        const half = Math.ceil(part.length / 2)
+        await isolate(part.slice(0, half))
+        await isolate(part.slice(half))
       }
     }
+    // One by one while nothing has got through: failures now may be an outage, which must be
+    // recognised after a few sends. Once Kafka took a message, the rest is bisected: a part Kafka
+    // accepts is done in one send, a part it refuses is split; k bad messages cost about
+    // k·log2(n) sends instead of n, and far fewer good messages are sent twice.
+    let probed = 0
+    while (probed < messages.length && acknowledged.length === 0) {
+      // Several keys failing transiently and nothing getting through: Kafka is down, stop probing.
+      if (transient >= OUTAGE_AFTER_KEYS_FAILING) break
+      await isolate(messages.slice(probed, probed + 1))
+      probed++
+    }
+    if (acknowledged.length > 0) await isolate(messages.slice(probed))
     // When nothing got through and every failure was transient, blame the messages only if Kafka
     // accepted other messages lately and just one or two keys are involved; otherwise it is an
     // outage, and an outage must not use up the messages' attempts.
