@@ -3,6 +3,7 @@ import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts
 import type { StoredMessage } from './record.ts'
 import { DEFAULT_RETRY_POLICY, isRetryable, type RetryPolicy, resolveRetryPolicy } from './retry.ts'
 import type { FailedDelivery, MessageTransport, RelayStore } from './seams.ts'
+import { waitAtMost } from './wait.ts'
 
 export type NodeMode = 'single' | 'exclusive' | 'concurrent'
 
@@ -559,16 +560,6 @@ export class OutboxRelay {
       // Observers must not be able to break delivery.
     }
   }
-}
-
-async function waitAtMost(work: Promise<void> | undefined, ms: number): Promise<void> {
-  if (work === undefined) return
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms)
-  })
-  await Promise.race([work.catch(() => {}), expired])
-  clearTimeout(timer)
 }
 
 interface ClaimedBatch {

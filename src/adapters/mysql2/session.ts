@@ -1,11 +1,12 @@
 import mysql from 'mysql2/promise'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/index.ts'
+import { endConnection, type MysqlSessionPurpose } from '../../dialects/mysql/session.ts'
 
 /** What `in()` accepts: a mysql2 connection (promise or callback API) on which a transaction is open. */
 export type Mysql2TransactionConnection = Pick<mysql.Connection, 'query'>
 
-export type MysqlSessionPurpose = 'relay' | 'migrate' | 'admin'
+export type { MysqlSessionPurpose }
 
 export function promiseConnection(connection: unknown): mysql.Connection {
   if (
@@ -83,16 +84,7 @@ function session(connection: mysql.Connection, owned: boolean): MysqlSession {
     },
     async end() {
       if (!owned) return
-      // end() waits for the server's goodbye, which a dead connection never sends.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        connection.end().catch(() => {}),
-        new Promise((resolve) => {
-          timer = setTimeout(resolve, 1000)
-        }),
-      ])
-      clearTimeout(timer)
-      connection.destroy()
+      await endConnection(connection)
     },
     onError(listener) {
       connection.on('error', listener)

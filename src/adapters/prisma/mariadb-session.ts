@@ -1,6 +1,7 @@
 import * as mariadb from 'mariadb'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/index.ts'
+import { endConnection, type MysqlSessionPurpose } from '../../dialects/mysql/session.ts'
 import { isPrismaClient } from './transaction-client.ts'
 
 /**
@@ -8,8 +9,6 @@ import { isPrismaClient } from './transaction-client.ts'
  * options: what `new PrismaMariaDb(...)` takes, minus an existing pool.
  */
 export type MariadbConnection = string | mariadb.ConnectionConfig
-
-export type MariadbSessionPurpose = 'relay' | 'migrate' | 'admin'
 
 /**
  * Results as mysql2 returns them by default (BIGINT as numbers, DECIMAL as strings, BLOB as
@@ -40,7 +39,7 @@ const MYSQL2_RESULTS = {
  */
 export async function openMariadbSession(
   target: MariadbConnection | undefined,
-  purpose: MariadbSessionPurpose,
+  purpose: MysqlSessionPurpose,
 ): Promise<MysqlSession> {
   const resolved = target ?? defaultConnection()
   const programName = `k-entity-${purpose}`
@@ -72,16 +71,7 @@ function session(connection: mariadb.Connection): MysqlSession {
       return { rows: [], affectedRows: Number((result as { affectedRows?: unknown }).affectedRows ?? 0) }
     },
     async end() {
-      // end() waits for the server's goodbye, which a dead connection never sends.
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        connection.end().catch(() => {}),
-        new Promise((resolve) => {
-          timer = setTimeout(resolve, 1000)
-        }),
-      ])
-      clearTimeout(timer)
-      connection.destroy()
+      await endConnection(connection)
     },
     onError(listener) {
       connection.on('error', listener)

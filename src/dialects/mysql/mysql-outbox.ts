@@ -9,7 +9,7 @@ import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
 import { mysqlDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 import { MysqlRelayStore } from './relay-store.ts'
-import type { MysqlSession } from './session.ts'
+import type { MysqlSession, MysqlSessionPurpose } from './session.ts'
 
 /**
  * What a MySQL adapter supplies: how to use the app's transaction handle, and how to open a
@@ -19,7 +19,7 @@ export interface MysqlDriver<Tx, Target> {
   /** Wraps the app's transaction handle; throws a clear error for anything else. */
   transaction(tx: Tx): TransactionAdapter
   /** Opens a new connection that the caller owns (and ends). */
-  openSession(target: Target | undefined, purpose: 'relay' | 'migrate' | 'admin'): Promise<MysqlSession>
+  openSession(target: Target | undefined, purpose: MysqlSessionPurpose): Promise<MysqlSession>
 }
 
 export interface MysqlOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {

@@ -1,3 +1,5 @@
+import { waitAtMost } from '../../core/wait.ts'
+
 /**
  * The slice of a MySQL connection the MySQL dialect uses. Structural, so the dialect has no
  * runtime dependency on a driver; the `k-entity/mysql2` adapter supplies real connections.
@@ -16,6 +18,18 @@ export interface MysqlSession {
   end(): Promise<void>
   /** Called once if the connection fails or the server ends it. */
   onError(listener: (error: Error) => void): void
+}
+
+/** What an outbox opens its own connection for. */
+export type MysqlSessionPurpose = 'relay' | 'migrate' | 'admin'
+
+/**
+ * Ends a driver's connection without hanging: `end()` waits for the server's goodbye, which a
+ * dead connection never sends, so after a second the socket is destroyed.
+ */
+export async function endConnection(connection: { end(): Promise<unknown>; destroy(): void }): Promise<void> {
+  await waitAtMost(connection.end(), 1000)
+  connection.destroy()
 }
 
 /** MySQL error numbers the dialect reacts to. */
