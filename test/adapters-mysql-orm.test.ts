@@ -27,13 +27,13 @@ import {
   type OutboxRecord,
   type TopicProducers,
 } from '../src/index.ts'
-import type { ContractHarness } from './contract/adapter-contract.ts'
+import { outerRollbackCase } from './contract/adapter-contract.ts'
 import { mikroOrmMysqlHarness } from './contract/harness-mikro-orm-mysql.ts'
 import { prismaMysqlHarness } from './contract/harness-prisma-mysql.ts'
 import { typeormMysqlHarness } from './contract/harness-typeorm-mysql.ts'
 import { countMysqlRows, dropDatabase, MYSQL_URL, withMysql } from './contract/mysql-support.ts'
 import { DATABASE_URL, uniqueName } from './support/env.ts'
-import { orderTopic, RollbackOnPurpose } from './support/workload.ts'
+import { RollbackOnPurpose } from './support/workload.ts'
 
 const databases: string[] = []
 
@@ -130,39 +130,10 @@ before(async () => {
 
 const sample = { k: 'k', text: 'must not be stored' }
 
-/** For each adapter: messages of a released savepoint still roll back with the outer transaction. */
-function outerRollbackCase<Tx>(harness: ContractHarness<Tx>): void {
-  it(`${harness.name}: messages of a released savepoint are rolled back with the outer transaction`, async () => {
-    const nested = harness.nested
-    assert.ok(nested, `${harness.name} has nested transactions`)
-    const ctx = await harness.setup({
-      topics: { orders: orderTopic('ke-unused') },
-      schema: uniqueName('ke_my_orm_sp'),
-      brokers: ['127.0.0.1:9092'],
-    })
-    try {
-      await assert.rejects(
-        ctx.transaction(async (tx) => {
-          await nested(tx, async (inner) => {
-            await ctx.insertOrder(inner, 'order-inner', 'gina')
-            await ctx.producers(inner).orders.produce({ orderId: 'order-inner', customer: 'gina', seq: 1 })
-          })
-          throw new RollbackOnPurpose()
-        }),
-        RollbackOnPurpose,
-      )
-      assert.equal(await ctx.countOutbox(), 0)
-      assert.equal(await ctx.countOrders(), 0)
-    } finally {
-      await ctx.teardown()
-    }
-  })
-}
-
 describe('savepoints', () => {
-  outerRollbackCase(typeormMysqlHarness)
-  outerRollbackCase(mikroOrmMysqlHarness)
-  outerRollbackCase(prismaMysqlHarness)
+  outerRollbackCase(typeormMysqlHarness, ['127.0.0.1:9092'])
+  outerRollbackCase(mikroOrmMysqlHarness, ['127.0.0.1:9092'])
+  outerRollbackCase(prismaMysqlHarness, ['127.0.0.1:9092'])
 })
 
 describe('TypeORM adapter on MariaDB (DataSource type mariadb)', () => {

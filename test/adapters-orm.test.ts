@@ -26,7 +26,7 @@ import {
 } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
 import { createKafkaTransport } from '../src/transports/kafka/index.ts'
-import type { ContractHarness } from './contract/adapter-contract.ts'
+import { outerRollbackCase } from './contract/adapter-contract.ts'
 import { mikroOrmHarness } from './contract/harness-mikro-orm.ts'
 import { pgliteHarness, sharedPgliteDatabase } from './contract/harness-pglite.ts'
 import { prismaHarness } from './contract/harness-prisma.ts'
@@ -131,42 +131,11 @@ before(async () => {
   assert.equal(referenceRows.length, 5)
 })
 
-/** For each adapter: messages of a released savepoint still roll back with the outer transaction. */
-function outerRollbackCase<Tx>(harness: ContractHarness<Tx>): void {
-  it(`${harness.name}: messages of a released savepoint are rolled back with the outer transaction`, async () => {
-    const nested = harness.nested
-    assert.ok(nested, `${harness.name} has nested transactions`)
-    const topic = freshTopic('orm-outer')
-    await createTopic(topic, 1, brokers)
-    const ctx = await harness.setup({
-      topics: { orders: orderTopic(topic) },
-      schema: uniqueName('ke_orm_sp'),
-      brokers,
-    })
-    try {
-      await assert.rejects(
-        ctx.transaction(async (tx) => {
-          await nested(tx, async (inner) => {
-            await ctx.insertOrder(inner, 'order-inner', 'gina')
-            await ctx.producers(inner).orders.produce({ orderId: 'order-inner', customer: 'gina', seq: 1 })
-          })
-          throw new RollbackOnPurpose()
-        }),
-        RollbackOnPurpose,
-      )
-      assert.equal(await ctx.countOutbox(), 0)
-      assert.equal(await ctx.countOrders(), 0)
-    } finally {
-      await ctx.teardown()
-    }
-  })
-}
-
 describe('savepoints', () => {
-  outerRollbackCase(typeormHarness)
-  outerRollbackCase(mikroOrmHarness)
-  outerRollbackCase(prismaHarness)
-  outerRollbackCase(pgliteHarness)
+  outerRollbackCase(typeormHarness, brokers)
+  outerRollbackCase(mikroOrmHarness, brokers)
+  outerRollbackCase(prismaHarness, brokers)
+  outerRollbackCase(pgliteHarness, brokers)
 })
 
 describe('TypeORM adapter', () => {

@@ -401,3 +401,36 @@ function hasCode(code: string) {
     return true
   }
 }
+
+/**
+ * For a harness with `nested`: messages produced in a savepoint that was released still roll back
+ * with the outer transaction. Registered by the test files that check it for their data layers.
+ */
+export function outerRollbackCase<Tx>(harness: ContractHarness<Tx>, brokers: string[]): void {
+  it(`${harness.name}: messages of a released savepoint are rolled back with the outer transaction`, async () => {
+    const nested = harness.nested
+    assert.ok(nested, `${harness.name} has nested transactions`)
+    // Nothing is relayed: the topic only names where messages would go.
+    const ctx = await harness.setup({
+      topics: { orders: orderTopic('ke-unused') },
+      schema: uniqueName('ke_outer_sp'),
+      brokers,
+    })
+    try {
+      await assert.rejects(
+        ctx.transaction(async (tx) => {
+          await nested(tx, async (inner) => {
+            await ctx.insertOrder(inner, 'order-inner', 'gina')
+            await ctx.producers(inner).orders.produce({ orderId: 'order-inner', customer: 'gina', seq: 1 })
+          })
+          throw new RollbackOnPurpose()
+        }),
+        RollbackOnPurpose,
+      )
+      assert.equal(await ctx.countOutbox(), 0)
+      assert.equal(await ctx.countOrders(), 0)
+    } finally {
+      await ctx.teardown()
+    }
+  })
+}
