@@ -43,7 +43,7 @@ describe('Kafka outage', () => {
     await dropSchema(schema)
   })
 
-  it('keeps messages while the broker is down and delivers all of them, in key order, once it is back', async () => {
+  it('keeps messages while the broker is down and delivers all of them, in key order, once it is back', async (t) => {
     // Its own broker, so stopping it does not disturb the other tests.
     const [port, controllerPort] = [await freePort(), await freePort()]
     broker = await startKafkaBroker({ dataDir, port, controllerPort, quiet: true })
@@ -63,6 +63,8 @@ describe('Kafka outage', () => {
       retryBackoff: { initial: 100, max: 1000 },
       onEvent: (event) => events.push({ at: Date.now(), event }),
     })
+    // Stopped even when an assertion fails, or the open relay would keep the test process alive.
+    t.after(() => relay.stop())
     await relay.start()
     const pool = new pg.Pool({ connectionString: DATABASE_URL })
     const workload = runOrderWorkload({

@@ -110,9 +110,11 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     for (const database of databases) await dropDatabase(database)
   })
 
-  it('atomicity: 500 transactions, 20% rolled back, only committed ones delivered, outbox emptied', async () => {
+  it('atomicity: 500 transactions, 20% rolled back, only committed ones delivered, outbox emptied', async (t) => {
     const { database, topicName, outbox } = await setup(3)
     const relay = outbox.relay({ connection: MYSQL_URL, pollingInterval: 50 })
+    // Stopped even when an assertion fails, or the open relay would keep the test process alive.
+    t.after(() => relay.stop())
     await relay.start()
     const started = performance.now()
     const workload = await runWorkload({
@@ -144,9 +146,10 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     console.log(`# 500 transactions on 8 connections in ${Math.round(produceMs)} ms`)
   })
 
-  it('per-key order: 5,000 messages over 50 keys on 8 partitions, Java-compatible partitioning', async () => {
+  it('per-key order: 5,000 messages over 50 keys on 8 partitions, Java-compatible partitioning', async (t) => {
     const { database, topicName, outbox } = await setup(8)
     const relay = outbox.relay({ connection: MYSQL_URL, pollingInterval: 50, maxMessagesPerPoll: 500 })
+    t.after(() => relay.stop())
     await relay.start()
     const workload = await runWorkload({
       outbox,
@@ -517,45 +520,80 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
       keysPerWriter: 8,
       rollbackRate: 0,
     })
-    const errors: string[] = []
-    const relays = Array.from({ length: 3 }, () => {
+    const errors: { relay: number; stage: string }[] = []
+    // The victim (relay 0) is held in its first send, its claim open, until the test lets it go.
+    let victimSending: () => void = () => {}
+    const victimCaught = new Promise<void>((resolve) => {
+      victimSending = resolve
+    })
+    let releaseVictim: () => void = () => {}
+    const victimReleased = new Promise<void>((resolve) => {
+      releaseVictim = resolve
+    })
+    let victimHeld = false
+    // The victim's session is the only one whose default database is the outbox's: that is how
+    // the test finds its connection id in PROCESSLIST (live, unlike the cached INNODB_TRX).
+    const victimUrl = new URL(MYSQL_URL)
+    victimUrl.pathname = `/${database}`
+    const relays = Array.from({ length: 3 }, (_, i) => {
       const kafka = new KafkaTransport({ brokers })
       return outbox.relay({
-        connection: MYSQL_URL,
+        connection: i === 0 ? victimUrl.toString() : MYSQL_URL,
         mode: 'concurrent',
         pollingInterval: 20,
         maxMessagesPerPoll: 50,
         retryBackoff: { initial: 50, max: 500 },
-        // Slow sends, so that claims are open when the session is killed.
         kafka: {
           async send(records: readonly OutboxRecord[]) {
-            await sleep(300)
+            if (i === 0 && !victimHeld) {
+              victimHeld = true
+              victimSending()
+              await victimReleased
+            } else {
+              // Slow sends, so that the others' claims overlap.
+              await sleep(300)
+            }
             await kafka.send(records)
           },
           close: () => kafka.close(),
         },
         onEvent: (e) => {
-          if (e.type === 'error') errors.push(e.stage)
+          if (e.type === 'error') errors.push({ relay: i, stage: e.stage })
         },
       })
     })
     try {
-      for (const relay of relays) await relay.start()
+      // The victim starts alone, so that it is sure to claim a batch before the others drain it.
+      await relays[0]?.start()
+      await victimCaught
+      for (const relay of relays.slice(1)) await relay.start()
       const victim = await withMysql(async (c) => {
-        for (;;) {
-          const [rows] = await c.query(
-            // A claim that is open while its relay runs no statement: the relay is sending.
-            `SELECT t.trx_mysql_thread_id AS id FROM information_schema.INNODB_TRX AS t
-             JOIN information_schema.PROCESSLIST AS p ON p.ID = t.trx_mysql_thread_id
-             WHERE t.trx_rows_locked > 0 AND p.COMMAND = 'Sleep' LIMIT 1`,
-          )
-          const id = (rows as { id: number }[])[0]?.id
-          if (id !== undefined) return id
-          // InnoDB refreshes INNODB_TRX only when it was not read for 100 ms.
-          await sleep(150)
-        }
+        const [rows] = await c.query('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ?', [
+          database,
+        ])
+        const ids = (rows as { id: number }[]).map((row) => Number(row.id))
+        assert.equal(ids.length, 1, `one session of the victim relay: ${JSON.stringify(ids)}`)
+        const id = ids[0] as number
+        // Its claim is open for as long as its send is held; INNODB_TRX may lag ~100 ms behind.
+        await waitFor(
+          async () => {
+            const [trx] = await c.query(
+              'SELECT 1 FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ? AND trx_rows_locked > 0',
+              [id],
+            )
+            return (trx as unknown[]).length === 1
+          },
+          { what: "the victim's open claim in INNODB_TRX", interval: 150, timeout: 10_000 },
+        )
+        return id
       })
-      await withMysql((c) => c.query(`KILL ${Number(victim)}`))
+      await withMysql((c) => c.query(`KILL ${victim}`))
+      // Only now does Kafka get the batch: the victim's acknowledgement must find its session gone.
+      releaseVictim()
+      await waitFor(() => errors.some((e) => e.relay === 0 && e.stage === 'acknowledge'), {
+        what: 'the killed relay failing to acknowledge',
+        timeout: 15_000,
+      })
       await waitFor(async () => (await countMysqlRows(database)) === 0, {
         what: 'outbox drained',
         timeout: 60_000,
@@ -567,12 +605,9 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
       })
       const report = checkDelivery({ expected: workload.committed, observed: observedFromConsumed(consumed) })
       assert.ok(report.ok, formatReport(report))
-      assert.ok(
-        errors.includes('acknowledge'),
-        `the killed relay failed to acknowledge: ${errors.join(', ')}`,
-      )
       console.log(`# killed one of three concurrent relays mid-batch; duplicates: ${report.duplicates}`)
     } finally {
+      releaseVictim()
       for (const relay of relays) await relay.stop()
     }
   })

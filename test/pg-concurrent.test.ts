@@ -15,10 +15,14 @@ describe('concurrent relays and wake-up', () => {
     await dropOrderSchemas()
   })
 
-  it('four concurrent relays share 20,000 messages over 64 keys without breaking per-key order', async () => {
+  it('four concurrent relays share 20,000 messages over 64 keys without breaking per-key order', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_conc')
     const delivered = new Map<number, number>()
     const relays: OutboxRelay[] = []
+    // Stopped even when an assertion fails, or the open relays would keep the test process alive.
+    t.after(async () => {
+      for (const relay of relays) await relay.stop()
+    })
     for (let i = 0; i < 4; i++) {
       relays.push(
         outbox.relay({
@@ -67,7 +71,7 @@ describe('concurrent relays and wake-up', () => {
     )
   })
 
-  it('a relay whose session dies mid-batch loses its claim to the others; nothing lost, order kept', async () => {
+  it('a relay whose session dies mid-batch loses its claim to the others; nothing lost, order kept', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(4, 'ke_conc')
     const workload = await runOrderWorkload({
       pool,
@@ -90,15 +94,28 @@ describe('concurrent relays and wake-up', () => {
       kafka: slow,
       maxMessagesPerPoll: 100,
     })
+    const others: OutboxRelay[] = []
+    // Stopped even when an assertion fails, or the open relays would keep the test process alive.
+    t.after(async () => {
+      for (const relay of [...others, victim]) await relay.stop()
+    })
     const claimed = victim.runOnce()
     await waitFor(() => stalled !== undefined, { what: 'victim claimed a batch' })
-    await withClient((c) =>
+    // The victim is the only relay session yet, and its claim stays open while its send is stalled.
+    const terminated = await withClient((c) =>
       c.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'k-entity-relay' AND state LIKE 'idle in transaction%'`,
+        `SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity WHERE application_name = 'k-entity-relay' AND state LIKE 'idle in transaction%'`,
       ),
     )
-    const others = [0, 1].map(() =>
-      outbox.relay({ connection: DATABASE_URL, mode: 'concurrent', pollingInterval: 20 }),
+    assert.deepEqual(
+      terminated.rows.map((row) => row.terminated),
+      [true],
+      "exactly the victim's session was terminated",
+    )
+    others.push(
+      ...[0, 1].map(() =>
+        outbox.relay({ connection: DATABASE_URL, mode: 'concurrent', pollingInterval: 20 }),
+      ),
     )
     for (const relay of others) await relay.start()
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'others drained the outbox' })
@@ -111,9 +128,10 @@ describe('concurrent relays and wake-up', () => {
     assert.ok(report.ok, formatReport(report))
   })
 
-  it('wakes on NOTIFY at commit instead of waiting for the polling interval', async () => {
+  it('wakes on NOTIFY at commit instead of waiting for the polling interval', async (t) => {
     const { topicName, outbox } = await orderOutbox(1, 'ke_conc')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 600_000 })
+    t.after(() => relay.stop())
     await relay.start()
     await new Promise((resolve) => setTimeout(resolve, 300))
     const client = new pg.Client({ connectionString: DATABASE_URL })

@@ -36,7 +36,7 @@ describe('pipelined relay', () => {
     await dropOrderSchemas()
   })
 
-  it('claims ahead on a second session and keeps per-key order, deleting every row once', async () => {
+  it('claims ahead on a second session and keeps per-key order, deleting every row once', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_pipe')
     const workload = await runOrderWorkload({
       pool,
@@ -57,6 +57,8 @@ describe('pipelined relay', () => {
         if (e.type === 'delivered') deleted += e.count
       },
     })
+    // Stopped even when an assertion fails, or the open relay would keep the test process alive.
+    t.after(() => relay.stop())
     await relay.start()
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
     // The companion connects when the first full batch is in flight, and stays.

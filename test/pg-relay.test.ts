@@ -19,9 +19,11 @@ describe('relay to a real Kafka broker', () => {
     for (const schema of schemas) await dropSchema(schema)
   })
 
-  it('atomicity: 1,000 transactions, 20% rolled back, only committed ones delivered, outbox emptied', async () => {
+  it('atomicity: 1,000 transactions, 20% rolled back, only committed ones delivered, outbox emptied', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(3, 'ke_relay')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 50 })
+    // Stopped even when an assertion fails, or the open relay would keep the test process alive.
+    t.after(() => relay.stop())
     await relay.start()
     const workload = await runOrderWorkload({
       pool,
@@ -51,9 +53,10 @@ describe('relay to a real Kafka broker', () => {
     )
   })
 
-  it('per-key order: 10,000 messages over 50 keys on 8 partitions, Java-compatible partitioning', async () => {
+  it('per-key order: 10,000 messages over 50 keys on 8 partitions, Java-compatible partitioning', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_relay')
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 50, maxMessagesPerPoll: 500 })
+    t.after(() => relay.stop())
     await relay.start()
     const workload = await runOrderWorkload({
       pool,
@@ -157,7 +160,7 @@ describe('relay to a real Kafka broker', () => {
     )
   })
 
-  it('relays messages that were already waiting when the relay starts', async () => {
+  it('relays messages that were already waiting when the relay starts', async (t) => {
     const { schema, topicName, outbox, ordersTable } = await orderOutbox(2, 'ke_relay')
     const workload = await runOrderWorkload({
       pool,
@@ -170,6 +173,7 @@ describe('relay to a real Kafka broker', () => {
     })
     assert.equal(await countRows(schema), 50)
     const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 60_000 })
+    t.after(() => relay.stop())
     await relay.start()
     const consumed = await readTopic({ brokers, topic: topicName, expectedCount: 50 })
     await relay.stop()

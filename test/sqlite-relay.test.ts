@@ -95,9 +95,11 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       return { db, file, topicName, outbox }
     }
 
-    it("atomicity: 500 of the driver's own transactions, 20% rolled back, relayed on the app's handle meanwhile", async () => {
+    it("atomicity: 500 of the driver's own transactions, 20% rolled back, relayed on the app's handle meanwhile", async (t) => {
       const { db, topicName, outbox } = await setup(3)
       const relay = outbox.relay({ connection: db, pollingInterval: 20 })
+      // Stopped even when an assertion fails, or the open relay would keep the test process alive.
+      t.after(() => relay.stop())
       await relay.start()
       const committed: TrackedMessage[] = []
       const rolledBack: TrackedMessage[] = []
@@ -137,10 +139,11 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       assert.equal(count(db, 'orders'), committed.length, 'business rows = commits')
     })
 
-    it('per-key order: 5,000 messages over 50 keys on 8 partitions, async transactions, relay on its own handle', async () => {
+    it('per-key order: 5,000 messages over 50 keys on 8 partitions, async transactions, relay on its own handle', async (t) => {
       const { db, file, topicName, outbox } = await setup(8)
       // The relay opens the file itself, as a relay in a worker or another process would.
       const relay = outbox.relay({ connection: file, pollingInterval: 20, maxMessagesPerPoll: 500 })
+      t.after(() => relay.stop())
       await relay.start()
       const committed: TrackedMessage[] = []
       await Promise.all(
