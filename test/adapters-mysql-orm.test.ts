@@ -423,7 +423,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     await clear(database)
   })
 
-  it('refuses a client for another database and connections it cannot open, naming what to pass', async () => {
+  it('refuses a client for another database and connections it cannot open, naming what to pass', async (t) => {
     // Constructing the PostgreSQL client never connects.
     const postgres = await createPrismaClient(DATABASE_URL, 'public')
     assert.throws(
@@ -439,6 +439,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     await assert.rejects(outbox.stats('not a url'), hasCode(ErrorCodes.INVALID_ARGUMENT))
     await assert.rejects(outbox.stats(42 as never), hasCode(ErrorCodes.INVALID_ARGUMENT))
     const relay = outbox.relay({ connection: prisma as never, kafka: acceptingTransport() })
+    t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), /Prisma does not reveal/)
     await relay.stop()
     await assert.rejects(
@@ -471,7 +472,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     assert.deepEqual(statements, ['SAVEPOINT', 'SELECT', 'INSERT', 'SELECT', 'INSERT'])
   })
 
-  it('dead letters, replay, purge and stats run on the mariadb session', async () => {
+  it('dead letters, replay, purge and stats run on the mariadb session', async (t) => {
     const refusing: MessageTransport = {
       async send(records: readonly OutboxRecord[]) {
         if (records.some((r) => r.value?.toString().includes('poison'))) {
@@ -497,6 +498,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
       kafka: refusing,
       retryBackoff: { initial: 60_000, max: 60_000 },
     })
+    t.after(() => relay.stop())
     while ((await relay.runOnce()) > 0);
     await relay.stop()
     const stats = await outbox.stats(MYSQL_URL)
@@ -514,6 +516,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     assert.equal(await deadLetters.count(), 0)
     await withMysql((c) => c.query(`UPDATE \`${database}\`.outbox SET available_at = UTC_TIMESTAMP(6)`))
     const again = outbox.relay({ connection: MYSQL_URL, kafka: refusing })
+    t.after(() => again.stop())
     while ((await again.runOnce()) > 0);
     await again.stop()
     assert.equal(await deadLetters.purge({ topic: 'ke-sample-json' }), 1)

@@ -304,7 +304,7 @@ describe('Prisma adapter', () => {
     await withClient((c) => c.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`))
   })
 
-  it('accepts only the interactive-transaction client, in the types and at runtime', async () => {
+  it('accepts only the interactive-transaction client, in the types and at runtime', async (t) => {
     // @ts-expect-error the root PrismaClient runs each raw query in a transaction of its own
     const producers = outbox.in(prisma)
     await assert.rejects(producers.json.produce(null), /root PrismaClient/)
@@ -314,6 +314,7 @@ describe('Prisma adapter', () => {
     )
     assert.throws(() => outbox.in({} as never), hasCode(ErrorCodes.INVALID_ARGUMENT))
     const relay = outbox.relay({ connection: prisma as never, kafka: { brokers } })
+    t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), /connection string/)
     await relay.stop()
     assert.equal(await pgScalar(`SELECT count(*)::int AS n FROM "${schema}".outbox`), 0)
@@ -386,7 +387,7 @@ describe('PGlite adapter', () => {
     }
   })
 
-  it('never holds a transaction while waiting for Kafka: the app commits while a send is pending', async () => {
+  it('never holds a transaction while waiting for Kafka: the app commits while a send is pending', async (t) => {
     let releaseSend: () => void = () => {}
     const sendGate = new Promise<void>((resolve) => {
       releaseSend = resolve
@@ -406,6 +407,7 @@ describe('PGlite adapter', () => {
       close: () => kafka.close(),
     }
     const relay = outbox.relay({ kafka: slowKafka, pollingInterval: 50 })
+    t.after(() => relay.stop())
     await relay.start()
     try {
       await outbox.transaction(async (tx, producers) => {
@@ -440,7 +442,7 @@ describe('PGlite adapter', () => {
     assert.equal(await count(), 0)
   })
 
-  it('wakes on commit of any db.transaction() that produced, without the outbox helper', async () => {
+  it('wakes on commit of any db.transaction() that produced, without the outbox helper', async (t) => {
     const topic = freshTopic('pglite-wake')
     await createTopic(topic, 1, brokers)
     const wakeOutbox = createPgliteOutbox({
@@ -462,6 +464,7 @@ describe('PGlite adapter', () => {
       pollingInterval: 60_000,
       onEvent: (event) => event.type === 'delivered' && delivered(),
     })
+    t.after(() => relay.stop())
     await relay.start()
     try {
       // After its first batch the relay sleeps for the polling interval: a minute.
@@ -515,7 +518,7 @@ describe('PGlite adapter', () => {
     assert.equal(await count(), 0)
   })
 
-  it('openPgliteOutbox keeps a directory-backed database, and its messages, across a restart', async () => {
+  it('openPgliteOutbox keeps a directory-backed database, and its messages, across a restart', async (t) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'k-entity-pglite-'))
     const topic = freshTopic('pglite-dir')
     await createTopic(topic, 1, brokers)
@@ -530,6 +533,7 @@ describe('PGlite adapter', () => {
       const second = await openPgliteOutbox({ topics: dirTopics, dataDir, kafka: { brokers } })
       try {
         const relay = second.relay()
+        t.after(() => relay.stop())
         assert.equal(await relay.drain(), 1)
         await relay.stop()
       } finally {

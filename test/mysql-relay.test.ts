@@ -174,7 +174,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     assert.equal(await countMysqlRows(database), 0)
   })
 
-  it('keeps key, header and payload bytes exactly, including non-ASCII, binary, tombstones and null keys', async () => {
+  it('keeps key, header and payload bytes exactly, including non-ASCII, binary, tombstones and null keys', async (t) => {
     const database = uniqueName('ke_my_bytes')
     databases.push(database)
     const jsonName = uniqueName('json').replaceAll('_', '-')
@@ -203,6 +203,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
       await topics.binary.produce(Buffer.from('no key'))
     })
     const relay = outbox.relay({ connection: MYSQL_URL })
+    t.after(() => relay.stop())
     assert.equal(await relay.drain(), 4)
     await relay.stop()
     const [jsonRead, binRead] = await Promise.all([
@@ -347,7 +348,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     }
   })
 
-  it('migrations: concurrent runs apply once, the printed script is idempotent, a missing table is reported', async () => {
+  it('migrations: concurrent runs apply once, the printed script is idempotent, a missing table is reported', async (t) => {
     const database = uniqueName('ke_my_migrate')
     databases.push(database)
     const outbox = createMysqlOutbox({
@@ -356,6 +357,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
       kafka: { brokers },
     })
     const relay = outbox.relay({ connection: MYSQL_URL })
+    t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), { code: ErrorCodes.SCHEMA_MISSING })
     await relay.stop()
     const results = await Promise.all([outbox.migrate(MYSQL_URL), outbox.migrate(MYSQL_URL)])
@@ -376,7 +378,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     })
   })
 
-  it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async () => {
+  it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async (t) => {
     const { database, topicName, outbox } = await setup(2)
     const kafka = new KafkaTransport({ brokers })
     const refusing = {
@@ -405,6 +407,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
         if (e.type === 'message-failed') failures.push(e)
       },
     })
+    t.after(() => relay.stop())
     // The first batch isolates the poison message and holds back the later message of its key.
     while ((await relay.runOnce()) > 0);
     await relay.stop()
@@ -440,6 +443,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     assert.equal(await countMysqlRows(database), 1)
     assert.equal(await deadLetters.count(), 0)
     const again = outbox.relay({ connection: MYSQL_URL, kafka: refusing })
+    t.after(() => again.stop())
     await again.runOnce()
     await again.stop()
     assert.equal(await deadLetters.purge({ topic: topicName }), 1)

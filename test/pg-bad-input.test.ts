@@ -88,12 +88,13 @@ describe('bad input leaves the outbox untouched', () => {
     )
   })
 
-  it('explains a missing schema instead of failing obscurely', async () => {
+  it('explains a missing schema instead of failing obscurely', async (t) => {
     const missing = createPgOutbox({ topics: { orderCreated }, schema: uniqueName('ke_missing') })
     const relay = missing.relay({
       connection: DATABASE_URL,
       kafka: { send: async () => {}, close: async () => {} },
     })
+    t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), (error: Error) => {
       code(ErrorCodes.SCHEMA_MISSING)(error)
       return /run outbox\.migrate\(\)/.test(error.message)
@@ -158,7 +159,7 @@ describe('hostile strings are data, never SQL', () => {
 })
 
 describe('wrong broker address and calls after stop()', () => {
-  it('a relay pointed at a port where no broker listens keeps the messages and reports transport errors', async () => {
+  it('a relay pointed at a port where no broker listens keeps the messages and reports transport errors', async (t) => {
     const schema = uniqueName('ke_nobroker')
     const outbox = createPgOutbox({
       topics: { orderCreated },
@@ -167,12 +168,14 @@ describe('wrong broker address and calls after stop()', () => {
     })
     await outbox.migrate(DATABASE_URL)
     const c = new pg.Client({ connectionString: DATABASE_URL })
+    t.after(() => c.end().catch(() => {}))
     await c.connect()
     await c.query('BEGIN')
     await outbox.in(c).orderCreated.produce({ id: 'kept' })
     await c.query('COMMIT')
     await c.end()
     const relay = outbox.relay({ connection: DATABASE_URL })
+    t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), /Kafka did not acknowledge a batch of 1/)
     await relay.stop()
     assert.equal(await countRows(schema), 1, 'the message stays in the outbox')

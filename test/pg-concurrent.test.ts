@@ -135,6 +135,7 @@ describe('concurrent relays and wake-up', () => {
     await relay.start()
     await new Promise((resolve) => setTimeout(resolve, 300))
     const client = new pg.Client({ connectionString: DATABASE_URL })
+    t.after(() => client.end().catch(() => {}))
     await client.connect()
     const latencies: number[] = []
     for (let i = 0; i < 5; i++) {

@@ -83,7 +83,7 @@ describe('relay to a real Kafka broker', () => {
     assert.equal(await countRows(schema), 0)
   })
 
-  it('keeps key, header and payload bytes exactly, including non-ASCII, binary, tombstones and null keys', async () => {
+  it('keeps key, header and payload bytes exactly, including non-ASCII, binary, tombstones and null keys', async (t) => {
     const schema = uniqueName('ke_bytes')
     schemas.push(schema)
     const jsonName = uniqueName('json').replaceAll('_', '-')
@@ -111,6 +111,7 @@ describe('relay to a real Kafka broker', () => {
       await topics.binary.produce(Buffer.from('no key'))
     })
     const relay = outbox.relay({ connection: DATABASE_URL })
+    t.after(() => relay.stop())
     assert.equal(await relay.drain(), 4)
     await relay.stop()
     const [jsonRead, binRead] = await Promise.all([
@@ -141,7 +142,7 @@ describe('relay to a real Kafka broker', () => {
     assert.equal(await countRows(schema), 0)
   })
 
-  it('sends topics mapped with outbox: false straight to Kafka, without a transaction', async () => {
+  it('sends topics mapped with outbox: false straight to Kafka, without a transaction', async (t) => {
     const topicName = uniqueName('direct').replaceAll('_', '-')
     const outbox = createPgOutbox({
       topics: { audit: defineTopic<string>({ name: topicName, outbox: false }) },
@@ -149,6 +150,8 @@ describe('relay to a real Kafka broker', () => {
       kafka: { brokers },
     })
     const client = new pg.Client({ connectionString: DATABASE_URL })
+    t.after(() => client.end().catch(() => {}))
+    t.after(() => outbox.close())
     await client.connect()
     await outbox.in(client).audit.produce('sent at once', { key: 'k' })
     await client.end()

@@ -99,7 +99,7 @@ describe('retries, poison isolation and dead letters', () => {
     for (const schema of schemas) await dropSchema(schema)
   })
 
-  it('a message too large for the topic goes to the dead letters alone; everything else arrives in order', async () => {
+  it('a message too large for the topic goes to the dead letters alone; everything else arrives in order', async (t) => {
     const topicName = uniqueName('poison').replaceAll('_', '-')
     const outbox = await newOutbox(topicName, undefined, { 'max.message.bytes': '4096' })
     const all = events(60, ['a', 'b', 'c'], 'p')
@@ -108,6 +108,7 @@ describe('retries, poison isolation and dead letters', () => {
     await outbox.transaction(pool, (_c, t) => t.events.produceMany(all))
     const seen: RelayEvent[] = []
     const relay = outbox.relay({ connection: DATABASE_URL, onEvent: (e) => seen.push(e) })
+    t.after(() => relay.stop())
     while ((await outbox.stats(DATABASE_URL)).pending > 0) await relay.runOnce()
     await relay.stop()
 
@@ -132,7 +133,7 @@ describe('retries, poison isolation and dead letters', () => {
     assert.equal(await outbox.deadLetters(DATABASE_URL).count(), 0)
   })
 
-  it('a message that keeps failing transiently is retried with backoff, then dead-lettered, then replayed', async () => {
+  it('a message that keeps failing transiently is retried with backoff, then dead-lettered, then replayed', async (t) => {
     const topicName = uniqueName('retry').replaceAll('_', '-')
     const outbox = await newOutbox(topicName, eventTopic(topicName, { maxAttempts: 3 }))
     const all = events(40, ['a', 'b'], 'r')
@@ -145,6 +146,7 @@ describe('retries, poison isolation and dead letters', () => {
       kafka: injector,
       retryBackoff: { initial: 20, max: 100 },
     })
+    t.after(() => relay.stop())
     const failedAttempts: number[] = []
     const started = Date.now()
     while ((await outbox.stats(DATABASE_URL)).pending > 0 && Date.now() - started < 30_000) {
@@ -174,7 +176,7 @@ describe('retries, poison isolation and dead letters', () => {
     assert.equal(await outbox.deadLetters(DATABASE_URL).count(), 0)
   })
 
-  it("'block' keeps a failing key in order and lets every other key through", async () => {
+  it("'block' keeps a failing key in order and lets every other key through", async (t) => {
     const topicName = uniqueName('block').replaceAll('_', '-')
     const outbox = await newOutbox(topicName, eventTopic(topicName, { maxAttempts: 2, onExhausted: 'block' }))
     const all = events(30, ['a', 'b', 'c'], 'k')
@@ -188,6 +190,7 @@ describe('retries, poison isolation and dead letters', () => {
       kafka: injector,
       retryBackoff: { initial: 10, max: 50 },
     })
+    t.after(() => relay.stop())
     // Until the fault clears, only keys b and c (and a's messages before the stuck one) get out.
     for (let i = 0; i < 4; i++) await runOnceExpectingFailures(relay)
     const stats = await outbox.stats(DATABASE_URL)

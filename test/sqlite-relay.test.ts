@@ -177,7 +177,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       assert.equal(report.keysOnSeveralPartitions, 0)
     })
 
-    it('keeps key, header and payload bytes exactly, including binary, tombstones and null keys', async () => {
+    it('keeps key, header and payload bytes exactly, including binary, tombstones and null keys', async (t) => {
       const db = driver.open(':memory:')
       handles.push(db)
       const jsonName = uniqueName('json').replaceAll('_', '-')
@@ -204,6 +204,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       })
       assert.equal(count(db, 'edge_events'), 4)
       const relay = outbox.relay({ connection: db })
+      t.after(() => relay.stop())
       assert.equal(await relay.drain(), 4)
       await relay.stop()
       const [jsonRead, binRead] = await Promise.all([
@@ -228,7 +229,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       assert.equal(count(db, 'edge_events'), 0)
     })
 
-    it('single relay only: exclusive and concurrent modes and a second relay are refused, saying why', async () => {
+    it('single relay only: exclusive and concurrent modes and a second relay are refused, saying why', async (t) => {
       const { db, file, outbox } = await setup(1)
       for (const mode of ['exclusive', 'concurrent'] as const) {
         assert.throws(
@@ -241,9 +242,11 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
         )
       }
       const first = outbox.relay({ connection: db })
+      t.after(() => first.stop())
       assert.equal(await first.runOnce(), 0)
       // Another handle on the same file is the same outbox.
       const second = outbox.relay({ connection: file })
+      t.after(() => second.stop())
       await assert.rejects(second.runOnce(), { code: ErrorCodes.RELAY_RUNNING })
       await first.stop()
       assert.equal(await second.runOnce(), 0)
@@ -286,7 +289,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       assert.match(outbox.migrationSql(), /CREATE TABLE "k_entity_outbox"/)
     })
 
-    it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async () => {
+    it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async (t) => {
       const { db, file, topicName, outbox } = await setup(2)
       const kafka = new KafkaTransport({ brokers })
       const refusing = {
@@ -315,6 +318,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
           if (e.type === 'message-failed') failures.push(e)
         },
       })
+      t.after(() => relay.stop())
       while ((await relay.runOnce()) > 0);
       await relay.stop()
       const consumed = await readTopic({ brokers, topic: topicName, expectedCount: 3 })
@@ -345,6 +349,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       assert.equal(await deadLetters.replay({ ids: [dead?.id as string] }), 1)
       assert.equal(count(db, 'k_entity_outbox'), 1)
       const again = outbox.relay({ connection: db, kafka: refusing })
+      t.after(() => again.stop())
       await again.runOnce()
       await again.stop()
       assert.equal(await deadLetters.purge({ topic: topicName }), 1)
