@@ -4,13 +4,14 @@ import { drizzleNodePgHarness, drizzlePostgresJsHarness } from './contract/harne
 import { knexHarness } from './contract/harness-knex.ts'
 import { kyselyControlledHarness, kyselyHarness } from './contract/harness-kysely.ts'
 import { mikroOrmHarness } from './contract/harness-mikro-orm.ts'
-import { pgHarness } from './contract/harness-pg.ts'
+import { pgHarness, pgHelperTopicsHarness } from './contract/harness-pg.ts'
 import { pgliteHarness } from './contract/harness-pglite.ts'
 import { postgresJsHarness } from './contract/harness-postgres-js.ts'
 import { prismaHarness } from './contract/harness-prisma.ts'
 import { typeormHarness } from './contract/harness-typeorm.ts'
 
 runAdapterContract(pgHarness)
+runAdapterContract(pgHelperTopicsHarness)
 runAdapterContract(postgresJsHarness)
 runAdapterContract(kyselyHarness)
 runAdapterContract(kyselyControlledHarness)

@@ -2,6 +2,12 @@ import pg from 'pg'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import {
+  CommitBuffer,
+  isPreparedStatementMismatch,
+  PREPARED_STATEMENTS_SQL,
+  preparedStatementMismatch,
+} from '../../dialects/postgres/commit-buffer.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
   type PostgresDriver,
@@ -106,12 +112,35 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
  *   await topics.orderCreated.produce(order)
  * })
  */
+export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * `transaction()` sends the messages it holds with the client's next query or the COMMIT,
+   * through a session-level prepared statement, instead of one INSERT round trip per produce()
+   * (default true). Set false behind a transaction-mode pooler (PgBouncer), which does not keep
+   * SQL prepared statements; `in(client)` never holds messages back.
+   */
+  writeWithCommit?: boolean
+}
+
 export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactionClient, PgConnection> {
-  constructor(options: PostgresOutboxOptions<M>) {
+  readonly #writeWithCommit: boolean
+
+  constructor(options: PgOutboxOptions<M>) {
     super(options, pgDriver)
+    if (options.writeWithCommit !== undefined && typeof options.writeWithCommit !== 'boolean') {
+      throw invalidArgument(
+        `'writeWithCommit' must be true or false, got ${describe(options.writeWithCommit)}`,
+      )
+    }
+    this.#writeWithCommit = options.writeWithCommit ?? true
   }
 
-  /** Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it throws. */
+  /**
+   * Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it
+   * throws. Messages are written just before the client's next query or with the COMMIT, in the
+   * same round trip (see `writeWithCommit`), so messages produced last add no round trip to the
+   * transaction; validation and serialization errors still throw from `produce()`.
+   */
   async transaction<R>(
     pool: pg.Pool,
     fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
@@ -119,6 +148,50 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     if (!(pool instanceof pg.Pool))
       throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
     const client = await pool.connect()
+    if (!this.#writeWithCommit) return this.#eagerTransaction(client, fn)
+    const connection = connectionState(client)
+    const { prepared, query } = connection
+    const buffer = new CommitBuffer(prepared)
+    const flushes: Promise<unknown>[] = []
+    connection.beforeQuery = () => {
+      const held = buffer.drain()
+      if (held === undefined) return
+      const flush = query.call(client, held) as Promise<unknown>
+      // Awaited before COMMIT; the handler only keeps an early failure from being "unhandled".
+      flush.catch(() => {})
+      flushes.push(flush)
+    }
+    let writing = false
+    try {
+      await query.call(client, 'BEGIN')
+      const result = await fn(client, this.inUntilCommit(client, buffer))
+      writing = true
+      // A failed flush aborted the transaction; its error says why, the app's later queries don't.
+      for (const flush of flushes) await flush
+      await query.call(client, buffer.commitSql())
+      this.notifyCommitted()
+      return result
+    } catch (error) {
+      await (query.call(client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
+      if (writing || flushes.length > 0) await resyncPrepared(client, prepared, query)
+      if (isPreparedStatementMismatch(error)) throw preparedStatementMismatch(error)
+      // A write produced after a failed statement: node-postgres may report the transaction as
+      // open until the next query, so the refusal comes from the server, at COMMIT.
+      if (writing && (error as { code?: string }).code === IN_FAILED_TRANSACTION) {
+        throw abortedTransaction(error)
+      }
+      throw error
+    } finally {
+      buffer.end()
+      connection.beforeQuery = undefined
+      client.release()
+    }
+  }
+
+  async #eagerTransaction<R>(
+    client: pg.PoolClient,
+    fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
+  ): Promise<R> {
     try {
       await client.query('BEGIN')
       const result = await fn(client, this.in(client))
@@ -134,11 +207,65 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
   }
 }
 
-export function createPgOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): PgOutbox<M> {
+type Query = (...args: unknown[]) => unknown
+
+interface ConnectionState {
+  /** The client's own query method. */
+  query: Query
+  /**
+   * Statements prepared on this connection. Shared by every outbox of the process: names come
+   * from the statement text, so two outboxes of one table on one pool use the same statement.
+   */
+  prepared: Set<string>
+  /** Set while a `transaction()` runs on the client: sends its held writes first. */
+  beforeQuery: (() => void) | undefined
+}
+
+/** Per client object: a pool hands out the same clients again and again. */
+const connections = new WeakMap<object, ConnectionState>()
+
+/**
+ * The client's state, installing (once per client, never removed: deleting a property would
+ * slow every later access to the client) a `query` that flushes held writes first while a
+ * `transaction()` runs. node-postgres runs a client's queries in the order they were issued, so
+ * the flush runs before the app's query, and the app's call returns what it always did.
+ */
+function connectionState(client: pg.PoolClient): ConnectionState {
+  const known = connections.get(client)
+  if (known !== undefined) return known
+  const query = client.query as Query
+  const state: ConnectionState = { query, prepared: new Set(), beforeQuery: undefined }
+  Object.defineProperty(client, 'query', {
+    value: (...args: unknown[]) => {
+      state.beforeQuery?.()
+      return query.apply(client, args)
+    },
+    configurable: true,
+    writable: true,
+  })
+  connections.set(client, state)
+  return state
+}
+
+/**
+ * A failed write query may have stopped before or after its PREPARE (PREPARE is not undone by
+ * ROLLBACK): ask the session which of the statements it believes prepared it really has.
+ */
+async function resyncPrepared(client: pg.PoolClient, prepared: Set<string>, query: Query): Promise<void> {
+  try {
+    const result = (await query.call(client, PREPARED_STATEMENTS_SQL, [[...prepared]])) as pg.QueryResult
+    const present = new Set(result.rows.map((row: { name: string }) => row.name))
+    for (const name of prepared) if (!present.has(name)) prepared.delete(name)
+  } catch {
+    prepared.clear()
+  }
+}
+
+export function createPgOutbox<M extends TopicMap>(options: PgOutboxOptions<M>): PgOutbox<M> {
   return new PgOutbox(options)
 }
 
-export type { PostgresOutboxOptions as PgOutboxOptions, PostgresRelayOptions as PgRelayOptions }
+export type { PostgresRelayOptions as PgRelayOptions }
 
 function defaultConnection(): string {
   const url = process.env.DATABASE_URL

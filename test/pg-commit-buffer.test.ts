@@ -1,0 +1,261 @@
+// node-postgres `transaction()` writes its messages with the app's next query or the COMMIT.
+// Delivery through this path is covered by the adapter contract (harness-pg.ts); this file checks
+// what is particular to it: the inlined literals, the round trips saved, savepoints, failures.
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import pg from 'pg'
+import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { preparedCall } from '../src/dialects/postgres/commit-buffer.ts'
+import { ErrorCodes } from '../src/index.ts'
+import { DATABASE_URL, dropSchema, uniqueName, withClient } from './support/env.ts'
+import { orderTopic } from './support/workload.ts'
+
+const tricky = ["it's", "back\\slash \\x41 E'\\'", '$1 $$ $tag$ -- /* ;', 'ключ-🔑-ü', '']
+const bytes = [
+  Buffer.from([0, 1, 0x27, 0x5c, 0xff, 0x80]),
+  Buffer.alloc(0),
+  Buffer.from("'; DROP TABLE x; --"),
+]
+
+describe('inlined literals', () => {
+  for (const conforming of ['on', 'off']) {
+    it(`read back exactly what parameters would (standard_conforming_strings = ${conforming})`, async () => {
+      await withClient(async (client) => {
+        await client.query(`SET standard_conforming_strings = ${conforming}`)
+        const statement = {
+          text: 'SELECT $1::text AS t, $2::bytea AS b, $3::int AS i, $4::text[] AS ta, $5::bytea[] AS ba, $6::int[] AS ia, $7::text::jsonb AS j, $8::int[] AS empty, $9::text AS n',
+          values: [
+            tricky[1],
+            bytes[0],
+            -2147483648,
+            [...tricky, null],
+            [...bytes, null],
+            [1, null, -7],
+            JSON.stringify({ q: tricky }),
+            [],
+            null,
+          ],
+        }
+        const parameterised = (await client.query(statement)).rows[0]
+        const call = preparedCall(statement)
+        await client.query(call.prepare)
+        const inlined = (await client.query(call.execute)).rows[0]
+        await client.query(`DEALLOCATE ${call.name}`)
+        assert.deepEqual(inlined, parameterised)
+        assert.equal(inlined.t, tricky[1])
+        assert.deepEqual(inlined.ta, [...tricky, null])
+      })
+    })
+  }
+
+  it('refuses values it cannot write as a literal', () => {
+    const call =
+      (values: unknown[], text = 'SELECT $1::int') =>
+      () =>
+        preparedCall({ text, values })
+    assert.throws(call([1.5]), /cannot inline/)
+    assert.throws(call([{}]), /cannot inline/)
+    assert.throws(call(['a\0b'], 'SELECT $1::text'), /NUL/)
+    assert.throws(call([1, 2]), /no cast/)
+  })
+})
+
+describe('pg transaction(): messages ride on the next query or the COMMIT', () => {
+  const schema = uniqueName('ke_commit_buffer')
+  const topics = { orders: orderTopic('unused-commit-buffer') }
+  const outbox = createPgOutbox({ topics, schema })
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+  const event = (orderId: string) => ({ orderId, customer: 'alice', seq: 1 })
+  const insertOrder = (client: pg.PoolClient, id: string) =>
+    client.query(`INSERT INTO "${schema}".orders (id) VALUES ($1)`, [id])
+  const storedOrders = () =>
+    withClient(async (client) =>
+      (await client.query(`SELECT id FROM "${schema}".orders ORDER BY id`)).rows.map((r) => r.id),
+    )
+  const storedMessages = () =>
+    withClient(async (client) =>
+      (await client.query(`SELECT value FROM "${schema}".outbox ORDER BY id`)).rows.map(
+        (r) => JSON.parse(r.value.toString('utf8')).orderId as string,
+      ),
+    )
+  const reset = () => withClient((client) => client.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`))
+
+  before(async () => {
+    await outbox.migrate(DATABASE_URL)
+    await withClient((client) => client.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`))
+  })
+  after(async () => {
+    await pool.end()
+    await dropSchema(schema)
+  })
+
+  it('a message produced last adds no round trip: BEGIN, the order, then INSERT + COMMIT in one query', async () => {
+    await reset()
+    const sent: string[] = []
+    const original = pg.Client.prototype.query
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const [first] = args
+      sent.push(typeof first === 'string' ? first : String((first as { text?: string }).text))
+      return (original as (...a: unknown[]) => unknown).apply(this, args)
+    } as typeof original
+    try {
+      await outbox.transaction(pool, async (client, topics) => {
+        await insertOrder(client, 'o-1')
+        await topics.orders.produce(event('o-1'))
+      })
+    } finally {
+      pg.Client.prototype.query = original
+    }
+    assert.equal(sent.length, 3, `round trips: ${JSON.stringify(sent)}`)
+    assert.equal(sent[0], 'BEGIN')
+    // The first use on a connection prepares the statement in the same query.
+    assert.match(
+      sent[2] as string,
+      /^(PREPARE ke_commit_\w+ AS INSERT INTO[\s\S]*;\n)?EXECUTE ke_commit_\w+\([\s\S]*\);\nCOMMIT$/,
+    )
+    assert.deepEqual(await storedOrders(), ['o-1'])
+    assert.deepEqual(await storedMessages(), ['o-1'])
+  })
+
+  it('a query after produce() sends the held message first, so savepoints keep or drop it as usual', async () => {
+    await reset()
+    await outbox.transaction(pool, async (client, topics) => {
+      await topics.orders.produce(event('m-1 kept'))
+      await client.query('SAVEPOINT s')
+      await topics.orders.produce(event('m-2 rolled back'))
+      await client.query('ROLLBACK TO SAVEPOINT s')
+      await topics.orders.produceMany([event('m-3 kept'), event('m-4 kept')])
+      await client.query('SAVEPOINT t')
+      await topics.orders.produce(event('m-5 kept'))
+      await client.query('RELEASE SAVEPOINT t')
+      await insertOrder(client, 'o-2')
+    })
+    assert.deepEqual(await storedMessages(), ['m-1 kept', 'm-3 kept', 'm-4 kept', 'm-5 kept'])
+    assert.deepEqual(await storedOrders(), ['o-2'])
+  })
+
+  it('a write that fails at COMMIT rolls back the business row too and rejects with the database error', async () => {
+    await reset()
+    await withClient((client) => client.query(`ALTER TABLE "${schema}".outbox RENAME TO outbox_away`))
+    try {
+      await assert.rejects(
+        outbox.transaction(pool, async (client, topics) => {
+          await insertOrder(client, 'o-3')
+          await topics.orders.produce(event('lost?'))
+        }),
+        (error: { code?: string }) => error.code === '42P01',
+      )
+      // The flush before a later query fails the same way, and its error is the one reported.
+      await assert.rejects(
+        outbox.transaction(pool, async (client, topics) => {
+          await topics.orders.produce(event('lost?'))
+          await insertOrder(client, 'o-4').catch(() => {})
+        }),
+        (error: { code?: string }) => error.code === '42P01',
+      )
+    } finally {
+      await withClient((client) => client.query(`ALTER TABLE "${schema}".outbox_away RENAME TO outbox`))
+    }
+    assert.deepEqual(await storedOrders(), [])
+    assert.deepEqual(await storedMessages(), [])
+  })
+
+  it('the topics of an ended transaction() are refused, even while its client runs another transaction', async () => {
+    await reset()
+    let leaked: Parameters<Parameters<typeof outbox.transaction>[1]>[1] | undefined
+    await outbox.transaction(pool, async (_client, topics) => {
+      leaked = topics
+    })
+    const client = await pool.connect()
+    try {
+      await client.query('BEGIN')
+      await assert.rejects(
+        (leaked as NonNullable<typeof leaked>).orders.produce(event('late')),
+        (error: { code?: string }) => error.code === ErrorCodes.NO_TRANSACTION,
+      )
+      await client.query('COMMIT')
+    } finally {
+      client.release()
+    }
+    assert.deepEqual(await storedMessages(), [])
+  })
+
+  it('a rollback leaves nothing, not even a prepared statement counted but never sent', async () => {
+    await reset()
+    // A fresh outbox and connection: the first write on it is the one rolled back.
+    const fresh = createPgOutbox({ topics, schema })
+    const freshPool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+    let seen: pg.PoolClient | undefined
+    try {
+      await assert.rejects(
+        fresh.transaction(freshPool, async (client, topics) => {
+          seen = client
+          await insertOrder(client, 'o-5')
+          await topics.orders.produce(event('never'))
+          throw new Error('on purpose')
+        }),
+        /on purpose/,
+      )
+      await fresh.transaction(freshPool, async (client, topics) => {
+        assert.equal(client, seen, 'the same connection')
+        await topics.orders.produce(event('after the rollback'))
+      })
+    } finally {
+      await freshPool.end()
+    }
+    assert.deepEqual(await storedOrders(), [])
+    assert.deepEqual(await storedMessages(), ['after the rollback'])
+  })
+
+  it('a connection that lost its prepared statement fails that transaction cleanly (KE_STORE_FAILED, retryable); the next one works', async () => {
+    await reset()
+    await outbox.transaction(pool, async (client, topics) => {
+      await insertOrder(client, 'o-6')
+      await topics.orders.produce(event('p-1'))
+    })
+    // What a transaction-mode pooler or DISCARD ALL does to the session behind the client.
+    await outbox.transaction(pool, async (client) => {
+      await client.query('DEALLOCATE ALL')
+    })
+    await assert.rejects(
+      outbox.transaction(pool, async (client, topics) => {
+        await insertOrder(client, 'o-7')
+        await topics.orders.produce(event('p-2 rolled back'))
+      }),
+      (error: { code?: string; retryable?: boolean; message: string }) =>
+        error.code === ErrorCodes.STORE_FAILED &&
+        error.retryable === true &&
+        /writeWithCommit: false/.test(error.message),
+    )
+    await outbox.transaction(pool, async (client, topics) => {
+      await insertOrder(client, 'o-8')
+      await topics.orders.produce(event('p-3'))
+    })
+    assert.deepEqual(await storedOrders(), ['o-6', 'o-8'])
+    assert.deepEqual(await storedMessages(), ['p-1', 'p-3'])
+  })
+
+  it('writeWithCommit: false writes at produce(), one round trip each, and never prepares', async () => {
+    await reset()
+    const eager = createPgOutbox({ topics, schema, writeWithCommit: false })
+    const eagerPool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+    try {
+      await eager.transaction(eagerPool, async (client, topics) => {
+        await insertOrder(client, 'o-9')
+        await topics.orders.produce(event('e-1'))
+        const statements = await client.query(
+          'SELECT count(*)::int AS n FROM pg_prepared_statements WHERE NOT from_sql',
+        )
+        assert.equal(statements.rows[0].n, 1, 'only the driver-level statement of the INSERT')
+        assert.deepEqual(await storedMessages(), [], 'not visible before COMMIT')
+      })
+    } finally {
+      await eagerPool.end()
+    }
+    assert.deepEqual(await storedMessages(), ['e-1'])
+    assert.throws(
+      () => createPgOutbox({ topics, schema, writeWithCommit: 'yes' as never }),
+      /writeWithCommit/,
+    )
+  })
+})
