@@ -107,6 +107,11 @@ export class OutboxRelay {
   /** Deletion of batches Kafka acknowledged, still running; settled before the next claim on its session. */
   #acking: Promise<void> | undefined
   /**
+   * An acknowledged batch whose delete waits to go with the next claim on its session, in the
+   * same round trip (`RelayStore.completeAndClaim`); `#settleAcks` runs it alone if no claim comes.
+   */
+  #deferredAck: DeferredAck | undefined
+  /**
    * The last batch was claimed ahead, while the other session still held keys and rows: short
    * or not, it says nothing about how much is left, so the loop claims again without pausing.
    */
@@ -330,6 +335,7 @@ export class OutboxRelay {
     try {
       const sending = this.#transport.send(messages)
       const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
+      if (claimingAhead === undefined) this.#startDeferredAck()
       try {
         await sending
       } catch (error) {
@@ -341,16 +347,12 @@ export class OutboxRelay {
       this.#lastSendOk = Date.now()
       this.#batchFailures = 0
       acknowledging = true
-      // Reported as delivered once the rows are gone, as in the unpipelined loop.
-      const acking = this.#acknowledge(
-        store,
-        messages.map((m) => m.id),
-      ).then(() => {
-        this.#emit({ type: 'delivered', count: messages.length, durationMs: performance.now() - started })
-      })
-      this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
-      // Observed by the next #settleAcks; until then it must not count as unhandled.
-      this.#acking.catch(() => {})
+      const acknowledged: DeferredAck = { store, ids: messages.map((m) => m.id), started }
+      // A full batch: the next claim ahead runs on this session as soon as the next batch is
+      // sent, so the delete can ride along with it; otherwise it runs now.
+      if (claimingAhead !== undefined && store.completeAndClaim !== undefined)
+        this.#deferredAck = acknowledged
+      else this.#startAck(acknowledged)
       const ahead = await claimingAhead
       if (ahead?.error) throw ahead.error
       if (ahead?.messages && ahead.messages.length > 0)
@@ -367,6 +369,26 @@ export class OutboxRelay {
     store: RelayStore,
     limit: number,
   ): Promise<{ messages?: StoredMessage[]; error?: unknown }> {
+    const deferred = this.#deferredAck
+    if (deferred?.store === store && store.completeAndClaim !== undefined && store.healthy) {
+      this.#deferredAck = undefined
+      try {
+        await this.#settleAcks()
+      } catch (error) {
+        this.#startAck(deferred)
+        return { error }
+      }
+      try {
+        const messages = await store.completeAndClaim(deferred.ids, limit)
+        this.#delivered(deferred)
+        return { messages }
+      } catch (error) {
+        // Whether the delete committed before the failure is unknown: the rows are either gone
+        // or back in the outbox (sent again later), never lost. Treated as a failed delete.
+        await store.close().catch(() => {})
+        return { error: new RelayStageError('acknowledge', error) }
+      }
+    }
     try {
       await this.#settleAcks()
     } catch (error) {
@@ -381,8 +403,33 @@ export class OutboxRelay {
     }
   }
 
-  /** Waits for the deletes in flight; rethrows their failure. */
+  /** Starts deleting an acknowledged batch on its session; it is reported delivered once the rows are gone. */
+  #startAck(acknowledged: DeferredAck): void {
+    const acking = this.#acknowledge(acknowledged.store, acknowledged.ids).then(() =>
+      this.#delivered(acknowledged),
+    )
+    this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
+    // Observed by the next #settleAcks; until then it must not count as unhandled.
+    this.#acking.catch(() => {})
+  }
+
+  #delivered(acknowledged: DeferredAck): void {
+    this.#emit({
+      type: 'delivered',
+      count: acknowledged.ids.length,
+      durationMs: performance.now() - acknowledged.started,
+    })
+  }
+
+  #startDeferredAck(): void {
+    const deferred = this.#deferredAck
+    this.#deferredAck = undefined
+    if (deferred) this.#startAck(deferred)
+  }
+
+  /** Waits for the deletes in flight (starting a deferred one); rethrows their failure. */
   async #settleAcks(): Promise<void> {
+    this.#startDeferredAck()
     const acking = this.#acking
     this.#acking = undefined
     if (acking) await acking
@@ -565,6 +612,13 @@ export class OutboxRelay {
 interface ClaimedBatch {
   store: RelayStore
   messages: StoredMessage[]
+}
+
+interface DeferredAck {
+  store: RelayStore
+  ids: string[]
+  /** When the batch was claimed, for the `delivered` event's duration. */
+  started: number
 }
 
 /** Concurrent mode: first pause after a short claim; it doubles per empty claim. */

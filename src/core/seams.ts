@@ -64,6 +64,11 @@ export interface RelayStore {
   claim(limit: number): Promise<StoredMessage[]>
   /** Deletes exactly `acknowledged`, records failures (or dead-letters them), and ends the claim. */
   complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
+  /**
+   * `complete(acknowledged)`, then `claim(limit)`, in one round trip where the database allows.
+   * Optional: the pipelined relay falls back to the two calls.
+   */
+  completeAndClaim?(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]>
   /** Ends the claim leaving every claimed row as it was. */
   abandon(): Promise<void>
   /** Resolves after `ms`, or earlier when the store learns new messages were committed. */

@@ -3,7 +3,7 @@ import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import type { PgSession } from './session.ts'
-import { lastResult } from './session.ts'
+import { lastResult, type PgQueryResult } from './session.ts'
 import { claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
@@ -169,6 +169,35 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim(
       acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT',
     )
+  }
+
+  /**
+   * The delete and COMMIT of the open claim, then BEGIN and the next claim, as one simple query:
+   * the pipelined relay's steady state costs one round trip per batch on each session. If it
+   * fails, the session is dropped: the delete either committed or is rolled back with the claim.
+   */
+  async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
+    if (!this.#inClaim) throw new Error('completeAndClaim() without an open claim')
+    const fenceFirst = this.#options.exclusive && this.#options.role === 'companion' && !this.#fenced
+    if (acknowledged.length === 0 || fenceFirst) {
+      await this.complete(acknowledged)
+      return this.claim(limit)
+    }
+    this.#notified = false
+    let result: PgQueryResult
+    try {
+      result = await this.#run(
+        `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`,
+      )
+    } catch (error) {
+      this.#inClaim = false
+      throw error
+    }
+    if (result.rows.length === 0) {
+      await this.#endClaim('COMMIT')
+      return []
+    }
+    return result.rows.map(toMessage)
   }
 
   async abandon(): Promise<void> {
