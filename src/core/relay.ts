@@ -333,9 +333,10 @@ export class OutboxRelay {
     const next = store === this.#store ? companion : this.#store
     let acknowledging = false
     try {
-      const sending = this.#transport.send(messages)
+      // The claim ahead first: its query is on its way before the send encodes this batch.
       const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
       if (claimingAhead === undefined) this.#startDeferredAck()
+      const sending = this.#transport.send(messages)
       try {
         await sending
       } catch (error) {
@@ -372,11 +373,15 @@ export class OutboxRelay {
     const deferred = this.#deferredAck
     if (deferred?.store === store && store.completeAndClaim !== undefined && store.healthy) {
       this.#deferredAck = undefined
-      try {
-        await this.#settleAcks()
-      } catch (error) {
-        this.#startAck(deferred)
-        return { error }
+      // Without an await here the query leaves before the caller's send encodes its batch, so
+      // PostgreSQL works on the claim meanwhile.
+      if (this.#acking !== undefined) {
+        try {
+          await this.#settleAcks()
+        } catch (error) {
+          this.#startAck(deferred)
+          return { error }
+        }
       }
       try {
         const messages = await store.completeAndClaim(deferred.ids, limit)
@@ -390,7 +395,7 @@ export class OutboxRelay {
       }
     }
     try {
-      await this.#settleAcks()
+      if (this.#acking !== undefined || this.#deferredAck !== undefined) await this.#settleAcks()
     } catch (error) {
       return { error }
     }
