@@ -161,7 +161,7 @@ export const throughput: Scenario = {
         `median relay/raw ratio: ${medians.join('; ')}`,
         `Batch ${defaultBatch} is the relay's default maxMessagesPerPoll. Relay and raw producer each run alone in a child process, after the same warm-up (producer connected, ${WARMUP_BATCHES} batches to a warm-up topic, one record per key to the measured topic; the relay also runs its claim ${WARMUP_CLAIMS} times inside a rolled-back transaction). Pre-fill is not timed.`,
         'CPU = that process (relay loop, pg and Kafka client; raw: Kafka client only).',
-        'Round trips and statements are counted in the relay\'s process by wrapping pg.Client#query (pg_stat_statements is not loaded): per batch, 1 round trip "BEGIN; claim" and 1 round trip "DELETE; COMMIT" (2 statements each).',
+        'Round trips and statements are counted in the relay\'s process by wrapping pg.Client#query (pg_stat_statements is not loaded): with a backlog, 1 round trip per batch, "DELETE; COMMIT; BEGIN; claim" (the delete of the previous batch rides with the next claim on the same session), 4 statements.',
       ],
     }
     return {

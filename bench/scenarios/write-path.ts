@@ -133,6 +133,20 @@ export const writePath: Scenario = {
             await client.query('COMMIT')
           },
         })
+        variants.push({
+          id: 'helperNoNotify',
+          label: '+ 1 outbox message through outbox.transaction(pool, fn) (notify: false)',
+          times: [],
+          run: async (i) => {
+            await (withoutNotify as NonNullable<typeof withoutNotify>).transaction(
+              pool,
+              async (pooled, topics) => {
+                await insertPooled(pooled, i)
+                await topics.bench.produce(benchMessage('hq', i))
+              },
+            )
+          },
+        })
       }
       variants.push({
         id: 'dualWrite',
@@ -172,7 +186,7 @@ export const writePath: Scenario = {
       // variant's mean over plain's mean in the same round; the median over rounds.
       const rounds = transactions / BLOCK
       // The helper's transactions check a client out of a pool: compare them with pooled ones.
-      const baseOf = (id: string) => (id === 'helper' ? 'plainPool' : 'plain')
+      const baseOf = (id: string) => (id.startsWith('helper') ? 'plainPool' : 'plain')
       const roundRatio = (id: string, baseId = baseOf(id)): number => {
         const variant = variants.find((v) => v.id === id)
         const base = variants.find((v) => v.id === baseId)
@@ -231,7 +245,7 @@ export const writePath: Scenario = {
           {
             name: 'outbox.transaction() with 1 message / plain pooled transaction (paired)',
             target: '<= 1.3x',
-            measured: fmtRatio(helperRatio),
+            measured: `${fmtRatio(helperRatio)}${quiet ? `; notify: false: ${fmtRatio(roundRatio('helperNoNotify'))}` : ''}`,
             met: helperRatio <= 1.3,
           },
           {
