@@ -103,8 +103,7 @@ function transactionEnded(): KEntityError {
 
 /** A statement as SQL-level PREPARE and EXECUTE texts, its values inlined as literals. */
 export function preparedCall(statement: SqlStatement): { name: string; prepare: string; execute: string } {
-  const name = preparedName(statement.text)
-  const types = parameterTypes(statement.text)
+  const { name, types } = shapeOf(statement.text)
   const args = statement.values.map((value, index) => {
     const type = types[index]
     if (type === undefined) {
@@ -119,6 +118,25 @@ export function preparedCall(statement: SqlStatement): { name: string; prepare: 
     prepare: `PREPARE ${name} AS ${statement.text}`,
     execute: args.length === 0 ? `EXECUTE ${name}` : `EXECUTE ${name}(${args.join(', ')})`,
   }
+}
+
+interface StatementShape {
+  name: string
+  types: string[]
+}
+
+/** Per statement text: an outbox has a handful of texts, each used for every message. */
+const shapes = new Map<string, StatementShape>()
+const MAX_SHAPES = 256
+
+function shapeOf(text: string): StatementShape {
+  let shape = shapes.get(text)
+  if (shape === undefined) {
+    shape = { name: preparedName(text), types: parameterTypes(text) }
+    if (shapes.size >= MAX_SHAPES) shapes.clear()
+    shapes.set(text, shape)
+  }
+  return shape
 }
 
 /** A name derived from the text (two 32-bit FNV-1a hashes), so a changed text never reuses an old name. */
