@@ -101,6 +101,16 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
   },
 }
 
+export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * `transaction()` sends the messages it holds with the client's next query or the COMMIT,
+   * through a session-level prepared statement, instead of one INSERT round trip per produce()
+   * (default true). Set false behind a transaction-mode pooler (PgBouncer), which does not keep
+   * SQL prepared statements; `in(client)` never holds messages back.
+   */
+  writeWithCommit?: boolean
+}
+
 /**
  * The node-postgres adapter: the outbox for apps that use `pg` directly.
  *
@@ -112,16 +122,6 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
  *   await topics.orderCreated.produce(order)
  * })
  */
-export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
-  /**
-   * `transaction()` sends the messages it holds with the client's next query or the COMMIT,
-   * through a session-level prepared statement, instead of one INSERT round trip per produce()
-   * (default true). Set false behind a transaction-mode pooler (PgBouncer), which does not keep
-   * SQL prepared statements; `in(client)` never holds messages back.
-   */
-  writeWithCommit?: boolean
-}
-
 export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactionClient, PgConnection> {
   readonly #writeWithCommit: boolean
 
