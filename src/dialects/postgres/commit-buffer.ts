@@ -11,8 +11,8 @@ import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
  *
  * A simple query carries no parameters, so each write is an EXECUTE of a session-level prepared
  * statement (planning the INSERT every time cost more than the round trip it saves) with its
- * values inlined as literals built only from hex digits and numbers: nothing taken from a
- * message can end a literal, whatever the server's `standard_conforming_strings`.
+ * values inlined as literals (see `literal`) that no message content can end, whatever the
+ * server's `standard_conforming_strings`.
  */
 export class CommitBuffer {
   readonly #prepared: Set<string>
