@@ -3,7 +3,7 @@ import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import type { PgSession } from './session.ts'
-import { lastResult, type PgQueryResult } from './session.ts'
+import { lastResult } from './session.ts'
 import { claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
@@ -151,13 +151,22 @@ export class PostgresRelayStore implements RelayStore {
       if (!(await this.#enterFence())) return []
       this.#fenced = true
     }
-    const result = await this.#run(`BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`)
+    return this.#openClaim(`BEGIN; ${this.#claimSql(limit)}`)
+  }
+
+  /** Runs `sql`, which ends in the claim, and holds what it claimed (an empty claim is committed). */
+  async #openClaim(sql: string): Promise<StoredMessage[]> {
+    const result = await this.#run(sql)
     this.#inClaim = true
     if (result.rows.length === 0) {
       await this.#endClaim('COMMIT')
       return []
     }
     return result.rows.map(toMessage)
+  }
+
+  #claimSql(limit: number): string {
+    return claimSql(this.#options.table, limit, this.#options.concurrent)
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
@@ -184,20 +193,11 @@ export class PostgresRelayStore implements RelayStore {
       return this.claim(limit)
     }
     this.#notified = false
-    let result: PgQueryResult
-    try {
-      result = await this.#run(
-        `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN; ${claimSql(this.#options.table, limit, this.#options.concurrent)}`,
-      )
-    } catch (error) {
-      this.#inClaim = false
-      throw error
-    }
-    if (result.rows.length === 0) {
-      await this.#endClaim('COMMIT')
-      return []
-    }
-    return result.rows.map(toMessage)
+    // The open claim ends here: by the query's COMMIT, or with the session if the query fails.
+    this.#inClaim = false
+    return this.#openClaim(
+      `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN; ${this.#claimSql(limit)}`,
+    )
   }
 
   async abandon(): Promise<void> {
