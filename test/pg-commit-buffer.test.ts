@@ -7,7 +7,7 @@ import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { preparedCall } from '../src/dialects/postgres/commit-buffer.ts'
 import { ErrorCodes } from '../src/index.ts'
-import { DATABASE_URL, dropSchema, uniqueName, withClient } from './support/env.ts'
+import { DATABASE_URL, dropSchema, recordQueries, uniqueName, withClient } from './support/env.ts'
 import { orderTopic } from './support/workload.ts'
 
 const tricky = ["it's", "back\\slash \\x41 E'\\'", '$1 $$ $tag$ -- /* ;', 'ключ-🔑-ü', '']
@@ -91,20 +91,15 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
 
   it('a message produced last adds no round trip: BEGIN, the order, then INSERT + COMMIT in one query', async () => {
     await reset()
-    const sent: string[] = []
-    const original = pg.Client.prototype.query
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      const [first] = args
-      sent.push(typeof first === 'string' ? first : String((first as { text?: string }).text))
-      return (original as (...a: unknown[]) => unknown).apply(this, args)
-    } as typeof original
+    const queries = recordQueries()
+    const sent = queries.texts
     try {
       await outbox.transaction(pool, async (client, topics) => {
         await insertOrder(client, 'o-1')
         await topics.orders.produce(event('o-1'))
       })
     } finally {
-      pg.Client.prototype.query = original
+      queries.stop()
     }
     assert.equal(sent.length, 3, `round trips: ${JSON.stringify(sent)}`)
     assert.equal(sent[0], 'BEGIN')

@@ -5,7 +5,7 @@ import pg from 'pg'
 import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/index.ts'
 import type { RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
+import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
 import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
@@ -61,20 +61,12 @@ describe('pipelined relay', () => {
     t.after(() => relay.stop())
     // Round trips of the relay's sessions: in steady state a batch's delete goes with the next
     // claim on its session, so one round trip per batch instead of two.
-    let roundTrips = 0
-    const query = pg.Client.prototype.query
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      const name = (this as unknown as { connectionParameters: { application_name?: string } })
-        .connectionParameters.application_name
-      if (name === applicationName) roundTrips++
-      return (query as (...a: unknown[]) => unknown).apply(this, args)
-    } as typeof query
-    t.after(() => {
-      pg.Client.prototype.query = query
-    })
+    const queries = recordQueries((name) => name === applicationName)
+    t.after(() => queries.stop())
     await relay.start()
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
-    pg.Client.prototype.query = query
+    queries.stop()
+    const roundTrips = queries.texts.length
     // The companion connects when the first full batch is in flight, and stays.
     const sessions = await withClient(async (c) => {
       const result = await c.query(

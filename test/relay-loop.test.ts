@@ -11,16 +11,35 @@ import {
   type StoredMessage,
 } from '../src/index.ts'
 
-function messages(count: number): StoredMessage[] {
+function messages(count: number, orderingHash: (i: number) => number | null = () => null): StoredMessage[] {
   return Array.from({ length: count }, (_, i) => ({
     id: String(i + 1),
     topic: 't',
     key: null,
     value: Buffer.from('v'),
     headers: [],
-    orderingHash: null,
+    orderingHash: orderingHash(i),
     attempts: 0,
   }))
+}
+
+/** A store that is always connected and leading, claims nothing and keeps nothing, but for `overrides`. */
+function inMemoryStore(overrides: Partial<RelayStore>): RelayStore {
+  return {
+    healthy: true,
+    async connect() {},
+    async tryAcquireLeadership() {
+      return true
+    },
+    async claim() {
+      return []
+    },
+    async complete() {},
+    async abandon() {},
+    async waitForWork() {},
+    async close() {},
+    ...overrides,
+  }
 }
 
 /** Answers claims from a script, then with nothing; records every pause the loop asks for. */
@@ -31,25 +50,17 @@ function scriptedStore(claims: number[]): { store: RelayStore; pauses: number[];
     finish = resolve
   })
   let claimed = 0
-  const store: RelayStore = {
-    healthy: true,
-    async connect() {},
-    async tryAcquireLeadership() {
-      return true
-    },
+  const store = inMemoryStore({
     async claim() {
       const count = claims[claimed++] ?? 0
       if (claimed > claims.length) finish()
       return messages(count)
     },
-    async complete() {},
-    async abandon() {},
     async waitForWork(ms) {
       // Only pauses that follow a scripted claim: the loop may run on while the test stops it.
       if (claimed <= claims.length) pauses.push(ms)
     },
-    async close() {},
-  }
+  })
   return { store, pauses, done }
 }
 
@@ -90,15 +101,7 @@ describe('relay loop pacing', () => {
 
 describe('isolating a bad message', () => {
   it('bisects the batch: about log2(n) sends, only the bad message fails, only its key waits', async () => {
-    const batch = Array.from({ length: 100 }, (_, i) => ({
-      id: String(i + 1),
-      topic: 't',
-      key: null,
-      value: Buffer.from('v'),
-      headers: [],
-      orderingHash: i % 4,
-      attempts: 0,
-    }))
+    const batch = messages(100, (i) => i % 4)
     const bad = batch[50] as StoredMessage
     let sends = 0
     const sent: string[] = []
@@ -106,22 +109,14 @@ describe('isolating a bad message', () => {
       acknowledged: readonly string[]
       failures: readonly { ids: string[]; deadLetter?: boolean }[]
     } = { acknowledged: [], failures: [] }
-    const store: RelayStore = {
-      healthy: true,
-      async connect() {},
-      async tryAcquireLeadership() {
-        return true
-      },
+    const store = inMemoryStore({
       async claim() {
         return batch
       },
       async complete(acknowledged, failures = []) {
         completed = { acknowledged, failures }
       },
-      async abandon() {},
-      async waitForWork() {},
-      async close() {},
-    }
+    })
     const transport = {
       async send(records: readonly StoredMessage[]) {
         sends++

@@ -56,3 +56,29 @@ export async function waitFor(
     await new Promise((resolve) => setTimeout(resolve, interval))
   }
 }
+
+/**
+ * Records the text of every node-postgres query (one per round trip) of the clients `which`
+ * accepts, until `stop()`: the `application_name` a test gave its connections tells them apart.
+ */
+export function recordQueries(which: (applicationName: string | undefined) => boolean = () => true): {
+  texts: string[]
+  stop(): void
+} {
+  const texts: string[] = []
+  const prototype = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }
+  const original = prototype.query
+  prototype.query = function (this: { connectionParameters: { application_name?: string } }, ...args) {
+    if (which(this.connectionParameters.application_name)) {
+      const [first] = args
+      texts.push(typeof first === 'string' ? first : String((first as { text?: string }).text))
+    }
+    return original.apply(this, args)
+  }
+  return {
+    texts,
+    stop() {
+      prototype.query = original
+    },
+  }
+}
