@@ -10,7 +10,9 @@ import { Resources } from '../lib/env.ts'
 import { warmTransport } from '../lib/kafka.ts'
 import { fmt, fmtInt, fmtRatio, type ScenarioResult, type Table } from '../lib/report.ts'
 import { type Distribution, distribution, mean, median, round } from '../lib/stats.ts'
-import { benchMessage, benchOutbox, benchTopic } from '../lib/workload.ts'
+import { type BenchOutbox, benchMessage, benchOutbox, benchTopic } from '../lib/workload.ts'
+
+type BenchProducers = ReturnType<BenchOutbox['in']>
 
 const BLOCK = 100
 const WARMUP = 50
@@ -56,20 +58,36 @@ export const writePath: Scenario = {
       )
       const definition = benchTopic(topic)
       let orderId = 0
-      const insertOrder = (i: number) =>
-        client.query(`INSERT INTO "${schema}".orders (id, customer, amount) VALUES ($1, $2, $3)`, [
+      const insertOrder = (on: pg.ClientBase, i: number) =>
+        on.query(`INSERT INTO "${schema}".orders (id, customer, amount) VALUES ($1, $2, $3)`, [
           ++orderId,
           `customer-${i % 64}`,
           i % 1000,
         ])
-      const insertPooled = (pooled: pg.PoolClient, i: number) =>
-        pooled.query(`INSERT INTO "${schema}".orders (id, customer, amount) VALUES ($1, $2, $3)`, [
-          ++orderId,
-          `customer-${i % 64}`,
-          i % 1000,
-        ])
-      const producers = outbox.in(client)
-      const quietProducers = withoutNotify?.in(client)
+      // The app's own BEGIN/COMMIT on `client`, producing through `outbox.in(client)`.
+      const eager = (id: string, label: string, producers: BenchProducers, prefix: string): Variant => ({
+        id,
+        label,
+        times: [],
+        run: async (i) => {
+          await client.query('BEGIN')
+          await insertOrder(client, i)
+          await producers.bench.produce(benchMessage(prefix, i))
+          await client.query('COMMIT')
+        },
+      })
+      // outbox.transaction() on a client of `pool`.
+      const helper = (id: string, label: string, through: BenchOutbox, prefix: string): Variant => ({
+        id,
+        label,
+        times: [],
+        run: async (i) => {
+          await through.transaction(pool, async (pooled, topics) => {
+            await insertOrder(pooled, i)
+            await topics.bench.produce(benchMessage(prefix, i))
+          })
+        },
+      })
       const variants: Variant[] = [
         {
           id: 'plain',
@@ -77,23 +95,16 @@ export const writePath: Scenario = {
           times: [],
           run: async (i) => {
             await client.query('BEGIN')
-            await insertOrder(i)
+            await insertOrder(client, i)
             await client.query('COMMIT')
           },
         },
-        {
-          id: 'outbox',
-          label: `+ 1 outbox message${ctx.features.outboxNotifyOption ? ' (default: with NOTIFY)' : ''}`,
-          times: [],
-          run: async (i) => {
-            await client.query('BEGIN')
-            await insertOrder(i)
-            await producers.bench.produce(benchMessage('w', i))
-            await client.query('COMMIT')
-          },
-        },
-      ]
-      variants.push(
+        eager(
+          'outbox',
+          `+ 1 outbox message${ctx.features.outboxNotifyOption ? ' (default: with NOTIFY)' : ''}`,
+          outbox.in(client),
+          'w',
+        ),
         {
           id: 'plainPool',
           label: 'plain transaction, pooled client (BEGIN, order, COMMIT, release)',
@@ -102,51 +113,30 @@ export const writePath: Scenario = {
             const pooled = await pool.connect()
             try {
               await pooled.query('BEGIN')
-              await insertPooled(pooled, i)
+              await insertOrder(pooled, i)
               await pooled.query('COMMIT')
             } finally {
               pooled.release()
             }
           },
         },
-        {
-          id: 'helper',
-          label: '+ 1 outbox message through outbox.transaction(pool, fn) (default: with NOTIFY)',
-          times: [],
-          run: async (i) => {
-            await outbox.transaction(pool, async (pooled, topics) => {
-              await insertPooled(pooled, i)
-              await topics.bench.produce(benchMessage('h', i))
-            })
-          },
-        },
-      )
-      if (quietProducers) {
-        variants.push({
-          id: 'outboxNoNotify',
-          label: '+ 1 outbox message (notify: false)',
-          times: [],
-          run: async (i) => {
-            await client.query('BEGIN')
-            await insertOrder(i)
-            await quietProducers.bench.produce(benchMessage('q', i))
-            await client.query('COMMIT')
-          },
-        })
-        variants.push({
-          id: 'helperNoNotify',
-          label: '+ 1 outbox message through outbox.transaction(pool, fn) (notify: false)',
-          times: [],
-          run: async (i) => {
-            await (withoutNotify as NonNullable<typeof withoutNotify>).transaction(
-              pool,
-              async (pooled, topics) => {
-                await insertPooled(pooled, i)
-                await topics.bench.produce(benchMessage('hq', i))
-              },
-            )
-          },
-        })
+        helper(
+          'helper',
+          '+ 1 outbox message through outbox.transaction(pool, fn) (default: with NOTIFY)',
+          outbox,
+          'h',
+        ),
+      ]
+      if (withoutNotify) {
+        variants.push(
+          eager('outboxNoNotify', '+ 1 outbox message (notify: false)', withoutNotify.in(client), 'q'),
+          helper(
+            'helperNoNotify',
+            '+ 1 outbox message through outbox.transaction(pool, fn) (notify: false)',
+            withoutNotify,
+            'hq',
+          ),
+        )
       }
       variants.push({
         id: 'dualWrite',
@@ -154,7 +144,7 @@ export const writePath: Scenario = {
         times: [],
         run: async (i) => {
           await client.query('BEGIN')
-          await insertOrder(i)
+          await insertOrder(client, i)
           await client.query('COMMIT')
           await direct.send([definition.toRecord(benchMessage('d', i))])
         },
@@ -187,6 +177,7 @@ export const writePath: Scenario = {
       const rounds = transactions / BLOCK
       // The helper's transactions check a client out of a pool: compare them with pooled ones.
       const baseOf = (id: string) => (id.startsWith('helper') ? 'plainPool' : 'plain')
+      const baseStats = (id: string) => stats.get(baseOf(id)) as Distribution
       const roundRatio = (id: string, baseId = baseOf(id)): number => {
         const variant = variants.find((v) => v.id === id)
         const base = variants.find((v) => v.id === baseId)
@@ -208,8 +199,8 @@ export const writePath: Scenario = {
           fmt(d.mean, 3),
           fmt(d.p50, 3),
           fmt(d.p99, 3),
-          fmtRatio(d.mean / (stats.get(baseOf(variant.id)) as Distribution).mean),
-          fmtRatio(d.p50 / (stats.get(baseOf(variant.id)) as Distribution).p50),
+          fmtRatio(d.mean / baseStats(variant.id).mean),
+          fmtRatio(d.p50 / baseStats(variant.id).p50),
           fmtRatio(roundRatio(variant.id)),
         ]
       })
@@ -269,7 +260,7 @@ export const writePath: Scenario = {
                   meanMs: round(d.mean, 4),
                   p50Ms: round(d.p50, 4),
                   p99Ms: round(d.p99, 4),
-                  meanRatioToPlain: round(d.mean / (stats.get(baseOf(v.id)) as Distribution).mean, 3),
+                  meanRatioToPlain: round(d.mean / baseStats(v.id).mean, 3),
                   pairedRatioToPlain: round(roundRatio(v.id), 3),
                 },
               ]
