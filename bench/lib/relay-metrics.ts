@@ -7,6 +7,9 @@ export interface RelayMetrics {
   rate: number
   cpuSeconds: number
   cpuPer100k: number
+  /** PostgreSQL's and the broker's CPU seconds per 100k messages over the run (when readable). */
+  postgresCpuPer100k?: number
+  brokerCpuPer100k?: number
   roundTripsPerMessage: number
   statementsPerMessage: number
   roundTrips: number
@@ -22,6 +25,12 @@ export function metrics(result: WorkerResult, messages = result.delivered): Rela
     rate: messages / seconds,
     cpuSeconds,
     cpuPer100k: (cpuSeconds / messages) * 100_000,
+    ...(result.services
+      ? {
+          postgresCpuPer100k: (result.services.postgresS / messages) * 100_000,
+          brokerCpuPer100k: (result.services.brokerS / messages) * 100_000,
+        }
+      : {}),
     roundTripsPerMessage: result.roundTrips / messages,
     statementsPerMessage: result.statements / messages,
     roundTrips: result.roundTrips,

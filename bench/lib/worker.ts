@@ -19,6 +19,7 @@ import {
 } from './kafka.ts'
 import { startPeerListener } from './peer.ts'
 import { ignoreClient, installQueryCounter, queryCounts, resetQueryCounts } from './query-counter.ts'
+import { type ServiceCpu, serviceCpu, serviceCpuSince } from './service-cpu.ts'
 import { sleep, wallNow } from './stats.ts'
 import { benchOutbox, benchRecords, WARMUP_CLAIMS } from './workload.ts'
 
@@ -71,6 +72,8 @@ export interface WorkerResult {
   batches: number
   cpuUserS: number
   cpuSystemS: number
+  /** CPU seconds PostgreSQL and the broker used over the same span (machine-wide; Linux only). */
+  services?: ServiceCpu
   roundTrips: number
   statements: number
   errors: string[]
@@ -131,13 +134,20 @@ function stopSignal(stopAfterReached: Promise<void>): Promise<void> {
   return Promise.race([stop, stopAfterReached])
 }
 
-function finish(
-  tracker: Tracker,
-  startedAt: number,
-  cpu: NodeJS.CpuUsage,
-  acks?: Map<string, number>,
-): WorkerResult {
-  const used = process.cpuUsage(cpu)
+interface Clock {
+  startedAt: number
+  cpu: NodeJS.CpuUsage
+  services: ServiceCpu | undefined
+}
+
+function startClock(): Clock {
+  return { services: serviceCpu(), cpu: process.cpuUsage(), startedAt: wallNow() }
+}
+
+function finish(tracker: Tracker, clock: Clock, acks?: Map<string, number>): WorkerResult {
+  const used = process.cpuUsage(clock.cpu)
+  const services = serviceCpuSince(clock.services)
+  const startedAt = clock.startedAt
   const counts = queryCounts()
   return {
     startedAt,
@@ -146,6 +156,7 @@ function finish(
     batches: tracker.batches,
     cpuUserS: used.user / 1e6,
     cpuSystemS: used.system / 1e6,
+    ...(services ? { services } : {}),
     roundTrips: counts.roundTrips,
     statements: counts.statements,
     errors: tracker.errors,
@@ -207,11 +218,10 @@ async function runRelay(job: RelayJob): Promise<WorkerResult> {
   await nextMessage()
   const stopped = stopSignal(stopAfterReached)
   resetQueryCounts()
-  const cpu = process.cpuUsage()
-  const startedAt = wallNow()
+  const clock = startClock()
   await relay.start()
   await stopped
-  const result = finish(tracker, startedAt, cpu, ackTransport?.acks)
+  const result = finish(tracker, clock, ackTransport?.acks)
   await relay.stop()
   return result
 }
@@ -232,15 +242,14 @@ async function runRaw(job: RawJob): Promise<WorkerResult> {
   const tracker = newTracker()
   send({ type: 'ready' })
   await nextMessage()
-  const cpu = process.cpuUsage()
-  const startedAt = wallNow()
+  const clock = startClock()
   for (const messages of batches) {
     await producer.send({ messages })
     tracker.delivered += messages.length
     tracker.batches++
     tracker.lastAt = wallNow()
   }
-  const result = finish(tracker, startedAt, cpu)
+  const result = finish(tracker, clock)
   await producer.close()
   return result
 }
@@ -265,8 +274,7 @@ async function runPeer(job: PeerJob): Promise<WorkerResult> {
   await nextMessage()
   const stopped = stopSignal(stopAfterReached)
   resetQueryCounts()
-  const cpu = process.cpuUsage()
-  const startedAt = wallNow()
+  const clock = startClock()
   const shutdown = startPeerListener({
     schema: job.schema,
     databaseUrl: job.databaseUrl,
@@ -312,7 +320,7 @@ async function runPeer(job: PeerJob): Promise<WorkerResult> {
   }
   await stopped
   const endedAt = tracker.lastAt || wallNow()
-  const result = finish(tracker, startedAt, cpu, ackTransport?.acks)
+  const result = finish(tracker, clock, ackTransport?.acks)
   const counts = await watcher.query(
     `SELECT count(*) FILTER (WHERE processed_at IS NOT NULL)::int AS processed,
             count(*) FILTER (WHERE abandoned_at IS NOT NULL)::int AS abandoned,

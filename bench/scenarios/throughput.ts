@@ -83,6 +83,7 @@ export const throughput: Scenario = {
     const rows: string[][] = []
     const runs: Record<string, unknown>[] = []
     const ratios = new Map<number, number[]>()
+    const machineRatios: { batchSize: number; ratio: number }[] = []
     let verifiedOk = true
     try {
       for (const batchSize of batchSizes) {
@@ -113,6 +114,10 @@ export const throughput: Scenario = {
           if (raw === undefined || ours === undefined) throw new Error('unreachable')
           const ratio = ours.ours.rate / raw.rate
           batchRatios.push(ratio)
+          const relayMachine = machineCpu(ours.ours)
+          const rawMachine = machineCpu(raw)
+          if (relayMachine !== undefined && rawMachine !== undefined)
+            machineRatios.push({ batchSize, ratio: relayMachine / rawMachine })
           if (ours.verification && !(ours.verification.ok && ours.verification.lost === 0)) verifiedOk = false
           rows.push([
             `batch ${batchSize}, rep ${rep + 1} (${rawFirst ? 'raw first' : 'relay first'})`,
@@ -120,7 +125,11 @@ export const throughput: Scenario = {
             fmtInt(ours.ours.rate),
             fmtRatio(ratio),
             fmt(ours.ours.cpuPer100k, 2),
+            fmtOptional(ours.ours.postgresCpuPer100k),
             fmt(raw.cpuPer100k, 2),
+            machineCpu(ours.ours) === undefined || machineCpu(raw) === undefined
+              ? '-'
+              : `${fmt(machineCpu(ours.ours) as number, 2)} / ${fmt(machineCpu(raw) as number, 2)}`,
             fmt(ours.ours.roundTripsPerMessage, 4),
             fmt(ours.ours.statementsPerMessage, 4),
             verdict(ours.verification),
@@ -151,7 +160,9 @@ export const throughput: Scenario = {
         'relay msg/s',
         'relay/raw',
         'relay CPU s/100k',
+        'PostgreSQL CPU s/100k (relay run)',
         'raw CPU s/100k',
+        'machine CPU s/100k, relay / raw',
         'PG round trips/msg',
         'PG statements/msg',
         'delivery check',
@@ -160,7 +171,12 @@ export const throughput: Scenario = {
       notes: [
         `median relay/raw ratio: ${medians.join('; ')}`,
         `Batch ${defaultBatch} is the relay's default maxMessagesPerPoll. Relay and raw producer each run alone in a child process, after the same warm-up (producer connected, ${WARMUP_BATCHES} batches to a warm-up topic, one record per key to the measured topic; the relay also runs its claim ${WARMUP_CLAIMS} times inside a rolled-back transaction). Pre-fill is not timed.`,
-        'CPU = that process (relay loop, pg and Kafka client; raw: Kafka client only).',
+        "CPU = that process (relay loop, pg and Kafka client; raw: Kafka client only). PostgreSQL CPU = every postgres process over the same span (the relay's backends, WAL writer, checkpointer), read from /proc. Machine CPU = the process + PostgreSQL + the broker's JVM: what one message costs the whole machine when all three share its cores.",
+        ...(machineRatios.length > 0
+          ? [
+              `median machine-CPU ratio per message, relay run / raw run: ${batchSizes.map((size) => `batch ${size}: ${fmtRatio(median(machineRatios.filter((r) => r.batchSize === size).map((r) => r.ratio)))}`).join('; ')}`,
+            ]
+          : []),
         'Round trips and statements are counted in the relay\'s process by wrapping pg.Client#query (pg_stat_statements is not loaded): with a backlog, 1 round trip per batch, "DELETE; COMMIT; BEGIN; claim" (the delete of the previous batch rides with the next claim on the same session), 4 statements.',
       ],
     }
@@ -190,6 +206,12 @@ export const throughput: Scenario = {
         medianRatioByBatch: Object.fromEntries(
           batchSizes.map((size) => [size, round(median(ratios.get(size) ?? []), 3)]),
         ),
+        medianMachineCpuRatioByBatch: Object.fromEntries(
+          batchSizes.map((size) => [
+            size,
+            round(median(machineRatios.filter((r) => r.batchSize === size).map((r) => r.ratio)), 3),
+          ]),
+        ),
         runs,
       },
     }
@@ -203,9 +225,21 @@ export function roundMetrics(m: RelayMetrics): Record<string, number> {
     rate: round(m.rate, 0),
     cpuSeconds: round(m.cpuSeconds, 3),
     cpuPer100k: round(m.cpuPer100k, 3),
+    ...(m.postgresCpuPer100k === undefined ? {} : { postgresCpuPer100k: round(m.postgresCpuPer100k, 3) }),
+    ...(m.brokerCpuPer100k === undefined ? {} : { brokerCpuPer100k: round(m.brokerCpuPer100k, 3) }),
     roundTripsPerMessage: round(m.roundTripsPerMessage, 5),
     statementsPerMessage: round(m.statementsPerMessage, 5),
     roundTrips: m.roundTrips,
     statements: m.statements,
   }
+}
+
+/** The run's process + PostgreSQL + broker CPU seconds per 100k messages, when /proc was readable. */
+function machineCpu(m: RelayMetrics): number | undefined {
+  if (m.postgresCpuPer100k === undefined || m.brokerCpuPer100k === undefined) return undefined
+  return m.cpuPer100k + m.postgresCpuPer100k + m.brokerCpuPer100k
+}
+
+function fmtOptional(value: number | undefined): string {
+  return value === undefined ? '-' : fmt(value, 2)
 }
