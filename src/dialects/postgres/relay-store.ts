@@ -4,7 +4,7 @@ import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.t
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import type { PgSession } from './session.ts'
 import { lastResult } from './session.ts'
-import { claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
+import { CLAIM_COLUMNS, claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
   table: OutboxTable
@@ -80,7 +80,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     const started = await this.#run(
-      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}${listen}; SELECT pg_backend_pid() AS pid`,
+      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
     )
     this.#pid = started.rows[0]?.pid as number | undefined
     // Whatever was committed while no one listened is found by the first claim.
@@ -156,13 +156,13 @@ export class PostgresRelayStore implements RelayStore {
 
   /** Runs `sql`, which ends in the claim, and holds what it claimed (an empty claim is committed). */
   async #openClaim(sql: string): Promise<StoredMessage[]> {
-    const result = await this.#run(sql)
+    const result = await this.#run(sql, undefined, true)
     this.#inClaim = true
     if (result.rows.length === 0) {
       await this.#endClaim('COMMIT')
       return []
     }
-    return result.rows.map(toMessage)
+    return (result.rows as unknown[] as (unknown[] | Record<string, unknown>)[]).map(toMessage)
   }
 
   #claimSql(limit: number): string {
@@ -241,7 +241,7 @@ export class PostgresRelayStore implements RelayStore {
     }
   }
 
-  async #run(text: string, values?: unknown[]) {
+  async #run(text: string, values?: unknown[], rawRows = false) {
     const session = this.#session
     if (!session || !this.#healthy) {
       throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', {
@@ -249,6 +249,7 @@ export class PostgresRelayStore implements RelayStore {
       })
     }
     try {
+      if (rawRows) return lastResult(await session.query({ text, ...RAW_ARRAY_ROWS }))
       return lastResult(values === undefined ? await session.query(text) : await session.query(text, values))
     } catch (error) {
       const code = (error as { code?: string }).code
@@ -276,14 +277,38 @@ export class PostgresRelayStore implements RelayStore {
   }
 }
 
-function toMessage(row: Record<string, unknown>): StoredMessage {
+/**
+ * node-postgres returns the claim's rows as arrays of the columns' text, decoded below: building
+ * a row object and running the generic type parsers for every row took about a fifth of the
+ * relay's CPU time spent reading a claim. Other drivers ignore both fields and return objects.
+ */
+const RAW_ARRAY_ROWS = {
+  rowMode: 'array',
+  types: { getTypeParser: () => (text: string) => text },
+} as const
+
+/** A claimed row: an array of raw column text (node-postgres) or an object of parsed values. */
+function toMessage(row: unknown[] | Record<string, unknown>): StoredMessage {
+  const [id, topic, key, value, headers, orderingHash, attempts] = Array.isArray(row)
+    ? row
+    : CLAIM_COLUMNS.map((column) => row[column])
   return {
-    id: String(row.id),
-    topic: row.topic as string,
-    key: (row.key as Buffer | null) ?? null,
-    value: (row.value as Buffer | null) ?? null,
-    headers: decodeHeaders(row.headers),
-    orderingHash: (row.ordering_hash as number | null) ?? null,
-    attempts: row.attempts as number,
+    id: String(id),
+    topic: String(topic),
+    key: bytes(key),
+    value: bytes(value),
+    headers: decodeHeaders(typeof headers === 'string' ? JSON.parse(headers) : headers),
+    orderingHash: orderingHash === null || orderingHash === undefined ? null : Number(orderingHash),
+    attempts: Number(attempts),
   }
+}
+
+/** bytea as a driver returns it: a Buffer, or the text of the hex format (the session sets bytea_output). */
+function bytes(value: unknown): Buffer | null {
+  if (value === null || value === undefined) return null
+  if (typeof value === 'string') {
+    if (!value.startsWith('\\x')) throw new Error(`bytea in an unexpected text format: ${value.slice(0, 16)}`)
+    return Buffer.from(value.slice(2), 'hex')
+  }
+  return value as Buffer
 }

@@ -9,7 +9,17 @@ export interface PgQueryResult {
 
 export interface PgSession {
   query(text: string, values?: unknown[]): Promise<PgQueryResult | PgQueryResult[]>
-  query(config: { text: string; values?: unknown[]; name?: string }): Promise<PgQueryResult>
+  /**
+   * `rowMode` and `types` are node-postgres's: rows as arrays, each column's text run through
+   * `types`. Other drivers ignore both and return rows as objects of parsed values.
+   */
+  query(config: {
+    text: string
+    values?: unknown[]
+    name?: string
+    rowMode?: 'array'
+    types?: { getTypeParser: () => (text: string) => unknown }
+  }): Promise<PgQueryResult>
   end(): Promise<void>
   on(event: 'error', listener: (error: Error) => void): unknown
   on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown

@@ -84,6 +84,13 @@ FROM (SELECT pg_advisory_xact_lock($6::int, $5::int)) AS key_lock${wake}`,
   }
 }
 
+/**
+ * What a claim returns, in this order: the relay store reads rows as arrays where the driver
+ * can return them (see `PostgresRelayStore`), so the position of each column is part of the contract.
+ */
+export const CLAIM_COLUMNS = ['id', 'topic', 'key', 'value', 'headers', 'ordering_hash', 'attempts'] as const
+const CLAIM_SELECT = CLAIM_COLUMNS.map((column) => `o.${column}`).join(', ')
+
 const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
     SELECT 1 FROM ${outbox} AS older
     WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
@@ -98,7 +105,7 @@ const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
 export function claimSql(table: OutboxTable, limit: number, concurrent = false): string {
   if (concurrent) return concurrentClaimSql(table, limit)
   const outbox = qualified(table)
-  return `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
+  return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 WHERE o.available_at <= now()
   AND ${RETRY_WAITING(outbox)}
@@ -148,7 +155,7 @@ function concurrentClaimSql(table: OutboxTable, limit: number): string {
 ), won AS MATERIALIZED (
   SELECT h FROM tried WHERE won
 )
-SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
+SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 JOIN candidates AS c ON c.id = o.id
 WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))
