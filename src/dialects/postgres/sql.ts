@@ -91,11 +91,20 @@ FROM (SELECT pg_advisory_xact_lock($6::int, $5::int)) AS key_lock${wake}`,
 export const CLAIM_COLUMNS = ['id', 'topic', 'key', 'value', 'headers', 'ordering_hash', 'attempts'] as const
 const CLAIM_SELECT = CLAIM_COLUMNS.map((column) => `o.${column}`).join(', ')
 
-const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
+/**
+ * "No older message of this row's key is waiting for a retry". The first test runs once per
+ * claim (PostgreSQL makes it an InitPlan) and is true whenever nothing at all is waiting, the
+ * usual case: the per-row probe after OR is then never run, which saved about a seventh of a
+ * 500-row claim's server CPU. It cannot change the answer: a row that makes the probe fail also
+ * makes the first test false.
+ */
+const RETRY_WAITING = (outbox: string) => `(NOT EXISTS (
+    SELECT 1 FROM ${outbox} AS waiting WHERE waiting.attempts > 0 AND waiting.available_at > now()
+  ) OR NOT EXISTS (
     SELECT 1 FROM ${outbox} AS older
     WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
       AND older.available_at > now()
-  )`
+  ))`
 
 /**
  * Oldest first, skipping rows another session holds, and never a message whose key has an
