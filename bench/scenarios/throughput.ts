@@ -127,9 +127,9 @@ export const throughput: Scenario = {
             fmt(ours.ours.cpuPer100k, 2),
             fmtOptional(ours.ours.postgresCpuPer100k),
             fmt(raw.cpuPer100k, 2),
-            machineCpu(ours.ours) === undefined || machineCpu(raw) === undefined
+            relayMachine === undefined || rawMachine === undefined
               ? '-'
-              : `${fmt(machineCpu(ours.ours) as number, 2)} / ${fmt(machineCpu(raw) as number, 2)}`,
+              : `${fmt(relayMachine, 2)} / ${fmt(rawMachine, 2)}`,
             fmt(ours.ours.roundTripsPerMessage, 4),
             fmt(ours.ours.statementsPerMessage, 4),
             verdict(ours.verification),

@@ -10,7 +10,9 @@ export function encodeHeaders(headers: OutboxRecord['headers']): string | null {
   )
 }
 
+/** `stored`: the headers as the driver returns them, parsed or as JSON text. */
 export function decodeHeaders(stored: unknown): OutboxRecord['headers'] {
+  if (typeof stored === 'string') stored = JSON.parse(stored)
   if (!Array.isArray(stored)) return []
   return stored.map(([name, value]: [string, string | null]) => [
     name,

@@ -114,7 +114,7 @@ function toDeadLetter(row: Record<string, unknown>): DeadLetter {
     topic: String(row.topic),
     key: (row.key as Buffer | null) ?? null,
     value: (row.value as Buffer | null) ?? null,
-    headers: decodeHeaders(typeof row.headers === 'string' ? JSON.parse(row.headers) : null),
+    headers: decodeHeaders(row.headers),
     attempts: Number(row.attempts),
     errors: JSON.parse(String(row.errors)) as DeadLetter['errors'],
     createdAt: new Date(Number(row.created_at)),

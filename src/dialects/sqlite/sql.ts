@@ -103,7 +103,7 @@ export function toMessage(row: Record<string, unknown>): StoredMessage {
     topic: row.topic as string,
     key: (row.key as Buffer | null) ?? null,
     value: (row.value as Buffer | null) ?? null,
-    headers: decodeHeaders(typeof row.headers === 'string' ? JSON.parse(row.headers) : null),
+    headers: decodeHeaders(row.headers),
     orderingHash: (row.ordering_hash as number | null) ?? null,
     attempts: row.attempts as number,
   }
