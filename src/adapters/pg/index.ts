@@ -15,6 +15,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { connectSession } from './session.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
 export type PgTransactionClient = Pick<pg.ClientBase, 'query'> & {
@@ -81,7 +82,7 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
     if (resolved instanceof pg.Pool) {
       // A pool would spread the relay's claim, leader lock and LISTEN over several connections:
       // open a dedicated client with the pool's settings instead.
-      return (await openClient(resolved.options as pg.ClientConfig, applicationName)) as unknown as PgSession
+      return openClient(resolved.options as pg.ClientConfig, applicationName)
     }
     if (typeof resolved === 'object' && resolved !== null && 'query' in resolved) {
       // The caller's own client (e.g. for migrate(client)): use it, but never end it.
@@ -97,7 +98,7 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
         `expected a connection string, pg client config or pg client, got ${describe(resolved)}`,
       )
     }
-    return (await openClient(resolved, applicationName)) as unknown as PgSession
+    return openClient(resolved, applicationName)
   },
 }
 
@@ -273,14 +274,10 @@ function defaultConnection(): string {
   return url
 }
 
-async function openClient(target: string | pg.ClientConfig, applicationName: string): Promise<pg.Client> {
-  const config: pg.ClientConfig =
+function openClient(target: string | pg.ClientConfig, applicationName: string): Promise<PgSession> {
+  return connectSession(
     typeof target === 'string'
       ? { connectionString: target, application_name: applicationName }
-      : { application_name: applicationName, ...target }
-  const client = new pg.Client(config)
-  // Without a listener, a server-side disconnect of an idle client would crash the process.
-  client.on('error', () => {})
-  await client.connect()
-  return client
+      : { application_name: applicationName, ...target },
+  )
 }

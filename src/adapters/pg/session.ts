@@ -17,11 +17,90 @@ export async function openPgSession(
   if (resolved === undefined || resolved === '') {
     throw invalidArgument('no database connection given and DATABASE_URL is not set')
   }
-  const client = new pg.Client(clientConfig(resolved, applicationName))
+  return connectSession(clientConfig(resolved, applicationName))
+}
+
+/** A new connected client that k-entity owns (relay, migration or admin session). */
+export async function connectSession(config: pg.ClientConfig): Promise<PgSession> {
+  const client = new SessionClient(config)
   // Without a listener, a server-side disconnect of an idle client would crash the process.
   client.on('error', () => {})
   await client.connect()
   return client as unknown as PgSession
+}
+
+/** A node-postgres client that can also read COPY ... TO STDOUT data (see `PgSession.copyOut`). */
+class SessionClient extends pg.Client {
+  copyOut(text: string, onData: (chunk: Buffer) => void): Promise<void> {
+    const query = new CopyOutQuery(text, onData)
+    this.query(query as unknown as pg.QueryConfig)
+    return query.done
+  }
+}
+
+/**
+ * A node-postgres "submittable": the client hands it every message of its simple query.
+ * node-postgres reads COPY data only when writing to a table (COPY FROM); pg-copy-streams reads
+ * it too, but as a stream that ends at the first statement's completion, while the relay's claim
+ * is the last of several statements in one query.
+ */
+class CopyOutQuery {
+  readonly done: Promise<void>
+  readonly #text: string
+  readonly #onData: (chunk: Buffer) => void
+  #resolve!: () => void
+  #reject!: (error: unknown) => void
+  #error: unknown
+  #settled = false
+
+  constructor(text: string, onData: (chunk: Buffer) => void) {
+    this.#text = text
+    this.#onData = onData
+    this.done = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
+  }
+
+  submit(connection: { query(text: string): void }): void {
+    connection.query(this.#text)
+  }
+
+  handleCopyData(message: { chunk: Buffer }): void {
+    if (this.#error !== undefined) return
+    try {
+      this.#onData(message.chunk)
+    } catch (error) {
+      // Kept until ReadyForQuery: the session is still in the middle of the query's answer.
+      this.#error = error
+    }
+  }
+
+  handleError(error: unknown): void {
+    // A server error is followed by ReadyForQuery, a broken connection by nothing: settle now.
+    this.#settle(error)
+  }
+
+  handleReadyForQuery(): void {
+    this.#settle(this.#error)
+  }
+
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handlePortalSuspended(): void {}
+  handleEmptyQuery(): void {}
+  handleCommandComplete(): void {}
+
+  handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
+    connection.sendCopyFail('k-entity reads COPY data, it does not write it')
+  }
+
+  #settle(error: unknown): void {
+    if (this.#settled) return
+    this.#settled = true
+    if (error === undefined) this.#resolve()
+    else this.#reject(error)
+  }
 }
 
 function clientConfig(target: PgRelayConnection, applicationName: string): pg.ClientConfig {

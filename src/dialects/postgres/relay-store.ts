@@ -1,9 +1,9 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
-import type { PgSession } from './session.ts'
-import { lastResult } from './session.ts'
+import { lastResult, type PgQueryResult, type PgSession } from './session.ts'
 import { CLAIM_COLUMNS, claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
@@ -151,18 +151,32 @@ export class PostgresRelayStore implements RelayStore {
       if (!(await this.#enterFence())) return []
       this.#fenced = true
     }
-    return this.#openClaim(`BEGIN; ${this.#claimSql(limit)}`)
+    return this.#openClaim('BEGIN', limit)
   }
 
-  /** Runs `sql`, which ends in the claim, and holds what it claimed (an empty claim is committed). */
-  async #openClaim(sql: string): Promise<StoredMessage[]> {
-    const result = await this.#run({ text: sql, ...RAW_ARRAY_ROWS })
-    this.#inClaim = true
-    if (result.rows.length === 0) {
-      await this.#endClaim('COMMIT')
-      return []
+  /**
+   * Runs `before` and then the claim in one query, and holds what it claimed (an empty claim is
+   * committed). As binary COPY where the session can read it, as rows otherwise.
+   */
+  async #openClaim(before: string, limit: number): Promise<StoredMessage[]> {
+    const claim = this.#claimSql(limit)
+    let messages: StoredMessage[]
+    if (this.#session?.copyOut !== undefined) {
+      const decoder = new BinaryClaimDecoder()
+      const copyOut = this.#session.copyOut
+      await this.#use((session) =>
+        copyOut.call(session, `${before}; ${binaryClaimSql(claim)}`, (chunk) => decoder.push(chunk)),
+      )
+      messages = decoder.messages
+    } else {
+      const result = lastResult(
+        await this.#use((session) => session.query({ text: `${before}; ${claim}`, ...RAW_ARRAY_ROWS })),
+      )
+      messages = (result.rows as unknown[] as (unknown[] | Record<string, unknown>)[]).map(toMessage)
     }
-    return (result.rows as unknown[] as (unknown[] | Record<string, unknown>)[]).map(toMessage)
+    this.#inClaim = true
+    if (messages.length === 0) await this.#endClaim('COMMIT')
+    return messages
   }
 
   #claimSql(limit: number): string {
@@ -195,9 +209,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#notified = false
     // The open claim ends here: by the query's COMMIT, or with the session if the query fails.
     this.#inClaim = false
-    return this.#openClaim(
-      `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN; ${this.#claimSql(limit)}`,
-    )
+    return this.#openClaim(`${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN`, limit)
   }
 
   async abandon(): Promise<void> {
@@ -241,7 +253,16 @@ export class PostgresRelayStore implements RelayStore {
     }
   }
 
-  async #run(query: string | ClaimQuery, values?: unknown[]) {
+  async #run(text: string, values?: unknown[]): Promise<PgQueryResult> {
+    return lastResult(
+      await this.#use((session) =>
+        values === undefined ? session.query(text) : session.query(text, values),
+      ),
+    )
+  }
+
+  /** Runs `work` on the session; any failure drops the session (see below). */
+  async #use<R>(work: (session: PgSession) => Promise<R>): Promise<R> {
     const session = this.#session
     if (!session || !this.#healthy) {
       throw new KEntityError(ErrorCodes.STORE_FAILED, 'the relay has no usable database session', {
@@ -249,11 +270,12 @@ export class PostgresRelayStore implements RelayStore {
       })
     }
     try {
-      if (typeof query !== 'string') return lastResult(await session.query(query))
-      return lastResult(
-        values === undefined ? await session.query(query) : await session.query(query, values),
-      )
+      return await work(session)
     } catch (error) {
+      // After any failure the session's state (open transaction, lock) is uncertain: drop it and
+      // let the relay reconnect, rather than guess.
+      this.#markBroken(session)
+      await session.end().catch(() => {})
       const code = (error as { code?: string }).code
       if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
         throw new KEntityError(
@@ -262,10 +284,6 @@ export class PostgresRelayStore implements RelayStore {
           { cause: error, retryable: true },
         )
       }
-      // After any failure the session's state (open transaction, lock) is uncertain: drop it and
-      // let the relay reconnect, rather than guess.
-      this.#markBroken(session)
-      await session.end().catch(() => {})
       throw error
     }
   }
@@ -286,8 +304,6 @@ export class PostgresRelayStore implements RelayStore {
  */
 const columnText = (text: string) => text
 const RAW_ARRAY_ROWS = { rowMode: 'array', types: { getTypeParser: () => columnText } } as const
-
-type ClaimQuery = { text: string } & typeof RAW_ARRAY_ROWS
 
 /** A claimed row: an array of raw column text (node-postgres) or an object of parsed values. */
 function toMessage(row: unknown[] | Record<string, unknown>): StoredMessage {

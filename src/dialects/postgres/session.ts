@@ -20,6 +20,13 @@ export interface PgSession {
     rowMode?: 'array'
     types?: { getTypeParser: () => (text: string) => unknown }
   }): Promise<PgQueryResult>
+  /**
+   * Runs a simple query whose last statement is a `COPY ... TO STDOUT` and hands each CopyData
+   * message to `onData` (valid only during the call). Optional: the relay reads its claims this
+   * way where the driver offers it (node-postgres sessions opened by k-entity), and as rows
+   * otherwise.
+   */
+  copyOut?(text: string, onData: (chunk: Buffer) => void): Promise<void>
   end(): Promise<void>
   on(event: 'error', listener: (error: Error) => void): unknown
   on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown
