@@ -38,12 +38,23 @@ export function installQueryCounter(): void {
           counts.statements += 1
         },
       )
+    } else if (isCountedSubmittable(result)) {
+      // The relay's COPY claim (k-entity's CopyOutQuery): it counts its completed statements.
+      const settled = () => {
+        counts.statements += result.completed
+      }
+      result.done.then(settled, settled)
     } else {
-      // Callback or Submittable style: count it as one statement.
+      // Callback or other Submittable style: count it as one statement.
       counts.statements += 1
     }
     return result
   }
+}
+
+function isCountedSubmittable(value: unknown): value is { done: Promise<void>; completed: number } {
+  const candidate = value as { done?: unknown; completed?: unknown } | null
+  return candidate?.done instanceof Promise && typeof candidate.completed === 'number'
 }
 
 export function ignoreClient(client: pg.Client): pg.Client {

@@ -46,6 +46,8 @@ class SessionClient extends pg.Client {
  */
 class CopyOutQuery {
   readonly done: Promise<void>
+  /** Statements of the query that completed (read by the benchmark's statement counter). */
+  completed = 0
   readonly #text: string
   readonly #onData: (chunk: Buffer) => void
   #resolve!: () => void
@@ -89,7 +91,9 @@ class CopyOutQuery {
   handleDataRow(): void {}
   handlePortalSuspended(): void {}
   handleEmptyQuery(): void {}
-  handleCommandComplete(): void {}
+  handleCommandComplete(): void {
+    this.completed++
+  }
 
   handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
     connection.sendCopyFail('k-entity reads COPY data, it does not write it')
