@@ -3,6 +3,7 @@ import { after, describe, it } from 'node:test'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { connectSession } from '../src/adapters/pg/session.ts'
 import type { StoredMessage } from '../src/core/record.ts'
+import type { OutboxTable } from '../src/core/seams.ts'
 import { PostgresRelayStore } from '../src/dialects/postgres/relay-store.ts'
 import type { PgSession } from '../src/dialects/postgres/session.ts'
 import { encodeHeaders } from '../src/dialects/postgres/sql.ts'
@@ -44,15 +45,7 @@ describe('PostgreSQL claim read as binary COPY', () => {
   ]
 
   async function claimWith(session: () => Promise<PgSession>): Promise<StoredMessage[]> {
-    const store = new PostgresRelayStore({
-      table,
-      connect: session,
-      claimTimeout: 60_000,
-      sessionIdleTimeout: 0,
-      concurrent: false,
-      listen: false,
-      exclusive: false,
-    })
+    const store = singleModeStore(table, session)
     await store.connect()
     try {
       const claimed = await store.claim(100)
@@ -101,19 +94,19 @@ VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, now() - interval '1 second')`,
     const binary = await claimWith(() => connectSession({ connectionString: DATABASE_URL }))
     const text = await claimWith(rowsOnly)
     assert.deepEqual(binary, text)
+    // A relay connection configured for node-postgres's pipeline mode (which refuses the COPY
+    // claim's query object) still claims: k-entity's sessions turn that mode off.
+    assert.deepEqual(
+      await claimWith(() => connectSession({ connectionString: DATABASE_URL, pipeline: true })),
+      binary,
+    )
     assert.deepEqual(
       binary.map((message) => message.id),
       ['1', '2', '4294967294', '4294967295', '9007199254740991', '9007199254740992', '9007199254740993'],
     )
+    // What was inserted, in insertion order (ids aside), is what the claim hands over.
     assert.deepEqual(
-      binary.map(({ topic, key, value, headers, orderingHash, attempts }) => ({
-        topic,
-        key,
-        value,
-        headers,
-        orderingHash,
-        attempts,
-      })),
+      binary.map(({ id: _, ...record }) => record),
       rows.map(([topic, key, value, headers, orderingHash, attempts]) => ({
         topic,
         key,
@@ -126,15 +119,9 @@ VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, now() - interval '1 second')`,
   })
 
   it('reports a missing table as such, and the store connects again afterwards', async () => {
-    const store = new PostgresRelayStore({
-      table: { schema: uniqueName('ke_missing'), table: 'outbox' },
-      connect: () => connectSession({ connectionString: DATABASE_URL }),
-      claimTimeout: 60_000,
-      sessionIdleTimeout: 0,
-      concurrent: false,
-      listen: false,
-      exclusive: false,
-    })
+    const store = singleModeStore({ schema: uniqueName('ke_missing'), table: 'outbox' }, () =>
+      connectSession({ connectionString: DATABASE_URL }),
+    )
     await store.connect()
     try {
       await assert.rejects(store.claim(10), { code: ErrorCodes.SCHEMA_MISSING })
@@ -146,3 +133,15 @@ VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, now() - interval '1 second')`,
     }
   })
 })
+
+function singleModeStore(table: OutboxTable, connect: () => Promise<PgSession>): PostgresRelayStore {
+  return new PostgresRelayStore({
+    table,
+    connect,
+    claimTimeout: 60_000,
+    sessionIdleTimeout: 0,
+    concurrent: false,
+    listen: false,
+    exclusive: false,
+  })
+}

@@ -22,7 +22,9 @@ export async function openPgSession(
 
 /** A new connected client that k-entity owns (relay, migration or admin session). */
 export async function connectSession(config: pg.ClientConfig): Promise<PgSession> {
-  const client = new SessionClient(config)
+  // node-postgres's pipeline mode refuses custom query objects, which the relay's COPY claim is;
+  // k-entity's sessions send one query at a time anyway.
+  const client = new SessionClient({ ...config, pipeline: false })
   // Without a listener, a server-side disconnect of an idle client would crash the process.
   client.on('error', () => {})
   await client.connect()
