@@ -30,20 +30,22 @@ export class BinaryClaimDecoder {
   readonly messages: StoredMessage[] = []
   #headerSeen = false
   #ended = false
+  /** Read position in the chunk being decoded. */
+  #at = 0
 
   push(chunk: Buffer): void {
-    let at = 0
+    this.#at = 0
     if (!this.#headerSeen) {
       if (chunk.length < HEADER_BYTES || !chunk.subarray(0, SIGNATURE.length).equals(SIGNATURE)) {
         throw new Error('the claim did not return binary COPY data (no PGCOPY signature)')
       }
-      at = HEADER_BYTES + chunk.readInt32BE(SIGNATURE.length + 4)
+      this.#at = HEADER_BYTES + chunk.readInt32BE(SIGNATURE.length + 4)
       this.#headerSeen = true
     }
-    while (at < chunk.length) {
+    while (this.#at < chunk.length) {
       if (this.#ended) throw new Error('binary COPY data after its trailer')
-      const fields = chunk.readInt16BE(at)
-      at += 2
+      const fields = chunk.readInt16BE(this.#at)
+      this.#at += 2
       if (fields === TRAILER) {
         this.#ended = true
         continue
@@ -51,42 +53,42 @@ export class BinaryClaimDecoder {
       if (fields !== CLAIM_COLUMNS.length) {
         throw new Error(`a claimed row has ${fields} columns, expected ${CLAIM_COLUMNS.length}`)
       }
-      at = this.#row(chunk, at)
+      this.#row(chunk)
     }
   }
 
-  /** Reads one row from `at`; returns where the next one starts. */
-  #row(chunk: Buffer, at: number): number {
-    let length = chunk.readInt32BE(at)
-    const high = chunk.readInt32BE(at + 4)
-    const low = chunk.readUInt32BE(at + 8)
+  #row(chunk: Buffer): void {
+    const idAt = this.#field(chunk)
+    const high = chunk.readInt32BE(idAt)
+    const low = chunk.readUInt32BE(idAt + 4)
     const id =
       high >= 0 && high <= SAFE_HIGH
         ? String(high * 0x1_0000_0000 + low)
         : ((BigInt(high) << 32n) | BigInt(low)).toString()
-    at += 4 + length
-    length = chunk.readInt32BE(at)
-    const topic = chunk.toString('utf8', at + 4, at + 4 + length)
-    at += 4 + length
-    length = chunk.readInt32BE(at)
-    at += 4
-    const key = length < 0 ? null : Buffer.from(chunk.subarray(at, at + length))
-    if (length > 0) at += length
-    length = chunk.readInt32BE(at)
-    at += 4
-    const value = length < 0 ? null : Buffer.from(chunk.subarray(at, at + length))
-    if (length > 0) at += length
-    length = chunk.readInt32BE(at)
-    at += 4
+    const topicAt = this.#field(chunk)
+    const topic = chunk.toString('utf8', topicAt, this.#at)
+    const key = this.#bytes(chunk)
+    const value = this.#bytes(chunk)
+    const headersAt = this.#field(chunk)
     // jsonb's binary form: a version byte (1), then the JSON text.
-    const headers = length < 0 ? [] : decodeHeaders(chunk.toString('utf8', at + 1, at + length))
-    if (length > 0) at += length
-    length = chunk.readInt32BE(at)
-    const orderingHash = length < 0 ? null : chunk.readInt32BE(at + 4)
-    at += 4 + Math.max(length, 0)
-    const attempts = chunk.readInt32BE(at + 4)
-    at += 8
+    const headers = headersAt < 0 ? [] : decodeHeaders(chunk.toString('utf8', headersAt + 1, this.#at))
+    const hashAt = this.#field(chunk)
+    const orderingHash = hashAt < 0 ? null : chunk.readInt32BE(hashAt)
+    const attempts = chunk.readInt32BE(this.#field(chunk))
     this.messages.push({ id, topic, key, value, headers, orderingHash, attempts })
-    return at
+  }
+
+  /** Steps over one field; returns where its data starts, or -1 for NULL. */
+  #field(chunk: Buffer): number {
+    const length = chunk.readInt32BE(this.#at)
+    const start = this.#at + 4
+    this.#at = start + Math.max(length, 0)
+    return length < 0 ? -1 : start
+  }
+
+  /** A bytea field, copied out of the chunk (which the driver reuses). */
+  #bytes(chunk: Buffer): Buffer | null {
+    const start = this.#field(chunk)
+    return start < 0 ? null : Buffer.from(chunk.subarray(start, this.#at))
   }
 }

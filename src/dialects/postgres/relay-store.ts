@@ -160,20 +160,7 @@ export class PostgresRelayStore implements RelayStore {
    */
   async #openClaim(before: string, limit: number): Promise<StoredMessage[]> {
     const claim = this.#claimSql(limit)
-    let messages: StoredMessage[]
-    if (this.#session?.copyOut !== undefined) {
-      const decoder = new BinaryClaimDecoder()
-      const copyOut = this.#session.copyOut
-      await this.#use((session) =>
-        copyOut.call(session, `${before}; ${binaryClaimSql(claim)}`, (chunk) => decoder.push(chunk)),
-      )
-      messages = decoder.messages
-    } else {
-      const result = lastResult(
-        await this.#use((session) => session.query({ text: `${before}; ${claim}`, ...RAW_ARRAY_ROWS })),
-      )
-      messages = (result.rows as unknown[] as (unknown[] | Record<string, unknown>)[]).map(toMessage)
-    }
+    const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
     if (messages.length === 0) await this.#endClaim('COMMIT')
     return messages
@@ -304,6 +291,17 @@ export class PostgresRelayStore implements RelayStore {
  */
 const columnText = (text: string) => text
 const RAW_ARRAY_ROWS = { rowMode: 'array', types: { getTypeParser: () => columnText } } as const
+
+/** Runs `before` (statements ending in "; ") and then `claim` in one query; returns the claimed messages. */
+async function readClaim(session: PgSession, before: string, claim: string): Promise<StoredMessage[]> {
+  if (session.copyOut !== undefined) {
+    const decoder = new BinaryClaimDecoder()
+    await session.copyOut(`${before}${binaryClaimSql(claim)}`, (chunk) => decoder.push(chunk))
+    return decoder.messages
+  }
+  const result = lastResult(await session.query({ text: `${before}${claim}`, ...RAW_ARRAY_ROWS }))
+  return (result.rows as unknown[] as (unknown[] | Record<string, unknown>)[]).map(toMessage)
+}
 
 /** A claimed row: an array of raw column text (node-postgres) or an object of parsed values. */
 function toMessage(row: unknown[] | Record<string, unknown>): StoredMessage {
