@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
+import { wakeChannel } from '../src/dialects/postgres/names.ts'
 import type { OutboxRelay, RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
 import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
@@ -144,7 +145,7 @@ describe('concurrent relays and wake-up', () => {
       await outbox.in(client).orders.produce({ orderId: `w-${i}`, customer: 'c', seq: i })
       await client.query('COMMIT')
       const committed = Date.now()
-      await readTopic({ brokers, topic: topicName, expectedCount: i + 1, timeoutMs: 10_000 })
+      await readAtLeast(topicName, i + 1)
       latencies.push(Date.now() - committed)
     }
     await client.end()
@@ -154,4 +155,75 @@ describe('concurrent relays and wake-up', () => {
       `latencies ${latencies} should be far below the 600 s polling interval`,
     )
   })
+
+  it('spaces NOTIFYs, and a commit that sent none after a woken poll is still relayed at once', async (t) => {
+    const { schema, topicName, outbox } = await orderOutbox(1, 'ke_conc')
+    let relayed = 0
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      pollingInterval: 600_000,
+      onEvent: (event) => {
+        if (event.type === 'delivered') relayed += event.count
+      },
+    })
+    t.after(() => relay.stop())
+    await relay.start()
+    const listener = new pg.Client({ connectionString: DATABASE_URL })
+    const first = new pg.Client({ connectionString: DATABASE_URL })
+    const second = new pg.Client({ connectionString: DATABASE_URL })
+    t.after(async () => {
+      for (const client of [listener, first, second]) await client.end().catch(() => {})
+    })
+    for (const client of [listener, first, second]) await client.connect()
+    let notifications = 0
+    listener.on('notification', () => notifications++)
+    await listener.query(`LISTEN ${wakeChannel({ schema, table: 'outbox' })}`)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Two transactions produce within the spacing window, so only the first queues a NOTIFY. The
+    // first commits and its NOTIFY wakes the relay, which relays it; only then does the second
+    // commit, with no NOTIFY of its own: the relay must find it without waiting 600 s. On a
+    // machine slow enough to let the window pass between the two produces, the second sends its
+    // own NOTIFY; the pair is then tried again.
+    let delivered = 0
+    let pairs = 0
+    for (; pairs < 5; pairs++) {
+      const before = notifications
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      await first.query('BEGIN')
+      await second.query('BEGIN')
+      await outbox.in(first).orders.produce({ orderId: `a-${pairs}`, customer: 'a', seq: pairs })
+      await outbox.in(second).orders.produce({ orderId: `b-${pairs}`, customer: 'b', seq: pairs })
+      await first.query('COMMIT')
+      await waitFor(() => relayed > delivered, {
+        timeout: 5000,
+        interval: 2,
+        what: 'the first commit relayed',
+      })
+      delivered++
+      await second.query('COMMIT')
+      const committed = Date.now()
+      await waitFor(() => relayed > delivered, { timeout: 10_000, what: 'the second commit relayed' })
+      const latency = Date.now() - committed
+      await readAtLeast(topicName, ++delivered)
+      await waitFor(() => notifications > before, { timeout: 5000, what: 'the first NOTIFY' })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      if (notifications - before === 1) {
+        assert.ok(latency < 1000, `the commit without a NOTIFY took ${latency} ms to reach Kafka`)
+        break
+      }
+    }
+    assert.ok(pairs < 5, 'every pair of produces was further apart than the NOTIFY spacing')
+  })
 })
+
+/** Reads the topic until it holds `count` records; fails after 10 s (not readTopic's idle stop). */
+async function readAtLeast(topic: string, count: number): Promise<void> {
+  const read = await readTopic({
+    brokers,
+    topic,
+    expectedCount: count,
+    idleTimeoutMs: 10_000,
+    timeoutMs: 10_000,
+  })
+  assert.ok(read.length >= count, `${topic} holds ${read.length} records after 10 s, expected ${count}`)
+}

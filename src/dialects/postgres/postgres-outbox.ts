@@ -8,7 +8,7 @@ import { LocalRelays } from '../local-relays.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
 import type { CommitBuffer } from './commit-buffer.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
-import { postgresDialect, postgresDialectWithoutNotify } from './index.ts'
+import { postgresDialectFor } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
@@ -28,8 +28,11 @@ export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions
   /** Kafka for the relay and for topics mapped with `outbox: false`. */
   kafka?: KafkaSetting
   /**
-   * Send a NOTIFY with every transaction that produced, so listening relays wake at commit
-   * (default true). Turn off behind transaction-mode poolers, where LISTEN cannot work anyway.
+   * Wake listening relays with a NOTIFY at commit (default true). At most one transaction per
+   * 5 ms of this outbox object queues one: PostgreSQL serialises the commits of all transactions
+   * that notify, so a NOTIFY in every transaction halved what 8 concurrent writers could commit.
+   * A woken relay keeps polling every 5 ms for a while, which finds the transactions that
+   * committed without one. Turn off behind transaction-mode poolers, where LISTEN cannot work.
    */
   notify?: boolean
 }
@@ -64,10 +67,7 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
     if (options.notify !== undefined && typeof options.notify !== 'boolean') {
       throw invalidArgument(`'notify' must be true or false, got ${describe(options.notify)}`)
     }
-    this.outbox = new Outbox(
-      options,
-      options.notify === false ? postgresDialectWithoutNotify : postgresDialect,
-    )
+    this.outbox = new Outbox(options, postgresDialectFor(options.notify !== false))
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
     this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')

@@ -33,6 +33,17 @@ export interface PostgresRelayStoreOptions {
   role?: 'primary' | 'companion'
 }
 
+/**
+ * After the batch a notification caused, the relay polls at least this often (ms) for
+ * `NOTIFIED_FOR_MS`, and as long as notifications keep coming. Writers space their NOTIFYs
+ * (`NOTIFY_SPACING_MS`), so a transaction may commit without one just after the poll its
+ * neighbour's NOTIFY caused: these polls find it, instead of the next poll by the interval. That
+ * covers every transaction that commits within `NOTIFIED_FOR_MS` of the one whose NOTIFY it
+ * skipped; later ones (and those whose neighbour rolled back) wait for the polling interval.
+ */
+export const NOTIFIED_POLL_MS = 5
+export const NOTIFIED_FOR_MS = 100
+
 const UNDEFINED_TABLE = '42P01'
 const UNDEFINED_SCHEMA = '3F000'
 
@@ -55,6 +66,11 @@ export class PostgresRelayStore implements RelayStore {
   #primary: PostgresRelayStore | undefined
   /** A commit notification arrived since the last claim started. */
   #notified = false
+  /** When the last commit notification arrived, and when the relay last began to wait (performance.now()). */
+  #notifiedAt = Number.NEGATIVE_INFINITY
+  #waitedAt = Number.NEGATIVE_INFINITY
+  /** Until when the relay polls every `NOTIFIED_POLL_MS`. */
+  #activeUntil = Number.NEGATIVE_INFINITY
   #onNotify: (() => void) | undefined
 
   constructor(options: PostgresRelayStoreOptions) {
@@ -72,6 +88,7 @@ export class PostgresRelayStore implements RelayStore {
     session.on('notification', () => {
       if (this.#session !== session) return
       this.#notified = true
+      this.#notifiedAt = performance.now()
       this.#onNotify?.()
     })
     this.#session = session
@@ -205,6 +222,12 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
+    const now = performance.now()
+    // Counted from the end of the batch, not from the notification: the batch (its first send to
+    // a topic can take 300 ms) must not use up the window in which neighbours commit.
+    if (this.#notifiedAt > this.#waitedAt) this.#activeUntil = now + NOTIFIED_FOR_MS
+    this.#waitedAt = now
+    if (now < this.#activeUntil) ms = Math.min(ms, NOTIFIED_POLL_MS)
     return new Promise<void>((resolve) => {
       if (signal.aborted || this.#notified) return resolve()
       const timer = setTimeout(done, ms)
