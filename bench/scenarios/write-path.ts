@@ -11,6 +11,7 @@ import { warmTransport } from '../lib/kafka.ts'
 import { fmt, fmtInt, fmtRatio, type ScenarioResult, type Table } from '../lib/report.ts'
 import { type Distribution, distribution, mean, median, round } from '../lib/stats.ts'
 import { type BenchOutbox, benchMessage, benchOutbox, benchTopic } from '../lib/workload.ts'
+import { type ConcurrentWrites, concurrentWrites } from './concurrent-writes.ts'
 
 type BenchProducers = ReturnType<BenchOutbox['in']>
 
@@ -170,6 +171,10 @@ export const writePath: Scenario = {
         }
       }
 
+      // Sequential work is done: the pool and client above sit idle while the writers run.
+      const concurrent: ConcurrentWrites | undefined = ctx.features.outboxNotifyOption
+        ? await concurrentWrites(ctx, schema, topic)
+        : undefined
       const stats = new Map<string, Distribution>(variants.map((v) => [v.id, distribution(v.times)]))
       const plain = stats.get('plain') as Distribution
       // Paired estimate, robust to slow phases of a shared machine: per round of blocks, the
@@ -231,7 +236,7 @@ export const writePath: Scenario = {
       return {
         id: this.id,
         title: this.title,
-        tables: [table],
+        tables: concurrent ? [table, concurrent.table] : [table],
         targets: [
           {
             name: 'outbox.transaction() with 1 message / plain pooled transaction (paired)',
@@ -249,6 +254,7 @@ export const writePath: Scenario = {
         data: {
           transactions,
           block: BLOCK,
+          concurrentWriters: concurrent?.data,
           variants: Object.fromEntries(
             variants.map((v) => {
               const d = stats.get(v.id) as Distribution
