@@ -4,7 +4,7 @@ import pg from 'pg'
 import { wakeChannel } from '../src/dialects/postgres/names.ts'
 import type { OutboxRelay, RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
+import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
 import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
@@ -213,6 +213,48 @@ describe('concurrent relays and wake-up', () => {
       }
     }
     assert.ok(pairs < 5, 'every pair of produces was further apart than the NOTIFY spacing')
+  })
+
+  it('an exclusive standby is not woken by commits: it tries the leader lock once per leaderCheckInterval', async (t) => {
+    const { schema, outbox } = await orderOutbox(1, 'ke_conc')
+    const leading = { value: false }
+    const leader = outbox.relay({
+      connection: DATABASE_URL,
+      mode: 'exclusive',
+      onEvent: (event) => {
+        if (event.type === 'leadership') leading.value = event.leader
+      },
+    })
+    t.after(() => leader.stop())
+    await leader.start()
+    await waitFor(() => leading.value, { timeout: 10_000, what: 'the first relay to lead' })
+    const standby = outbox.relay({
+      connection: { connectionString: DATABASE_URL, application_name: 'ke-standby' },
+      mode: 'exclusive',
+      leaderCheckInterval: 60_000,
+    })
+    t.after(() => standby.stop())
+    await standby.start()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const queries = recordQueries((name) => name === 'ke-standby')
+    t.after(() => queries.stop())
+    const client = new pg.Client({ connectionString: DATABASE_URL })
+    t.after(() => client.end().catch(() => {}))
+    await client.connect()
+    // Further apart than the NOTIFY spacing, so every commit notifies.
+    for (let i = 0; i < 20; i++) {
+      await client.query('BEGIN')
+      await outbox.in(client).orders.produce({ orderId: `s-${i}`, customer: 'c', seq: i })
+      await client.query('COMMIT')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    queries.stop()
+    assert.deepEqual(queries.texts, [], 'the standby spoke to PostgreSQL while another relay led')
+    await waitFor(async () => (await countRows(schema)) === 0, {
+      timeout: 10_000,
+      what: 'the leader to relay every commit',
+    })
   })
 })
 

@@ -222,17 +222,20 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
+    // An exclusive standby waits only to try the leader lock again: commits are the leader's to
+    // relay, and waking it for each would turn every NOTIFY into a lock attempt.
+    const standby = this.#options.exclusive && !this.#leader
     const now = performance.now()
     // Counted from the end of the batch, not from the notification: the batch (its first send to
     // a topic can take 300 ms) must not use up the window in which neighbours commit.
     if (this.#notifiedAt > this.#waitedAt) this.#activeUntil = now + NOTIFIED_FOR_MS
     this.#waitedAt = now
-    if (now < this.#activeUntil) ms = Math.min(ms, NOTIFIED_POLL_MS)
+    if (now < this.#activeUntil && !standby) ms = Math.min(ms, NOTIFIED_POLL_MS)
     return new Promise<void>((resolve) => {
-      if (signal.aborted || this.#notified) return resolve()
+      if (signal.aborted || (this.#notified && !standby)) return resolve()
       const timer = setTimeout(done, ms)
       signal.addEventListener('abort', done, { once: true })
-      this.#onNotify = done
+      if (!standby) this.#onNotify = done
       // Notifications arriving while a batch runs are folded into one flag, so a burst of
       // commits costs one extra poll, not one per commit.
       function done() {
