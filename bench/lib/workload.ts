@@ -129,3 +129,18 @@ export async function outboxCount(schema: string, client?: pg.Client): Promise<n
     await own.end()
   }
 }
+
+/** BEGIN, `work`, COMMIT on a client of `pool`: the plain transaction the write path is compared with. */
+export async function pooledTransaction(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient) => Promise<unknown>,
+): Promise<void> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    await work(client)
+    await client.query('COMMIT')
+  } finally {
+    client.release()
+  }
+}

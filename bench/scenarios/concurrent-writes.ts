@@ -8,7 +8,7 @@ import { wakeChannel } from '../../src/dialects/postgres/names.ts'
 import type { BenchContext } from '../lib/context.ts'
 import { fmtInt, fmtRatio, type Table } from '../lib/report.ts'
 import { median, round } from '../lib/stats.ts'
-import { type BenchOutbox, benchMessage, benchOutbox } from '../lib/workload.ts'
+import { type BenchOutbox, benchMessage, benchOutbox, pooledTransaction } from '../lib/workload.ts'
 
 export const WRITERS = 8
 /** Wall time per variant and round. */
@@ -63,16 +63,7 @@ export async function concurrentWrites(
         id: 'plain',
         label: 'plain transaction (1 order row)',
         rates: [],
-        run: async (i) => {
-          const client = await pool.connect()
-          try {
-            await client.query('BEGIN')
-            await insertOrder(client, i)
-            await client.query('COMMIT')
-          } finally {
-            client.release()
-          }
-        },
+        run: (i) => pooledTransaction(pool, (client) => insertOrder(client, i)),
       },
       {
         id: 'spaced',

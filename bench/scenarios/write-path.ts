@@ -10,7 +10,13 @@ import { Resources } from '../lib/env.ts'
 import { warmTransport } from '../lib/kafka.ts'
 import { fmt, fmtInt, fmtRatio, type ScenarioResult, type Table } from '../lib/report.ts'
 import { type Distribution, distribution, mean, median, round } from '../lib/stats.ts'
-import { type BenchOutbox, benchMessage, benchOutbox, benchTopic } from '../lib/workload.ts'
+import {
+  type BenchOutbox,
+  benchMessage,
+  benchOutbox,
+  benchTopic,
+  pooledTransaction,
+} from '../lib/workload.ts'
 import { type ConcurrentWrites, concurrentWrites } from './concurrent-writes.ts'
 
 type BenchProducers = ReturnType<BenchOutbox['in']>
@@ -110,16 +116,7 @@ export const writePath: Scenario = {
           id: 'plainPool',
           label: 'plain transaction, pooled client (BEGIN, order, COMMIT, release)',
           times: [],
-          run: async (i) => {
-            const pooled = await pool.connect()
-            try {
-              await pooled.query('BEGIN')
-              await insertOrder(pooled, i)
-              await pooled.query('COMMIT')
-            } finally {
-              pooled.release()
-            }
-          },
+          run: (i) => pooledTransaction(pool, (pooled) => insertOrder(pooled, i)),
         },
         helper(
           'helper',
