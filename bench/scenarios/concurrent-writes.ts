@@ -67,7 +67,7 @@ export async function concurrentWrites(
       },
       {
         id: 'spaced',
-        label: '+ 1 outbox message, transaction() (default: NOTIFY spaced, at most 1 per 5 ms)',
+        label: '+ 1 outbox message, transaction() (default: NOTIFY spaced, at most 1 per 20 ms)',
         rates: [],
         run: helper(spaced, 'cs', false),
       },

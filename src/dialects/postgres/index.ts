@@ -8,12 +8,15 @@ const MAX_ROWS_PER_INSERT = 5000
 /**
  * Least time between two wake-up NOTIFYs queued by one outbox object, in ms. PostgreSQL makes
  * every committing transaction that queued a NOTIFY wait for one cluster-wide lock, held through
- * its commit's WAL flush, so such commits cannot share a flush: with a NOTIFY in every
- * transaction, 8 concurrent writers committed 4,700-4,900 transactions/s against 10,600-10,900
- * without (pgbench, PostgreSQL 15, this project's test machine). One NOTIFY per window is enough
- * to wake relays, because a woken relay keeps polling briefly (see `PostgresRelayStore`).
+ * its commit's WAL flush, so such commits cannot share a flush. With 8 concurrent writers
+ * (pgbench, PostgreSQL 15, this project's test machine) a NOTIFY in 100% of the transactions gave
+ * 4,600-4,700 commits/s, in 33% 8,000-8,100, in 8% 11,300-11,600, in none 11,800-12,100. The
+ * window is per process, so many small instances each notify up to 1000 / NOTIFY_SPACING_MS times
+ * a second: it is as wide as the relay's side allows. One NOTIFY per window is enough to wake
+ * relays, because a woken relay keeps polling briefly (see `NOTIFIED_FOR_MS`, which must stay
+ * well above this).
  */
-export const NOTIFY_SPACING_MS = 5
+export const NOTIFY_SPACING_MS = 20
 
 /** Whether the next statement should carry a NOTIFY: at most one per `NOTIFY_SPACING_MS`. */
 export class NotifySpacing {

@@ -29,7 +29,7 @@ export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions
   kafka?: KafkaSetting
   /**
    * Wake listening relays with a NOTIFY at commit (default true). At most one transaction per
-   * 5 ms of this outbox object queues one: PostgreSQL serialises the commits of all transactions
+   * 20 ms of this outbox object queues one: PostgreSQL serialises the commits of all transactions
    * that notify, so a NOTIFY in every transaction halved what 8 concurrent writers could commit.
    * A woken relay keeps polling every 5 ms for a while, which finds the transactions that
    * committed without one. Turn off behind transaction-mode poolers, where LISTEN cannot work.
