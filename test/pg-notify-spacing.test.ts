@@ -40,6 +40,11 @@ describe('NOTIFY spacing (pure logic)', () => {
     for (let i = 0; i < 3; i++) assert.ok(!notifies(quiet.insert(table, [record])[0]?.text ?? 'pg_notify'))
   })
 
+  it('everyCommit (PGlite) notifies with every write', () => {
+    const dialect = postgresDialectFor(true, true)
+    for (let i = 0; i < 3; i++) assert.ok(notifies(dialect.insert(table, [record])[0]?.text ?? ''))
+  })
+
   it('a write split into several statements queues its NOTIFY once', () => {
     const statements = postgresDialectFor(true).insert(
       table,

@@ -104,6 +104,9 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
       async openSession(target) {
         return new PgliteSession(target ?? db)
       },
+      // One connection: NOTIFYs never hold other commits back, and the PGlite relay does not
+      // poll after a notification, so every commit wakes it.
+      notifyEveryCommit: true,
     }
     super(options, driver)
     this.db = db

@@ -53,10 +53,11 @@ export const postgresDialect: OutboxDialect = dialect(() => true)
 
 /**
  * The dialect for one outbox object: `notify` true spaces its NOTIFYs (see `NotifySpacing`), so
- * each outbox needs its own.
+ * each outbox needs its own; `everyCommit` sends one with every write instead.
  */
-export function postgresDialectFor(notify: boolean): OutboxDialect {
+export function postgresDialectFor(notify: boolean, everyCommit = false): OutboxDialect {
   if (!notify) return dialect(() => false)
+  if (everyCommit) return postgresDialect
   const spacing = new NotifySpacing()
   return dialect(() => spacing.take())
 }

@@ -22,6 +22,11 @@ export interface PostgresDriver<Tx, Target> {
   transaction(tx: Tx): TransactionAdapter
   /** Opens a new session that the caller owns (and ends). */
   openSession(target: Target | undefined, applicationName: string): Promise<PgSession>
+  /**
+   * Every transaction that produced sends its NOTIFY, unspaced (see `NotifySpacing`): for a
+   * database of one connection (PGlite), whose commits never wait for each other's NOTIFY.
+   */
+  notifyEveryCommit?: boolean
 }
 
 export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
@@ -67,7 +72,10 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
     if (options.notify !== undefined && typeof options.notify !== 'boolean') {
       throw invalidArgument(`'notify' must be true or false, got ${describe(options.notify)}`)
     }
-    this.outbox = new Outbox(options, postgresDialectFor(options.notify !== false))
+    this.outbox = new Outbox(
+      options,
+      postgresDialectFor(options.notify !== false, driver.notifyEveryCommit === true),
+    )
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
     this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
