@@ -10,7 +10,7 @@ import { fmtInt, fmtRatio, type Table } from '../lib/report.ts'
 import { median, round } from '../lib/stats.ts'
 import { type BenchOutbox, benchMessage, benchOutbox, pooledTransaction } from '../lib/workload.ts'
 
-export const WRITERS = 8
+const WRITERS = 8
 /** Wall time per variant and round. */
 const ROUND_MS = 1000
 
@@ -23,8 +23,6 @@ interface WriteVariant {
 
 export interface ConcurrentWrites {
   table: Table
-  /** Median over rounds of the variant's commits/s over plain's, by variant id. */
-  ratios: Record<string, number>
   data: Record<string, unknown>
 }
 
@@ -109,7 +107,6 @@ export async function concurrentWrites(
       median(variant.rates.map((rate, r) => rate / (plain.rates[r] as number)))
     const ratios = Object.fromEntries(variants.map((v) => [v.id, ratioOf(v)]))
     return {
-      ratios,
       table: {
         title: `2b. Write path with ${WRITERS} concurrent writers (closed loop, ${rounds} rounds of ${ROUND_MS / 1000} s per variant)`,
         columns: ['variant', 'commits/s (median of rounds)', 'vs plain (paired, median of rounds)'],

@@ -13,8 +13,8 @@ const MAX_ROWS_PER_INSERT = 5000
  * 4,600-4,700 commits/s, in 33% 8,000-8,100, in 8% 11,300-11,600, in none 11,800-12,100. The
  * window is per process, so many small instances each notify up to 1000 / NOTIFY_SPACING_MS times
  * a second: it is as wide as the relay's side allows. One NOTIFY per window is enough to wake
- * relays, because a woken relay keeps polling briefly (see `NOTIFIED_FOR_MS`, which must stay
- * well above this).
+ * relays, because a woken relay keeps polling briefly (`NOTIFIED_FOR_MS` in relay-store.ts,
+ * which must stay well above this).
  */
 export const NOTIFY_SPACING_MS = 20
 

@@ -41,8 +41,8 @@ export interface PostgresRelayStoreOptions {
  * covers every transaction that commits within `NOTIFIED_FOR_MS` of the one whose NOTIFY it
  * skipped; later ones (and those whose neighbour rolled back) wait for the polling interval.
  */
-export const NOTIFIED_POLL_MS = 5
-export const NOTIFIED_FOR_MS = 100
+const NOTIFIED_POLL_MS = 5
+const NOTIFIED_FOR_MS = 100
 
 const UNDEFINED_TABLE = '42P01'
 const UNDEFINED_SCHEMA = '3F000'
@@ -66,9 +66,8 @@ export class PostgresRelayStore implements RelayStore {
   #primary: PostgresRelayStore | undefined
   /** A commit notification arrived since the last claim started. */
   #notified = false
-  /** When the last commit notification arrived, and when the relay last began to wait (performance.now()). */
-  #notifiedAt = Number.NEGATIVE_INFINITY
-  #waitedAt = Number.NEGATIVE_INFINITY
+  /** A commit notification arrived since the relay last began to wait. */
+  #notifiedSinceWait = false
   /** Until when the relay polls every `NOTIFIED_POLL_MS`. */
   #activeUntil = Number.NEGATIVE_INFINITY
   #onNotify: (() => void) | undefined
@@ -88,7 +87,7 @@ export class PostgresRelayStore implements RelayStore {
     session.on('notification', () => {
       if (this.#session !== session) return
       this.#notified = true
-      this.#notifiedAt = performance.now()
+      this.#notifiedSinceWait = true
       this.#onNotify?.()
     })
     this.#session = session
@@ -228,8 +227,8 @@ export class PostgresRelayStore implements RelayStore {
     const now = performance.now()
     // Counted from the end of the batch, not from the notification: the batch (its first send to
     // a topic can take 300 ms) must not use up the window in which neighbours commit.
-    if (this.#notifiedAt > this.#waitedAt) this.#activeUntil = now + NOTIFIED_FOR_MS
-    this.#waitedAt = now
+    if (this.#notifiedSinceWait) this.#activeUntil = now + NOTIFIED_FOR_MS
+    this.#notifiedSinceWait = false
     if (now < this.#activeUntil && !standby) ms = Math.min(ms, NOTIFIED_POLL_MS)
     return new Promise<void>((resolve) => {
       if (signal.aborted || (this.#notified && !standby)) return resolve()
