@@ -253,7 +253,7 @@ describe('concurrent relays and wake-up', () => {
     assert.deepEqual(queries.texts, [], 'the standby spoke to PostgreSQL while another relay led')
     await waitFor(async () => (await countRows(schema)) === 0, {
       timeout: 10_000,
-      what: 'the leader to relay every commit',
+      what: 'the leader to empty the outbox',
     })
   })
 })
