@@ -1,64 +1,13 @@
 // node-postgres `transaction()` writes its messages with the app's next query or the COMMIT.
 // Delivery through this path is covered by the adapter contract (harness-pg.ts); this file checks
-// what is particular to it: the inlined literals, the round trips saved, savepoints, failures.
+// what is particular to it: the bound values, the round trips saved, savepoints, failures.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { preparedCall } from '../src/dialects/postgres/commit-buffer.ts'
-import { ErrorCodes } from '../src/index.ts'
+import { defineTopic, ErrorCodes } from '../src/index.ts'
 import { DATABASE_URL, dropSchema, recordQueries, uniqueName, withClient } from './support/env.ts'
 import { orderTopic } from './support/workload.ts'
-
-const tricky = ["it's", "back\\slash \\x41 E'\\'", '$1 $$ $tag$ -- /* ;', 'ключ-🔑-ü', '']
-const bytes = [
-  Buffer.from([0, 1, 0x27, 0x5c, 0xff, 0x80]),
-  Buffer.alloc(0),
-  Buffer.from("'; DROP TABLE x; --"),
-]
-
-describe('inlined literals', () => {
-  for (const conforming of ['on', 'off']) {
-    it(`read back exactly what parameters would (standard_conforming_strings = ${conforming})`, async () => {
-      await withClient(async (client) => {
-        await client.query(`SET standard_conforming_strings = ${conforming}`)
-        const statement = {
-          text: 'SELECT $1::text AS t, $2::bytea AS b, $3::int AS i, $4::text[] AS ta, $5::bytea[] AS ba, $6::int[] AS ia, $7::text::jsonb AS j, $8::int[] AS empty, $9::text AS n',
-          values: [
-            tricky[1],
-            bytes[0],
-            -2147483648,
-            [...tricky, null],
-            [...bytes, null],
-            [1, null, -7],
-            JSON.stringify({ q: tricky }),
-            [],
-            null,
-          ],
-        }
-        const parameterised = (await client.query(statement)).rows[0]
-        const call = preparedCall(statement)
-        await client.query(call.prepare)
-        const inlined = (await client.query(call.execute)).rows[0]
-        await client.query(`DEALLOCATE ${call.name}`)
-        assert.deepEqual(inlined, parameterised)
-        assert.equal(inlined.t, tricky[1])
-        assert.deepEqual(inlined.ta, [...tricky, null])
-      })
-    })
-  }
-
-  it('refuses values it cannot write as a literal', () => {
-    const call =
-      (values: unknown[], text = 'SELECT $1::int') =>
-      () =>
-        preparedCall({ text, values })
-    assert.throws(call([1.5]), /cannot inline/)
-    assert.throws(call([{}]), /cannot inline/)
-    assert.throws(call(['a\0b'], 'SELECT $1::text'), /NUL/)
-    assert.throws(call([1, 2]), /no cast/)
-  })
-})
 
 describe('pg transaction(): messages ride on the next query or the COMMIT', () => {
   const schema = uniqueName('ke_commit_buffer')
@@ -103,11 +52,8 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
     }
     assert.equal(sent.length, 3, `round trips: ${JSON.stringify(sent)}`)
     assert.equal(sent[0], 'BEGIN')
-    // The first use on a connection prepares the statement in the same query.
-    assert.match(
-      sent[2] as string,
-      /^(PREPARE ke_commit_\w+ AS INSERT INTO[\s\S]*;\n)?EXECUTE ke_commit_\w+\([\s\S]*\);\nCOMMIT$/,
-    )
+    // The INSERT's Bind/Execute and the COMMIT, behind one Sync.
+    assert.equal(sent[2], '<HeldWritesQuery>')
     assert.deepEqual(await storedOrders(), ['o-1'])
     assert.deepEqual(await storedMessages(), ['o-1'])
   })
@@ -252,5 +198,89 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
       () => createPgOutbox({ topics, schema, writeWithCommit: 'yes' as never }),
       /writeWithCommit/,
     )
+  })
+
+  it('stores the same bytes as a parameterised INSERT would: tricky keys, values and headers, one and many', async () => {
+    const tricky = ["it's", "back\\slash \\x41 E'\\'", '$1 $$ $tag$ -- /* ; {"a",b} NULL', 'ключ-🔑-ü', '']
+    const bytes = [
+      Buffer.from([0, 1, 0x27, 0x5c, 0x22, 0x7b, 0xff, 0x80]),
+      Buffer.alloc(0),
+      Buffer.from("'; DROP TABLE x; --"),
+    ]
+    interface Raw {
+      key: string | Buffer | null
+      value: Buffer
+      headers: Record<string, string | Buffer | null>
+    }
+    const raw = defineTopic<Raw>({
+      name: 'unused-commit-buffer-raw',
+      key: (message) => message.key,
+      headers: (message) => message.headers,
+      serializer: { name: 'raw', serialize: (message) => message.value },
+    })
+    const messages: Raw[] = [
+      ...tricky.map((text, i) => ({
+        key: text,
+        value: bytes[i % bytes.length] as Buffer,
+        headers: { [text || 'empty']: text, bin: bytes[i % bytes.length] as Buffer, none: null },
+      })),
+      { key: null, value: Buffer.from('no key'), headers: {} },
+      { key: bytes[0] as Buffer, value: Buffer.alloc(300, 0x5c), headers: { q: '"\\' } },
+    ]
+    const rawOutbox = createPgOutbox({ topics: { raw }, schema })
+    const rows = async () =>
+      withClient(async (client) => {
+        const result = await client.query(
+          `SELECT topic, key, value, headers, ordering_hash FROM "${schema}".outbox ORDER BY id`,
+        )
+        await client.query(`TRUNCATE "${schema}".outbox`)
+        return result.rows
+      })
+    await reset()
+    // The reference: in(client) binds the same statements as ordinary node-postgres parameters.
+    const client = await pool.connect()
+    try {
+      await client.query('BEGIN')
+      for (const message of messages) await rawOutbox.in(client).raw.produce(message)
+      await rawOutbox.in(client).raw.produceMany(messages)
+      await client.query('COMMIT')
+    } finally {
+      client.release()
+    }
+    const expected = await rows()
+    await rawOutbox.transaction(pool, async (_client, topics) => {
+      for (const message of messages) await topics.raw.produce(message)
+      await topics.raw.produceMany(messages)
+    })
+    const held = await rows()
+    assert.equal(held.length, messages.length * 2)
+    assert.deepEqual(held, expected)
+  })
+
+  it('a client in node-postgres pipeline mode writes at produce() and commits as usual', async () => {
+    await reset()
+    const pipelinePool = new pg.Pool({
+      connectionString: DATABASE_URL,
+      max: 1,
+      pipeline: true,
+    } as pg.PoolConfig)
+    try {
+      await outbox.transaction(pipelinePool, async (client, topics) => {
+        await insertOrder(client, 'o-10')
+        await topics.orders.produce(event('pl-1'))
+      })
+      await assert.rejects(
+        outbox.transaction(pipelinePool, async (client, topics) => {
+          await insertOrder(client, 'o-11')
+          await topics.orders.produce(event('pl-2 rolled back'))
+          throw new Error('on purpose')
+        }),
+        /on purpose/,
+      )
+    } finally {
+      await pipelinePool.end()
+    }
+    assert.deepEqual(await storedOrders(), ['o-10'])
+    assert.deepEqual(await storedMessages(), ['pl-1'])
   })
 })

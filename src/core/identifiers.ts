@@ -17,13 +17,14 @@ export function validateIdentifier(value: unknown, what: string): string {
   return value
 }
 
-export const DEFAULT_TABLE: OutboxTable = { schema: 'k_entity', table: 'outbox' }
+export const DEFAULT_TABLE: OutboxTable = Object.freeze({ schema: 'k_entity', table: 'outbox' })
 
+/** Frozen: dialects build their statements once per table object. */
 export function resolveTable(options: { schema?: unknown; table?: unknown }): OutboxTable {
-  return {
+  return Object.freeze({
     schema:
       options.schema === undefined ? DEFAULT_TABLE.schema : validateIdentifier(options.schema, 'schema name'),
     table:
       options.table === undefined ? DEFAULT_TABLE.table : validateIdentifier(options.table, 'table name'),
-  }
+  })
 }

@@ -57,6 +57,8 @@ export class Topic<T> {
   readonly maxMessageBytes: number
   readonly #key: ((message: T) => KeyValue) | undefined
   readonly #headers: Headers | ((message: T) => Headers) | undefined
+  /** How error messages name this topic (built once: toRecord runs for every message). */
+  readonly #where: string
 
   constructor(options: TopicOptions<T>) {
     if (typeof options !== 'object' || options === null) {
@@ -64,6 +66,7 @@ export class Topic<T> {
     }
     this.name = validateTopicName(options.name)
     const where = `topic '${this.name}'`
+    this.#where = where
     if (options.key !== undefined && typeof options.key !== 'function') {
       throw invalidArgument(
         `${where}: 'key' must be a function selecting the key from a message, got ${describe(options.key)}`,
@@ -95,7 +98,7 @@ export class Topic<T> {
 
   /** Serializes one message into what the outbox stores; throws before anything is written. */
   toRecord(message: T, options?: ProduceOptions): OutboxRecord {
-    const where = `topic '${this.name}'`
+    const where = this.#where
     const keyInput = options && 'key' in options ? options.key : this.#key?.(message)
     const key = keyBytes(keyInput, where)
     const value = message === null ? null : this.#serialize(message, where)
@@ -103,10 +106,8 @@ export class Topic<T> {
     if (typeof this.#headers === 'function') checkHeaders(computed, `${where} (computed headers)`)
     if (options?.headers !== undefined) checkHeaders(options.headers, `${where} (produce headers)`)
     const headers = headerList(computed, options?.headers)
-    const size =
-      (key?.length ?? 0) +
-      (value?.length ?? 0) +
-      headers.reduce((sum, [n, v]) => sum + Buffer.byteLength(n) + (v?.length ?? 0), 0)
+    let size = (key?.length ?? 0) + (value?.length ?? 0)
+    for (const [name, headerValue] of headers) size += Buffer.byteLength(name) + (headerValue?.length ?? 0)
     if (size > this.maxMessageBytes) {
       throw new KEntityError(
         ErrorCodes.MESSAGE_TOO_LARGE,

@@ -71,7 +71,14 @@ export function recordQueries(which: (applicationName: string | undefined) => bo
   prototype.query = function (this: { connectionParameters: { application_name?: string } }, ...args) {
     if (which(this.connectionParameters.application_name)) {
       const [first] = args
-      texts.push(typeof first === 'string' ? first : String((first as { text?: string }).text))
+      const submittable = typeof (first as { submit?: unknown }).submit === 'function'
+      texts.push(
+        typeof first === 'string'
+          ? first
+          : submittable
+            ? `<${(first as object).constructor.name}>`
+            : String((first as { text?: string }).text),
+      )
     }
     return original.apply(this, args)
   }

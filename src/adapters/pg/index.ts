@@ -4,6 +4,7 @@ import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
   CommitBuffer,
+  type HeldWrite,
   isPreparedStatementMismatch,
   PREPARED_STATEMENTS_SQL,
   preparedStatementMismatch,
@@ -15,6 +16,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { HeldWritesQuery } from './held-writes.ts'
 import { connectSession } from './session.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
@@ -104,10 +106,12 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
 
 export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
   /**
-   * `transaction()` sends the messages it holds with the client's next query or the COMMIT,
-   * through a session-level prepared statement, instead of one INSERT round trip per produce()
-   * (default true). Set false behind a transaction-mode pooler (PgBouncer), which does not keep
-   * SQL prepared statements; `in(client)` never holds messages back.
+   * `transaction()` sends the messages it holds with the client's next query or the COMMIT, in
+   * the same round trip, through a named prepared statement of the connection, instead of one
+   * INSERT round trip per produce() (default true). Set false behind a transaction-mode pooler
+   * that does not keep prepared statements per client (PgBouncer before 1.21, or with
+   * `max_prepared_statements = 0`). Clients in node-postgres's pipeline mode always write at
+   * produce(); `in(client)` never holds messages back.
    */
   writeWithCommit?: boolean
 }
@@ -149,7 +153,10 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     if (!(pool instanceof pg.Pool))
       throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
     const client = await pool.connect()
-    if (!this.#writeWithCommit) return this.#eagerTransaction(client, fn)
+    // node-postgres's pipeline mode refuses the custom query object that carries held writes.
+    if (!this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true) {
+      return this.#eagerTransaction(client, fn)
+    }
     const connection = connectionState(client)
     const { prepared, query } = connection
     const buffer = new CommitBuffer(prepared)
@@ -157,7 +164,7 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     connection.beforeQuery = () => {
       const held = buffer.drain()
       if (held === undefined) return
-      const flush = query.call(client, held) as Promise<unknown>
+      const flush = send(client, query, held, false)
       // Awaited before COMMIT; the handler only keeps an early failure from being "unhandled".
       flush.catch(() => {})
       flushes.push(flush)
@@ -169,7 +176,8 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
       writing = true
       // A failed flush aborted the transaction; its error says why, the app's later queries don't.
       for (const flush of flushes) await flush
-      await query.call(client, buffer.commitSql())
+      const held = buffer.drainForCommit()
+      await (held === undefined ? query.call(client, 'COMMIT') : send(client, query, held, true))
       this.notifyCommitted()
       return result
     } catch (error) {
@@ -209,6 +217,17 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
 }
 
 type Query = (...args: unknown[]) => unknown
+
+/** Sends held writes (and the COMMIT behind them) through the client's own query queue. */
+function send(client: pg.PoolClient, query: Query, writes: HeldWrite[], commit: boolean): Promise<void> {
+  try {
+    const submittable = new HeldWritesQuery(writes, commit)
+    query.call(client, submittable)
+    return submittable.done
+  } catch (error) {
+    return Promise.reject(error)
+  }
+}
 
 interface ConnectionState {
   /** The client's own query method. */

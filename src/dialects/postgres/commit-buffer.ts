@@ -1,24 +1,21 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
-import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { TransactionAdapter } from '../../core/seams.ts'
 
 /**
  * Outbox writes held back until the app's next statement or COMMIT, then sent in the same round
  * trip as it: a transaction helper that owns the connection can store messages produced last in
- * the transaction without a round trip of their own (node-postgres has no pipelining, but a
- * simple query may carry several statements). The server runs them before that statement, in
- * the transaction, so atomicity and savepoints behave as if they had been sent at `produce()`:
- * if a write fails, the COMMIT in the same query never runs.
+ * the transaction without a round trip of their own. The driver sends them ahead of that
+ * statement, in the transaction, so atomicity and savepoints behave as if they had been sent at
+ * `produce()`: if a write fails, the COMMIT sent behind it never runs.
  *
- * A simple query carries no parameters, so each write is an EXECUTE of a session-level prepared
- * statement (planning the INSERT every time cost more than the round trip it saves) with its
- * values inlined as literals (see `literal`) that no message content can end, whatever the
- * server's `standard_conforming_strings`.
+ * Each write runs as a named prepared statement of the session, with bound parameters (bytes go
+ * as binary), so neither side parses the message as SQL text.
  */
 export class CommitBuffer {
   readonly #prepared: Set<string>
   /** Prepared by statements held here: counted as prepared once sent. */
   readonly #preparing = new Set<string>()
-  #statements: string[] = []
+  #writes: HeldWrite[] = []
   #ended = false
 
   /** `prepared`: names of the statements this connection has prepared (kept per connection). */
@@ -34,40 +31,45 @@ export class CommitBuffer {
       execute: async (statement) => {
         // Once COMMIT was sent, a held write could never reach the database: refuse it loudly.
         if (this.#ended) throw transactionEnded()
-        const call = preparedCall(statement)
-        if (!this.#prepared.has(call.name) && !this.#preparing.has(call.name)) {
-          this.#preparing.add(call.name)
-          this.#statements.push(call.prepare)
-        }
-        this.#statements.push(call.execute)
+        const name = preparedName(statement.text)
+        const prepare = !this.#prepared.has(name) && !this.#preparing.has(name)
+        if (prepare) this.#preparing.add(name)
+        this.#writes.push({ name, text: statement.text, values: statement.values, prepare })
       },
     }
   }
 
-  /** The held statements as one multi-statement query text (undefined if none), emptying the buffer. */
-  drain(): string | undefined {
-    if (this.#statements.length === 0) return undefined
-    const text = this.#statements.join(';\n')
-    this.#statements = []
+  /** The held writes, in order (undefined if none), emptying the buffer. */
+  drain(): HeldWrite[] | undefined {
+    if (this.#writes.length === 0) return undefined
+    const writes = this.#writes
+    this.#writes = []
     // Counted as prepared once sent; the caller resynchronises the set if the query fails.
     for (const name of this.#preparing) this.#prepared.add(name)
     this.#preparing.clear()
-    return text
+    return writes
   }
 
-  /** The held statements followed by COMMIT; later writes are refused. */
-  commitSql(): string {
+  /** The held writes to send with the COMMIT (undefined if none); later writes are refused. */
+  drainForCommit(): HeldWrite[] | undefined {
     this.#ended = true
-    const held = this.drain()
-    return held === undefined ? 'COMMIT' : `${held};\nCOMMIT`
+    return this.drain()
   }
 
   /** Refuses later writes (after a ROLLBACK). */
   end(): void {
     this.#ended = true
-    this.#statements = []
+    this.#writes = []
     this.#preparing.clear()
   }
+}
+
+/** One write to send: `prepare` when this connection has not prepared `name` yet. */
+export interface HeldWrite {
+  name: string
+  text: string
+  values: readonly unknown[]
+  prepare: boolean
 }
 
 /**
@@ -89,7 +91,7 @@ export function isPreparedStatementMismatch(error: unknown): boolean {
 export function preparedStatementMismatch(cause: unknown): KEntityError {
   return new KEntityError(
     ErrorCodes.STORE_FAILED,
-    "the outbox's prepared statement on this connection was not in the state k-entity recorded (dropped by a pooler or DISCARD ALL, or created elsewhere), so the transaction was rolled back and nothing was stored; retry it. A transaction-mode pooler (PgBouncer) does not keep SQL prepared statements: behind one, create the outbox with writeWithCommit: false",
+    "the outbox's prepared statement on this connection was not in the state k-entity recorded (dropped by a pooler or DISCARD ALL, or created elsewhere), so the transaction was rolled back and nothing was stored; retry it. Behind a transaction-mode pooler that does not keep prepared statements per client (PgBouncer before 1.21, or with max_prepared_statements = 0), create the outbox with writeWithCommit: false",
     { cause, retryable: true },
   )
 }
@@ -101,85 +103,24 @@ function transactionEnded(): KEntityError {
   )
 }
 
-/** A statement as SQL-level PREPARE and EXECUTE texts, its values inlined as literals. */
-export function preparedCall(statement: SqlStatement): { name: string; prepare: string; execute: string } {
-  const { name, types } = shapeOf(statement.text)
-  const args = statement.values.map((value, index) => {
-    const type = types[index]
-    if (type === undefined) {
-      throw new Error(
-        `parameter $${index + 1} has no cast to read its type from: ${statement.text.slice(0, 80)}`,
-      )
-    }
-    return `${literal(value)}::${type}`
-  })
-  return {
-    name,
-    prepare: `PREPARE ${name} AS ${statement.text}`,
-    execute: args.length === 0 ? `EXECUTE ${name}` : `EXECUTE ${name}(${args.join(', ')})`,
-  }
-}
-
-interface StatementShape {
-  name: string
-  types: string[]
-}
-
-/** Per statement text: an outbox has a handful of texts, each used for every message. */
-const shapes = new Map<string, StatementShape>()
-const MAX_SHAPES = 256
-
-function shapeOf(text: string): StatementShape {
-  let shape = shapes.get(text)
-  if (shape === undefined) {
-    shape = { name: preparedName(text), types: parameterTypes(text) }
-    if (shapes.size >= MAX_SHAPES) shapes.clear()
-    shapes.set(text, shape)
-  }
-  return shape
-}
+/** Names per statement text: an outbox has a handful of texts, each used for every message. */
+const names = new Map<string, string>()
+const MAX_NAMES = 256
 
 /** A name derived from the text (two 32-bit FNV-1a hashes), so a changed text never reuses an old name. */
-function preparedName(text: string): string {
-  let a = 0x811c9dc5
-  let b = 0x01000193
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i)
-    a = Math.imul(a ^ code, 0x01000193)
-    b = Math.imul(b ^ code, 0x811c9dc5) ^ (b >>> 15)
+export function preparedName(text: string): string {
+  let name = names.get(text)
+  if (name === undefined) {
+    let a = 0x811c9dc5
+    let b = 0x01000193
+    for (let i = 0; i < text.length; i++) {
+      const code = text.charCodeAt(i)
+      a = Math.imul(a ^ code, 0x01000193)
+      b = Math.imul(b ^ code, 0x811c9dc5) ^ (b >>> 15)
+    }
+    name = `ke_commit_${(a >>> 0).toString(16).padStart(8, '0')}${(b >>> 0).toString(16).padStart(8, '0')}`
+    if (names.size >= MAX_NAMES) names.clear()
+    names.set(text, name)
   }
-  return `ke_commit_${(a >>> 0).toString(16).padStart(8, '0')}${(b >>> 0).toString(16).padStart(8, '0')}`
-}
-
-/**
- * The type of each parameter, from its first cast (`$4::text::jsonb` gives text). EXECUTE only
- * applies assignment casts to its arguments, so each literal is cast to its parameter's type.
- */
-function parameterTypes(text: string): string[] {
-  const types: string[] = []
-  for (const match of text.matchAll(/\$(\d+)::([a-z]+(?:\[\])?)/g)) {
-    const index = Number(match[1]) - 1
-    types[index] ??= match[2] as string
-  }
-  return types
-}
-
-/**
- * Escape-string literals: E'' reads backslashes as escapes whatever `standard_conforming_strings`
- * says, so doubling backslashes and quotes leaves nothing that can end the literal early.
- */
-function literal(value: unknown): string {
-  if (value === null || value === undefined) return 'NULL'
-  if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) throw new Error(`cannot inline the number ${value}`)
-    return `(${value})`
-  }
-  if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE'
-  if (typeof value === 'string') {
-    if (value.includes('\0')) throw new Error('PostgreSQL text cannot hold a NUL character')
-    return `E'${value.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`
-  }
-  if (Buffer.isBuffer(value)) return `E'\\\\x${value.toString('hex')}'`
-  if (Array.isArray(value)) return value.length === 0 ? `'{}'` : `ARRAY[${value.map(literal).join(', ')}]`
-  throw new Error(`cannot inline a value of type ${typeof value}`)
+  return name
 }

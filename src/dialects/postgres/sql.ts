@@ -69,21 +69,52 @@ WHERE (SELECT count(*) FROM (
  * as text and are cast on the server: postgres.js would JSON-encode a string bound to jsonb again.
  */
 export function insertOneStatement(table: OutboxTable, record: OutboxRecord, notify = true): SqlStatement {
-  const wake = notify ? `, (SELECT pg_notify('${wakeChannel(table)}', '')) AS wake` : ''
+  const shape = insertOneShape(table, notify)
   return {
-    name: `ke_insert1${notify ? '_n' : ''}_${table.schema}_${table.table}`,
-    text: `INSERT INTO ${qualified(table)} (topic, key, value, headers, ordering_hash)
-SELECT $1::text, $2::bytea, $3::bytea, $4::text::jsonb, $5::int
-FROM (SELECT pg_advisory_xact_lock($6::int, $5::int)) AS key_lock${wake}`,
+    name: shape.name,
+    text: shape.text,
     values: [
       record.topic,
       record.key,
       record.value,
       encodeHeaders(record.headers),
       record.orderingHash,
-      lockClass(table, 'key'),
+      shape.lockClass,
     ],
   }
+}
+
+interface InsertOneShape {
+  name: string
+  text: string
+  lockClass: number
+}
+
+/**
+ * Built once per table: the statement goes out with every message, and one text object lets
+ * drivers that key prepared statements by text find it without hashing a new string each time.
+ */
+const insertOneShapes = new WeakMap<OutboxTable, { notify?: InsertOneShape; quiet?: InsertOneShape }>()
+
+function insertOneShape(table: OutboxTable, notify: boolean): InsertOneShape {
+  let shapes = insertOneShapes.get(table)
+  if (shapes === undefined) {
+    shapes = {}
+    insertOneShapes.set(table, shapes)
+  }
+  const known = notify ? shapes.notify : shapes.quiet
+  if (known !== undefined) return known
+  const wake = notify ? `, (SELECT pg_notify('${wakeChannel(table)}', '')) AS wake` : ''
+  const shape: InsertOneShape = {
+    name: `ke_insert1${notify ? '_n' : ''}_${table.schema}_${table.table}`,
+    text: `INSERT INTO ${qualified(table)} (topic, key, value, headers, ordering_hash)
+SELECT $1::text, $2::bytea, $3::bytea, $4::text::jsonb, $5::int
+FROM (SELECT pg_advisory_xact_lock($6::int, $5::int)) AS key_lock${wake}`,
+    lockClass: lockClass(table, 'key'),
+  }
+  if (notify) shapes.notify = shape
+  else shapes.quiet = shape
+  return shape
 }
 
 /**
