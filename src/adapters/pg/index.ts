@@ -106,9 +106,9 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
 
 export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
   /**
-   * `transaction()` sends the messages it holds with the client's next query or the COMMIT, in
-   * the same round trip, through a named prepared statement of the connection, instead of one
-   * INSERT round trip per produce() (default true). Set false behind a transaction-mode pooler
+   * `transaction()` holds its messages until the client's next query (sent just ahead of it) or
+   * the COMMIT (sent in the same round trip), through a named prepared statement of the
+   * connection, instead of one INSERT round trip per produce() (default true). Set false behind a transaction-mode pooler
    * that does not keep prepared statements per client (PgBouncer before 1.21, or with
    * `max_prepared_statements = 0`). Clients in node-postgres's pipeline mode always write at
    * produce(); `in(client)` never holds messages back.
@@ -142,7 +142,7 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
 
   /**
    * Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it
-   * throws. Messages are written just before the client's next query or with the COMMIT, in the
+   * throws. Messages are written just before the client's next query, or with the COMMIT in the
    * same round trip (see `writeWithCommit`), so messages produced last add no round trip to the
    * transaction; validation and serialization errors still throw from `produce()`.
    */
