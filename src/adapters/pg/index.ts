@@ -268,7 +268,7 @@ function connectionState(client: pg.PoolClient): ConnectionState {
 }
 
 /**
- * A failed write query may have stopped before or after its PREPARE (PREPARE is not undone by
+ * A failed write may have stopped before or after its Parse (a prepared statement outlives
  * ROLLBACK): ask the session which of the statements it believes prepared it really has.
  */
 async function resyncPrepared(client: pg.PoolClient, prepared: Set<string>, query: Query): Promise<void> {

@@ -73,8 +73,8 @@ export interface HeldWrite {
 }
 
 /**
- * The query that tells which of `names` this session has prepared: run after a failed flush,
- * which may have stopped before or after its PREPARE.
+ * The query that tells which of `names` this session has prepared (SQL-level or protocol-level):
+ * run after a failed flush, which may have stopped before or after preparing its statement.
  */
 export const PREPARED_STATEMENTS_SQL = 'SELECT name FROM pg_prepared_statements WHERE name = ANY($1::text[])'
 
@@ -108,7 +108,7 @@ const names = new Map<string, string>()
 const MAX_NAMES = 256
 
 /** A name derived from the text (two 32-bit FNV-1a hashes), so a changed text never reuses an old name. */
-export function preparedName(text: string): string {
+function preparedName(text: string): string {
   let name = names.get(text)
   if (name === undefined) {
     let a = 0x811c9dc5
