@@ -283,4 +283,34 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
     assert.deepEqual(await storedOrders(), ['o-10'])
     assert.deepEqual(await storedMessages(), ['pl-1'])
   })
+
+  for (const writeWithCommit of [true, false]) {
+    it(`a connection lost before the COMMIT rejects the transaction instead of crashing or hanging, and stores nothing (writeWithCommit: ${writeWithCommit})`, async () => {
+      await reset()
+      const lossy = createPgOutbox({ topics, schema, writeWithCommit })
+      const doomedPool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+      // A lost connection is also reported on the idle client; the pool discards it.
+      doomedPool.on('error', () => {})
+      try {
+        await assert.rejects(
+          lossy.transaction(doomedPool, async (client, topics) => {
+            const { rows } = await client.query('SELECT pg_backend_pid() AS pid')
+            await insertOrder(client, 'o-12')
+            // With writeWithCommit, held until the COMMIT, which goes to a connection the server closed.
+            await topics.orders.produce(event('never committed'))
+            await withClient((admin) => admin.query('SELECT pg_terminate_backend($1)', [rows[0].pid]))
+          }),
+        )
+        // The pool still works: the broken client was not handed out again.
+        await lossy.transaction(doomedPool, async (client, topics) => {
+          await insertOrder(client, 'o-13')
+          await topics.orders.produce(event('after the loss'))
+        })
+      } finally {
+        await doomedPool.end()
+      }
+      assert.deepEqual(await storedOrders(), ['o-13'])
+      assert.deepEqual(await storedMessages(), ['after the loss'])
+    })
+  }
 })

@@ -153,10 +153,30 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     if (!(pool instanceof pg.Pool))
       throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
     const client = await pool.connect()
-    // node-postgres's pipeline mode refuses the custom query object that carries held writes.
-    if (!this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true) {
-      return this.#eagerTransaction(client, fn)
+    // A checked-out client has no pool listener for its 'error' event, so a connection lost
+    // between two queries would crash the process. The query in flight or the next one reports
+    // the loss; releasing the client with the error makes the pool discard it.
+    let lost: Error | undefined
+    const onError = (error: Error) => {
+      lost ??= error
     }
+    client.on('error', onError)
+    try {
+      // node-postgres's pipeline mode refuses the custom query object that carries held writes.
+      if (!this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true) {
+        return await this.#eagerTransaction(client, fn)
+      }
+      return await this.#heldTransaction(client, fn)
+    } finally {
+      client.off('error', onError)
+      client.release(lost)
+    }
+  }
+
+  async #heldTransaction<R>(
+    client: pg.PoolClient,
+    fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
+  ): Promise<R> {
     const connection = connectionState(client)
     const { prepared, query } = connection
     const buffer = new CommitBuffer(prepared)
@@ -193,7 +213,6 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     } finally {
       buffer.end()
       connection.beforeQuery = undefined
-      client.release()
     }
   }
 
@@ -210,8 +229,6 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
       throw error
-    } finally {
-      client.release()
     }
   }
 }
