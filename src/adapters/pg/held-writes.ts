@@ -1,4 +1,5 @@
 import type { HeldWrite } from '../../dialects/postgres/commit-buffer.ts'
+import { Submittable } from './submittable.ts'
 
 /** The parts of node-postgres's connection a submittable writes to (its extended-protocol messages). */
 interface WireConnection {
@@ -18,24 +19,17 @@ interface WireConnection {
  *
  * Not for clients in node-postgres's pipeline mode, which refuses custom query objects.
  */
-export class HeldWritesQuery {
-  readonly done: Promise<void>
+export class HeldWritesQuery extends Submittable {
   readonly #writes: readonly HeldWrite[]
   /** Per write, its values as protocol parameters: mapped up front, so `submit()` cannot fail half-way. */
   readonly #parameters: (string | Buffer | null)[][]
   readonly #commit: boolean
-  #resolve!: () => void
-  #reject!: (error: unknown) => void
-  #settled = false
 
   constructor(writes: readonly HeldWrite[], commit: boolean) {
+    super()
     this.#writes = writes
     this.#parameters = writes.map((write) => write.values.map(wireValue))
     this.#commit = commit
-    this.done = new Promise<void>((resolve, reject) => {
-      this.#resolve = resolve
-      this.#reject = reject
-    })
   }
 
   submit(connection: WireConnection): void {
@@ -56,35 +50,6 @@ export class HeldWritesQuery {
     } finally {
       connection.stream.uncork?.()
     }
-  }
-
-  handleError(error: unknown): void {
-    // A server error is followed by ReadyForQuery (which the client no longer routes here), a
-    // broken connection by nothing: settle now.
-    this.#settle(error)
-  }
-
-  handleReadyForQuery(): void {
-    this.#settle(undefined)
-  }
-
-  handleCommandComplete(): void {}
-  handleRowDescription(): void {}
-  handleDataRow(): void {}
-  handleEmptyQuery(): void {}
-  handlePortalSuspended(): void {}
-
-  handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
-    connection.sendCopyFail('k-entity writes no COPY data')
-  }
-
-  handleCopyData(): void {}
-
-  #settle(error: unknown): void {
-    if (this.#settled) return
-    this.#settled = true
-    if (error === undefined) this.#resolve()
-    else this.#reject(error)
   }
 }
 

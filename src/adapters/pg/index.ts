@@ -108,10 +108,10 @@ export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptio
   /**
    * `transaction()` holds its messages until the client's next query (sent just ahead of it) or
    * the COMMIT (sent in the same round trip), through a named prepared statement of the
-   * connection, instead of one INSERT round trip per produce() (default true). Set false behind a transaction-mode pooler
-   * that does not keep prepared statements per client (PgBouncer before 1.21, or with
-   * `max_prepared_statements = 0`). Clients in node-postgres's pipeline mode always write at
-   * produce(); `in(client)` never holds messages back.
+   * connection, instead of one INSERT round trip per produce() (default true). Set false behind
+   * a transaction-mode pooler that does not keep prepared statements per client (PgBouncer
+   * before 1.21, or with `max_prepared_statements = 0`). Clients in node-postgres's pipeline
+   * mode always write at produce(); `in(client)` never holds messages back.
    */
   writeWithCommit?: boolean
 }

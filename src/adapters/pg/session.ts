@@ -1,6 +1,7 @@
 import pg from 'pg'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
+import { Submittable } from './submittable.ts'
 
 /**
  * Where a relay or migration session connects when the app's data layer sits on node-postgres:
@@ -46,66 +47,33 @@ class SessionClient extends pg.Client {
  * it too, but as a stream that ends at the first statement's completion, while the relay's claim
  * is the last of several statements in one query.
  */
-class CopyOutQuery {
-  readonly done: Promise<void>
+class CopyOutQuery extends Submittable {
   /** Statements of the query that completed (read by the benchmark's statement counter). */
   completed = 0
   readonly #text: string
   readonly #onData: (chunk: Buffer) => void
-  #resolve!: () => void
-  #reject!: (error: unknown) => void
-  #error: unknown
-  #settled = false
 
   constructor(text: string, onData: (chunk: Buffer) => void) {
+    super()
     this.#text = text
     this.#onData = onData
-    this.done = new Promise<void>((resolve, reject) => {
-      this.#resolve = resolve
-      this.#reject = reject
-    })
   }
 
   submit(connection: { query(text: string): void }): void {
     connection.query(this.#text)
   }
 
-  handleCopyData(message: { chunk: Buffer }): void {
-    if (this.#error !== undefined) return
+  override handleCopyData(message: { chunk: Buffer }): void {
+    if (this.pending !== undefined) return
     try {
       this.#onData(message.chunk)
     } catch (error) {
-      // Kept until ReadyForQuery: the session is still in the middle of the query's answer.
-      this.#error = error
+      this.pending = error
     }
   }
 
-  handleError(error: unknown): void {
-    // A server error is followed by ReadyForQuery, a broken connection by nothing: settle now.
-    this.#settle(error)
-  }
-
-  handleReadyForQuery(): void {
-    this.#settle(this.#error)
-  }
-
-  handleRowDescription(): void {}
-  handleDataRow(): void {}
-  handlePortalSuspended(): void {}
-  handleEmptyQuery(): void {}
-  handleCommandComplete(): void {
+  override handleCommandComplete(): void {
     this.completed++
-  }
-
-  handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
-    connection.sendCopyFail('k-entity reads COPY data, it does not write it')
-  }
-
-  #settle(error: unknown): void {
-    if (this.#settled) return
-    this.#settled = true
-    if (error === undefined) this.#resolve()
-    else this.#reject(error)
   }
 }
 
