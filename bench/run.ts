@@ -5,6 +5,8 @@
 // Env: KAFKA_BROKERS (use that broker instead of starting one), DATABASE_URL.
 // Prints one table per scenario and the targets, and writes bench-results/<timestamp>.json and
 // bench-results/latest.json.
+import { mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import type { BenchContext, Scenario } from './lib/context.ts'
@@ -45,15 +47,23 @@ async function main(): Promise<number> {
     options: {
       full: { type: 'boolean', default: false },
       only: { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean' },
     },
   })
   if (values.help) {
-    log('usage: node bench/run.ts [--full] [--only=<scenario>[,<scenario>...]]')
+    log('usage: node bench/run.ts [--full] [--only=<scenario>[,<scenario>...]] [--profile=<dir>]')
     log(`scenarios: ${SCENARIOS.map((s) => `${s.number}|${s.id}`).join(', ')}`)
     return 0
   }
   const full = values.full === true
+  if (values.profile !== undefined) {
+    // Read by every worker process (bench/lib/worker.ts), which profiles its timed span.
+    const dir = resolve(values.profile)
+    mkdirSync(dir, { recursive: true })
+    process.env.K_ENTITY_BENCH_PROFILE = dir
+    log(`CPU profiles of each worker's timed span go to ${dir} (open them in Chrome DevTools)`)
+  }
   const scenarios = selectScenarios(values.only)
   const startedAt = new Date()
   const features = detectFeatures()

@@ -4,6 +4,9 @@
 // Protocol (IPC): child -> 'ready' after connecting and warming up; parent -> 'go'; child ->
 // 'progress' after each delivered batch (when asked); parent -> 'stop' (or the child stops by
 // itself after `stopAfter` messages); child -> 'result'; child exits.
+import { writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector'
+import { join } from 'node:path'
 import pg from 'pg'
 import { claimSql } from '../../src/dialects/postgres/sql.ts'
 import { type MessageTransport, RELAY_DEFAULTS, type RelayEvent } from '../../src/index.ts'
@@ -141,11 +144,41 @@ interface Clock {
 }
 
 function startClock(): Clock {
+  startProfile()
   return { services: serviceCpu(), cpu: process.cpuUsage(), startedAt: wallNow() }
+}
+
+/** `bench/run.ts --profile=DIR`: a CPU profile of the timed span only, without warm-up or pre-fill. */
+const PROFILE_DIR = process.env.K_ENTITY_BENCH_PROFILE
+let profiler: Session | undefined
+
+function startProfile(): void {
+  if (PROFILE_DIR === undefined) return
+  profiler = new Session()
+  profiler.connect()
+  profiler.post('Profiler.enable')
+  profiler.post('Profiler.start')
+}
+
+function stopProfile(kind: Job['kind']): void {
+  const session = profiler
+  if (session === undefined || PROFILE_DIR === undefined) return
+  profiler = undefined
+  session.post('Profiler.stop', (error, result) => {
+    if (error === null) {
+      const file = join(
+        PROFILE_DIR,
+        `${kind}-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.cpuprofile`,
+      )
+      writeFileSync(file, JSON.stringify(result.profile))
+    }
+    session.disconnect()
+  })
 }
 
 function finish(tracker: Tracker, clock: Clock, acks?: Map<string, number>): WorkerResult {
   const used = process.cpuUsage(clock.cpu)
+  stopProfile(KIND)
   const services = serviceCpuSince(clock.services)
   const startedAt = clock.startedAt
   const counts = queryCounts()
@@ -345,8 +378,11 @@ async function runPeer(job: PeerJob): Promise<WorkerResult> {
   return result
 }
 
+const JOB = JSON.parse(process.env.K_ENTITY_BENCH_JOB ?? 'null') as Job | null
+const KIND = JOB?.kind ?? 'relay'
+
 async function main(): Promise<void> {
-  const job = JSON.parse(process.env.K_ENTITY_BENCH_JOB ?? 'null') as Job | null
+  const job = JOB
   if (job === null) throw new Error('no job: this module is started by bench/lib/workers.ts')
   const result =
     job.kind === 'relay' ? await runRelay(job) : job.kind === 'raw' ? await runRaw(job) : await runPeer(job)

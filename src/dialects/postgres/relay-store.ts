@@ -2,6 +2,7 @@ import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
+import { ClaimFloor } from './claim-floor.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import { lastResult, type PgQueryResult, type PgSession } from './session.ts'
 import { CLAIM_COLUMNS, claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
@@ -31,6 +32,8 @@ export interface PostgresRelayStoreOptions {
    * (see `companion()`); never the one holding the leader lock.
    */
   role?: 'primary' | 'companion'
+  /** Shared by a relay's sessions: the lowest id its claims look at (see `ClaimFloor`). */
+  floor?: ClaimFloor
 }
 
 /**
@@ -72,8 +75,11 @@ export class PostgresRelayStore implements RelayStore {
   #activeUntil = Number.NEGATIVE_INFINITY
   #onNotify: (() => void) | undefined
 
+  readonly #floor: ClaimFloor
+
   constructor(options: PostgresRelayStoreOptions) {
-    this.#options = options
+    this.#floor = options.floor ?? new ClaimFloor(options.table)
+    this.#options = { ...options, floor: this.#floor }
   }
 
   get healthy(): boolean {
@@ -96,7 +102,8 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     const started = await this.#run(
-      `SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
+      // Each claim-floor statement needs a snapshot of its own, whatever the server's default.
+      `SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
     )
     this.#pid = started.rows[0]?.pid as number | undefined
     // Whatever was committed while no one listened is found by the first claim.
@@ -175,6 +182,7 @@ export class PostgresRelayStore implements RelayStore {
    * committed). As binary COPY where the session can read it, as rows otherwise.
    */
   async #openClaim(before: string, limit: number): Promise<StoredMessage[]> {
+    if (this.#floor.due()) await this.#floor.step((text) => this.#use((session) => session.query(text)))
     const claim = this.#claimSql(limit)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
@@ -183,7 +191,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   #claimSql(limit: number): string {
-    return claimSql(this.#options.table, limit, this.#options.concurrent)
+    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value)
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
@@ -195,6 +203,7 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim(
       acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT',
     )
+    if (acknowledged.length > 0) this.#floor.noteDeleted()
   }
 
   /**
@@ -212,7 +221,12 @@ export class PostgresRelayStore implements RelayStore {
     this.#notified = false
     // The open claim ends here: by the query's COMMIT, or with the session if the query fails.
     this.#inClaim = false
-    return this.#openClaim(`${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN`, limit)
+    const messages = await this.#openClaim(
+      `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN`,
+      limit,
+    )
+    this.#floor.noteDeleted()
+    return messages
   }
 
   async abandon(): Promise<void> {

@@ -144,12 +144,12 @@ const RETRY_WAITING = (outbox: string) => `(NOT EXISTS (
  * older message waiting for a retry (that would overtake it). Rows stay locked by this
  * session's transaction until the batch is acknowledged or released.
  */
-export function claimSql(table: OutboxTable, limit: number, concurrent = false): string {
-  if (concurrent) return concurrentClaimSql(table, limit)
+export function claimSql(table: OutboxTable, limit: number, concurrent = false, floor?: string): string {
+  if (concurrent) return concurrentClaimSql(table, limit, floorCondition(floor, 'id'))
   const outbox = qualified(table)
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE o.available_at <= now()
+WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}
@@ -172,13 +172,20 @@ FOR UPDATE OF o SKIP LOCKED`
  * relay locks only the keys it will send, and the next relay, finding those taken, wins the
  * following ones from the same window instead of finding every key of the window locked.
  */
-function concurrentClaimSql(table: OutboxTable, limit: number): string {
+/** `floor`: every id below it is gone for good (see `ClaimFloor`), so the scan starts there. */
+function floorCondition(floor: string | undefined, column: string): string {
+  if (floor === undefined) return ''
+  if (!/^\d{1,19}$/.test(floor)) throw new Error(`claim floor ${JSON.stringify(floor)} is not a bigint`)
+  return `${column} >= ${floor} AND `
+}
+
+function concurrentClaimSql(table: OutboxTable, limit: number, from: string): string {
   const outbox = qualified(table)
   const batch = Math.trunc(limit)
   const window = batch * 4
   return `WITH RECURSIVE candidates AS MATERIALIZED (
   SELECT id, ordering_hash FROM ${outbox}
-  WHERE available_at <= now()
+  WHERE ${from}available_at <= now()
   ORDER BY id
   LIMIT ${window}
 ), keys AS MATERIALIZED (

@@ -1,0 +1,155 @@
+import type { OutboxTable } from '../../core/seams.ts'
+import { qualified } from './names.ts'
+import { lastResult, type PgQueryResult } from './session.ts'
+
+/**
+ * A lower bound for the claim's scan of the primary key: every id below it is gone for good.
+ *
+ * Why: a deleted row's index entry stays until VACUUM, and autovacuum visits a database at most
+ * once per `autovacuum_naptime` (a minute by default). Until then every claim, which reads the
+ * index from its start, walked over every row the relay had deleted since: with a backlog being
+ * drained, that walk (`_bt_first` stepping over dead leaf pages) was the largest single cost of
+ * PostgreSQL in the relay, and after a bulk delete the first claims took half a second.
+ *
+ * Why a bound by id is safe only with care: an id is taken when a producer inserts, and the row
+ * becomes visible when that transaction commits, possibly much later, so "below the lowest live
+ * id" can still receive rows (the trap of cursor-based relays). The bound is therefore advanced
+ * in two steps, at least `STEP_MS` apart:
+ * 1. Read the sequence's last value S, then the virtual transaction ids V of every transaction
+ *    running in this database. Any id up to S was taken before V was read, so by a transaction
+ *    that had finished by then or is in V.
+ * 2. Once no transaction of V runs any more (and no prepared transaction waits), every id up to
+ *    S is final: committed, and so visible to any later snapshot, or rolled back. A later
+ *    statement's lowest live id up to S (or S + 1 if there is none) is then the new bound.
+ * A long transaction anywhere in the database holds step 2 back: claims then scan as before.
+ * Requires sequence CACHE 1 (the identity's default): with a cache, a session could hand out an
+ * id below S after V was read. Otherwise, or without the right to read the sequence, no bound.
+ */
+export class ClaimFloor {
+  readonly #table: OutboxTable
+  /** Lowest id a claim has to look at (decimal), once known. */
+  #floor: string | undefined
+  #pending: { last: string; running: string[] } | undefined
+  #stepAt = Number.NEGATIVE_INFINITY
+  #deletedSinceStep = false
+  #busy = false
+  /** The sequence's quoted name, or null when no bound can be kept; undefined until probed. */
+  #sequence: string | null | undefined
+
+  constructor(table: OutboxTable) {
+    this.#table = table
+  }
+
+  /** The bound for the next claim, if there is one. */
+  get value(): string | undefined {
+    return this.#floor
+  }
+
+  /** The relay deleted rows: the bound can move. */
+  noteDeleted(): void {
+    this.#deletedSinceStep = true
+  }
+
+  /**
+   * A step is due when rows were deleted since the last one, which was long enough ago; until a
+   * floor is known, also without deletes (a relay restarted after a large delete needs it most),
+   * but less often.
+   */
+  due(now = performance.now()): boolean {
+    if (this.#busy || this.#sequence === null) return false
+    const since = now - this.#stepAt
+    if (this.#floor === undefined && since >= UNKNOWN_STEP_MS) return true
+    return this.#deletedSinceStep && since >= STEP_MS
+  }
+
+  /**
+   * Takes one step on `run`'s session, each statement as a query of its own (each gets its own
+   * snapshot). Its statements only read, so they cannot fail where the probe passed.
+   */
+  async step(run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>): Promise<void> {
+    if (this.#busy) return
+    this.#busy = true
+    try {
+      if (this.#sequence === undefined) this.#sequence = await probeSequence(this.#table, run)
+      const sequence = this.#sequence
+      if (sequence === null) return
+      this.#stepAt = performance.now()
+      this.#deletedSinceStep = false
+      const pending = this.#pending
+      let settled = false
+      if (pending !== undefined) {
+        const running = pending.running.length === 0 ? "'{}'" : `'{${pending.running.join(',')}}'`
+        const busy = lastResult(
+          await run(
+            `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
+          ),
+        )
+        settled = busy.rows[0]?.busy === false
+      }
+      const from = this.#floor === undefined ? '' : `id >= ${this.#floor} AND `
+      // After the check, in a statement of its own: its snapshot sees every commit of V.
+      const low =
+        settled && pending !== undefined
+          ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
+          : 'NULL'
+      const read = lastResult(
+        await run(
+          // Also drops this transaction's cached view of pg_stat_activity, read next.
+          `SELECT ${low}::text AS low, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`,
+        ),
+      )
+      const last = String(read.rows[0]?.last)
+      if (settled && pending !== undefined) {
+        const found = read.rows[0]?.low
+        const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
+        if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
+      }
+      // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
+      const listed = lastResult(
+        await run(
+          `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()`,
+        ),
+      )
+      const running = parseRunning(listed.rows[0]?.running)
+      this.#pending = running === undefined || !/^-?\d+$/.test(last) ? undefined : { last, running }
+    } finally {
+      this.#busy = false
+    }
+  }
+}
+
+/** How often the bound moves at most (ms) while the relay deletes. */
+const STEP_MS = 100
+/** How often steps are taken at most (ms) while no bound is known. */
+const UNKNOWN_STEP_MS = 1000
+
+const VIRTUAL_XID = /^\d+\/\d+$/
+
+/** node-postgres returns text[] as an array; other drivers may hand over its text form. */
+function parseRunning(value: unknown): string[] | undefined {
+  const items = Array.isArray(value)
+    ? value.map(String)
+    : typeof value === 'string'
+      ? value
+          .replace(/^\{|\}$/g, '')
+          .split(',')
+          .filter((item) => item.length > 0)
+      : undefined
+  if (items === undefined || !items.every((item) => VIRTUAL_XID.test(item))) return undefined
+  return items
+}
+
+/** The outbox's identity sequence, if it has CACHE 1 and this session may read it. */
+async function probeSequence(
+  table: OutboxTable,
+  run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>,
+): Promise<string | null> {
+  const name = qualified(table).replace(/'/g, "''")
+  const result = lastResult(
+    await run(
+      `SELECT s.seqrelid::regclass::text AS sequence, s.seqcache = 1 AND has_sequence_privilege(s.seqrelid, 'SELECT') AS usable FROM pg_sequence AS s WHERE s.seqrelid = pg_get_serial_sequence('${name}', 'id')::regclass`,
+    ),
+  )
+  const row = result.rows[0]
+  return row?.usable === true && typeof row.sequence === 'string' ? row.sequence : null
+}

@@ -1,0 +1,182 @@
+// The claim floor: claims start their index scan at an id below which every row is gone for good,
+// instead of walking the dead index entries of everything deleted since the last VACUUM. It
+// must never pass a row that is still to commit (a transaction that took an id and is open).
+import assert from 'node:assert/strict'
+import { after, describe, it } from 'node:test'
+import pg from 'pg'
+import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { ClaimFloor } from '../src/dialects/postgres/claim-floor.ts'
+import { claimSql } from '../src/dialects/postgres/sql.ts'
+import { defineTopic, type RelayEvent } from '../src/index.ts'
+import {
+  checkDelivery,
+  formatReport,
+  observedFromConsumed,
+  readTopic,
+  trackingHeaders,
+} from '../src/testing/index.ts'
+import {
+  countRows,
+  createTopic,
+  DATABASE_URL,
+  dropSchema,
+  kafkaBrokers,
+  uniqueName,
+  waitFor,
+  withClient,
+} from './support/env.ts'
+
+const schemas: string[] = []
+
+async function claimIn(client: pg.Client, claim: string): Promise<{ id: string }[]> {
+  await client.query('BEGIN')
+  try {
+    return (await client.query(claim)).rows
+  } finally {
+    await client.query('ROLLBACK')
+  }
+}
+
+async function freshOutbox(prefix: string) {
+  const schema = uniqueName(prefix)
+  schemas.push(schema)
+  const topic = uniqueName(prefix.replace(/^ke_/, '')).replaceAll('_', '-')
+  const outbox = createPgOutbox({
+    topics: {
+      t: defineTopic<{ id: string; key: string; seq: number }>({
+        name: topic,
+        key: (m) => m.key,
+        headers: (m) => trackingHeaders(m.id, m.seq),
+        serializer: { name: 'id', serialize: (m) => Buffer.from(m.id) },
+      }),
+    },
+    schema,
+    kafka: { brokers: kafkaBrokers() },
+  })
+  await outbox.migrate(DATABASE_URL)
+  return { schema, topic, outbox, table: { schema, table: 'outbox' } }
+}
+
+describe('claim floor (PostgreSQL)', () => {
+  after(async () => {
+    for (const schema of schemas.splice(0)) await dropSchema(schema)
+  })
+
+  it('rises to the lowest live id, but never past an id whose transaction is still open', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_floor')
+    const insert = (client: pg.Client, n: number) =>
+      client.query(
+        `INSERT INTO "${schema}".outbox (topic, value) SELECT 't', 'v' FROM generate_series(1, $1) RETURNING id`,
+        [n],
+      )
+    const open = new pg.Client({ connectionString: DATABASE_URL })
+    await open.connect()
+    const session = new pg.Client({ connectionString: DATABASE_URL })
+    await session.connect()
+    try {
+      await withClient((c) => insert(c, 10)) // ids 1..10
+      await open.query('BEGIN')
+      const straggler = Number((await insert(open, 1)).rows[0].id) // 11, not committed
+      await withClient((c) => insert(c, 9)) // 12..20
+      await withClient((c) =>
+        c.query(`DELETE FROM "${schema}".outbox WHERE id <= 10 OR id BETWEEN 12 AND 15`),
+      )
+
+      const floor = new ClaimFloor(table)
+      const run = (text: string) => session.query(text)
+      assert.equal(floor.due(), true, 'a floor that was never taken is due')
+      await floor.step(run)
+      assert.equal(floor.value, undefined, 'the first step only notes the sequence and who runs')
+      await floor.step(run)
+      assert.equal(floor.value, undefined, 'the open transaction holds the floor back')
+
+      await open.query('COMMIT')
+      await floor.step(run) // the transactions noted by the previous step included the open one
+      await floor.step(run)
+      assert.equal(floor.value, String(straggler), 'the floor stops at the committed straggler')
+      assert.equal(
+        (await claimIn(session, claimSql(table, 100, false, floor.value)))[0]?.id,
+        String(straggler),
+      )
+
+      await withClient((c) => c.query(`DELETE FROM "${schema}".outbox`))
+      await floor.step(run)
+      assert.equal(floor.value, '21', 'with nothing left, the floor passes the last id taken')
+      await withClient((c) => insert(c, 1)) // 21
+      assert.equal(
+        (await claimIn(session, claimSql(table, 100, true, floor.value))).length,
+        1,
+        'the concurrent claim starts at the floor too',
+      )
+    } finally {
+      await open.end().catch(() => {})
+      await session.end()
+    }
+    await outbox.close()
+  })
+
+  it('is off for a sequence with a cache, where ids are not handed out in order', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_floor_cache')
+    await withClient((c) => c.query(`ALTER TABLE "${schema}".outbox ALTER COLUMN id SET CACHE 20`))
+    const floor = new ClaimFloor(table)
+    await withClient(async (c) => {
+      await floor.step((text) => c.query(text))
+      await floor.step((text) => c.query(text))
+    })
+    assert.equal(floor.value, undefined)
+    assert.equal(floor.due(), false)
+    await outbox.close()
+  })
+
+  it('a relay draining a backlog still delivers a message whose transaction committed late', async (t) => {
+    const { schema, topic, outbox } = await freshOutbox('ke_floor_relay')
+    await createTopic(topic, 4)
+    const expected: { id: string; key: string; seq: number }[] = []
+    const late = { id: 'late', key: 'late-key', seq: 0 }
+    const open = new pg.Client({ connectionString: DATABASE_URL })
+    await open.connect()
+    t.after(() => open.end().catch(() => {}))
+    // The straggler takes its id first and commits last.
+    await open.query('BEGIN')
+    await outbox.in(open).t.produce(late)
+    const writer = new pg.Client({ connectionString: DATABASE_URL })
+    await writer.connect()
+    try {
+      for (let batch = 0; batch < 30; batch++) {
+        const messages = Array.from({ length: 100 }, (_, i) => {
+          const n = batch * 100 + i
+          return { id: `m${n}`, key: `k${n % 16}`, seq: Math.floor(n / 16) }
+        })
+        await writer.query('BEGIN')
+        await outbox.in(writer).t.produceMany(messages)
+        await writer.query('COMMIT')
+        expected.push(...messages)
+      }
+    } finally {
+      await writer.end()
+    }
+    let delivered = 0
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      maxMessagesPerPoll: 50,
+      pollingInterval: 50,
+      onEvent: (e: RelayEvent) => {
+        if (e.type === 'delivered') delivered += e.count
+      },
+    })
+    t.after(() => relay.stop())
+    await relay.start()
+    await waitFor(async () => delivered >= expected.length, { what: 'backlog relayed', timeout: 60_000 })
+    // Long enough for several floor steps while the straggler's transaction is open.
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    await open.query('COMMIT')
+    await waitFor(async () => (await countRows(schema)) === 0, { what: 'straggler relayed', timeout: 10_000 })
+    await relay.stop()
+    const consumed = await readTopic({ brokers: kafkaBrokers(), topic, expectedCount: expected.length + 1 })
+    const report = checkDelivery({
+      expected: [...expected, late].map((m) => ({ id: m.id, key: m.key, seq: m.seq })),
+      observed: observedFromConsumed(consumed),
+    })
+    assert.ok(report.ok, formatReport(report))
+  })
+})
