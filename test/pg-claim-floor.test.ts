@@ -128,6 +128,35 @@ describe('claim floor (PostgreSQL)', () => {
     await outbox.close()
   })
 
+  it('is off for a relay role that may not read the sequence, and its claims still work', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_floor_role')
+    const role = uniqueName('ke_floor_role')
+    await withClient(async (c) => {
+      await c.query(`CREATE ROLE ${role} LOGIN`)
+      await c.query(`GRANT USAGE ON SCHEMA "${schema}" TO ${role}`)
+      await c.query(`GRANT SELECT, UPDATE, DELETE ON "${schema}".outbox TO ${role}`)
+      await c.query(`INSERT INTO "${schema}".outbox (topic, value) VALUES ('t', 'v')`)
+    })
+    const url = new URL(DATABASE_URL)
+    url.username = role
+    const limited = new pg.Client({ connectionString: url.toString() })
+    await limited.connect()
+    try {
+      const floor = new ClaimFloor(table)
+      await floor.step((text) => limited.query(text))
+      assert.equal(floor.value, undefined)
+      assert.equal(floor.due(), false, 'no more steps')
+      assert.equal((await claimIn(limited, claimSql(table, 10, false, floor.value))).length, 1)
+    } finally {
+      await limited.end()
+      await withClient(async (c) => {
+        await c.query(`DROP OWNED BY ${role}`)
+        await c.query(`DROP ROLE ${role}`)
+      })
+    }
+    await outbox.close()
+  })
+
   it('a relay draining a backlog still delivers a message whose transaction committed late', async (t) => {
     const { schema, topic, outbox } = await freshOutbox('ke_floor_relay')
     await createTopic(topic, 4)

@@ -64,57 +64,67 @@ export class ClaimFloor {
 
   /**
    * Takes one step on `run`'s session, each statement as a query of its own (each gets its own
-   * snapshot). Its statements only read, so they cannot fail where the probe passed.
+   * snapshot). They only read; the first step runs each of them, so a server that refuses one
+   * turns the floor off at the first claim instead of failing claims later.
    */
   async step(run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>): Promise<void> {
-    if (this.#busy) return
+    if (this.#busy || this.#sequence === null) return
     this.#busy = true
     try {
-      if (this.#sequence === undefined) this.#sequence = await probeSequence(this.#table, run)
-      const sequence = this.#sequence
-      if (sequence === null) return
-      this.#stepAt = performance.now()
-      this.#deletedSinceStep = false
-      const pending = this.#pending
-      let settled = false
-      if (pending !== undefined) {
-        const running = pending.running.length === 0 ? "'{}'" : `'{${pending.running.join(',')}}'`
-        const busy = lastResult(
-          await run(
-            `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
-          ),
-        )
-        settled = busy.rows[0]?.busy === false
-      }
-      const from = this.#floor === undefined ? '' : `id >= ${this.#floor} AND `
-      // After the check, in a statement of its own: its snapshot sees every commit of V.
-      const low =
-        settled && pending !== undefined
-          ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
-          : 'NULL'
-      const read = lastResult(
-        await run(
-          // Also drops this transaction's cached view of pg_stat_activity, read next.
-          `SELECT ${low}::text AS low, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`,
-        ),
-      )
-      const last = String(read.rows[0]?.last)
-      if (settled && pending !== undefined) {
-        const found = read.rows[0]?.low
-        const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
-        if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
-      }
-      // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
-      const listed = lastResult(
-        await run(
-          `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()`,
-        ),
-      )
-      const running = parseRunning(listed.rows[0]?.running)
-      this.#pending = running === undefined || !/^-?\d+$/.test(last) ? undefined : { last, running }
+      await this.#step(run)
+    } catch (error) {
+      // Refused by the server (a missing right, an unknown function): it would fail every claim,
+      // so no floor. A lost connection is the session's problem, not the floor's.
+      const code = (error as { code?: unknown }).code
+      if (typeof code === 'string' && (code.startsWith('42') || code.startsWith('0A'))) this.#sequence = null
+      throw error
     } finally {
       this.#busy = false
     }
+  }
+
+  async #step(run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>): Promise<void> {
+    if (this.#sequence === undefined) this.#sequence = await probeSequence(this.#table, run)
+    const sequence = this.#sequence
+    if (sequence === null) return
+    this.#stepAt = performance.now()
+    this.#deletedSinceStep = false
+    const pending = this.#pending
+    // Run even with nothing pending, so the first step (on a claim outside a transaction) tries
+    // every statement a later step uses inside one.
+    const running =
+      pending === undefined || pending.running.length === 0 ? "'{}'" : `'{${pending.running.join(',')}}'`
+    const busy = lastResult(
+      await run(
+        `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
+      ),
+    )
+    const settled = pending !== undefined && busy.rows[0]?.busy === false
+    const from = this.#floor === undefined ? '' : `id >= ${this.#floor} AND `
+    // After the check, in a statement of its own: its snapshot sees every commit of V.
+    const low = settled
+      ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
+      : 'NULL'
+    const read = lastResult(
+      await run(
+        // Also drops this transaction's cached view of pg_stat_activity, read next.
+        `SELECT ${low}::text AS low, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`,
+      ),
+    )
+    const last = String(read.rows[0]?.last)
+    if (settled) {
+      const found = read.rows[0]?.low
+      const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
+      if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
+    }
+    // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
+    const listed = lastResult(
+      await run(
+        `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()`,
+      ),
+    )
+    const noted = parseRunning(listed.rows[0]?.running)
+    this.#pending = noted === undefined || !/^-?\d+$/.test(last) ? undefined : { last, running: noted }
   }
 }
 
