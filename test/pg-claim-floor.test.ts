@@ -100,6 +100,7 @@ describe('claim floor (PostgreSQL)', () => {
       )
 
       await withClient((c) => c.query(`DELETE FROM "${schema}".outbox`))
+      floor.noteDeleted(20)
       await floor.step(run)
       assert.equal(floor.value, '21', 'with nothing left, the floor passes the last id taken')
       await withClient((c) => insert(c, 1)) // 21
@@ -108,6 +109,18 @@ describe('claim floor (PostgreSQL)', () => {
         1,
         'the concurrent claim starts at the floor too',
       )
+
+      // A sequence that starts again (TRUNCATE ... RESTART IDENTITY) takes the floor with it.
+      await withClient((c) => c.query(`TRUNCATE "${schema}".outbox RESTART IDENTITY`))
+      await withClient((c) => insert(c, 1)) // 1 again
+      assert.equal(
+        floor.due(performance.now() + 1000),
+        true,
+        'an idle relay checks the sequence every second',
+      )
+      await floor.step(run)
+      assert.equal(floor.value, undefined, 'no floor once the sequence went back')
+      assert.equal((await claimIn(session, claimSql(table, 100, false, floor.value)))[0]?.id, '1')
     } finally {
       await open.end().catch(() => {})
       await session.end()
@@ -196,8 +209,9 @@ describe('claim floor (PostgreSQL)', () => {
     t.after(() => relay.stop())
     await relay.start()
     await waitFor(async () => delivered >= expected.length, { what: 'backlog relayed', timeout: 60_000 })
-    // Long enough for several floor steps while the straggler's transaction is open.
-    await new Promise((resolve) => setTimeout(resolve, 500))
+    // Long enough for several floor steps while the straggler's transaction is open (an idle
+    // relay takes one a second).
+    await new Promise((resolve) => setTimeout(resolve, 2500))
     await open.query('COMMIT')
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'straggler relayed', timeout: 10_000 })
     await relay.stop()

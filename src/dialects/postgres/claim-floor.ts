@@ -31,7 +31,10 @@ export class ClaimFloor {
   #floor: string | undefined
   #pending: { last: string; running: string[] } | undefined
   #stepAt = Number.NEGATIVE_INFINITY
-  #deletedSinceStep = false
+  /** Rows the relay deleted since the latest step. */
+  #deletedSinceStep = 0
+  /** The sequence's last value at the latest step: ids going back (a restarted sequence) drop the floor. */
+  #lastSeen: bigint | undefined
   #busy = false
   /** The sequence's quoted name, or null when no bound can be kept; undefined until probed. */
   #sequence: string | null | undefined
@@ -46,20 +49,27 @@ export class ClaimFloor {
   }
 
   /** The relay deleted rows: the bound can move. */
-  noteDeleted(): void {
-    this.#deletedSinceStep = true
+  noteDeleted(rows: number): void {
+    this.#deletedSinceStep += rows
+  }
+
+  /** Forgets the floor (a new session may face a recreated table); the next steps find it again. */
+  reset(): void {
+    this.#floor = undefined
+    this.#pending = undefined
+    this.#lastSeen = undefined
   }
 
   /**
-   * A step is due when rows were deleted since the last one, which was long enough ago; until a
-   * floor is known, also without deletes (a relay restarted after a large delete needs it most),
-   * but less often.
+   * A step is due once the relay deleted enough rows for their dead index entries to cost its
+   * claims something, or every second otherwise: until a floor is known (a relay restarted after
+   * a large delete needs it most), and then to notice a sequence that went back (TRUNCATE ...
+   * RESTART IDENTITY), whose new rows would all be below the floor.
    */
   due(now = performance.now()): boolean {
     if (this.#busy || this.#sequence === null) return false
     const since = now - this.#stepAt
-    if (this.#floor === undefined && since >= UNKNOWN_STEP_MS) return true
-    return this.#deletedSinceStep && since >= STEP_MS
+    return since >= (this.#deletedSinceStep >= STEP_ROWS ? STEP_MS : IDLE_STEP_MS)
   }
 
   /**
@@ -88,7 +98,14 @@ export class ClaimFloor {
     const sequence = this.#sequence
     if (sequence === null) return
     this.#stepAt = performance.now()
-    this.#deletedSinceStep = false
+    const moved = this.#deletedSinceStep > 0 || this.#floor === undefined
+    this.#deletedSinceStep = 0
+    if (!moved) {
+      // Nothing deleted and a floor known: only check that the sequence did not go back.
+      const read = lastResult(await run(lastValueSql(sequence, 'NULL')))
+      this.#noteLast(String(read.rows[0]?.last))
+      return
+    }
     const pending = this.#pending
     // Run even with nothing pending, so the first step (on a claim outside a transaction) tries
     // every statement a later step uses inside one.
@@ -105,13 +122,10 @@ export class ClaimFloor {
     const low = settled
       ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
       : 'NULL'
-    const read = lastResult(
-      await run(
-        // Also drops this transaction's cached view of pg_stat_activity, read next.
-        `SELECT ${low}::text AS low, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`,
-      ),
-    )
+    // Also drops this transaction's cached view of pg_stat_activity, read next.
+    const read = lastResult(await run(lastValueSql(sequence, low)))
     const last = String(read.rows[0]?.last)
+    if (!this.#noteLast(last)) return
     if (settled) {
       const found = read.rows[0]?.low
       const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
@@ -124,14 +138,37 @@ export class ClaimFloor {
       ),
     )
     const noted = parseRunning(listed.rows[0]?.running)
-    this.#pending = noted === undefined || !/^-?\d+$/.test(last) ? undefined : { last, running: noted }
+    this.#pending = noted === undefined ? undefined : { last, running: noted }
+  }
+
+  /** Records the sequence's last value; false (and no floor any more) if it went back. */
+  #noteLast(last: string): boolean {
+    if (!/^-?\d+$/.test(last)) return false
+    const value = BigInt(last)
+    const previous = this.#lastSeen
+    if (previous !== undefined && value < previous) {
+      this.reset()
+      return false
+    }
+    this.#lastSeen = value
+    return true
   }
 }
 
-/** How often the bound moves at most (ms) while the relay deletes. */
+/**
+ * Deleted rows after which a step may come sooner than once a second, but not sooner than
+ * `STEP_MS`: a claim then walks at most a few leaf pages of dead entries, and a relay at 1,000
+ * messages a second pays three small queries a second for it, not thirty.
+ */
+const STEP_ROWS = 2000
 const STEP_MS = 100
-/** How often steps are taken at most (ms) while no bound is known. */
-const UNKNOWN_STEP_MS = 1000
+/** How often a step is taken otherwise (ms). */
+const IDLE_STEP_MS = 1000
+
+/** The sequence's last value handed out (`low` first, evaluated in the same snapshot). */
+function lastValueSql(sequence: string, low: string): string {
+  return `SELECT ${low}::text AS low, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`
+}
 
 const VIRTUAL_XID = /^\d+\/\d+$/
 

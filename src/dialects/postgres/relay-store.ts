@@ -97,6 +97,9 @@ export class PostgresRelayStore implements RelayStore {
       this.#onNotify?.()
     })
     this.#session = session
+    // The table may have been dropped and created again while the relay was away. (A companion
+    // connects while its primary relays: the floor they share stays.)
+    if (this.#options.role !== 'companion') this.#floor.reset()
     this.#healthy = true
     this.#leader = false
     this.#fenced = false
@@ -203,7 +206,7 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim(
       acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT',
     )
-    if (acknowledged.length > 0) this.#floor.noteDeleted()
+    this.#floor.noteDeleted(acknowledged.length)
   }
 
   /**
@@ -225,7 +228,7 @@ export class PostgresRelayStore implements RelayStore {
       `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN`,
       limit,
     )
-    this.#floor.noteDeleted()
+    this.#floor.noteDeleted(acknowledged.length)
     return messages
   }
 
