@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { ClaimFloor } from '../src/dialects/postgres/claim-floor.ts'
+import { RELAY_PLANNER_SETTINGS } from '../src/dialects/postgres/relay-store.ts'
 import { claimSql } from '../src/dialects/postgres/sql.ts'
 import { defineTopic, type RelayEvent } from '../src/index.ts'
 import {
@@ -221,5 +222,39 @@ describe('claim floor (PostgreSQL)', () => {
       observed: observedFromConsumed(consumed),
     })
     assert.ok(report.ok, formatReport(report))
+  })
+})
+
+describe('relay session planner settings (PostgreSQL)', () => {
+  after(async () => {
+    for (const schema of schemas.splice(0)) await dropSchema(schema)
+  })
+
+  it('the claim reads the primary key even when the costs favour a sequential scan', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_plan')
+    await withClient(async (c) => {
+      await c.query(
+        `INSERT INTO "${schema}".outbox (topic, value) SELECT 't', 'v' FROM generate_series(1, 600)`,
+      )
+      await c.query(`ANALYZE "${schema}".outbox`)
+    })
+    // Index reads priced as if every page came from a slow disk: the planner's choice when the
+    // table is large and nearly empty, provoked on a small one.
+    const client = new pg.Client({ connectionString: DATABASE_URL, options: '-c random_page_cost=100000' })
+    await client.connect()
+    const plan = async () => {
+      const result = await client.query(`EXPLAIN ${claimSql(table, 500, false, '1')}`)
+      return result.rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n')
+    }
+    try {
+      assert.match(await plan(), /Seq Scan on outbox o/, 'the test provokes the sequential scan')
+      await client.query(RELAY_PLANNER_SETTINGS)
+      const relayPlan = await plan()
+      assert.match(relayPlan, /Index Scan using outbox_pkey on outbox o/)
+      assert.doesNotMatch(relayPlan, /Seq Scan on outbox o/)
+    } finally {
+      await client.end()
+    }
+    await outbox.close()
   })
 })

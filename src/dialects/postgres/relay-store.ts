@@ -47,6 +47,17 @@ export interface PostgresRelayStoreOptions {
 const NOTIFIED_POLL_MS = 5
 const NOTIFIED_FOR_MS = 100
 
+/**
+ * Set on every relay session. A claim-floor statement needs a snapshot of its own, whatever the
+ * server's default isolation. And the claim must read the primary key in order, never scan the
+ * heap: after a large backlog was drained and vacuumed, the table keeps its size with a few live
+ * rows, and when the estimate of live rows comes close to the batch size the planner may prefer
+ * a sequential scan and a sort, which reads the whole empty heap at every poll. Sequential scans
+ * stay possible where nothing else is (PostgreSQL only discourages them).
+ */
+export const RELAY_PLANNER_SETTINGS =
+  "SET default_transaction_isolation = 'read committed'; SET enable_seqscan = off"
+
 const UNDEFINED_TABLE = '42P01'
 const UNDEFINED_SCHEMA = '3F000'
 
@@ -105,8 +116,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     const started = await this.#run(
-      // Each claim-floor statement needs a snapshot of its own, whatever the server's default.
-      `SET default_transaction_isolation = 'read committed'; SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
+      `${RELAY_PLANNER_SETTINGS}; SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
     )
     this.#pid = started.rows[0]?.pid as number | undefined
     // Whatever was committed while no one listened is found by the first claim.
