@@ -132,9 +132,10 @@ export class ClaimFloor {
       if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
     }
     // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
+    // Autovacuum never inserts into the outbox, and vacuuming a large table must not hold it back.
     const listed = lastResult(
       await run(
-        `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()`,
+        `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND a.backend_type <> 'autovacuum worker' AND l.pid <> pg_backend_pid()`,
       ),
     )
     const noted = parseRunning(listed.rows[0]?.running)
