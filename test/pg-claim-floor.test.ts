@@ -257,4 +257,27 @@ describe('relay session planner settings (PostgreSQL)', () => {
     }
     await outbox.close()
   })
+
+  it('no JIT on relay sessions: compiling cost more than the statements it would speed up', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_jit')
+    const client = new pg.Client({ connectionString: DATABASE_URL })
+    await client.connect()
+    // The claim floor's read of the sequence: a scan PostgreSQL cannot avoid, so with
+    // enable_seqscan off its estimate passes every JIT threshold.
+    const explain = async () => {
+      const result = await client.query(`EXPLAIN (ANALYZE) SELECT last_value FROM "${schema}".outbox_id_seq`)
+      return result.rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n')
+    }
+    try {
+      const available = (await client.query('SELECT pg_jit_available() AS on')).rows[0].on === true
+      await client.query('SET enable_seqscan = off')
+      if (available) assert.match(await explain(), /JIT:/, 'the test provokes a JIT compilation')
+      await client.query(RELAY_PLANNER_SETTINGS)
+      assert.doesNotMatch(await explain(), /JIT:/)
+      assert.equal((await claimIn(client, claimSql(table, 10, false))).length, 0)
+    } finally {
+      await client.end()
+    }
+    await outbox.close()
+  })
 })
