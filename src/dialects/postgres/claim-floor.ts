@@ -1,6 +1,7 @@
 import type { OutboxTable } from '../../core/seams.ts'
 import { qualified } from './names.ts'
-import { lastResult, type PgQueryResult } from './session.ts'
+import type { PgQueryResult } from './session.ts'
+import { floorCondition } from './sql.ts'
 
 /**
  * A lower bound for the claim's scan of the primary key: every id below it is gone for good.
@@ -77,7 +78,7 @@ export class ClaimFloor {
    * snapshot). They only read; the first step runs each of them, so a server that refuses one
    * turns the floor off at the first claim instead of failing claims later.
    */
-  async step(run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>): Promise<void> {
+  async step(run: RunQuery): Promise<void> {
     if (this.#busy || this.#sequence === null) return
     this.#busy = true
     try {
@@ -93,7 +94,7 @@ export class ClaimFloor {
     }
   }
 
-  async #step(run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>): Promise<void> {
+  async #step(run: RunQuery): Promise<void> {
     if (this.#sequence === undefined) this.#sequence = await probeSequence(this.#table, run)
     const sequence = this.#sequence
     if (sequence === null) return
@@ -102,7 +103,7 @@ export class ClaimFloor {
     this.#deletedSinceStep = 0
     if (!moved) {
       // Nothing deleted and a floor known: only check that the sequence did not go back.
-      const read = lastResult(await run(lastValueSql(sequence, 'NULL')))
+      const read = await run(lastValueSql(sequence, 'NULL'))
       this.#noteLast(String(read.rows[0]?.last))
       return
     }
@@ -111,19 +112,17 @@ export class ClaimFloor {
     // every statement a later step uses inside one.
     const running =
       pending === undefined || pending.running.length === 0 ? "'{}'" : `'{${pending.running.join(',')}}'`
-    const busy = lastResult(
-      await run(
-        `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
-      ),
+    const busy = await run(
+      `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
     )
     const settled = pending !== undefined && busy.rows[0]?.busy === false
-    const from = this.#floor === undefined ? '' : `id >= ${this.#floor} AND `
+    const from = floorCondition(this.#floor, 'id')
     // After the check, in a statement of its own: its snapshot sees every commit of V.
     const low = settled
       ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
       : 'NULL'
     // Also drops this transaction's cached view of pg_stat_activity, read next.
-    const read = lastResult(await run(lastValueSql(sequence, low)))
+    const read = await run(lastValueSql(sequence, low))
     const last = String(read.rows[0]?.last)
     if (!this.#noteLast(last)) return
     if (settled) {
@@ -133,10 +132,8 @@ export class ClaimFloor {
     }
     // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
     // Autovacuum never inserts into the outbox, and vacuuming a large table must not hold it back.
-    const listed = lastResult(
-      await run(
-        `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND a.backend_type <> 'autovacuum worker' AND l.pid <> pg_backend_pid()`,
-      ),
+    const listed = await run(
+      `SELECT coalesce(array_agg(l.virtualxid), '{}')::text[] AS running FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'virtualxid' AND l.granted AND a.datname = current_database() AND a.backend_type <> 'autovacuum worker' AND l.pid <> pg_backend_pid()`,
     )
     const noted = parseRunning(listed.rows[0]?.running)
     this.#pending = noted === undefined ? undefined : { last, running: noted }
@@ -187,16 +184,14 @@ function parseRunning(value: unknown): string[] | undefined {
   return items
 }
 
+/** Runs one statement on the relay's session. */
+type RunQuery = (text: string) => Promise<PgQueryResult>
+
 /** The outbox's identity sequence, if it has CACHE 1 and this session may read it. */
-async function probeSequence(
-  table: OutboxTable,
-  run: (text: string) => Promise<PgQueryResult | PgQueryResult[]>,
-): Promise<string | null> {
+async function probeSequence(table: OutboxTable, run: RunQuery): Promise<string | null> {
   const name = qualified(table).replace(/'/g, "''")
-  const result = lastResult(
-    await run(
-      `SELECT s.seqrelid::regclass::text AS sequence, s.seqcache = 1 AND has_sequence_privilege(s.seqrelid, 'SELECT') AS usable FROM pg_sequence AS s WHERE s.seqrelid = pg_get_serial_sequence('${name}', 'id')::regclass`,
-    ),
+  const result = await run(
+    `SELECT s.seqrelid::regclass::text AS sequence, s.seqcache = 1 AND has_sequence_privilege(s.seqrelid, 'SELECT') AS usable FROM pg_sequence AS s WHERE s.seqrelid = pg_get_serial_sequence('${name}', 'id')::regclass`,
   )
   const row = result.rows[0]
   return row?.usable === true && typeof row.sequence === 'string' ? row.sequence : null

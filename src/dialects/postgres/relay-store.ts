@@ -198,7 +198,7 @@ export class PostgresRelayStore implements RelayStore {
    * committed). As binary COPY where the session can read it, as rows otherwise.
    */
   async #openClaim(before: string, limit: number): Promise<StoredMessage[]> {
-    if (this.#floor.due()) await this.#floor.step((text) => this.#use((session) => session.query(text)))
+    if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
     const claim = this.#claimSql(limit)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true

@@ -156,6 +156,11 @@ LIMIT ${Math.trunc(limit)}
 FOR UPDATE OF o SKIP LOCKED`
 }
 
+/** `floor`: every id below it is gone for good (see `ClaimFloor`), so the scan starts there. */
+export function floorCondition(floor: string | undefined, column: string): string {
+  return floor === undefined ? '' : `${column} >= ${bigintText(floor, 'claim floor')} AND `
+}
+
 /**
  * The claim for several relays at once. A key's messages must only ever be held by one relay,
  * or a relay could send a younger message of a key while another still holds an older one.
@@ -172,13 +177,6 @@ FOR UPDATE OF o SKIP LOCKED`
  * relay locks only the keys it will send, and the next relay, finding those taken, wins the
  * following ones from the same window instead of finding every key of the window locked.
  */
-/** `floor`: every id below it is gone for good (see `ClaimFloor`), so the scan starts there. */
-function floorCondition(floor: string | undefined, column: string): string {
-  if (floor === undefined) return ''
-  if (!/^\d{1,19}$/.test(floor)) throw new Error(`claim floor ${JSON.stringify(floor)} is not a bigint`)
-  return `${column} >= ${floor} AND `
-}
-
 function concurrentClaimSql(table: OutboxTable, limit: number, from: string): string {
   const outbox = qualified(table)
   const batch = Math.trunc(limit)
@@ -215,10 +213,13 @@ FOR UPDATE OF o SKIP LOCKED`
 }
 
 /** Ids come from the database as decimal strings; anything else is a bug, not input. */
+function bigintText(id: string, what: string): string {
+  if (!/^\d{1,19}$/.test(id)) throw new Error(`${what} ${JSON.stringify(id)} is not a bigint`)
+  return id
+}
+
 export function idArrayLiteral(ids: readonly string[]): string {
-  for (const id of ids) {
-    if (!/^\d{1,19}$/.test(id)) throw new Error(`outbox id ${JSON.stringify(id)} is not a bigint`)
-  }
+  for (const id of ids) bigintText(id, 'outbox id')
   return `'{${ids.join(',')}}'::bigint[]`
 }
 
