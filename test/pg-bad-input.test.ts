@@ -33,14 +33,31 @@ describe('bad input leaves the outbox untouched', () => {
     assert.equal(await countRows(schema), 0)
   })
 
-  it('refuses to produce in a failed transaction', async () => {
+  it('refuses to produce in a failed transaction: at produce() when writing at once, else at COMMIT', async () => {
+    const eager = createPgOutbox({ topics: { orderCreated, audit }, schema, writeWithCommit: false })
     await client.query('BEGIN')
     await client.query('SELECT 1/0').catch(() => {})
     await assert.rejects(
-      outbox.in(client).orderCreated.produce({ id: 'a' }),
+      eager.in(client).orderCreated.produce({ id: 'a' }),
       code(ErrorCodes.TRANSACTION_ABORTED),
     )
     await client.query('ROLLBACK')
+    // node-postgres rejects the failed query before it reads the server's new transaction state,
+    // so produce() may still see the transaction open: the held write then fails the COMMIT.
+    for (let i = 0; i < 5; i++) {
+      await client.query('BEGIN')
+      await client.query('SELECT 1/0').catch(() => {})
+      const held = await outbox
+        .in(client)
+        .orderCreated.produce({ id: 'a' })
+        .then(
+          () => true,
+          (error: unknown) => code(ErrorCodes.TRANSACTION_ABORTED)(error) && false,
+        )
+      if (held) await assert.rejects(client.query('COMMIT'), code(ErrorCodes.TRANSACTION_ABORTED))
+      else await client.query('ROLLBACK')
+      assert.equal(client.getTransactionStatus(), 'I')
+    }
     assert.equal(await countRows(schema), 0)
   })
 

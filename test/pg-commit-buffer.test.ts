@@ -1,6 +1,7 @@
-// node-postgres `transaction()` writes its messages with the app's next query or the COMMIT.
-// Delivery through this path is covered by the adapter contract (harness-pg.ts); this file checks
-// what is particular to it: the bound values, the round trips saved, savepoints, failures.
+// node-postgres `transaction()` and `in(client)` write their messages with the app's next query or
+// the COMMIT. Delivery through this path is covered by the adapter contract (harness-pg.ts); this
+// file checks what is particular to it: the bound values, the round trips saved, savepoints,
+// failures, and the app's own COMMIT and ROLLBACK on `in(client)`.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import pg from 'pg'
@@ -150,28 +151,36 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
 
   it('a connection that lost its prepared statement fails that transaction cleanly (KE_STORE_FAILED, retryable); the next one works', async () => {
     await reset()
-    await outbox.transaction(pool, async (client, topics) => {
-      await insertOrder(client, 'o-6')
-      await topics.orders.produce(event('p-1'))
-    })
-    // What a transaction-mode pooler or DISCARD ALL does to the session behind the client.
-    await outbox.transaction(pool, async (client) => {
-      await client.query('DEALLOCATE ALL')
-    })
-    await assert.rejects(
-      outbox.transaction(pool, async (client, topics) => {
-        await insertOrder(client, 'o-7')
-        await topics.orders.produce(event('p-2 rolled back'))
-      }),
-      (error: { code?: string; retryable?: boolean; message: string }) =>
-        error.code === ErrorCodes.STORE_FAILED &&
-        error.retryable === true &&
-        /writeWithCommit: false/.test(error.message),
-    )
-    await outbox.transaction(pool, async (client, topics) => {
-      await insertOrder(client, 'o-8')
-      await topics.orders.produce(event('p-3'))
-    })
+    // Without NOTIFY every write has the same statement text, so the second write reuses the first's.
+    const outbox = createPgOutbox({ topics, schema, notify: false })
+    // Its own connection: the other tests' statements on the shared one would be lost too.
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+    try {
+      await outbox.transaction(pool, async (client, topics) => {
+        await insertOrder(client, 'o-6')
+        await topics.orders.produce(event('p-1'))
+      })
+      // What a transaction-mode pooler or DISCARD ALL does to the session behind the client.
+      await outbox.transaction(pool, async (client) => {
+        await client.query('DEALLOCATE ALL')
+      })
+      await assert.rejects(
+        outbox.transaction(pool, async (client, topics) => {
+          await insertOrder(client, 'o-7')
+          await topics.orders.produce(event('p-2 rolled back'))
+        }),
+        (error: { code?: string; retryable?: boolean; message: string }) =>
+          error.code === ErrorCodes.STORE_FAILED &&
+          error.retryable === true &&
+          /writeWithCommit: false/.test(error.message),
+      )
+      await outbox.transaction(pool, async (client, topics) => {
+        await insertOrder(client, 'o-8')
+        await topics.orders.produce(event('p-3'))
+      })
+    } finally {
+      await pool.end()
+    }
     assert.deepEqual(await storedOrders(), ['o-6', 'o-8'])
     assert.deepEqual(await storedMessages(), ['p-1', 'p-3'])
   })
@@ -228,6 +237,7 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
       { key: bytes[0] as Buffer, value: Buffer.alloc(300, 0x5c), headers: { q: '"\\' } },
     ]
     const rawOutbox = createPgOutbox({ topics: { raw }, schema })
+    const eagerOutbox = createPgOutbox({ topics: { raw }, schema, writeWithCommit: false })
     const rows = async () =>
       withClient(async (client) => {
         const result = await client.query(
@@ -237,12 +247,12 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
         return result.rows
       })
     await reset()
-    // The reference: in(client) binds the same statements as ordinary node-postgres parameters.
+    // The reference: eager writes bind the same statements as ordinary node-postgres parameters.
     const client = await pool.connect()
     try {
       await client.query('BEGIN')
-      for (const message of messages) await rawOutbox.in(client).raw.produce(message)
-      await rawOutbox.in(client).raw.produceMany(messages)
+      for (const message of messages) await eagerOutbox.in(client).raw.produce(message)
+      await eagerOutbox.in(client).raw.produceMany(messages)
       await client.query('COMMIT')
     } finally {
       client.release()
@@ -255,6 +265,16 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
     const held = await rows()
     assert.equal(held.length, messages.length * 2)
     assert.deepEqual(held, expected)
+    const heldClient = await pool.connect()
+    try {
+      await heldClient.query('BEGIN')
+      for (const message of messages) await rawOutbox.in(heldClient).raw.produce(message)
+      await rawOutbox.in(heldClient).raw.produceMany(messages)
+      await heldClient.query('COMMIT')
+    } finally {
+      heldClient.release()
+    }
+    assert.deepEqual(await rows(), expected, 'in(client) with held writes')
   })
 
   it('a client in node-postgres pipeline mode writes at produce() and commits as usual', async () => {
@@ -313,4 +333,182 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
       assert.deepEqual(await storedMessages(), ['after the loss'])
     })
   }
+})
+
+describe("pg in(client): messages ride on the app's next query or its own COMMIT", () => {
+  const schema = uniqueName('ke_commit_in')
+  const topics = { orders: orderTopic('unused-commit-in') }
+  // Without NOTIFY every write has the same statement text (the lost-statement test needs that).
+  const outbox = createPgOutbox({ topics, schema, notify: false })
+  const clients: pg.Client[] = []
+  const connect = async () => {
+    const client = new pg.Client({ connectionString: DATABASE_URL })
+    await client.connect()
+    clients.push(client)
+    return client
+  }
+  const event = (orderId: string) => ({ orderId, customer: 'bob', seq: 1 })
+  const insertOrder = (client: pg.ClientBase, id: string) =>
+    client.query(`INSERT INTO "${schema}".orders (id) VALUES ($1)`, [id])
+  const storedOrders = () =>
+    withClient(async (client) =>
+      (await client.query(`SELECT id FROM "${schema}".orders ORDER BY id`)).rows.map((r) => r.id),
+    )
+  const storedMessages = () =>
+    withClient(async (client) =>
+      (await client.query(`SELECT value FROM "${schema}".outbox ORDER BY id`)).rows.map(
+        (r) => JSON.parse(r.value.toString('utf8')).orderId as string,
+      ),
+    )
+  const reset = () => withClient((client) => client.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`))
+  const withCallback = (client: pg.Client, text: string) =>
+    new Promise<pg.QueryResult>((resolve, reject) =>
+      client.query(text, (error: Error | null, result: pg.QueryResult) =>
+        error ? reject(error) : resolve(result),
+      ),
+    )
+
+  before(async () => {
+    await outbox.migrate(DATABASE_URL)
+    await withClient((client) => client.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`))
+  })
+  after(async () => {
+    for (const client of clients) await client.end().catch(() => {})
+    await dropSchema(schema)
+  })
+
+  it('a message produced last adds no round trip: BEGIN, the order, then INSERT + COMMIT in one query; COMMIT answers as usual', async () => {
+    await reset()
+    const queries = recordQueries()
+    const sent = queries.texts
+    let committed: pg.QueryResult
+    const client = await connect()
+    try {
+      await client.query('BEGIN')
+      await insertOrder(client, 'o-1')
+      await outbox.in(client).orders.produce(event('o-1'))
+      committed = await client.query('COMMIT')
+    } finally {
+      queries.stop()
+    }
+    assert.deepEqual(sent.slice(0, 1), ['BEGIN'])
+    assert.equal(sent.length, 3, `round trips: ${JSON.stringify(sent)}`)
+    assert.equal(sent[2], '<HeldWritesQuery>')
+    assert.equal(committed.command, 'COMMIT')
+    assert.equal(client.getTransactionStatus(), 'I')
+    assert.deepEqual(await storedOrders(), ['o-1'])
+    assert.deepEqual(await storedMessages(), ['o-1'])
+  })
+
+  it('callback-style COMMIT and ROLLBACK, and END, work as before', async () => {
+    await reset()
+    const client = await connect()
+    await client.query('BEGIN')
+    await outbox.in(client).orders.produce(event('c-1'))
+    assert.equal((await withCallback(client, 'COMMIT')).command, 'COMMIT')
+    await client.query('BEGIN')
+    await outbox.in(client).orders.produce(event('c-2 rolled back'))
+    await withCallback(client, 'ROLLBACK')
+    await client.query('BEGIN')
+    await outbox.in(client).orders.produce(event('c-3'))
+    await client.query('end;')
+    assert.equal(client.getTransactionStatus(), 'I')
+    assert.deepEqual(await storedMessages(), ['c-1', 'c-3'])
+  })
+
+  it('savepoints keep or drop a held message as usual; ROLLBACK drops what is still held', async () => {
+    await reset()
+    const client = await connect()
+    await client.query('BEGIN')
+    await outbox.in(client).orders.produce(event('m-1 kept'))
+    await client.query('SAVEPOINT s')
+    await outbox.in(client).orders.produce(event('m-2 rolled back'))
+    await client.query('ROLLBACK TO SAVEPOINT s')
+    await outbox.in(client).orders.produce(event('m-3 kept'))
+    await client.query('COMMIT')
+    await client.query('BEGIN')
+    await insertOrder(client, 'o-2 rolled back')
+    await outbox.in(client).orders.produce(event('m-4 rolled back'))
+    await client.query('ROLLBACK')
+    // Nothing of the rolled-back transaction may ride on the next one.
+    await client.query('BEGIN')
+    await insertOrder(client, 'o-3')
+    await client.query('COMMIT')
+    assert.deepEqual(await storedMessages(), ['m-1 kept', 'm-3 kept'])
+    assert.deepEqual(await storedOrders(), ['o-3'])
+  })
+
+  it('a write that fails rejects the COMMIT (or the next query) with its own error and rolls back; the client goes on', async () => {
+    await reset()
+    const client = await connect()
+    await withClient((admin) => admin.query(`ALTER TABLE "${schema}".outbox RENAME TO outbox_away`))
+    try {
+      await client.query('BEGIN')
+      await insertOrder(client, 'o-4')
+      await outbox.in(client).orders.produce(event('lost?'))
+      await assert.rejects(client.query('COMMIT'), (error: { code?: string }) => error.code === '42P01')
+      assert.equal(client.getTransactionStatus(), 'I', 'a failed COMMIT leaves no transaction open')
+      await client.query('BEGIN')
+      await outbox.in(client).orders.produce(event('lost?'))
+      await assert.rejects(insertOrder(client, 'o-5'), (error: { code?: string }) => error.code === '42P01')
+      await client.query('ROLLBACK')
+    } finally {
+      await withClient((admin) => admin.query(`ALTER TABLE "${schema}".outbox_away RENAME TO outbox`))
+    }
+    await client.query('BEGIN')
+    await insertOrder(client, 'o-6')
+    await outbox.in(client).orders.produce(event('after'))
+    await client.query('COMMIT')
+    assert.deepEqual(await storedOrders(), ['o-6'])
+    assert.deepEqual(await storedMessages(), ['after'])
+  })
+
+  it('a lost prepared statement rejects the COMMIT (KE_STORE_FAILED, retryable); the next transaction prepares it again', async () => {
+    await reset()
+    const client = await connect()
+    const commitOne = async (order: string, message: string) => {
+      await client.query('BEGIN')
+      await insertOrder(client, order)
+      await outbox.in(client).orders.produce(event(message))
+      await client.query('COMMIT')
+    }
+    await commitOne('o-7', 'p-1')
+    const { rows } = await client.query(
+      "SELECT name FROM pg_prepared_statements WHERE name LIKE 'ke_commit_%'",
+    )
+    assert.equal(rows.length, 1)
+    await client.query('DEALLOCATE ALL')
+    await assert.rejects(
+      commitOne('o-8', 'p-2 rolled back'),
+      (error: { code?: string; retryable?: boolean }) =>
+        error.code === ErrorCodes.STORE_FAILED && error.retryable === true,
+    )
+    assert.equal(client.getTransactionStatus(), 'I')
+    // Whether the failed send left the statement is unknown to the outbox: it closes the name
+    // before preparing it again, even when other code took that name meanwhile.
+    await client.query(`PREPARE ${rows[0].name} AS SELECT 1`)
+    await commitOne('o-9', 'p-3')
+    await commitOne('o-10', 'p-4')
+    assert.deepEqual(await storedOrders(), ['o-10', 'o-7', 'o-9'])
+    assert.deepEqual(await storedMessages(), ['p-1', 'p-3', 'p-4'])
+  })
+
+  it('inside transaction(), in(client) shares the held writes of the helper, in order', async () => {
+    await reset()
+    const other = createPgOutbox({ topics, schema })
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
+    try {
+      await outbox.transaction(pool, async (client, helperTopics) => {
+        await helperTopics.orders.produce(event('t-1'))
+        await other.in(client).orders.produce(event('t-2'))
+        await helperTopics.orders.produce(event('t-3'))
+        await insertOrder(client, 'o-11')
+        await other.in(client).orders.produce(event('t-4'))
+      })
+    } finally {
+      await pool.end()
+    }
+    assert.deepEqual(await storedMessages(), ['t-1', 't-2', 't-3', 't-4'])
+    assert.deepEqual(await storedOrders(), ['o-11'])
+  })
 })

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
+import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { wakeChannel } from '../src/dialects/postgres/names.ts'
 import type { OutboxRelay, RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
 import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
-import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
+import { dropOrderSchemas, orderOutbox, orderTopic, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
@@ -129,32 +130,41 @@ describe('concurrent relays and wake-up', () => {
     assert.ok(report.ok, formatReport(report))
   })
 
-  it('wakes on NOTIFY at commit instead of waiting for the polling interval', async (t) => {
-    const { topicName, outbox } = await orderOutbox(1, 'ke_conc')
-    const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 600_000 })
-    t.after(() => relay.stop())
-    await relay.start()
-    await new Promise((resolve) => setTimeout(resolve, 300))
-    const client = new pg.Client({ connectionString: DATABASE_URL })
-    t.after(() => client.end().catch(() => {}))
-    await client.connect()
-    const latencies: number[] = []
-    for (let i = 0; i < 5; i++) {
-      await client.query('BEGIN')
-      // in() with the app's own BEGIN/COMMIT: no in-process signal, only NOTIFY can wake the relay.
-      await outbox.in(client).orders.produce({ orderId: `w-${i}`, customer: 'c', seq: i })
-      await client.query('COMMIT')
-      const committed = Date.now()
-      await readAtLeast(topicName, i + 1)
-      latencies.push(Date.now() - committed)
-    }
-    await client.end()
-    await relay.stop()
-    assert.ok(
-      Math.max(...latencies) < 5000,
-      `latencies ${latencies} should be far below the 600 s polling interval`,
-    )
-  })
+  for (const wake of ['NOTIFY', 'the in-process signal'] as const) {
+    it(`wakes on ${wake} at commit instead of waiting for the polling interval`, async (t) => {
+      const { schema, topicName, outbox } = await orderOutbox(1, 'ke_conc')
+      const relay = outbox.relay({
+        connection: DATABASE_URL,
+        pollingInterval: 600_000,
+        listen: wake === 'NOTIFY',
+      })
+      t.after(() => relay.stop())
+      await relay.start()
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // Another outbox object is another process as far as the in-process signal goes.
+      const producer =
+        wake === 'NOTIFY' ? createPgOutbox({ topics: { orders: orderTopic(topicName) }, schema }) : outbox
+      const client = new pg.Client({ connectionString: DATABASE_URL })
+      t.after(() => client.end().catch(() => {}))
+      await client.connect()
+      const latencies: number[] = []
+      for (let i = 0; i < 5; i++) {
+        // in() with the app's own BEGIN/COMMIT: the held write rides on the COMMIT, which wakes.
+        await client.query('BEGIN')
+        await producer.in(client).orders.produce({ orderId: `w-${i}`, customer: 'c', seq: i })
+        await client.query('COMMIT')
+        const committed = Date.now()
+        await readAtLeast(topicName, i + 1)
+        latencies.push(Date.now() - committed)
+      }
+      await client.end()
+      await relay.stop()
+      assert.ok(
+        Math.max(...latencies) < 5000,
+        `latencies ${latencies} should be far below the 600 s polling interval`,
+      )
+    })
+  }
 
   it('spaces NOTIFYs, and a commit that sent none after a woken poll is still relayed at once', async (t) => {
     const { schema, topicName, outbox } = await orderOutbox(1, 'ke_conc')
@@ -241,7 +251,8 @@ describe('concurrent relays and wake-up', () => {
     const client = new pg.Client({ connectionString: DATABASE_URL })
     t.after(() => client.end().catch(() => {}))
     await client.connect()
-    // Further apart than the NOTIFY spacing, so every commit notifies.
+    // Further apart than the NOTIFY spacing, so every commit notifies; each COMMIT also sends
+    // the in-process signal to the outbox's relays, the standby among them.
     for (let i = 0; i < 20; i++) {
       await client.query('BEGIN')
       await outbox.in(client).orders.produce({ orderId: `s-${i}`, customer: 'c', seq: i })

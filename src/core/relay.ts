@@ -176,6 +176,8 @@ export class OutboxRelay {
 
   /** Nudges the loop to poll now instead of at the end of its polling interval. */
   wake(): void {
+    // A standby has nothing to relay: it tries the leader lock once per leaderCheckInterval.
+    if (this.#options.mode === 'exclusive' && !this.#leader) return
     this.#wakeRequested = true
     this.#sleep?.abort()
   }

@@ -4,6 +4,7 @@ import { Submittable } from './submittable.ts'
 /** The parts of node-postgres's connection a submittable writes to (its extended-protocol messages). */
 interface WireConnection {
   stream: { cork?: () => void; uncork?: () => void }
+  close(message: { type: 'S'; name: string }): void
   parse(message: { name?: string; text: string; types?: number[] }): void
   bind(message: { statement?: string; values?: readonly unknown[] }): void
   execute(message: Record<string, never>): void
@@ -37,6 +38,8 @@ export class HeldWritesQuery extends Submittable {
     connection.stream.cork?.()
     try {
       this.#writes.forEach((write, index) => {
+        // Closing a statement that does not exist is no error, so an uncertain one can be closed.
+        if (write.close) connection.close({ type: 'S', name: write.name })
         if (write.prepare) connection.parse({ name: write.name, text: write.text, types: [] })
         connection.bind({ statement: write.name, values: this.#parameters[index] })
         connection.execute({})

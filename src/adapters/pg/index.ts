@@ -3,10 +3,7 @@ import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
-  CommitBuffer,
-  type HeldWrite,
   isPreparedStatementMismatch,
-  PREPARED_STATEMENTS_SQL,
   preparedStatementMismatch,
 } from '../../dialects/postgres/commit-buffer.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
@@ -16,7 +13,13 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import { HeldWritesQuery } from './held-writes.ts'
+import {
+  abortedTransaction,
+  heldConnection,
+  holdingAdapter,
+  IN_FAILED_TRANSACTION,
+  sendHeld,
+} from './held-connection.ts'
 import { connectSession } from './session.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
@@ -65,16 +68,6 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
   }
 }
 
-const IN_FAILED_TRANSACTION = '25P02'
-
-function abortedTransaction(cause?: unknown): KEntityError {
-  return new KEntityError(
-    ErrorCodes.TRANSACTION_ABORTED,
-    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-    { cause },
-  )
-}
-
 export type PgConnection = string | pg.ClientConfig | pg.Pool | PgTransactionClient
 
 const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
@@ -106,12 +99,18 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
 
 export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
   /**
-   * `transaction()` holds its messages until the client's next query (sent just ahead of it) or
-   * the COMMIT (sent in the same round trip), through a named prepared statement of the
-   * connection, instead of one INSERT round trip per produce() (default true). Set false behind
-   * a transaction-mode pooler that does not keep prepared statements per client (PgBouncer
-   * before 1.21, or with `max_prepared_statements = 0`). Clients in node-postgres's pipeline
-   * mode always write at produce(); `in(client)` never holds messages back.
+   * Messages wait until the client's next query (sent just ahead of it) or the COMMIT (sent in
+   * the same round trip), through a named prepared statement of the connection, instead of one
+   * INSERT round trip per produce() (default true). This holds for `transaction()` and for
+   * `in(client)` on a `pg.Client` or `PoolClient`, whose plain `COMMIT` (a `client.query('COMMIT')`
+   * call) carries them and whose plain `ROLLBACK` drops them. A write that fails then rejects
+   * the client's next query or the COMMIT instead of `produce()`, and the transaction is rolled
+   * back; validation and serialization errors still throw from `produce()`.
+   *
+   * Set false behind a transaction-mode pooler that does not keep prepared statements per client
+   * (PgBouncer before 1.21, or with `max_prepared_statements = 0`), or to see write errors at
+   * `produce()`. Clients in node-postgres's pipeline mode and native clients always write at
+   * produce().
    */
   writeWithCommit?: boolean
 }
@@ -139,6 +138,29 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     }
     this.#writeWithCommit = options.writeWithCommit ?? true
   }
+
+  /**
+   * Typed producers bound to the transaction open on `client` (BEGIN already run). Messages are
+   * held until the client's next query or its COMMIT (see `writeWithCommit`).
+   */
+  override in(client: PgTransactionClient): TopicProducers<M> {
+    const inner = pgTransaction(client)
+    if (!this.#holds(client)) return super.in(client)
+    const state = heldConnection(client)
+    return this.producersOn(holdingAdapter(state, inner, () => state.wake.add(this.#wake)))
+  }
+
+  #holds(client: PgTransactionClient): client is pg.Client {
+    // node-postgres's pipeline mode refuses the custom query object that carries held writes.
+    return (
+      this.#writeWithCommit &&
+      client instanceof pg.Client &&
+      (client as { pipeline?: boolean }).pipeline !== true
+    )
+  }
+
+  /** One function per outbox, so a transaction's writes wake its relays once. */
+  readonly #wake = () => this.notifyCommitted()
 
   /**
    * Runs `fn` in a transaction on a client from `pool`: COMMIT if it resolves, ROLLBACK if it
@@ -177,32 +199,36 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     client: pg.PoolClient,
     fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
   ): Promise<R> {
-    const connection = connectionState(client)
-    const { prepared, query } = connection
-    const buffer = new CommitBuffer(prepared)
-    const flushes: Promise<unknown>[] = []
-    connection.beforeQuery = () => {
-      const held = buffer.drain()
-      if (held === undefined) return
-      const flush = send(client, query, held, false)
-      // Awaited before COMMIT; the handler only keeps an early failure from being "unhandled".
-      flush.catch(() => {})
-      flushes.push(flush)
-    }
+    const state = heldConnection(client)
+    const { buffer, query } = state
+    const helper = { flushes: [] as Promise<void>[] }
+    state.helper = helper
+    let ended = false
+    const topics = this.producersOn(
+      holdingAdapter(
+        state,
+        pgTransaction(client),
+        () => {},
+        () => ended,
+      ),
+    )
     let writing = false
     try {
       await query.call(client, 'BEGIN')
-      const result = await fn(client, this.inUntilCommit(client, buffer))
+      const result = await fn(client, topics)
       writing = true
       // A failed flush aborted the transaction; its error says why, the app's later queries don't.
-      for (const flush of flushes) await flush
-      const held = buffer.drainForCommit()
-      await (held === undefined ? query.call(client, 'COMMIT') : send(client, query, held, true))
+      for (const flush of helper.flushes) await flush
+      ended = true
+      const held = buffer.drain()
+      await (held === undefined ? query.call(client, 'COMMIT') : sendHeld(state, held, true))
+      // Outboxes whose in(client) wrote in this transaction wake their relays too.
+      for (const wake of state.wake) wake()
       this.notifyCommitted()
       return result
     } catch (error) {
+      buffer.discard()
       await (query.call(client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
-      if (writing || flushes.length > 0) await resyncPrepared(client, prepared, query)
       if (isPreparedStatementMismatch(error)) throw preparedStatementMismatch(error)
       // A write produced after a failed statement: node-postgres may report the transaction as
       // open until the next query, so the refusal comes from the server, at COMMIT.
@@ -211,8 +237,9 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
       }
       throw error
     } finally {
-      buffer.end()
-      connection.beforeQuery = undefined
+      ended = true
+      state.helper = undefined
+      state.wake.clear()
     }
   }
 
@@ -230,71 +257,6 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
       await client.query('ROLLBACK').catch(() => {})
       throw error
     }
-  }
-}
-
-type Query = (...args: unknown[]) => unknown
-
-/** Sends held writes (and the COMMIT behind them) through the client's own query queue. */
-function send(client: pg.PoolClient, query: Query, writes: HeldWrite[], commit: boolean): Promise<void> {
-  try {
-    const submittable = new HeldWritesQuery(writes, commit)
-    query.call(client, submittable)
-    return submittable.done
-  } catch (error) {
-    return Promise.reject(error)
-  }
-}
-
-interface ConnectionState {
-  /** The client's own query method. */
-  query: Query
-  /**
-   * Statements prepared on this connection. Shared by every outbox of the process: names come
-   * from the statement text, so two outboxes of one table on one pool use the same statement.
-   */
-  prepared: Set<string>
-  /** Set while a `transaction()` runs on the client: sends its held writes first. */
-  beforeQuery: (() => void) | undefined
-}
-
-/** Per client object: a pool hands out the same clients again and again. */
-const connections = new WeakMap<object, ConnectionState>()
-
-/**
- * The client's state, installing (once per client, never removed: deleting a property would
- * slow every later access to the client) a `query` that flushes held writes first while a
- * `transaction()` runs. node-postgres runs a client's queries in the order they were issued, so
- * the flush runs before the app's query, and the app's call returns what it always did.
- */
-function connectionState(client: pg.PoolClient): ConnectionState {
-  const known = connections.get(client)
-  if (known !== undefined) return known
-  const query = client.query as Query
-  const state: ConnectionState = { query, prepared: new Set(), beforeQuery: undefined }
-  Object.defineProperty(client, 'query', {
-    value: (...args: unknown[]) => {
-      state.beforeQuery?.()
-      return query.apply(client, args)
-    },
-    configurable: true,
-    writable: true,
-  })
-  connections.set(client, state)
-  return state
-}
-
-/**
- * A failed write may have stopped before or after its Parse (a prepared statement outlives
- * ROLLBACK): ask the session which of the statements it believes prepared it really has.
- */
-async function resyncPrepared(client: pg.PoolClient, prepared: Set<string>, query: Query): Promise<void> {
-  try {
-    const result = (await query.call(client, PREPARED_STATEMENTS_SQL, [[...prepared]])) as pg.QueryResult
-    const present = new Set(result.rows.map((row: { name: string }) => row.name))
-    for (const name of prepared) if (!present.has(name)) prepared.delete(name)
-  } catch {
-    prepared.clear()
   }
 }
 

@@ -1,82 +1,75 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
-import type { TransactionAdapter } from '../../core/seams.ts'
+import type { SqlStatement } from '../../core/seams.ts'
 
 /**
  * Outbox writes held back until the app's next statement or COMMIT, then sent in the same round
- * trip as it: a transaction helper that owns the connection can store messages produced last in
- * the transaction without a round trip of their own. The driver sends them ahead of that
- * statement, in the transaction, so atomicity and savepoints behave as if they had been sent at
+ * trip as it: a driver that sees the session's queries can store messages produced last in the
+ * transaction without a round trip of their own. The driver sends them ahead of that statement,
+ * in the transaction, so atomicity and savepoints behave as if they had been sent at
  * `produce()`: if a write fails, the COMMIT sent behind it never runs.
  *
  * Each write runs as a named prepared statement of the session, with bound parameters (bytes go
- * as binary), so neither side parses the message as SQL text.
+ * as binary), so neither side parses the message as SQL text. One buffer per session: it also
+ * keeps which statements that session has prepared.
  */
 export class CommitBuffer {
-  readonly #prepared: Set<string>
-  /** Prepared by statements held here: counted as prepared once sent. */
-  readonly #preparing = new Set<string>()
-  #writes: HeldWrite[] = []
-  #ended = false
+  readonly #prepared = new Set<string>()
+  /**
+   * Statements a failed send may or may not have prepared (it can stop before or after its
+   * Parse): closed before they are parsed again, which is no error when they do not exist.
+   */
+  readonly #uncertain = new Set<string>()
+  #writes: SqlStatement[] = []
 
-  /** `prepared`: names of the statements this connection has prepared (kept per connection). */
-  constructor(prepared: Set<string>) {
-    this.#prepared = prepared
+  get empty(): boolean {
+    return this.#writes.length === 0
   }
 
-  /** Wraps `inner`: the same transaction checks, but statements wait for `drain()`. */
-  adapter(inner: TransactionAdapter): TransactionAdapter {
-    return {
-      dialect: inner.dialect,
-      assertInTransaction: () => inner.assertInTransaction(),
-      execute: async (statement) => {
-        // Once COMMIT was sent, a held write could never reach the database: refuse it loudly.
-        if (this.#ended) throw transactionEnded()
-        const name = preparedName(statement.text)
-        const prepare = !this.#prepared.has(name) && !this.#preparing.has(name)
-        if (prepare) this.#preparing.add(name)
-        this.#writes.push({ name, text: statement.text, values: statement.values, prepare })
-      },
-    }
+  hold(statement: SqlStatement): void {
+    this.#writes.push(statement)
   }
 
-  /** The held writes, in order (undefined if none), emptying the buffer. */
+  /**
+   * The held writes, in order (undefined if none), emptying the buffer. Their statements count
+   * as prepared from here on; the caller reports a failed send with `failed()`.
+   */
   drain(): HeldWrite[] | undefined {
     if (this.#writes.length === 0) return undefined
-    const writes = this.#writes
+    const writes = this.#writes.map((statement): HeldWrite => {
+      const name = preparedName(statement.text)
+      const prepare = !this.#prepared.has(name)
+      const close = prepare && this.#uncertain.delete(name)
+      this.#prepared.add(name)
+      return { name, text: statement.text, values: statement.values, prepare, close }
+    })
     this.#writes = []
-    // Counted as prepared once sent; the caller resynchronises the set if the query fails.
-    for (const name of this.#preparing) this.#prepared.add(name)
-    this.#preparing.clear()
     return writes
   }
 
-  /** The held writes to send with the COMMIT (undefined if none); later writes are refused. */
-  drainForCommit(): HeldWrite[] | undefined {
-    this.#ended = true
-    return this.drain()
+  /** Drops the held writes: their transaction is being rolled back. */
+  discard(): void {
+    this.#writes = []
   }
 
-  /** Refuses later writes (after a ROLLBACK). */
-  end(): void {
-    this.#ended = true
-    this.#writes = []
-    this.#preparing.clear()
+  /** A send of `writes` failed: whether the session still has their statements is unknown. */
+  failed(writes: readonly HeldWrite[]): void {
+    for (const { name } of writes) {
+      if (this.#prepared.delete(name)) this.#uncertain.add(name)
+    }
   }
 }
 
-/** One write to send: `prepare` when this connection has not prepared `name` yet. */
+/**
+ * One write to send: `prepare` when this session has not prepared `name` yet, `close` when a
+ * failed send may have left a statement of that name behind.
+ */
 export interface HeldWrite {
   name: string
   text: string
   values: readonly unknown[]
   prepare: boolean
+  close: boolean
 }
-
-/**
- * The query that tells which of `names` this session has prepared (SQL-level or protocol-level):
- * run after a failed flush, which may have stopped before or after preparing its statement.
- */
-export const PREPARED_STATEMENTS_SQL = 'SELECT name FROM pg_prepared_statements WHERE name = ANY($1::text[])'
 
 /**
  * Whether `error` says the session's prepared statements are not what this process recorded:
@@ -93,13 +86,6 @@ export function preparedStatementMismatch(cause: unknown): KEntityError {
     ErrorCodes.STORE_FAILED,
     "the outbox's prepared statement on this connection was not in the state k-entity recorded (dropped by a pooler or DISCARD ALL, or created elsewhere), so the transaction was rolled back and nothing was stored; retry it. Behind a transaction-mode pooler that does not keep prepared statements per client (PgBouncer before 1.21, or with max_prepared_statements = 0), create the outbox with writeWithCommit: false",
     { cause, retryable: true },
-  )
-}
-
-function transactionEnded(): KEntityError {
-  return new KEntityError(
-    ErrorCodes.NO_TRANSACTION,
-    'this transaction() has already ended: produce with the topics of a running transaction; nothing was stored',
   )
 }
 

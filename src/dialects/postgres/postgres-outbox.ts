@@ -6,7 +6,6 @@ import type { RelayStore, TransactionAdapter } from '../../core/seams.ts'
 import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
 import { LocalRelays } from '../local-relays.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
-import type { CommitBuffer } from './commit-buffer.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
 import { postgresDialectFor } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
@@ -86,9 +85,9 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
     return this.outbox.producers(this.#driver.transaction(tx), () => this.#direct.get())
   }
 
-  /** Like `in()`, but the writes wait in `buffer` until the caller runs `buffer.commitSql()`. */
-  protected inUntilCommit(tx: Tx, buffer: CommitBuffer): TopicProducers<M> {
-    return this.outbox.producers(buffer.adapter(this.#driver.transaction(tx)), () => this.#direct.get())
+  /** Typed producers that write through `adapter` (for adapters that hold writes back). */
+  protected producersOn(adapter: TransactionAdapter): TopicProducers<M> {
+    return this.outbox.producers(adapter, () => this.#direct.get())
   }
 
   /** Creates or upgrades the outbox schema; safe to run from several instances at once. */

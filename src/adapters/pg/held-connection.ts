@@ -1,0 +1,222 @@
+import type pg from 'pg'
+import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import {
+  CommitBuffer,
+  type HeldWrite,
+  isPreparedStatementMismatch,
+  preparedStatementMismatch,
+} from '../../dialects/postgres/commit-buffer.ts'
+import { HeldWritesQuery } from './held-writes.ts'
+
+type Query = (...args: unknown[]) => unknown
+
+/**
+ * A node-postgres client whose outbox writes wait for its next query or COMMIT (see
+ * `CommitBuffer`). Installed once per client object: a pool hands out the same clients again and
+ * again, and the statements a connection has prepared outlive every transaction on it.
+ */
+export interface HeldConnection {
+  readonly client: pg.ClientBase
+  /** The client's own query method, which never flushes. */
+  readonly query: Query
+  readonly buffer: CommitBuffer
+  /** Called once the app's own COMMIT of held writes succeeds (the outboxes' in-process wake-up). */
+  readonly wake: Set<() => void>
+  /**
+   * Set while `transaction()` owns the client: it sends BEGIN, COMMIT and ROLLBACK itself, and
+   * awaits the flushes before its COMMIT.
+   */
+  helper: { flushes: Promise<void>[] } | undefined
+}
+
+const connections = new WeakMap<object, HeldConnection>()
+
+/**
+ * The client's held-write state, installing (once, never removed: deleting a property would
+ * slow every later access to the client) a `query` that sends held writes just ahead of the
+ * app's next query. node-postgres runs a client's queries in the order they were issued, so the
+ * writes run before that query, in the same transaction, and the app's call returns what it
+ * always did. Without a `transaction()` helper, the app's own plain `COMMIT` carries the held
+ * writes in its round trip and its plain `ROLLBACK` drops them.
+ */
+export function heldConnection(client: pg.ClientBase): HeldConnection {
+  const known = connections.get(client)
+  if (known !== undefined) return known
+  const state: HeldConnection = {
+    client,
+    query: client.query as Query,
+    buffer: new CommitBuffer(),
+    wake: new Set(),
+    helper: undefined,
+  }
+  Object.defineProperty(client, 'query', {
+    value: (...args: unknown[]) => intercept(state, args),
+    configurable: true,
+    writable: true,
+  })
+  connections.set(client, state)
+  return state
+}
+
+/**
+ * A transaction adapter that holds writes in the connection's buffer. `ended` refuses writes
+ * once the transaction they belong to is over: they could never reach the database.
+ */
+export function holdingAdapter(
+  state: HeldConnection,
+  inner: TransactionAdapter,
+  onWrite: () => void,
+  ended: () => boolean = () => false,
+): TransactionAdapter {
+  const checkOpen = () => {
+    if (ended()) throw transactionEnded()
+  }
+  return {
+    dialect: inner.dialect,
+    assertInTransaction() {
+      checkOpen()
+      inner.assertInTransaction()
+    },
+    async execute(statement: SqlStatement) {
+      checkOpen()
+      state.buffer.hold(statement)
+      onWrite()
+    },
+  }
+}
+
+/** Sends held writes (and the COMMIT behind them) through the client's own query queue. */
+export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boolean): Promise<void> {
+  let submittable: HeldWritesQuery
+  try {
+    submittable = new HeldWritesQuery(writes, commit)
+    state.query.call(state.client, submittable)
+  } catch (error) {
+    state.buffer.failed(writes)
+    return Promise.reject(error)
+  }
+  return submittable.done.catch((error: unknown) => {
+    state.buffer.failed(writes)
+    throw isPreparedStatementMismatch(error) ? preparedStatementMismatch(error) : error
+  })
+}
+
+export const IN_FAILED_TRANSACTION = '25P02'
+
+export function abortedTransaction(cause?: unknown): KEntityError {
+  return new KEntityError(
+    ErrorCodes.TRANSACTION_ABORTED,
+    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
+    { cause },
+  )
+}
+
+function transactionEnded(): KEntityError {
+  return new KEntityError(
+    ErrorCodes.NO_TRANSACTION,
+    'this transaction() has already ended: produce with the topics of a running transaction; nothing was stored',
+  )
+}
+
+function intercept(state: HeldConnection, args: unknown[]): unknown {
+  const { client, query, buffer } = state
+  if (state.helper === undefined) {
+    const end = transactionEnd(args)
+    if (end === 'rollback') {
+      buffer.discard()
+      state.wake.clear()
+      return query.apply(client, args)
+    }
+    if (end === 'commit' && (!buffer.empty || state.wake.size > 0)) {
+      return reply(args, commit(state, args[0] as string))
+    }
+  }
+  const held = buffer.drain()
+  if (held === undefined) return query.apply(client, args)
+  const flush = sendHeld(state, held, false)
+  // The app's query reports a failed flush; this only keeps it from counting as "unhandled".
+  flush.catch(() => {})
+  state.helper?.flushes.push(flush)
+  return afterFlush(state, args, flush)
+}
+
+/**
+ * The app's own COMMIT, with the held writes ahead of it in one round trip. If a write fails,
+ * the server skips the COMMIT: the transaction is rolled back here, as a failed COMMIT leaves
+ * no transaction open, and the app's COMMIT rejects with the write's error.
+ */
+async function commit(state: HeldConnection, text: string): Promise<pg.QueryResult> {
+  const held = state.buffer.drain()
+  const wakes = [...state.wake]
+  state.wake.clear()
+  if (held === undefined) {
+    const result = (await state.query.call(state.client, text)) as pg.QueryResult
+    for (const wake of wakes) wake()
+    return result
+  }
+  try {
+    await sendHeld(state, held, true)
+  } catch (error) {
+    await (state.query.call(state.client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
+    if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+    throw error
+  }
+  for (const wake of wakes) wake()
+  return { command: 'COMMIT', rowCount: null as unknown as number, oid: 0, rows: [], fields: [] }
+}
+
+/** The app's query, after the flush ahead of it: a failed flush's error says why it failed. */
+function afterFlush(state: HeldConnection, args: unknown[], flush: Promise<void>): unknown {
+  const { client, query } = state
+  const first = args[0] as { submit?: unknown } | null
+  // A submittable (a cursor, a stream) is returned as it is: it reports the aborted transaction.
+  if (typeof first === 'object' && first !== null && typeof first.submit === 'function') {
+    return query.apply(client, args)
+  }
+  const callback = args.at(-1)
+  if (typeof callback === 'function') {
+    const wrapped = (error: unknown, result: unknown) =>
+      flush.then(
+        () => callback(error, result),
+        (flushError: unknown) => callback(flushError),
+      )
+    return query.apply(client, [...args.slice(0, -1), wrapped])
+  }
+  const result = query.apply(client, args) as Promise<unknown>
+  return result.then(
+    (value) => flush.then(() => value),
+    (error: unknown) =>
+      flush.then(() => {
+        throw error
+      }),
+  )
+}
+
+/** The app's result or callback from `promise`, in the form its call asked for. */
+function reply(args: unknown[], promise: Promise<unknown>): unknown {
+  const callback = args.at(-1)
+  if (typeof callback !== 'function') return promise
+  promise.then(
+    (result) => callback(undefined, result),
+    (error: unknown) => callback(error),
+  )
+  return undefined
+}
+
+const COMMIT = /^\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*$/i
+const ROLLBACK = /^\s*(?:rollback|abort)(?:\s+(?:work|transaction))?\s*;?\s*$/i
+
+/**
+ * Whether the call is a plain COMMIT or ROLLBACK of the transaction. Anything else (values, a
+ * config object, `ROLLBACK TO SAVEPOINT`, `COMMIT AND CHAIN`) flushes ahead of itself like any
+ * other query, which is always correct, only one round trip slower.
+ */
+function transactionEnd(args: unknown[]): 'commit' | 'rollback' | undefined {
+  const [text, second] = args
+  if (typeof text !== 'string' || text.length > 32) return undefined
+  if (args.length > 2 || (args.length === 2 && typeof second !== 'function')) return undefined
+  if (COMMIT.test(text)) return 'commit'
+  if (ROLLBACK.test(text)) return 'rollback'
+  return undefined
+}
