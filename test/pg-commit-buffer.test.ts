@@ -10,30 +10,37 @@ import { defineTopic, ErrorCodes } from '../src/index.ts'
 import { DATABASE_URL, dropSchema, recordQueries, uniqueName, withClient } from './support/env.ts'
 import { orderTopic } from './support/workload.ts'
 
+/** An orders table beside the outbox of `schema` (both created before the suite), and what they hold. */
+function ordersFixture(schema: string, outbox: { migrate(url: string): Promise<unknown> }) {
+  before(async () => {
+    await outbox.migrate(DATABASE_URL)
+    await withClient((client) => client.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`))
+  })
+  return {
+    insertOrder: (client: pg.ClientBase, id: string) =>
+      client.query(`INSERT INTO "${schema}".orders (id) VALUES ($1)`, [id]),
+    storedOrders: () =>
+      withClient(async (client) =>
+        (await client.query(`SELECT id FROM "${schema}".orders ORDER BY id`)).rows.map((r) => r.id),
+      ),
+    storedMessages: () =>
+      withClient(async (client) =>
+        (await client.query(`SELECT value FROM "${schema}".outbox ORDER BY id`)).rows.map(
+          (r) => JSON.parse(r.value.toString('utf8')).orderId as string,
+        ),
+      ),
+    reset: () => withClient((client) => client.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`)),
+  }
+}
+
 describe('pg transaction(): messages ride on the next query or the COMMIT', () => {
   const schema = uniqueName('ke_commit_buffer')
   const topics = { orders: orderTopic('unused-commit-buffer') }
   const outbox = createPgOutbox({ topics, schema })
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 1 })
   const event = (orderId: string) => ({ orderId, customer: 'alice', seq: 1 })
-  const insertOrder = (client: pg.PoolClient, id: string) =>
-    client.query(`INSERT INTO "${schema}".orders (id) VALUES ($1)`, [id])
-  const storedOrders = () =>
-    withClient(async (client) =>
-      (await client.query(`SELECT id FROM "${schema}".orders ORDER BY id`)).rows.map((r) => r.id),
-    )
-  const storedMessages = () =>
-    withClient(async (client) =>
-      (await client.query(`SELECT value FROM "${schema}".outbox ORDER BY id`)).rows.map(
-        (r) => JSON.parse(r.value.toString('utf8')).orderId as string,
-      ),
-    )
-  const reset = () => withClient((client) => client.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`))
+  const { insertOrder, storedOrders, storedMessages, reset } = ordersFixture(schema, outbox)
 
-  before(async () => {
-    await outbox.migrate(DATABASE_URL)
-    await withClient((client) => client.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`))
-  })
   after(async () => {
     await pool.end()
     await dropSchema(schema)
@@ -247,17 +254,20 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
         return result.rows
       })
     await reset()
-    // The reference: eager writes bind the same statements as ordinary node-postgres parameters.
-    const client = await pool.connect()
-    try {
-      await client.query('BEGIN')
-      for (const message of messages) await eagerOutbox.in(client).raw.produce(message)
-      await eagerOutbox.in(client).raw.produceMany(messages)
-      await client.query('COMMIT')
-    } finally {
-      client.release()
+    const produceAll = async (through: typeof rawOutbox) => {
+      const client = await pool.connect()
+      try {
+        await client.query('BEGIN')
+        for (const message of messages) await through.in(client).raw.produce(message)
+        await through.in(client).raw.produceMany(messages)
+        await client.query('COMMIT')
+      } finally {
+        client.release()
+      }
+      return rows()
     }
-    const expected = await rows()
+    // The reference: eager writes bind the same statements as ordinary node-postgres parameters.
+    const expected = await produceAll(eagerOutbox)
     await rawOutbox.transaction(pool, async (_client, topics) => {
       for (const message of messages) await topics.raw.produce(message)
       await topics.raw.produceMany(messages)
@@ -265,16 +275,7 @@ describe('pg transaction(): messages ride on the next query or the COMMIT', () =
     const held = await rows()
     assert.equal(held.length, messages.length * 2)
     assert.deepEqual(held, expected)
-    const heldClient = await pool.connect()
-    try {
-      await heldClient.query('BEGIN')
-      for (const message of messages) await rawOutbox.in(heldClient).raw.produce(message)
-      await rawOutbox.in(heldClient).raw.produceMany(messages)
-      await heldClient.query('COMMIT')
-    } finally {
-      heldClient.release()
-    }
-    assert.deepEqual(await rows(), expected, 'in(client) with held writes')
+    assert.deepEqual(await produceAll(rawOutbox), expected, 'in(client) with held writes')
   })
 
   it('a client in node-postgres pipeline mode writes at produce() and commits as usual', async () => {
@@ -348,19 +349,7 @@ describe("pg in(client): messages ride on the app's next query or its own COMMIT
     return client
   }
   const event = (orderId: string) => ({ orderId, customer: 'bob', seq: 1 })
-  const insertOrder = (client: pg.ClientBase, id: string) =>
-    client.query(`INSERT INTO "${schema}".orders (id) VALUES ($1)`, [id])
-  const storedOrders = () =>
-    withClient(async (client) =>
-      (await client.query(`SELECT id FROM "${schema}".orders ORDER BY id`)).rows.map((r) => r.id),
-    )
-  const storedMessages = () =>
-    withClient(async (client) =>
-      (await client.query(`SELECT value FROM "${schema}".outbox ORDER BY id`)).rows.map(
-        (r) => JSON.parse(r.value.toString('utf8')).orderId as string,
-      ),
-    )
-  const reset = () => withClient((client) => client.query(`TRUNCATE "${schema}".outbox, "${schema}".orders`))
+  const { insertOrder, storedOrders, storedMessages, reset } = ordersFixture(schema, outbox)
   const withCallback = (client: pg.Client, text: string) =>
     new Promise<pg.QueryResult>((resolve, reject) =>
       client.query(text, (error: Error | null, result: pg.QueryResult) =>
@@ -368,10 +357,6 @@ describe("pg in(client): messages ride on the app's next query or its own COMMIT
       ),
     )
 
-  before(async () => {
-    await outbox.migrate(DATABASE_URL)
-    await withClient((client) => client.query(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`))
-  })
   after(async () => {
     for (const client of clients) await client.end().catch(() => {})
     await dropSchema(schema)
