@@ -385,7 +385,7 @@ describe("pg in(client): messages ride on the app's next query or its own COMMIT
     assert.deepEqual(await storedMessages(), ['o-1'])
   })
 
-  it('callback-style COMMIT and ROLLBACK, and END, work as before', async () => {
+  it('callback-style COMMIT and ROLLBACK, END, and COMMIT with empty values work as before', async () => {
     await reset()
     const client = await connect()
     await client.query('BEGIN')
@@ -397,8 +397,12 @@ describe("pg in(client): messages ride on the app's next query or its own COMMIT
     await client.query('BEGIN')
     await outbox.in(client).orders.produce(event('c-3'))
     await client.query('end;')
+    // As query wrappers send it, with an empty values array.
+    await client.query('BEGIN')
+    await outbox.in(client).orders.produce(event('c-4'))
+    assert.equal((await client.query('commit', [])).command, 'COMMIT')
     assert.equal(client.getTransactionStatus(), 'I')
-    assert.deepEqual(await storedMessages(), ['c-1', 'c-3'])
+    assert.deepEqual(await storedMessages(), ['c-1', 'c-3', 'c-4'])
   })
 
   it('savepoints keep or drop a held message as usual; ROLLBACK drops what is still held', async () => {

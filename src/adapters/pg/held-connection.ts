@@ -163,7 +163,8 @@ async function commit(state: HeldConnection, text: string): Promise<pg.QueryResu
     throw error
   }
   for (const wake of wakes) wake()
-  return { command: 'COMMIT', rowCount: null as unknown as number, oid: 0, rows: [], fields: [] }
+  // What node-postgres answers for a COMMIT (no row count, no oid).
+  return { command: 'COMMIT', rowCount: null, oid: null as unknown as number, rows: [], fields: [] }
 }
 
 /** The app's query, after the flush ahead of it: a failed flush's error says why it failed. */
@@ -213,9 +214,11 @@ const ROLLBACK = /^\s*(?:rollback|abort)(?:\s+(?:work|transaction))?\s*;?\s*$/i
  * other query, which is always correct, only one round trip slower.
  */
 function transactionEnd(args: unknown[]): 'commit' | 'rollback' | undefined {
-  const [text, second] = args
+  const [text, ...rest] = args
   if (typeof text !== 'string' || text.length > 32) return undefined
-  if (args.length > 2 || (args.length === 2 && typeof second !== 'function')) return undefined
+  // Query wrappers often pass an empty values array: (text, []) and (text, [], callback).
+  if (Array.isArray(rest[0]) && rest[0].length === 0) rest.shift()
+  if (rest.length > 1 || (rest.length === 1 && typeof rest[0] !== 'function')) return undefined
   if (COMMIT.test(text)) return 'commit'
   if (ROLLBACK.test(text)) return 'rollback'
   return undefined
