@@ -1,6 +1,8 @@
 /**
  * A producer process of the chaos run: business transactions that insert rows and produce
- * tracked messages through `outbox.transaction(pool, fn)`, a fraction rolled back on purpose.
+ * tracked messages, a fraction rolled back on purpose. Even writers use
+ * `outbox.transaction(pool, fn)`, odd ones their own BEGIN/COMMIT with `outbox.in(client)`, on
+ * clients of the same pool (both hold their writes until the COMMIT).
  * Each writer owns its keys, so the sequence number it gives a key's messages is their commit
  * order. What committed and what rolled back is appended to a JSONL file (see ProducerLine).
  *
@@ -38,6 +40,35 @@ const pool = new pg.Pool({
 pool.on('error', () => {})
 const business = `"${config.schema}".business`
 
+type Producers = ReturnType<typeof outbox.in>
+type Transaction = (fn: (client: pg.PoolClient, topics: Producers) => Promise<void>) => Promise<void>
+
+const helperTransaction: Transaction = (fn) => outbox.transaction(pool, fn)
+
+/** The app's own BEGIN/COMMIT on a client of the pool, producing through `outbox.in(client)`. */
+const ownTransaction: Transaction = async (fn) => {
+  const client = await pool.connect()
+  // A connection lost between queries is reported on the client: the pool must discard it.
+  let lost: Error | undefined
+  const onError = (error: Error) => {
+    lost ??= error
+  }
+  client.on('error', onError)
+  try {
+    await client.query('BEGIN')
+    try {
+      await fn(client, outbox.in(client))
+      await client.query('COMMIT')
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw error
+    }
+  } finally {
+    client.off('error', onError)
+    client.release(lost)
+  }
+}
+
 type Tuple = [string, TopicAccessor, string, number]
 interface Planned {
   topic: TopicAccessor
@@ -68,6 +99,7 @@ async function writer(w: number): Promise<void> {
   }
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
   const topicOf = (): TopicAccessor => (random() < 0.5 ? 'orders' : 'payments')
+  const transaction = w % 2 === 0 ? helperTransaction : ownTransaction
 
   while (!stopping) {
     const tx = txNo++
@@ -104,7 +136,7 @@ async function writer(w: number): Promise<void> {
     }
 
     try {
-      await outbox.transaction(pool, async (client, topics) => {
+      await transaction(async (client, topics) => {
         await client.query(
           `INSERT INTO ${business} (id, topic, key) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
           [planned.map((p) => p.event.id), planned.map((p) => p.topic), planned.map((p) => p.event.key)],
