@@ -482,6 +482,25 @@ describe("pg in(client): messages ride on the app's next query or its own COMMIT
     assert.deepEqual(await storedMessages(), ['p-1', 'p-3', 'p-4'])
   })
 
+  it("a COMMIT that bypasses the client's query (a reference taken before in()) leaves nothing to a later transaction, and warns", async () => {
+    await reset()
+    const client = await connect()
+    const bypass = pg.Client.prototype.query.bind(client) as (text: string) => Promise<pg.QueryResult>
+    const warned = new Promise<Error>((resolve) => process.once('warning', resolve))
+    await client.query('BEGIN')
+    await insertOrder(client, 'o-12')
+    await outbox.in(client).orders.produce(event('held, never sent'))
+    await bypass('COMMIT')
+    await client.query('BEGIN')
+    await insertOrder(client, 'o-13')
+    await client.query('COMMIT')
+    const warning = (await warned) as Error & { code?: string }
+    assert.equal(warning.code, 'KE_HELD_WRITES_DROPPED')
+    assert.match(warning.message, /writeWithCommit: false/)
+    assert.deepEqual(await storedOrders(), ['o-12', 'o-13'])
+    assert.deepEqual(await storedMessages(), [], 'not sent into the later transaction')
+  })
+
   it('inside transaction(), in(client) shares the held writes of the helper, in order', async () => {
     await reset()
     const other = createPgOutbox({ topics, schema })

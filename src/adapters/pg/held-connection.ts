@@ -122,6 +122,7 @@ function transactionEnded(): KEntityError {
 function intercept(state: HeldConnection, args: unknown[]): unknown {
   const { client, query, buffer } = state
   if (state.helper === undefined) {
+    if (!buffer.empty && client.getTransactionStatus?.() === 'I') dropOrphans(state)
     const end = transactionEnd(args)
     if (end === 'rollback') {
       buffer.discard()
@@ -139,6 +140,20 @@ function intercept(state: HeldConnection, args: unknown[]): unknown {
   flush.catch(() => {})
   state.helper?.flushes.push(flush)
   return afterFlush(state, args, flush)
+}
+
+/**
+ * Writes held for a transaction that ended without passing through this `query` (its COMMIT or
+ * ROLLBACK went through a reference to the client's query method taken before `in(client)`):
+ * sending them now would put them in whatever runs next, so they are dropped, loudly.
+ */
+function dropOrphans(state: HeldConnection): void {
+  state.buffer.discard()
+  state.wake.clear()
+  process.emitWarning(
+    "k-entity dropped outbox messages held for a transaction that ended without them: its COMMIT or ROLLBACK bypassed the client's query method (called through a reference taken before outbox.in(client)). Send COMMIT with client.query(...), or create the outbox with writeWithCommit: false",
+    { code: 'KE_HELD_WRITES_DROPPED' },
+  )
 }
 
 /**
