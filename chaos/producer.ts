@@ -13,6 +13,7 @@
 import { appendFileSync } from 'node:fs'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { withPoolClient } from '../src/adapters/pg/pool-client.ts'
 import {
   type ChaosEvent,
   chaosTopics,
@@ -46,15 +47,8 @@ type Transaction = (fn: (client: pg.PoolClient, topics: Producers) => Promise<vo
 const helperTransaction: Transaction = (fn) => outbox.transaction(pool, fn)
 
 /** The app's own BEGIN/COMMIT on a client of the pool, producing through `outbox.in(client)`. */
-const ownTransaction: Transaction = async (fn) => {
-  const client = await pool.connect()
-  // A connection lost between queries is reported on the client: the pool must discard it.
-  let lost: Error | undefined
-  const onError = (error: Error) => {
-    lost ??= error
-  }
-  client.on('error', onError)
-  try {
+const ownTransaction: Transaction = (fn) =>
+  withPoolClient(pool, async (client) => {
     await client.query('BEGIN')
     try {
       await fn(client, outbox.in(client))
@@ -63,11 +57,7 @@ const ownTransaction: Transaction = async (fn) => {
       await client.query('ROLLBACK').catch(() => {})
       throw error
     }
-  } finally {
-    client.off('error', onError)
-    client.release(lost)
-  }
-}
+  })
 
 type Tuple = [string, TopicAccessor, string, number]
 interface Planned {

@@ -98,7 +98,11 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
   }
   return submittable.done.catch((error: unknown) => {
     state.buffer.failed(writes)
-    throw isPreparedStatementMismatch(error) ? preparedStatementMismatch(error) : error
+    if (isPreparedStatementMismatch(error)) throw preparedStatementMismatch(error)
+    // A write produced after a failed statement: node-postgres may report the transaction as
+    // open until its next answer, so the refusal comes from the server, when the write is sent.
+    if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+    throw error
   })
 }
 
@@ -174,7 +178,6 @@ async function commit(state: HeldConnection, text: string): Promise<pg.QueryResu
     await sendHeld(state, held, true)
   } catch (error) {
     await (state.query.call(state.client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
-    if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
     throw error
   }
   for (const wake of wakes) wake()

@@ -2,10 +2,6 @@ import pg from 'pg'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import {
-  isPreparedStatementMismatch,
-  preparedStatementMismatch,
-} from '../../dialects/postgres/commit-buffer.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
 import {
   type PostgresDriver,
@@ -20,6 +16,7 @@ import {
   IN_FAILED_TRANSACTION,
   sendHeld,
 } from './held-connection.ts'
+import { withPoolClient } from './pool-client.ts'
 import { connectSession } from './session.ts'
 
 /** What `in()` accepts: a connected `pg.Client` or a `PoolClient` on which BEGIN was run. */
@@ -145,7 +142,7 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
    */
   override in(client: PgTransactionClient): TopicProducers<M> {
     const inner = pgTransaction(client)
-    if (!this.#holds(client)) return super.in(client)
+    if (!this.#holds(client)) return this.producersOn(inner)
     const state = heldConnection(client)
     return this.producersOn(holdingAdapter(state, inner, () => state.wake.add(this.#wake)))
   }
@@ -174,25 +171,12 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
   ): Promise<R> {
     if (!(pool instanceof pg.Pool))
       throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
-    const client = await pool.connect()
-    // A checked-out client has no pool listener for its 'error' event, so a connection lost
-    // between two queries would crash the process. The query in flight or the next one reports
-    // the loss; releasing the client with the error makes the pool discard it.
-    let lost: Error | undefined
-    const onError = (error: Error) => {
-      lost ??= error
-    }
-    client.on('error', onError)
-    try {
+    return withPoolClient(pool, (client) =>
       // node-postgres's pipeline mode refuses the custom query object that carries held writes.
-      if (!this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true) {
-        return await this.#eagerTransaction(client, fn)
-      }
-      return await this.#heldTransaction(client, fn)
-    } finally {
-      client.off('error', onError)
-      client.release(lost)
-    }
+      !this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true
+        ? this.#eagerTransaction(client, fn)
+        : this.#heldTransaction(client, fn),
+    )
   }
 
   async #heldTransaction<R>(
@@ -212,11 +196,9 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
         () => ended,
       ),
     )
-    let writing = false
     try {
       await query.call(client, 'BEGIN')
       const result = await fn(client, topics)
-      writing = true
       // A failed flush aborted the transaction; its error says why, the app's later queries don't.
       for (const flush of helper.flushes) await flush
       ended = true
@@ -229,12 +211,6 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     } catch (error) {
       buffer.discard()
       await (query.call(client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
-      if (isPreparedStatementMismatch(error)) throw preparedStatementMismatch(error)
-      // A write produced after a failed statement: node-postgres may report the transaction as
-      // open until the next query, so the refusal comes from the server, at COMMIT.
-      if (writing && (error as { code?: string }).code === IN_FAILED_TRANSACTION) {
-        throw abortedTransaction(error)
-      }
       throw error
     } finally {
       ended = true
