@@ -76,7 +76,7 @@ const COUNTS = `SELECT (SELECT count(*) FROM ${schema}.orders)::int AS orders, (
 
 async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
   const url = process.env.DATABASE_URL ?? `postgres://${userInfo().username}@127.0.0.1:5432/test`
-  const outbox = createPgOutbox({ topics, schema, kafka: { brokers } })
+  const outbox = createPgOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   const pool = new pg.Pool({ connectionString: url, max: writers + 1 })
   await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
   await outbox.migrate(url)
@@ -99,7 +99,7 @@ async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
 }
 
 async function pgliteDatabase(brokers: string[]): Promise<DemoDatabase> {
-  const outbox = await openPgliteOutbox({ topics, schema, kafka: { brokers } })
+  const outbox = await openPgliteOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.db.exec(CREATE_ORDERS)
   return {
     label: 'PGlite (embedded PostgreSQL, in memory; set DATABASE_URL to use a server)',

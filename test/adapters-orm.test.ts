@@ -313,7 +313,7 @@ describe('Prisma adapter', () => {
       hasCode(ErrorCodes.NO_TRANSACTION),
     )
     assert.throws(() => outbox.in({} as never), hasCode(ErrorCodes.INVALID_ARGUMENT))
-    const relay = outbox.relay({ connection: prisma as never, kafka: { brokers } })
+    const relay = outbox.relay({ connection: prisma as never, kafka: { brokers, autoCreateTopics: true } })
     t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), /connection string/)
     await relay.stop()
@@ -349,7 +349,7 @@ describe('PGlite adapter', () => {
 
   before(async () => {
     db = await sharedPgliteDatabase()
-    outbox = createPgliteOutbox({ db, topics, schema, kafka: { brokers } })
+    outbox = createPgliteOutbox({ db, topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate()
     await createTopic(topicName, 2, brokers)
   })
@@ -396,7 +396,7 @@ describe('PGlite adapter', () => {
     const sendStarted = new Promise<void>((resolve) => {
       sending = resolve
     })
-    const kafka = createKafkaTransport({ brokers })
+    const kafka = createKafkaTransport({ brokers, autoCreateTopics: true })
     // The real producer, held back until the test lets it go: a broker that answers slowly.
     const slowKafka: MessageTransport = {
       async send(records: readonly OutboxRecord[]) {
@@ -449,7 +449,7 @@ describe('PGlite adapter', () => {
       db,
       topics: { orders: orderTopic(topic) },
       schema,
-      kafka: { brokers },
+      kafka: { brokers, autoCreateTopics: true },
     })
     const produce = (orderId: string, seq: number) =>
       db.transaction(async (tx) => {
@@ -524,13 +524,21 @@ describe('PGlite adapter', () => {
     await createTopic(topic, 1, brokers)
     const dirTopics = { orders: orderTopic(topic) }
     try {
-      const first = await openPgliteOutbox({ topics: dirTopics, dataDir, kafka: { brokers } })
+      const first = await openPgliteOutbox({
+        topics: dirTopics,
+        dataDir,
+        kafka: { brokers, autoCreateTopics: true },
+      })
       await first.transaction(async (_tx, producers) => {
         await producers.orders.produce({ orderId: 'survivor', customer: 'eve', seq: 1 })
       })
       await first.close()
       assert.equal(first.db.closed, true, 'close() closes the database openPgliteOutbox created')
-      const second = await openPgliteOutbox({ topics: dirTopics, dataDir, kafka: { brokers } })
+      const second = await openPgliteOutbox({
+        topics: dirTopics,
+        dataDir,
+        kafka: { brokers, autoCreateTopics: true },
+      })
       try {
         const relay = second.relay()
         t.after(() => relay.stop())

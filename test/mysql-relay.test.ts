@@ -46,7 +46,7 @@ async function setup(partitions: number) {
   const outbox: OrdersOutbox = createMysqlOutbox({
     topics: { orders: orderTopic(topicName) },
     schema: database,
-    kafka: { brokers },
+    kafka: { brokers, autoCreateTopics: true },
   })
   assert.deepEqual((await outbox.migrate(MYSQL_URL)).applied, [1])
   await createOrdersTable(database)
@@ -185,7 +185,11 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
       headers: { static: 'yes' },
     })
     const binary = defineTopic<Uint8Array>({ name: binName, serializer: bufferSerializer })
-    const outbox = createMysqlOutbox({ topics: { json, binary }, schema: database, kafka: { brokers } })
+    const outbox = createMysqlOutbox({
+      topics: { json, binary },
+      schema: database,
+      kafka: { brokers, autoCreateTopics: true },
+    })
     await outbox.migrate(MYSQL_URL)
     const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
     const binaryKey = Buffer.from([0, 1, 0xff, 0x80, 0, 0x27, 0x5c, 0x22])
@@ -354,7 +358,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     const outbox = createMysqlOutbox({
       topics: { orders: orderTopic('orders') },
       schema: database,
-      kafka: { brokers },
+      kafka: { brokers, autoCreateTopics: true },
     })
     const relay = outbox.relay({ connection: MYSQL_URL })
     t.after(() => relay.stop())
@@ -380,7 +384,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
 
   it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async (t) => {
     const { database, topicName, outbox } = await setup(2)
-    const kafka = new KafkaTransport({ brokers })
+    const kafka = new KafkaTransport({ brokers, autoCreateTopics: true })
     const refusing = {
       async send(records: readonly OutboxRecord[]) {
         if (records.some((r) => r.value?.toString().includes('"poison"'))) {
@@ -540,7 +544,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     const victimUrl = new URL(MYSQL_URL)
     victimUrl.pathname = `/${database}`
     const relays = Array.from({ length: 3 }, (_, i) => {
-      const kafka = new KafkaTransport({ brokers })
+      const kafka = new KafkaTransport({ brokers, autoCreateTopics: true })
       return outbox.relay({
         connection: i === 0 ? victimUrl.toString() : MYSQL_URL,
         mode: 'concurrent',
@@ -621,7 +625,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     const log: (RelayEvent & { relay: number; at: number })[] = []
     const sending: { relay: number; at: number }[] = []
     const relays = [0, 1].map((i) => {
-      const kafka = new KafkaTransport({ brokers, retries: 2, requestTimeout: 5000 })
+      const kafka = new KafkaTransport({ brokers, autoCreateTopics: true, retries: 2, requestTimeout: 5000 })
       return outbox.relay({
         connection: MYSQL_URL,
         mode: 'exclusive',

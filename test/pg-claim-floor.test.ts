@@ -22,6 +22,7 @@ import {
   DATABASE_URL,
   dropSchema,
   kafkaBrokers,
+  testKafka,
   uniqueName,
   waitFor,
   withClient,
@@ -52,7 +53,7 @@ async function freshOutbox(prefix: string) {
       }),
     },
     schema,
-    kafka: { brokers: kafkaBrokers() },
+    kafka: testKafka(),
   })
   await outbox.migrate(DATABASE_URL)
   return { schema, topic, outbox, table: { schema, table: 'outbox' } }

@@ -94,7 +94,11 @@ describe('relay to a real Kafka broker', () => {
       headers: { static: 'yes' },
     })
     const binary = defineTopic<Uint8Array>({ name: binName, serializer: bufferSerializer })
-    const outbox = createPgOutbox({ topics: { json, binary }, schema, kafka: { brokers } })
+    const outbox = createPgOutbox({
+      topics: { json, binary },
+      schema,
+      kafka: { brokers, autoCreateTopics: true },
+    })
     await outbox.migrate(DATABASE_URL)
     const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
     const binaryKey = Buffer.from([0, 1, 0xff, 0x80, 0])
@@ -147,7 +151,7 @@ describe('relay to a real Kafka broker', () => {
     const outbox = createPgOutbox({
       topics: { audit: defineTopic<string>({ name: topicName, outbox: false }) },
       schema: uniqueName('ke_direct'),
-      kafka: { brokers },
+      kafka: { brokers, autoCreateTopics: true },
     })
     const client = new pg.Client({ connectionString: DATABASE_URL })
     t.after(() => client.end().catch(() => {}))

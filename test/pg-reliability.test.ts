@@ -54,14 +54,18 @@ async function newOutbox(topicName: string, topic = eventTopic(topicName), confi
     configs: Object.entries(config ?? {}).map(([name, value]) => ({ name, value })),
   })
   await admin.close()
-  const outbox = createPgOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
+  const outbox = createPgOutbox({
+    topics: { events: topic },
+    schema,
+    kafka: { brokers, autoCreateTopics: true },
+  })
   await outbox.migrate(DATABASE_URL)
   return outbox
 }
 
 /** The real Kafka transport, made to fail sends that contain chosen ids a number of times. */
 class FaultInjector implements MessageTransport {
-  readonly #kafka = new KafkaTransport({ brokers })
+  readonly #kafka = new KafkaTransport({ brokers, autoCreateTopics: true })
   readonly failures = new Map<string, number>()
   async send(records: readonly OutboxRecord[]): Promise<void> {
     for (const record of records) {

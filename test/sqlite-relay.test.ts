@@ -89,7 +89,10 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
       db.exec('PRAGMA journal_mode = WAL')
       const topicName = uniqueName('orders').replaceAll('_', '-')
       await createTopic(topicName, partitions)
-      const outbox = driver.create({ topics: { orders: orderTopic(topicName) }, kafka: { brokers } })
+      const outbox = driver.create({
+        topics: { orders: orderTopic(topicName) },
+        kafka: { brokers, autoCreateTopics: true },
+      })
       assert.deepEqual(outbox.migrate(db), { applied: [1], current: 1 })
       db.exec('CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL)')
       return { db, file, topicName, outbox }
@@ -188,7 +191,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
         topics: { json, binary },
         schema: 'edge',
         table: 'events',
-        kafka: { brokers },
+        kafka: { brokers, autoCreateTopics: true },
       })
       outbox.migrate(db)
       const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
@@ -291,7 +294,7 @@ for (const driver of [betterSqlite3, nodeSqlite] as DriverUnderTest<SqliteDb>[])
 
     it('a message Kafka refuses for good is dead-lettered with its error, the rest of its key follows; list, replay, purge, stats', async (t) => {
       const { db, file, topicName, outbox } = await setup(2)
-      const kafka = new KafkaTransport({ brokers })
+      const kafka = new KafkaTransport({ brokers, autoCreateTopics: true })
       const refusing = {
         async send(records: readonly OutboxRecord[]) {
           if (records.some((r) => r.value?.toString().includes('"poison"'))) {

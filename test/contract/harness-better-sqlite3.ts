@@ -13,7 +13,7 @@ export const betterSqliteHarness: ContractHarness<Database.Database> = {
     const file = databaseFile(schema)
     const db = new Database(file)
     db.pragma('journal_mode = WAL')
-    const outbox = createBetterSqliteOutbox({ topics, kafka: { brokers } })
+    const outbox = createBetterSqliteOutbox({ topics, kafka: { brokers, autoCreateTopics: true } })
     outbox.migrate(db)
     db.exec('CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL)')
     const inspector = new Database(file, { readonly: true })

@@ -16,7 +16,7 @@ export const drizzleMysqlHarness: ContractHarness<DrizzleMysqlTransaction> = {
     })
     const pool = mysql.createPool({ uri: MYSQL_URL, connectionLimit: 10 })
     const db = drizzle(pool)
-    const outbox = createDrizzleMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createDrizzleMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(db)
     await createOrdersTable(schema)
     return {

@@ -15,7 +15,7 @@ async function setup(
   close: () => Promise<void>,
 ): Promise<ContractContext<DrizzleTransaction>> {
   const orders = pgSchema(schema).table('orders', { id: text().primaryKey(), customer: text().notNull() })
-  const outbox = createDrizzleOutbox({ topics, schema, kafka: { brokers } })
+  const outbox = createDrizzleOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.migrate(db)
   await createOrdersTable(schema)
   return {

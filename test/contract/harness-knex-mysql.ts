@@ -9,7 +9,7 @@ export const knexMysqlHarness: ContractHarness<KnexMysqlTransaction> = {
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
     const knex = createKnex({ client: 'mysql2', connection: MYSQL_URL, pool: { min: 0, max: 10 } })
-    const outbox = createKnexMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createKnexMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     // The knex instance's own settings open the outbox's connections.
     await outbox.migrate(knex)
     await createOrdersTable(schema)

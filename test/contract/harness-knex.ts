@@ -9,7 +9,7 @@ export const knexHarness: ContractHarness<KnexTransaction> = {
   dialect: 'postgres',
   async setup({ topics, schema, brokers }) {
     const knex = createKnex({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 10 } })
-    const outbox = createKnexOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createKnexOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(DATABASE_URL)
     await createOrdersTable(schema)
     return {

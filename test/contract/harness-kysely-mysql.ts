@@ -14,7 +14,7 @@ async function open({ topics, schema, brokers }: ContractSetup) {
   const db = new Kysely<Database>({
     dialect: new MysqlDialect({ pool: createPool({ uri: MYSQL_URL, connectionLimit: 10 }) }),
   })
-  const outbox = createKyselyMysqlOutbox({ topics, schema, kafka: { brokers } })
+  const outbox = createKyselyMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.migrate(MYSQL_URL)
   await createOrdersTable(schema)
   const common = {

@@ -13,7 +13,7 @@ let savepoints = 0
 async function open({ topics, schema, brokers }: ContractSetup) {
   const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  const outbox = createKyselyOutbox({ topics, schema, kafka: { brokers } })
+  const outbox = createKyselyOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.migrate(pool)
   await createOrdersTable(schema)
   const common = {

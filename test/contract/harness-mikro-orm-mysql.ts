@@ -19,7 +19,7 @@ export const mikroOrmMysqlHarness: ContractHarness<SqlEntityManager> = {
   name: 'mikro-orm (mysql)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
-    const outbox = createMikroOrmMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createMikroOrmMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)
     const orm = await MikroORM.init({

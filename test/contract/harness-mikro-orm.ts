@@ -19,7 +19,7 @@ export const mikroOrmHarness: ContractHarness<EntityManager> = {
   name: 'mikro-orm',
   dialect: 'postgres',
   async setup({ topics, schema, brokers }) {
-    const outbox = createMikroOrmOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createMikroOrmOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(DATABASE_URL)
     await createOrdersTable(schema)
     const orm = await MikroORM.init({

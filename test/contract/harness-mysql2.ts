@@ -10,7 +10,7 @@ export const mysql2Harness: ContractHarness<mysql.PoolConnection> = {
   name: 'mysql2',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
-    const outbox = createMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)
     const pool = mysql.createPool({ uri: MYSQL_URL, connectionLimit: 10 })

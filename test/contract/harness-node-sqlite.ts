@@ -13,7 +13,7 @@ export const nodeSqliteHarness: ContractHarness<DatabaseSync> = {
     const file = databaseFile(schema)
     const db = new DatabaseSync(file)
     db.exec('PRAGMA journal_mode = WAL')
-    const outbox = createNodeSqliteOutbox({ topics, kafka: { brokers } })
+    const outbox = createNodeSqliteOutbox({ topics, kafka: { brokers, autoCreateTopics: true } })
     outbox.migrate(db)
     db.exec('CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL)')
     const inspector = new DatabaseSync(file, { readOnly: true })

@@ -24,7 +24,7 @@ function pgContract(helperTopics: boolean): ContractHarness<pg.PoolClient> {
     name: helperTopics ? 'pg (topics of transaction(), written with the next query or COMMIT)' : 'pg',
     dialect: 'postgres',
     async setup({ topics, schema, brokers }) {
-      const outbox = createPgOutbox({ topics, schema, kafka: { brokers } })
+      const outbox = createPgOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
       await outbox.migrate(DATABASE_URL)
       await createOrdersTable(schema)
       const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })

@@ -26,7 +26,7 @@ export const pgliteHarness: ContractHarness<Transaction> = {
   dialect: 'postgres',
   async setup({ topics, schema, brokers }) {
     const db = await sharedPgliteDatabase()
-    const outbox = createPgliteOutbox({ db, topics, schema, kafka: { brokers } })
+    const outbox = createPgliteOutbox({ db, topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate()
     await db.exec(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL)`)
     const scalar = async (sql: string) => ((await db.query<{ n: number }>(sql)).rows[0]?.n ?? 0) as number

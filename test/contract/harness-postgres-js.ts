@@ -9,7 +9,7 @@ export const postgresJsHarness: ContractHarness<PostgresJsTransaction> = {
   dialect: 'postgres',
   async setup({ topics, schema, brokers }) {
     const sql = postgres(DATABASE_URL, { max: 10, onnotice: () => {} })
-    const outbox = createPostgresJsOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createPostgresJsOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(sql)
     await createOrdersTable(schema)
     return {

@@ -8,7 +8,7 @@ export const prismaMysqlHarness: ContractHarness<TestPrismaTransaction> = {
   name: 'prisma (adapter-mariadb)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
-    const outbox = createPrismaMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createPrismaMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)
     const prisma = await createPrismaMysqlClient(MYSQL_URL, schema)

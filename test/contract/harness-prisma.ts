@@ -8,7 +8,7 @@ export const prismaHarness: ContractHarness<TestPrismaTransaction> = {
   name: 'prisma (adapter-pg)',
   dialect: 'postgres',
   async setup({ topics, schema, brokers }) {
-    const outbox = createPrismaOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createPrismaOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(DATABASE_URL)
     await createOrdersTable(schema)
     const prisma = await createPrismaClient(DATABASE_URL, schema)

@@ -21,7 +21,7 @@ export const typeormMysqlHarness: ContractHarness<EntityManager> = {
         customer: { type: 'varchar', length: 200 },
       },
     })
-    const outbox = createTypeOrmMysqlOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createTypeOrmMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     // migrate() creates the database the DataSource below connects to, so it cannot go through it.
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)

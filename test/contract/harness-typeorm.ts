@@ -26,7 +26,7 @@ export const typeormHarness: ContractHarness<EntityManager> = {
       poolSize: 10,
     })
     await dataSource.initialize()
-    const outbox = createTypeOrmOutbox({ topics, schema, kafka: { brokers } })
+    const outbox = createTypeOrmOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
     // Through the DataSource: the migration session is opened from its connection options.
     await outbox.migrate(dataSource)
     await createOrdersTable(schema)

@@ -11,6 +11,14 @@ export function kafkaBrokers(): string[] {
   return brokers.split(',')
 }
 
+/**
+ * Kafka options for tests that produce to topics they never created: the library no longer lets
+ * the broker create topics on a send by default, so such tests ask for it explicitly.
+ */
+export function testKafka(): { brokers: string[]; autoCreateTopics: true } {
+  return { brokers: kafkaBrokers(), autoCreateTopics: true }
+}
+
 /** Lower-case, unique per call: safe as a schema, table or topic name. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(5).toString('hex')}`

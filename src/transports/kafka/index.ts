@@ -19,6 +19,12 @@ export interface KafkaOptions {
   sendTimeout?: number
   /** Compression for produced batches (default none). */
   compression?: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd'
+  /**
+   * Let the broker create a topic on the first send to it (default true for now). A topic made
+   * that way gets the broker's default partitions and settings; declare partitions on the topic
+   * and call `outbox.ensureTopics()` instead.
+   */
+  autoCreateTopics?: boolean
 }
 
 const BROKER_ADDRESS = /^[^\s:/]+:\d{1,5}$/
@@ -30,6 +36,7 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
     )
   }
   const { brokers, clientId, requestTimeout, retries, compression, sendTimeout } = options as KafkaOptions
+  const { autoCreateTopics } = options as KafkaOptions
   if (!Array.isArray(brokers) || brokers.length === 0) {
     throw invalidArgument(
       `kafka.brokers must be a non-empty array of 'host:port' strings, got ${describe(brokers)}`,
@@ -65,6 +72,9 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
       `kafka.compression must be one of ${algorithms.join(', ')}, got ${describe(compression)}`,
     )
   }
+  if (autoCreateTopics !== undefined && typeof autoCreateTopics !== 'boolean') {
+    throw invalidArgument(`kafka.autoCreateTopics must be true or false, got ${describe(autoCreateTopics)}`)
+  }
   const resolvedTimeout = requestTimeout ?? 10_000
   const resolvedRetries = retries ?? 3
   return {
@@ -74,6 +84,7 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
     retries: resolvedRetries,
     sendTimeout: sendTimeout ?? resolvedTimeout * (resolvedRetries + 1) + 5000,
     compression: compression ?? 'none',
+    autoCreateTopics: autoCreateTopics ?? true,
   }
 }
 
@@ -104,7 +115,7 @@ export class KafkaTransport implements MessageTransport {
       timeout: resolved.requestTimeout,
       retries: resolved.retries,
       retryDelay: 250,
-      autocreateTopics: true,
+      autocreateTopics: resolved.autoCreateTopics,
       serializers: { headerKey: stringSerializers.headerKey },
     })
   }
