@@ -1,4 +1,5 @@
-import { compatibilityPartitioner, Producer, stringSerializers } from '@platformatic/kafka'
+import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } from 'node:tls'
+import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { MessageTransport } from '../../core/seams.ts'
@@ -10,6 +11,8 @@ export interface KafkaOptions {
   clientId?: string
   /** Per-request timeout in ms (default 10000). */
   requestTimeout?: number
+  /** How long opening one broker connection (TCP, TLS and SASL) may take, in ms (default 10000). */
+  connectTimeout?: number
   /**
    * Retries of one send inside the client before the relay's own backoff takes over (default 3,
    * at least 2: the client turns 0 or 1 into "retry forever" for idempotent producers).
@@ -25,17 +28,85 @@ export interface KafkaOptions {
    * and call `outbox.ensureTopics()` instead.
    */
   autoCreateTopics?: boolean
+  /**
+   * Connect over TLS: `true` trusts the system's CAs (managed Kafka services), or an object with
+   * PEM text (the file contents, not paths) as Node's `tls.connect` takes them.
+   */
+  tls?: true | KafkaTlsOptions
+  /** SASL authentication; almost always used together with `tls`. */
+  sasl?: KafkaSaslOptions
 }
+
+export interface KafkaTlsOptions {
+  /** CA certificate(s) to trust instead of the system's, PEM. */
+  ca?: string | Buffer | Array<string | Buffer>
+  /** Client certificate chain for mutual TLS, PEM. */
+  cert?: string | Buffer | Array<string | Buffer>
+  /** Client private key for mutual TLS, PEM. */
+  key?: string | Buffer | Array<string | Buffer>
+  /** Passphrase of an encrypted `key`. */
+  passphrase?: string
+  /** Host name to verify the certificate against (SNI), when it differs from the broker address. */
+  servername?: string
+  /** Verify the broker's certificate (default true; false only for a local test broker). */
+  rejectUnauthorized?: boolean
+}
+
+export type KafkaSaslOptions =
+  | {
+      mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'
+      username: string
+      password: string
+    }
+  | {
+      mechanism: 'OAUTHBEARER'
+      /** A token, or a function returning a fresh one (called for every new connection). */
+      token: string | (() => string | Promise<string>)
+    }
+
+/** The validated options, with every default filled in. */
+export interface ResolvedKafkaOptions {
+  brokers: string[]
+  clientId: string
+  requestTimeout: number
+  connectTimeout: number
+  retries: number
+  sendTimeout: number
+  compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd'
+  autoCreateTopics: boolean
+  tls: TLSConnectionOptions | undefined
+  sasl: SASLOptions | undefined
+}
+
+/**
+ * The connection part every @platformatic/kafka client (Producer, Admin, Consumer) takes: spread
+ * it into the client's options so they all reach the cluster the same way.
+ */
+export interface KafkaClientBase {
+  clientId: string
+  bootstrapBrokers: string[]
+  connectTimeout: number
+  requestTimeout: number
+  timeout: number
+  retries: number
+  retryDelay: number
+  tls?: TLSConnectionOptions
+  sasl?: SASLOptions
+}
+
+export const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER'] as const
+const TLS_FIELDS = ['ca', 'cert', 'key', 'passphrase', 'servername', 'rejectUnauthorized']
 
 const BROKER_ADDRESS = /^[^\s:/]+:\d{1,5}$/
 
-export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
+export function validateKafkaOptions(options: unknown): ResolvedKafkaOptions {
   if (typeof options !== 'object' || options === null) {
     throw invalidArgument(
       `kafka options must be an object like { brokers: ['127.0.0.1:9092'] }, got ${describe(options)}`,
     )
   }
-  const { brokers, clientId, requestTimeout, retries, compression, sendTimeout } = options as KafkaOptions
+  const { brokers, clientId, requestTimeout, connectTimeout, retries, compression, sendTimeout, tls, sasl } =
+    options as KafkaOptions
   const { autoCreateTopics } = options as KafkaOptions
   if (!Array.isArray(brokers) || brokers.length === 0) {
     throw invalidArgument(
@@ -54,6 +125,7 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
   }
   for (const [name, value] of [
     ['requestTimeout', requestTimeout],
+    ['connectTimeout', connectTimeout],
     ['retries', retries],
     ['sendTimeout', sendTimeout],
   ] as const) {
@@ -77,15 +149,186 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
   }
   const resolvedTimeout = requestTimeout ?? 10_000
   const resolvedRetries = retries ?? 3
-  return {
+  const resolved: ResolvedKafkaOptions = {
     brokers: [...brokers],
     clientId: clientId ?? 'k-entity',
     requestTimeout: resolvedTimeout,
+    connectTimeout: connectTimeout ?? 10_000,
     retries: resolvedRetries,
     sendTimeout: sendTimeout ?? resolvedTimeout * (resolvedRetries + 1) + 5000,
     compression: compression ?? 'none',
     autoCreateTopics: autoCreateTopics ?? true,
+    tls: validateTls(tls),
+    sasl: validateSasl(sasl),
   }
+  resolvedOptions.add(resolved)
+  return resolved
+}
+
+function validateTls(tls: unknown): TLSConnectionOptions | undefined {
+  if (tls === undefined || tls === false) return undefined
+  if (tls === true) return {}
+  if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) {
+    throw invalidArgument(
+      `kafka.tls must be true or an object like { ca: readFileSync('ca.pem') }, got ${describe(tls)}`,
+    )
+  }
+  const unknown = Object.keys(tls).filter((name) => !TLS_FIELDS.includes(name))
+  if (unknown.length > 0) {
+    throw invalidArgument(
+      `kafka.tls has unknown field(s) ${unknown.join(', ')}: the fields are ${TLS_FIELDS.join(', ')}`,
+    )
+  }
+  const { ca, cert, key, passphrase, servername, rejectUnauthorized } = tls as KafkaTlsOptions
+  for (const [name, value] of [
+    ['ca', ca],
+    ['cert', cert],
+    ['key', key],
+  ] as const) {
+    if (value === undefined) continue
+    const entries = Array.isArray(value) ? value : [value]
+    for (const entry of entries) {
+      // The value itself is never quoted: it may be a private key.
+      if (typeof entry !== 'string' && !Buffer.isBuffer(entry)) {
+        throw invalidArgument(
+          `kafka.tls.${name} must be PEM text (a string or Buffer), got ${describe(entry)}`,
+        )
+      }
+      if (!entry.toString('latin1').includes('-----BEGIN ')) {
+        throw invalidArgument(
+          `kafka.tls.${name} is not PEM text (no '-----BEGIN' line): pass the file's contents, e.g. readFileSync(path), not its path`,
+        )
+      }
+    }
+  }
+  if ((cert === undefined) !== (key === undefined)) {
+    throw invalidArgument(
+      `kafka.tls.${cert === undefined ? 'cert' : 'key'} is missing: a client certificate needs both cert and key`,
+    )
+  }
+  if (passphrase !== undefined && typeof passphrase !== 'string') {
+    throw invalidArgument(`kafka.tls.passphrase must be a string`)
+  }
+  if (passphrase !== undefined && key === undefined) {
+    throw invalidArgument(
+      `kafka.tls.passphrase is set but kafka.tls.key is not: the passphrase unlocks the key`,
+    )
+  }
+  if (servername !== undefined && (typeof servername !== 'string' || servername.length === 0)) {
+    throw invalidArgument(`kafka.tls.servername must be a non-empty host name, got ${describe(servername)}`)
+  }
+  if (rejectUnauthorized !== undefined && typeof rejectUnauthorized !== 'boolean') {
+    throw invalidArgument(
+      `kafka.tls.rejectUnauthorized must be a boolean, got ${describe(rejectUnauthorized)}`,
+    )
+  }
+  const resolved: TLSConnectionOptions = {}
+  if (ca !== undefined) resolved.ca = ca
+  if (cert !== undefined) resolved.cert = cert
+  if (key !== undefined) resolved.key = key
+  if (passphrase !== undefined) resolved.passphrase = passphrase
+  if (servername !== undefined) resolved.servername = servername
+  if (rejectUnauthorized !== undefined) resolved.rejectUnauthorized = rejectUnauthorized
+  try {
+    // Loads the certificates and unlocks the key now, so a bad file or passphrase fails at startup.
+    createSecureContext(resolved)
+  } catch (error) {
+    throw invalidArgument(
+      `kafka.tls could not be loaded (${errorText(error)}): check that ca, cert and key are PEM and that passphrase unlocks key`,
+    )
+  }
+  return resolved
+}
+
+function validateSasl(sasl: unknown): SASLOptions | undefined {
+  if (sasl === undefined) return undefined
+  if (typeof sasl !== 'object' || sasl === null || Array.isArray(sasl)) {
+    throw invalidArgument(
+      `kafka.sasl must be an object like { mechanism: 'SCRAM-SHA-512', username, password }, got ${describe(sasl)}`,
+    )
+  }
+  const { mechanism } = sasl as { mechanism?: unknown }
+  if (typeof mechanism !== 'string' || !(SASL_MECHANISMS as readonly string[]).includes(mechanism)) {
+    throw invalidArgument(
+      `kafka.sasl.mechanism must be one of ${SASL_MECHANISMS.join(', ')}, got ${describe(mechanism)}`,
+    )
+  }
+  const fields = mechanism === 'OAUTHBEARER' ? ['mechanism', 'token'] : ['mechanism', 'username', 'password']
+  const unknown = Object.keys(sasl).filter((name) => !fields.includes(name))
+  if (unknown.length > 0) {
+    throw invalidArgument(
+      `kafka.sasl has field(s) ${unknown.join(', ')} that ${mechanism} does not use: it takes ${fields.slice(1).join(' and ')}`,
+    )
+  }
+  if (mechanism === 'OAUTHBEARER') {
+    const { token } = sasl as { token?: unknown }
+    if (typeof token === 'function') {
+      const provider = token as () => unknown
+      return {
+        mechanism,
+        // Checked per call: a provider answering undefined or an object would otherwise send
+        // "Bearer undefined" and surface as a confusing authentication failure.
+        token: async () => {
+          const value = await provider()
+          if (typeof value !== 'string' || value.length === 0) {
+            throw invalidArgument(
+              `the kafka.sasl.token provider must return a non-empty string, got ${value === '' ? 'an empty string' : describe(typeof value === 'string' ? value : value === null ? null : (typeof value as unknown))}`,
+            )
+          }
+          return value
+        },
+      }
+    }
+    if (typeof token !== 'string' || token.length === 0) {
+      throw invalidArgument(
+        `kafka.sasl.token must be a non-empty string or a function returning one, got ${token === undefined ? 'nothing' : typeof token === 'string' ? 'an empty string' : typeof token}`,
+      )
+    }
+    return { mechanism, token }
+  }
+  const { username, password } = sasl as { username?: unknown; password?: unknown }
+  if (typeof username !== 'string' || username.length === 0) {
+    throw invalidArgument(
+      `kafka.sasl.username is missing: ${mechanism} needs username and password, got ${describe(username)}`,
+    )
+  }
+  if (typeof password !== 'string' || password.length === 0) {
+    // Never describe() the password: only say what kind of value it was.
+    throw invalidArgument(
+      `kafka.sasl.password must be a non-empty string for ${mechanism} user ${JSON.stringify(username)}, got ${password === undefined ? 'nothing' : typeof password === 'string' ? 'an empty string' : typeof password}`,
+    )
+  }
+  return { mechanism, username, password } as SASLOptions
+}
+
+/**
+ * The connection part of any @platformatic/kafka client's options (Producer, Admin, Consumer):
+ * client id, bootstrap brokers, TLS, SASL and timeouts, validated as `kafka` options are.
+ */
+export function kafkaClientBase(options: KafkaOptions | ResolvedKafkaOptions): KafkaClientBase {
+  const resolved = isResolved(options) ? options : validateKafkaOptions(options)
+  const base: KafkaClientBase = {
+    clientId: resolved.clientId,
+    bootstrapBrokers: [...resolved.brokers],
+    connectTimeout: resolved.connectTimeout,
+    requestTimeout: resolved.requestTimeout,
+    timeout: resolved.requestTimeout,
+    retries: resolved.retries,
+    retryDelay: 250,
+  }
+  if (resolved.tls !== undefined) base.tls = resolved.tls
+  if (resolved.sasl !== undefined) base.sasl = resolved.sasl
+  return base
+}
+
+const resolvedOptions = new WeakSet<object>()
+
+function isResolved(options: unknown): options is ResolvedKafkaOptions {
+  return typeof options === 'object' && options !== null && resolvedOptions.has(options)
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }
 
 /**
@@ -94,7 +337,7 @@ export function validateKafkaOptions(options: unknown): Required<KafkaOptions> {
  * murmur2 partitioner so a key lands on the same partition as from Java or kafkajs producers.
  */
 export class KafkaTransport implements MessageTransport {
-  readonly #options: Required<KafkaOptions>
+  readonly #options: ResolvedKafkaOptions
   #producer: Producer<Buffer, Buffer, string, Buffer>
   #closed = false
 
@@ -106,15 +349,10 @@ export class KafkaTransport implements MessageTransport {
   #createProducer(): Producer<Buffer, Buffer, string, Buffer> {
     const resolved = this.#options
     return new Producer({
-      clientId: resolved.clientId,
-      bootstrapBrokers: resolved.brokers,
+      ...kafkaClientBase(resolved),
       idempotent: true,
       acks: -1,
       partitioner: compatibilityPartitioner,
-      requestTimeout: resolved.requestTimeout,
-      timeout: resolved.requestTimeout,
-      retries: resolved.retries,
-      retryDelay: 250,
       autocreateTopics: resolved.autoCreateTopics,
       serializers: { headerKey: stringSerializers.headerKey },
     })
