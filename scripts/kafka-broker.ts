@@ -27,12 +27,33 @@ export interface KafkaBrokerOptions {
    * benchmarks, whose latency figures would otherwise measure the test profile's compiler.
    */
   jvm?: 'test' | 'server'
+  /**
+   * Also open a SASL_SSL listener (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512) on another port, for
+   * testing secured clients; the PLAINTEXT listener stays for everything else.
+   */
+  saslSsl?: SaslSslListenerOptions
+}
+
+export interface SaslSslListenerOptions {
+  /** Port of the SASL_SSL listener; a free port is picked when omitted. */
+  port?: number
+  /** The broker's certificate chain, PEM text (server certificate first). */
+  certificateChain: string
+  /** The broker's private key, PEM text, unencrypted PKCS#8 (`-----BEGIN PRIVATE KEY-----`). */
+  privateKey: string
+  /** Users for SCRAM-SHA-256 and SCRAM-SHA-512, name to password (stored at format time). */
+  scramUsers?: Record<string, string>
+  /** Users for PLAIN, name to password (in the listener's JAAS config). */
+  plainUsers?: Record<string, string>
 }
 
 export interface KafkaBroker {
   /** Bootstrap servers for clients, "127.0.0.1:PORT". */
   readonly brokers: string
   readonly port: number
+  /** "127.0.0.1:PORT" of the SASL_SSL listener, when started with `saslSsl`. */
+  readonly saslSslBrokers: string | undefined
+  readonly saslSslPort: number | undefined
   readonly dataDir: string
   /** Pid of the current JVM; changes on restart(). */
   readonly pid: number
@@ -185,6 +206,7 @@ async function assertPortFree(port: number, what: string): Promise<void> {
 interface Layout {
   port: number
   controllerPort: number
+  saslSsl: (SaslSslListenerOptions & { port: number }) | undefined
   dataDir: string
   logDir: string
   properties: string
@@ -192,10 +214,16 @@ interface Layout {
   brokerLog: string
 }
 
-function layout(port: number, controllerPort: number, dataDir: string): Layout {
+function layout(
+  port: number,
+  controllerPort: number,
+  dataDir: string,
+  saslSsl?: SaslSslListenerOptions & { port: number },
+): Layout {
   return {
     port,
     controllerPort,
+    saslSsl,
     dataDir,
     logDir: join(dataDir, 'kraft'),
     properties: join(dataDir, 'server.properties'),
@@ -207,15 +235,17 @@ function layout(port: number, controllerPort: number, dataDir: string): Layout {
 function serverProperties(l: Layout): string {
   const plaintext = `${HOST}:${l.port}`
   const controller = `${HOST}:${l.controllerPort}`
+  const secured = l.saslSsl ? `,SASL_SSL://${HOST}:${l.saslSsl.port}` : ''
   return `${[
     'process.roles=broker,controller',
     'node.id=1',
     `controller.quorum.bootstrap.servers=${controller}`,
-    `listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}`,
-    `advertised.listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}`,
+    `listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}`,
+    `advertised.listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}`,
     'controller.listener.names=CONTROLLER',
     'inter.broker.listener.name=PLAINTEXT',
-    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${l.saslSsl ? ',SASL_SSL:SASL_SSL' : ''}`,
+    ...(l.saslSsl ? saslSslProperties(l.saslSsl) : []),
     `log.dirs=${l.logDir}`,
     // One node: every internal topic must accept a replication factor of 1.
     'offsets.topic.replication.factor=1',
@@ -234,6 +264,49 @@ function serverProperties(l: Layout): string {
     // A lone consumer should get its partitions at once instead of after the default 3 s.
     'group.initial.rebalance.delay.ms=0',
   ].join('\n')}\n`
+}
+
+/** A value for a .properties file: backslash escapes keep PEM newlines and JAAS quotes intact. */
+function propertyValue(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\r?\n/g, '\\n')
+}
+
+function saslSslProperties(listener: SaslSslListenerOptions): string[] {
+  const prefix = 'listener.name.sasl_ssl'
+  const plainUsers = Object.entries(listener.plainUsers ?? {})
+    .map(([name, password]) => ` user_${name}=${JSON.stringify(password)}`)
+    .join('')
+  return [
+    `${prefix}.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512`,
+    `${prefix}.plain.sasl.jaas.config=${propertyValue(`org.apache.kafka.common.security.plain.PlainLoginModule required${plainUsers};`)}`,
+    `${prefix}.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;`,
+    `${prefix}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;`,
+    // PEM given inline: a PEM file keystore would require an encrypted key and its password.
+    `${prefix}.ssl.keystore.type=PEM`,
+    `${prefix}.ssl.keystore.certificate.chain=${propertyValue(listener.certificateChain.trim())}`,
+    `${prefix}.ssl.keystore.key=${propertyValue(listener.privateKey.trim())}`,
+  ]
+}
+
+/** Kafka's `--add-scram` syntax has no quoting: reject what it would misparse. */
+function scramArguments(listener: SaslSslListenerOptions | undefined): string[] {
+  const args: string[] = []
+  for (const [name, password] of Object.entries(listener?.scramUsers ?? {})) {
+    for (const [what, value] of [
+      ['name', name],
+      ['password', password],
+    ]) {
+      if (!/^[\w.@+-]+$/.test(value as string)) {
+        throw new Error(
+          `saslSsl.scramUsers: a SCRAM user ${what} may only hold letters, digits and . @ + - _ (Kafka's --add-scram cannot quote)`,
+        )
+      }
+    }
+    for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-512']) {
+      args.push('--add-scram', `${mechanism}=[name=${name},password=${password}]`)
+    }
+  }
+  return args
 }
 
 const JVM_PROFILES = {
@@ -291,6 +364,7 @@ async function formatStorage(jarsDir: string, l: Layout): Promise<string> {
         l.properties,
         '--standalone',
         '--ignore-formatted',
+        ...scramArguments(l.saslSsl),
       ],
       { cwd: l.dataDir },
     )
@@ -425,6 +499,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
   const l = s.layout
   await assertPortFree(l.port, 'client')
   await assertPortFree(l.controllerPort, 'controller')
+  if (l.saslSsl) await assertPortFree(l.saslSsl.port, 'SASL_SSL')
   const started = Date.now()
   const out = openSync(l.consoleLog, 'a')
   let child: ChildProcess
@@ -499,19 +574,34 @@ interface Started {
 }
 
 async function start(options: KafkaBrokerOptions): Promise<Started> {
-  const [freePort, freeControllerPort] =
-    options.port !== undefined && options.controllerPort !== undefined ? [] : await freePorts(2)
+  const [freePort, freeControllerPort, freeSaslSslPort] = await freePorts(3)
   const port = options.port ?? (freePort as number)
   const controllerPort = options.controllerPort ?? (freeControllerPort as number)
   if (port === controllerPort)
     throw new Error(`Kafka's client and controller ports must differ (both are ${port})`)
+  const saslSsl = options.saslSsl && {
+    ...options.saslSsl,
+    port: options.saslSsl.port ?? (freeSaslSslPort as number),
+  }
+  if (saslSsl) {
+    if ([port, controllerPort].includes(saslSsl.port))
+      throw new Error(
+        `Kafka's SASL_SSL port ${saslSsl.port} must differ from the client and controller ports`,
+      )
+    if (!saslSsl.certificateChain?.includes('-----BEGIN CERTIFICATE-----'))
+      throw new Error('saslSsl.certificateChain must be PEM text with at least one certificate')
+    if (!saslSsl.privateKey?.includes('-----BEGIN PRIVATE KEY-----'))
+      throw new Error(
+        'saslSsl.privateKey must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----)',
+      )
+  }
   const ownsDataDir = options.dataDir === undefined
   const dataDir = options.dataDir
     ? resolve(options.dataDir)
     : await mkdtemp(join(tmpdir(), 'k-entity-kafka-'))
   await mkdir(dataDir, { recursive: true })
 
-  const l = layout(port, controllerPort, dataDir)
+  const l = layout(port, controllerPort, dataDir, saslSsl)
   await writeFile(l.properties, serverProperties(l))
   const jarsDir = await ensureJars(options.quiet)
   const clusterId = await formatStorage(jarsDir, l)
@@ -532,6 +622,8 @@ async function start(options: KafkaBrokerOptions): Promise<Started> {
   const broker: KafkaBroker = {
     brokers: `${HOST}:${port}`,
     port,
+    saslSslBrokers: saslSsl && `${HOST}:${saslSsl.port}`,
+    saslSslPort: saslSsl?.port,
     dataDir,
     get pid() {
       return running.pid
