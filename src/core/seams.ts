@@ -46,8 +46,12 @@ export interface OutboxDialect {
 export interface FailedDelivery {
   ids: string[]
   error: string
-  /** When to try again (ignored for dead letters). */
-  retryAt: Date
+  /**
+   * How long from now to wait before trying again, in ms (ignored for dead letters). A delay,
+   * not a time: the store adds it to the database's own clock, which the claim compares with, so
+   * a relay whose clock is off (an hour ahead, say) still retries after the backoff.
+   */
+  retryInMs: number
   /** Move the messages to the dead-letter table (with their error history) instead. */
   deadLetter?: boolean
 }

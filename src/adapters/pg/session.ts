@@ -25,7 +25,7 @@ export async function openPgSession(
 export async function connectSession(config: pg.ClientConfig): Promise<PgSession> {
   // node-postgres's pipeline mode refuses custom query objects, which the relay's COPY claim is;
   // k-entity's sessions send one query at a time anyway.
-  const client = new SessionClient({ ...config, pipeline: false })
+  const client = new SessionClient({ ...withDeadPeerDetection(config), pipeline: false })
   // Without a listener, a server-side disconnect of an idle client would crash the process.
   client.on('error', () => {})
   await client.connect()
@@ -34,6 +34,11 @@ export async function connectSession(config: pg.ClientConfig): Promise<PgSession
 
 /** A node-postgres client that can also read COPY ... TO STDOUT data (see `PgSession.copyOut`). */
 class SessionClient extends pg.Client {
+  /** Closes the socket now: `end()` waits for a goodbye that a dead peer never sends. */
+  destroy(): void {
+    ;(this as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy()
+  }
+
   copyOut(text: string, onData: (chunk: Buffer) => void): Promise<void> {
     const query = new CopyOutQuery(text, onData)
     this.query(query as unknown as pg.QueryConfig)
@@ -74,6 +79,25 @@ class CopyOutQuery extends Submittable {
 
   override handleCommandComplete(): void {
     this.completed++
+  }
+}
+
+/**
+ * TCP keepalive, so the kernel notices a peer that vanished while the session is idle (node's
+ * sockets have it off), and a bounded connection attempt: a server behind a dead network or a
+ * proxy that forwards nothing would otherwise keep `connect()` waiting forever. An app's own
+ * settings win where it chose them (a pool's `connectionTimeoutMillis` of 0, node-postgres's
+ * "no limit" default, counts as unset).
+ */
+function withDeadPeerDetection(config: pg.ClientConfig): pg.ClientConfig {
+  return {
+    ...config,
+    keepAlive: config.keepAlive ?? true,
+    keepAliveInitialDelayMillis: config.keepAliveInitialDelayMillis ?? 10_000,
+    connectionTimeoutMillis:
+      config.connectionTimeoutMillis !== undefined && config.connectionTimeoutMillis > 0
+        ? config.connectionTimeoutMillis
+        : 10_000,
   }
 }
 

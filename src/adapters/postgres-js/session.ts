@@ -39,6 +39,10 @@ export async function openPostgresJsSession(
     types: {},
     idle_timeout: 0,
     max_lifetime: null,
+    // TCP keepalive after 10 s of silence (postgres.js's default is 60), and a bounded
+    // connection attempt: a server behind a dead network would otherwise keep it waiting.
+    keep_alive: 10,
+    connect_timeout: 10,
     onnotice: () => {},
     // The relay LISTENs on this connection to wake at commit; postgres.js reports it here.
     onnotify: (channel: string, payload: string) => {
@@ -85,6 +89,12 @@ export async function openPostgresJsSession(
       closed ??= new Error('the relay database session was ended')
       reserved.release()
       await sql.end({ timeout: 0 })
+    },
+    // A timeout of 0 destroys the socket instead of waiting for the server's goodbye.
+    destroy() {
+      closed ??= new Error('the relay database session was closed')
+      reserved.release()
+      void sql.end({ timeout: 0 }).catch(() => {})
     },
   }
 }

@@ -176,7 +176,7 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
   const dead: string[] = []
   const deadIds: string[] = []
   for (const failure of failures) {
-    const rest = `${JSON.stringify(failure.error)},"${utcDateTime(failure.retryAt)}"`
+    const rest = `${JSON.stringify(failure.error)},${retryDelay(failure.retryInMs)}`
     for (const id of idList(failure.ids)) {
       if (failure.deadLetter === true) {
         dead.push(`[${id},${rest}]`)
@@ -187,13 +187,13 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
     }
   }
   const outbox = qualified(table)
-  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_at VARCHAR(32) PATH '$[2]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
+  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_in_ms BIGINT PATH '$[2]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
   const history = `JSON_ARRAY_APPEND(IF(JSON_LENGTH(o.errors) >= ${ERROR_HISTORY}, JSON_REMOVE(o.errors, '$[0]'), o.errors), '$', JSON_OBJECT('at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), 'error', f.error))`
   const statements: SqlStatement[] = []
   if (retried.length > 0) {
     statements.push({
       text: `UPDATE ${rows}
-SET o.attempts = o.attempts + 1, o.last_error = f.error, o.available_at = f.retry_at, o.errors = ${history}`,
+SET o.attempts = o.attempts + 1, o.last_error = f.error, o.available_at = TIMESTAMPADD(MICROSECOND, f.retry_in_ms * 1000, UTC_TIMESTAMP(6)), o.errors = ${history}`,
       values: [Buffer.from(`[${retried.join(',')}]`, 'utf8')],
     })
   }
@@ -213,6 +213,16 @@ ORDER BY o.id`,
     )
   }
   return statements
+}
+
+/**
+ * A retry delay as the statements take it: whole ms, at least 0. The retry time is the
+ * server's `UTC_TIMESTAMP(6)` plus this, the clock the claim compares `available_at` with (see
+ * `FailedDelivery.retryInMs`).
+ */
+function retryDelay(ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) throw new Error(`retry delay ${ms} is not a number of ms >= 0`)
+  return Math.trunc(ms)
 }
 
 /** A DATETIME(6) literal in UTC, the time zone every timestamp of the outbox is kept in. */

@@ -4,7 +4,17 @@ import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.t
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
-import { lastResult, type PgQueryResult, type PgSession } from './session.ts'
+import {
+  claimSilence,
+  keepClaimAlive,
+  lastResult,
+  type PgQueryResult,
+  type PgSession,
+  RELAY_KEEPALIVE_SETTINGS,
+  RELAY_QUERY_TIMEOUT_MS,
+  relayQueryTimeout,
+  withQueryTimeout,
+} from './session.ts'
 import { CLAIM_COLUMNS, claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
@@ -88,6 +98,12 @@ export class PostgresRelayStore implements RelayStore {
   /** Until when the relay polls every `NOTIFIED_POLL_MS`. */
   #activeUntil = Number.NEGATIVE_INFINITY
   #onNotify: (() => void) | undefined
+  /** Client-side limit on each query of the session, in ms (see `withQueryTimeout`). */
+  #queryTimeout = RELAY_QUERY_TIMEOUT_MS
+  /** Queries of this store on their way; a claim's heartbeat waits for none. */
+  #busy = 0
+  /** Counts claims, so a heartbeat stops with the claim it was started for. */
+  #claims = 0
 
   readonly #floor: ClaimFloor
 
@@ -102,7 +118,10 @@ export class PostgresRelayStore implements RelayStore {
 
   async connect(): Promise<void> {
     await this.close()
-    const session = await this.#options.connect()
+    // Every query of the session must be answered in time, or the session is given up: a relay
+    // behind a dead network would otherwise wait forever (see `withQueryTimeout`).
+    this.#queryTimeout = RELAY_QUERY_TIMEOUT_MS
+    const session = withQueryTimeout(await this.#options.connect(), () => this.#queryTimeout)
     session.on('error', () => this.#markBroken(session))
     session.on('notification', () => {
       if (this.#session !== session) return
@@ -119,9 +138,10 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     const started = await this.#run(
-      `${RELAY_PLANNER_SETTINGS}; SET idle_in_transaction_session_timeout = ${Math.trunc(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex${listen}; SELECT pg_backend_pid() AS pid`,
+      `${RELAY_PLANNER_SETTINGS}; SET idle_in_transaction_session_timeout = ${claimSilence(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex; ${RELAY_KEEPALIVE_SETTINGS}${listen}; SELECT pg_backend_pid() AS pid, (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS statement_timeout`,
     )
     this.#pid = started.rows[0]?.pid as number | undefined
+    this.#queryTimeout = relayQueryTimeout(Number(started.rows[0]?.statement_timeout ?? 0))
     // Whatever was committed while no one listened is found by the first claim.
     this.#notified = true
   }
@@ -203,6 +223,17 @@ export class PostgresRelayStore implements RelayStore {
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
     if (messages.length === 0) await this.#endClaim('COMMIT')
+    else {
+      // The server ends a claim that stays silent for `claimSilence`; a healthy relay whose batch
+      // is slow in Kafka keeps it (see `keepClaimAlive`).
+      const claim = ++this.#claims
+      keepClaimAlive(
+        this.#options.claimTimeout,
+        () => this.#inClaim && this.#healthy && this.#claims === claim,
+        () => this.#busy === 0,
+        () => this.#run('SELECT 1'),
+      )
+    }
     return messages
   }
 
@@ -311,6 +342,7 @@ export class PostgresRelayStore implements RelayStore {
         retryable: true,
       })
     }
+    this.#busy++
     try {
       return await work(session)
     } catch (error) {
@@ -327,6 +359,8 @@ export class PostgresRelayStore implements RelayStore {
         )
       }
       throw error
+    } finally {
+      this.#busy--
     }
   }
 

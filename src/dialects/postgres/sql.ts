@@ -238,13 +238,13 @@ const ERROR_HISTORY = 20
 export function failuresStatement(table: OutboxTable, failures: readonly FailedDelivery[]): SqlStatement {
   const ids: string[] = []
   const errors: string[] = []
-  const retryAts: Date[] = []
+  const delays: number[] = []
   const dead: boolean[] = []
   for (const failure of failures) {
     for (const id of failure.ids) {
       ids.push(id)
       errors.push(failure.error)
-      retryAts.push(failure.retryAt)
+      delays.push(retryDelay(failure.retryInMs))
       dead.push(failure.deadLetter === true)
     }
   }
@@ -253,10 +253,10 @@ export function failuresStatement(table: OutboxTable, failures: readonly FailedD
   const history = `(CASE WHEN jsonb_array_length(o.errors) >= ${ERROR_HISTORY} THEN o.errors - 0 ELSE o.errors END) || ${entry}`
   return {
     text: `WITH f AS (
-  SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bool[]) AS f(id, error, retry_at, dead)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, retry_in_ms, dead)
 ), retried AS (
   UPDATE ${outbox} AS o
-  SET attempts = o.attempts + 1, last_error = f.error, available_at = f.retry_at, errors = ${history}
+  SET attempts = o.attempts + 1, last_error = f.error, available_at = clock_timestamp() + f.retry_in_ms * interval '1 millisecond', errors = ${history}
   FROM f WHERE o.id = f.id AND NOT f.dead
 ), buried AS (
   DELETE FROM ${outbox} AS o USING f WHERE o.id = f.id AND f.dead
@@ -265,6 +265,16 @@ export function failuresStatement(table: OutboxTable, failures: readonly FailedD
 )
 INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, key, value, headers, ordering_hash, attempts, errors, created_at)
 SELECT id, topic, key, value, headers, ordering_hash, attempts, errors, created_at FROM buried`,
-    values: [ids, errors, retryAts, dead],
+    values: [ids, errors, delays, dead],
   }
+}
+
+/**
+ * A retry delay as the statements take it: whole ms, at least 0. The retry time itself is the
+ * database's clock plus this, the clock the claim compares `available_at` with (see
+ * `FailedDelivery.retryInMs`); `clock_timestamp()` rather than `now()`, which is the claim's start.
+ */
+export function retryDelay(ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0) throw new Error(`retry delay ${ms} is not a number of ms >= 0`)
+  return Math.trunc(ms)
 }

@@ -89,8 +89,9 @@ SELECT id, topic, key, value, headers, ordering_hash, attempts + 1, ${history}, 
       )
     } else {
       statements.push({
-        text: `UPDATE ${outbox} SET attempts = attempts + 1, last_error = ?, available_at = ?, errors = ${history} WHERE id IN (${ids})`,
-        values: [failure.error, failure.retryAt.getTime(), failure.error],
+        text: `UPDATE ${outbox} SET attempts = attempts + 1, last_error = ?, available_at = ${NOW_MS} + ?, errors = ${history} WHERE id IN (${ids})`,
+        // A delay added to SQLite's clock, like the other dialects (see `FailedDelivery.retryInMs`).
+        values: [failure.error, Math.max(0, Math.trunc(failure.retryInMs)), failure.error],
       })
     }
   }
