@@ -18,6 +18,7 @@ export const ErrorCodes = {
   STORE_FAILED: 'KE_STORE_FAILED',
   SCHEMA_MISSING: 'KE_SCHEMA_MISSING',
   MESSAGE_TOO_LARGE: 'KE_MESSAGE_TOO_LARGE',
+  TOPIC_SETUP_FAILED: 'KE_TOPIC_SETUP_FAILED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

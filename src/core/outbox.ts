@@ -2,7 +2,7 @@ import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
 import type { MessageTransport, OutboxDialect, OutboxTable, TransactionAdapter } from './seams.ts'
-import { type ProduceOptions, Topic } from './topic.ts'
+import { type ProduceOptions, Topic, topicCollisionKey } from './topic.ts'
 
 // biome-ignore lint/suspicious/noExplicitAny: a topic map holds topics of unrelated message types
 export type TopicMap = Record<string, Topic<any>>
@@ -114,6 +114,7 @@ function validateTopicMap<M extends TopicMap>(topics: unknown): M {
   if (entries.length === 0)
     throw invalidArgument(`'topics' is empty; map at least one topic with defineTopic()`)
   const byName = new Map<string, string>()
+  const byCollisionKey = new Map<string, { accessor: string; name: string }>()
   for (const [accessor, topic] of entries) {
     if (RESERVED_ACCESSORS.has(accessor))
       throw invalidArgument(`'${accessor}' cannot be used as a topic accessor name`)
@@ -128,6 +129,15 @@ function validateTopicMap<M extends TopicMap>(topics: unknown): M {
       )
     }
     byName.set(topic.name, accessor)
+    const key = topicCollisionKey(topic.name)
+    const twin = byCollisionKey.get(key)
+    if (twin !== undefined) {
+      throw new KEntityError(
+        ErrorCodes.INVALID_TOPIC,
+        `Kafka topics '${twin.name}' (topics.${twin.accessor}) and '${topic.name}' (topics.${accessor}) differ only by '.' against '_', which Kafka treats as the same name and refuses to create both; rename one of them`,
+      )
+    }
+    byCollisionKey.set(key, { accessor, name: topic.name })
   }
   return Object.freeze({ ...topics }) as M
 }

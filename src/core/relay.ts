@@ -41,10 +41,14 @@ export interface RelayOptions {
   /** Per-topic retry policies by Kafka topic name (adapters fill it from the topic mapping). */
   topicRetry?: ReadonlyMap<string, Partial<RetryPolicy>>
   /**
-   * @internal The relay's clock in ms since the epoch (default `Date.now`), so tests can put it
-   * off. Retry times never come from it: the store computes them on the database's clock.
+   * Before its first claim, create the outbox's missing topics as declared (`partitions`,
+   * `replicationFactor`, `configs`) and check existing ones, like `outbox.ensureTopics()`
+   * (default false). The result comes as a `topics` event; a difference from a declaration is
+   * also a process warning (`KE_TOPIC_MISMATCH`), never a failure. A failure to create is an
+   * `error` event (stage `connect`) and is retried with backoff; nothing is claimed until it works.
+   * Needs Kafka connection options (not a transport object).
    */
-  now?: () => number
+  ensureTopics?: boolean
 }
 
 export type RelayEvent =
@@ -61,6 +65,18 @@ export type RelayEvent =
     }
   | { type: 'leadership'; leader: boolean }
   | { type: 'error'; stage: 'connect' | 'claim' | 'send' | 'acknowledge'; error: unknown; retryInMs: number }
+  /** `ensureTopics: true`: the topics the relay created, found as declared, or found different. */
+  | {
+      type: 'topics'
+      created: string[]
+      ok: string[]
+      mismatched: Array<{
+        topic: string
+        field: string
+        declared: string | number
+        actual: string | number | null
+      }>
+    }
 
 export interface StopOptions {
   /** How long to let the in-flight batch finish before its claim is released, in ms (default 10000). */
@@ -78,7 +94,6 @@ interface ResolvedOptions {
   onStop: () => void
   retry: RetryPolicy
   topicRetry: Map<string, RetryPolicy>
-  now: () => number
 }
 
 export const RELAY_DEFAULTS = {
@@ -319,7 +334,7 @@ export class OutboxRelay {
     } catch (error) {
       return this.#recoverBatch(this.#store, messages, error, started)
     }
-    this.#lastSendOk = this.#options.now()
+    this.#lastSendOk = Date.now()
     await this.#acknowledge(
       this.#store,
       messages.map((m) => m.id),
@@ -341,9 +356,6 @@ export class OutboxRelay {
     const started = performance.now()
     let current = this.#ahead
     this.#ahead = undefined
-    // Claimed ahead on a session that failed since (a query timed out, the server ended it): its
-    // rows went back to the outbox, perhaps to a new leader, so this relay must not send them.
-    if (current !== undefined && !current.store.healthy) current = undefined
     this.#sentAhead = current !== undefined
     if (current === undefined) {
       await this.#settleAcks()
@@ -366,7 +378,7 @@ export class OutboxRelay {
         if (ahead?.error) throw ahead.error
         return await this.#recoverBatch(store, messages, error, started)
       }
-      this.#lastSendOk = this.#options.now()
+      this.#lastSendOk = Date.now()
       this.#batchFailures = 0
       acknowledging = true
       const acknowledged: DeferredAck = { store, ids: messages.map((m) => m.id), started }
@@ -514,7 +526,7 @@ export class OutboxRelay {
         try {
           await this.#transport.send(part)
           acknowledged.push(only.id)
-          this.#lastSendOk = this.#options.now()
+          this.#lastSendOk = Date.now()
         } catch (error) {
           if (only.orderingHash !== null) blockedKeys.add(only.orderingHash)
           if (isRetryable(error)) transient++
@@ -525,7 +537,7 @@ export class OutboxRelay {
       try {
         await this.#transport.send(part)
         for (const message of part) acknowledged.push(message.id)
-        this.#lastSendOk = this.#options.now()
+        this.#lastSendOk = Date.now()
         return
       } catch {
         const half = Math.ceil(part.length / 2)
@@ -548,7 +560,7 @@ export class OutboxRelay {
     // When nothing got through and every failure was transient, blame the messages only if Kafka
     // accepted other messages lately and just one or two keys are involved; otherwise it is an
     // outage, and an outage must not use up the messages' attempts.
-    const kafkaRecentlyUp = this.#options.now() - this.#lastSendOk < KAFKA_UP_WINDOW_MS
+    const kafkaRecentlyUp = Date.now() - this.#lastSendOk < KAFKA_UP_WINDOW_MS
     if (
       acknowledged.length === 0 &&
       transient === tried &&
@@ -574,7 +586,7 @@ export class OutboxRelay {
     return {
       ids: [message.id],
       error: errorText(error),
-      retryInMs: backoffDelay(attempts, this.#options.backoff),
+      retryAt: new Date(Date.now() + backoffDelay(attempts, this.#options.backoff)),
       deadLetter,
     }
   }
@@ -589,8 +601,7 @@ export class OutboxRelay {
       attempts: message.attempts + 1,
       error: failure.error,
       deadLettered: failure.deadLetter === true,
-      // For observers only, by this process's clock; the store computes the real time on the database's.
-      retryAt: failure.deadLetter ? null : new Date(this.#options.now() + failure.retryInMs),
+      retryAt: failure.deadLetter ? null : failure.retryAt,
     })
   }
 
@@ -739,7 +750,6 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
     onStop: options.onStop ?? (() => {}),
-    now: typeof options.now === 'function' ? options.now : Date.now,
     retry,
     topicRetry: new Map(
       [...(options.topicRetry ?? new Map())].map(([topic, policy]) => [

@@ -27,6 +27,19 @@ export interface TopicOptions<T> {
    * would refuse is rejected in your transaction instead of becoming a dead letter later.
    */
   maxMessageBytes?: number
+  /**
+   * Partitions to create the topic with (`outbox.ensureTopics()`); left out, the broker's
+   * `num.partitions` decides. Never changes an existing topic: a difference is reported.
+   */
+  partitions?: number
+  /** Replicas of each partition when the topic is created; left out, the broker's default. */
+  replicationFactor?: number
+  /**
+   * Topic configs to create the topic with, by Kafka name, e.g.
+   * `{ 'retention.ms': '604800000', 'cleanup.policy': 'compact', 'min.insync.replicas': '2' }`.
+   * An explicit `maxMessageBytes` above the default also declares `max.message.bytes` (see there).
+   */
+  configs?: Readonly<Record<string, string>>
 }
 
 /** Per-call overrides: an explicit key wins over the selector, headers merge over the topic's. */
@@ -36,9 +49,25 @@ export interface ProduceOptions {
 }
 
 const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+/**
+ * What Kafka adds around one record in a batch (batch header 61 bytes, record framing and
+ * varints), with room to spare: a topic's `max.message.bytes` must exceed the largest message by it.
+ */
+const RECORD_BATCH_OVERHEAD = 1024
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/
 const MAX_HEADER_NAME_LENGTH = 1024
+/** Kafka's largest replication factor (an int16 on the wire). */
+const MAX_REPLICATION_FACTOR = 32_767
+const MAX_PARTITIONS = 2_147_483_647
+/** Kafka config names: lower-case words joined by dots, e.g. `retention.ms`, `cleanup.policy`. */
+const CONFIG_NAME = /^[a-z0-9]+([._-][a-z0-9]+)*$/
 
+/**
+ * Checks a Kafka topic name: the characters Kafka allows, and none of the names Kafka keeps for
+ * itself. Names starting with `__` are its internal topics (`__consumer_offsets`,
+ * `__transaction_state`, `__cluster_metadata`, `__share_group_state`, ...): a producer that
+ * writes to one corrupts the cluster's bookkeeping, and the client fails outside any promise.
+ */
 export function validateTopicName(name: unknown): string {
   if (typeof name !== 'string' || !TOPIC_NAME.test(name) || name === '.' || name === '..') {
     throw new KEntityError(
@@ -46,7 +75,21 @@ export function validateTopicName(name: unknown): string {
       `invalid Kafka topic name ${describe(name)}: use 1-249 characters from a-z, A-Z, 0-9, '.', '_' and '-', and not '.' or '..'`,
     )
   }
+  if (name.startsWith('__')) {
+    throw new KEntityError(
+      ErrorCodes.INVALID_TOPIC,
+      `Kafka topic name '${name}' is reserved: names starting with '__' belong to Kafka's internal topics (__consumer_offsets, __transaction_state, __cluster_metadata, __share_group_state, ...); pick a name without the leading '__'`,
+    )
+  }
   return name
+}
+
+/**
+ * The form in which Kafka compares topic names for collisions: it refuses a topic whose name
+ * differs from an existing one only by '.' against '_' (both become '_' in metric names).
+ */
+export function topicCollisionKey(name: string): string {
+  return name.replaceAll('.', '_')
 }
 
 export class Topic<T> {
@@ -55,6 +98,11 @@ export class Topic<T> {
   readonly serializer: Serializer<T>
   readonly retry: Partial<RetryPolicy> | undefined
   readonly maxMessageBytes: number
+  /** Declared partitions, if any (used when the topic is created; reported when it differs). */
+  readonly partitions: number | undefined
+  readonly replicationFactor: number | undefined
+  /** Declared topic configs, `max.message.bytes` derived from `maxMessageBytes` included. */
+  readonly configs: Readonly<Record<string, string>>
   readonly #key: ((message: T) => KeyValue) | undefined
   readonly #headers: Headers | ((message: T) => Headers) | undefined
   /** How error messages name this topic (built once: toRecord runs for every message). */
@@ -93,7 +141,38 @@ export class Topic<T> {
     if (max !== undefined && (!Number.isInteger(max) || max < 1)) {
       throw invalidArgument(`${where}: 'maxMessageBytes' must be a positive integer, got ${describe(max)}`)
     }
-    this.maxMessageBytes = max ?? DEFAULT_MAX_MESSAGE_BYTES
+    this.partitions = checkCount(options.partitions, 'partitions', MAX_PARTITIONS, where)
+    this.replicationFactor = checkCount(
+      options.replicationFactor,
+      'replicationFactor',
+      MAX_REPLICATION_FACTOR,
+      where,
+    )
+    const configs = checkConfigs(options.configs, where)
+    const declaredTopicMax = configs['max.message.bytes']
+    if (declaredTopicMax === undefined) {
+      // Raising maxMessageBytes only helps if the topic takes such messages: declare the topic's
+      // limit with it. A lower maxMessageBytes is an application's own stricter limit and leaves
+      // the topic alone: a topic limit that small would refuse batches of several messages.
+      if (max !== undefined && max > DEFAULT_MAX_MESSAGE_BYTES) {
+        configs['max.message.bytes'] = String(max + RECORD_BATCH_OVERHEAD)
+      }
+      this.maxMessageBytes = max ?? DEFAULT_MAX_MESSAGE_BYTES
+    } else {
+      const topicMax = Number(declaredTopicMax)
+      if (!/^\d+$/.test(declaredTopicMax) || topicMax <= RECORD_BATCH_OVERHEAD) {
+        throw invalidArgument(
+          `${where}: configs['max.message.bytes'] must be a whole number of bytes above ${RECORD_BATCH_OVERHEAD}, got ${describe(declaredTopicMax)}`,
+        )
+      }
+      if (max !== undefined && max + RECORD_BATCH_OVERHEAD > topicMax) {
+        throw invalidArgument(
+          `${where}: maxMessageBytes (${max}) does not fit in configs['max.message.bytes'] (${topicMax}) with Kafka's ${RECORD_BATCH_OVERHEAD} bytes of record overhead: Kafka would refuse messages that produce accepts; raise max.message.bytes to at least ${max + RECORD_BATCH_OVERHEAD} or lower maxMessageBytes`,
+        )
+      }
+      this.maxMessageBytes = max ?? Math.min(DEFAULT_MAX_MESSAGE_BYTES, topicMax - RECORD_BATCH_OVERHEAD)
+    }
+    this.configs = Object.freeze(configs)
   }
 
   /** Serializes one message into what the outbox stores; throws before anything is written. */
@@ -150,6 +229,40 @@ export class Topic<T> {
 
 export function defineTopic<T = unknown>(options: TopicOptions<T>): Topic<T> {
   return new Topic(options)
+}
+
+function checkCount(value: unknown, name: string, limit: number, where: string): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > limit) {
+    throw invalidArgument(
+      `${where}: '${name}' must be an integer from 1 to ${limit}, got ${describe(value)}; leave it out to use the broker's default`,
+    )
+  }
+  return value
+}
+
+function checkConfigs(configs: unknown, where: string): Record<string, string> {
+  if (configs === undefined) return {}
+  if (typeof configs !== 'object' || configs === null || Array.isArray(configs)) {
+    throw invalidArgument(
+      `${where}: 'configs' must be an object of Kafka topic config name -> string value, like { 'retention.ms': '604800000' }, got ${describe(configs)}`,
+    )
+  }
+  const checked: Record<string, string> = {}
+  for (const [name, value] of Object.entries(configs)) {
+    if (!CONFIG_NAME.test(name)) {
+      throw invalidArgument(
+        `${where}: ${describe(name)} is not a Kafka topic config name; they look like 'retention.ms', 'cleanup.policy', 'min.insync.replicas' or 'max.message.bytes'`,
+      )
+    }
+    if (typeof value !== 'string') {
+      throw invalidArgument(
+        `${where}: configs['${name}'] must be a string as Kafka takes it, got ${describe(value)}${typeof value === 'number' || typeof value === 'boolean' ? `; write '${value}'` : ''}`,
+      )
+    }
+    checked[name] = value
+  }
+  return checked
 }
 
 function keyBytes(key: unknown, where: string): Buffer | null {

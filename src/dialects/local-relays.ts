@@ -1,4 +1,4 @@
-import { invalidArgument } from '../core/errors.ts'
+import { describe, invalidArgument } from '../core/errors.ts'
 import type { Outbox, TopicMap } from '../core/outbox.ts'
 import { OutboxRelay, type RelayOptions } from '../core/relay.ts'
 import type { RetryPolicy } from '../core/retry.ts'
@@ -6,9 +6,11 @@ import type { RelayStore } from '../core/seams.ts'
 import {
   checkKafkaSetting,
   isTransport,
+  type KafkaOptions,
   type KafkaSetting,
   KafkaTransport,
 } from '../transports/kafka/index.ts'
+import { ensureTopics, kafkaForTopics } from '../transports/kafka/topics.ts'
 
 /**
  * The relays an outbox object created in this process. Every dialect builds its relays here,
@@ -32,6 +34,14 @@ export class LocalRelays {
     }
     const topicRetry = new Map<string, Partial<RetryPolicy>>()
     for (const topic of Object.values(outbox.topics)) if (topic.retry) topicRetry.set(topic.name, topic.retry)
+    if (options.ensureTopics !== undefined && typeof options.ensureTopics !== 'boolean') {
+      throw invalidArgument(
+        `relay option 'ensureTopics' must be true or false, got ${describe(options.ensureTopics)}`,
+      )
+    }
+    if (options.ensureTopics) {
+      ensureBeforeFirstClaim(store, outbox, kafkaForTopics(setting, "relay option 'ensureTopics'"), options)
+    }
     const transport = isTransport(setting) ? setting : new KafkaTransport(setting)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {
       ...options,
@@ -49,4 +59,45 @@ export class LocalRelays {
   wakeAll(): void {
     for (const relay of this.#relays) relay.wake()
   }
+}
+
+/**
+ * `ensureTopics: true`: the store's connect runs `ensureTopics` first until it has worked once.
+ * The relay claims only on a connected store, so nothing is sent before the topics exist, and
+ * a failure goes through the loop's own error event and backoff like a failed connect.
+ */
+function ensureBeforeFirstClaim(
+  store: RelayStore,
+  outbox: Outbox<TopicMap>,
+  kafka: KafkaOptions,
+  options: Pick<RelayOptions, 'onEvent'>,
+): void {
+  const connect = store.connect.bind(store)
+  let ensured = false
+  Object.defineProperty(store, 'connect', {
+    configurable: true,
+    value: async (): Promise<void> => {
+      if (!ensured) {
+        const report = await ensureTopics(kafka, outbox.topics)
+        ensured = true
+        for (const { topic, field, declared, actual } of report.mismatched) {
+          process.emitWarning(
+            `Kafka topic '${topic}' differs from its declaration: ${field} is ${actual ?? 'not disclosed'}, declared ${declared}; k-entity never alters an existing topic, change it with your Kafka tooling or change the declaration`,
+            { code: 'KE_TOPIC_MISMATCH' },
+          )
+        }
+        try {
+          options.onEvent?.({
+            type: 'topics',
+            created: report.created.map((c) => c.topic),
+            ok: report.ok,
+            mismatched: report.mismatched,
+          })
+        } catch {
+          // Observers must not be able to break delivery.
+        }
+      }
+      await connect()
+    },
+  })
 }

@@ -3,6 +3,11 @@ import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '
 import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
 import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
+import {
+  type EnsureTopicsReport,
+  ensureOutboxTopics,
+  type OutboxEnsureTopicsOptions,
+} from '../../transports/kafka/topics.ts'
 import { LocalRelays } from '../local-relays.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
 import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
@@ -95,6 +100,14 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
       concurrent: options.mode === 'concurrent',
     })
     return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+  }
+
+  /**
+   * Creates this outbox's missing topics with their declared partitions, replication factor and
+   * configs, and reports how existing ones differ from their declarations (never altering them).
+   */
+  ensureTopics(options?: OutboxEnsureTopicsOptions): Promise<EnsureTopicsReport> {
+    return ensureOutboxTopics(this.outbox.topics, this.#kafka, options)
   }
 
   /** Inspect, replay and purge dead letters (each call uses its own short session). */

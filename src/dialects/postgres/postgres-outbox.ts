@@ -4,6 +4,11 @@ import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '
 import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { RelayStore, TransactionAdapter } from '../../core/seams.ts'
 import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../../transports/kafka/index.ts'
+import {
+  type EnsureTopicsReport,
+  ensureOutboxTopics,
+  type OutboxEnsureTopicsOptions,
+} from '../../transports/kafka/topics.ts'
 import { LocalRelays } from '../local-relays.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
@@ -131,6 +136,14 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
   /** A relay of this outbox on the given store (for adapters whose database needs its own store). */
   protected relayOn(store: RelayStore, options: RelayOptions & { kafka?: KafkaSetting }): OutboxRelay {
     return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+  }
+
+  /**
+   * Creates this outbox's missing topics with their declared partitions, replication factor and
+   * configs, and reports how existing ones differ from their declarations (never altering them).
+   */
+  ensureTopics(options?: OutboxEnsureTopicsOptions): Promise<EnsureTopicsReport> {
+    return ensureOutboxTopics(this.outbox.topics, this.#kafka, options)
   }
 
   /** Inspect, replay and purge dead letters (each call uses its own short session). */

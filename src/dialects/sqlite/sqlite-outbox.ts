@@ -5,6 +5,11 @@ import type { OutboxRecord } from '../../core/record.ts'
 import type { OutboxRelay, RelayOptions } from '../../core/relay.ts'
 import type { ProduceOptions, Topic } from '../../core/topic.ts'
 import { checkKafkaSetting, type KafkaSetting } from '../../transports/kafka/index.ts'
+import {
+  type EnsureTopicsReport,
+  ensureOutboxTopics,
+  type OutboxEnsureTopicsOptions,
+} from '../../transports/kafka/topics.ts'
 import { LocalRelays } from '../local-relays.ts'
 import type { SqliteConnection } from './connection.ts'
 import { sqliteDeadLetters, sqliteStats } from './dead-letters.ts'
@@ -192,6 +197,14 @@ export class SqliteOutbox<M extends TopicMap, Db> {
     }
     const store = new SqliteRelayStore({ table: this.outbox.table, connect: open, busyTimeout })
     return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+  }
+
+  /**
+   * Creates this outbox's missing topics with their declared partitions, replication factor and
+   * configs, and reports how existing ones differ from their declarations (never altering them).
+   */
+  ensureTopics(options?: OutboxEnsureTopicsOptions): Promise<EnsureTopicsReport> {
+    return ensureOutboxTopics(this.outbox.topics, this.#kafka, options)
   }
 
   /** Inspect, replay and purge dead letters in `db` (a handle, or a file path opened per call). */

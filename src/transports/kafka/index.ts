@@ -3,6 +3,7 @@ import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { MessageTransport } from '../../core/seams.ts'
+import { checkRecordTopics, missingTopicMessage } from './topics.ts'
 
 export interface KafkaOptions {
   /** Bootstrap brokers, e.g. `['127.0.0.1:9092']`. */
@@ -361,6 +362,7 @@ export class KafkaTransport implements MessageTransport {
   async send(records: readonly OutboxRecord[]): Promise<void> {
     if (this.#closed) throw new KEntityError(ErrorCodes.TRANSPORT_FAILED, 'the Kafka transport is closed')
     if (records.length === 0) return
+    checkRecordTopics(records)
     const messages = records.map((record) => {
       const headers = new Map<string, Buffer>()
       for (const [name, value] of record.headers) headers.set(name, value ?? EMPTY)
@@ -396,7 +398,7 @@ export class KafkaTransport implements MessageTransport {
       const permanent = permanentKafkaError(cause)
       throw new KEntityError(
         ErrorCodes.TRANSPORT_FAILED,
-        `Kafka did not acknowledge a batch of ${records.length}: ${permanent ?? (cause instanceof Error ? cause.message : String(cause))}`,
+        `Kafka did not acknowledge a batch of ${records.length}: ${permanent ?? missingTopicMessage(cause, records) ?? (cause instanceof Error ? cause.message : String(cause))}`,
         { cause, retryable: permanent === undefined },
       )
     } finally {
