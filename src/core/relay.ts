@@ -49,6 +49,11 @@ export interface RelayOptions {
    * Needs Kafka connection options (not a transport object).
    */
   ensureTopics?: boolean
+  /**
+   * @internal The relay's clock in ms since the epoch (default `Date.now`), so tests can put it
+   * off. Retry times never come from it: the store computes them on the database's clock.
+   */
+  now?: () => number
 }
 
 export type RelayEvent =
@@ -94,6 +99,7 @@ interface ResolvedOptions {
   onStop: () => void
   retry: RetryPolicy
   topicRetry: Map<string, RetryPolicy>
+  now: () => number
 }
 
 export const RELAY_DEFAULTS = {
@@ -334,7 +340,7 @@ export class OutboxRelay {
     } catch (error) {
       return this.#recoverBatch(this.#store, messages, error, started)
     }
-    this.#lastSendOk = Date.now()
+    this.#lastSendOk = this.#options.now()
     await this.#acknowledge(
       this.#store,
       messages.map((m) => m.id),
@@ -356,6 +362,9 @@ export class OutboxRelay {
     const started = performance.now()
     let current = this.#ahead
     this.#ahead = undefined
+    // Claimed ahead on a session that failed since (a query timed out, the server ended it): its
+    // rows went back to the outbox, perhaps to a new leader, so this relay must not send them.
+    if (current !== undefined && !current.store.healthy) current = undefined
     this.#sentAhead = current !== undefined
     if (current === undefined) {
       await this.#settleAcks()
@@ -378,7 +387,7 @@ export class OutboxRelay {
         if (ahead?.error) throw ahead.error
         return await this.#recoverBatch(store, messages, error, started)
       }
-      this.#lastSendOk = Date.now()
+      this.#lastSendOk = this.#options.now()
       this.#batchFailures = 0
       acknowledging = true
       const acknowledged: DeferredAck = { store, ids: messages.map((m) => m.id), started }
@@ -526,7 +535,7 @@ export class OutboxRelay {
         try {
           await this.#transport.send(part)
           acknowledged.push(only.id)
-          this.#lastSendOk = Date.now()
+          this.#lastSendOk = this.#options.now()
         } catch (error) {
           if (only.orderingHash !== null) blockedKeys.add(only.orderingHash)
           if (isRetryable(error)) transient++
@@ -537,7 +546,7 @@ export class OutboxRelay {
       try {
         await this.#transport.send(part)
         for (const message of part) acknowledged.push(message.id)
-        this.#lastSendOk = Date.now()
+        this.#lastSendOk = this.#options.now()
         return
       } catch {
         const half = Math.ceil(part.length / 2)
@@ -560,7 +569,7 @@ export class OutboxRelay {
     // When nothing got through and every failure was transient, blame the messages only if Kafka
     // accepted other messages lately and just one or two keys are involved; otherwise it is an
     // outage, and an outage must not use up the messages' attempts.
-    const kafkaRecentlyUp = Date.now() - this.#lastSendOk < KAFKA_UP_WINDOW_MS
+    const kafkaRecentlyUp = this.#options.now() - this.#lastSendOk < KAFKA_UP_WINDOW_MS
     if (
       acknowledged.length === 0 &&
       transient === tried &&
@@ -586,7 +595,7 @@ export class OutboxRelay {
     return {
       ids: [message.id],
       error: errorText(error),
-      retryAt: new Date(Date.now() + backoffDelay(attempts, this.#options.backoff)),
+      retryInMs: backoffDelay(attempts, this.#options.backoff),
       deadLetter,
     }
   }
@@ -601,7 +610,8 @@ export class OutboxRelay {
       attempts: message.attempts + 1,
       error: failure.error,
       deadLettered: failure.deadLetter === true,
-      retryAt: failure.deadLetter ? null : failure.retryAt,
+      // For observers only, by this process's clock; the store computes the real time on the database's.
+      retryAt: failure.deadLetter ? null : new Date(this.#options.now() + failure.retryInMs),
     })
   }
 
@@ -750,6 +760,7 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
     onStop: options.onStop ?? (() => {}),
+    now: typeof options.now === 'function' ? options.now : Date.now,
     retry,
     topicRetry: new Map(
       [...(options.topicRetry ?? new Map())].map(([topic, policy]) => [
