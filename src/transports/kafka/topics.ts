@@ -323,7 +323,7 @@ export function checkRecordTopics(records: readonly OutboxRecord[]): void {
     } catch (error) {
       throw new KEntityError(
         ErrorCodes.INVALID_TOPIC,
-        `a message for topic ${describe(record.topic)} was not sent: ${(error as Error).message}`,
+        `the message was not sent to Kafka: ${(error as Error).message}`,
         { cause: error, retryable: false },
       )
     }
@@ -366,7 +366,7 @@ export interface OutboxEnsureTopicsOptions extends EnsureTopicsOptions {
  * `outbox.ensureTopics()`: every topic of the outbox's topic map (outbox and direct ones), with
  * the outbox's Kafka options unless others are given.
  */
-export function ensureOutboxTopics(
+export async function ensureOutboxTopics(
   topics: Readonly<Record<string, TopicDeclaration>>,
   setting: KafkaOptions | { send: unknown } | undefined,
   options: OutboxEnsureTopicsOptions = {},
@@ -377,7 +377,7 @@ export function ensureOutboxTopics(
     )
   }
   const { kafka, ...rest } = options
-  return ensureTopics(kafkaForTopics(kafka ?? setting, 'ensureTopics()'), topics, rest)
+  return await ensureTopics(kafkaForTopics(kafka ?? setting, 'ensureTopics()'), topics, rest)
 }
 
 /** The Kafka options to create topics with; a transport object has none to connect with. */
