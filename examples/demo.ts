@@ -10,7 +10,6 @@
 import { randomBytes } from 'node:crypto'
 import { userInfo } from 'node:os'
 import { parseArgs } from 'node:util'
-import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
@@ -49,12 +48,16 @@ interface OrderCreated {
   seq: number
 }
 
-// 1. Map the topic once: name, key, headers, serializer (JSON by default), outbox on.
+// 1. Map the topic once: name, key, headers, serializer (JSON by default), outbox on, and how
+// Kafka should create it (partitions, configs): outbox.ensureTopics() creates it so.
 const runId = randomBytes(3).toString('hex')
 const orderCreated = defineTopic<OrderCreated>({
   name: `demo.orders.created.${runId}`,
   key: (event) => event.customerId,
   headers: (event) => ({ 'event-type': 'OrderCreated', ...trackingHeaders(event.orderId, event.seq) }),
+  partitions: 6,
+  // The broker's append time, so the demo's latency figures come from one clock.
+  configs: { 'message.timestamp.type': 'LogAppendTime' },
 })
 
 const schema = 'k_entity_demo'
@@ -66,6 +69,7 @@ interface DemoDatabase {
   /** One business transaction: the order row and its event. */
   placeOrder(event: OrderCreated, rollBack: boolean): Promise<void>
   relay(options: RelayOptions): OutboxRelay
+  ensureTopics(): Promise<unknown>
   counts(): Promise<{ orders: number; waiting: number }>
   close(): Promise<void>
 }
@@ -76,7 +80,7 @@ const COUNTS = `SELECT (SELECT count(*) FROM ${schema}.orders)::int AS orders, (
 
 async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
   const url = process.env.DATABASE_URL ?? `postgres://${userInfo().username}@127.0.0.1:5432/test`
-  const outbox = createPgOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+  const outbox = createPgOutbox({ topics, schema, kafka: { brokers } })
   const pool = new pg.Pool({ connectionString: url, max: writers + 1 })
   await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
   await outbox.migrate(url)
@@ -90,6 +94,7 @@ async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
         if (rollBack) throw new PaymentDeclined()
       }),
     relay: (options) => outbox.relay({ connection: url, ...options }),
+    ensureTopics: () => outbox.ensureTopics(),
     counts: async () => (await pool.query(COUNTS)).rows[0],
     close: async () => {
       await outbox.close()
@@ -99,7 +104,7 @@ async function postgresDatabase(brokers: string[]): Promise<DemoDatabase> {
 }
 
 async function pgliteDatabase(brokers: string[]): Promise<DemoDatabase> {
-  const outbox = await openPgliteOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+  const outbox = await openPgliteOutbox({ topics, schema, kafka: { brokers } })
   await outbox.db.exec(CREATE_ORDERS)
   return {
     label: 'PGlite (embedded PostgreSQL, in memory; set DATABASE_URL to use a server)',
@@ -110,6 +115,7 @@ async function pgliteDatabase(brokers: string[]): Promise<DemoDatabase> {
         if (rollBack) throw new PaymentDeclined()
       }),
     relay: (options) => outbox.relay({ ...options, mode: 'single' }),
+    ensureTopics: () => outbox.ensureTopics(),
     counts: async () => (await outbox.db.query<{ orders: number; waiting: number }>(COUNTS)).rows[0] as never,
     close: () => outbox.close(),
   }
@@ -127,7 +133,7 @@ async function main(): Promise<number> {
     `k-entity demo · ${database.label} · Kafka ${brokers.join(',')}${broker ? ' (started for the demo)' : ''}`,
   )
   try {
-    await createTopic(brokers, orderCreated.name)
+    await database.ensureTopics()
 
     // 2. Run the relay: polls the outbox, wakes at commit, deletes what Kafka acknowledged.
     const events = { delivered: 0, errors: 0 }
@@ -229,20 +235,6 @@ async function main(): Promise<number> {
 }
 
 /** LogAppendTime makes the broker stamp each record when it is written: the delivery time. */
-async function createTopic(brokers: string[], name: string): Promise<void> {
-  const admin = new Admin({ clientId: 'k-entity-demo', bootstrapBrokers: brokers })
-  try {
-    await admin.createTopics({
-      topics: [name],
-      partitions: 6,
-      replicas: 1,
-      configs: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }],
-    })
-  } finally {
-    await admin.close()
-  }
-}
-
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number

@@ -5,6 +5,8 @@ import { after, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Admin, ConfigResourceTypes } from '@platformatic/kafka'
 import pg from 'pg'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
+import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { defineTopic, KEntityError, type RelayEvent } from '../src/index.ts'
 import { readTopic } from '../src/testing/index.ts'
@@ -136,6 +138,66 @@ describe('declared topics against a real broker', () => {
     const custom = createPgOutbox({ topics, schema: await newSchema(), kafka: transport })
     await assert.rejects(custom.ensureTopics(), /kafka is a transport object, which cannot create topics/)
     assert.deepEqual((await custom.ensureTopics({ kafka })).ok, [name])
+  })
+
+  it('the MySQL and SQLite outboxes ensure their topics too', async () => {
+    const mysqlTopic = uniqueName('ke_mysql_facade')
+    const sqliteTopic = uniqueName('ke_sqlite_facade')
+    const mysql = createMysqlOutbox({
+      topics: { a: defineTopic({ name: mysqlTopic, partitions: 3 }) },
+      kafka,
+    })
+    const sqlite = createNodeSqliteOutbox({
+      topics: { a: defineTopic({ name: sqliteTopic, partitions: 2 }) },
+      kafka,
+    })
+    assert.deepEqual(
+      (await mysql.ensureTopics()).created.map((c) => [c.topic, c.partitions]),
+      [[mysqlTopic, 3]],
+    )
+    assert.deepEqual(
+      (await sqlite.ensureTopics()).created.map((c) => [c.topic, c.partitions]),
+      [[sqliteTopic, 2]],
+    )
+  })
+
+  it('relay ensureTopics: true keeps retrying a topic Kafka refuses to create, and claims nothing meanwhile', async (t) => {
+    const name = uniqueName('ke_refused')
+    const schema = await newSchema()
+    // One broker cannot hold three replicas.
+    const outbox = createPgOutbox({
+      topics: { events: defineTopic({ name, replicationFactor: 3 }) },
+      schema,
+      kafka,
+    })
+    await outbox.migrate(DATABASE_URL)
+    await outbox.transaction(pool, (_client, topics) => topics.events.produce('waiting'))
+    const errors: Extract<RelayEvent, { type: 'error' }>[] = []
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      ensureTopics: true,
+      retryBackoff: { initial: 100, max: 200 },
+      onEvent: (event) => {
+        if (event.type === 'error') errors.push(event)
+        if (event.type === 'delivered' || event.type === 'topics')
+          assert.fail(`unexpected ${event.type} event`)
+      },
+    })
+    t.after(() => relay.stop())
+    await relay.start()
+    await waitFor(() => errors.length >= 3, { what: 'three failed attempts' })
+    await relay.stop()
+    for (const event of errors) {
+      assert.equal(event.stage, 'connect')
+      assert.ok(event.error instanceof KEntityError)
+      assert.equal(event.error.code, 'KE_TOPIC_SETUP_FAILED')
+      assert.match(
+        event.error.message,
+        new RegExp(`could not create topic '${name}': INVALID_REPLICATION_FACTOR`),
+      )
+    }
+    assert.equal(await countRows(schema), 1, 'the message waits in the outbox')
+    assert.equal(await topicExists(name), false)
   })
 
   it('relay ensureTopics: true creates the topic before its first claim, then delivers', async (t) => {

@@ -13,6 +13,7 @@ import {
   Outbox,
   stringSerializer,
 } from '../src/index.ts'
+import { validateKafkaOptions } from '../src/transports/kafka/index.ts'
 import { checkRecordTopics } from '../src/transports/kafka/topics.ts'
 
 const code = (expected: string) => (error: unknown) => {
@@ -321,5 +322,19 @@ describe('reserved and colliding topic names', () => {
       )
     }
     assert.throws(() => validateTopicName('__consumer_offsets'), /reserved/)
+  })
+})
+
+describe('kafka.autoCreateTopics', () => {
+  it('is off unless asked for, and must be a boolean', () => {
+    assert.equal(validateKafkaOptions({ brokers: ['127.0.0.1:9092'] }).autoCreateTopics, false)
+    assert.equal(
+      validateKafkaOptions({ brokers: ['127.0.0.1:9092'], autoCreateTopics: true }).autoCreateTopics,
+      true,
+    )
+    assert.throws(
+      () => validateKafkaOptions({ brokers: ['127.0.0.1:9092'], autoCreateTopics: 'yes' }),
+      /kafka\.autoCreateTopics must be true or false/,
+    )
   })
 })

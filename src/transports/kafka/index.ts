@@ -24,9 +24,10 @@ export interface KafkaOptions {
   /** Compression for produced batches (default none). */
   compression?: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd'
   /**
-   * Let the broker create a topic on the first send to it (default true for now). A topic made
-   * that way gets the broker's default partitions and settings; declare partitions on the topic
-   * and call `outbox.ensureTopics()` instead.
+   * Let the broker create a missing topic on the first send to it (default false). A topic made
+   * that way silently gets the broker's default partitions and settings (often one partition);
+   * declare partitions on the topic and call `outbox.ensureTopics()` (or relay `ensureTopics:
+   * true`) instead. Off, a send to a missing topic fails, retryably, saying so.
    */
   autoCreateTopics?: boolean
   /**
@@ -158,7 +159,7 @@ export function validateKafkaOptions(options: unknown): ResolvedKafkaOptions {
     retries: resolvedRetries,
     sendTimeout: sendTimeout ?? resolvedTimeout * (resolvedRetries + 1) + 5000,
     compression: compression ?? 'none',
-    autoCreateTopics: autoCreateTopics ?? true,
+    autoCreateTopics: autoCreateTopics ?? false,
     tls: validateTls(tls),
     sasl: validateSasl(sasl),
   }

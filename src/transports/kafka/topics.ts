@@ -285,8 +285,10 @@ const PERMANENT_SETUP_ERRORS = new Set([
 
 function setupError(what: string, cause: unknown): KEntityError {
   const ids = kafkaErrorIds(cause)
-  const permanent = [...ids].find((id) => PERMANENT_SETUP_ERRORS.has(id))
-  const detail = [...ids].join(', ') || (cause instanceof Error ? cause.message : String(cause))
+  const permanent = [...ids.keys()].find((id) => PERMANENT_SETUP_ERRORS.has(id))
+  const detail =
+    [...ids].map(([id, text]) => (text ? `${id} (${text})` : id)).join(', ') ||
+    (cause instanceof Error ? cause.message : String(cause))
   const hint =
     ids.has('INVALID_REPLICATION_FACTOR') || ids.has('INVALID_PARTITIONS') || ids.has('INVALID_CONFIG')
       ? ': check the topic declaration against the cluster (a replicationFactor above the number of brokers, or an unknown config name or value)'
@@ -299,12 +301,24 @@ function setupError(what: string, cause: unknown): KEntityError {
   })
 }
 
-/** Every Kafka error id (`apiId`, e.g. `TOPIC_ALREADY_EXISTS`) anywhere in an error's causes. */
-function kafkaErrorIds(error: unknown, found = new Set<string>(), seen = new Set<unknown>()): Set<string> {
+/**
+ * Every Kafka error id (`apiId`, e.g. `TOPIC_ALREADY_EXISTS`) anywhere in an error's causes, with
+ * the broker's own explanation when it sent one.
+ */
+function kafkaErrorIds(
+  error: unknown,
+  found = new Map<string, string | undefined>(),
+  seen = new Set<unknown>(),
+): Map<string, string | undefined> {
   if (typeof error !== 'object' || error === null || seen.has(error)) return found
   seen.add(error)
-  const apiId = (error as { apiId?: unknown }).apiId
-  if (typeof apiId === 'string') found.add(apiId)
+  const { apiId, serverErrorMessage } = error as { apiId?: unknown; serverErrorMessage?: unknown }
+  if (typeof apiId === 'string') {
+    found.set(
+      apiId,
+      typeof serverErrorMessage === 'string' && serverErrorMessage ? serverErrorMessage : undefined,
+    )
+  }
   const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
   for (const inner of nested) kafkaErrorIds(inner, found, seen)
   return found
