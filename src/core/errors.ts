@@ -19,6 +19,12 @@ export const ErrorCodes = {
   SCHEMA_MISSING: 'KE_SCHEMA_MISSING',
   MESSAGE_TOO_LARGE: 'KE_MESSAGE_TOO_LARGE',
   TOPIC_SETUP_FAILED: 'KE_TOPIC_SETUP_FAILED',
+  /**
+   * Kafka refused the client's credentials or permissions (SASL authentication, cluster
+   * authorization). Retryable: the messages are not at fault, so the relay keeps them and backs
+   * off until someone fixes the credentials, instead of dead-lettering them.
+   */
+  KAFKA_AUTH_FAILED: 'KE_KAFKA_AUTH_FAILED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

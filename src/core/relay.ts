@@ -513,7 +513,10 @@ export class OutboxRelay {
     started: number,
   ): Promise<number> {
     this.#batchFailures++
-    if (isRetryable(batchError) && this.#batchFailures < ISOLATE_AFTER_BATCH_FAILURES) {
+    // Kafka refusing the credentials is no message's fault: never isolate, which would use up the
+    // messages' attempts; back off until someone fixes the credentials.
+    const refused = batchError instanceof KEntityError && batchError.code === ErrorCodes.KAFKA_AUTH_FAILED
+    if (isRetryable(batchError) && (refused || this.#batchFailures < ISOLATE_AFTER_BATCH_FAILURES)) {
       await store.abandon().catch(() => {})
       throw new RelayStageError('send', batchError)
     }

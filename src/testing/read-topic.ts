@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Consumer, type Message, type MessagesStream } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../core/errors.ts'
 import type { RecordHeader } from '../core/record.ts'
+import { type KafkaClientBase, type KafkaOptions, kafkaClientBase } from '../transports/kafka/index.ts'
 import { type ObservedMessage, readTracking } from './delivery-checker.ts'
 
 /** One record as it sits in the topic. */
@@ -34,6 +35,10 @@ export interface ReadTopicOptions {
   graceMs?: number
   /** Client id in broker logs (default `k-entity-read-topic`). */
   clientId?: string
+  /** TLS, as the `kafka.tls` option of the outbox takes it (to read over a secured listener). */
+  tls?: KafkaOptions['tls']
+  /** SASL, as the `kafka.sasl` option of the outbox takes it. */
+  sasl?: KafkaOptions['sasl']
 }
 
 const POLL_MS = 20
@@ -57,6 +62,7 @@ export async function readTopic(options: ReadTopicOptions): Promise<ConsumedMess
   const consumer = new Consumer({
     clientId: resolved.clientId,
     bootstrapBrokers: resolved.brokers,
+    ...resolved.security,
     groupId: `k-entity-read-topic-${randomUUID()}`,
     autocommit: false,
     maxWaitTime: FETCH_MAX_WAIT_MS,
@@ -236,13 +242,14 @@ interface ResolvedReadTopicOptions {
   timeoutMs: number
   graceMs: number
   clientId: string
+  security: Pick<KafkaClientBase, 'tls' | 'sasl'>
 }
 
 function validateReadTopicOptions(options: ReadTopicOptions): ResolvedReadTopicOptions {
   if (typeof options !== 'object' || options === null) {
     throw invalidArgument(`readTopic options must be an object, got ${describe(options)}`)
   }
-  const { brokers, topic, expectedCount, idleTimeoutMs, timeoutMs, graceMs, clientId } = options
+  const { brokers, topic, expectedCount, idleTimeoutMs, timeoutMs, graceMs, clientId, tls, sasl } = options
   if (
     !Array.isArray(brokers) ||
     brokers.length === 0 ||
@@ -274,5 +281,17 @@ function validateReadTopicOptions(options: ReadTopicOptions): ResolvedReadTopicO
     timeoutMs: timeoutMs ?? 60_000,
     graceMs: Math.min(graceMs ?? 500, idle),
     clientId: clientId ?? 'k-entity-read-topic',
+    security: securityOptions(brokers, tls, sasl),
   }
+}
+
+/** Checked as the outbox checks its `kafka` option, with the same messages. */
+function securityOptions(
+  brokers: string[],
+  tls: KafkaOptions['tls'],
+  sasl: KafkaOptions['sasl'],
+): Pick<KafkaClientBase, 'tls' | 'sasl'> {
+  if (tls === undefined && sasl === undefined) return {}
+  const base = kafkaClientBase({ brokers, tls, sasl })
+  return { ...(base.tls && { tls: base.tls }), ...(base.sasl && { sasl: base.sasl }) }
 }

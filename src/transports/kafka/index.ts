@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto'
 import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } from 'node:tls'
 import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
@@ -97,6 +98,7 @@ export interface KafkaClientBase {
 }
 
 export const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER'] as const
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
 const TLS_FIELDS = ['ca', 'cert', 'key', 'passphrase', 'servername', 'rejectUnauthorized']
 
 const BROKER_ADDRESS = /^[^\s:/]+:\d{1,5}$/
@@ -200,6 +202,28 @@ function validateTls(tls: unknown): TLSConnectionOptions | undefined {
         throw invalidArgument(
           `kafka.tls.${name} is not PEM text (no '-----BEGIN' line): pass the file's contents, e.g. readFileSync(path), not its path`,
         )
+      }
+    }
+  }
+  for (const [name, value] of [
+    ['ca', ca],
+    ['cert', cert],
+  ] as const) {
+    // Node skips a CA it cannot parse without a word; the broker's certificate would then be
+    // refused at the first connection, far from the mistake.
+    for (const entry of value === undefined ? [] : Array.isArray(value) ? value : [value]) {
+      const blocks = entry.toString('latin1').match(PEM_CERTIFICATE) ?? []
+      if (blocks.length === 0) {
+        throw invalidArgument(`kafka.tls.${name} holds no '-----BEGIN CERTIFICATE-----' block`)
+      }
+      for (const block of blocks) {
+        try {
+          new X509Certificate(block)
+        } catch (error) {
+          throw invalidArgument(
+            `kafka.tls.${name} holds a certificate that cannot be read (${errorText(error)})`,
+          )
+        }
       }
     }
   }
@@ -396,10 +420,11 @@ export class KafkaTransport implements MessageTransport {
         this.#producer = this.#createProducer()
         producer.close(true).catch(() => {})
       }
-      const permanent = permanentKafkaError(cause)
+      const connection = connectionFailure(cause, this.#options)
+      const permanent = connection === undefined ? permanentKafkaError(cause) : undefined
       throw new KEntityError(
-        ErrorCodes.TRANSPORT_FAILED,
-        `Kafka did not acknowledge a batch of ${records.length}: ${permanent ?? missingTopicMessage(cause, records) ?? (cause instanceof Error ? cause.message : String(cause))}`,
+        connection?.code ?? ErrorCodes.TRANSPORT_FAILED,
+        `Kafka did not acknowledge a batch of ${records.length}: ${connection?.message ?? permanent ?? missingTopicMessage(cause, records) ?? (cause instanceof Error ? cause.message : String(cause))}`,
         { cause, retryable: permanent === undefined },
       )
     } finally {
@@ -417,8 +442,10 @@ export class KafkaTransport implements MessageTransport {
 const EMPTY = Buffer.alloc(0)
 
 /**
- * Kafka error codes that no retry can fix: the record itself, the topic or the credentials are
- * wrong. Everything else (leader moved, broker unavailable, timeouts, throttling) is transient.
+ * Kafka error codes that no retry can fix: the record itself or the topic is wrong. Everything
+ * else (leader moved, broker unavailable, timeouts, throttling) is transient. Credentials and
+ * permissions are not here: they are not the messages' fault (see `connectionFailure`), and a
+ * missing topic ACL is retried per message by the relay's retry policy, since granting it fixes it.
  */
 const PERMANENT_KAFKA_ERRORS = new Set([
   'MESSAGE_TOO_LARGE',
@@ -427,10 +454,6 @@ const PERMANENT_KAFKA_ERRORS = new Set([
   'INVALID_RECORD',
   'CORRUPT_MESSAGE',
   'UNSUPPORTED_FOR_MESSAGE_FORMAT',
-  'TOPIC_AUTHORIZATION_FAILED',
-  'CLUSTER_AUTHORIZATION_FAILED',
-  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
-  'SASL_AUTHENTICATION_FAILED',
   'INVALID_REQUIRED_ACKS',
   'POLICY_VIOLATION',
 ])
@@ -447,6 +470,221 @@ export function permanentKafkaError(error: unknown, seen = new Set<unknown>()): 
     if (found) return found
   }
   return undefined
+}
+
+/** What a failed send says about reaching Kafka at all, when that is what went wrong. */
+export interface ConnectionFailure {
+  code: typeof ErrorCodes.TRANSPORT_FAILED | typeof ErrorCodes.KAFKA_AUTH_FAILED
+  message: string
+}
+
+type FindingKind =
+  | 'auth'
+  | 'authorization'
+  | 'tls-certificate'
+  | 'tls-host-name'
+  | 'tls-handshake'
+  | 'tls-required'
+  | 'refused'
+  | 'dns'
+  | 'timeout'
+  | 'no-route'
+  | 'network'
+
+interface Finding {
+  kind: FindingKind
+  /** The broker address the client was connecting to, when the error chain names it. */
+  address: string | undefined
+  /** What the lowest error said, e.g. `ECONNREFUSED` or Node's certificate message. */
+  detail: string
+}
+
+const AUTHORIZATION_ERRORS = new Set([
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+])
+const CONNECTION_ADDRESS = /^Connection to (.+?) (?:failed|timed out)\.$/
+const SOCKET_ERRORS: Record<string, FindingKind> = {
+  ECONNREFUSED: 'refused',
+  ENOTFOUND: 'dns',
+  EAI_AGAIN: 'dns',
+  ETIMEDOUT: 'timeout',
+  EHOSTUNREACH: 'no-route',
+  ENETUNREACH: 'no-route',
+}
+/** Severity order: the first kind found is the one the message leads with. */
+const KIND_ORDER: FindingKind[] = [
+  'auth',
+  'authorization',
+  'tls-required',
+  'tls-handshake',
+  'tls-host-name',
+  'tls-certificate',
+  'dns',
+  'refused',
+  'no-route',
+  'timeout',
+  'network',
+]
+
+/**
+ * Reads the client's error chain (`cause`, `errors[]`) for why no broker could be used: which
+ * addresses were tried and the network, TLS or SASL cause, and turns it into a message that says
+ * how to fix it. Returns undefined when the brokers were reached and the failure is elsewhere.
+ * Never quotes a password or token: the message is built from the options' mechanism and user
+ * name and from the client's own error texts, which carry no credentials.
+ */
+export function connectionFailure(
+  error: unknown,
+  options: ResolvedKafkaOptions,
+): ConnectionFailure | undefined {
+  const findings: Finding[] = []
+  collectFindings(error, undefined, findings, new Set())
+  if (findings.length === 0) return undefined
+  const kinds = new Set(findings.map((f) => f.kind))
+  const lead = KIND_ORDER.find((kind) => kinds.has(kind)) as FindingKind
+  const addresses = (kind?: FindingKind) => {
+    const named = [
+      ...new Set(
+        findings.filter((f) => kind === undefined || f.kind === kind).flatMap((f) => f.address ?? []),
+      ),
+    ]
+    return named.length > 0 ? named.join(', ') : options.brokers.join(', ')
+  }
+  const sasl = options.sasl
+  if (lead === 'auth') {
+    const finding = findings.find((f) => f.kind === 'auth') as Finding
+    const who =
+      sasl === undefined
+        ? 'SASL authentication'
+        : sasl.mechanism === 'OAUTHBEARER'
+          ? 'OAUTHBEARER authentication'
+          : `${sasl.mechanism} authentication of user ${JSON.stringify(sasl.username)}`
+    const fix =
+      sasl === undefined
+        ? 'set kafka.sasl'
+        : sasl.mechanism === 'OAUTHBEARER'
+          ? 'check that kafka.sasl.token is a valid, unexpired token for this cluster'
+          : `check kafka.sasl.username and kafka.sasl.password${sasl.mechanism.startsWith('SCRAM') ? `, and that the user has ${sasl.mechanism} credentials on the cluster (SCRAM-SHA-256 and SCRAM-SHA-512 credentials are separate)` : ''}; a managed service's new API key can take a minute to work`
+    const said = finding.detail === 'SASL_AUTHENTICATION_FAILED' ? '' : ` (${finding.detail})`
+    return {
+      code: ErrorCodes.KAFKA_AUTH_FAILED,
+      message: `${who} failed at ${addresses('auth')}${said}: ${fix}. Nothing is dead-lettered for this: the relay keeps the messages and retries with backoff`,
+    }
+  }
+  if (lead === 'authorization') {
+    const finding = findings.find((f) => f.kind === 'authorization') as Finding
+    const who = sasl !== undefined && 'username' in sasl ? ` user ${JSON.stringify(sasl.username)}` : ''
+    return {
+      code: ErrorCodes.KAFKA_AUTH_FAILED,
+      message: `the Kafka${who} is not authorized to produce (${finding.detail}): grant it Write on the topics and IdempotentWrite on the cluster (needed by brokers before 3.0 for the idempotent producer). Nothing is dead-lettered for this: the relay keeps the messages and retries with backoff`,
+    }
+  }
+  const hints: Record<FindingKind, string> = {
+    auth: '',
+    authorization: '',
+    'tls-required':
+      'that listener speaks TLS: set kafka.tls (true for a managed service, { ca } for a private CA)',
+    'tls-handshake':
+      'the TLS handshake failed: that port may not speak TLS (a PLAINTEXT or SASL_PLAINTEXT listener): use the TLS listener, or leave kafka.tls out for a plaintext one',
+    'tls-host-name':
+      "the broker's certificate does not name the address connected to: use the host name on the certificate in kafka.brokers, or set kafka.tls.servername",
+    'tls-certificate':
+      "the broker's TLS certificate is not trusted: set kafka.tls.ca to the PEM of the CA that signed it (leave ca out for a service with a public certificate)",
+    dns: 'the host name does not resolve: check kafka.brokers for a typo, and that this machine can resolve it',
+    refused:
+      'nothing accepts connections there: check the host and port in kafka.brokers and that the broker is running',
+    'no-route':
+      'there is no network route to the broker: check kafka.brokers and the network between here and the cluster',
+    timeout: `no answer within kafka.connectTimeout (${options.connectTimeout} ms): a firewall, a private network this machine is not on, or a wrong port`,
+    network:
+      'if this persists, check that kafka.brokers names a Kafka listener (and whether it needs kafka.tls) and the network in between',
+  }
+  const bootstrap =
+    options.brokers.length === 1 ? (options.brokers[0] as string) : `one of ${options.brokers.join(', ')}`
+  const tried = [
+    ...new Map(
+      findings.map((f) => [`${f.address} ${f.detail}`, `${f.address ?? bootstrap} (${f.detail})`]),
+    ).values(),
+  ]
+  const fixes = KIND_ORDER.filter((kind) => kinds.has(kind)).map((kind) => hints[kind])
+  const advertised = findings.some((f) => f.address !== undefined && !options.brokers.includes(f.address))
+  if (advertised) {
+    // The classic container mistake: bootstrap works, the address the broker hands out does not.
+    fixes.push(
+      "an address not in kafka.brokers is one the cluster advertised: check the broker's advertised.listeners are reachable from here",
+    )
+  }
+  return {
+    code: ErrorCodes.TRANSPORT_FAILED,
+    // A dropped connection alone may be a broker restarting, not an unreachable cluster.
+    message: `${lead === 'network' ? 'the connection to Kafka was dropped' : 'no Kafka broker could be reached'}, tried ${tried.join(', ')}: ${fixes.join('; ')}`,
+  }
+}
+
+function collectFindings(
+  error: unknown,
+  address: string | undefined,
+  into: Finding[],
+  seen: Set<unknown>,
+): void {
+  if (typeof error !== 'object' || error === null || seen.has(error)) return
+  seen.add(error)
+  const { message, code, apiId, cause, errors } = error as {
+    message?: unknown
+    code?: unknown
+    apiId?: unknown
+    cause?: unknown
+    errors?: unknown
+  }
+  const text = typeof message === 'string' ? message : ''
+  const at = CONNECTION_ADDRESS.exec(text)?.[1] ?? address
+  const inner = nested(cause, errors)
+  const before = into.length
+  const leaf = classify(code, apiId, text)
+  if (leaf === undefined) {
+    for (const next of inner) collectFindings(next, at, into, seen)
+  }
+  if (code === 'PLT_KFK_AUTHENTICATION' && !into.slice(before).some((f) => f.kind === 'auth')) {
+    // The client's own verdict (a mechanism the broker lacks, a token provider that threw) when
+    // the broker's answer below does not say more.
+    const reason = cause instanceof Error && !(cause as { apiId?: unknown }).apiId ? `: ${cause.message}` : ''
+    into.push({ kind: 'auth', address: at, detail: `${text}${reason}` })
+  } else if (leaf !== undefined) {
+    into.push({ kind: leaf[0], address: at, detail: leaf[1] })
+  } else if (inner.length === 0) {
+    if (code === 'PLT_KFK_TIMEOUT' && CONNECTION_ADDRESS.test(text)) {
+      into.push({ kind: 'timeout', address: at, detail: 'timed out' })
+    } else if (CONNECTION_ADDRESS.test(text)) {
+      into.push({ kind: 'network', address: at, detail: text })
+    } else if (code === 'PLT_KFK_NETWORK' || code === 'PLT_KFK_TIMEOUT') {
+      // A connection that opened and then closed or went silent ("Connection closed").
+      into.push({ kind: 'network', address: at, detail: text })
+    } else if (address !== undefined && typeof code === 'string') {
+      // Under a "Connection to … failed." the lowest error is the network cause, whatever it is.
+      into.push({ kind: 'network', address: at, detail: `${code}: ${text}` })
+    }
+  }
+}
+
+/** The finding one error stands for by itself, without looking at its causes. */
+function classify(code: unknown, apiId: unknown, text: string): [FindingKind, string] | undefined {
+  if (apiId === 'SASL_AUTHENTICATION_FAILED' || apiId === 'UNSUPPORTED_SASL_MECHANISM') return ['auth', apiId]
+  if (typeof apiId === 'string' && AUTHORIZATION_ERRORS.has(apiId)) return ['authorization', apiId]
+  if (typeof code !== 'string') return undefined
+  if (code === 'PLT_KFK_USER' && text === 'Broker requires TLS.') return ['tls-required', text]
+  if (code === 'PLT_KFK_USER' && text.startsWith('TLS handshake failed')) return ['tls-handshake', text]
+  const socket = SOCKET_ERRORS[code]
+  if (socket !== undefined) return [socket, code]
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return ['tls-host-name', `${code}: ${text}`]
+  if (/CERT|ISSUER|SELF_SIGNED|UNABLE_TO_VERIFY|^ERR_SSL_|^ERR_TLS_/.test(code)) {
+    return ['tls-certificate', `${code}: ${text}`]
+  }
+  return undefined
+}
+
+function nested(cause: unknown, errors: unknown): unknown[] {
+  return [cause, ...(Array.isArray(errors) ? errors : [])].filter((e) => e !== undefined)
 }
 
 export function createKafkaTransport(options: KafkaOptions): KafkaTransport {
