@@ -12,7 +12,15 @@ import {
   trackingHeaders,
 } from '../src/testing/index.ts'
 import { KafkaTransport } from '../src/transports/kafka/index.ts'
-import { countRows, createTopic, DATABASE_URL, dropSchema, kafkaBrokers, uniqueName, waitFor } from './support/env.ts'
+import {
+  countRows,
+  createTopic,
+  DATABASE_URL,
+  dropSchema,
+  kafkaBrokers,
+  uniqueName,
+  waitFor,
+} from './support/env.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
 
 /**

@@ -61,7 +61,12 @@ export function checkDeadLetterFilter(
       `deadLetters.${action}() needs a filter object like { topic: 'orders' } or { all: true }`,
     )
   }
-  const { topic, ids, deadBefore, all, limit } = filter as DeadLetterFilter
+  // Each field is read once, and what was checked is what the SQL gets: a fresh object of copies,
+  // never the caller's, whose getters (or a later change) could hand the SQL something else.
+  const { topic, ids: givenIds, deadBefore: givenDate, all, limit } = filter as DeadLetterFilter
+  const ids: unknown = Array.isArray(givenIds) ? Array.from(givenIds as unknown[]) : givenIds
+  const deadBefore: unknown =
+    givenDate instanceof Date ? new Date(Date.prototype.getTime.call(givenDate)) : givenDate
   if (topic !== undefined && (typeof topic !== 'string' || topic.length === 0)) {
     throw invalidArgument(`dead-letter filter 'topic' must be a non-empty string, got ${describe(topic)}`)
   }
@@ -87,5 +92,11 @@ export function checkDeadLetterFilter(
       `deadLetters.${action}() with no topic, ids or deadBefore would act on every dead letter; pass { all: true } if that is what you want`,
     )
   }
-  return filter as DeadLetterFilter
+  const checked: DeadLetterFilter = {}
+  if (topic !== undefined) checked.topic = topic
+  if (ids !== undefined) checked.ids = ids as string[]
+  if (deadBefore !== undefined) checked.deadBefore = deadBefore as Date
+  if (all !== undefined) checked.all = all
+  if (limit !== undefined) checked.limit = limit
+  return Object.freeze(checked)
 }

@@ -59,8 +59,18 @@ export function describe(value: unknown): string {
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'an array'
   if (Buffer.isBuffer(value)) return 'a Buffer'
-  if (typeof value === 'string')
-    return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`
+  if (typeof value === 'string') {
+    const shown = redactCredentials(value)
+    return `the string ${JSON.stringify(shown.length > 40 ? `${shown.slice(0, 40)}…` : shown)}`
+  }
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`
   return `${typeof value} ${String(value)}`
+}
+
+/**
+ * The text with the password of every `scheme://user:password@` in it replaced by `***`: a
+ * connection URL in an error message must not carry it into logs.
+ */
+export function redactCredentials(text: string): string {
+  return text.replace(/(\/\/[^/?#@\s:]*):[^/?#\s]*@/g, '$1:***@')
 }

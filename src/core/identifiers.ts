@@ -19,12 +19,37 @@ export function validateIdentifier(value: unknown, what: string): string {
 
 export const DEFAULT_TABLE: OutboxTable = Object.freeze({ schema: 'k_entity', table: 'outbox' })
 
+/**
+ * Schemas (MySQL: databases) that belong to the database server itself: an outbox there would
+ * mix k-entity's tables with the catalog's, and the server refuses most writes there anyway,
+ * in ways that look like k-entity bugs. `pg_` is PostgreSQL's reserved prefix.
+ */
+const RESERVED_SCHEMAS = new Set([
+  'information_schema',
+  'pg_catalog',
+  'pg_toast',
+  'mysql',
+  'performance_schema',
+  'sys',
+])
+
+function validateSchema(value: unknown): string {
+  const schema = validateIdentifier(value, 'schema name')
+  if (RESERVED_SCHEMAS.has(schema) || schema.startsWith('pg_')) {
+    throw new KEntityError(
+      ErrorCodes.INVALID_IDENTIFIER,
+      `invalid schema name ${describe(schema)}: it belongs to the database server (information_schema, pg_catalog, pg_toast, mysql, performance_schema, sys and names starting with pg_ are reserved); use a schema of your own, like the default 'k_entity'`,
+    )
+  }
+  return schema
+}
+
 /** Frozen: dialects build their statements once per table object. */
 export function resolveTable(options: { schema?: unknown; table?: unknown }): OutboxTable {
+  // Each option is read once: what was checked is what is used.
+  const { schema, table } = options
   return Object.freeze({
-    schema:
-      options.schema === undefined ? DEFAULT_TABLE.schema : validateIdentifier(options.schema, 'schema name'),
-    table:
-      options.table === undefined ? DEFAULT_TABLE.table : validateIdentifier(options.table, 'table name'),
+    schema: schema === undefined ? DEFAULT_TABLE.schema : validateSchema(schema),
+    table: table === undefined ? DEFAULT_TABLE.table : validateIdentifier(table, 'table name'),
   })
 }

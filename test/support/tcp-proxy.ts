@@ -64,7 +64,11 @@ export class TcpProxy {
       client.destroy()
       return
     }
-    const connection = { client, upstream: undefined as net.Socket | undefined, dead: this.#mode === 'blackhole' }
+    const connection = {
+      client,
+      upstream: undefined as net.Socket | undefined,
+      dead: this.#mode === 'blackhole',
+    }
     this.#connections.add(connection)
     client.on('close', () => {
       if (!connection.dead) {

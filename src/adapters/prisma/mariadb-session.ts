@@ -89,8 +89,9 @@ function connectionUrl(value: string, programName: string): string {
   try {
     url = new URL(value)
   } catch {
+    // The text itself is left out: it may hold the password.
     throw invalidArgument(
-      `expected a mysql:// or mariadb:// connection URL (the one your PrismaMariaDb adapter uses), got ${describe(value)}`,
+      `expected a mysql:// or mariadb:// connection URL (the one your PrismaMariaDb adapter uses), got a string that is not a URL (${value.length} characters, not shown since it may hold a password)`,
     )
   }
   if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {

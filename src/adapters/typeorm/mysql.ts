@@ -162,7 +162,10 @@ function urlCredentials(url: string): Record<string, unknown> {
   try {
     parsed = new URL(url)
   } catch {
-    throw invalidArgument(`the DataSource's url is not a valid URL: ${describe(url)}`)
+    // The text itself is left out: it may hold the password.
+    throw invalidArgument(
+      `the DataSource's url is not a valid URL (${url.length} characters, not shown since it may hold a password); expected mysql://user:password@host:3306/database`,
+    )
   }
   const decode = (part: string) => decodeURIComponent(part)
   const parts: Record<string, unknown> = {}

@@ -124,7 +124,11 @@ export function withQueryTimeout(session: PgSession, timeoutMs: () => number): P
       session.destroy?.()
     },
     destroy() {
-      kill(new KEntityError(ErrorCodes.STORE_FAILED, 'the relay database session was closed', { retryable: true }))
+      kill(
+        new KEntityError(ErrorCodes.STORE_FAILED, 'the relay database session was closed', {
+          retryable: true,
+        }),
+      )
     },
     on(event: 'error' | 'notification', listener: (value: never) => void) {
       if (event === 'error') errorListeners.push(listener as (error: Error) => void)
