@@ -16,7 +16,14 @@ export const ErrorCodes = {
   LEADERSHIP_LOST: 'KE_LEADERSHIP_LOST',
   TRANSPORT_FAILED: 'KE_TRANSPORT_FAILED',
   STORE_FAILED: 'KE_STORE_FAILED',
-  SCHEMA_MISSING: 'KE_SCHEMA_MISSING',
+  /**
+   * The outbox tables are not there: `migrate()` was never run on this database (or schema).
+   * Not retryable for a caller of `produce()`, `stats()` or `deadLetters()`; the relay keeps
+   * retrying with its backoff anyway, since a migration may run later.
+   */
+  NOT_MIGRATED: 'KE_NOT_MIGRATED',
+  /** @deprecated The same code as `NOT_MIGRATED` (`KE_NOT_MIGRATED`), kept for existing callers. */
+  SCHEMA_MISSING: 'KE_NOT_MIGRATED',
   MESSAGE_TOO_LARGE: 'KE_MESSAGE_TOO_LARGE',
   TOPIC_SETUP_FAILED: 'KE_TOPIC_SETUP_FAILED',
   /**
@@ -48,6 +55,24 @@ export class KEntityError extends Error {
 
 export function invalidArgument(message: string): KEntityError {
   return new KEntityError(ErrorCodes.INVALID_ARGUMENT, message)
+}
+
+/**
+ * The outbox tables are missing. `table` is the qualified name when the caller knows it; `how`
+ * says how to migrate in the caller's terms (the argument `migrate()` takes differs per dialect).
+ */
+export function notMigrated(
+  table: string | undefined,
+  cause: unknown,
+  options: { how?: string; retryable?: boolean } = {},
+): KEntityError {
+  const which = table === undefined ? 'the outbox table' : `the outbox table ${table}`
+  const driverSays = cause instanceof Error ? ` (${cause.message})` : ''
+  return new KEntityError(
+    ErrorCodes.NOT_MIGRATED,
+    `${which} does not exist${driverSays}: the outbox was never migrated on this database; run ${options.how ?? 'outbox.migrate(connection)'} once (or apply outbox.migrationSql() with your migration tool)`,
+    { cause, retryable: options.retryable ?? false },
+  )
 }
 
 export function isKEntityError(error: unknown, code?: ErrorCode): error is KEntityError {

@@ -1,4 +1,4 @@
-import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
+import { describe, ErrorCodes, invalidArgument, isKEntityError, KEntityError, notMigrated } from './errors.ts'
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
 import type { MessageTransport, OutboxDialect, OutboxTable, TransactionAdapter } from './seams.ts'
@@ -85,8 +85,18 @@ export class Outbox<M extends TopicMap> {
   async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {
     await adapter.assertInTransaction()
     for (const statement of this.dialect.insert(this.table, records)) {
-      await adapter.execute(statement)
+      try {
+        await adapter.execute(statement)
+      } catch (error) {
+        throw this.#explain(error)
+      }
     }
+  }
+
+  /** A missing outbox table, reported by the driver in its own terms, as `KE_NOT_MIGRATED`. */
+  #explain(error: unknown): unknown {
+    if (isKEntityError(error) || this.dialect.classifyError?.(error) !== ErrorCodes.NOT_MIGRATED) return error
+    return notMigrated(`${this.table.schema}.${this.table.table}`, error)
   }
 }
 

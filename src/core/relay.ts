@@ -1,6 +1,8 @@
 import { backoffDelay } from './backoff.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
+import { type Logger, type LoggerOption, resolveLogger } from './logger.ts'
 import type { StoredMessage } from './record.ts'
+import { type RelayEndpoints, RelayLog } from './relay-log.ts'
 import { DEFAULT_RETRY_POLICY, isRetryable, type RetryPolicy, resolveRetryPolicy } from './retry.ts'
 import type { FailedDelivery, MessageTransport, RelayStore } from './seams.ts'
 import { waitAtMost } from './wait.ts'
@@ -34,6 +36,15 @@ export interface RelayOptions {
   pipeline?: boolean
   /** Called for every relay event; never throws into the loop. */
   onEvent?: (event: RelayEvent) => void
+  /**
+   * Where the relay says what changes: started, leader or standby, a failure that starts (once,
+   * not per retry) and its end, dead letters, stopped. A pino/bunyan-like logger (`console`
+   * works too), or `false` for none. Default: the outbox's `logger`, else warnings and errors on
+   * stderr, one line each.
+   */
+  logger?: LoggerOption
+  /** @internal What the relay connects to, for log lines (adapters fill it, without credentials). */
+  endpoints?: RelayEndpoints
   /** Called once when `stop()` completes (used by adapters to forget the relay). */
   onStop?: () => void
   /** Default retry policy for messages that fail on their own (topics may override it). */
@@ -96,6 +107,8 @@ interface ResolvedOptions {
   leaderCheckInterval: number
   backoff: { initial: number; max: number }
   onEvent: (event: RelayEvent) => void
+  logger: Logger
+  endpoints: RelayEndpoints
   onStop: () => void
   retry: RetryPolicy
   topicRetry: Map<string, RetryPolicy>
@@ -148,11 +161,19 @@ export class OutboxRelay {
   #sentAhead = false
   /** Concurrent mode: claims in a row that found nothing (see #contendedPause). */
   #emptyPolls = 0
+  /** Log lines for changes of state (see `RelayOptions.logger`). */
+  readonly #log: RelayLog
 
   constructor(store: RelayStore, transport: MessageTransport, options: RelayOptions = {}) {
     this.#store = store
     this.#transport = transport
     this.#options = resolveOptions(options)
+    this.#log = new RelayLog(
+      this.#options.logger,
+      this.#options.endpoints,
+      this.#options.backoff.max,
+      this.#options.now,
+    )
     this.#companion = this.#options.pipeline ? store.companion?.() : undefined
   }
 
@@ -169,6 +190,7 @@ export class OutboxRelay {
     this.#assertOpen('start')
     if (this.#running) throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'the relay is already running')
     this.#stopping = false
+    this.#log.started(this.#options.mode)
     this.#running = this.#loop().finally(() => {
       this.#running = undefined
     })
@@ -220,6 +242,7 @@ export class OutboxRelay {
       throw invalidArgument(`stop(): 'timeout' must be a number of ms >= 0`)
     this.#stopping = true
     this.#closed = true
+    this.#log.stopping()
     this.#sleep?.abort()
     await waitAtMost(this.#running, timeout)
     // Closing the session rolls back an unfinished claim (its messages stay in the outbox);
@@ -229,6 +252,7 @@ export class OutboxRelay {
     await this.#transport.close().catch(() => {})
     await waitAtMost(this.#running, 5000)
     this.#setLeader(false)
+    this.#log.stopped()
     this.#options.onStop()
   }
 
@@ -282,6 +306,7 @@ export class OutboxRelay {
         if (!(await this.#ensureLeadership())) {
           await this.#settleAcks()
           await this.#settlePipeline()
+          this.#log.databaseOk()
           pause = this.#options.leaderCheckInterval
         } else {
           const count = this.#companion
@@ -289,6 +314,7 @@ export class OutboxRelay {
             : await this.#relayBatch()
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
+          this.#log.databaseOk()
           if (count >= this.#options.maxMessagesPerPoll || this.#sentAhead) continue
           if (this.#options.mode === 'concurrent') pause = this.#contendedPause(count)
           // The interval runs from one poll's start to the next one's: a short batch that took
@@ -304,6 +330,8 @@ export class OutboxRelay {
         this.#failures++
         pause = backoffDelay(this.#failures, this.#options.backoff)
         const failedStage = error instanceof RelayStageError ? error.stage : stage
+        // Kafka failed, so the database answered this poll's claim.
+        if (failedStage === 'send') this.#log.databaseOk()
         this.#emit({ type: 'error', stage: failedStage, error: unwrap(error), retryInMs: pause })
         if (!this.#store.healthy) this.#setLeader(false)
       }
@@ -645,6 +673,7 @@ export class OutboxRelay {
   }
 
   #setLeader(leader: boolean): void {
+    if (this.#options.mode === 'exclusive') this.#log.leadership(leader)
     if (this.#options.mode === 'exclusive' && leader !== this.#leader) {
       this.#leader = leader
       this.#emit({ type: 'leadership', leader })
@@ -657,6 +686,10 @@ export class OutboxRelay {
     } catch {
       // Observers must not be able to break delivery.
     }
+    // The log needs nothing from a delivery unless Kafka was failing: no work per batch otherwise.
+    if (event.type === 'delivered') this.#log.kafkaOk()
+    else if (event.type === 'error') this.#log.failed(event.stage, event.error, event.retryInMs)
+    else if (event.type === 'message-failed') this.#log.messageFailed(event)
   }
 }
 
@@ -762,6 +795,8 @@ function resolveOptions(options: RelayOptions): ResolvedOptions {
     ),
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
+    logger: resolveLogger(options.logger, 'relay options'),
+    endpoints: typeof options.endpoints === 'object' && options.endpoints !== null ? options.endpoints : {},
     onStop: options.onStop ?? (() => {}),
     now: typeof options.now === 'function' ? options.now : Date.now,
     retry,

@@ -2,6 +2,7 @@
  * The three seams of k-entity. Core code (topics, the relay loop) talks only to these
  * interfaces; SQL lives in dialects, driver calls in adapters, Kafka calls in transports.
  */
+import type { ErrorCode } from './errors.ts'
 import type { OutboxRecord, StoredMessage } from './record.ts'
 
 /** A parameterised statement in the dialect's placeholder syntax. */
@@ -41,6 +42,8 @@ export interface OutboxDialect {
   readonly name: string
   insert(table: OutboxTable, records: readonly OutboxRecord[]): SqlStatement[]
   migrations(table: OutboxTable): Migration[]
+  /** The k-entity code for a driver's error (its table in the dialect's errors.ts), if any. */
+  classifyError?(error: unknown): ErrorCode | undefined
 }
 
 export interface FailedDelivery {

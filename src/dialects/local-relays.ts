@@ -1,4 +1,5 @@
 import { describe, invalidArgument } from '../core/errors.ts'
+import type { LoggerOption } from '../core/logger.ts'
 import type { Outbox, TopicMap } from '../core/outbox.ts'
 import { OutboxRelay, type RelayOptions } from '../core/relay.ts'
 import type { RetryPolicy } from '../core/retry.ts'
@@ -25,6 +26,8 @@ export class LocalRelays {
     store: RelayStore,
     kafka: KafkaSetting | undefined,
     options: RelayOptions & { kafka?: KafkaSetting },
+    /** The outbox's logger (the relay's own `logger` option wins) and database, for log lines. */
+    context: { logger?: LoggerOption; database?: string } = {},
   ): OutboxRelay {
     const setting = checkKafkaSetting(options.kafka) ?? kafka
     if (setting === undefined) {
@@ -45,6 +48,11 @@ export class LocalRelays {
     const transport = isTransport(setting) ? setting : new KafkaTransport(setting)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {
       ...options,
+      logger: options.logger === undefined ? context.logger : options.logger,
+      endpoints: {
+        kafka: isTransport(setting) ? undefined : setting.brokers.join(','),
+        database: context.database,
+      },
       topicRetry,
       onStop: () => {
         this.#relays.delete(relay)

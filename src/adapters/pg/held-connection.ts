@@ -1,12 +1,14 @@
 import type pg from 'pg'
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { explainMissingTable } from '../../dialects/not-migrated.ts'
 import {
   CommitBuffer,
   type HeldWrite,
   isPreparedStatementMismatch,
   preparedStatementMismatch,
 } from '../../dialects/postgres/commit-buffer.ts'
+import { classifyError } from '../../dialects/postgres/errors.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
 type Query = (...args: unknown[]) => unknown
@@ -102,7 +104,7 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
     // A write produced after a failed statement: node-postgres may report the transaction as
     // open until its next answer, so the refusal comes from the server, when the write is sent.
     if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
-    throw error
+    throw explainMissingTable(error, classifyError, undefined)
   })
 }
 

@@ -90,8 +90,10 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
 
   /** Use `createPgliteOutbox` (your database) or `openPgliteOutbox` (a new one). */
   constructor(options: PgliteOutboxOptions<M>, ownsDatabase = false) {
-    if (typeof options !== 'object' || options === null) {
-      throw invalidArgument('the PGlite outbox needs an options object: { db, topics: { ... } }')
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw invalidArgument(
+        `the PGlite outbox needs an options object: { db, topics: { ... } }, got ${describe(options)}`,
+      )
     }
     const db = options.db
     if (typeof db !== 'object' || db === null || typeof db.transaction !== 'function') {

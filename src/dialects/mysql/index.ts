@@ -1,4 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
+import { classifyError } from './errors.ts'
 import { mysqlMigrations } from './migrations.ts'
 import { insertStatements } from './sql.ts'
 
@@ -7,6 +8,7 @@ export const mysqlDialect: OutboxDialect = {
   name: 'mysql',
   insert: insertStatements,
   migrations: mysqlMigrations,
+  classifyError,
 }
 
 export { type MigrationResult, migrate, migrationScript } from './migrate.ts'

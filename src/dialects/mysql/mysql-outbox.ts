@@ -1,4 +1,5 @@
 import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
+import { type Logger, type LoggerOption, resolveLogger } from '../../core/logger.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
@@ -8,11 +9,16 @@ import {
   ensureOutboxTopics,
   type OutboxEnsureTopicsOptions,
 } from '../../transports/kafka/topics.ts'
+import { endpointOf } from '../endpoint.ts'
 import { LocalRelays } from '../local-relays.ts'
+import { explainingDeadLetters, explainMissingTable } from '../not-migrated.ts'
+import { checkOptionsObject } from '../outbox-options.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
 import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
+import { classifyError } from './errors.ts'
 import { mysqlDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
+import { qualified } from './names.ts'
 import { MysqlRelayStore } from './relay-store.ts'
 import type { MysqlSession, MysqlSessionPurpose } from './session.ts'
 
@@ -30,6 +36,11 @@ export interface MysqlDriver<Tx, Target> {
 export interface MysqlOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
   /** Kafka for the relay and for topics mapped with `outbox: false`. */
   kafka?: KafkaSetting
+  /**
+   * Where relays of this outbox log (see `RelayOptions.logger`): a pino/bunyan-like logger, or
+   * `false` for none. Default: warnings and errors on stderr, one line each.
+   */
+  logger?: LoggerOption
 }
 
 export interface MysqlRelayOptions<Target> extends RelayOptions {
@@ -58,11 +69,15 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
   readonly #direct: LazyTransport
   /** Relays of this process, woken right after a transaction helper commits. */
   readonly #localRelays = new LocalRelays()
+  /** The `logger` option; undefined leaves each relay its default. */
+  readonly #logger: Logger | undefined
 
   constructor(options: MysqlOutboxOptions<M>, driver: MysqlDriver<Tx, Target>) {
+    checkOptionsObject(options)
     this.outbox = new Outbox(options, mysqlDialect)
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
+    this.#logger = options.logger === undefined ? undefined : resolveLogger(options.logger, 'outbox options')
     this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
   }
 
@@ -99,7 +114,10 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
       sessionTimeout: Math.max(claimTimeout, idle * 3),
       concurrent: options.mode === 'concurrent',
     })
-    return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options, {
+      logger: this.#logger,
+      database: endpointOf(options.connection, 3306),
+    })
   }
 
   /**
@@ -112,12 +130,24 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
 
   /** Inspect, replay and purge dead letters (each call uses its own short session). */
   deadLetters(connection?: Target): DeadLetters {
-    return mysqlDeadLetters(this.outbox.table, () => this.#driver.openSession(connection, 'admin'))
+    return explainingDeadLetters(
+      mysqlDeadLetters(this.outbox.table, () => this.#driver.openSession(connection, 'admin')),
+      (error) => this.#explain(error),
+    )
   }
 
   /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
   stats(connection?: Target): Promise<OutboxStats> {
-    return mysqlStats(this.outbox.table, () => this.#driver.openSession(connection, 'admin'))
+    return mysqlStats(this.outbox.table, () => this.#driver.openSession(connection, 'admin')).catch(
+      (error: unknown) => {
+        throw this.#explain(error)
+      },
+    )
+  }
+
+  /** A driver's "table doesn't exist" as `KE_NOT_MIGRATED`, saying what to run. */
+  #explain(error: unknown): unknown {
+    return explainMissingTable(error, classifyError, qualified(this.outbox.table))
   }
 
   /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */

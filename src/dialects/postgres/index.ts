@@ -1,4 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
+import { classifyError } from './errors.ts'
 import { postgresMigrations } from './migrations.ts'
 import { insertOneStatement, insertStatement } from './sql.ts'
 
@@ -45,6 +46,7 @@ function dialect(notify: () => boolean): OutboxDialect {
       return statements
     },
     migrations: postgresMigrations,
+    classifyError,
   }
 }
 

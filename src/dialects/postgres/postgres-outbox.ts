@@ -1,5 +1,6 @@
 import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
 import { describe, invalidArgument } from '../../core/errors.ts'
+import { type Logger, type LoggerOption, resolveLogger } from '../../core/logger.ts'
 import { Outbox, type OutboxOptions, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import { type OutboxRelay, RELAY_DEFAULTS, type RelayOptions } from '../../core/relay.ts'
 import type { RelayStore, TransactionAdapter } from '../../core/seams.ts'
@@ -9,11 +10,16 @@ import {
   ensureOutboxTopics,
   type OutboxEnsureTopicsOptions,
 } from '../../transports/kafka/topics.ts'
+import { endpointOf } from '../endpoint.ts'
 import { LocalRelays } from '../local-relays.ts'
+import { explainingDeadLetters, explainMissingTable } from '../not-migrated.ts'
+import { checkOptionsObject } from '../outbox-options.ts'
 import { checkedClaimTimeout } from '../relay-options.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
+import { classifyError } from './errors.ts'
 import { postgresDialectFor } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
+import { qualified } from './names.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
 
@@ -44,6 +50,11 @@ export interface PostgresOutboxOptions<M extends TopicMap> extends OutboxOptions
    * committed without one. Turn off behind transaction-mode poolers, where LISTEN cannot work.
    */
   notify?: boolean
+  /**
+   * Where relays of this outbox log (see `RelayOptions.logger`): a pino/bunyan-like logger, or
+   * `false` for none. Default: warnings and errors on stderr, one line each.
+   */
+  logger?: LoggerOption
 }
 
 export interface PostgresRelayOptions<Target> extends RelayOptions {
@@ -71,8 +82,11 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
   readonly #direct: LazyTransport
   /** Relays of this process, woken right after a transaction helper commits. */
   readonly #localRelays = new LocalRelays()
+  /** The `logger` option; undefined leaves each relay its default. */
+  readonly #logger: Logger | undefined
 
   constructor(options: PostgresOutboxOptions<M>, driver: PostgresDriver<Tx, Target>) {
+    checkOptionsObject(options)
     if (options.notify !== undefined && typeof options.notify !== 'boolean') {
       throw invalidArgument(`'notify' must be true or false, got ${describe(options.notify)}`)
     }
@@ -82,6 +96,7 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
     )
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
+    this.#logger = options.logger === undefined ? undefined : resolveLogger(options.logger, 'outbox options')
     this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
   }
 
@@ -130,12 +145,22 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
       listen: options.listen ?? true,
       exclusive: options.mode === 'exclusive',
     })
-    return this.relayOn(store, options)
+    return this.relayOn(store, options, endpointOf(options.connection, 5432))
   }
 
-  /** A relay of this outbox on the given store (for adapters whose database needs its own store). */
-  protected relayOn(store: RelayStore, options: RelayOptions & { kafka?: KafkaSetting }): OutboxRelay {
-    return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+  /**
+   * A relay of this outbox on the given store (for adapters whose database needs its own store);
+   * `database` names it in log lines (`host:port`, no credentials).
+   */
+  protected relayOn(
+    store: RelayStore,
+    options: RelayOptions & { kafka?: KafkaSetting },
+    database?: string,
+  ): OutboxRelay {
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options, {
+      logger: this.#logger,
+      database,
+    })
   }
 
   /**
@@ -148,14 +173,24 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
 
   /** Inspect, replay and purge dead letters (each call uses its own short session). */
   deadLetters(connection?: Target): DeadLetters {
-    return postgresDeadLetters(this.outbox.table, () =>
-      this.#driver.openSession(connection, 'k-entity-admin'),
+    return explainingDeadLetters(
+      postgresDeadLetters(this.outbox.table, () => this.#driver.openSession(connection, 'k-entity-admin')),
+      (error) => this.#explain(error),
     )
   }
 
   /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
   stats(connection?: Target): Promise<OutboxStats> {
-    return postgresStats(this.outbox.table, () => this.#driver.openSession(connection, 'k-entity-admin'))
+    return postgresStats(this.outbox.table, () =>
+      this.#driver.openSession(connection, 'k-entity-admin'),
+    ).catch((error: unknown) => {
+      throw this.#explain(error)
+    })
+  }
+
+  /** A driver's "relation does not exist" as `KE_NOT_MIGRATED`, saying what to run. */
+  #explain(error: unknown): unknown {
+    return explainMissingTable(error, classifyError, qualified(this.outbox.table))
   }
 
   /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */

@@ -1,4 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
+import { classifyError } from './errors.ts'
 import { sqliteMigrations } from './migrations.ts'
 import { insertStatements } from './sql.ts'
 
@@ -6,6 +7,7 @@ export const sqliteDialect: OutboxDialect = {
   name: 'sqlite',
   insert: insertStatements,
   migrations: sqliteMigrations,
+  classifyError,
 }
 
 export type { SqliteConnection } from './connection.ts'

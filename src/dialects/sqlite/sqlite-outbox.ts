@@ -1,5 +1,6 @@
 import type { DeadLetters, OutboxStats } from '../../core/dead-letters.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { type Logger, type LoggerOption, resolveLogger } from '../../core/logger.ts'
 import { Outbox, type OutboxOptions, type TopicMap } from '../../core/outbox.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { OutboxRelay, RelayOptions } from '../../core/relay.ts'
@@ -11,10 +12,14 @@ import {
   type OutboxEnsureTopicsOptions,
 } from '../../transports/kafka/topics.ts'
 import { LocalRelays } from '../local-relays.ts'
+import { explainingDeadLetters, explainMissingTable } from '../not-migrated.ts'
+import { checkOptionsObject } from '../outbox-options.ts'
 import type { SqliteConnection } from './connection.ts'
 import { sqliteDeadLetters, sqliteStats } from './dead-letters.ts'
+import { classifyError } from './errors.ts'
 import { sqliteDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
+import { qualified } from './names.ts'
 import { SqliteRelayStore } from './relay-store.ts'
 
 /** What a SQLite adapter supplies: how to use the app's database handle, and how to open a file. */
@@ -28,6 +33,11 @@ export interface SqliteDriver<Db> {
 export interface SqliteOutboxOptions<M extends TopicMap> extends OutboxOptions<M> {
   /** Kafka for the relay. */
   kafka?: KafkaSetting
+  /**
+   * Where the relay logs (see `RelayOptions.logger`): a pino/bunyan-like logger, or `false` for
+   * none. Default: warnings and errors on stderr, one line each.
+   */
+  logger?: LoggerOption
 }
 
 export interface SqliteRelayOptions<Db> extends RelayOptions {
@@ -76,7 +86,11 @@ export class SqliteOutbox<M extends TopicMap, Db> {
   /** Transactions of `transaction()` per handle, run one after the other (see there). */
   readonly #queues = new WeakMap<object, Promise<unknown>>()
 
+  /** The `logger` option; undefined leaves the relay its default. */
+  readonly #logger: Logger | undefined
+
   constructor(options: SqliteOutboxOptions<M>, driver: SqliteDriver<Db>) {
+    checkOptionsObject(options)
     this.outbox = new Outbox(options, sqliteDialect)
     for (const topic of Object.values(this.outbox.topics)) {
       if (!topic.outbox) {
@@ -87,6 +101,7 @@ export class SqliteOutbox<M extends TopicMap, Db> {
     }
     this.#driver = driver
     this.#kafka = checkKafkaSetting(options.kafka)
+    this.#logger = options.logger === undefined ? undefined : resolveLogger(options.logger, 'outbox options')
   }
 
   /** Typed producers bound to the transaction open on `db`. */
@@ -121,7 +136,11 @@ export class SqliteOutbox<M extends TopicMap, Db> {
       )
     }
     for (const statement of sqliteDialect.insert(this.outbox.table, records)) {
-      connection.run(statement.text, statement.values)
+      try {
+        connection.run(statement.text, statement.values)
+      } catch (error) {
+        throw this.#explain(error, 'outbox.migrate(db)')
+      }
     }
   }
 
@@ -196,7 +215,10 @@ export class SqliteOutbox<M extends TopicMap, Db> {
       )
     }
     const store = new SqliteRelayStore({ table: this.outbox.table, connect: open, busyTimeout })
-    return this.#localRelays.create(this.outbox, store, this.#kafka, options)
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options, {
+      logger: this.#logger,
+      database: typeof options.connection === 'string' ? options.connection : undefined,
+    })
   }
 
   /**
@@ -209,12 +231,21 @@ export class SqliteOutbox<M extends TopicMap, Db> {
 
   /** Inspect, replay and purge dead letters in `db` (a handle, or a file path opened per call). */
   deadLetters(db: Db | string): DeadLetters {
-    return sqliteDeadLetters(this.outbox.table, this.#borrow(db))
+    return explainingDeadLetters(sqliteDeadLetters(this.outbox.table, this.#borrow(db)), (error) =>
+      this.#explain(error),
+    )
   }
 
   /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
   stats(db: Db | string): Promise<OutboxStats> {
-    return sqliteStats(this.outbox.table, this.#borrow(db))
+    return sqliteStats(this.outbox.table, this.#borrow(db)).catch((error: unknown) => {
+      throw this.#explain(error)
+    })
+  }
+
+  /** SQLite's "no such table" as `KE_NOT_MIGRATED`, saying what to run. */
+  #explain(error: unknown, how = 'outbox.migrate(db)'): unknown {
+    return explainMissingTable(error, classifyError, qualified(this.outbox.table), how)
   }
 
   /** The app's handle (shared, never closed here), or a file opened for each use and closed after. */
