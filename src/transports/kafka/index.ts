@@ -618,7 +618,7 @@ export function connectionFailure(
   return {
     code: ErrorCodes.TRANSPORT_FAILED,
     // A dropped connection alone may be a broker restarting, not an unreachable cluster.
-    message: `${lead === 'network' ? 'the connection to Kafka was dropped' : 'no Kafka broker could be reached'}, tried ${tried.join(', ')}: ${fixes.join('; ')}`,
+    message: `${lead === 'network' ? `the connection to Kafka was dropped (${errorText(error)})` : 'no Kafka broker could be reached'}, tried ${tried.join(', ')}: ${fixes.join('; ')}`,
   }
 }
 
@@ -737,3 +737,14 @@ export class LazyTransport {
     if (transport && !isTransport(this.#setting)) await transport.close()
   }
 }
+
+/** Declared topics: create the missing ones, report how existing ones differ (see topics.ts). */
+export {
+  type CreatedTopic,
+  type EnsureTopicsOptions,
+  type EnsureTopicsReport,
+  ensureTopics,
+  type OutboxEnsureTopicsOptions,
+  type TopicDeclaration,
+  type TopicMismatch,
+} from './topics.ts'
