@@ -32,6 +32,7 @@ import { createPrismaMysqlOutbox } from '../src/adapters/prisma/mysql.ts'
 import { createTypeOrmOutbox } from '../src/adapters/typeorm/index.ts'
 import { createTypeOrmMysqlOutbox } from '../src/adapters/typeorm/mysql.ts'
 import { defaultLogger, type Logger } from '../src/core/logger.ts'
+import { RelayLog } from '../src/core/relay-log.ts'
 import { defineTopic, ErrorCodes } from '../src/index.ts'
 import { readTopic } from '../src/testing/read-topic.ts'
 import { MYSQL_URL } from './contract/mysql-support.ts'
@@ -251,6 +252,84 @@ describe('the relay says what is wrong, once', () => {
     await sleep(1500)
     await quiet.stop()
     assert.deepEqual(calls, [])
+  })
+
+  it('the database: unreachable or refusing the credentials, one error naming host:port and never the password', async (t) => {
+    const lines: { level: string; message: string }[] = []
+    const capture: Logger = {
+      error: (_context, message) => lines.push({ level: 'error', message: String(message) }),
+      warn: (_context, message) => lines.push({ level: 'warn', message: String(message) }),
+      info: (_context, message) => lines.push({ level: 'info', message: String(message) }),
+    }
+    const topics = { events: defineTopic<string>({ name: uniqueName('ke-db') }) }
+    const fast = { pollingInterval: 100, retryBackoff: { initial: 50, max: 200 } }
+    const port = await closedPort()
+    const pgRelay = createPgOutbox({ topics, logger: capture }).relay({
+      ...fast,
+      connection: `postgres://someone:s3cret-pw@127.0.0.1:${port}/test`,
+      kafka: { brokers: kafkaBrokers() },
+    })
+    t.after(() => pgRelay.stop())
+    await pgRelay.start()
+    await waitFor(() => lines.some((l) => l.level === 'error'), { timeout: 15_000, what: 'an error line' })
+    await sleep(1500)
+    await pgRelay.stop()
+    const pgErrors = lines.filter((l) => l.level === 'error')
+    assert.equal(pgErrors.length, 1, pgErrors.map((l) => l.message).join('\n'))
+    assert.match(
+      pgErrors[0]?.message ?? '',
+      new RegExp(`cannot reach the database at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`),
+    )
+
+    lines.length = 0
+    const url = new URL(MYSQL_URL)
+    url.username = 'ke_nobody'
+    url.password = 'wr0ng-pw'
+    const mysqlRelay = createMysqlOutbox({ topics, logger: capture }).relay({
+      ...fast,
+      connection: url.toString(),
+      kafka: { brokers: kafkaBrokers() },
+    })
+    t.after(() => mysqlRelay.stop())
+    await mysqlRelay.start()
+    await waitFor(() => lines.some((l) => l.level === 'error'), { timeout: 15_000, what: 'an error line' })
+    await sleep(1500)
+    await mysqlRelay.stop()
+    const mysqlErrors = lines.filter((l) => l.level === 'error')
+    assert.equal(mysqlErrors.length, 1, mysqlErrors.map((l) => l.message).join('\n'))
+    assert.match(
+      mysqlErrors[0]?.message ?? '',
+      new RegExp(`the database at ${url.hostname}:${url.port || 3306} refused the relay's credentials`),
+    )
+    for (const line of [...pgErrors, ...mysqlErrors]) {
+      assert.doesNotMatch(line.message, /s3cret-pw|wr0ng-pw/)
+      t.diagnostic(`${line.level}: ${line.message}`)
+    }
+  })
+
+  it('a failure that goes on is mentioned again every 5 minutes, with the count', () => {
+    let now = 0
+    const lines: string[] = []
+    const capture: Logger = {
+      error: (_c, message) => lines.push(`error: ${message}`),
+      warn: (_c, message) => lines.push(`warn: ${message}`),
+      info: (_c, message) => lines.push(`info: ${message}`),
+    }
+    const log = new RelayLog(capture, { kafka: '10.0.0.1:9092' }, 30_000, () => now)
+    const refused = Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:9092'), { code: 'ECONNREFUSED' })
+    for (let second = 0; second <= 600; second += 30) {
+      now = second * 1000
+      log.failed('send', new Error('Kafka did not acknowledge', { cause: refused }), 30_000)
+    }
+    now = 610_000
+    log.kafkaOk()
+    log.kafkaOk()
+    assert.deepEqual(lines, [
+      'warn: cannot reach Kafka at 10.0.0.1:9092 (ECONNREFUSED); retrying in 30 s, then with backoff up to every 30 s, messages stay in the outbox',
+      'warn: still cannot reach Kafka at 10.0.0.1:9092 (ECONNREFUSED) after 5 min (11 attempts)',
+      'warn: still cannot reach Kafka at 10.0.0.1:9092 (ECONNREFUSED) after 10 min (21 attempts)',
+      'info: Kafka reachable again after 10 min (21 failed attempts)',
+    ])
   })
 
   it('the default logger: warnings and errors as one line each, info only to say a problem is over', () => {

@@ -342,7 +342,8 @@ function messageOf(error: unknown): string {
 }
 
 function duration(ms: number): string {
-  if (ms < 10_000) return `${Math.max(0, Math.round(ms / 100) / 10)} s`
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`
+  if (ms < 10_000) return `${Math.round(ms / 100) / 10} s`
   if (ms < 120_000) return `${Math.round(ms / 1000)} s`
   if (ms < 2 * 3_600_000) return `${Math.round(ms / 60_000)} min`
   return `${Math.round(ms / 3_600_000)} h`
