@@ -174,7 +174,7 @@ describe('Kafka over TLS and SASL', () => {
     return createPgOutbox({ topics: { orders }, schema, kafka })
   }
 
-  it('checks tls and sasl options, naming the field and never the secret', () => {
+  it('checks tls and sasl options, naming the field and never the secret', async () => {
     const brokers = ['127.0.0.1:9093']
     const rejects = (options: Record<string, unknown>, pattern: RegExp, secret?: string) => {
       assert.throws(
@@ -224,6 +224,22 @@ describe('Kafka over TLS and SASL', () => {
       /kafka\.tls could not be loaded/,
     )
     rejects({ connectTimeout: -1 }, /kafka\.connectTimeout/)
+    // PLAIN without TLS is allowed (a local SASL_PLAINTEXT listener) but said once.
+    const warnings: Error[] = []
+    const onWarning = (warning: Error) => warnings.push(warning)
+    process.on('warning', onWarning)
+    try {
+      for (let i = 0; i < 2; i++) {
+        validateKafkaOptions({ brokers, sasl: { mechanism: 'PLAIN', username: 'u', password: 'Secret-4' } })
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    } finally {
+      process.off('warning', onWarning)
+    }
+    const clearText = warnings.filter((w) => (w as { code?: string }).code === 'KE_SASL_WITHOUT_TLS')
+    assert.equal(clearText.length, 1)
+    assert.match(String(clearText[0]?.message), /PLAIN without kafka\.tls sends the password/)
+    assert.ok(!String(clearText[0]?.message).includes('Secret-4'))
     // The connection part every client takes, with TLS and SASL as @platformatic/kafka wants them.
     const base = kafkaClientBase({ brokers, clientId: 'svc', tls: true, connectTimeout: 3000 })
     assert.deepEqual(base.tls, {})

@@ -35,7 +35,7 @@ export interface KafkaOptions {
    * Connect over TLS: `true` trusts the system's CAs (managed Kafka services), or an object with
    * PEM text (the file contents, not paths) as Node's `tls.connect` takes them.
    */
-  tls?: true | KafkaTlsOptions
+  tls?: boolean | KafkaTlsOptions
   /** SASL authentication; almost always used together with `tls`. */
   sasl?: KafkaSaslOptions
 }
@@ -165,6 +165,7 @@ export function validateKafkaOptions(options: unknown): ResolvedKafkaOptions {
     tls: validateTls(tls),
     sasl: validateSasl(sasl),
   }
+  if (resolved.sasl !== undefined && resolved.tls === undefined) warnClearTextSecret(resolved.sasl.mechanism)
   resolvedOptions.add(resolved)
   return resolved
 }
@@ -266,6 +267,21 @@ function validateTls(tls: unknown): TLSConnectionOptions | undefined {
   return resolved
 }
 
+const warnedClearText = new Set<string>()
+
+/**
+ * PLAIN sends the password and OAUTHBEARER the token as they are: without TLS anyone on the path
+ * reads them. Allowed (a local SASL_PLAINTEXT listener is a real setup), but said once.
+ */
+function warnClearTextSecret(mechanism: string): void {
+  if ((mechanism !== 'PLAIN' && mechanism !== 'OAUTHBEARER') || warnedClearText.has(mechanism)) return
+  warnedClearText.add(mechanism)
+  process.emitWarning(
+    `kafka.sasl ${mechanism} without kafka.tls sends the ${mechanism === 'PLAIN' ? 'password' : 'token'} over the network unencrypted: set kafka.tls unless this is a local test broker`,
+    { code: 'KE_SASL_WITHOUT_TLS' },
+  )
+}
+
 function validateSasl(sasl: unknown): SASLOptions | undefined {
   if (sasl === undefined) return undefined
   if (typeof sasl !== 'object' || sasl === null || Array.isArray(sasl)) {
@@ -298,7 +314,7 @@ function validateSasl(sasl: unknown): SASLOptions | undefined {
           const value = await provider()
           if (typeof value !== 'string' || value.length === 0) {
             throw invalidArgument(
-              `the kafka.sasl.token provider must return a non-empty string, got ${value === '' ? 'an empty string' : describe(typeof value === 'string' ? value : value === null ? null : (typeof value as unknown))}`,
+              `the kafka.sasl.token provider must return a non-empty string, got ${value === '' ? 'an empty string' : value === null ? 'null' : typeof value}`,
             )
           }
           return value
