@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
+import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { RelayEvent } from '../src/core/relay.ts'
 import { defineTopic, type OutboxRecord } from '../src/index.ts'
@@ -12,6 +14,7 @@ import {
   trackingHeaders,
 } from '../src/testing/index.ts'
 import { KafkaTransport } from '../src/transports/kafka/index.ts'
+import { countMysqlRows, dropDatabase, MYSQL_URL } from './contract/mysql-support.ts'
 import {
   countRows,
   createTopic,
@@ -24,13 +27,14 @@ import {
 import { TcpProxy } from './support/tcp-proxy.ts'
 
 /**
- * A network partition between relays and PostgreSQL, made by a TCP proxy the relays connect
- * through (producers connect directly): the proxy forwards nothing and closes nothing, so neither
- * side hears a disconnect. Relay options are the defaults except where a test says otherwise.
+ * A network partition between relays and their database (PostgreSQL, MariaDB), made by a TCP
+ * proxy the relays connect through (producers connect directly): the proxy forwards nothing and
+ * closes nothing, so neither side hears a disconnect. Relay options are the defaults except where a test says otherwise.
  */
 
 const brokers = kafkaBrokers()
 const schemas: string[] = []
+const databases: string[] = []
 const proxies: TcpProxy[] = []
 const stops: (() => Promise<void>)[] = []
 
@@ -57,9 +61,20 @@ function postgresTarget(): { host: string; port: number } {
   return { host: url.hostname, port: Number(url.port || 5432) }
 }
 
-async function setUp(prefix: string) {
+function mariadbTarget(): { host: string; port: number } {
+  const url = new URL(MYSQL_URL)
+  return { host: url.hostname, port: Number(url.port || 3306) }
+}
+
+function mariadbThroughProxy(proxy: TcpProxy): string {
+  const url = new URL(MYSQL_URL)
+  url.hostname = '127.0.0.1'
+  url.port = String(proxy.port)
+  return url.toString()
+}
+
+async function setUp(prefix: string, database: 'postgres' | 'mariadb' = 'postgres') {
   const schema = uniqueName(prefix)
-  schemas.push(schema)
   const topicName = uniqueName(prefix).replaceAll('_', '-')
   await createTopic(topicName, 3)
   const topic = defineTopic<Message>({
@@ -67,10 +82,28 @@ async function setUp(prefix: string) {
     key: (m) => m.key,
     headers: (m) => trackingHeaders(m.id, m.seq),
   })
-  const outbox = createPgOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
-  await outbox.migrate(DATABASE_URL)
-  const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
-  stops.push(() => pool.end())
+  let commit: (batch: Message[]) => Promise<void>
+  let pending: () => Promise<number>
+  let relay: (options: Record<string, unknown>) => ReturnType<ReturnType<typeof createPgOutbox>['relay']>
+  if (database === 'postgres') {
+    schemas.push(schema)
+    const outbox = createPgOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
+    await outbox.migrate(DATABASE_URL)
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
+    stops.push(() => pool.end())
+    commit = (batch) => outbox.transaction(pool, (_client, topics) => topics.events.produceMany(batch))
+    pending = () => countRows(schema)
+    relay = (options) => outbox.relay(options)
+  } else {
+    databases.push(schema)
+    const outbox = createMysqlOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
+    await outbox.migrate(MYSQL_URL)
+    const pool = mysql.createPool({ uri: MYSQL_URL, connectionLimit: 2 })
+    stops.push(() => pool.end())
+    commit = (batch) => outbox.transaction(pool, (_conn, topics) => topics.events.produceMany(batch))
+    pending = () => countMysqlRows(schema)
+    relay = (options) => outbox.relay(options)
+  }
   const expected: Message[] = []
   const seqs = new Map<string, number>()
   let producing = false
@@ -85,12 +118,12 @@ async function setUp(prefix: string) {
       expected.push(message)
       batch.push(message)
     }
-    await outbox.transaction(pool, (_client, topics) => topics.events.produceMany(batch))
+    await commit(batch)
   }
   return {
     schema,
     topicName,
-    outbox,
+    relay,
     expected,
     produce,
     /** Commits a few messages every 50 ms until `stopProducing()`. */
@@ -108,7 +141,7 @@ async function setUp(prefix: string) {
       await producer
     },
     async drainedAndChecked() {
-      await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 90_000 })
+      await waitFor(async () => (await pending()) === 0, { what: 'outbox drained', timeout: 90_000 })
       const consumed = await readTopic({ brokers, topic: topicName, expectedCount: expected.length })
       const report = checkDelivery({ expected, observed: observedFromConsumed(consumed) })
       assert.ok(report.ok, formatReport(report))
@@ -124,104 +157,118 @@ function recorder(): { events: Timed[]; onEvent: (event: RelayEvent) => void } {
   return { events, onEvent: (event) => events.push({ at: Date.now(), event }) }
 }
 
-describe('relays partitioned from PostgreSQL', () => {
+describe('relays partitioned from their database', () => {
   after(async () => {
     for (const stop of stops.reverse()) await stop().catch(() => {})
     for (const proxy of proxies) await proxy.close().catch(() => {})
     for (const schema of schemas) await dropSchema(schema)
+    for (const database of databases) await dropDatabase(database)
   })
 
-  it('a single relay notices within ~15 s, and after the network heals delivers everything in order', async () => {
-    const proxy = await TcpProxy.start(postgresTarget())
-    proxies.push(proxy)
-    const setup = await setUp('ke_part1')
-    const { events, onEvent } = recorder()
-    const relay = setup.outbox.relay({ connection: throughProxy(proxy), onEvent })
-    stops.push(() => relay.stop({ timeout: 2000 }))
-    await relay.start()
-    setup.startProducing()
-    await waitFor(() => events.some((e) => e.event.type === 'delivered'), { what: 'first delivery' })
-    await new Promise((resolve) => setTimeout(resolve, 1000))
-
-    const cut = Date.now()
-    proxy.blackhole()
-    await new Promise((resolve) => setTimeout(resolve, 20_000))
-    const firstError = events.find((e) => e.at >= cut && e.event.type === 'error')
-    assert.ok(firstError, 'the relay reported an error while partitioned')
-    const noticedMs = firstError.at - cut
-    proxy.forward()
-    const healed = Date.now()
-    await new Promise((resolve) => setTimeout(resolve, 3000))
-    await setup.stopProducing()
-    const report = await setup.drainedAndChecked()
-    const resumed = events.find((e) => e.at >= healed && e.event.type === 'delivered')
-    assert.ok(resumed, 'the relay delivered again after the network healed')
-    console.log(
-      `# single relay: partition noticed after ${noticedMs} ms (${(firstError.event as { stage: string }).stage}), delivering again ${resumed.at - healed} ms after healing; ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
-    )
-    assert.ok(noticedMs <= 20_000, `the relay noticed the partition only after ${noticedMs} ms`)
-  })
-
-  it('exclusive: a standby takes over from a partitioned leader within seconds, and no key goes out of order', async () => {
-    const proxy = await TcpProxy.start(postgresTarget())
-    proxies.push(proxy)
-    const setup = await setUp('ke_part2')
-    // The leader's batches take a second in Kafka, so the partition catches it mid-claim (the
-    // harder case: its session sits in an open transaction, not idle).
-    const kafka = new KafkaTransport({ brokers })
-    const slowKafka = {
-      async send(records: readonly OutboxRecord[]) {
-        await new Promise((resolve) => setTimeout(resolve, 1000))
-        await kafka.send(records)
-      },
-      close: () => kafka.close(),
-    }
-    const leaderLog = recorder()
-    const leader = setup.outbox.relay({
-      connection: throughProxy(proxy),
-      mode: 'exclusive',
-      kafka: slowKafka,
-      onEvent: leaderLog.onEvent,
-    })
-    stops.push(() => leader.stop({ timeout: 2000 }))
-    await leader.start()
-    await waitFor(() => leader.isLeader, { what: 'the relay behind the proxy leading' })
-    const standbyLog = recorder()
-    const standby = setup.outbox.relay({
-      connection: DATABASE_URL,
-      mode: 'exclusive',
-      onEvent: standbyLog.onEvent,
-    })
-    stops.push(() => standby.stop({ timeout: 2000 }))
-    await standby.start()
-    setup.startProducing()
-    await waitFor(() => leaderLog.events.some((e) => e.event.type === 'delivered'), {
-      what: 'the leader delivering',
-    })
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    assert.equal(standby.isLeader, false)
-
-    const cut = Date.now()
-    proxy.blackhole()
-    await waitFor(() => standby.isLeader, { what: 'the standby taking over', timeout: 60_000 })
-    const takeoverMs = Date.now() - cut
-    await waitFor(() => leaderLog.events.some((e) => e.at >= cut && e.event.type === 'error'), {
-      what: 'the partitioned leader noticing',
-      timeout: 30_000,
-    })
-    const noticed = leaderLog.events.find((e) => e.at >= cut && e.event.type === 'error') as Timed
-    // Once it noticed, the old leader gave its leadership up and deleted nothing more.
-    assert.equal(leader.isLeader, false)
-    const deletedAfter = leaderLog.events.filter((e) => e.at >= noticed.at && e.event.type === 'delivered')
-    assert.equal(deletedAfter.length, 0, 'the partitioned leader reported no delivery after it noticed')
-
-    proxy.forward()
-    await new Promise((resolve) => setTimeout(resolve, 2000))
-    await setup.stopProducing()
-    const report = await setup.drainedAndChecked()
-    console.log(
-      `# exclusive: standby leading ${takeoverMs} ms after the partition began; the old leader noticed after ${noticed.at - cut} ms (${(noticed.event as { stage: string }).stage}); ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
-    )
-    assert.ok(takeoverMs <= 20_000, `takeover took ${takeoverMs} ms`)
-  })
+  it('PostgreSQL: a single relay notices within ~15 s, and after the network heals delivers everything in order', () =>
+    singleRelayPartitioned('postgres'))
+  it('PostgreSQL, exclusive: a standby takes over from a partitioned leader within seconds, and no key goes out of order', () =>
+    exclusiveLeaderPartitioned('postgres'))
+  it('MariaDB: a single relay notices within ~15 s, and after the network heals delivers everything in order', () =>
+    singleRelayPartitioned('mariadb'))
+  it('MariaDB, exclusive: a standby takes over from a partitioned leader within seconds, and no key goes out of order', () =>
+    exclusiveLeaderPartitioned('mariadb'))
 })
+
+function viaProxy(database: 'postgres' | 'mariadb', proxy: TcpProxy): string {
+  return database === 'postgres' ? throughProxy(proxy) : mariadbThroughProxy(proxy)
+}
+
+async function singleRelayPartitioned(database: 'postgres' | 'mariadb') {
+  const proxy = await TcpProxy.start(database === 'postgres' ? postgresTarget() : mariadbTarget())
+  proxies.push(proxy)
+  const setup = await setUp('ke_part1', database)
+  const { events, onEvent } = recorder()
+  const relay = setup.relay({ connection: viaProxy(database, proxy), onEvent })
+  stops.push(() => relay.stop({ timeout: 2000 }))
+  await relay.start()
+  setup.startProducing()
+  await waitFor(() => events.some((e) => e.event.type === 'delivered'), { what: 'first delivery' })
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+
+  const cut = Date.now()
+  proxy.blackhole()
+  await new Promise((resolve) => setTimeout(resolve, 20_000))
+  const firstError = events.find((e) => e.at >= cut && e.event.type === 'error')
+  assert.ok(firstError, 'the relay reported an error while partitioned')
+  const noticedMs = firstError.at - cut
+  proxy.forward()
+  const healed = Date.now()
+  await new Promise((resolve) => setTimeout(resolve, 3000))
+  await setup.stopProducing()
+  const report = await setup.drainedAndChecked()
+  const resumed = events.find((e) => e.at >= healed && e.event.type === 'delivered')
+  assert.ok(resumed, 'the relay delivered again after the network healed')
+  console.log(
+    `# ${database}, single relay: partition noticed after ${noticedMs} ms (${(firstError.event as { stage: string }).stage}), delivering again ${resumed.at - healed} ms after healing; ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
+  )
+  assert.ok(noticedMs <= 20_000, `the relay noticed the partition only after ${noticedMs} ms`)
+}
+
+async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb') {
+  const proxy = await TcpProxy.start(database === 'postgres' ? postgresTarget() : mariadbTarget())
+  proxies.push(proxy)
+  const setup = await setUp('ke_part2', database)
+  // The leader's batches take a second in Kafka, so the partition catches it mid-claim (the
+  // harder case: its session sits in an open transaction, not idle).
+  const kafka = new KafkaTransport({ brokers })
+  const slowKafka = {
+    async send(records: readonly OutboxRecord[]) {
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      await kafka.send(records)
+    },
+    close: () => kafka.close(),
+  }
+  const leaderLog = recorder()
+  const leader = setup.relay({
+    connection: viaProxy(database, proxy),
+    mode: 'exclusive',
+    kafka: slowKafka,
+    onEvent: leaderLog.onEvent,
+  })
+  stops.push(() => leader.stop({ timeout: 2000 }))
+  await leader.start()
+  await waitFor(() => leader.isLeader, { what: 'the relay behind the proxy leading' })
+  const standbyLog = recorder()
+  const standby = setup.relay({
+    connection: database === 'postgres' ? DATABASE_URL : MYSQL_URL,
+    mode: 'exclusive',
+    onEvent: standbyLog.onEvent,
+  })
+  stops.push(() => standby.stop({ timeout: 2000 }))
+  await standby.start()
+  setup.startProducing()
+  await waitFor(() => leaderLog.events.some((e) => e.event.type === 'delivered'), {
+    what: 'the leader delivering',
+  })
+  await new Promise((resolve) => setTimeout(resolve, 1500))
+  assert.equal(standby.isLeader, false)
+
+  const cut = Date.now()
+  proxy.blackhole()
+  await waitFor(() => standby.isLeader, { what: 'the standby taking over', timeout: 60_000 })
+  const takeoverMs = Date.now() - cut
+  await waitFor(() => leaderLog.events.some((e) => e.at >= cut && e.event.type === 'error'), {
+    what: 'the partitioned leader noticing',
+    timeout: 30_000,
+  })
+  const noticed = leaderLog.events.find((e) => e.at >= cut && e.event.type === 'error') as Timed
+  // Once it noticed, the old leader gave its leadership up and deleted nothing more.
+  assert.equal(leader.isLeader, false)
+  const deletedAfter = leaderLog.events.filter((e) => e.at >= noticed.at && e.event.type === 'delivered')
+  assert.equal(deletedAfter.length, 0, 'the partitioned leader reported no delivery after it noticed')
+
+  proxy.forward()
+  await new Promise((resolve) => setTimeout(resolve, 2000))
+  await setup.stopProducing()
+  const report = await setup.drainedAndChecked()
+  console.log(
+    `# ${database}, exclusive: standby leading ${takeoverMs} ms after the partition began; the old leader noticed after ${noticed.at - cut} ms (${(noticed.event as { stage: string }).stage}); ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
+  )
+  assert.ok(takeoverMs <= 20_000, `takeover took ${takeoverMs} ms`)
+}

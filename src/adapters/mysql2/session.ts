@@ -68,6 +68,9 @@ export async function openMysql2Session(
   const options: mysql.ConnectionOptions = typeof resolved === 'string' ? { uri: resolved } : resolved
   const connection = await mysql.createConnection({
     ...options,
+    // TCP keepalive probes after 10 s of silence (mysql2 turns keepalive on, but with the
+    // system's delay, 2 hours by default), unless the app chose its own.
+    keepAliveInitialDelay: options.keepAliveInitialDelay ?? 10_000,
     connectAttributes: { program_name: `k-entity-${purpose}`, ...options.connectAttributes },
   })
   return session(connection, true)
@@ -85,6 +88,9 @@ function session(connection: mysql.Connection, owned: boolean): MysqlSession {
     async end() {
       if (!owned) return
       await endConnection(connection)
+    },
+    destroy() {
+      if (owned) connection.destroy()
     },
     onError(listener) {
       connection.on('error', listener)

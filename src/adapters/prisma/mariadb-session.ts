@@ -32,6 +32,13 @@ const MYSQL2_RESULTS = {
 } satisfies mariadb.QueryConfig
 
 /**
+ * TCP keepalive after 10 s of silence (the driver's default is none), and 10 s to connect (its
+ * default is 1 s, short for a server across a busy network), unless the app chose its own.
+ */
+const KEEPALIVE_DELAY_MS = 10_000
+const CONNECT_TIMEOUT_MS = 10_000
+
+/**
  * Opens a connection the outbox owns with the `mariadb` driver that `@prisma/adapter-mariadb`
  * runs on, for a relay, a migration or an admin call: Prisma neither exposes its connections
  * nor has one to spare (the relay keeps its leader lock and claim on a connection of its own),
@@ -49,7 +56,12 @@ export async function openMariadbSession(
   } else {
     checkConfig(resolved)
     const attributes = typeof resolved.connectAttributes === 'object' ? resolved.connectAttributes : {}
-    config = { ...resolved, connectAttributes: { program_name: programName, ...attributes } }
+    config = {
+      ...resolved,
+      keepAliveDelay: resolved.keepAliveDelay ?? KEEPALIVE_DELAY_MS,
+      connectTimeout: resolved.connectTimeout ?? CONNECT_TIMEOUT_MS,
+      connectAttributes: { program_name: programName, ...attributes },
+    }
   }
   const connection = await mariadb.createConnection(config)
   return session(connection)
@@ -72,6 +84,9 @@ function session(connection: mariadb.Connection): MysqlSession {
     },
     async end() {
       await endConnection(connection)
+    },
+    destroy() {
+      connection.destroy()
     },
     onError(listener) {
       connection.on('error', listener)
@@ -103,6 +118,10 @@ function connectionUrl(value: string, programName: string): string {
   if (url.hostname.startsWith('[') && url.hostname.endsWith(']')) {
     url.hostname = encodeURIComponent(url.hostname.slice(1, -1))
   }
+  if (!url.searchParams.has('keepAliveDelay'))
+    url.searchParams.set('keepAliveDelay', String(KEEPALIVE_DELAY_MS))
+  if (!url.searchParams.has('connectTimeout'))
+    url.searchParams.set('connectTimeout', String(CONNECT_TIMEOUT_MS))
   if (!url.searchParams.has('connectAttributes')) {
     url.searchParams.set('connectAttributes', JSON.stringify({ program_name: programName }))
   }

@@ -20,7 +20,7 @@ import { mysqlDialect } from './index.ts'
 import { type MigrationResult, migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { MysqlRelayStore } from './relay-store.ts'
-import type { MysqlSession, MysqlSessionPurpose } from './session.ts'
+import { type MysqlSession, type MysqlSessionPurpose, relaySilence } from './session.ts'
 
 /**
  * What a MySQL adapter supplies: how to use the app's transaction handle, and how to open a
@@ -111,7 +111,8 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
     const store = new MysqlRelayStore({
       table: this.outbox.table,
       connect: () => this.#driver.openSession(options.connection, 'relay'),
-      sessionTimeout: Math.max(claimTimeout, idle * 3),
+      sessionTimeout: relaySilence(claimTimeout, idle),
+      claimTimeout,
       concurrent: options.mode === 'concurrent',
     })
     return this.#localRelays.create(this.outbox, store, this.#kafka, options, {

@@ -3,7 +3,15 @@ import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
-import { errorNumber, MysqlErrors, type MysqlResult, type MysqlSession } from './session.ts'
+import {
+  errorNumber,
+  keepClaimAlive,
+  MysqlErrors,
+  type MysqlResult,
+  type MysqlSession,
+  RELAY_QUERY_TIMEOUT_MS,
+  withQueryTimeout,
+} from './session.ts'
 import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
 
 export interface MysqlRelayStoreOptions {
@@ -16,6 +24,11 @@ export interface MysqlRelayStoreOptions {
    * hold neither messages nor leadership for longer than this.
    */
   sessionTimeout: number
+  /**
+   * Longest a claim may stay open, in ms. When it is longer than `sessionTimeout`, a healthy
+   * relay pings its open claim so the server keeps it (see `keepClaimAlive`). Default: `sessionTimeout`.
+   */
+  claimTimeout?: number
   /** Several relays share the outbox: claims also take per-key claim locks (see `#claimConcurrent`). */
   concurrent: boolean
 }
@@ -31,6 +44,10 @@ export class MysqlRelayStore implements RelayStore {
   #healthy = false
   #leader = false
   #inClaim = false
+  /** Statements of this store on their way; a claim's heartbeat waits for none. */
+  #busy = 0
+  /** Counts claims, so a heartbeat stops with the claim it was started for. */
+  #claims = 0
 
   constructor(options: MysqlRelayStoreOptions) {
     this.#options = options
@@ -42,7 +59,9 @@ export class MysqlRelayStore implements RelayStore {
 
   async connect(): Promise<void> {
     await this.close()
-    const session = await this.#options.connect()
+    // Every statement of the session must be answered in time, or the session is given up: a
+    // relay behind a dead network would otherwise wait forever (see `withQueryTimeout`).
+    const session = withQueryTimeout(await this.#options.connect(), RELAY_QUERY_TIMEOUT_MS)
     session.onError(() => this.#markBroken(session))
     this.#session = session
     this.#healthy = true
@@ -92,6 +111,16 @@ export class MysqlRelayStore implements RelayStore {
       await this.#endClaim('COMMIT')
       return []
     }
+    // The server ends a session silent for `sessionTimeout`; a healthy relay whose batch is slow
+    // in Kafka keeps its claim (see `keepClaimAlive`).
+    const claim = ++this.#claims
+    keepClaimAlive(
+      this.#options.claimTimeout ?? this.#options.sessionTimeout,
+      this.#options.sessionTimeout,
+      () => this.#inClaim && this.#healthy && this.#claims === claim,
+      () => this.#busy === 0,
+      () => this.#run('SELECT 1'),
+    )
     return rows.map(toMessage)
   }
 
@@ -165,6 +194,7 @@ export class MysqlRelayStore implements RelayStore {
         retryable: true,
       })
     }
+    this.#busy++
     try {
       return await session.query(text, values)
     } catch (error) {
@@ -181,6 +211,8 @@ export class MysqlRelayStore implements RelayStore {
       this.#markBroken(session)
       await session.end().catch(() => {})
       throw error
+    } finally {
+      this.#busy--
     }
   }
 
