@@ -18,13 +18,17 @@ export interface RelayOptions {
   /** Most messages claimed, sent and deleted per batch (default 500). */
   maxMessagesPerPoll?: number
   /**
-   * `single`: this is the only relay. `exclusive`: run it in every process; one holds the
-   * leader lock and relays, the others stand by and take over when it goes. `concurrent`: every
-   * relay works, sharing the messages; a key is only ever held by one relay at a time, so per-key
-   * order holds (default `single`). Do not mix modes on one outbox.
+   * `single` (default): meant to be the only relay. It takes the same leader lock as
+   * `exclusive`, so a second `single` relay started by mistake never claims: it stands by, says
+   * once (a `leadership` event with a `reason`, and a process warning) that another relay holds
+   * the outbox, and takes over when that one goes. `exclusive`: run it in every process; one
+   * holds the leader lock and relays, the others stand by quietly and take over when it goes.
+   * `concurrent`: every relay works, sharing the messages; a key is only ever held by one relay
+   * at a time, so per-key order holds. Modes cannot be mixed on one outbox: a concurrent relay
+   * waits while a single/exclusive relay leads, and a leader waits while concurrent relays run.
    */
   mode?: NodeMode
-  /** Exclusive mode: how often a standby tries to become leader, in ms (default 1000). */
+  /** How often a relay that stands by (see `mode`) tries again to relay, in ms (default 1000). */
   leaderCheckInterval?: number
   /** First and largest delay after a failed batch or connection, in ms (defaults 250 / 30000). */
   retryBackoff?: { initial?: number; max?: number }
@@ -79,7 +83,13 @@ export type RelayEvent =
       deadLettered: boolean
       retryAt: Date | null
     }
-  | { type: 'leadership'; leader: boolean }
+  /**
+   * Single and exclusive mode: this relay became the leader, or stopped being it. `reason` says
+   * why a relay is not relaying when another relay holds the outbox (also for a concurrent relay
+   * kept waiting by a leader, or for a leader kept waiting by concurrent relays); sent once each
+   * time the relay starts waiting.
+   */
+  | { type: 'leadership'; leader: boolean; reason?: string }
   | { type: 'error'; stage: 'connect' | 'claim' | 'send' | 'acknowledge'; error: unknown; retryInMs: number }
   /** `ensureTopics: true`: the topics the relay created, found as declared, or found different. */
   | {
@@ -136,6 +146,8 @@ export class OutboxRelay {
   #stopping = false
   #closed = false
   #leader = false
+  /** The relay stands by because another relay holds the outbox, and has said so once. */
+  #standbyReported = false
   #failures = 0
   /** Consecutive whole-batch failures; after a few, the batch is split to find the bad messages. */
   #batchFailures = 0
@@ -177,8 +189,9 @@ export class OutboxRelay {
     this.#companion = this.#options.pipeline ? store.companion?.() : undefined
   }
 
+  /** Single and exclusive mode: this relay holds the leader lock; concurrent: it is admitted to claim. */
   get isLeader(): boolean {
-    return this.#options.mode === 'exclusive' ? this.#leader : this.#running !== undefined
+    return this.#leader && (this.#running !== undefined || this.#options.mode !== 'concurrent')
   }
 
   get isRunning(): boolean {
@@ -226,7 +239,7 @@ export class OutboxRelay {
   /** Nudges the loop to poll now instead of at the end of its polling interval. */
   wake(): void {
     // A standby has nothing to relay: it tries the leader lock once per leaderCheckInterval.
-    if (this.#options.mode === 'exclusive' && !this.#leader) return
+    if (!this.#leader) return
     this.#wakeRequested = true
     this.#sleep?.abort()
   }
@@ -351,11 +364,41 @@ export class OutboxRelay {
     return Math.min(this.#options.pollingInterval, CONTENDED_PAUSE_MS * 2 ** Math.min(this.#emptyPolls, 16))
   }
 
+  /**
+   * Every mode asks the store, which answers from memory while this relay already holds the
+   * outbox (no round trip per claim): single and exclusive relays hold the leader lock, and
+   * concurrent ones a share of the outbox that excludes a leader (see `RelayStore`).
+   */
   async #ensureLeadership(): Promise<boolean> {
-    if (this.#options.mode !== 'exclusive') return true
     const leader = await this.#store.tryAcquireLeadership()
     this.#setLeader(leader)
+    if (leader) this.#standbyReported = false
+    else if (!this.#standbyReported && this.#store.heldBy !== undefined) {
+      this.#standbyReported = true
+      this.#reportStandby(this.#store.heldBy)
+    }
     return leader
+  }
+
+  /**
+   * Once per wait: another relay holds the outbox. Quiet (the event only) for an exclusive
+   * standby, which is how that mode is meant to run; loud for the other modes, where it means
+   * two relays were configured in ways that cannot share one outbox.
+   */
+  #reportStandby(heldBy: 'leader' | 'concurrent'): void {
+    const mode = this.#options.mode
+    const reason =
+      heldBy === 'leader'
+        ? mode === 'concurrent'
+          ? `another relay leads this outbox (mode 'single' or 'exclusive'), so this concurrent relay waits and claims nothing: relays of one outbox cannot mix modes. Run every relay with mode: 'concurrent' to share the work, or stop the leader`
+          : mode === 'single'
+            ? `another relay already holds this outbox, so this 'single' relay stands by and claims nothing until it goes. To run a standby on purpose use mode: 'exclusive' on every relay; to share the work use mode: 'concurrent' on every relay`
+            : `another relay leads this outbox; this exclusive relay stands by`
+        : mode === 'concurrent'
+          ? 'as many concurrent relays as this database can admit already run on this outbox; this one waits for one of them to stop'
+          : `concurrent relays are running on this outbox, so this '${mode}' relay waits and claims nothing: relays of one outbox cannot mix modes. Use mode: 'concurrent' on every relay to share the work, or stop the concurrent relays`
+    this.#emit({ type: 'leadership', leader: false, reason })
+    if (mode !== 'exclusive' || heldBy === 'concurrent') relayWarning(`k-entity relay: ${reason}`)
   }
 
   /** Returns the number of messages dealt with (delivered or dead-lettered). */
@@ -520,10 +563,7 @@ export class OutboxRelay {
     const ahead = this.#ahead
     this.#ahead = undefined
     if (ahead) await ahead.store.abandon().catch(() => {})
-    if (
-      this.#companion?.healthy &&
-      (!this.#store.healthy || (this.#options.mode === 'exclusive' && !this.#leader))
-    ) {
+    if (this.#companion?.healthy && (!this.#store.healthy || !this.#leader)) {
       await this.#companion.close().catch(() => {})
     }
   }
@@ -674,10 +714,10 @@ export class OutboxRelay {
 
   #setLeader(leader: boolean): void {
     if (this.#options.mode === 'exclusive') this.#log.leadership(leader)
-    if (this.#options.mode === 'exclusive' && leader !== this.#leader) {
-      this.#leader = leader
-      this.#emit({ type: 'leadership', leader })
-    }
+    if (leader === this.#leader) return
+    this.#leader = leader
+    // A concurrent relay has no leadership to report; being kept waiting is reported once.
+    if (this.#options.mode !== 'concurrent') this.#emit({ type: 'leadership', leader })
   }
 
   #emit(event: RelayEvent): void {
@@ -691,6 +731,15 @@ export class OutboxRelay {
     else if (event.type === 'error') this.#log.failed(event.stage, event.error, event.retryInMs)
     else if (event.type === 'message-failed') this.#log.messageFailed(event)
   }
+}
+
+/**
+ * The one place a relay says something that needs a person's attention without being an error
+ * of a batch (it stands by because of another relay's mode): a process warning, which a logger
+ * can take over.
+ */
+function relayWarning(message: string): void {
+  process.emitWarning(message, { code: 'KE_RELAY_STANDBY' })
 }
 
 interface ClaimedBatch {

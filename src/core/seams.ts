@@ -66,8 +66,18 @@ export interface FailedDelivery {
  */
 export interface RelayStore {
   connect(): Promise<void>
-  /** Exclusive mode: take or confirm the leader lock on this session. */
+  /**
+   * Takes or confirms this relay's right to claim, answering from memory while it holds it (no
+   * round trip per claim). Single and exclusive mode: the leader lock on this session.
+   * Concurrent mode: a share of the outbox that no leader holds. False while another relay's
+   * mode excludes this one; `heldBy` then says which.
+   */
   tryAcquireLeadership(): Promise<boolean>
+  /**
+   * Why the last `tryAcquireLeadership()` returned false: another single/exclusive relay leads
+   * (`'leader'`) or concurrent relays run (`'concurrent'`). Undefined when unknown.
+   */
+  readonly heldBy?: 'leader' | 'concurrent'
   claim(limit: number): Promise<StoredMessage[]>
   /** Deletes exactly `acknowledged`, records failures (or dead-letters them), and ends the claim. */
   complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>

@@ -41,8 +41,13 @@ const connections = new WeakMap<object, HeldConnection>()
  * writes run before that query, in the same transaction, and the app's call returns what it
  * always did. Without a `transaction()` helper, the app's own plain `COMMIT` carries the held
  * writes in its round trip and its plain `ROLLBACK` drops them.
+ *
+ * A statement can also reach the server without passing through that `query` (through a
+ * reference to the method taken before, or the client's prototype), so the client's wire
+ * connection is guarded too (see `guardConnection`). Undefined when it cannot be: writes must
+ * then go at produce().
  */
-export function heldConnection(client: pg.ClientBase): HeldConnection {
+export function heldConnection(client: pg.ClientBase): HeldConnection | undefined {
   const known = connections.get(client)
   if (known !== undefined) return known
   const state: HeldConnection = {
@@ -52,6 +57,7 @@ export function heldConnection(client: pg.ClientBase): HeldConnection {
     wake: new Set(),
     helper: undefined,
   }
+  if (!guardConnection(state)) return undefined
   Object.defineProperty(client, 'query', {
     value: (...args: unknown[]) => intercept(state, args),
     configurable: true,
@@ -60,6 +66,104 @@ export function heldConnection(client: pg.ClientBase): HeldConnection {
   connections.set(client, state)
   return state
 }
+
+/** The parts of node-postgres's `Connection` every statement of the client goes through. */
+interface GuardedConnection {
+  query(text: string): void
+  parse(message: { name?: string; text: string; types?: number[] }): void
+  bind(message: { statement?: string; [key: string]: unknown }): void
+  execute(message: Record<string, unknown>): void
+  parsedStatements?: Record<string, string>
+  submittedNamedStatements?: Record<string, string>
+}
+
+/**
+ * Sees every statement the client sends while writes are held, whatever reference to `query`
+ * sent it (the simple protocol's Query message, the extended protocol's Parse/Bind, named
+ * statements included). Through the wrapped `query` held writes are always sent ahead of the
+ * app's statement, so a statement that finds them still held bypassed it. If it ends the
+ * transaction, or moves its savepoints (which would put the held writes on the wrong side of
+ * one), it is replaced by a ROLLBACK and an error: the business rows must never commit without
+ * their messages. A bypassing plain ROLLBACK drops them with their transaction. The check is one
+ * property read while nothing is held.
+ */
+function guardConnection(state: HeldConnection): boolean {
+  const connection = (state.client as { connection?: Partial<GuardedConnection> }).connection
+  if (
+    typeof connection !== 'object' ||
+    connection === null ||
+    typeof connection.query !== 'function' ||
+    typeof connection.parse !== 'function' ||
+    typeof connection.bind !== 'function' ||
+    typeof connection.execute !== 'function'
+  ) {
+    return false
+  }
+  const wire = connection as GuardedConnection
+  const { query, parse, bind, execute } = wire
+  const { buffer } = state
+  /** Text of the unnamed statement last parsed (a Bind without a name runs it). */
+  let unnamed: string | undefined
+  wire.query = function (this: GuardedConnection, text: string) {
+    if (!buffer.empty) {
+      const verdict = bypassVerdict(text)
+      if (verdict === 'refuse') {
+        dropHeld(state)
+        return query.call(this, `ROLLBACK; ${BYPASS_REFUSAL}`)
+      }
+      if (verdict === 'rollback') dropHeld(state)
+    }
+    return query.call(this, text)
+  }
+  wire.parse = function (this: GuardedConnection, message) {
+    if (!message.name) unnamed = message.text
+    return parse.call(this, message)
+  }
+  wire.bind = function (this: GuardedConnection, message) {
+    if (!buffer.empty) {
+      const name = message.statement
+      const text = name ? (this.parsedStatements?.[name] ?? this.submittedNamedStatements?.[name]) : unnamed
+      const verdict = text === undefined ? undefined : bypassVerdict(text)
+      if (verdict === 'rollback') dropHeld(state)
+      else if (verdict === 'refuse') {
+        dropHeld(state)
+        // Ahead of the app's Bind: the server runs these, then skips everything after the error
+        // up to the app's Sync, so its statement never runs and the query rejects with the error.
+        unnamed = undefined
+        for (const text of ['ROLLBACK', BYPASS_REFUSAL]) {
+          parse.call(this, { text, types: [] })
+          bind.call(this, {})
+          execute.call(this, {})
+        }
+      }
+    }
+    return bind.call(this, message)
+  }
+  return true
+}
+
+/** The held writes' transaction ends (rolled back, or refused): they go with it. */
+function dropHeld(state: HeldConnection): void {
+  state.buffer.discard()
+  state.wake.clear()
+}
+
+/**
+ * Statements that end a transaction or move its savepoints, at the start of the text or after a
+ * semicolon (a multi-statement simple query), comments allowed ahead. A semicolon inside a
+ * literal can only make this refuse more, never less.
+ */
+const TRANSACTION_CONTROL =
+  /(?:^|;)(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(?:commit|end|abort|rollback|savepoint|release|prepare\s+transaction)\b/i
+
+function bypassVerdict(text: string): 'refuse' | 'rollback' | undefined {
+  if (typeof text !== 'string' || !TRANSACTION_CONTROL.test(text)) return undefined
+  return ROLLBACK.test(text) ? 'rollback' : 'refuse'
+}
+
+export const BYPASS_REFUSAL_CODE = 'KE001'
+
+const BYPASS_REFUSAL = `DO $ke$BEGIN RAISE EXCEPTION USING ERRCODE = '${BYPASS_REFUSAL_CODE}', MESSAGE = 'k-entity refused this statement and rolled the transaction back, so nothing of it was committed: outbox messages produced with outbox.in(client, { holdWrites: true }) were waiting to be written, and this COMMIT (or savepoint command) bypassed the client query method that writes them (it was called through a reference to query taken before outbox.in(client))', HINT = 'Send COMMIT, SAVEPOINT, RELEASE and ROLLBACK TO with client.query(...) after outbox.in(client), or produce without holdWrites (the default), which writes at produce()'; END$ke$`
 
 /**
  * A transaction adapter that holds writes in the connection's buffer. `ended` refuses writes
@@ -128,7 +232,6 @@ function transactionEnded(): KEntityError {
 function intercept(state: HeldConnection, args: unknown[]): unknown {
   const { client, query, buffer } = state
   if (state.helper === undefined) {
-    if (!buffer.empty && client.getTransactionStatus?.() === 'I') dropOrphans(state)
     const end = transactionEnd(args)
     if (end === 'rollback') {
       buffer.discard()
@@ -146,20 +249,6 @@ function intercept(state: HeldConnection, args: unknown[]): unknown {
   flush.catch(() => {})
   state.helper?.flushes.push(flush)
   return afterFlush(state, args, flush)
-}
-
-/**
- * Writes held for a transaction that ended without passing through this `query` (its COMMIT or
- * ROLLBACK went through a reference to the client's query method taken before `in(client)`):
- * sending them now would put them in whatever runs next, so they are dropped, loudly.
- */
-function dropOrphans(state: HeldConnection): void {
-  state.buffer.discard()
-  state.wake.clear()
-  process.emitWarning(
-    "k-entity dropped outbox messages held for a transaction that ended without them: its COMMIT or ROLLBACK bypassed the client's query method (called through a reference taken before outbox.in(client)). Send COMMIT with client.query(...), or create the outbox with writeWithCommit: false",
-    { code: 'KE_HELD_WRITES_DROPPED' },
-  )
 }
 
 /**

@@ -11,6 +11,7 @@ import {
 } from '../../dialects/postgres/postgres-outbox.ts'
 import {
   abortedTransaction,
+  type HeldConnection,
   heldConnection,
   holdingAdapter,
   IN_FAILED_TRANSACTION,
@@ -96,13 +97,13 @@ const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
 
 export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
   /**
-   * Messages wait until the client's next query (sent just ahead of it) or the COMMIT (sent in
-   * the same round trip), through a named prepared statement of the connection, instead of one
-   * INSERT round trip per produce() (default true). This holds for `transaction()` and for
-   * `in(client)` on a `pg.Client` or `PoolClient`, whose plain `COMMIT` (a `client.query('COMMIT')`
-   * call) carries them and whose plain `ROLLBACK` drops them. A write that fails then rejects
-   * the client's next query or the COMMIT instead of `produce()`, and the transaction is rolled
-   * back; validation and serialization errors still throw from `produce()`.
+   * `transaction()` holds its messages until the client's next query (sent just ahead of it) or
+   * its COMMIT (sent in the same round trip), through a named prepared statement of the
+   * connection, instead of one INSERT round trip per produce() (default true). It owns BEGIN and
+   * COMMIT, so no COMMIT can miss them. A write that fails then rejects the client's next query
+   * or the COMMIT instead of `produce()`, and the transaction is rolled back; validation and
+   * serialization errors still throw from `produce()`. The same mechanism serves
+   * `in(client, { holdWrites: true })`.
    *
    * Set false behind a transaction-mode pooler that does not keep prepared statements per client
    * (PgBouncer before 1.21, or with `max_prepared_statements = 0`), or to see write errors at
@@ -110,6 +111,20 @@ export interface PgOutboxOptions<M extends TopicMap> extends PostgresOutboxOptio
    * produce().
    */
   writeWithCommit?: boolean
+}
+
+/** Options of `in(client, options)`. */
+export interface PgInOptions {
+  /**
+   * Hold the messages until the client's next query or its COMMIT, sent in that COMMIT's round
+   * trip, instead of writing each at `produce()` (default false: one round trip per produce(),
+   * and a failing write rejects `produce()` itself). With it, the COMMIT must go through
+   * `client.query(...)`: a COMMIT (or SAVEPOINT, RELEASE, ROLLBACK TO) sent through a reference
+   * to the method taken before `in(client)` is refused, the transaction rolled back and nothing
+   * of it committed. Needs `writeWithCommit` (the default); a client in pipeline mode or a
+   * native client writes at produce() anyway.
+   */
+  holdWrites?: boolean
 }
 
 /**
@@ -137,23 +152,37 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
   }
 
   /**
-   * Typed producers bound to the transaction open on `client` (BEGIN already run). Messages are
-   * held until the client's next query or its COMMIT (see `writeWithCommit`).
+   * Typed producers bound to the transaction open on `client` (BEGIN already run). Each
+   * `produce()` writes its messages in that transaction at once; `{ holdWrites: true }` holds
+   * them for the client's next query or its COMMIT instead (see `PgInOptions`).
    */
-  override in(client: PgTransactionClient): TopicProducers<M> {
+  override in(client: PgTransactionClient, options?: PgInOptions): TopicProducers<M> {
+    const hold = this.#holdOption(options)
     const inner = pgTransaction(client)
-    if (!this.#holds(client)) return this.producersOn(inner)
-    const state = heldConnection(client)
+    const state = hold && canHold(client) ? heldConnection(client) : undefined
+    if (state === undefined) return this.producersOn(inner)
     return this.producersOn(holdingAdapter(state, inner, () => state.wake.add(this.#wake)))
   }
 
-  #holds(client: PgTransactionClient): client is pg.Client {
-    // node-postgres's pipeline mode refuses the custom query object that carries held writes.
-    return (
-      this.#writeWithCommit &&
-      client instanceof pg.Client &&
-      (client as { pipeline?: boolean }).pipeline !== true
-    )
+  #holdOption(options: PgInOptions | undefined): boolean {
+    if (options === undefined) return false
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArgument(
+        `in(client, options): options must be an object like { holdWrites: true }, got ${describe(options)}`,
+      )
+    }
+    const { holdWrites } = options
+    if (holdWrites !== undefined && typeof holdWrites !== 'boolean') {
+      throw invalidArgument(
+        `in(client, { holdWrites }): 'holdWrites' must be true or false, got ${describe(holdWrites)}`,
+      )
+    }
+    if (holdWrites === true && !this.#writeWithCommit) {
+      throw invalidArgument(
+        'in(client, { holdWrites: true }) needs writeWithCommit, which this outbox was created without (held writes go through a prepared statement of the connection): drop holdWrites, or create the outbox without writeWithCommit: false',
+      )
+    }
+    return holdWrites === true
   }
 
   /** One function per outbox, so a transaction's writes wake its relays once. */
@@ -171,19 +200,19 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
   ): Promise<R> {
     if (!(pool instanceof pg.Pool))
       throw invalidArgument(`transaction() needs a pg.Pool, got ${describe(pool)}`)
-    return withPoolClient(pool, (client) =>
-      // node-postgres's pipeline mode refuses the custom query object that carries held writes.
-      !this.#writeWithCommit || (client as { pipeline?: boolean }).pipeline === true
+    return withPoolClient(pool, (client) => {
+      const state = this.#writeWithCommit && canHold(client) ? heldConnection(client) : undefined
+      return state === undefined
         ? this.#eagerTransaction(client, fn)
-        : this.#heldTransaction(client, fn),
-    )
+        : this.#heldTransaction(state, client, fn)
+    })
   }
 
   async #heldTransaction<R>(
+    state: HeldConnection,
     client: pg.PoolClient,
     fn: (client: pg.PoolClient, topics: TopicProducers<M>) => Promise<R>,
   ): Promise<R> {
-    const state = heldConnection(client)
     const { buffer, query } = state
     const helper = { flushes: [] as Promise<void>[] }
     state.helper = helper
@@ -234,6 +263,11 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
       throw error
     }
   }
+}
+
+/** node-postgres's pipeline mode refuses the custom query object that carries held writes. */
+function canHold(client: PgTransactionClient): client is pg.Client {
+  return client instanceof pg.Client && (client as { pipeline?: boolean }).pipeline !== true
 }
 
 export function createPgOutbox<M extends TopicMap>(options: PgOutboxOptions<M>): PgOutbox<M> {

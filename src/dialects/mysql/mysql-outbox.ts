@@ -106,7 +106,8 @@ export class MysqlOutbox<M extends TopicMap, Tx, Target> {
     const claimTimeout = checkedClaimTimeout(options)
     const idle = Math.max(
       options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
-      options.mode === 'exclusive' ? (options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval) : 0,
+      // Every mode may stand by (see RelayOptions.mode), speaking once per leaderCheckInterval.
+      options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval,
     )
     const store = new MysqlRelayStore({
       table: this.outbox.table,

@@ -33,6 +33,13 @@ export interface MysqlRelayStoreOptions {
   concurrent: boolean
 }
 
+/** Most concurrent relays one outbox can run on MySQL (each holds one member lock). */
+const MEMBER_LOCKS = 32
+
+function memberLocks(table: OutboxTable): string[] {
+  return Array.from({ length: MEMBER_LOCKS }, (_, i) => lockName(table, `member${i}`))
+}
+
 /**
  * One relay's MySQL session. Everything the relay does, including holding the leader lock,
  * happens on this one connection: if it dies, its user lock and its open claim go with it, so
@@ -42,7 +49,9 @@ export class MysqlRelayStore implements RelayStore {
   readonly #options: MysqlRelayStoreOptions
   #session: MysqlSession | undefined
   #healthy = false
+  /** Single/exclusive: this session holds the leader lock. Concurrent: one of the member locks. */
   #leader = false
+  #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
   /** Statements of this store on their way; a claim's heartbeat waits for none. */
   #busy = 0
@@ -55,6 +64,10 @@ export class MysqlRelayStore implements RelayStore {
 
   get healthy(): boolean {
     return this.#healthy
+  }
+
+  get heldBy(): 'leader' | 'concurrent' | undefined {
+    return this.#heldBy
   }
 
   async connect(): Promise<void> {
@@ -83,11 +96,55 @@ export class MysqlRelayStore implements RelayStore {
 
   async tryAcquireLeadership(): Promise<boolean> {
     if (this.#leader && this.#healthy) return true
-    const result = await this.#run('SELECT GET_LOCK(?, 0) AS leader', [
-      lockName(this.#options.table, 'leader'),
-    ])
-    this.#leader = Number(result.rows[0]?.leader) === 1
+    this.#leader = this.#options.concurrent ? await this.#joinConcurrent() : await this.#takeLeader()
+    if (this.#leader) this.#heldBy = undefined
     return this.#leader
+  }
+
+  /**
+   * MySQL's user locks are exclusive only, so the modes exclude each other the other way round
+   * from PostgreSQL: a concurrent relay holds one of `MEMBER_LOCKS` member locks, and a leader
+   * checks after taking the leader lock that none is held, while a concurrent relay checks after
+   * taking its member lock that the leader lock is free. Whichever took its lock second sees the
+   * other's and lets its own go, so the two can never both claim (at worst both retry).
+   */
+  async #takeLeader(): Promise<boolean> {
+    const leader = lockName(this.#options.table, 'leader')
+    const taken = await this.#run('SELECT GET_LOCK(?, 0) AS leader', [leader])
+    if (Number(taken.rows[0]?.leader) !== 1) {
+      this.#heldBy = 'leader'
+      return false
+    }
+    const members = memberLocks(this.#options.table)
+    const used = await this.#run(
+      `SELECT COALESCE(${members.map(() => 'IS_USED_LOCK(?)').join(', ')}) AS member`,
+      members,
+    )
+    if (used.rows[0]?.member === null || used.rows[0]?.member === undefined) return true
+    await this.#run('SELECT RELEASE_LOCK(?)', [leader])
+    this.#heldBy = 'concurrent'
+    return false
+  }
+
+  /** Concurrent mode: a free member lock (tried from a random one on, in one statement), then the leader check. */
+  async #joinConcurrent(): Promise<boolean> {
+    const members = memberLocks(this.#options.table)
+    const start = Math.floor(Math.random() * members.length)
+    const order = members.map((_, i) => members[(start + i) % members.length] as string)
+    const joined = await this.#run(
+      `SELECT CASE ${order.map(() => 'WHEN GET_LOCK(?, 0) = 1 THEN ?').join(' ')} END AS member`,
+      order.flatMap((name) => [name, name]),
+    )
+    const member = joined.rows[0]?.member
+    if (typeof member !== 'string') {
+      this.#heldBy = 'concurrent'
+      return false
+    }
+    const free = await this.#run('SELECT IS_FREE_LOCK(?) AS free', [lockName(this.#options.table, 'leader')])
+    if (Number(free.rows[0]?.free) === 1) return true
+    await this.#run('SELECT RELEASE_LOCK(?)', [member])
+    this.#heldBy = 'leader'
+    return false
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {

@@ -140,10 +140,11 @@ export class PostgresOutbox<M extends TopicMap, Tx, Target> {
       connect: () => this.#driver.openSession(options.connection, 'k-entity-relay'),
       claimTimeout,
       // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
-      sessionIdleTimeout: options.mode === 'exclusive' ? Math.max(10_000, idle * 5) : 0,
+      sessionIdleTimeout: options.mode !== 'concurrent' ? Math.max(10_000, idle * 5) : 0,
       concurrent: options.mode === 'concurrent',
       listen: options.listen ?? true,
-      exclusive: options.mode === 'exclusive',
+      // 'single' (the default) leads through the same lock as 'exclusive' (see RelayOptions.mode).
+      exclusive: options.mode !== 'concurrent',
     })
     return this.relayOn(store, options, endpointOf(options.connection, 5432))
   }

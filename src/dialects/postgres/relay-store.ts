@@ -35,7 +35,10 @@ export interface PostgresRelayStoreOptions {
   concurrent: boolean
   /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
   listen: boolean
-  /** Exclusive mode: claims are fenced so a new leader never overtakes this relay's sessions. */
+  /**
+   * Single and exclusive mode: the relay leads through the leader lock, and its claims are fenced
+   * so a new leader never overtakes its sessions.
+   */
   exclusive: boolean
   /**
    * A second session claiming the next batch while the first one's batch is in Kafka's hands
@@ -83,7 +86,10 @@ export class PostgresRelayStore implements RelayStore {
   readonly #options: PostgresRelayStoreOptions
   #session: PgSession | undefined
   #healthy = false
+  /** Single/exclusive: this session holds the leader lock. Concurrent: it holds its share of it. */
   #leader = false
+  /** Why the last attempt to lead (or, concurrent, to join) failed. */
+  #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
   /** Companion in exclusive mode: holds the fence (shared) on this session. */
   #fenced = false
@@ -114,6 +120,10 @@ export class PostgresRelayStore implements RelayStore {
 
   get healthy(): boolean {
     return this.#healthy
+  }
+
+  get heldBy(): 'leader' | 'concurrent' | undefined {
+    return this.#heldBy
   }
 
   async connect(): Promise<void> {
@@ -154,24 +164,56 @@ export class PostgresRelayStore implements RelayStore {
    */
   async tryAcquireLeadership(): Promise<boolean> {
     if (this.#leader && this.#healthy) return true
-    this.#leader = await this.#takeLeaderAndFence()
+    this.#leader = this.#options.concurrent ? await this.#joinConcurrent() : await this.#takeLeaderAndFence()
+    if (this.#leader) this.#heldBy = undefined
     return this.#leader
   }
 
+  /**
+   * The leader lock is taken exclusively by a single/exclusive leader and shared by every
+   * session of every concurrent relay, so the two kinds of relay exclude each other (a
+   * concurrent relay's claims take per-key locks a leader's claims do not look at) while
+   * concurrent relays share the outbox. Who holds it, when it cannot be had, is read from
+   * pg_locks in the same statement (evaluated only then), for the relay's one line about it.
+   */
   async #takeLeaderAndFence(): Promise<boolean> {
     const leader = lockClass(this.#options.table, 'leader')
-    const result = await this.#run(`SELECT pg_try_advisory_lock(${leader}, 0) AS leader`)
-    if (result.rows[0]?.leader !== true) return false
+    const result = await this.#run(
+      `SELECT CASE WHEN pg_try_advisory_lock(${leader}, 0) THEN 'leader' ELSE (SELECT CASE WHEN bool_or(mode = 'ExclusiveLock') THEN 'held' WHEN bool_or(mode = 'ShareLock') THEN 'concurrent' ELSE 'held' END FROM ${advisoryLocks(leader)}) END AS state`,
+    )
+    const state = result.rows[0]?.state
+    if (state !== 'leader') {
+      this.#heldBy = state === 'concurrent' ? 'concurrent' : 'leader'
+      return false
+    }
     const fence = `${lockClass(this.#options.table, 'fence')}, 0`
     const free = await this.#run(
       `SELECT CASE WHEN pg_try_advisory_lock(${fence}) THEN pg_advisory_unlock(${fence}) ELSE false END AS free`,
     )
     if (free.rows[0]?.free !== true) {
       await this.#run(`SELECT pg_advisory_unlock(${leader}, 0)`)
+      this.#heldBy = 'leader'
       return false
     }
     await this.#run(`SELECT pg_advisory_lock_shared(${fence})`)
     return true
+  }
+
+  /**
+   * Concurrent mode: a share of the leader lock, on every session of the relay (a companion
+   * too: it holds rows of its own, which a leader must not overtake). Once granted, no leader can
+   * start until it is let go; a former leader's session that still holds the fence may still
+   * hold claimed rows, so the relay waits for it to be gone, as a new leader would.
+   */
+  async #joinConcurrent(): Promise<boolean> {
+    const leader = lockClass(this.#options.table, 'leader')
+    const fence = lockClass(this.#options.table, 'fence')
+    const result = await this.#run(
+      `SELECT CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN 'leader' WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'fenced' END ELSE 'joined' END AS state`,
+    )
+    if (result.rows[0]?.state === 'joined') return true
+    this.#heldBy = 'leader'
+    return false
   }
 
   /**
@@ -206,10 +248,7 @@ export class PostgresRelayStore implements RelayStore {
   async claim(limit: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw new Error('a claim is already open on this relay session')
     this.#notified = false
-    if (this.#options.exclusive && this.#options.role === 'companion' && !this.#fenced) {
-      if (!(await this.#enterFence())) return []
-      this.#fenced = true
-    }
+    if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
     return this.#openClaim('BEGIN', limit)
   }
 
@@ -237,6 +276,14 @@ export class PostgresRelayStore implements RelayStore {
     return messages
   }
 
+  /** A companion claims only once it holds what its mode requires on its own session (see above). */
+  async #admitCompanion(): Promise<boolean> {
+    if (this.#options.concurrent) return this.#leader || this.tryAcquireLeadership()
+    if (!this.#options.exclusive || this.#fenced) return true
+    this.#fenced = await this.#enterFence()
+    return this.#fenced
+  }
+
   #claimSql(limit: number): string {
     return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value)
   }
@@ -260,7 +307,9 @@ export class PostgresRelayStore implements RelayStore {
    */
   async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
     if (!this.#inClaim) throw new Error('completeAndClaim() without an open claim')
-    const fenceFirst = this.#options.exclusive && this.#options.role === 'companion' && !this.#fenced
+    const fenceFirst =
+      this.#options.role === 'companion' &&
+      (this.#options.concurrent ? !this.#leader : this.#options.exclusive && !this.#fenced)
     if (acknowledged.length === 0 || fenceFirst) {
       await this.complete(acknowledged)
       return this.claim(limit)
@@ -282,9 +331,9 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
-    // An exclusive standby waits only to try the leader lock again: commits are the leader's to
-    // relay, and waking it for each would turn every NOTIFY into a lock attempt.
-    const standby = this.#options.exclusive && !this.#leader
+    // A standby waits only to try the leader lock again: commits are the leader's to relay, and
+    // waking it for each would turn every NOTIFY into a lock attempt.
+    const standby = !this.#leader
     const now = performance.now()
     // Counted from the end of the batch, not from the notification: the batch (its first send to
     // a topic can take 300 ms) must not use up the window in which neighbours commit.
@@ -371,6 +420,11 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     this.#inClaim = false
   }
+}
+
+/** The granted advisory locks `(lockClass, 0)` of this database, in any session. */
+function advisoryLocks(lockClass: number): string {
+  return `pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid::text::bigint = ${lockClass >>> 0} AND objid::text::bigint = 0 AND objsubid = 2`
 }
 
 /**
