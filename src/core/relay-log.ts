@@ -138,7 +138,7 @@ export class RelayLog {
       this.#write(
         'info',
         context,
-        `database reachable again after ${duration(this.#now() - condition.since)} (${condition.attempts} failed attempts)`,
+        `database reachable again after ${duration(this.#now() - condition.since)} (${attempts(condition.attempts, 'failed attempt')})`,
       )
   }
 
@@ -150,7 +150,7 @@ export class RelayLog {
     this.#write(
       'info',
       { recovered: true, since: new Date(condition.since).toISOString(), attempts: condition.attempts },
-      `Kafka reachable again after ${duration(this.#now() - condition.since)} (${condition.attempts} failed attempts)`,
+      `Kafka reachable again after ${duration(this.#now() - condition.since)} (${attempts(condition.attempts, 'failed attempt')})`,
     )
   }
 
@@ -213,7 +213,7 @@ export class RelayLog {
         this.#write(
           current.level,
           { stage, attempts: current.attempts, since: new Date(current.since).toISOString(), err: error },
-          `still ${current.text} after ${duration(now - current.since)} (${current.attempts} attempts)`,
+          `still ${current.text} after ${duration(now - current.since)} (${attempts(current.attempts, 'attempt')})`,
         )
       }
       return current
@@ -347,4 +347,8 @@ function duration(ms: number): string {
   if (ms < 120_000) return `${Math.round(ms / 1000)} s`
   if (ms < 2 * 3_600_000) return `${Math.round(ms / 60_000)} min`
   return `${Math.round(ms / 3_600_000)} h`
+}
+
+function attempts(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`
 }
