@@ -124,6 +124,7 @@ async function setUp(prefix: string, database: 'postgres' | 'mariadb' = 'postgre
     schema,
     topicName,
     relay,
+    pending,
     expected,
     produce,
     /** Commits a few messages every 50 ms until `stopProducing()`. */
@@ -167,12 +168,15 @@ describe('relays partitioned from their database', () => {
 
   it('PostgreSQL: a single relay notices within ~15 s, and after the network heals delivers everything in order', () =>
     singleRelayPartitioned('postgres'))
-  it('PostgreSQL, exclusive: a standby takes over from a partitioned leader within seconds, and no key goes out of order', () =>
-    exclusiveLeaderPartitioned('postgres'))
+  it('PostgreSQL, exclusive: a standby takes over from a leader partitioned mid-claim within seconds, and no key goes out of order', () =>
+    exclusiveLeaderPartitioned('postgres', 'mid-claim'))
+  it('PostgreSQL, exclusive: the same with an idle leader', () =>
+    exclusiveLeaderPartitioned('postgres', 'idle'))
   it('MariaDB: a single relay notices within ~15 s, and after the network heals delivers everything in order', () =>
     singleRelayPartitioned('mariadb'))
-  it('MariaDB, exclusive: a standby takes over from a partitioned leader within seconds, and no key goes out of order', () =>
-    exclusiveLeaderPartitioned('mariadb'))
+  it('MariaDB, exclusive: a standby takes over from a leader partitioned mid-claim within seconds, and no key goes out of order', () =>
+    exclusiveLeaderPartitioned('mariadb', 'mid-claim'))
+  it('MariaDB, exclusive: the same with an idle leader', () => exclusiveLeaderPartitioned('mariadb', 'idle'))
 })
 
 function viaProxy(database: 'postgres' | 'mariadb', proxy: TcpProxy): string {
@@ -210,16 +214,16 @@ async function singleRelayPartitioned(database: 'postgres' | 'mariadb') {
   assert.ok(noticedMs <= 20_000, `the relay noticed the partition only after ${noticedMs} ms`)
 }
 
-async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb') {
+async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb', leaderIs: 'mid-claim' | 'idle') {
   const proxy = await TcpProxy.start(database === 'postgres' ? postgresTarget() : mariadbTarget())
   proxies.push(proxy)
   const setup = await setUp('ke_part2', database)
-  // The leader's batches take a second in Kafka, so the partition catches it mid-claim (the
-  // harder case: its session sits in an open transaction, not idle).
+  // Mid-claim: the leader's batches take a second in Kafka under a steady load, so the partition
+  // catches its session in an open transaction. Idle: nothing to relay, its session sits between polls.
   const kafka = new KafkaTransport({ brokers })
   const slowKafka = {
     async send(records: readonly OutboxRecord[]) {
-      await new Promise((resolve) => setTimeout(resolve, 1000))
+      if (leaderIs === 'mid-claim') await new Promise((resolve) => setTimeout(resolve, 1000))
       await kafka.send(records)
     },
     close: () => kafka.close(),
@@ -246,6 +250,10 @@ async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb') {
   await waitFor(() => leaderLog.events.some((e) => e.event.type === 'delivered'), {
     what: 'the leader delivering',
   })
+  if (leaderIs === 'idle') {
+    await setup.stopProducing()
+    await waitFor(async () => (await setup.pending()) === 0, { what: 'the leader idle' })
+  }
   await new Promise((resolve) => setTimeout(resolve, 1500))
   assert.equal(standby.isLeader, false)
 
@@ -264,11 +272,12 @@ async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb') {
   assert.equal(deletedAfter.length, 0, 'the partitioned leader reported no delivery after it noticed')
 
   proxy.forward()
+  if (leaderIs === 'idle') await setup.produce(50)
   await new Promise((resolve) => setTimeout(resolve, 2000))
   await setup.stopProducing()
   const report = await setup.drainedAndChecked()
   console.log(
-    `# ${database}, exclusive: standby leading ${takeoverMs} ms after the partition began; the old leader noticed after ${noticed.at - cut} ms (${(noticed.event as { stage: string }).stage}); ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
+    `# ${database}, exclusive, leader ${leaderIs}: standby leading ${takeoverMs} ms after the partition began; the old leader noticed after ${noticed.at - cut} ms (${(noticed.event as { stage: string }).stage}); ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
   )
   assert.ok(takeoverMs <= 20_000, `takeover took ${takeoverMs} ms`)
 }

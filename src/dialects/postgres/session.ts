@@ -75,7 +75,8 @@ export const RELAY_KEEPALIVE_SETTINGS =
   'SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000'
 
 /**
- * A relay session whose every query must be answered within `timeoutMs()`: otherwise the
+ * A relay session whose every query must be answered within `timeoutMs()` (a claim's COPY is
+ * answered as long as its data keeps arriving, however large the batch): otherwise the
  * connection is destroyed (the pending query and every later one reject with a retryable
  * `KE_STORE_FAILED`, the session's error listeners hear it), so the relay drops it, stops
  * relaying what it claimed on it, and reconnects. `end()` never hangs.
@@ -90,13 +91,22 @@ export function withQueryTimeout(session: PgSession, timeoutMs: () => number): P
     else void session.end().catch(() => {})
     for (const listener of errorListeners) listener(error)
   }
-  const guard = <R>(start: () => Promise<R>): Promise<R> => {
+  /** `start` may call `touch` whenever data arrives: a long COPY that keeps streaming is alive. */
+  const guard = <R>(start: (touch: () => void) => Promise<R>): Promise<R> => {
     if (dead !== undefined) return Promise.reject(dead)
     const ms = timeoutMs()
-    const work = start()
+    let heard = performance.now()
+    const work = start(() => {
+      heard = performance.now()
+    })
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      const check = () => {
+        const silent = performance.now() - heard
+        if (silent < ms) {
+          timer = setTimeout(check, ms - silent)
+          return
+        }
         const error = new KEntityError(
           ErrorCodes.STORE_FAILED,
           `the database did not answer a relay query within ${ms} ms (network partition, proxy or server stall?); the connection was closed and the relay reconnects`,
@@ -104,7 +114,8 @@ export function withQueryTimeout(session: PgSession, timeoutMs: () => number): P
         )
         kill(error)
         reject(error)
-      }, ms)
+      }
+      timer = setTimeout(check, ms)
     })
     // The driver rejects the query once its socket is destroyed: already reported above.
     work.catch(() => {})
@@ -138,7 +149,13 @@ export function withQueryTimeout(session: PgSession, timeoutMs: () => number): P
   }
   if (session.copyOut !== undefined) {
     const copyOut = session.copyOut.bind(session)
-    guarded.copyOut = (text, onData) => guard(() => copyOut(text, onData))
+    guarded.copyOut = (text, onData) =>
+      guard((touch) =>
+        copyOut(text, (chunk) => {
+          touch()
+          onData(chunk)
+        }),
+      )
   }
   return guarded
 }
