@@ -59,7 +59,7 @@ export interface RelayOptions {
    * Before its first claim, create the outbox's missing topics as declared (`partitions`,
    * `replicationFactor`, `configs`) and check existing ones, like `outbox.ensureTopics()`
    * (default false). The result comes as a `topics` event; a difference from a declaration is
-   * also a process warning (`KE_TOPIC_MISMATCH`), never a failure. A failure to create is an
+   * also a warning in the relay's log (`KE_TOPIC_MISMATCH`), never a failure. A failure to create is an
    * `error` event (stage `connect`) and is retried with backoff; nothing is claimed until it works.
    * Needs Kafka connection options (not a transport object).
    */

@@ -1,5 +1,5 @@
 import { describe, invalidArgument } from '../core/errors.ts'
-import type { LoggerOption } from '../core/logger.ts'
+import { type Logger, type LoggerOption, resolveLogger } from '../core/logger.ts'
 import type { Outbox, TopicMap } from '../core/outbox.ts'
 import { OutboxRelay, type RelayOptions } from '../core/relay.ts'
 import type { RetryPolicy } from '../core/retry.ts'
@@ -42,13 +42,20 @@ export class LocalRelays {
         `relay option 'ensureTopics' must be true or false, got ${describe(options.ensureTopics)}`,
       )
     }
+    const logger = options.logger === undefined ? context.logger : options.logger
     if (options.ensureTopics) {
-      ensureBeforeFirstClaim(store, outbox, kafkaForTopics(setting, "relay option 'ensureTopics'"), options)
+      ensureBeforeFirstClaim(
+        store,
+        outbox,
+        kafkaForTopics(setting, "relay option 'ensureTopics'"),
+        options,
+        resolveLogger(logger, 'relay options'),
+      )
     }
     const transport = isTransport(setting) ? setting : new KafkaTransport(setting)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {
       ...options,
-      logger: options.logger === undefined ? context.logger : options.logger,
+      logger,
       endpoints: {
         kafka: isTransport(setting) ? undefined : setting.brokers.join(','),
         database: context.database,
@@ -79,6 +86,7 @@ function ensureBeforeFirstClaim(
   outbox: Outbox<TopicMap>,
   kafka: KafkaOptions,
   options: Pick<RelayOptions, 'onEvent'>,
+  logger: Logger,
 ): void {
   const connect = store.connect.bind(store)
   let ensured = false
@@ -88,10 +96,17 @@ function ensureBeforeFirstClaim(
       if (!ensured) {
         const report = await ensureTopics(kafka, outbox.topics)
         ensured = true
-        for (const { topic, field, declared, actual } of report.mismatched) {
-          process.emitWarning(
-            `Kafka topic '${topic}' differs from its declaration: ${field} is ${actual ?? 'not disclosed'}, declared ${declared}; k-entity never alters an existing topic, change it with your Kafka tooling or change the declaration`,
-            { code: 'KE_TOPIC_MISMATCH' },
+        if (report.created.length > 0) {
+          logger.info(
+            { created: report.created },
+            `created Kafka topics ${report.created.map((c) => `'${c.topic}' (${c.partitions} partitions)`).join(', ')}`,
+          )
+        }
+        for (const mismatch of report.mismatched) {
+          const { topic, field, declared, actual } = mismatch
+          logger.warn(
+            { ...mismatch, code: 'KE_TOPIC_MISMATCH' },
+            `Kafka topic '${topic}' differs from its declaration: ${field} is ${actual ?? 'not reported by the broker'}, declared ${declared}; k-entity never alters an existing topic: change it with your Kafka tooling, or change the declaration`,
           )
         }
         try {

@@ -54,13 +54,22 @@ export async function countRows(schema: string, table = 'outbox'): Promise<numbe
   })
 }
 
+/** `what` may be a function, to say in the timeout's message how far things got. */
 export async function waitFor(
   condition: () => Promise<boolean> | boolean,
-  { timeout = 60_000, interval = 100, what = 'condition' } = {},
+  {
+    timeout = 60_000,
+    interval = 100,
+    what = 'condition',
+  }: { timeout?: number; interval?: number; what?: string | (() => string) } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeout
   while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeout} ms waiting for ${typeof what === 'function' ? what() : what}`,
+      )
+    }
     await new Promise((resolve) => setTimeout(resolve, interval))
   }
 }
