@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
 import { after, describe, it } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
+import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { OutboxRelay, RelayEvent } from '../src/index.ts'
 import {
@@ -260,6 +267,77 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     const report = checkDelivery({ expected, observed: observedFromConsumed(consumed) })
     assert.ok(report.ok, formatReport(report))
     assert.equal(report.outOfOrder, 0)
+  })
+})
+
+describe('SQLite: one relay per outbox across processes', () => {
+  it('a relay in another process holds the database file: this one stands by, says why once, and takes over when that process dies', async (t) => {
+    const directory = mkdtempSync(join(tmpdir(), 'ke-safe-sqlite-'))
+    const file = join(directory, 'app.db')
+    const topicName = uniqueName('safe-sqlite').replaceAll('_', '-')
+    await createTopic(topicName, 4)
+    const outbox = createNodeSqliteOutbox({ topics: { orders: orderTopic(topicName) }, kafka: { brokers } })
+    const db = new DatabaseSync(file)
+    outbox.migrate(db)
+    const src = (path: string) => fileURLToPath(new URL(`../src/${path}`, import.meta.url))
+    // The other process: a real relay of the same outbox on the same file.
+    const other = spawn(
+      process.execPath,
+      [
+        ...process.execArgv,
+        '--input-type=module',
+        '-e',
+        `import { createNodeSqliteOutbox } from ${JSON.stringify(src('adapters/node-sqlite/index.ts'))}
+import { defineTopic } from ${JSON.stringify(src('index.ts'))}
+const outbox = createNodeSqliteOutbox({ topics: { orders: defineTopic({ name: ${JSON.stringify(topicName)} }) }, kafka: { brokers: ${JSON.stringify(brokers)} } })
+const relay = outbox.relay({ connection: ${JSON.stringify(file)}, pollingInterval: 20, onEvent: (e) => process.send(e) })
+await relay.start()`,
+      ],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    )
+    const otherEvents: RelayEvent[] = []
+    other.on('message', (event) => otherEvents.push(event as RelayEvent))
+    const log = new RelayLog()
+    const relay = outbox.relay({ connection: file, pollingInterval: 20, onEvent: log.listener(0) })
+    t.after(async () => {
+      other.kill('SIGKILL')
+      await relay.stop()
+      db.close()
+      rmSync(directory, { recursive: true, force: true })
+    })
+    await waitFor(() => otherEvents.some((e) => e.type === 'leadership' && e.leader), {
+      what: 'the other process leading',
+    })
+    await relay.start()
+    await waitFor(() => log.reasons(0).length > 0, { what: 'this relay saying why it waits' })
+    assert.match(log.reasons(0)[0] ?? '', /another relay already holds this outbox/)
+
+    const produce = (events: OrderEvent[]) => {
+      db.exec('BEGIN')
+      outbox.in(db).orders.produceMany(events)
+      db.exec('COMMIT')
+    }
+    const pending = () => Number(db.prepare('SELECT count(*) AS n FROM k_entity_outbox').get()?.n)
+    const first = keyedEvents('sq', 300, 16)
+    produce(first)
+    await waitFor(() => pending() === 0, { what: 'drained by the other process' })
+    const otherDelivered = otherEvents.reduce((sum, e) => sum + (e.type === 'delivered' ? e.count : 0), 0)
+    assert.equal(otherDelivered, first.length)
+    assert.equal(log.delivered(0), 0, 'this relay claimed nothing while the other process held the file')
+    assert.equal(log.reasons(0).length, 1)
+
+    other.kill('SIGKILL')
+    await new Promise((resolve) => other.once('exit', resolve))
+    const second = keyedEvents('sq', 100, 16, first.length)
+    produce(second)
+    await waitFor(() => log.leading(0), { what: 'takeover after the other process died', timeout: 10_000 })
+    await waitFor(() => pending() === 0, { what: 'drained by this relay' })
+    assert.equal(log.delivered(0), second.length)
+
+    const expected = tracked([...first, ...second])
+    const consumed = await readTopic({ brokers, topic: topicName, expectedCount: expected.length })
+    const report = checkDelivery({ expected, observed: observedFromConsumed(consumed) })
+    assert.ok(report.ok, formatReport(report))
   })
 })
 

@@ -392,7 +392,7 @@ export class OutboxRelay {
         ? mode === 'concurrent'
           ? `another relay leads this outbox (mode 'single' or 'exclusive'), so this concurrent relay waits and claims nothing: relays of one outbox cannot mix modes. Run every relay with mode: 'concurrent' to share the work, or stop the leader`
           : mode === 'single'
-            ? `another relay already holds this outbox, so this 'single' relay stands by and claims nothing until it goes. To run a standby on purpose use mode: 'exclusive' on every relay; to share the work use mode: 'concurrent' on every relay`
+            ? `another relay already holds this outbox, so this 'single' relay stands by and claims nothing until it goes. To run a standby on purpose use mode: 'exclusive' on every relay; to share the work use mode: 'concurrent' on every relay (PostgreSQL and MySQL/MariaDB; SQLite has one relay per outbox)`
             : `another relay leads this outbox; this exclusive relay stands by`
         : mode === 'concurrent'
           ? 'as many concurrent relays as this database can admit already run on this outbox; this one waits for one of them to stop'

@@ -19,6 +19,20 @@ export interface SqliteRelayStoreOptions {
    * write locks, and on a shared handle for the app's open transaction to end.
    */
   busyTimeout: number
+  /**
+   * Opens a connection to a file (the driver's `open`), for the relay lock beside a database
+   * file (see `SqliteRelayStore.tryAcquireLeadership`). Without it, or for an in-memory database,
+   * nothing is locked across processes.
+   */
+  openLock?: (filename: string) => SqliteConnection
+}
+
+/**
+ * The file whose SQLite lock marks the relay of one outbox, beside the database file: a database
+ * of its own, so holding its lock never blocks the app's writers.
+ */
+export function relayLockFile(filename: string, table: OutboxTable): string {
+  return `${filename}-${table.schema}_${table.table}.relay-lock`
 }
 
 /** Relays of this process by database and table: SQLite supports one relay per outbox. */
@@ -55,6 +69,9 @@ export class SqliteRelayStore implements RelayStore {
   #key: string | undefined
   #healthy = false
   #claimed = false
+  /** The relay lock's own connection while this relay holds it (see `tryAcquireLeadership`). */
+  #lock: SqliteConnection | undefined
+  #heldBy: 'leader' | undefined
 
   constructor(options: SqliteRelayStoreOptions) {
     this.#options = options
@@ -62,6 +79,10 @@ export class SqliteRelayStore implements RelayStore {
 
   get healthy(): boolean {
     return this.#healthy
+  }
+
+  get heldBy(): 'leader' | undefined {
+    return this.#heldBy
   }
 
   async connect(): Promise<void> {
@@ -86,8 +107,48 @@ export class SqliteRelayStore implements RelayStore {
     this.#healthy = true
   }
 
-  /** Never asked: SQLite relays run in single mode only (see SqliteOutbox.relay). */
+  /**
+   * One relay per outbox across processes too. Within this process the registry above sees to
+   * it; another process may open the same database file, so the relay also holds an exclusive
+   * SQLite lock (an open `BEGIN EXCLUSIVE`) on a small lock file beside it, taken without
+   * waiting. The operating system drops that lock when the process ends, however it ends, so a
+   * relay in another process stands by until then and takes over after. The lock file is a
+   * database of its own, so the app's writers never wait for it. An in-memory database cannot
+   * be reached from another process: nothing to lock.
+   */
   async tryAcquireLeadership(): Promise<boolean> {
+    if (!this.#healthy) return false
+    const filename = this.#connection?.filename
+    if (this.#lock !== undefined || filename === null || filename === undefined) return true
+    const openLock = this.#options.openLock
+    if (openLock === undefined) return true
+    const path = relayLockFile(filename, this.#options.table)
+    let lock: SqliteConnection
+    try {
+      lock = openLock(path)
+    } catch (error) {
+      throw new KEntityError(
+        ErrorCodes.STORE_FAILED,
+        `the relay could not open its lock file ${path} (it marks the one relay of ${qualified(this.#options.table)} across processes); the directory of the database must be writable`,
+        { cause: error, retryable: true },
+      )
+    }
+    try {
+      lock.exec('PRAGMA busy_timeout = 0')
+      lock.exec('BEGIN EXCLUSIVE')
+    } catch (error) {
+      const busy = lock.isBusy(error)
+      try {
+        lock.close()
+      } catch {
+        // Nothing held: nothing to release.
+      }
+      if (!busy) throw error
+      this.#heldBy = 'leader'
+      return false
+    }
+    this.#lock = lock
+    this.#heldBy = undefined
     return true
   }
 
@@ -128,6 +189,14 @@ export class SqliteRelayStore implements RelayStore {
     this.#connection = undefined
     this.#healthy = false
     this.#claimed = false
+    const lock = this.#lock
+    this.#lock = undefined
+    try {
+      // Closing ends its transaction, which lets the lock go.
+      lock?.close()
+    } catch {
+      // Already closed: nothing left to release.
+    }
     if (this.#key !== undefined && activeRelays.get(this.#key) === this) activeRelays.delete(this.#key)
     this.#key = undefined
     if (connection && this.#owned) {

@@ -214,7 +214,12 @@ export class SqliteOutbox<M extends TopicMap, Db> {
         `relay option 'busyTimeout' must be an integer number of ms >= 0, got ${describe(busyTimeout)}`,
       )
     }
-    const store = new SqliteRelayStore({ table: this.outbox.table, connect: open, busyTimeout })
+    const store = new SqliteRelayStore({
+      table: this.outbox.table,
+      connect: open,
+      busyTimeout,
+      openLock: (filename) => this.#driver.open(filename),
+    })
     return this.#localRelays.create(this.outbox, store, this.#kafka, options, {
       logger: this.#logger,
       database: typeof options.connection === 'string' ? options.connection : undefined,
