@@ -172,6 +172,10 @@ describe('relays partitioned from their database', () => {
     exclusiveLeaderPartitioned('postgres', 'mid-claim'))
   it('PostgreSQL, exclusive: the same with an idle leader', () =>
     exclusiveLeaderPartitioned('postgres', 'idle'))
+  it('PostgreSQL: a healthy relay whose batch takes 12 s in Kafka keeps its claim (heartbeats)', () =>
+    slowKafkaKeepsClaim('postgres'))
+  it('MariaDB: a healthy relay whose batch takes 12 s in Kafka keeps its claim (heartbeats)', () =>
+    slowKafkaKeepsClaim('mariadb'))
   it('MariaDB: a single relay notices within ~15 s, and after the network heals delivers everything in order', () =>
     singleRelayPartitioned('mariadb'))
   it('MariaDB, exclusive: a standby takes over from a leader partitioned mid-claim within seconds, and no key goes out of order', () =>
@@ -280,4 +284,42 @@ async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb', lead
     `# ${database}, exclusive, leader ${leaderIs}: standby leading ${takeoverMs} ms after the partition began; the old leader noticed after ${noticed.at - cut} ms (${(noticed.event as { stage: string }).stage}); ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
   )
   assert.ok(takeoverMs <= 20_000, `takeover took ${takeoverMs} ms`)
+}
+
+/**
+ * The server ends a relay session silent for 8 s in a claim (so a partitioned leader is replaced
+ * quickly), but a healthy relay pings its open claim: a batch that takes longer in Kafka is
+ * neither cut off nor sent twice.
+ */
+async function slowKafkaKeepsClaim(database: 'postgres' | 'mariadb') {
+  const setup = await setUp('ke_slow', database)
+  const kafka = new KafkaTransport({ brokers })
+  let first = true
+  const slowOnce = {
+    async send(records: readonly OutboxRecord[]) {
+      if (first) {
+        first = false
+        await new Promise((resolve) => setTimeout(resolve, 12_000))
+      }
+      await kafka.send(records)
+    },
+    close: () => kafka.close(),
+  }
+  const { events, onEvent } = recorder()
+  const relay = setup.relay({
+    connection: database === 'postgres' ? DATABASE_URL : MYSQL_URL,
+    kafka: slowOnce,
+    onEvent,
+  })
+  stops.push(() => relay.stop({ timeout: 2000 }))
+  await setup.produce(30)
+  await relay.start()
+  const report = await setup.drainedAndChecked()
+  const errors = events.filter((e) => e.event.type === 'error')
+  assert.deepEqual(
+    errors.map((e) => String((e.event as { error: unknown }).error)),
+    [],
+    'no error while the batch waited for Kafka',
+  )
+  assert.equal(report.duplicates, 0)
 }
