@@ -4,6 +4,7 @@ import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { createPostgresJsOutbox } from '../src/adapters/postgres-js/index.ts'
 import type { RelayEvent } from '../src/core/relay.ts'
 import { defineTopic, type OutboxRecord } from '../src/index.ts'
 import {
@@ -73,7 +74,11 @@ function mariadbThroughProxy(proxy: TcpProxy): string {
   return url.toString()
 }
 
-async function setUp(prefix: string, database: 'postgres' | 'mariadb' = 'postgres') {
+async function setUp(
+  prefix: string,
+  database: 'postgres' | 'mariadb' = 'postgres',
+  relayDriver: 'pg' | 'postgres-js' = 'pg',
+) {
   const schema = uniqueName(prefix)
   const topicName = uniqueName(prefix).replaceAll('_', '-')
   await createTopic(topicName, 3)
@@ -93,7 +98,12 @@ async function setUp(prefix: string, database: 'postgres' | 'mariadb' = 'postgre
     stops.push(() => pool.end())
     commit = (batch) => outbox.transaction(pool, (_client, topics) => topics.events.produceMany(batch))
     pending = () => countRows(schema)
-    relay = (options) => outbox.relay(options)
+    // Producers write with node-postgres; the relay may run on postgres.js, on the same table.
+    const relayOutbox =
+      relayDriver === 'pg'
+        ? outbox
+        : createPostgresJsOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
+    relay = (options) => relayOutbox.relay(options)
   } else {
     databases.push(schema)
     const outbox = createMysqlOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
@@ -172,6 +182,10 @@ describe('relays partitioned from their database', () => {
     exclusiveLeaderPartitioned('postgres', 'mid-claim'))
   it('PostgreSQL, exclusive: the same with an idle leader', () =>
     exclusiveLeaderPartitioned('postgres', 'idle'))
+  it('PostgreSQL, postgres.js relay: a single relay notices a partition and delivers everything after it healed', () =>
+    singleRelayPartitioned('postgres', { relayDriver: 'postgres-js' }))
+  it('PostgreSQL: connections dropped for 5 s: the relay notices at once and resumes', () =>
+    singleRelayPartitioned('postgres', { fault: 'drop' }))
   it('PostgreSQL: a healthy relay whose batch takes 12 s in Kafka keeps its claim (heartbeats)', () =>
     slowKafkaKeepsClaim('postgres'))
   it('MariaDB: a healthy relay whose batch takes 12 s in Kafka keeps its claim (heartbeats)', () =>
@@ -187,10 +201,16 @@ function viaProxy(database: 'postgres' | 'mariadb', proxy: TcpProxy): string {
   return database === 'postgres' ? throughProxy(proxy) : mariadbThroughProxy(proxy)
 }
 
-async function singleRelayPartitioned(database: 'postgres' | 'mariadb') {
+async function singleRelayPartitioned(
+  database: 'postgres' | 'mariadb',
+  {
+    relayDriver = 'pg',
+    fault = 'blackhole',
+  }: { relayDriver?: 'pg' | 'postgres-js'; fault?: 'blackhole' | 'drop' } = {},
+) {
   const proxy = await TcpProxy.start(database === 'postgres' ? postgresTarget() : mariadbTarget())
   proxies.push(proxy)
-  const setup = await setUp('ke_part1', database)
+  const setup = await setUp('ke_part1', database, relayDriver)
   const { events, onEvent } = recorder()
   const relay = setup.relay({ connection: viaProxy(database, proxy), onEvent })
   stops.push(() => relay.stop({ timeout: 2000 }))
@@ -200,8 +220,9 @@ async function singleRelayPartitioned(database: 'postgres' | 'mariadb') {
   await new Promise((resolve) => setTimeout(resolve, 1000))
 
   const cut = Date.now()
-  proxy.blackhole()
-  await new Promise((resolve) => setTimeout(resolve, 20_000))
+  if (fault === 'blackhole') proxy.blackhole()
+  else proxy.drop()
+  await new Promise((resolve) => setTimeout(resolve, fault === 'blackhole' ? 20_000 : 5000))
   const firstError = events.find((e) => e.at >= cut && e.event.type === 'error')
   assert.ok(firstError, 'the relay reported an error while partitioned')
   const noticedMs = firstError.at - cut
@@ -213,9 +234,12 @@ async function singleRelayPartitioned(database: 'postgres' | 'mariadb') {
   const resumed = events.find((e) => e.at >= healed && e.event.type === 'delivered')
   assert.ok(resumed, 'the relay delivered again after the network healed')
   console.log(
-    `# ${database}, single relay: partition noticed after ${noticedMs} ms (${(firstError.event as { stage: string }).stage}), delivering again ${resumed.at - healed} ms after healing; ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
+    `# ${database}${relayDriver === 'pg' ? '' : ` (${relayDriver} relay)`}, single relay, ${fault}: noticed after ${noticedMs} ms (${(firstError.event as { stage: string }).stage}), delivering again ${resumed.at - healed} ms after healing; ${report.expected} messages, ${report.duplicates} duplicates, 0 lost, 0 out of order`,
   )
-  assert.ok(noticedMs <= 20_000, `the relay noticed the partition only after ${noticedMs} ms`)
+  assert.ok(
+    noticedMs <= (fault === 'blackhole' ? 20_000 : 2000),
+    `the relay noticed the ${fault} only after ${noticedMs} ms`,
+  )
 }
 
 async function exclusiveLeaderPartitioned(database: 'postgres' | 'mariadb', leaderIs: 'mid-claim' | 'idle') {
