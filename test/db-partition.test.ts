@@ -5,6 +5,7 @@ import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { createPostgresJsOutbox } from '../src/adapters/postgres-js/index.ts'
+import { createPrismaMysqlOutbox } from '../src/adapters/prisma/mysql.ts'
 import type { RelayEvent } from '../src/core/relay.ts'
 import { defineTopic, type OutboxRecord } from '../src/index.ts'
 import {
@@ -77,7 +78,7 @@ function mariadbThroughProxy(proxy: TcpProxy): string {
 async function setUp(
   prefix: string,
   database: 'postgres' | 'mariadb' = 'postgres',
-  relayDriver: 'pg' | 'postgres-js' = 'pg',
+  relayDriver: 'pg' | 'postgres-js' | 'mariadb' = 'pg',
 ) {
   const schema = uniqueName(prefix)
   const topicName = uniqueName(prefix).replaceAll('_', '-')
@@ -112,7 +113,12 @@ async function setUp(
     stops.push(() => pool.end())
     commit = (batch) => outbox.transaction(pool, (_conn, topics) => topics.events.produceMany(batch))
     pending = () => countMysqlRows(schema)
-    relay = (options) => outbox.relay(options)
+    // Producers write with mysql2; the relay may run on the mariadb driver (Prisma's), same table.
+    const relayOutbox =
+      relayDriver === 'mariadb'
+        ? createPrismaMysqlOutbox({ topics: { events: topic }, schema, kafka: { brokers } })
+        : outbox
+    relay = (options) => relayOutbox.relay(options) as ReturnType<typeof outbox.relay>
   }
   const expected: Message[] = []
   const seqs = new Map<string, number>()
@@ -184,6 +190,8 @@ describe('relays partitioned from their database', () => {
     exclusiveLeaderPartitioned('postgres', 'idle'))
   it('PostgreSQL, postgres.js relay: a single relay notices a partition and delivers everything after it healed', () =>
     singleRelayPartitioned('postgres', { relayDriver: 'postgres-js' }))
+  it('MariaDB, mariadb driver (Prisma) relay: a single relay notices a partition and delivers everything after it healed', () =>
+    singleRelayPartitioned('mariadb', { relayDriver: 'mariadb' }))
   it('PostgreSQL: connections dropped for 5 s: the relay notices at once and resumes', () =>
     singleRelayPartitioned('postgres', { fault: 'drop' }))
   it('PostgreSQL: a healthy relay whose batch takes 12 s in Kafka keeps its claim (heartbeats)', () =>
@@ -206,7 +214,7 @@ async function singleRelayPartitioned(
   {
     relayDriver = 'pg',
     fault = 'blackhole',
-  }: { relayDriver?: 'pg' | 'postgres-js'; fault?: 'blackhole' | 'drop' } = {},
+  }: { relayDriver?: 'pg' | 'postgres-js' | 'mariadb'; fault?: 'blackhole' | 'drop' } = {},
 ) {
   const proxy = await TcpProxy.start(database === 'postgres' ? postgresTarget() : mariadbTarget())
   proxies.push(proxy)
