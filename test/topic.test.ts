@@ -14,7 +14,7 @@ import {
   stringSerializer,
 } from '../src/index.ts'
 import { validateKafkaOptions } from '../src/transports/kafka/index.ts'
-import { checkRecordTopics } from '../src/transports/kafka/topics.ts'
+import { checkRecordTopics, ensureTopics } from '../src/transports/kafka/topics.ts'
 
 const code = (expected: string) => (error: unknown) => {
   assert.equal((error as { code?: string }).code, expected, String(error))
@@ -335,6 +335,32 @@ describe('kafka.autoCreateTopics', () => {
     assert.throws(
       () => validateKafkaOptions({ brokers: ['127.0.0.1:9092'], autoCreateTopics: 'yes' }),
       /kafka\.autoCreateTopics must be true or false/,
+    )
+  })
+})
+
+describe('ensureTopics() arguments', () => {
+  it('checks plain declarations as defineTopic() does, before connecting', async () => {
+    const nowhere = { brokers: ['127.0.0.1:1'] }
+    await assert.rejects(
+      ensureTopics(nowhere, [{ name: 'orders', partitions: 0 }]),
+      /'partitions' must be an integer from 1/,
+    )
+    await assert.rejects(
+      ensureTopics(nowhere, [{ name: 'orders', configs: { 'retention.ms': 5 as never } }]),
+      /must be a string/,
+    )
+    await assert.rejects(
+      ensureTopics(nowhere, [
+        { name: 'orders', partitions: 2 },
+        { name: 'orders', partitions: 3 },
+      ]),
+      /declared twice with different partitions/,
+    )
+    await assert.rejects(ensureTopics(nowhere, 'orders' as never), /needs the topics to ensure/)
+    await assert.rejects(
+      ensureTopics(nowhere, [], { create: 'yes' as never }),
+      /'create' must be true or false/,
     )
   })
 })

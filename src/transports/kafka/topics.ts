@@ -1,7 +1,7 @@
 import { Admin, ConfigResourceTypes } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
-import { validateTopicName } from '../../core/topic.ts'
+import { Topic, validateTopicName } from '../../core/topic.ts'
 import { type KafkaOptions, kafkaClientBase } from './index.ts'
 
 /** What `ensureTopics` needs to know of a topic; a `defineTopic()` result is one. */
@@ -120,9 +120,10 @@ function checkDeclarations(
         `ensureTopics(): every topic must be a defineTopic() result, got ${describe(topic)}`,
       )
     }
-    const { name, partitions, replicationFactor, configs } = topic as TopicDeclaration
-    validateTopicName(name)
-    const declaration = { name, partitions, replicationFactor, configs: configs ?? {} }
+    // A plain declaration is checked as defineTopic() checks its options.
+    const { name, partitions, replicationFactor, configs } =
+      topic instanceof Topic ? topic : new Topic(pickDeclaration(topic as TopicDeclaration))
+    const declaration = { name, partitions, replicationFactor, configs }
     const previous = byName.get(name)
     if (previous !== undefined && !sameDeclaration(previous, declaration)) {
       throw invalidArgument(
@@ -132,6 +133,10 @@ function checkDeclarations(
     byName.set(name, declaration)
   }
   return [...byName.values()]
+}
+
+function pickDeclaration({ name, partitions, replicationFactor, configs }: TopicDeclaration) {
+  return { name, partitions, replicationFactor, configs }
 }
 
 function sameDeclaration(a: TopicDeclaration, b: TopicDeclaration): boolean {
