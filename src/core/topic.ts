@@ -25,6 +25,10 @@ export interface TopicOptions<T> {
    * Largest key + value + headers accepted by produce, in bytes (default 1,000,000, just under
    * Kafka's default `max.message.bytes`). Set it to your topic's limit: a message that Kafka
    * would refuse is rejected in your transaction instead of becoming a dead letter later.
+   * Above the default, it also declares the topic's `max.message.bytes` (this plus 1024 bytes of
+   * record overhead) for `ensureTopics()`, unless `configs` sets it; below, it is the
+   * application's own limit and the topic keeps its default. With `configs['max.message.bytes']`
+   * and no `maxMessageBytes`, the limit follows the config (less the overhead, at most the default).
    */
   maxMessageBytes?: number
   /**
