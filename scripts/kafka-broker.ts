@@ -348,7 +348,7 @@ async function readClusterId(l: Layout): Promise<string | undefined> {
 }
 
 /** Formats the KRaft storage unless an earlier run did, and returns the cluster id stored there. */
-async function formatStorage(jarsDir: string, l: Layout): Promise<string> {
+async function formatStorage(jarsDir: string, l: Layout, cluster?: { id: string }): Promise<string> {
   const existing = await readClusterId(l)
   if (existing) return existing
   try {
@@ -359,10 +359,11 @@ async function formatStorage(jarsDir: string, l: Layout): Promise<string> {
         'kafka.tools.StorageTool',
         'format',
         '-t',
-        randomClusterId(),
+        cluster?.id ?? randomClusterId(),
         '-c',
         l.properties,
-        '--standalone',
+        // A cluster names its controller in controller.quorum.voters, with which --standalone is refused.
+        ...(cluster === undefined ? ['--standalone'] : []),
         '--ignore-formatted',
         ...scramArguments(l.saslSsl),
       ],
@@ -646,6 +647,263 @@ async function start(options: KafkaBrokerOptions): Promise<Started> {
 /** Starts a single-node Kafka broker and resolves once it answers metadata requests. */
 export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
   return (await start(options)).broker
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster
+
+export interface KafkaClusterOptions {
+  /** Number of brokers (default 3), node ids 1..n; a controller-only node (id 0) runs beside them. */
+  brokers?: number
+  /** Suppress the progress lines written to stderr. */
+  quiet?: boolean
+}
+
+export interface KafkaClusterNode {
+  readonly nodeId: number
+  /** PLAINTEXT port of a broker. */
+  readonly port: number
+  /** Pid of the node's current JVM. */
+  readonly pid: number
+  readonly alive: boolean
+}
+
+export interface KafkaCluster {
+  /** Bootstrap servers, one "127.0.0.1:PORT" per broker. */
+  readonly brokers: string[]
+  readonly nodes: readonly KafkaClusterNode[]
+  /** Sends the signal to one broker's JVM (SIGKILL: it dies at once, as on a crash) and waits until it is gone. */
+  kill(nodeId: number, signal?: NodeJS.Signals): Promise<void>
+  /** Starts a killed broker again on its own storage and port; resolves when the cluster has every broker back. */
+  restart(nodeId: number): Promise<void>
+  /** Stops every node (SIGTERM, SIGKILL after 20 s) and removes their data. */
+  stop(): Promise<void>
+}
+
+/**
+ * A KRaft cluster of `brokers` brokers and one controller-only node, each a JVM on free ports of
+ * its own, for tests of a broker that dies: new topics get replication factor min(3, brokers)
+ * and min.insync.replicas 2, so a topic survives one dead broker and still acknowledges with acks=all.
+ */
+export async function startKafkaCluster(options: KafkaClusterOptions = {}): Promise<KafkaCluster> {
+  const count = options.brokers ?? 3
+  if (!Number.isInteger(count) || count < 1 || count > 9) {
+    throw new Error(`startKafkaCluster: brokers must be an integer from 1 to 9, got ${count}`)
+  }
+  const replication = Math.min(3, count)
+  const minIsr = Math.min(2, replication)
+  const ports = await freePorts(count + 1)
+  const controllerPort = ports[0] as number
+  const root = await mkdtemp(join(tmpdir(), 'k-entity-kafka-cluster-'))
+  const voters = `0@${HOST}:${controllerPort}`
+  const common = [
+    `controller.quorum.voters=${voters}`,
+    'controller.listener.names=CONTROLLER',
+    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+  ]
+  const nodes: Array<{ nodeId: number; port: number; layout: Layout; running: Running | undefined }> = []
+  const controllerLayout = layout(controllerPort, controllerPort, join(root, 'node-0'))
+  nodes.push({ nodeId: 0, port: controllerPort, layout: controllerLayout, running: undefined })
+  for (let i = 1; i <= count; i++) {
+    const port = ports[i] as number
+    nodes.push({
+      nodeId: i,
+      port,
+      layout: layout(port, controllerPort, join(root, `node-${i}`)),
+      running: undefined,
+    })
+  }
+  const properties = (nodeId: number, l: Layout): string =>
+    `${(
+      nodeId === 0
+        ? [
+            'process.roles=controller',
+            'node.id=0',
+            ...common,
+            `listeners=CONTROLLER://${HOST}:${controllerPort}`,
+            `log.dirs=${l.logDir}`,
+          ]
+        : [
+            'process.roles=broker',
+            `node.id=${nodeId}`,
+            ...common,
+            `listeners=PLAINTEXT://${HOST}:${l.port}`,
+            `advertised.listeners=PLAINTEXT://${HOST}:${l.port}`,
+            'inter.broker.listener.name=PLAINTEXT',
+            `log.dirs=${l.logDir}`,
+            `offsets.topic.replication.factor=${replication}`,
+            `transaction.state.log.replication.factor=${replication}`,
+            `transaction.state.log.min.isr=${minIsr}`,
+            `share.coordinator.state.topic.replication.factor=${replication}`,
+            `share.coordinator.state.topic.min.isr=${minIsr}`,
+            `default.replication.factor=${replication}`,
+            `min.insync.replicas=${minIsr}`,
+            'offsets.topic.num.partitions=1',
+            'transaction.state.log.num.partitions=1',
+            'num.partitions=1',
+            'auto.create.topics.enable=true',
+            'group.initial.rebalance.delay.ms=0',
+          ]
+    ).join('\n')}\n`
+  const jarsDir = await ensureJars(options.quiet)
+  const clusterId = randomClusterId()
+  await Promise.all(
+    nodes.map(async (node) => {
+      await mkdir(node.layout.dataDir, { recursive: true })
+      await writeFile(node.layout.properties, properties(node.nodeId, node.layout))
+      await formatStorage(jarsDir, node.layout, { id: clusterId })
+    }),
+  )
+  const started = Date.now()
+  const brokers = nodes.filter((n) => n.nodeId !== 0).map((n) => `${HOST}:${n.port}`)
+  const stopAll = async () => {
+    // Brokers first: a broker without its controller waits for it instead of shutting down.
+    await Promise.all(nodes.filter((n) => n.nodeId !== 0).map((n) => stopNode(n)))
+    await stopNode(nodes[0] as (typeof nodes)[number])
+  }
+  const stopNode = async (node: (typeof nodes)[number]) => {
+    const running = node.running
+    if (running === undefined) return
+    await terminate(running.pid)
+    unguard(running.pid)
+    node.running = undefined
+  }
+  try {
+    for (const node of nodes) node.running = await spawnNode(jarsDir, node.layout)
+    await waitForCluster(brokers, count, nodes, started)
+  } catch (error) {
+    await stopAll().catch(() => undefined)
+    await rm(root, { recursive: true, force: true })
+    throw error
+  }
+  log(
+    options.quiet,
+    `Kafka ${KAFKA_VERSION} cluster of ${count} brokers ready at ${brokers.join(',')} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  )
+  let stopped = false
+  const find = (nodeId: number) => {
+    const node = nodes.find((n) => n.nodeId === nodeId && n.nodeId !== 0)
+    if (node === undefined) throw new Error(`no broker with node id ${nodeId} (brokers are 1..${count})`)
+    return node
+  }
+  return {
+    brokers,
+    get nodes() {
+      return nodes
+        .filter((n) => n.nodeId !== 0)
+        .map((n) => ({
+          nodeId: n.nodeId,
+          port: n.port,
+          pid: n.running?.pid ?? 0,
+          alive: n.running !== undefined && isAlive(n.running.pid),
+        }))
+    },
+    async kill(nodeId, signal = 'SIGKILL') {
+      const node = find(nodeId)
+      const running = node.running
+      if (running === undefined) return
+      process.kill(running.pid, signal)
+      if (!(await waitForExit(running.pid, STOP_TIMEOUT_MS)))
+        throw new Error(`Kafka node ${nodeId} (pid ${running.pid}) is still alive after ${signal}`)
+      unguard(running.pid)
+      node.running = undefined
+    },
+    async restart(nodeId) {
+      if (stopped) throw new Error('Cannot restart a node after stop()')
+      const node = find(nodeId)
+      await stopNode(node)
+      const since = Date.now()
+      node.running = await spawnNode(jarsDir, node.layout, false)
+      // The cluster still lists a freshly killed broker until its session expires: ask this one.
+      for (;;) {
+        if (!isAlive(node.running.pid)) {
+          throw new Error(`Kafka node ${nodeId} exited on restart.\n${await logTail(node.layout)}`)
+        }
+        const answer = await queryClusterId(`${HOST}:${node.port}`, 2000).catch(() => undefined)
+        if (answer === clusterId) break
+        if (Date.now() - since > READY_TIMEOUT_MS)
+          throw new Error(
+            `Kafka node ${nodeId} did not answer within ${READY_TIMEOUT_MS / 1000} s of its restart`,
+          )
+        await sleep(250)
+      }
+      await waitForCluster(brokers, count, nodes, since)
+    },
+    async stop() {
+      if (stopped) return
+      stopped = true
+      await stopAll()
+      await rm(root, { recursive: true, force: true })
+    },
+  }
+}
+
+async function spawnNode(jarsDir: string, l: Layout, fresh = true): Promise<Running> {
+  // Not on a restart: the peers' connections to the dead broker's port may linger a while.
+  if (fresh && l.port !== l.controllerPort) await assertPortFree(l.port, 'client')
+  const out = openSync(l.consoleLog, 'a')
+  let child: ChildProcess
+  try {
+    child = spawn(javaBinary(), [...jvmArgs(jarsDir, l), 'kafka.Kafka', l.properties], {
+      cwd: l.dataDir,
+      detached: true,
+      stdio: ['ignore', out, out],
+    })
+  } finally {
+    closeSync(out)
+  }
+  const exited = new Promise<string>((resolveExit) => {
+    child.once('error', (error) => resolveExit(`could not be started: ${error.message}`))
+    child.once('exit', (code, signal) =>
+      resolveExit(signal ? `was killed by ${signal}` : `exited with code ${code}`),
+    )
+  })
+  child.unref()
+  const pid = await new Promise<number>((resolveSpawn, reject) => {
+    child.once('spawn', () => resolveSpawn(child.pid as number))
+    child.once('error', (error) => reject(new Error(`Could not run ${javaBinary()}: ${error.message}`)))
+  })
+  guard(pid)
+  return { child, pid, exited }
+}
+
+/** Until every live broker answers and the metadata lists all `count` brokers. */
+async function waitForCluster(
+  brokers: string[],
+  count: number,
+  nodes: Array<{ nodeId: number; layout: Layout; running: Running | undefined }>,
+  started: number,
+): Promise<void> {
+  let lastError = ''
+  for (;;) {
+    for (const node of nodes) {
+      if (node.running !== undefined && !isAlive(node.running.pid)) {
+        throw new Error(
+          `Kafka node ${node.nodeId} (pid ${node.running.pid}) exited before the cluster was ready.\n${await logTail(node.layout)}`,
+        )
+      }
+    }
+    const admin = new Admin({
+      clientId: 'k-entity-kafka-cluster',
+      bootstrapBrokers: brokers,
+      retries: 0,
+      connectTimeout: 2000,
+      requestTimeout: 2000,
+    })
+    try {
+      const metadata = await admin.metadata({ topics: [] })
+      if (metadata.brokers.size >= count) return
+      lastError = `${metadata.brokers.size} of ${count} brokers registered`
+    } catch (error) {
+      lastError = errorMessage(error)
+    } finally {
+      await admin.close().catch(() => undefined)
+    }
+    if (Date.now() - started > READY_TIMEOUT_MS) {
+      throw new Error(`Kafka cluster not ready within ${READY_TIMEOUT_MS / 1000} s (last: ${lastError})`)
+    }
+    await sleep(250)
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

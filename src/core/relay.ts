@@ -4,7 +4,13 @@ import { type Logger, type LoggerOption, resolveLogger } from './logger.ts'
 import type { StoredMessage } from './record.ts'
 import { type RelayEndpoints, RelayLog } from './relay-log.ts'
 import { DEFAULT_RETRY_POLICY, isRetryable, type RetryPolicy, resolveRetryPolicy } from './retry.ts'
-import type { FailedDelivery, MessageTransport, RelayStore } from './seams.ts'
+import {
+  countedAttempts,
+  type FailedDelivery,
+  type MessageTransport,
+  type RelayStore,
+  type SendFailure,
+} from './seams.ts'
 import { waitAtMost } from './wait.ts'
 
 export type NodeMode = 'single' | 'exclusive' | 'concurrent'
@@ -91,6 +97,12 @@ export type RelayEvent =
    */
   | { type: 'leadership'; leader: boolean; reason?: string }
   | { type: 'error'; stage: 'connect' | 'claim' | 'send' | 'acknowledge'; error: unknown; retryInMs: number }
+  /**
+   * Kafka took the rest of the batch but not these messages, for a reason that is not theirs (a
+   * partition whose leader is moving, a dead broker): they wait `retryInMs` without using an
+   * attempt, and later messages of their keys wait behind them.
+   */
+  | { type: 'held'; ids: string[]; error: string; retryInMs: number }
   /** `ensureTopics: true`: the topics the relay created, found as declared, or found different. */
   | {
       type: 'topics'
@@ -406,11 +418,14 @@ export class OutboxRelay {
     const started = performance.now()
     const messages = await this.#store.claim(this.#options.maxMessagesPerPoll)
     if (messages.length === 0) return 0
+    let failed: SendFailure[]
     try {
-      await this.#transport.send(messages)
+      failed = sendFailures(await this.#transport.send(messages), messages.length)
     } catch (error) {
-      return this.#recoverBatch(this.#store, messages, error, started)
+      failed = sendFailures(error, messages.length)
+      if (failed.length === 0) return this.#recoverBatch(this.#store, messages, error, started)
     }
+    if (failed.length > 0) return this.#partialBatch(this.#store, messages, failed, started)
     this.#lastSendOk = this.#options.now()
     await this.#acknowledge(
       this.#store,
@@ -450,13 +465,28 @@ export class OutboxRelay {
       const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
       if (claimingAhead === undefined) this.#startDeferredAck()
       const sending = this.#transport.send(messages)
+      let failed: SendFailure[]
+      let sendError: { error: unknown } | undefined
       try {
-        await sending
+        failed = sendFailures(await sending, messages.length)
       } catch (error) {
+        // A rejection that says what Kafka answered per record is dealt with per record.
+        failed = sendFailures(error, messages.length)
+        if (failed.length === 0) sendError = { error }
+      }
+      if (sendError !== undefined) {
+        const { error } = sendError
         const ahead = await claimingAhead
         if (ahead?.messages) await next.abandon().catch(() => {})
         if (ahead?.error) throw ahead.error
         return await this.#recoverBatch(store, messages, error, started)
+      }
+      if (failed.length > 0) {
+        // The batch ahead may hold later messages of a key that just failed: released untouched.
+        const ahead = await claimingAhead
+        if (ahead?.messages) await next.abandon().catch(() => {})
+        if (ahead?.error) throw ahead.error
+        return await this.#partialBatch(store, messages, failed, started)
       }
       this.#lastSendOk = this.#options.now()
       this.#batchFailures = 0
@@ -603,27 +633,38 @@ export class OutboxRelay {
       const [only] = part
       if (part.length === 1 && only !== undefined) {
         tried++
-        try {
-          await this.#transport.send(part)
+        const [failure] = await this.#trySend(part)
+        if (failure === undefined) {
           acknowledged.push(only.id)
           this.#lastSendOk = this.#options.now()
-        } catch (error) {
+        } else {
           if (only.orderingHash !== null) blockedKeys.add(only.orderingHash)
-          if (isRetryable(error)) transient++
-          failures.push(this.#failure(only, error))
+          if (failure.retryable) transient++
+          failures.push(this.#failure(only, failure))
         }
         return
       }
-      try {
-        await this.#transport.send(part)
-        for (const message of part) acknowledged.push(message.id)
-        this.#lastSendOk = this.#options.now()
-        return
-      } catch {
+      const failed = await this.#trySend(part)
+      if (failed.length === part.length) {
         const half = Math.ceil(part.length / 2)
         await isolate(part.slice(0, half))
         await isolate(part.slice(half))
+        return
       }
+      this.#lastSendOk = this.#options.now()
+      const unsent = new Set(failed.map((f) => f.index))
+      const behind = new Set<number>()
+      const again: StoredMessage[] = []
+      part.forEach((message, index) => {
+        const hash = message.orderingHash
+        // Written after an older message of its key that was not: sent again after that one (a
+        // duplicate, never a reorder).
+        if (unsent.has(index) || (hash !== null && behind.has(hash))) {
+          if (hash !== null) behind.add(hash)
+          again.push(message)
+        } else acknowledged.push(message.id)
+      })
+      await isolate(again)
     }
     // One by one while nothing has got through: failures now may be an outage, which must be
     // recognised after a few sends. Once Kafka took a message, the rest is bisected: a part Kafka
@@ -651,24 +692,108 @@ export class OutboxRelay {
     }
     await this.#acknowledge(store, acknowledged, failures)
     this.#batchFailures = 0
-    for (const failure of failures) this.#emitFailure(messages, failure)
+    for (const failure of failures) {
+      if (failure.countAttempt === false) continue
+      this.#emitFailure(messages, failure)
+    }
     if (acknowledged.length > 0) {
       this.#emit({ type: 'delivered', count: acknowledged.length, durationMs: performance.now() - started })
     }
     return acknowledged.length + failures.filter((f) => f.deadLetter).length
   }
 
-  #failure(message: StoredMessage, error: unknown): FailedDelivery {
+  #failure(message: StoredMessage, failure: Omit<SendFailure, 'index'>): FailedDelivery {
+    const { error, retryable } = failure
+    if (retryable && !failure.countsAsAttempt) {
+      return { ids: [message.id], error: errorText(error), retryInMs: HELD_RETRY_MS, countAttempt: false }
+    }
     const policy = this.#options.topicRetry.get(message.topic) ?? this.#options.retry
-    const attempts = message.attempts + 1
-    const deadLetter =
-      !isRetryable(error) || (attempts >= policy.maxAttempts && policy.onExhausted === 'dead-letter')
+    const attempts = countedAttempts(message.attempts) + 1
+    const deadLetter = !retryable || (attempts >= policy.maxAttempts && policy.onExhausted === 'dead-letter')
     return {
       ids: [message.id],
       error: errorText(error),
       retryInMs: backoffDelay(attempts, this.#options.backoff),
       deadLetter,
     }
+  }
+
+  /**
+   * The send's failures, one per record that Kafka did not acknowledge; a send that rejected as a
+   * whole fails every record with its error (counted, as before per-record results existed).
+   */
+  async #trySend(messages: StoredMessage[]): Promise<SendFailure[]> {
+    try {
+      return sendFailures(await this.#transport.send(messages), messages.length)
+    } catch (error) {
+      const failed = sendFailures(error, messages.length)
+      if (failed.length > 0) return failed
+      const retryable = isRetryable(error)
+      return messages.map((_, index) => ({ index, error, retryable, countsAsAttempt: true }))
+    }
+  }
+
+  /**
+   * Kafka acknowledged part of the batch. Acknowledged messages are deleted; each failed one is
+   * dealt with alone, by what Kafka said about it (see `SendFailure`): the cluster's own trouble
+   * on a partition holds it without using an attempt, a failure of its own (a missing topic) goes
+   * through its topic's retry policy, a refusal that no retry fixes is isolated and dead-lettered.
+   * A failed message's key stays blocked: later messages of it in this batch stay untouched
+   * behind it (the claim holds them back), and so does a batch claimed ahead.
+   */
+  async #partialBatch(
+    store: RelayStore,
+    messages: StoredMessage[],
+    failed: SendFailure[],
+    started: number,
+  ): Promise<number> {
+    const unsent = new Map(failed.map((f) => [f.index, f]))
+    // Nothing written and none of it the messages' fault: Kafka as a whole is not taking writes.
+    if (unsent.size === messages.length && failed.every((f) => f.retryable && !f.countsAsAttempt)) {
+      this.#batchFailures++
+      await store.abandon().catch(() => {})
+      throw new RelayStageError('send', (failed[0] as SendFailure).error)
+    }
+    const acknowledged: string[] = []
+    const failures: FailedDelivery[] = []
+    const blockedKeys = new Set<number>()
+    const alone: StoredMessage[] = []
+    messages.forEach((message, index) => {
+      const hash = message.orderingHash
+      const failure = unsent.get(index)
+      if (hash !== null && blockedKeys.has(hash)) return
+      if (failure === undefined) {
+        acknowledged.push(message.id)
+        return
+      }
+      if (hash !== null) blockedKeys.add(hash)
+      // A refusal for good fails its whole partition's batch: which message is bad is found by
+      // sending them alone.
+      if (!failure.retryable && unsent.size > 1) alone.push(message)
+      else failures.push(this.#failure(message, failure))
+    })
+    for (const message of alone) {
+      const [failure] = await this.#trySend([message])
+      if (failure === undefined) acknowledged.push(message.id)
+      else failures.push(this.#failure(message, failure))
+    }
+    if (acknowledged.length > 0) this.#lastSendOk = this.#options.now()
+    await this.#acknowledge(store, acknowledged, failures)
+    this.#batchFailures = 0
+    const held = failures.filter((f) => f.countAttempt === false)
+    if (held.length > 0) {
+      this.#emit({
+        type: 'held',
+        ids: held.flatMap((f) => f.ids),
+        error: (held[0] as FailedDelivery).error,
+        retryInMs: HELD_RETRY_MS,
+      })
+    }
+    for (const failure of failures) if (failure.countAttempt !== false) this.#emitFailure(messages, failure)
+    if (acknowledged.length > 0) {
+      this.#emit({ type: 'delivered', count: acknowledged.length, durationMs: performance.now() - started })
+    }
+    return acknowledged.length + failures.filter((f) => f.deadLetter).length
   }
 
   #emitFailure(messages: StoredMessage[], failure: FailedDelivery): void {
@@ -678,7 +803,7 @@ export class OutboxRelay {
       type: 'message-failed',
       id: message.id,
       topic: message.topic,
-      attempts: message.attempts + 1,
+      attempts: countedAttempts(message.attempts) + 1,
       error: failure.error,
       deadLettered: failure.deadLetter === true,
       // For observers only, by this process's clock; the store computes the real time on the database's.
@@ -752,6 +877,36 @@ interface DeferredAck {
   ids: string[]
   /** When the batch was claimed, for the `delivered` event's duration. */
   started: number
+}
+
+/**
+ * How long a message waits, without using an attempt, after the cluster failed it on its
+ * partition (leader moving, dead broker): Kafka moves a dead broker's leaders in about 10 s.
+ */
+const HELD_RETRY_MS = 1000
+
+/**
+ * A transport's answer as a list of failures: `undefined` (the seam's old contract, still what
+ * user transports return) means everything was acknowledged. Entries naming no record of the
+ * batch are ignored; a record named twice counts once.
+ */
+function sendFailures(result: unknown, count: number): SendFailure[] {
+  if (typeof result !== 'object' || result === null) return []
+  const failed = (result as { failed?: unknown }).failed
+  if (!Array.isArray(failed)) return []
+  const byIndex = new Map<number, SendFailure>()
+  for (const entry of failed as SendFailure[]) {
+    if (typeof entry !== 'object' || entry === null) continue
+    const { index } = entry
+    if (!Number.isInteger(index) || index < 0 || index >= count || byIndex.has(index)) continue
+    byIndex.set(index, {
+      index,
+      error: entry.error,
+      retryable: entry.retryable !== false,
+      countsAsAttempt: entry.countsAsAttempt !== false,
+    })
+  }
+  return [...byIndex.values()].sort((a, b) => a.index - b.index)
 }
 
 /** Concurrent mode: first pause after a short claim; it doubles per empty claim. */

@@ -57,6 +57,25 @@ export interface FailedDelivery {
   retryInMs: number
   /** Move the messages to the dead-letter table (with their error history) instead. */
   deadLetter?: boolean
+  /**
+   * `false`: the failure is not the messages' own (a partition whose leader is moving, a broker
+   * that died): they wait `retryInMs` and keep their key blocked, but their attempts are not
+   * used up. The store marks such a row with `HELD_ATTEMPTS` added to its attempts (so the
+   * claim's "an older message of this key waits" test, which looks at attempts > 0, holds the
+   * key) and a claim reads `attempts % HELD_ATTEMPTS` as the count. Default true.
+   */
+  countAttempt?: boolean
+}
+
+/**
+ * Added to a row's attempts while it waits after a failure that does not count (see
+ * `FailedDelivery.countAttempt`); counted attempts are the remainder (policies allow at most 1000).
+ */
+export const HELD_ATTEMPTS = 1_000_000_000
+
+/** The attempts that count against a retry policy, from a row's `attempts` column. */
+export function countedAttempts(attempts: number): number {
+  return attempts % HELD_ATTEMPTS
 }
 
 /**
@@ -106,10 +125,46 @@ export interface RelayStore {
 /** Transport seam: a Kafka producer. */
 export interface MessageTransport {
   /**
-   * Sends the records in order and resolves only when the broker acknowledged every one of them
-   * (acks=all). Rejects if any record was not acknowledged; the caller treats the whole batch as
-   * unsent, so a partial success shows up as duplicates, never as loss.
+   * Sends the records in order (acks=all). Resolves `undefined` when the broker acknowledged
+   * every one of them, or a `SendResult` naming those it did not (the rest are acknowledged).
+   * Rejects when the batch as a whole failed; the caller then treats every record as unsent, so
+   * a partial success shows up as duplicates, never as loss.
    */
-  send(records: readonly OutboxRecord[]): Promise<void>
+  // biome-ignore lint/suspicious/noConfusingVoidType: transports written for the old seam resolve void
+  send(records: readonly OutboxRecord[]): Promise<void | SendResult>
   close(): Promise<void>
+}
+
+/**
+ * What a transport that reports per record says about a send that reached Kafka: the records
+ * Kafka did not acknowledge, by their index in the batch; every other record was acknowledged.
+ * A send that reached no broker at all rejects instead. Resolving `undefined` (or an empty list)
+ * means all were acknowledged.
+ */
+export interface SendResult {
+  failed: SendFailure[]
+}
+
+/**
+ * A send that rejects although Kafka answered for every record (none was acknowledged: a
+ * missing topic, partitions without a leader) may say so per record on the error's `failed`;
+ * the relay then deals with each record as with a `SendResult`.
+ */
+export interface SendRejection {
+  failed: SendFailure[]
+}
+
+export interface SendFailure {
+  /** Index of the record in the batch passed to `send`. */
+  index: number
+  error: unknown
+  /** False when no retry can help (too large, invalid): the record goes to the dead letters. */
+  retryable: boolean
+  /**
+   * Whether the failure is the record's (or its topic's) own and uses up one of its attempts
+   * (a missing topic, a refused topic ACL). False for the cluster's own trouble on a partition
+   * (leader moving, not enough in-sync replicas, a dead broker): the record waits a short while
+   * without losing an attempt.
+   */
+  countsAsAttempt: boolean
 }

@@ -1,6 +1,6 @@
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
-import type { FailedDelivery, OutboxTable, SqlStatement } from '../../core/seams.ts'
-import { decodeHeaders, encodeHeaders } from '../postgres/sql.ts'
+import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
+import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../postgres/sql.ts'
 import { keyLockSlot, qualified } from './names.ts'
 
 /** Rows per INSERT: far below the 65,535 placeholders of a prepared statement. */
@@ -176,7 +176,7 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
   const dead: string[] = []
   const deadIds: string[] = []
   for (const failure of failures) {
-    const rest = `${JSON.stringify(failure.error)},${retryDelay(failure.retryInMs)}`
+    const rest = `${JSON.stringify(failure.error)},${retryDelay(failure.retryInMs)},${failure.countAttempt === false ? 0 : 1}`
     for (const id of idList(failure.ids)) {
       if (failure.deadLetter === true) {
         dead.push(`[${id},${rest}]`)
@@ -187,13 +187,13 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
     }
   }
   const outbox = qualified(table)
-  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_in_ms BIGINT PATH '$[2]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
+  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_in_ms BIGINT PATH '$[2]', counted INT PATH '$[3]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
   const history = `JSON_ARRAY_APPEND(IF(JSON_LENGTH(o.errors) >= ${ERROR_HISTORY}, JSON_REMOVE(o.errors, '$[0]'), o.errors), '$', JSON_OBJECT('at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), 'error', f.error))`
   const statements: SqlStatement[] = []
   if (retried.length > 0) {
     statements.push({
       text: `UPDATE ${rows}
-SET o.attempts = o.attempts + 1, o.last_error = f.error, o.available_at = TIMESTAMPADD(MICROSECOND, f.retry_in_ms * 1000, UTC_TIMESTAMP(6)), o.errors = ${history}`,
+SET o.attempts = ${nextAttemptsSql('o.attempts', 'f.counted = 1')}, o.last_error = f.error, o.available_at = TIMESTAMPADD(MICROSECOND, f.retry_in_ms * 1000, UTC_TIMESTAMP(6)), o.errors = ${history}`,
       values: [Buffer.from(`[${retried.join(',')}]`, 'utf8')],
     })
   }
@@ -201,7 +201,7 @@ SET o.attempts = o.attempts + 1, o.last_error = f.error, o.available_at = TIMEST
     statements.push(
       {
         text: `INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, \`key\`, value, headers, ordering_hash, attempts, errors, created_at)
-SELECT o.id, o.topic, o.\`key\`, o.value, o.headers, o.ordering_hash, o.attempts + 1, ${history}, o.created_at
+SELECT o.id, o.topic, o.\`key\`, o.value, o.headers, o.ordering_hash, o.attempts % ${HELD_ATTEMPTS} + 1, ${history}, o.created_at
 FROM ${rows}
 ORDER BY o.id`,
         values: [Buffer.from(`[${dead.join(',')}]`, 'utf8')],

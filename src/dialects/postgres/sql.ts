@@ -1,5 +1,5 @@
 import type { OutboxRecord } from '../../core/record.ts'
-import type { FailedDelivery, OutboxTable, SqlStatement } from '../../core/seams.ts'
+import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 
 /** Headers as stored: JSON pairs keep duplicates and order; values are base64 so bytes survive. */
@@ -240,12 +240,14 @@ export function failuresStatement(table: OutboxTable, failures: readonly FailedD
   const errors: string[] = []
   const delays: number[] = []
   const dead: boolean[] = []
+  const counted: boolean[] = []
   for (const failure of failures) {
     for (const id of failure.ids) {
       ids.push(id)
       errors.push(failure.error)
       delays.push(retryDelay(failure.retryInMs))
       dead.push(failure.deadLetter === true)
+      counted.push(failure.countAttempt !== false)
     }
   }
   const outbox = qualified(table)
@@ -253,20 +255,29 @@ export function failuresStatement(table: OutboxTable, failures: readonly FailedD
   const history = `(CASE WHEN jsonb_array_length(o.errors) >= ${ERROR_HISTORY} THEN o.errors - 0 ELSE o.errors END) || ${entry}`
   return {
     text: `WITH f AS (
-  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, retry_in_ms, dead)
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[], $5::bool[]) AS f(id, error, retry_in_ms, dead, counted)
 ), retried AS (
   UPDATE ${outbox} AS o
-  SET attempts = o.attempts + 1, last_error = f.error, available_at = clock_timestamp() + f.retry_in_ms * interval '1 millisecond', errors = ${history}
+  SET attempts = ${nextAttemptsSql('o.attempts', 'f.counted')}, last_error = f.error, available_at = clock_timestamp() + f.retry_in_ms * interval '1 millisecond', errors = ${history}
   FROM f WHERE o.id = f.id AND NOT f.dead
 ), buried AS (
   DELETE FROM ${outbox} AS o USING f WHERE o.id = f.id AND f.dead
-  RETURNING o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts + 1 AS attempts,
+  RETURNING o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts % ${HELD_ATTEMPTS} + 1 AS attempts,
     ${history} AS errors, o.created_at
 )
 INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, key, value, headers, ordering_hash, attempts, errors, created_at)
 SELECT id, topic, key, value, headers, ordering_hash, attempts, errors, created_at FROM buried`,
-    values: [ids, errors, delays, dead],
+    values: [ids, errors, delays, dead, counted],
   }
+}
+
+/**
+ * The attempts column after a failure, in SQL every dialect speaks: a counted failure adds one
+ * to the counted part and drops the held mark; one that does not count marks the row held (see
+ * `FailedDelivery.countAttempt`), which keeps its key blocked, and leaves the count as it was.
+ */
+export function nextAttemptsSql(attempts: string, counted: string): string {
+  return `CASE WHEN ${counted} THEN ${attempts} % ${HELD_ATTEMPTS} + 1 WHEN ${attempts} >= ${HELD_ATTEMPTS} THEN ${attempts} ELSE ${attempts} + ${HELD_ATTEMPTS} END`
 }
 
 /**

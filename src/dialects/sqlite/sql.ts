@@ -1,6 +1,6 @@
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
-import type { FailedDelivery, OutboxTable, SqlStatement } from '../../core/seams.ts'
-import { decodeHeaders, encodeHeaders } from '../postgres/sql.ts'
+import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
+import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../postgres/sql.ts'
 import { qualified } from './names.ts'
 
 /** Rows per INSERT: 5 parameters each, far below SQLite's limit of 32,766 bound parameters. */
@@ -82,14 +82,14 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
       statements.push(
         {
           text: `INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, key, value, headers, ordering_hash, attempts, errors, created_at)
-SELECT id, topic, key, value, headers, ordering_hash, attempts + 1, ${history}, created_at FROM ${outbox} WHERE id IN (${ids}) ORDER BY id`,
+SELECT id, topic, key, value, headers, ordering_hash, attempts % ${HELD_ATTEMPTS} + 1, ${history}, created_at FROM ${outbox} WHERE id IN (${ids}) ORDER BY id`,
           values: [failure.error],
         },
         { text: deleteSql(table, failure.ids), values: [] },
       )
     } else {
       statements.push({
-        text: `UPDATE ${outbox} SET attempts = attempts + 1, last_error = ?, available_at = ${NOW_MS} + ?, errors = ${history} WHERE id IN (${ids})`,
+        text: `UPDATE ${outbox} SET attempts = ${nextAttemptsSql('attempts', failure.countAttempt === false ? '0' : '1')}, last_error = ?, available_at = ${NOW_MS} + ?, errors = ${history} WHERE id IN (${ids})`,
         // A delay added to SQLite's clock, like the other dialects (see `FailedDelivery.retryInMs`).
         values: [failure.error, Math.max(0, Math.trunc(failure.retryInMs)), failure.error],
       })

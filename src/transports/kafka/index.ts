@@ -3,7 +3,7 @@ import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } f
 import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
-import type { MessageTransport } from '../../core/seams.ts'
+import type { MessageTransport, SendFailure, SendResult } from '../../core/seams.ts'
 import { checkRecordTopics, missingTopicMessage } from './topics.ts'
 
 export interface KafkaOptions {
@@ -400,22 +400,19 @@ export class KafkaTransport implements MessageTransport {
     })
   }
 
-  async send(records: readonly OutboxRecord[]): Promise<void> {
+  /**
+   * One produce call per partition, all at once, so a partition whose leader is gone (or a topic
+   * that is missing) fails alone while the others are acknowledged; within a partition the
+   * records are one record batch, written whole or not at all, in order. Rejects only when Kafka
+   * as a whole did not answer (no broker reached for any topic) or refused the credentials;
+   * otherwise resolves with the records it did not acknowledge (see `SendResult`).
+   */
+  async send(records: readonly OutboxRecord[]): Promise<SendResult | undefined> {
     if (this.#closed) throw new KEntityError(ErrorCodes.TRANSPORT_FAILED, 'the Kafka transport is closed')
-    if (records.length === 0) return
+    if (records.length === 0) return undefined
     checkRecordTopics(records)
-    const messages = records.map((record) => {
-      const headers = new Map<string, Buffer>()
-      for (const [name, value] of record.headers) headers.set(name, value ?? EMPTY)
-      return {
-        topic: record.topic,
-        key: record.key ?? undefined,
-        value: record.value ?? undefined,
-        headers,
-      }
-    })
-    const compression = this.#options.compression
     const producer = this.#producer
+    const compression = this.#options.compression
     let timer: NodeJS.Timeout | undefined
     let timedOut = false
     const deadline = new Promise<never>((_, reject) => {
@@ -424,27 +421,133 @@ export class KafkaTransport implements MessageTransport {
         reject(new Error(`no acknowledgement within sendTimeout (${this.#options.sendTimeout} ms)`))
       }, this.#options.sendTimeout)
     })
+    deadline.catch(() => {})
+    const failed: SendFailure[] = []
+    let firstCause: unknown
+    const fail = (indexes: number[], cause: unknown, count: number) => {
+      if (failed.length === 0) firstCause = cause
+      const failure = this.#classify(cause, records, indexes, count)
+      for (const index of indexes) failed.push({ index, ...failure })
+    }
     try {
-      await Promise.race([
-        producer.send({ messages, ...(compression === 'none' ? {} : { compression }) }),
-        deadline,
-      ])
-    } catch (cause) {
+      const topics = [...new Set(records.map((r) => r.topic))]
+      // One metadata request per topic: a missing topic must not fail the others' (the client
+      // fails a request for several topics as a whole).
+      const metadata = await Promise.all(
+        topics.map((topic) =>
+          Promise.race([producer.metadata({ topics: [topic] }), deadline]).then(
+            (m) => ({ topic, partitions: m.topics.get(topic)?.partitionsCount ?? 0, error: undefined }),
+            (error: unknown) => ({ topic, partitions: 0, error }),
+          ),
+        ),
+      )
+      const unreachable = metadata.find(
+        (m) => m.error !== undefined && connectionFailure(m.error, this.#options),
+      )
+      if (unreachable !== undefined && metadata.every((m) => m.error !== undefined)) {
+        throw unreachable.error
+      }
+      const partitionsOf = new Map(metadata.map((m) => [m.topic, m]))
+      const groups = new Map<string, { indexes: number[]; messages: PartitionedMessage[] }>()
+      records.forEach((record, index) => {
+        const topic = partitionsOf.get(record.topic) as (typeof metadata)[number]
+        if (topic.error !== undefined || topic.partitions === 0) {
+          fail(
+            [index],
+            topic.error ?? new Error(`no partitions known for topic '${record.topic}'`),
+            records.length,
+          )
+          return
+        }
+        const key = record.key ?? undefined
+        // The same partition the client's compatibilityPartitioner picks (Java's murmur2), fixed
+        // here so that each partition can be its own produce call.
+        const partition = compatibilityPartitioner(undefined as never, key as Buffer) % topic.partitions
+        const headers = new Map<string, Buffer>()
+        for (const [name, value] of record.headers) headers.set(name, value ?? EMPTY)
+        const id = `${record.topic}\u0000${partition}`
+        let group = groups.get(id)
+        if (group === undefined) {
+          group = { indexes: [], messages: [] }
+          groups.set(id, group)
+        }
+        group.indexes.push(index)
+        group.messages.push({
+          topic: record.topic,
+          key,
+          value: record.value ?? undefined,
+          headers,
+          partition,
+        })
+      })
+      await Promise.all(
+        [...groups.values()].map((group) =>
+          Promise.race([
+            producer.send({ messages: group.messages, ...(compression === 'none' ? {} : { compression }) }),
+            deadline,
+          ]).catch((cause: unknown) => fail(group.indexes, cause, records.length)),
+        ),
+      )
       if (timedOut && this.#producer === producer && !this.#closed) {
         // A producer stuck on a send cannot be trusted with the next one: start afresh. Whatever
         // it still delivers is sent again by the relay too: a duplicate, never a loss.
         this.#producer = this.#createProducer()
         producer.close(true).catch(() => {})
       }
-      const connection = connectionFailure(cause, this.#options)
-      const permanent = connection === undefined ? permanentKafkaError(cause) : undefined
-      throw new KEntityError(
-        connection?.code ?? ErrorCodes.TRANSPORT_FAILED,
-        `Kafka did not acknowledge a batch of ${records.length}: ${connection?.message ?? permanent ?? missingTopicMessage(cause, records) ?? (cause instanceof Error ? cause.message : String(cause))}`,
-        { cause, retryable: permanent === undefined },
-      )
+      const refused = failed.find((f) => (f.error as KEntityError).code === ErrorCodes.KAFKA_AUTH_FAILED)
+      if (refused !== undefined && failed.length === records.length) throw refused.error
+      if (failed.length === records.length) {
+        // Nothing was acknowledged: a rejection, as callers of a send expect, that still says what
+        // Kafka answered for each record (see `SendRejection`).
+        const error = this.#classify(
+          firstCause,
+          records,
+          records.map((_, i) => i),
+          records.length,
+        ).error
+        failed.sort((a, b) => a.index - b.index)
+        throw Object.assign(error, { failed })
+      }
+    } catch (cause) {
+      if (cause instanceof KEntityError) throw cause
+      throw this.#classify(
+        cause,
+        records,
+        records.map((_, i) => i),
+        records.length,
+      ).error
     } finally {
       clearTimeout(timer)
+    }
+    failed.sort((a, b) => a.index - b.index)
+    return failed.length > 0 ? { failed } : undefined
+  }
+
+  /**
+   * What a failure of some of the records means (see `SendFailure`): a refusal no retry fixes,
+   * one of the topic's own (missing, not authorized for it), or the cluster's trouble.
+   */
+  #classify(
+    cause: unknown,
+    records: readonly OutboxRecord[],
+    indexes: number[],
+    count: number,
+  ): { error: KEntityError; retryable: boolean; countsAsAttempt: boolean } {
+    const connection = connectionFailure(cause, this.#options)
+    const permanent = connection === undefined ? permanentKafkaError(cause) : undefined
+    const concerned = indexes.map((i) => records[i] as OutboxRecord)
+    const missing = connection === undefined ? missingTopicMessage(cause, concerned) : undefined
+    const topicRefused = connection === undefined && hasKafkaError(cause, 'TOPIC_AUTHORIZATION_FAILED')
+    const what = indexes.length === count ? `a batch of ${count}` : `${indexes.length} of a batch of ${count}`
+    const error = new KEntityError(
+      connection?.code ?? ErrorCodes.TRANSPORT_FAILED,
+      `Kafka did not acknowledge ${what}: ${connection?.message ?? permanent ?? missing ?? (cause instanceof Error ? cause.message : String(cause))}`,
+      { cause, retryable: permanent === undefined },
+    )
+    return {
+      error,
+      retryable: permanent === undefined,
+      countsAsAttempt: permanent === undefined && (missing !== undefined || topicRefused),
     }
   }
 
@@ -456,6 +559,23 @@ export class KafkaTransport implements MessageTransport {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+interface PartitionedMessage {
+  topic: string
+  key: Buffer | undefined
+  value: Buffer | undefined
+  headers: Map<string, Buffer>
+  partition: number
+}
+
+/** Whether a Kafka error code appears anywhere in an error's causes. */
+function hasKafkaError(error: unknown, apiId: string, seen = new Set<unknown>()): boolean {
+  if (typeof error !== 'object' || error === null || seen.has(error)) return false
+  seen.add(error)
+  if ((error as { apiId?: unknown }).apiId === apiId) return true
+  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
+  return nested.some((inner) => hasKafkaError(inner, apiId, seen))
+}
 
 /**
  * Kafka error codes that no retry can fix: the record itself or the topic is wrong. Everything
