@@ -1,28 +1,38 @@
 /**
  * A producer process of the chaos run: business transactions that insert rows and produce
  * tracked messages, a fraction rolled back on purpose. Even writers use
- * `outbox.transaction(pool, fn)`, odd ones their own BEGIN/COMMIT with `outbox.in(client)`, on
- * clients of the same pool (both hold their writes until the COMMIT).
+ * `outbox.transaction(pool, fn)`, odd ones their own BEGIN/COMMIT with
+ * `outbox.in(client, { holdWrites: true })`, on clients of the same pool (both hold their writes
+ * until the COMMIT).
  * Each writer owns its keys, so the sequence number it gives a key's messages is their commit
  * order. What committed and what rolled back is appended to a JSONL file (see ProducerLine).
  *
+ * A transaction that fails for another reason than the planned rollback is recorded by where it
+ * failed: before its COMMIT was sent (`f`: not committed), or once the COMMIT was on its way (`u`:
+ * the connection broke without an answer, e.g. a database restart; the outcome is unknown and the
+ * runner resolves it from the business rows).
+ *
  * Runner commands over IPC: { type: 'go' } (start producing, when started with waitForGo),
- * { type: 'poison' } (commit a too-large message between two normal
- * ones of one key), { type: 'stop' }.
+ * { type: 'poison', kind } (commit a poison message between two normal ones of one key),
+ * { type: 'stop' }.
  */
 import { appendFileSync } from 'node:fs'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { withPoolClient } from '../src/adapters/pg/pool-client.ts'
+import { orderingHash } from '../src/core/record.ts'
+import { encodeHeaders } from '../src/dialects/postgres/sql.ts'
 import {
   type ChaosEvent,
-  chaosTopics,
   env,
+  INTERNAL_TOPIC,
   POISON_PAD_BYTES,
+  type PoisonKind,
   type ProducerCommand,
   type ProducerConfig,
   type ProducerLine,
   type ProducerReport,
+  producerTopics,
   seededRandom,
   sleep,
   type TopicAccessor,
@@ -32,7 +42,8 @@ import {
 const config = JSON.parse(env('CHAOS_PRODUCER')) as ProducerConfig
 const report = (message: ProducerReport) => process.send?.(message)
 const random = seededRandom(config.seed)
-const outbox = createPgOutbox({ topics: chaosTopics(config.topics), schema: config.schema })
+const topicMap = producerTopics(config.topics)
+const outbox = createPgOutbox({ topics: topicMap, schema: config.schema })
 const pool = new pg.Pool({
   connectionString: config.databaseUrl,
   application_name: config.applicationName,
@@ -42,22 +53,51 @@ pool.on('error', () => {})
 const business = `"${config.schema}".business`
 
 type Producers = ReturnType<typeof outbox.in>
-type Transaction = (fn: (client: pg.PoolClient, topics: Producers) => Promise<void>) => Promise<void>
+/** `stage.committing` turns true once nothing but the COMMIT (with any held writes) is left to send. */
+type Transaction = (
+  fn: (client: pg.PoolClient, topics: Producers) => Promise<void>,
+  stage: { committing: boolean },
+) => Promise<void>
 
-const helperTransaction: Transaction = (fn) => outbox.transaction(pool, fn)
+/** transaction() sends the held writes and the COMMIT once fn has returned. */
+const helperTransaction: Transaction = (fn, stage) =>
+  outbox.transaction(pool, async (client, topics) => {
+    await fn(client, topics)
+    stage.committing = true
+  })
 
-/** The app's own BEGIN/COMMIT on a client of the pool, producing through `outbox.in(client)`. */
-const ownTransaction: Transaction = (fn) =>
+/** The app's own BEGIN/COMMIT on a client of the pool, producing through `outbox.in(client)` with held writes. */
+const ownTransaction: Transaction = (fn, stage) =>
   withPoolClient(pool, async (client) => {
     await client.query('BEGIN')
     try {
-      await fn(client, outbox.in(client))
+      await fn(client, outbox.in(client, { holdWrites: true }))
+      stage.committing = true
       await client.query('COMMIT')
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
       throw error
     }
   })
+
+/**
+ * The internal-topic poison: a row no defineTopic() accepts, written into the outbox table by hand
+ * (as an older version or a manual INSERT leaves it), with the tracking headers of a normal one.
+ */
+async function insertInternalTopicRow(client: pg.PoolClient, event: ChaosEvent): Promise<void> {
+  const record = topicMap.orders.toRecord(event)
+  await client.query(
+    `INSERT INTO "${config.schema}".outbox (topic, key, value, headers, ordering_hash)
+     VALUES ($1, $2, $3, $4::text::jsonb, $5)`,
+    [
+      INTERNAL_TOPIC,
+      record.key,
+      record.value,
+      encodeHeaders(record.headers),
+      record.key === null ? null : orderingHash(INTERNAL_TOPIC, record.key),
+    ],
+  )
+}
 
 type Tuple = [string, TopicAccessor, string, number]
 interface Planned {
@@ -68,9 +108,10 @@ interface Planned {
 class RollbackOnPurpose extends Error {}
 
 let stopping = false
-let poisonRequested = 0
+const poisonRequested: PoisonKind[] = []
 let txNo = 0
-const counts = { committed: 0, rolledBack: 0, uncertain: 0 }
+let lastComplaint = 0
+const counts = { committed: 0, rolledBack: 0, failed: 0, uncertain: 0 }
 
 function record(line: ProducerLine): void {
   appendFileSync(config.outFile, `${JSON.stringify(line)}\n`)
@@ -95,15 +136,19 @@ async function writer(w: number): Promise<void> {
     const tx = txNo++
     const planned: Planned[] = []
     let poison: Planned | undefined
+    let poisonKind: PoisonKind | undefined
     let rollback = false
-    if (w === 0 && poisonRequested > 0) {
+    if (w === 0 && poisonRequested.length > 0) {
       // A poison message in the middle of a key's stream: one message of the key before it and
-      // one after it, in the same transaction, on the topic with the low max.message.bytes.
-      poisonRequested--
+      // one after it on `orders`, in the same transaction.
+      poisonKind = poisonRequested.shift() as PoisonKind
       const key = pick(keys)
-      for (const [m, pad] of [0, POISON_PAD_BYTES, 0].entries()) {
-        const event: ChaosEvent = { id: `p${config.index}-${tx}-${m}`, key, seq: next(key), pad }
-        planned.push({ topic: 'orders', event })
+      const poisonTopic: TopicAccessor =
+        poisonKind === 'too-large' ? 'orders' : poisonKind === 'missing-topic' ? 'missing' : 'internal'
+      for (const m of [0, 1, 2]) {
+        const event: ChaosEvent = { id: `p${config.index}-${tx}-${m}`, key, seq: next(key) }
+        if (m === 1 && poisonKind === 'too-large') event.pad = POISON_PAD_BYTES
+        planned.push({ topic: m === 1 ? poisonTopic : 'orders', event })
       }
       poison = planned[1]
     } else if (random() < config.burstRate) {
@@ -125,28 +170,35 @@ async function writer(w: number): Promise<void> {
       rollback = random() < config.rollbackRate
     }
 
+    const stage = { committing: false }
     try {
       await transaction(async (client, topics) => {
         await client.query(
           `INSERT INTO ${business} (id, topic, key) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
           [planned.map((p) => p.event.id), planned.map((p) => p.topic), planned.map((p) => p.event.key)],
         )
-        for (const topic of ['orders', 'payments'] as const) {
+        for (const topic of ['orders', 'payments', 'missing', 'internal'] as const) {
           const events = planned.filter((p) => p.topic === topic).map((p) => p.event)
           if (events.length === 0) continue
+          if (topic === 'internal') {
+            for (const event of events) await insertInternalTopicRow(client, event)
+            continue
+          }
           // Bursts and poison transactions go through produceMany (one multi-row insert).
           if (events.length === 1) await topics[topic].produce(events[0] as ChaosEvent)
           else await topics[topic].produceMany(events)
         }
         if (rollback) throw new RollbackOnPurpose()
-      })
-      if (poison) {
-        record({ c: planned.filter((p) => p !== poison).map(tuple), p: [tuple(poison)] })
+      }, stage)
+      if (poison && poisonKind) {
+        record({ c: planned.filter((p) => p !== poison).map(tuple), p: [tuple(poison)], pk: poisonKind })
         const [before, , after] = planned
         report({
           type: 'poisoned',
           pid: process.pid,
+          kind: poisonKind,
           id: poison.event.id,
+          topic: poisonKind === 'internal-topic' ? INTERNAL_TOPIC : config.topics[poison.topic as 'orders'],
           key: poison.event.key,
           before: before?.event.id ?? '',
           after: after?.event.id ?? '',
@@ -161,10 +213,29 @@ async function writer(w: number): Promise<void> {
         record({ r: planned.map(tuple) })
         counts.rolledBack += planned.length
       } else {
-        // Not planned: we cannot tell whether COMMIT happened. Recorded apart, never guessed.
-        record({ u: planned.map(tuple) })
-        counts.uncertain += planned.length
-        console.error(`producer ${config.index}: transaction failed: ${(error as Error).message}`)
+        // Not planned. Before the COMMIT went out nothing can have committed; after it, we cannot
+        // tell: recorded apart, never guessed. A poison transaction is asked for again.
+        const detail = {
+          ...(poison ? { up: tuple(poison) } : {}),
+          t: Date.now(),
+          e: String((error as Error)?.message ?? error).slice(0, 160),
+        }
+        const all = planned.map(tuple)
+        if (stage.committing) {
+          record({ u: all, ...detail })
+          counts.uncertain += planned.length
+        } else {
+          record({ f: all, ...detail })
+          counts.failed += planned.length
+        }
+        if (poisonKind) poisonRequested.unshift(poisonKind)
+        // One line per second at most: a writer retries every 200 ms while the database is down.
+        if (detail.t - lastComplaint >= 1000) {
+          lastComplaint = detail.t
+          console.error(
+            `producer ${config.index}: transaction failed ${stage.committing ? 'at its COMMIT (outcome unknown)' : 'before its COMMIT'}: ${detail.e}`,
+          )
+        }
         await sleep(200)
       }
     }
@@ -173,7 +244,7 @@ async function writer(w: number): Promise<void> {
 }
 
 process.on('message', (message: ProducerCommand) => {
-  if (message.type === 'poison') poisonRequested++
+  if (message.type === 'poison') poisonRequested.push(message.kind)
   if (message.type === 'stop') stopping = true
 })
 // The runner is gone: stop producing.

@@ -30,7 +30,13 @@ const report = (message: RelayReport) => {
   if (process.connected) process.send?.(message)
 }
 
-const kafka = new KafkaTransport({ brokers: config.brokers, requestTimeout: 3000, retries: 2 })
+// Explicitly off (the default): a send to the never-created `missing` topic must fail, not create it.
+const kafka = new KafkaTransport({
+  brokers: config.brokers,
+  requestTimeout: 3000,
+  retries: 2,
+  autoCreateTopics: false,
+})
 let hold: HoldPoint | undefined
 let sabotage = config.sabotage
 const transport: MessageTransport = {
@@ -46,17 +52,31 @@ const transport: MessageTransport = {
     })
     // Claimed (rows locked by our open transaction), nothing sent: the runner kills us here.
     if (before) await sleep(config.holdMs)
+    let result: Awaited<ReturnType<MessageTransport['send']>>
     try {
-      await kafka.send(records)
+      result = await kafka.send(records)
     } catch (error) {
       report({ type: 'send-failed', pid, count: records.length, message: (error as Error).message })
       throw error
+    }
+    // The transport may answer per record (the records Kafka did not take): the relay must see
+    // that answer, or it would delete them as sent.
+    const failed = (result as { failed?: { index: number; error?: unknown }[] } | undefined)?.failed ?? []
+    if (failed.length > 0) {
+      report({
+        type: 'send-partial',
+        pid,
+        count: records.length,
+        failed: failed.length,
+        message: String((failed[0]?.error as Error)?.message ?? failed[0]?.error).slice(0, 300),
+      })
     }
     const held = hold === 'after-ack'
     if (held) hold = undefined
     report({ type: 'sent', pid, count: records.length, held })
     // Kafka has the batch; the relay has not deleted it yet. The runner kills us during this pause.
     if (held) await sleep(config.holdMs)
+    return result
   },
   close: () => kafka.close(),
 }

@@ -12,7 +12,10 @@ export type FaultKind =
   | 'kafka-outage'
   | 'pg-terminate-relays'
   | 'pg-terminate-leader'
-  | 'poison'
+  | 'pg-restart'
+  | 'poison-too-large'
+  | 'poison-missing-topic'
+  | 'poison-internal-topic'
 
 export interface FaultRecord {
   n: number
@@ -31,7 +34,7 @@ export interface FaultRecord {
   reclaimMs?: number | null
   /** Exclusive mode: until a relay reported it leads. */
   takeoverMs?: number | null
-  /** Poison: from its commit until it was dead-lettered. */
+  /** Poison: from its commit until it was dead-lettered. For a pg-restart, resume counts from the server's return. */
   deadLetteredMs?: number | null
   /** Messages in the killed relay's unfinished batch (sent or being sent). */
   inFlight?: number
@@ -76,9 +79,39 @@ export interface ChaosSummary {
     committed: number
     rolledBack: number
     poison: number
+    poisonByKind: Record<string, number>
+    /** Transactions whose connection broke before their COMMIT was sent (not committed). */
+    failedBeforeCommit: { transactions: number; messages: number }
+    /** Messages in transactions whose COMMIT got no answer (see unknownOutcome). */
     uncertain: number
     businessRows: number
   }
+  database: string
+  pgRestarts: {
+    n: number
+    phase: string
+    variant: string
+    heldCommits: number | null
+    crashMs: number
+    downMs: number
+    startMs: number
+    resumeMs: number | null
+    takeoverMs: number | null
+  }[]
+  /** Each transaction that lost its connection in COMMIT, and how the business rows resolved it. */
+  unknownOutcome: {
+    producer: number
+    firstId: string
+    messages: number
+    restart: number | null
+    outcome: 'committed' | 'not committed' | 'partial'
+    businessRows: number
+    delivered: number
+    poison?: string
+    deadLettered?: boolean
+    ok: boolean
+    error: string
+  }[]
   topics: TopicResult[]
   duplicates: {
     count: number
@@ -93,6 +126,8 @@ export interface ChaosSummary {
   relays: {
     deliveredReported: number
     sendFailures: number
+    /** Sends Kafka took only part of (the transport's per-record answer). */
+    partialSends: number
     errorsByStage: Record<string, number>
     unexpectedExits: number
     /** Relay processes restarted after a kill: fork() until the relay runs (median and max). */
@@ -117,8 +152,15 @@ export function formatSummary(s: ChaosSummary): string {
     `phases: ${s.phases.map((p) => `${p.mode} (${p.relays} relay${p.relays > 1 ? 's' : ''}, ${p.seconds} s, ${p.kills} kills, ${p.spawned} processes)`).join('; ')}`,
   )
   lines.push(
-    `produced: ${s.produced.committed} committed, ${s.produced.rolledBack} rolled back, ${s.produced.poison} poison, ${s.produced.uncertain} uncertain; business rows ${s.produced.businessRows}`,
+    `produced: ${s.produced.committed} committed, ${s.produced.rolledBack} rolled back, ${s.produced.poison} poison (${Object.entries(
+      s.produced.poisonByKind,
+    )
+      .map(([kind, n]) => `${kind} ${n}`)
+      .join(
+        ', ',
+      )}), ${s.produced.uncertain} in unknown-outcome transactions, ${s.produced.failedBeforeCommit.messages} in ${s.produced.failedBeforeCommit.transactions} transactions failed before COMMIT; business rows ${s.produced.businessRows}`,
   )
+  lines.push(`database: ${s.database}`)
   lines.push('')
   lines.push(
     `${pad('topic', 34)}${padLeft('expected', 9)}${padLeft('read', 8)}${padLeft('lost', 6)}${padLeft('phantom', 9)}${padLeft('dup', 6)}${padLeft('order', 7)}${padLeft('unknown', 9)}`,
@@ -150,7 +192,7 @@ export function formatSummary(s: ChaosSummary): string {
     `dead letters: ${s.deadLetters.actualIds.length} (poison committed: ${s.deadLetters.expectedIds.length})`,
   )
   lines.push(
-    `relays: ${s.relays.deliveredReported} rows deleted as reported, ${s.relays.sendFailures} failed sends, errors ${JSON.stringify(s.relays.errorsByStage)}, unexpected exits ${s.relays.unexpectedExits}`,
+    `relays: ${s.relays.deliveredReported} rows deleted as reported, ${s.relays.sendFailures} failed sends, ${s.relays.partialSends} partly taken, errors ${JSON.stringify(s.relays.errorsByStage)}, unexpected exits ${s.relays.unexpectedExits}`,
   )
   lines.push(`relay process restart (fork until running): ${s.relays.coldStart}`)
   lines.push(`drain after producers stopped: ${ms(s.drainMs)} ms`)
@@ -162,6 +204,27 @@ export function formatSummary(s: ChaosSummary): string {
     lines.push(
       `${padLeft(f.n, 3)}  ${pad(f.phase, 11)}${padLeft(f.atS.toFixed(1), 7)}  ${pad(f.kind, 20)}${padLeft(ms(f.resumeMs), 10)}${padLeft(ms(f.reclaimMs), 9)}${padLeft(ms(f.takeoverMs), 9)}${padLeft(ms(f.deadLetteredMs), 9)}  ${f.detail}`,
     )
+  }
+  if (s.pgRestarts.length > 0) {
+    lines.push('')
+    lines.push(
+      `${padLeft('#', 3)}  ${pad('PostgreSQL restart', 22)}${padLeft('held', 6)}${padLeft('crash ms', 10)}${padLeft('down ms', 9)}${padLeft('start ms', 10)}${padLeft('resume ms', 11)}${padLeft('unknown', 9)}${padLeft('commit', 8)}${padLeft('not', 5)}`,
+    )
+    for (const [i, r] of s.pgRestarts.entries()) {
+      const mine = s.unknownOutcome.filter((u) => u.restart === i + 1)
+      lines.push(
+        `${padLeft(r.n, 3)}  ${pad(`${r.phase} ${r.variant}`, 22)}${padLeft(r.heldCommits ?? '-', 6)}${padLeft(r.crashMs, 10)}${padLeft(r.downMs, 9)}${padLeft(r.startMs, 10)}${padLeft(ms(r.resumeMs), 11)}${padLeft(mine.length, 9)}${padLeft(mine.filter((u) => u.outcome === 'committed').length, 8)}${padLeft(mine.filter((u) => u.outcome === 'not committed').length, 5)}`,
+      )
+    }
+  }
+  if (s.unknownOutcome.length > 0) {
+    lines.push('')
+    lines.push('unknown-outcome transactions (connection lost in COMMIT), resolved from the business rows:')
+    for (const u of s.unknownOutcome) {
+      lines.push(
+        `  ${u.ok ? 'ok  ' : 'FAIL'} ${pad(u.firstId, 14)} restart ${u.restart ?? '-'}: ${u.outcome}, ${u.businessRows}/${u.messages} business rows, ${u.delivered} delivered${u.poison ? `, poison ${u.poison} ${u.deadLettered ? 'dead-lettered' : 'not dead-lettered'}` : ''}`,
+      )
+    }
   }
   lines.push('')
   for (const i of s.invariants) lines.push(`${i.ok ? 'ok  ' : 'FAIL'}  ${i.name}: ${i.detail}`)

@@ -2,15 +2,18 @@
  * `npm run chaos` (full) / `npm run chaos -- --short`: fault injection against the PostgreSQL
  * outbox, proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
- *   node chaos/run.ts [--short] [--seed N] [--keep] [--trace FILE]
+ *   node chaos/run.ts [--short] [--seed N] [--keep] [--trace FILE] [--shared-db]
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
- * on purpose, some bursts through produceMany, a poison message now and then). Relay processes
- * run one mode per phase (single: 1, exclusive: 3, concurrent: 3) while the runner, at seeded
- * random moments, kills relays with SIGKILL (also right after Kafka acknowledged a batch and
- * before its delete), stops Kafka and brings it back, terminates the relays' PostgreSQL sessions
- * and the exclusive leader's session. Then producers stop, relays drain, every topic is read back
- * and checked. The run owns its Kafka broker (KAFKA_BROKERS is ignored: it stops and restarts it).
+ * on purpose, some bursts through produceMany, a poison message now and then: too large for its
+ * topic, for a topic that does not exist, or a hand-written row for `__consumer_offsets`). Relay
+ * processes run one mode per phase (single: 1, exclusive: 3, concurrent: 3) while the runner, at
+ * seeded random moments, kills relays with SIGKILL (also right after Kafka acknowledged a batch and
+ * before its delete), stops Kafka and brings it back, crashes PostgreSQL while producers commit and
+ * starts it again, terminates the relays' PostgreSQL sessions and the exclusive leader's session.
+ * Then producers stop, relays drain, every topic is read back and checked. The run owns its Kafka
+ * broker (KAFKA_BROKERS is ignored: it stops and restarts it) and its PostgreSQL server (initdb in
+ * a temp dir; `--shared-db` uses DATABASE_URL instead, without the restarts).
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 import { type ChildProcess, fork } from 'node:child_process'
@@ -24,6 +27,7 @@ import { parseArgs } from 'node:util'
 import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { DEFAULT_RETRY_POLICY } from '../src/core/retry.ts'
 import {
   checkDelivery,
   formatReport,
@@ -37,6 +41,7 @@ import {
   freePorts,
   kafkaOutage,
   leaderBackendPid,
+  OwnPostgres,
   terminateBackend,
   terminateRelaySessions,
 } from './faults.ts'
@@ -52,7 +57,11 @@ import {
 } from './report.ts'
 import {
   chaosTopics,
+  INTERNAL_TOPIC,
   ORDERS_MAX_MESSAGE_BYTES,
+  POISON_KINDS,
+  POISON_PAD_BYTES,
+  type PoisonKind,
   type ProducerCommand,
   type ProducerConfig,
   type ProducerLine,
@@ -76,6 +85,7 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     trace: { type: 'string' },
     sabotage: { type: 'string' },
+    'shared-db': { type: 'boolean', default: false },
   },
 })
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -104,6 +114,7 @@ interface PhasePlan {
   kills: number
   pgTerminate: number
   leaderEnd: number
+  pgRestart: number
   poisons: number
   outage: boolean
 }
@@ -111,24 +122,24 @@ interface PhasePlan {
 const PROFILE = short
   ? {
       phases: [
-        { mode: 'single', relays: 1, seconds: 20, kills: 2, pgTerminate: 0, leaderEnd: 0 },
-        { mode: 'exclusive', relays: 3, seconds: 22, kills: 2, pgTerminate: 1, leaderEnd: 1 },
-        { mode: 'concurrent', relays: 3, seconds: 20, kills: 2, pgTerminate: 0, leaderEnd: 0 },
+        { mode: 'single', relays: 1, seconds: 20, kills: 2, pgTerminate: 0, leaderEnd: 0, pgRestart: 1 },
+        { mode: 'exclusive', relays: 3, seconds: 22, kills: 2, pgTerminate: 1, leaderEnd: 1, pgRestart: 0 },
+        { mode: 'concurrent', relays: 3, seconds: 20, kills: 2, pgTerminate: 0, leaderEnd: 0, pgRestart: 1 },
       ] as const,
       outageMs: 5_000,
-      poisons: 2,
+      poisons: 3,
       drainTimeoutMs: 90_000,
       watchdogMs: 6 * 60_000,
       minKills: 6,
     }
   : {
       phases: [
-        { mode: 'single', relays: 1, seconds: 80, kills: 7, pgTerminate: 1, leaderEnd: 0 },
-        { mode: 'exclusive', relays: 3, seconds: 95, kills: 8, pgTerminate: 1, leaderEnd: 2 },
-        { mode: 'concurrent', relays: 3, seconds: 85, kills: 8, pgTerminate: 1, leaderEnd: 0 },
+        { mode: 'single', relays: 1, seconds: 80, kills: 7, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
+        { mode: 'exclusive', relays: 3, seconds: 95, kills: 8, pgTerminate: 1, leaderEnd: 2, pgRestart: 1 },
+        { mode: 'concurrent', relays: 3, seconds: 85, kills: 8, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
       ] as const,
       outageMs: 20_000,
-      poisons: 3,
+      poisons: 6,
       drainTimeoutMs: 180_000,
       watchdogMs: 20 * 60_000,
       minKills: 20,
@@ -146,16 +157,33 @@ const TRIGGER_TIMEOUT_MS = 8000
  */
 const TARGET_TIMEOUT_MS = 60_000
 
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test'
+/**
+ * How a PostgreSQL restart catches the producers' COMMITs: `after-flush` holds every COMMIT after
+ * its commit record is flushed (a synchronous standby that does not exist) for 0.5 s before the
+ * crash, so transactions are durable but unanswered; `before-commit-record` holds it in a deferred
+ * trigger of the business table, so the COMMIT is under way but nothing is committed; `plain`
+ * crashes at whatever moment the plan drew. Restarts take these in turn.
+ */
+type RestartVariant = 'after-flush' | 'before-commit-record' | 'plain'
+const RESTART_VARIANTS: readonly RestartVariant[] = ['after-flush', 'before-commit-record', 'plain']
+/** How long held COMMITs pile up before the crash. */
+const COMMIT_HOLD_MS = 500
+
+const SHARED_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test'
+const sharedDb = args['shared-db'] === true
 const runId = randomBytes(3).toString('hex')
 const schema = `ke_chaos_${runId}`
 const relayApp = `k-entity-chaos-${runId}`
 const producerApp = `k-entity-chaos-${runId}-producer`
-const runnerConnection = {
-  connectionString: DATABASE_URL,
-  application_name: `k-entity-chaos-${runId}-runner`,
+/** The run's own server (unless --shared-db): set in main() once its port is known. */
+let ownPg: OwnPostgres | undefined
+let DATABASE_URL = SHARED_DATABASE_URL
+let runnerConnection = { connectionString: DATABASE_URL, application_name: `k-entity-chaos-${runId}-runner` }
+const topicNames = {
+  orders: `chaos-orders-${runId}`,
+  payments: `chaos-payments-${runId}`,
+  missing: `chaos-missing-${runId}`,
 }
-const topicNames = { orders: `chaos-orders-${runId}`, payments: `chaos-payments-${runId}` }
 const RELAY_SCRIPT = fileURLToPath(new URL('./relay.ts', import.meta.url))
 const PRODUCER_SCRIPT = fileURLToPath(new URL('./producer.ts', import.meta.url))
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url))
@@ -170,10 +198,12 @@ const log = (message: string) =>
 // State
 
 const tempDir = mkdtempSync(join(os.tmpdir(), `k-entity-chaos-${runId}-`))
+/** Apart from tempDir (which only root may enter): the postgres OS user owns it. */
+const pgDir = join(os.tmpdir(), `k-entity-chaos-${runId}-pg`)
 let broker: ChaosBroker | undefined
-const admin = new pg.Pool({ ...runnerConnection, max: 2 })
-admin.on('error', () => {})
-const outbox = createPgOutbox({ topics: chaosTopics(topicNames), schema })
+let admin!: pg.Pool
+/** The declared view: the runner creates the topics from it (partitions, the low limit). */
+const outbox = createPgOutbox({ topics: chaosTopics(topicNames, true), schema })
 
 interface RelayProc {
   n: number
@@ -226,7 +256,23 @@ const deliveries: { at: number; pid: number }[] = []
 const acks: { at: number; pid: number }[] = []
 const leadershipTimes: { at: number; pid: number }[] = []
 const deadLetterEvents: { at: number; topic: string }[] = []
-const poisonCommits: { at: number; id: string; fault: FaultRecord }[] = []
+const poisonCommits: { at: number; id: string; topic: string; kind: PoisonKind; fault: FaultRecord }[] = []
+/** PostgreSQL restarts: what each held, and when the server was gone and back. */
+interface RestartRecord {
+  fault: FaultRecord
+  variant: RestartVariant
+  /** Producer sessions waiting in their COMMIT (SyncRep / the gate) when the crash began. */
+  heldCommits: number | null
+  /** From holding the commits (or the crash) until the server was back: producer failures belong here. */
+  window: { from: number; to: number }
+  crashMs: number
+  downMs: number
+  startMs: number
+}
+const restarts: RestartRecord[] = []
+let restartCounter = 0
+const injectionErrors: string[] = []
+let poisonCounter = 0
 const reclaimWatchers: { ids: Set<string>; pid: number; fault: FaultRecord; since: number }[] = []
 /** After-ack kills: messages Kafka had acknowledged and the relay had not deleted: each must arrive twice. */
 const ackedAtKill: { fault: FaultRecord; ids: string[] }[] = []
@@ -239,6 +285,7 @@ const errorsByStage: Record<string, number> = {}
 const coldStarts: number[] = []
 let deliveredReported = 0
 let sendFailures = 0
+let partialSends = 0
 let unexpectedExits = 0
 let relayCounter = 0
 let outageWindow: { from: number; to: number } | undefined
@@ -258,7 +305,8 @@ function addAtRisk(ids: readonly string[], cause: string): void {
 }
 
 function sendFailureCause(message: string): string {
-  if (/MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE/.test(message)) return 'failed send (poison in batch)'
+  if (/MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE|does not exist|was not sent to Kafka/.test(message))
+    return 'failed send (poison in batch)'
   const now = Date.now()
   if (outageWindow && now >= outageWindow.from && now <= outageWindow.to) return 'failed send (Kafka down)'
   return 'failed send (other)'
@@ -344,6 +392,11 @@ function onRelayReport(proc: RelayProc, r: RelayReport, at: number): void {
       acks.push({ at, pid: proc.pid })
       if (proc.inFlight && !proc.killedByUs) proc.unconfirmed.push(proc.inFlight)
       proc.inFlight = undefined
+      break
+    case 'send-partial':
+      partialSends++
+      // Acknowledged messages behind a refused one of their key are sent again: all of it at risk.
+      if (proc.inFlight && !proc.killedByUs) addAtRisk(proc.inFlight, 'partial send')
       break
     case 'send-failed':
       sendFailures++
@@ -524,25 +577,55 @@ function spawnProducer(index: number): ProducerProc {
   return proc
 }
 
+type Tuple = [string, TopicAccessor, string, number]
+
+/** A transaction that failed without being rolled back on purpose, as its producer recorded it. */
+interface FailedTransaction {
+  producer: number
+  messages: TrackedMessage[]
+  topics: TopicAccessor[]
+  poison: { id: string; topic: TopicAccessor } | undefined
+  at: number
+  error: string
+}
+
 interface Produced {
   committed: Map<TopicAccessor, TrackedMessage[]>
   rolledBack: Map<TopicAccessor, TrackedMessage[]>
+  /** Committed poison, by the topic accessor it was written to (orders, missing, internal). */
   poison: Map<TopicAccessor, TrackedMessage[]>
-  uncertain: Set<string>
+  /** Failed before the COMMIT went out: nothing of them may exist. */
+  failed: FailedTransaction[]
+  /** Failed once the COMMIT was on its way: outcome unknown, resolved from the business rows. */
+  unknown: FailedTransaction[]
 }
+
+const poisonKindOf = (topic: TopicAccessor): PoisonKind =>
+  topic === 'missing' ? 'missing-topic' : topic === 'internal' ? 'internal-topic' : 'too-large'
 
 function readProduced(): Produced {
   const byTopic = () =>
     new Map<TopicAccessor, TrackedMessage[]>([
       ['orders', []],
       ['payments', []],
+      ['missing', []],
+      ['internal', []],
     ])
   const produced: Produced = {
     committed: byTopic(),
     rolledBack: byTopic(),
     poison: byTopic(),
-    uncertain: new Set(),
+    failed: [],
+    unknown: [],
   }
+  const failedTransaction = (producer: number, tuples: Tuple[], line: ProducerLine): FailedTransaction => ({
+    producer,
+    messages: tuples.map(([id, , key, seq]) => ({ id, key, seq })),
+    topics: tuples.map(([, topic]) => topic),
+    poison: line.up ? { id: line.up[0], topic: line.up[1] } : undefined,
+    at: line.t ?? 0,
+    error: line.e ?? '',
+  })
   for (const producer of producers) {
     if (!existsSync(producer.outFile)) continue
     for (const text of readFileSync(producer.outFile, 'utf8').split('\n')) {
@@ -555,7 +638,8 @@ function readProduced(): Produced {
       ] as const) {
         for (const [id, topic, key, seq] of line[field] ?? []) target.get(topic)?.push({ id, key, seq })
       }
-      for (const [id] of line.u ?? []) produced.uncertain.add(id)
+      if (line.f) produced.failed.push(failedTransaction(producer.index, line.f, line))
+      if (line.u) produced.unknown.push(failedTransaction(producer.index, line.u, line))
     }
   }
   return produced
@@ -565,12 +649,14 @@ function readProduced(): Produced {
 // Faults
 
 type KillVariant = 'kill-after-ack' | 'kill-before-send' | 'kill-mid-send' | 'kill'
-type ScheduledKind = 'kill' | 'pg-terminate' | 'leader-end' | 'poison' | 'outage'
+type ScheduledKind = 'kill' | 'pg-terminate' | 'leader-end' | 'poison' | 'outage' | 'pg-restart'
 interface Step {
   /** ms after the phase's relays run */
   at: number
   kind: ScheduledKind
   kill?: { variant: KillVariant; wantLeader: boolean }
+  /** pg-restart: how long the server stays down (2-5 s). */
+  downMs?: number
 }
 
 let faultCounter = 0
@@ -731,6 +817,7 @@ async function injectLeaderEnd(phase: PhaseState): Promise<void> {
 }
 
 async function injectPoison(phase: PhaseState): Promise<void> {
+  const kind = POISON_KINDS[poisonCounter++ % POISON_KINDS.length] as PoisonKind
   const producer = pick(producers) as ProducerProc
   const committed = new Promise<{ r: Extract<ProducerReport, { type: 'poisoned' }>; at: number } | undefined>(
     (resolve) => {
@@ -741,22 +828,99 @@ async function injectPoison(phase: PhaseState): Promise<void> {
       })
     },
   )
-  producer.child.send({ type: 'poison' } satisfies ProducerCommand)
+  producer.child.send({ type: 'poison', kind } satisfies ProducerCommand)
   const result = await committed
   if (!result) {
-    log(`!! ${phase.plan.mode}: poison was not committed within 15 s`)
+    log(`!! ${phase.plan.mode}: ${kind} poison was not committed within 15 s`)
     return
   }
   const { r, at } = result
+  const what =
+    r.kind === 'too-large'
+      ? `${Math.round(POISON_PAD_BYTES / 1024)} KiB on a ${ORDERS_MAX_MESSAGE_BYTES / 1024} KiB topic`
+      : r.kind === 'missing-topic'
+        ? `to '${r.topic}', never created (autoCreateTopics off)`
+        : `row for '${r.topic}' inserted by SQL`
   const fault = newFault(
     phase,
-    'poison',
+    `poison-${r.kind}`,
     at,
-    `${r.id}, ${Math.round(100_000 / 1024)} KiB on a ${ORDERS_MAX_MESSAGE_BYTES / 1024} KiB topic, key ${r.key} between ${r.before} and ${r.after}`,
+    `${r.id}, ${what}, key ${r.key} between ${r.before} and ${r.after}`,
   )
   fault.deadLetteredMs = null
-  poisonCommits.push({ at, id: r.id, fault })
+  poisonCommits.push({ at, id: r.id, topic: r.topic, kind: r.kind, fault })
   log(`${phase.plan.mode}: poison: ${fault.detail}`)
+}
+
+/**
+ * Crashes the run's own PostgreSQL (`pg_ctl stop -m immediate`: no checkpoint, WAL recovery on
+ * the next start) while producers are in their COMMIT, and starts it again after the planned time.
+ */
+async function injectPgRestart(phase: PhaseState, downMs: number): Promise<void> {
+  const server = ownPg
+  if (!server) return
+  const variant = RESTART_VARIANTS[restartCounter++ % RESTART_VARIANTS.length] as RestartVariant
+  await waitUntil(() => living(phase).length > 0, TARGET_TIMEOUT_MS)
+  const from = Date.now()
+  const window = { from, to: Number.POSITIVE_INFINITY }
+  let heldCommits: number | null = null
+  let behindHeld = 0
+  try {
+    if (variant === 'after-flush') await server.holdCommitsAfterFlush(admin)
+    if (variant === 'before-commit-record') {
+      // Self-expiring, in case the crash comes late: commits after the restart are not held.
+      await admin.query(
+        `UPDATE "${schema}".chaos_commit_gate SET until = clock_timestamp() + interval '4 seconds'`,
+      )
+    }
+    if (variant !== 'plain') {
+      await sleep(COMMIT_HOLD_MS)
+      // Held in the COMMIT itself, or behind one (a NOTIFYing commit waits for the commit
+      // before it to finish: PostgreSQL serializes them on a lock).
+      const { rows } = await admin.query(
+        `SELECT count(*) FILTER (WHERE wait_event IN ('SyncRep', 'PgSleep'))::int AS held,
+                count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS behind
+         FROM pg_stat_activity WHERE application_name = $1`,
+        [producerApp],
+      )
+      heldCommits = rows[0]?.held ?? 0
+      behindHeld = rows[0]?.behind ?? 0
+    }
+  } catch (error) {
+    log(`!! ${phase.plan.mode}: preparing the restart: ${(error as Error).message}`)
+  }
+  const at = Date.now()
+  await server.crash()
+  const stoppedAt = Date.now()
+  server.restoreConfig()
+  await sleep(downMs)
+  const startAt = Date.now()
+  await server.start()
+  const upAt = Date.now()
+  // Producers see the broken connections and reconnect within a few seconds of the server's return.
+  window.to = upAt + 10_000
+  await admin
+    .query(`UPDATE "${schema}".chaos_commit_gate SET until = NULL`)
+    .catch((error: Error) => log(`!! clearing the commit gate: ${error.message}`))
+  const record: RestartRecord = {
+    fault: newFault(
+      phase,
+      'pg-restart',
+      at,
+      `pg_ctl stop -m immediate (${variant}${heldCommits === null ? '' : `, ${heldCommits} producer COMMITs held, ${behindHeld} producer sessions waiting on a lock behind them`}) in ${stoppedAt - at} ms; down ${((startAt - stoppedAt) / 1000).toFixed(1)} s; pg_ctl start -w (WAL recovery) ${upAt - startAt} ms`,
+    ),
+    variant,
+    heldCommits,
+    window,
+    crashMs: stoppedAt - at,
+    downMs: startAt - stoppedAt,
+    startMs: upAt - startAt,
+  }
+  restarts.push(record)
+  // Recovery counts from the moment the server accepts connections again.
+  faultTimes.set(record.fault, { at: upAt })
+  if (phase.plan.mode === 'exclusive') record.fault.takeoverMs = null
+  log(`${phase.plan.mode}: pg-restart: ${record.fault.detail}`)
 }
 
 async function injectOutage(phase: PhaseState): Promise<void> {
@@ -775,7 +939,11 @@ async function injectOutage(phase: PhaseState): Promise<void> {
   outages.push({ from: times.downAt, to: times.upAt })
   // Sends that were already failing keep failing for a moment after the broker is back.
   outageWindow = { from: planned, to: times.upAt + 15_000 }
-  const backlog = (await outbox.stats(runnerConnection)).pending
+  // The database may be restarting right now too.
+  const backlog = await outbox
+    .stats(runnerConnection)
+    .then((stats) => String(stats.pending))
+    .catch(() => '?')
   const fault = newFault(
     phase,
     'kafka-outage',
@@ -791,7 +959,12 @@ async function injectOutage(phase: PhaseState): Promise<void> {
 // Plan and phases
 
 function planPhases(): PhasePlan[] {
-  const phases: PhasePlan[] = PROFILE.phases.map((p) => ({ ...p, poisons: 0, outage: false }))
+  const phases: PhasePlan[] = PROFILE.phases.map((p) => ({
+    ...p,
+    pgRestart: sharedDb ? 0 : p.pgRestart,
+    poisons: 0,
+    outage: false,
+  }))
   ;(phases[Math.floor(random() * phases.length)] as PhasePlan).outage = true
   const order = shuffle([0, 1, 2])
   for (let i = 0; i < PROFILE.poisons; i++) (phases[order[i % 3] as number] as PhasePlan).poisons++
@@ -812,6 +985,7 @@ function schedule(plan: PhasePlan): Step[] {
     ...Array<ScheduledKind>(plan.pgTerminate).fill('pg-terminate'),
     ...Array<ScheduledKind>(plan.leaderEnd).fill('leader-end'),
     ...Array<ScheduledKind>(plan.poisons).fill('poison'),
+    ...Array<ScheduledKind>(plan.pgRestart).fill('pg-restart'),
   ])
   const outageAt = plan.outage ? Math.round(plan.seconds * 1000 * (0.15 + 0.2 * random())) : undefined
   // Kafka is away for the outage plus its restart (taken as at most 15 s here): no send to hold
@@ -822,6 +996,7 @@ function schedule(plan: PhasePlan): Step[] {
   const slot = (plan.seconds * 1000 - 4000) / Math.max(1, kinds.length)
   const steps: Step[] = kinds.map((kind, i) => {
     const at = Math.round(2000 + slot * i + random() * slot * 0.8)
+    if (kind === 'pg-restart') return { at, kind, downMs: 2000 + Math.round(random() * 3000) }
     if (kind !== 'kill') return { at, kind }
     const kill = duringOutage(at) ? { variant: 'kill' as const, wantLeader: random() < 0.5 } : drawKill()
     return { at, kind, kill }
@@ -839,12 +1014,19 @@ async function runPhase(phase: PhaseState, next: PhaseState | undefined): Promis
   for (const step of phase.steps) {
     const wait = start + step.at - Date.now()
     if (wait > 0) await sleep(wait)
-    if (step.kind === 'outage') outage = injectOutage(phase)
-    else if (step.kind === 'kill' && step.kill)
-      await injectKill(phase, step.kill.variant, step.kill.wantLeader)
-    else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
-    else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
-    else if (step.kind === 'poison') await injectPoison(phase)
+    try {
+      if (step.kind === 'outage') outage = injectOutage(phase)
+      else if (step.kind === 'kill' && step.kill)
+        await injectKill(phase, step.kill.variant, step.kill.wantLeader)
+      else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
+      else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
+      else if (step.kind === 'poison') await injectPoison(phase)
+      else if (step.kind === 'pg-restart') await injectPgRestart(phase, step.downMs ?? 3000)
+    } catch (error) {
+      // E.g. a runner query meeting a restart: the fault is missing, which 'fault coverage' reports.
+      injectionErrors.push(`${step.kind}: ${(error as Error).message}`)
+      log(`!! ${plan.mode}: ${step.kind} failed: ${(error as Error).message}`)
+    }
   }
   const rest = start + plan.seconds * 1000 - Date.now()
   if (rest > 0) await sleep(rest)
@@ -859,19 +1041,59 @@ async function runPhase(phase: PhaseState, next: PhaseState | undefined): Promis
 // ---------------------------------------------------------------------------------------------
 // Main
 
+/** The delivered topics, as declared (partitions, the orders topic's low limit); never `missing`. */
 async function createTopics(brokers: string): Promise<void> {
+  const report = await outbox.ensureTopics({ kafka: { brokers: [brokers] } })
+  const created = report.created.map((c) => c.topic).sort()
+  if (JSON.stringify(created) !== JSON.stringify([topicNames.orders, topicNames.payments].sort())) {
+    throw new Error(`ensureTopics created ${JSON.stringify(report)}`)
+  }
+}
+
+/** Whether the broker has the topic nobody should have created. */
+async function topicExists(brokers: string, topic: string): Promise<boolean> {
   const kafkaAdmin = new Admin({ clientId: 'k-entity-chaos', bootstrapBrokers: [brokers] })
   try {
-    await kafkaAdmin.createTopics({
-      topics: [topicNames.orders],
-      partitions: 4,
-      replicas: 1,
-      configs: [{ name: 'max.message.bytes', value: String(ORDERS_MAX_MESSAGE_BYTES) }],
-    })
-    await kafkaAdmin.createTopics({ topics: [topicNames.payments], partitions: 3, replicas: 1 })
+    return (await kafkaAdmin.listTopics()).includes(topic)
   } finally {
     await kafkaAdmin.close()
   }
+}
+
+/**
+ * The run's own server, and the deferred trigger that can hold the business table's COMMITs
+ * (`before-commit-record` restarts): when the gate is set, a COMMIT waits in the trigger, before
+ * its commit record exists, until the gate expires or the server is gone.
+ */
+async function startOwnPostgres(): Promise<void> {
+  const [port] = await freePorts(1)
+  ownPg = new OwnPostgres(pgDir, port as number)
+  const begin = Date.now()
+  await ownPg.init()
+  await ownPg.start()
+  DATABASE_URL = ownPg.url
+  runnerConnection = { ...runnerConnection, connectionString: DATABASE_URL }
+  log(
+    `own PostgreSQL 15 at 127.0.0.1:${port} (fsync on, data in ${ownPg.dataDir}), ready in ${Date.now() - begin} ms`,
+  )
+}
+
+async function createCommitGate(): Promise<void> {
+  await admin.query(`
+    CREATE TABLE "${schema}".chaos_commit_gate (until timestamptz);
+    INSERT INTO "${schema}".chaos_commit_gate VALUES (NULL);
+    CREATE FUNCTION "${schema}".chaos_commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+      until timestamptz := (SELECT g.until FROM "${schema}".chaos_commit_gate g);
+    BEGIN
+      IF until IS NOT NULL AND clock_timestamp() < until THEN
+        PERFORM pg_sleep(extract(epoch FROM until - clock_timestamp()));
+      END IF;
+      RETURN NULL;
+    END $$;
+    CREATE CONSTRAINT TRIGGER chaos_commit_gate AFTER INSERT ON "${schema}".business
+      DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "${schema}".chaos_commit_gate();
+  `)
 }
 
 async function main(): Promise<number> {
@@ -891,13 +1113,17 @@ async function main(): Promise<number> {
       `  plan ${phase.plan.mode.padEnd(10)} ${phase.plan.seconds} s: ${phase.steps.map((s) => `${(s.at / 1000).toFixed(1)}s ${s.kill?.variant ?? s.kind}${s.kill && phase.plan.mode === 'exclusive' ? (s.kill.wantLeader ? '(leader)' : '(any)') : ''}`).join(', ')}`,
     )
 
-  // Schema first; then the broker starts while the producers and every phase's first relays load.
-  // They wait for 'go': a phase's relays start only once the previous phase's have exited.
+  // Database and schema first; then the broker starts while the producers and every phase's first
+  // relays load. They wait for 'go': a phase's relays start only once the previous phase's have exited.
+  if (!sharedDb) await startOwnPostgres()
+  admin = new pg.Pool({ ...runnerConnection, max: 2 })
+  admin.on('error', () => {})
   await outbox.migrate(runnerConnection)
   await admin.query(
     `CREATE TABLE "${schema}".business (id text PRIMARY KEY, topic text NOT NULL, key text NOT NULL)`,
   )
-  const [port, controllerPort] = await freePorts()
+  if (ownPg) await createCommitGate()
+  const [port, controllerPort] = (await freePorts(2)) as [number, number]
   broker = new ChaosBroker(join(tempDir, 'kafka'), port, controllerPort)
   for (let i = 0; i < PRODUCERS; i++) spawnProducer(i)
   for (const phase of phases) prepareRelays(phase)
@@ -935,9 +1161,38 @@ async function main(): Promise<number> {
   )
   await stopRelays(lastPhase)
 
-  // Read every topic back and check it.
+  // The business rows decide what an unknown-outcome transaction did: all of them there means it
+  // committed, so its messages are expected; none means it did not, so none may be delivered.
   const produced = readProduced()
+  const { rows: businessRows } = await admin.query(`SELECT id FROM "${schema}".business`)
+  const businessIds = new Set(businessRows.map((r) => r.id as string))
+  const notCommitted = new Map<TopicAccessor, TrackedMessage[]>()
+  const addTo = (target: Map<TopicAccessor, TrackedMessage[]>, topic: TopicAccessor, m: TrackedMessage) => {
+    const list = target.get(topic)
+    if (list) list.push(m)
+    else target.set(topic, [m])
+  }
+  const resolved = produced.unknown.map((tx) => {
+    const present = tx.messages.filter((m) => businessIds.has(m.id)).length
+    const outcome: 'committed' | 'not committed' | 'partial' =
+      present === tx.messages.length ? 'committed' : present === 0 ? 'not committed' : 'partial'
+    for (const [i, m] of tx.messages.entries()) {
+      const topic = tx.topics[i] as TopicAccessor
+      if (outcome === 'committed')
+        addTo(m.id === tx.poison?.id ? produced.poison : produced.committed, topic, m)
+      else addTo(notCommitted, topic, m)
+    }
+    const restart = restarts.findIndex((r) => tx.at >= r.window.from && tx.at <= r.window.to)
+    return { tx, outcome, present, restart: restart < 0 ? null : restart + 1 }
+  })
+  for (const tx of produced.failed)
+    for (const [i, m] of tx.messages.entries()) addTo(notCommitted, tx.topics[i] as TopicAccessor, m)
+
+  // Read every delivered topic back and check it.
   const poisonIds = new Set([...produced.poison.values()].flat().map((m) => m.id))
+  const poisonKinds = new Map<string, PoisonKind>()
+  for (const [topic, list] of produced.poison)
+    for (const m of list) poisonKinds.set(m.id, poisonKindOf(topic))
   const copies = new Map<string, number>()
   const topics: TopicResult[] = await Promise.all(
     (['orders', 'payments'] as const).map(async (accessor) => {
@@ -950,12 +1205,15 @@ async function main(): Promise<number> {
         idleTimeoutMs: 10_000,
         timeoutMs: 300_000,
       })
-      // Transactions whose outcome the producer could not know are left out (and fail 'producers clean').
-      const observed = observedFromConsumed(consumed).filter((m) => !produced.uncertain.has(m.id))
+      const observed = observedFromConsumed(consumed)
       for (const m of observed) copies.set(m.id, (copies.get(m.id) ?? 0) + 1)
       const report = checkDelivery({
         expected,
-        forbidden: [...(produced.rolledBack.get(accessor) ?? []), ...(produced.poison.get(accessor) ?? [])],
+        forbidden: [
+          ...(produced.rolledBack.get(accessor) ?? []),
+          ...(notCommitted.get(accessor) ?? []),
+          ...(produced.poison.get(accessor) ?? []),
+        ],
         observed,
       })
       const poisonDelivered = new Set(observed.filter((m) => poisonIds.has(m.id)).map((m) => m.id)).size
@@ -976,6 +1234,7 @@ async function main(): Promise<number> {
       }
     }),
   )
+  const missingTopicCreated = await topicExists((broker as ChaosBroker).brokers, topicNames.missing)
 
   // Duplicates: every extra copy must come from a batch of its own message that was not finished.
   let unexplained = 0
@@ -1001,18 +1260,71 @@ async function main(): Promise<number> {
   const ackedTotal = ackedAtKill.reduce((sum, k) => sum + k.ids.length, 0)
 
   const dead = await outbox.deadLetters(runnerConnection).list({ limit: 10_000 })
-  const deadIds = dead.map((d) => readTracking(d.headers)?.id ?? `untracked:${d.id}`).sort()
+  const deadById = new Map(dead.map((d) => [readTracking(d.headers)?.id ?? `untracked:${d.id}`, d]))
+  const deadIds = [...deadById.keys()].sort()
   const expectedDead = [...poisonIds].sort()
   const deadErrors = dead.map((d) => d.errors.at(-1)?.error.slice(0, 200) ?? '')
+  // What each poison kind must have been buried with (and where it was headed).
+  const deadMismatches: string[] = []
+  for (const [id, kind] of poisonKinds) {
+    const letter = deadById.get(id)
+    if (!letter) continue
+    const error = letter.errors.at(-1)?.error ?? ''
+    const ok =
+      kind === 'too-large'
+        ? letter.topic === topicNames.orders && /MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE/.test(error)
+        : kind === 'missing-topic'
+          ? letter.topic === topicNames.missing &&
+            /does not exist/.test(error) &&
+            letter.attempts === DEFAULT_RETRY_POLICY.maxAttempts
+          : letter.topic === INTERNAL_TOPIC && /reserved/.test(error)
+    if (!ok)
+      deadMismatches.push(
+        `${id} (${kind}: topic ${letter.topic}, ${letter.attempts} attempts, ${error.slice(0, 120)})`,
+      )
+  }
   const stats = await outbox.stats(runnerConnection)
   const { rows: outboxRows } = await admin.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`)
-  const { rows: businessRows } = await admin.query(`SELECT id FROM "${schema}".business`)
-  const businessIds = new Set(businessRows.map((r) => r.id as string))
   const committedIds = [...produced.committed.values()].flat().map((m) => m.id)
   const rolledBackIds = [...produced.rolledBack.values()].flat().map((m) => m.id)
   const missingBusiness = [...committedIds, ...poisonIds].filter((id) => !businessIds.has(id)).length
   const rolledBackBusiness = rolledBackIds.filter((id) => businessIds.has(id)).length
+  const failedBusiness = produced.failed
+    .flatMap((tx) => tx.messages)
+    .filter((m) => businessIds.has(m.id)).length
   const committedCount = committedIds.length
+
+  // Unknown outcomes: each transaction all there (business rows, messages delivered or, for its
+  // poison, dead-lettered) or all absent.
+  const unknownReport = resolved.map(({ tx, outcome, present, restart }) => {
+    const healthy = tx.messages.filter((m) => m.id !== tx.poison?.id)
+    const delivered = healthy.filter((m) => (copies.get(m.id) ?? 0) > 0).length
+    const buried = tx.poison !== undefined && deadById.has(tx.poison.id)
+    const ok =
+      outcome === 'committed'
+        ? delivered === healthy.length && (tx.poison === undefined || buried)
+        : outcome === 'not committed' && delivered === 0 && !buried
+    return {
+      producer: tx.producer,
+      firstId: tx.messages[0]?.id ?? '',
+      messages: tx.messages.length,
+      restart,
+      outcome,
+      businessRows: present,
+      delivered,
+      ...(tx.poison ? { poison: tx.poison.id, deadLettered: buried } : {}),
+      ok,
+      error: tx.error,
+    }
+  })
+  const unknownCommitted = unknownReport.filter((u) => u.outcome === 'committed').length
+  const unknownNotCommitted = unknownReport.filter((u) => u.outcome === 'not committed').length
+  const unknownBad = unknownReport.filter((u) => !u.ok)
+  const failedDelivered = produced.failed
+    .flatMap((tx) => tx.messages)
+    .filter((m) => (copies.get(m.id) ?? 0) > 0 || deadById.has(m.id)).length
+  const inRestart = (at: number) => restarts.some((r) => at >= r.window.from && at <= r.window.to)
+  const strayFailures = [...produced.failed, ...produced.unknown].filter((tx) => !inRestart(tx.at))
 
   // Recovery: from each fault until a relay (for a kill: another process) delivered again; for a
   // Kafka outage, from Kafka answering until it acknowledged a send again.
@@ -1036,8 +1348,15 @@ async function main(): Promise<number> {
       fault.detail += ' [during the Kafka outage]'
     }
   }
+  for (const [i, restart] of restarts.entries()) {
+    const mine = unknownReport.filter((u) => u.restart === i + 1)
+    const failedHere = produced.failed.filter(
+      (tx) => tx.at >= restart.window.from && tx.at <= restart.window.to,
+    ).length
+    restart.fault.detail += `; unknown outcome: ${mine.length} transactions (${mine.filter((u) => u.outcome === 'committed').length} committed, ${mine.filter((u) => u.outcome === 'not committed').length} not); ${failedHere} failed before COMMIT`
+  }
   for (const poison of poisonCommits) {
-    const buried = deadLetterEvents.find((d) => d.at >= poison.at && d.topic === topicNames.orders)
+    const buried = deadLetterEvents.find((d) => d.at >= poison.at && d.topic === poison.topic)
     poison.fault.deadLetteredMs = buried === undefined ? null : buried.at - poison.at
   }
 
@@ -1050,7 +1369,10 @@ async function main(): Promise<number> {
     'kafka-outage',
     'pg-terminate-relays',
     'pg-terminate-leader',
-    'poison',
+    'poison-too-large',
+    'poison-missing-topic',
+    'poison-internal-topic',
+    ...(ownPg ? (['pg-restart'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)
   const invariants: Invariant[] = [
@@ -1062,7 +1384,7 @@ async function main(): Promise<number> {
     {
       name: 'phantom',
       ok: sum('phantom') === 0,
-      detail: `${sum('phantom')} rolled-back messages delivered (must be 0)`,
+      detail: `${sum('phantom')} rolled-back or not committed messages delivered (must be 0)`,
     },
     {
       name: 'order per key',
@@ -1088,9 +1410,14 @@ async function main(): Promise<number> {
       name: 'dead letters = poison',
       ok:
         JSON.stringify(deadIds) === JSON.stringify(expectedDead) &&
-        deadErrors.every((e) => /MESSAGE_TOO_LARGE|RECORD_LIST_TOO_LARGE/.test(e)) &&
+        deadMismatches.length === 0 &&
         sum('poisonDelivered') === 0,
-      detail: `dead letters [${deadIds.join(', ')}], poison committed [${expectedDead.join(', ')}], poison delivered ${sum('poisonDelivered')}`,
+      detail: `dead letters [${deadIds.join(', ')}], poison committed [${expectedDead.map((id) => `${id} ${poisonKinds.get(id)}`).join(', ')}], poison delivered ${sum('poisonDelivered')}; too large: MESSAGE_TOO_LARGE, missing topic: 'does not exist' after ${DEFAULT_RETRY_POLICY.maxAttempts} attempts (the default retry policy), __consumer_offsets: reserved name${deadMismatches.length ? `; WRONG: ${deadMismatches.join('; ')}` : ''}`,
+    },
+    {
+      name: 'missing topic not created',
+      ok: !missingTopicCreated,
+      detail: `${topicNames.missing} ${missingTopicCreated ? 'EXISTS: a send created it' : 'does not exist on the broker (autoCreateTopics off)'}`,
     },
     {
       name: 'outbox drained',
@@ -1102,8 +1429,14 @@ async function main(): Promise<number> {
       ok:
         missingBusiness === 0 &&
         rolledBackBusiness === 0 &&
+        failedBusiness === 0 &&
         businessIds.size === committedCount + poisonIds.size,
-      detail: `${businessIds.size} rows for ${committedCount + poisonIds.size} committed messages; ${missingBusiness} missing, ${rolledBackBusiness} from rolled-back transactions`,
+      detail: `${businessIds.size} rows for ${committedCount + poisonIds.size} committed messages (${unknownCommitted} unknown-outcome transactions resolved as committed included); ${missingBusiness} missing, ${rolledBackBusiness} from rolled-back transactions, ${failedBusiness} from transactions that failed before their COMMIT`,
+    },
+    {
+      name: 'unknown outcomes all or nothing',
+      ok: unknownBad.length === 0 && failedDelivered === 0,
+      detail: `${unknownReport.length} transactions lost their connection in COMMIT: ${unknownCommitted} committed (business rows and every message delivered or its poison dead-lettered), ${unknownNotCommitted} not committed (no row, nothing delivered), ${unknownBad.length} neither${unknownBad.length ? ` (${unknownBad.map((u) => `${u.firstId}: ${u.businessRows}/${u.messages} rows, ${u.delivered} delivered`).join('; ')})` : ''}; ${produced.failed.length} transactions failed before their COMMIT, ${failedDelivered} of their messages delivered or dead-lettered (must be 0)`,
     },
     {
       name: 'no row deleted twice',
@@ -1125,13 +1458,23 @@ async function main(): Promise<number> {
     },
     {
       name: 'producers clean',
-      ok: produced.uncertain.size === 0 && codes.every((c) => c === 0),
-      detail: `${produced.uncertain.size} messages in transactions that failed unexpectedly; exit codes ${codes.join(', ')}`,
+      ok: strayFailures.length === 0 && codes.every((c) => c === 0),
+      detail: `${strayFailures.length} transactions failed outside a PostgreSQL restart${
+        strayFailures.length
+          ? ` (${strayFailures
+              .slice(0, 3)
+              .map((tx) => tx.error)
+              .join('; ')})`
+          : ''
+      }; exit codes ${codes.join(', ')}`,
     },
     {
       name: 'fault coverage',
-      ok: totalKills >= PROFILE.minKills && requiredKinds.every((k) => kinds.has(k)),
-      detail: `${totalKills} kills (>= ${PROFILE.minKills}); missing kinds: ${requiredKinds.filter((k) => !kinds.has(k)).join(', ') || 'none'}`,
+      ok:
+        totalKills >= PROFILE.minKills &&
+        requiredKinds.every((k) => kinds.has(k)) &&
+        injectionErrors.length === 0,
+      detail: `${totalKills} kills (>= ${PROFILE.minKills}); missing kinds: ${requiredKinds.filter((k) => !kinds.has(k)).join(', ') || 'none'}; ${injectionErrors.length} injections failed${injectionErrors.length ? ` (${injectionErrors.join('; ')})` : ''}`,
     },
   ]
 
@@ -1162,15 +1505,38 @@ async function main(): Promise<number> {
       committed: committedCount,
       rolledBack: rolledBackIds.length,
       poison: poisonIds.size,
-      uncertain: produced.uncertain.size,
+      poisonByKind: Object.fromEntries(
+        POISON_KINDS.map((kind) => [kind, [...poisonKinds.values()].filter((k) => k === kind).length]),
+      ),
+      failedBeforeCommit: {
+        transactions: produced.failed.length,
+        messages: produced.failed.reduce((n, tx) => n + tx.messages.length, 0),
+      },
+      uncertain: produced.unknown.reduce((n, tx) => n + tx.messages.length, 0),
       businessRows: businessIds.size,
     },
+    database: ownPg
+      ? `own PostgreSQL 15 server (initdb in a temp dir, 127.0.0.1:${ownPg.port}, fsync on)`
+      : `shared server at DATABASE_URL (no restarts)`,
+    pgRestarts: restarts.map((r) => ({
+      n: r.fault.n,
+      phase: r.fault.phase,
+      variant: r.variant,
+      heldCommits: r.heldCommits,
+      crashMs: r.crashMs,
+      downMs: r.downMs,
+      startMs: r.startMs,
+      resumeMs: r.fault.resumeMs,
+      takeoverMs: r.fault.takeoverMs ?? null,
+    })),
+    unknownOutcome: unknownReport,
     topics,
     duplicates: { count: duplicates, bound, unexplained, byCause, boundByCause },
     deadLetters: { expectedIds: expectedDead, actualIds: deadIds, errors: deadErrors },
     relays: {
       deliveredReported,
       sendFailures,
+      partialSends,
       errorsByStage,
       unexpectedExits,
       coldStart: spread(coldStarts),
@@ -1197,8 +1563,15 @@ async function cleanup(): Promise<void> {
   for (const producer of producers) if (producer.child.exitCode === null) producer.child.kill('SIGKILL')
   await broker?.stop().catch((error: Error) => console.error(`stopping Kafka: ${error.message}`))
   rmSync(tempDir, { recursive: true, force: true })
-  if (!args.keep) await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
-  await admin.end().catch(() => {})
+  if (ownPg) {
+    await admin?.end().catch(() => {})
+    await ownPg.stop().catch((error: Error) => console.error(`stopping PostgreSQL: ${error.message}`))
+    if (args.keep) console.error(`chaos: --keep: the database stays in ${ownPg.dataDir} (stopped)`)
+    else rmSync(pgDir, { recursive: true, force: true })
+    return
+  }
+  if (!args.keep) await admin?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
+  await admin?.end().catch(() => {})
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

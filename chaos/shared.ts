@@ -15,18 +15,43 @@ export interface ChaosEvent {
   pad?: number
 }
 
-/** Both topics of a run: `orders` has a low max.message.bytes (poison goes there), `payments` the default. */
+/**
+ * The topics of a run: `orders` has a low max.message.bytes (too-large poison goes there),
+ * `payments` the default; `missing` is never created (poison: a topic that does not exist, with
+ * auto-creation off).
+ */
 export interface TopicNames {
   orders: string
   payments: string
+  missing: string
 }
+
+/** Partitions the runner creates the delivered topics with (`outbox.ensureTopics()`). */
+export const TOPIC_PARTITIONS = { orders: 4, payments: 3 } as const
+
+/**
+ * The poison a producer commits between two normal messages of one key: `too-large` (over the
+ * topic's max.message.bytes, under the app's maxMessageBytes), `missing-topic` (a declared topic
+ * nobody created), `internal-topic` (a row for `__consumer_offsets` written into the outbox table
+ * by hand: defineTopic refuses such names).
+ */
+export type PoisonKind = 'too-large' | 'missing-topic' | 'internal-topic'
+export const POISON_KINDS: readonly PoisonKind[] = ['too-large', 'missing-topic', 'internal-topic']
+/** The topic of the hand-written poison row: Kafka's own, so a send would corrupt the broker. */
+export const INTERNAL_TOPIC = '__consumer_offsets'
 
 /** `orders` topic's max.message.bytes: a poison message is larger, every normal batch far smaller. */
 export const ORDERS_MAX_MESSAGE_BYTES = 64 * 1024
 /** Filler of a poison message: well over the topic's limit, under the produce-side 1 MB check. */
 export const POISON_PAD_BYTES = 100_000
 
-export function chaosTopics(names: TopicNames) {
+/**
+ * The app's view of the topics (`declared: false`, what producers and relays use) leaves
+ * max.message.bytes out, so produce() accepts a message the `orders` topic refuses: that is the
+ * too-large poison, a topic whose limit is lower than the app's maxMessageBytes. The runner
+ * creates the topics from the declared view (`declared: true`: partitions and the low limit).
+ */
+export function chaosTopics(names: TopicNames, declared = false) {
   const common = {
     key: (event: ChaosEvent) => event.key,
     headers: (event: ChaosEvent) => trackingHeaders(event.id, event.seq),
@@ -39,12 +64,38 @@ export function chaosTopics(names: TopicNames) {
     },
   }
   return {
-    orders: defineTopic<ChaosEvent>({ name: names.orders, ...common }),
-    payments: defineTopic<ChaosEvent>({ name: names.payments, ...common }),
+    orders: defineTopic<ChaosEvent>({
+      name: names.orders,
+      ...common,
+      ...(declared
+        ? {
+            partitions: TOPIC_PARTITIONS.orders,
+            configs: { 'max.message.bytes': String(ORDERS_MAX_MESSAGE_BYTES) },
+          }
+        : {}),
+    }),
+    payments: defineTopic<ChaosEvent>({
+      name: names.payments,
+      ...common,
+      ...(declared ? { partitions: TOPIC_PARTITIONS.payments } : {}),
+    }),
   }
 }
 
-export type TopicAccessor = keyof TopicNames
+/** The producers' topics: the two delivered ones, and the one nobody creates. */
+export function producerTopics(names: TopicNames) {
+  return {
+    ...chaosTopics(names),
+    missing: defineTopic<ChaosEvent>({
+      name: names.missing,
+      key: (event: ChaosEvent) => event.key,
+      headers: (event: ChaosEvent) => trackingHeaders(event.id, event.seq),
+    }),
+  }
+}
+
+/** `internal`: the hand-written `__consumer_offsets` row. */
+export type TopicAccessor = keyof TopicNames | 'internal'
 
 /** Handed to a producer child as JSON in CHAOS_PRODUCER. */
 export interface ProducerConfig {
@@ -65,6 +116,8 @@ export interface ProducerConfig {
   /** Produce only after { type: 'go' }. */
   waitForGo: boolean
 }
+
+type Tuple = [string, TopicAccessor, string, number]
 
 /** Handed to a relay child as JSON in CHAOS_RELAY. */
 export interface RelayConfig {
@@ -88,28 +141,52 @@ export interface RelayConfig {
   sabotage?: 'drop' | 'reorder'
 }
 
-/** One line of a producer's JSONL file: [id, topic accessor, key, seq] tuples. */
+/** One line of a producer's JSONL file (one transaction): [id, topic accessor, key, seq] tuples. */
 export interface ProducerLine {
   /** committed */
-  c?: [string, TopicAccessor, string, number][]
+  c?: Tuple[]
   /** rolled back on purpose */
-  r?: [string, TopicAccessor, string, number][]
-  /** committed poison messages (subset of nothing else: not in `c`) */
-  p?: [string, TopicAccessor, string, number][]
-  /** failed for a reason other than the planned rollback: outcome unknown */
-  u?: [string, TopicAccessor, string, number][]
+  r?: Tuple[]
+  /** committed poison messages (not in `c`), with their kind */
+  p?: Tuple[]
+  pk?: PoisonKind
+  /** failed before its COMMIT was sent (the connection broke): not committed */
+  f?: Tuple[]
+  /** failed after its COMMIT was sent, without an answer: outcome unknown, resolved by the runner */
+  u?: Tuple[]
+  /** the poison message among `f` / `u`, if the transaction was a poison one */
+  up?: Tuple
+  /** `f` / `u`: when (epoch ms) and why it failed */
+  t?: number
+  e?: string
 }
 
 /** Runner → producer. */
-export type ProducerCommand = { type: 'go' } | { type: 'poison' } | { type: 'stop' }
+export type ProducerCommand = { type: 'go' } | { type: 'poison'; kind: PoisonKind } | { type: 'stop' }
 
 /** Producer → runner. */
 export type ProducerReport =
   | { type: 'loaded'; pid: number }
   | { type: 'started'; pid: number }
-  | { type: 'poisoned'; pid: number; id: string; key: string; before: string; after: string }
+  | {
+      type: 'poisoned'
+      pid: number
+      kind: PoisonKind
+      id: string
+      topic: string
+      key: string
+      before: string
+      after: string
+    }
   | { type: 'progress'; pid: number; committed: number; rolledBack: number }
-  | { type: 'stopped'; pid: number; committed: number; rolledBack: number; uncertain: number }
+  | {
+      type: 'stopped'
+      pid: number
+      committed: number
+      rolledBack: number
+      failed: number
+      uncertain: number
+    }
   | { type: 'failed'; pid: number; message: string }
 
 /**
@@ -133,6 +210,8 @@ export type RelayReport =
   | { type: 'sending'; pid: number; ids: string[]; held: boolean }
   | { type: 'sent'; pid: number; count: number; held: boolean }
   | { type: 'send-failed'; pid: number; count: number; message: string }
+  /** Kafka took part of the batch: the rest (and later messages of their keys) is sent again. */
+  | { type: 'send-partial'; pid: number; count: number; failed: number; message: string }
   | { type: 'delivered'; pid: number; count: number; durationMs: number }
   | { type: 'message-failed'; pid: number; id: string; topic: string; deadLettered: boolean; error: string }
   | { type: 'leadership'; pid: number; leader: boolean }
