@@ -657,6 +657,13 @@ export interface KafkaClusterOptions {
   brokers?: number
   /** Suppress the progress lines written to stderr. */
   quiet?: boolean
+  /**
+   * How long the controller waits for a silent broker before it fences it, moves its leaders and
+   * drops it from the in-sync replicas (`broker.session.timeout.ms`, Kafka's default 9000). Until
+   * then acks=all produce requests wait on every partition that has the dead broker in its ISR,
+   * not only on the partitions it led.
+   */
+  brokerSessionTimeoutMs?: number
 }
 
 export interface KafkaClusterNode {
@@ -690,6 +697,7 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
   if (!Number.isInteger(count) || count < 1 || count > 9) {
     throw new Error(`startKafkaCluster: brokers must be an integer from 1 to 9, got ${count}`)
   }
+  const session = options.brokerSessionTimeoutMs
   const replication = Math.min(3, count)
   const minIsr = Math.min(2, replication)
   const ports = await freePorts(count + 1)
@@ -720,6 +728,7 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
             'process.roles=controller',
             'node.id=0',
             ...common,
+            ...(session === undefined ? [] : [`broker.session.timeout.ms=${session}`]),
             `listeners=CONTROLLER://${HOST}:${controllerPort}`,
             `log.dirs=${l.logDir}`,
           ]
@@ -730,6 +739,12 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
             `listeners=PLAINTEXT://${HOST}:${l.port}`,
             `advertised.listeners=PLAINTEXT://${HOST}:${l.port}`,
             'inter.broker.listener.name=PLAINTEXT',
+            ...(session === undefined
+              ? []
+              : [
+                  `broker.heartbeat.interval.ms=${Math.max(100, Math.floor(session / 6))}`,
+                  `replica.lag.time.max.ms=${session}`,
+                ]),
             `log.dirs=${l.logDir}`,
             `offsets.topic.replication.factor=${replication}`,
             `transaction.state.log.replication.factor=${replication}`,
