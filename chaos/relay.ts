@@ -67,7 +67,7 @@ const transport: MessageTransport = {
         type: 'send-partial',
         pid,
         count: records.length,
-        failed: failed.length,
+        failed: failed.map((f) => readTracking(records[f.index]?.headers ?? [])?.id ?? '?'),
         message: String((failed[0]?.error as Error)?.message ?? failed[0]?.error).slice(0, 300),
       })
     }

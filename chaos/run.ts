@@ -396,7 +396,12 @@ function onRelayReport(proc: RelayProc, r: RelayReport, at: number): void {
     case 'send-partial':
       partialSends++
       // Acknowledged messages behind a refused one of their key are sent again: all of it at risk.
-      if (proc.inFlight && !proc.killedByUs) addAtRisk(proc.inFlight, 'partial send')
+      // The refused ones are not in Kafka: an after-ack kill must not expect them twice.
+      if (proc.inFlight && !proc.killedByUs) {
+        addAtRisk(proc.inFlight, 'partial send')
+        const refused = new Set(r.failed)
+        proc.inFlight = proc.inFlight.filter((id) => !refused.has(id))
+      }
       break
     case 'send-failed':
       sendFailures++

@@ -211,7 +211,7 @@ export type RelayReport =
   | { type: 'sent'; pid: number; count: number; held: boolean }
   | { type: 'send-failed'; pid: number; count: number; message: string }
   /** Kafka took part of the batch: the rest (and later messages of their keys) is sent again. */
-  | { type: 'send-partial'; pid: number; count: number; failed: number; message: string }
+  | { type: 'send-partial'; pid: number; count: number; failed: string[]; message: string }
   | { type: 'delivered'; pid: number; count: number; durationMs: number }
   | { type: 'message-failed'; pid: number; id: string; topic: string; deadLettered: boolean; error: string }
   | { type: 'leadership'; pid: number; leader: boolean }
