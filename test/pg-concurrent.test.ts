@@ -149,7 +149,7 @@ describe('concurrent relays and wake-up', () => {
       await client.connect()
       const latencies: number[] = []
       for (let i = 0; i < 5; i++) {
-        // in() with the app's own BEGIN/COMMIT: the held write rides on the COMMIT, which wakes.
+        // in() with the app's own BEGIN/COMMIT: the write goes at produce(), the COMMIT wakes.
         await client.query('BEGIN')
         await producer.in(client).orders.produce({ orderId: `w-${i}`, customer: 'c', seq: i })
         await client.query('COMMIT')

@@ -192,6 +192,18 @@ export function holdingAdapter(
   }
 }
 
+/** Writes at once through `inner`; `onWrite` after each write (the COMMIT's wake-up). */
+export function wakingAdapter(inner: TransactionAdapter, onWrite: () => void): TransactionAdapter {
+  return {
+    dialect: inner.dialect,
+    assertInTransaction: () => inner.assertInTransaction(),
+    async execute(statement: SqlStatement) {
+      await inner.execute(statement)
+      onWrite()
+    },
+  }
+}
+
 /** Sends held writes (and the COMMIT behind them) through the client's own query queue. */
 export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boolean): Promise<void> {
   let submittable: HeldWritesQuery

@@ -16,6 +16,7 @@ import {
   holdingAdapter,
   IN_FAILED_TRANSACTION,
   sendHeld,
+  wakingAdapter,
 } from './held-connection.ts'
 import { withPoolClient } from './pool-client.ts'
 import { connectSession } from './session.ts'
@@ -159,9 +160,12 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
   override in(client: PgTransactionClient, options?: PgInOptions): TopicProducers<M> {
     const hold = this.#holdOption(options)
     const inner = pgTransaction(client)
-    const state = hold && canHold(client) ? heldConnection(client) : undefined
+    // Written at once or held, the app's own COMMIT through the wrapped query wakes this
+    // process's relays (a relay without LISTEN would otherwise wait for its polling interval).
+    const state = canHold(client) ? heldConnection(client) : undefined
     if (state === undefined) return this.producersOn(inner)
-    return this.producersOn(holdingAdapter(state, inner, () => state.wake.add(this.#wake)))
+    const onWrite = () => state.wake.add(this.#wake)
+    return this.producersOn(hold ? holdingAdapter(state, inner, onWrite) : wakingAdapter(inner, onWrite))
   }
 
   #holdOption(options: PgInOptions | undefined): boolean {
