@@ -108,6 +108,9 @@ const relay = outbox.relay({
       case 'leadership':
         report({ type: 'leadership', pid, leader: event.leader })
         break
+      case 'held':
+        report({ type: 'held', pid, count: event.ids.length, error: event.error.slice(0, 300) })
+        break
       case 'error':
         report({
           type: 'error',

@@ -128,6 +128,8 @@ export interface ChaosSummary {
     sendFailures: number
     /** Sends Kafka took only part of (the transport's per-record answer). */
     partialSends: number
+    /** Messages held without using an attempt (Kafka's own trouble on their partition). */
+    heldMessages: number
     errorsByStage: Record<string, number>
     unexpectedExits: number
     /** Relay processes restarted after a kill: fork() until the relay runs (median and max). */
@@ -192,7 +194,7 @@ export function formatSummary(s: ChaosSummary): string {
     `dead letters: ${s.deadLetters.actualIds.length} (poison committed: ${s.deadLetters.expectedIds.length})`,
   )
   lines.push(
-    `relays: ${s.relays.deliveredReported} rows deleted as reported, ${s.relays.sendFailures} failed sends, ${s.relays.partialSends} partly taken, errors ${JSON.stringify(s.relays.errorsByStage)}, unexpected exits ${s.relays.unexpectedExits}`,
+    `relays: ${s.relays.deliveredReported} rows deleted as reported, ${s.relays.sendFailures} failed sends, ${s.relays.partialSends} partly taken, ${s.relays.heldMessages} messages held by partition errors, errors ${JSON.stringify(s.relays.errorsByStage)}, unexpected exits ${s.relays.unexpectedExits}`,
   )
   lines.push(`relay process restart (fork until running): ${s.relays.coldStart}`)
   lines.push(`drain after producers stopped: ${ms(s.drainMs)} ms`)

@@ -286,6 +286,7 @@ const coldStarts: number[] = []
 let deliveredReported = 0
 let sendFailures = 0
 let partialSends = 0
+let heldMessages = 0
 let unexpectedExits = 0
 let relayCounter = 0
 let outageWindow: { from: number; to: number } | undefined
@@ -416,6 +417,9 @@ function onRelayReport(proc: RelayProc, r: RelayReport, at: number): void {
     case 'message-failed':
       proc.unconfirmed = []
       if (r.deadLettered) deadLetterEvents.push({ at, topic: r.topic })
+      break
+    case 'held':
+      heldMessages += r.count
       break
     case 'leadership':
       proc.leader = r.leader
@@ -1542,6 +1546,7 @@ async function main(): Promise<number> {
       deliveredReported,
       sendFailures,
       partialSends,
+      heldMessages,
       errorsByStage,
       unexpectedExits,
       coldStart: spread(coldStarts),

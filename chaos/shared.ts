@@ -215,6 +215,8 @@ export type RelayReport =
   | { type: 'delivered'; pid: number; count: number; durationMs: number }
   | { type: 'message-failed'; pid: number; id: string; topic: string; deadLettered: boolean; error: string }
   | { type: 'leadership'; pid: number; leader: boolean }
+  /** Messages Kafka refused for its own reasons (a partition's leader moving): waiting, no attempt used. */
+  | { type: 'held'; pid: number; count: number; error: string }
   | { type: 'error'; pid: number; stage: string; message: string; retryInMs: number }
 
 /** mulberry32: small, fast, good enough to make a fault schedule reproducible from a seed. */
