@@ -17,6 +17,7 @@ import {
 import { countRows, DATABASE_URL, dropSchema, uniqueName, waitFor } from './support/env.ts'
 
 const schema = uniqueName('ke_cluster')
+const schema2 = uniqueName('ke_cluster_isr')
 const topicName = uniqueName('cluster').replaceAll('_', '-')
 const KEYS = 64
 /** 500 messages a second: a transaction of 10 every 20 ms. */
@@ -48,6 +49,7 @@ describe('three-broker cluster: one broker dies under load', () => {
   after(async () => {
     await cluster?.stop()
     await dropSchema(schema)
+    await dropSchema(schema2)
   })
 
   it('messages of partitions whose leader lives keep flowing; nothing uses an attempt, is lost or reordered', async (t) => {
@@ -166,5 +168,100 @@ describe('three-broker cluster: one broker dies under load', () => {
       `live partitions' p99 ${percentile(live, 99)} ms`,
     )
     assert.equal(c.nodes.find((node) => node.nodeId === victim)?.alive, true, 'the broker is back')
+  })
+  it('a topic short of in-sync replicas waits without using attempts, in key order, while another topic flows', async (t) => {
+    const c = cluster as KafkaCluster
+    const strictName = uniqueName('strict').replaceAll('_', '-')
+    const lenientName = uniqueName('lenient').replaceAll('_', '-')
+    const topic = (name: string, minIsr: string) =>
+      defineTopic<Event>({
+        name,
+        partitions: 3,
+        replicationFactor: 3,
+        configs: { 'message.timestamp.type': 'LogAppendTime', 'min.insync.replicas': minIsr },
+        key: (e) => e.key,
+        headers: (e) => trackingHeaders(e.id, e.seq),
+      })
+    const outbox = createPgOutbox({
+      topics: { strict: topic(strictName, '2'), lenient: topic(lenientName, '1') },
+      schema: schema2,
+      kafka: { brokers: c.brokers },
+    })
+    await outbox.migrate(DATABASE_URL)
+    await outbox.ensureTopics()
+    const seen: { at: number; event: RelayEvent }[] = []
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      pollingInterval: 10,
+      onEvent: (event) => seen.push({ at: Date.now(), event }),
+    })
+    t.after(() => relay.stop())
+    await relay.start()
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 4 })
+    t.after(() => pool.end().catch(() => {}))
+    const committed = { strict: [] as TrackedMessage[], lenient: [] as TrackedMessage[] }
+    const seqs = new Map<string, number>()
+    let producing = true
+    let n = 0
+    const producer = (async () => {
+      while (producing) {
+        const batch = { strict: [] as Event[], lenient: [] as Event[] }
+        for (const which of ['strict', 'lenient'] as const) {
+          for (let i = 0; i < 5; i++) {
+            const key = `${which}-${n % 16}`
+            const seq = (seqs.get(key) ?? 0) + 1
+            seqs.set(key, seq)
+            batch[which].push({ id: `${which}-${n}`, key, seq })
+            n++
+          }
+        }
+        await outbox.transaction(pool, async (_client, topics) => {
+          await topics.strict.produceMany(batch.strict)
+          await topics.lenient.produceMany(batch.lenient)
+        })
+        for (const which of ['strict', 'lenient'] as const)
+          committed[which].push(...batch[which].map((e) => ({ id: e.id, key: e.key, seq: e.seq })))
+        await sleep(TICK_MS)
+      }
+    })()
+    await sleep(2000)
+    // One broker left: the strict topic (min.insync.replicas 2) refuses writes with
+    // NOT_ENOUGH_REPLICAS, the lenient one (1) takes them.
+    await Promise.all([c.kill(2), c.kill(3)])
+    const downAt = Date.now()
+    await sleep(8000)
+    const lenientBefore = committed.lenient.length
+    // Writes stamped before this moment were taken with one broker alive.
+    const restartAt = Date.now()
+    await Promise.all([c.restart(2), c.restart(3)])
+    producing = false
+    await producer
+    await waitFor(async () => (await countRows(schema2)) === 0, { what: 'outbox drained', timeout: 60_000 })
+    await relay.stop()
+    const held = seen.filter((s) => s.event.type === 'held')
+    const failed = seen.filter((s) => s.event.type === 'message-failed')
+    const summary: string[] = []
+    for (const which of ['strict', 'lenient'] as const) {
+      const consumed = await readTopic({
+        brokers: c.brokers,
+        topic: which === 'strict' ? strictName : lenientName,
+        expectedCount: committed[which].length,
+      })
+      const report = checkDelivery({ expected: committed[which], observed: observedFromConsumed(consumed) })
+      assert.ok(report.ok, `${which}: ${formatReport(report)}`)
+      const during = consumed.filter(
+        (m) => Number(m.timestamp) > downAt + 4000 && Number(m.timestamp) < restartAt,
+      )
+      summary.push(
+        `${which}: committed ${committed[which].length}, written while two brokers were down ${during.length}, duplicates ${report.duplicates}`,
+      )
+      if (which === 'lenient') assert.ok(during.length > 0, 'the lenient topic took writes with one broker')
+      else assert.equal(during.length, 0, 'the strict topic refused writes with one broker')
+    }
+    t.diagnostic(
+      `${summary.join('; ')}; held events ${held.length} (${held.reduce((sum, h) => sum + (h.event.type === 'held' ? h.event.ids.length : 0), 0)} messages), message-failed ${failed.length}; lenient committed before restart ${lenientBefore}; first held error: ${held[0]?.event.type === 'held' ? held[0].event.error.slice(0, 200) : '-'}`,
+    )
+    assert.ok(held.length > 0, 'the strict topic was held')
+    assert.equal(failed.length, 0, `no message used an attempt: ${JSON.stringify(failed.slice(0, 2))}`)
   })
 })

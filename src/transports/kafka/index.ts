@@ -510,12 +510,19 @@ export class KafkaTransport implements MessageTransport {
       }
     } catch (cause) {
       if (cause instanceof KEntityError) throw cause
-      throw this.#classify(
+      const { error, retryable } = this.#classify(
         cause,
         records,
         records.map((_, i) => i),
         records.length,
-      ).error
+      )
+      if (!retryable) throw error
+      // No broker answered for any topic: Kafka as a whole is out, which is no record's fault.
+      // Said per record so that the relay waits for Kafka instead of looking for a bad message
+      // (which would use up attempts of the first few keys).
+      throw Object.assign(error, {
+        failed: records.map((_, index) => ({ index, error, retryable: true, countsAsAttempt: false })),
+      })
     } finally {
       clearTimeout(timer)
     }
