@@ -173,17 +173,20 @@ export class PostgresRelayStore implements RelayStore {
    * The leader lock is taken exclusively by a single/exclusive leader and shared by every
    * session of every concurrent relay, so the two kinds of relay exclude each other (a
    * concurrent relay's claims take per-key locks a leader's claims do not look at) while
-   * concurrent relays share the outbox. Who holds it, when it cannot be had, is read from
-   * pg_locks in the same statement (evaluated only then), for the relay's one line about it.
+   * concurrent relays share the outbox. Who holds it is read from pg_locks (which scans the
+   * server's lock table) only at the first refusal of a wait, for the relay's one line about it:
+   * a standby's later attempts cost one try-lock each.
    */
   async #takeLeaderAndFence(): Promise<boolean> {
     const leader = lockClass(this.#options.table, 'leader')
-    const result = await this.#run(
-      `SELECT CASE WHEN pg_try_advisory_lock(${leader}, 0) THEN 'leader' ELSE (SELECT CASE WHEN bool_or(mode = 'ExclusiveLock') THEN 'held' WHEN bool_or(mode = 'ShareLock') THEN 'concurrent' ELSE 'held' END FROM ${advisoryLocks(leader)}) END AS state`,
-    )
-    const state = result.rows[0]?.state
-    if (state !== 'leader') {
-      this.#heldBy = state === 'concurrent' ? 'concurrent' : 'leader'
+    const result = await this.#run(`SELECT pg_try_advisory_lock(${leader}, 0) AS leader`)
+    if (result.rows[0]?.leader !== true) {
+      if (this.#heldBy === undefined) {
+        const holder = await this.#run(
+          `SELECT CASE WHEN bool_or(mode = 'ExclusiveLock') THEN 'leader' WHEN bool_or(mode = 'ShareLock') THEN 'concurrent' ELSE 'leader' END AS holder FROM ${advisoryLocks(leader)}`,
+        )
+        this.#heldBy = holder.rows[0]?.holder === 'concurrent' ? 'concurrent' : 'leader'
+      }
       return false
     }
     const fence = `${lockClass(this.#options.table, 'fence')}, 0`
