@@ -56,6 +56,10 @@ class RelayLog {
     const last = this.events.filter((e) => e.relay === relay && e.type === 'leadership').at(-1)
     return last?.type === 'leadership' && last.leader
   }
+  /** Deliveries of every relay: reported once the rows are deleted, so after the outbox empties. */
+  total(): number {
+    return this.events.reduce((sum, e) => sum + (e.type === 'delivered' ? e.count : 0), 0)
+  }
   reasons(relay: number): string[] {
     return this.events.flatMap((e) =>
       e.relay === relay && e.type === 'leadership' && e.reason !== undefined ? [e.reason] : [],
@@ -127,6 +131,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     })
     assert.equal(workload.committed.length, 2000)
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
+    await waitFor(() => log.total() === 2000, { what: 'deliveries reported' })
     assert.equal(log.delivered(0), 2000, 'the leader relayed everything')
     assert.equal(log.delivered(1), 0, 'the standby claimed nothing')
     // Its sessions never held an outbox row: only the leader's sessions ever ran a claim.
@@ -146,6 +151,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     await outbox.transaction(pool, (_client, topics) => topics.orders.produceMany(later))
     await waitFor(() => log.leading(1), { what: 'the second relay taking over', timeout: 10_000 })
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained again' })
+    await waitFor(() => log.total() === 2300, { what: 'deliveries reported' })
     assert.equal(log.delivered(1), 300)
 
     const expected = [...workload.committed, ...tracked(later)]
@@ -183,6 +189,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
       await outbox.transaction(pool, (_client, topics) => topics.orders.produceMany(first.slice(i, i + 50)))
     }
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained' })
+    await waitFor(() => log.total() === first.length, { what: 'deliveries reported' })
     assert.equal(log.delivered(0), first.length)
     assert.equal(log.delivered(1), 0, 'the concurrent relay claimed nothing beside the leader')
 
@@ -191,6 +198,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     const second = keyedEvents('second', 200, 16, first.length)
     await outbox.transaction(pool, (_client, topics) => topics.orders.produceMany(second))
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'drained by the concurrent relay' })
+    await waitFor(() => log.total() === first.length + second.length, { what: 'deliveries reported' })
     assert.equal(log.delivered(1), second.length)
     await lateSingle.start()
     await waitFor(() => log.reasons(2).length > 0, { what: 'the late single relay saying why it waits' })
@@ -198,6 +206,9 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     const third = keyedEvents('third', 200, 16, first.length + second.length)
     await outbox.transaction(pool, (_client, topics) => topics.orders.produceMany(third))
     await waitFor(async () => (await countRows(schema)) === 0, { what: 'drained beside the waiting one' })
+    await waitFor(() => log.total() === first.length + second.length + third.length, {
+      what: 'deliveries reported',
+    })
     assert.equal(log.delivered(2), 0, 'the single relay claimed nothing beside a concurrent one')
     assert.equal(log.delivered(1), second.length + third.length)
     assert.ok(warnings.messages.length >= 2, 'both waits were reported as process warnings')
@@ -251,6 +262,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
       what: 'outbox drained',
       timeout: 120_000,
     })
+    await waitFor(() => log.total() === events.length, { what: 'deliveries reported' })
     assert.equal(log.delivered(leader), events.length)
     assert.equal(log.delivered(standby), 0, 'the standby claimed nothing')
     assert.equal(log.reasons(standby).length, 1)
@@ -260,6 +272,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     await outbox.transaction(mysqlPool, (_connection, topics) => topics.orders.produceMany(later))
     await waitFor(() => log.leading(standby), { what: 'takeover', timeout: 10_000 })
     await waitFor(async () => (await countMysqlRows(database)) === 0, { what: 'drained again' })
+    await waitFor(() => log.total() === events.length + later.length, { what: 'deliveries reported' })
     assert.equal(log.delivered(standby), later.length)
 
     const expected = tracked([...events, ...later])
@@ -321,8 +334,9 @@ await relay.start()`,
     const first = keyedEvents('sq', 300, 16)
     produce(first)
     await waitFor(() => pending() === 0, { what: 'drained by the other process' })
-    const otherDelivered = otherEvents.reduce((sum, e) => sum + (e.type === 'delivered' ? e.count : 0), 0)
-    assert.equal(otherDelivered, first.length)
+    const otherDelivered = () =>
+      otherEvents.reduce((sum, e) => sum + (e.type === 'delivered' ? e.count : 0), 0)
+    await waitFor(() => otherDelivered() === first.length, { what: "the other process's deliveries" })
     assert.equal(log.delivered(0), 0, 'this relay claimed nothing while the other process held the file')
     assert.equal(log.reasons(0).length, 1)
 
@@ -332,6 +346,7 @@ await relay.start()`,
     produce(second)
     await waitFor(() => log.leading(0), { what: 'takeover after the other process died', timeout: 10_000 })
     await waitFor(() => pending() === 0, { what: 'drained by this relay' })
+    await waitFor(() => log.total() === second.length, { what: 'deliveries reported' })
     assert.equal(log.delivered(0), second.length)
 
     const expected = tracked([...first, ...second])
