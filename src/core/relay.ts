@@ -750,7 +750,6 @@ export class OutboxRelay {
     const unsent = new Map(failed.map((f) => [f.index, f]))
     // Nothing written and none of it the messages' fault: Kafka as a whole is not taking writes.
     if (unsent.size === messages.length && failed.every((f) => f.retryable && !f.countsAsAttempt)) {
-      this.#batchFailures++
       await store.abandon().catch(() => {})
       throw new RelayStageError('send', (failed[0] as SendFailure).error)
     }
