@@ -1,5 +1,6 @@
 export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError } from './core/errors.ts'
 export { DEFAULT_TABLE } from './core/identifiers.ts'
+export { defaultLogger, type Logger, type LoggerOption } from './core/logger.ts'
 export {
   Outbox,
   type OutboxOptions,
@@ -24,6 +25,8 @@ export type {
   OutboxDialect,
   OutboxTable,
   RelayStore,
+  SendFailure,
+  SendResult,
   SqlStatement,
   TransactionAdapter,
 } from './core/seams.ts'

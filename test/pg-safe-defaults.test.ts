@@ -11,7 +11,7 @@ import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import type { OutboxRelay, RelayEvent } from '../src/index.ts'
+import type { Logger, OutboxRelay, RelayEvent } from '../src/index.ts'
 import {
   checkDelivery,
   formatReport,
@@ -67,14 +67,19 @@ class RelayLog {
   }
 }
 
-/** Process warnings of the relays (code KE_RELAY_STANDBY) while `fn` runs. */
-function standbyWarnings(): { messages: string[]; stop(): void } {
+/** The warnings the relays log with code KE_RELAY_STANDBY, through a pino-like logger. */
+function standbyWarnings(): { messages: string[]; logger: Logger; stop(): void } {
   const messages: string[] = []
-  const listener = (warning: Error & { code?: string }) => {
-    if (warning.code === 'KE_RELAY_STANDBY') messages.push(warning.message)
+  const ignore = () => {}
+  const logger: Logger = {
+    error: ignore,
+    info: ignore,
+    debug: ignore,
+    warn: (context: unknown, message?: unknown) => {
+      if ((context as { code?: string }).code === 'KE_RELAY_STANDBY') messages.push(String(message))
+    },
   }
-  process.on('warning', listener)
-  return { messages, stop: () => process.off('warning', listener) }
+  return { messages, logger, stop: ignore }
 }
 
 /** `count` messages over `keys` keys, each key's sequence in production order. */
@@ -107,6 +112,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
         leaderCheckInterval: 200,
         maxMessagesPerPoll: 100,
         onEvent: log.listener(i),
+        logger: warnings.logger,
       }),
     )
     t.after(async () => {
@@ -142,7 +148,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
     assert.match(reasons[0] ?? '', /another relay already holds this outbox/)
     assert.match(reasons[0] ?? '', /mode: 'exclusive'/)
     assert.match(reasons[0] ?? '', /mode: 'concurrent'/)
-    await waitFor(() => warnings.messages.length > 0, { what: 'the process warning' })
+    await waitFor(() => warnings.messages.length > 0, { what: 'the standby warning' })
     assert.equal(warnings.messages.length, 1)
 
     // The first one stops: the second takes over and relays what comes next.
@@ -170,6 +176,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
       pollingInterval: 20,
       leaderCheckInterval: 200,
       maxMessagesPerPoll: 50,
+      logger: warnings.logger,
     }
     const single = outbox.relay({ ...options, mode: 'single', onEvent: log.listener(0) })
     const concurrent = outbox.relay({ ...options, mode: 'concurrent', onEvent: log.listener(1) })
@@ -237,6 +244,7 @@ describe('safe relay defaults: one leader per outbox, modes never mixed', () => 
         leaderCheckInterval: 200,
         maxMessagesPerPoll: 100,
         onEvent: log.listener(i),
+        logger: false,
       }),
     )
     t.after(async () => {

@@ -32,6 +32,9 @@ interface FailedMessage {
   deadLettered: boolean
 }
 
+/** Partitions count as served again once no message was held for this long. */
+const HELD_QUIET_MS = 5_000
+
 /** How often a failure that goes on is mentioned again. */
 export const REMINDER_MS = 5 * 60_000
 
@@ -69,6 +72,7 @@ export class RelayLog {
   readonly #now: () => number
   #database: Condition | undefined
   #kafka: Condition | undefined
+  #held: Condition | undefined
   #leader: boolean | undefined
   #stopping = false
   #failed: FailedMessage[] = []
@@ -94,7 +98,7 @@ export class RelayLog {
     this.#write('info', {}, 'relay stopped')
   }
 
-  /** Exclusive mode: called with every leadership check; logs only a change. */
+  /** Single and exclusive mode: called with every leadership check; logs only a change. */
   leadership(leader: boolean): void {
     if (this.#stopping || leader === this.#leader) return
     const first = this.#leader === undefined
@@ -108,6 +112,43 @@ export class RelayLog {
           ? 'this relay is a standby: another relay holds the leader lock'
           : 'this relay is no longer the leader; standing by',
       )
+  }
+
+  /**
+   * Another relay holds the outbox. A warning when the configuration is wrong (a second `single`
+   * relay, mixed modes); an exclusive standby is how that mode runs, so it is only info.
+   */
+  standby(reason: string, misconfigured: boolean): void {
+    if (this.#stopping) return
+    this.#write(misconfigured ? 'warn' : 'info', { code: 'KE_RELAY_STANDBY' }, reason)
+  }
+
+  /**
+   * Kafka took the rest of a batch but not these messages, for their partition's trouble (leader
+   * moving, a dead broker). Said once when it starts and once when it is over, like an outage.
+   */
+  held(count: number, error: string, retryInMs: number): void {
+    const now = this.#now()
+    const condition = this.#held
+    if (condition !== undefined) {
+      condition.attempts++
+      condition.lastLogged = now
+      return
+    }
+    this.#held = {
+      key: 'held',
+      text: error,
+      level: 'warn',
+      since: now,
+      attempts: 1,
+      lastLogged: now,
+      notMigrated: false,
+    }
+    this.#write(
+      'warn',
+      { count, retryInMs },
+      `Kafka cannot take messages on some partitions now (${redact(error)}); ${count === 1 ? '1 message waits' : `${count} messages wait`} without using attempts, later messages of their keys wait behind them, other partitions go on`,
+    )
   }
 
   failed(stage: Stage, error: unknown, retryInMs: number): void {
@@ -144,6 +185,17 @@ export class RelayLog {
 
   /** Kafka acknowledged a batch: a Kafka failure, if any, is over. */
   kafkaOk(): void {
+    const held = this.#held
+    // Over when no message was held for a while: a batch without holds does not say the held
+    // ones got through, they may still be waiting for their retry.
+    if (held !== undefined && this.#now() - held.lastLogged >= HELD_QUIET_MS) {
+      this.#held = undefined
+      this.#write(
+        'info',
+        { recovered: true, since: new Date(held.since).toISOString(), holds: held.attempts },
+        `Kafka takes messages on every partition again after ${duration(this.#now() - held.since)}`,
+      )
+    }
     const condition = this.#kafka
     if (condition === undefined) return
     this.#kafka = undefined

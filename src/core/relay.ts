@@ -383,6 +383,10 @@ export class OutboxRelay {
    */
   async #ensureLeadership(): Promise<boolean> {
     const leader = await this.#store.tryAcquireLeadership()
+    const mode = this.#options.mode
+    // A single relay is meant to lead: only standing by, and taking over afterwards, are news.
+    if (mode === 'exclusive' || (mode === 'single' && (!leader || this.#standbyReported)))
+      this.#log.leadership(leader)
     this.#setLeader(leader)
     if (leader) this.#standbyReported = false
     else if (!this.#standbyReported && this.#store.heldBy !== undefined) {
@@ -410,7 +414,7 @@ export class OutboxRelay {
           ? 'as many concurrent relays as this database can admit already run on this outbox; this one waits for one of them to stop'
           : `concurrent relays are running on this outbox, so this '${mode}' relay waits and claims nothing: relays of one outbox cannot mix modes. Use mode: 'concurrent' on every relay to share the work, or stop the concurrent relays`
     this.#emit({ type: 'leadership', leader: false, reason })
-    if (mode !== 'exclusive' || heldBy === 'concurrent') relayWarning(`k-entity relay: ${reason}`)
+    this.#log.standby(reason, mode !== 'exclusive' || heldBy === 'concurrent')
   }
 
   /** Returns the number of messages dealt with (delivered or dead-lettered). */
@@ -837,7 +841,9 @@ export class OutboxRelay {
   }
 
   #setLeader(leader: boolean): void {
-    if (this.#options.mode === 'exclusive') this.#log.leadership(leader)
+    // A relay that never led is not a standby yet when it (re)connects: only the leader lock's
+    // answer says so (#ensureLeadership logs it).
+    if (this.#options.mode !== 'concurrent' && this.#leader && !leader) this.#log.leadership(false)
     if (leader === this.#leader) return
     this.#leader = leader
     // A concurrent relay has no leadership to report; being kept waiting is reported once.
@@ -854,16 +860,8 @@ export class OutboxRelay {
     if (event.type === 'delivered') this.#log.kafkaOk()
     else if (event.type === 'error') this.#log.failed(event.stage, event.error, event.retryInMs)
     else if (event.type === 'message-failed') this.#log.messageFailed(event)
+    else if (event.type === 'held') this.#log.held(event.ids.length, event.error, event.retryInMs)
   }
-}
-
-/**
- * The one place a relay says something that needs a person's attention without being an error
- * of a batch (it stands by because of another relay's mode): a process warning, which a logger
- * can take over.
- */
-function relayWarning(message: string): void {
-  process.emitWarning(message, { code: 'KE_RELAY_STANDBY' })
 }
 
 interface ClaimedBatch {
