@@ -1,4 +1,4 @@
-export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError } from './core/errors.ts'
+export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError, WarningCodes } from './core/errors.ts'
 export { DEFAULT_TABLE } from './core/identifiers.ts'
 export { defaultLogger, type Logger, type LoggerOption } from './core/logger.ts'
 export {

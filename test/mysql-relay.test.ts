@@ -362,7 +362,7 @@ describe('MySQL/MariaDB outbox with a real Kafka broker', () => {
     })
     const relay = outbox.relay({ connection: MYSQL_URL })
     t.after(() => relay.stop())
-    await assert.rejects(relay.runOnce(), { code: ErrorCodes.SCHEMA_MISSING })
+    await assert.rejects(relay.runOnce(), { code: ErrorCodes.NOT_MIGRATED })
     await relay.stop()
     const results = await Promise.all([outbox.migrate(MYSQL_URL), outbox.migrate(MYSQL_URL)])
     assert.deepEqual(results.map((r) => r.applied).sort(), [[], [1]])

@@ -113,7 +113,7 @@ describe('bad input leaves the outbox untouched', () => {
     })
     t.after(() => relay.stop())
     await assert.rejects(relay.runOnce(), (error: Error) => {
-      code(ErrorCodes.SCHEMA_MISSING)(error)
+      code(ErrorCodes.NOT_MIGRATED)(error)
       return /run outbox\.migrate\(\)/.test(error.message)
     })
     await relay.stop()

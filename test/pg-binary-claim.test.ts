@@ -124,7 +124,7 @@ VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, now() - interval '1 second')`,
     )
     await store.connect()
     try {
-      await assert.rejects(store.claim(10), { code: ErrorCodes.SCHEMA_MISSING })
+      await assert.rejects(store.claim(10), { code: ErrorCodes.NOT_MIGRATED })
       assert.equal(store.healthy, false)
       await store.connect()
       assert.equal(store.healthy, true)

@@ -13,7 +13,6 @@ export const ErrorCodes = {
   NO_TRANSPORT: 'KE_NO_TRANSPORT',
   RELAY_STOPPED: 'KE_RELAY_STOPPED',
   RELAY_RUNNING: 'KE_RELAY_RUNNING',
-  LEADERSHIP_LOST: 'KE_LEADERSHIP_LOST',
   TRANSPORT_FAILED: 'KE_TRANSPORT_FAILED',
   STORE_FAILED: 'KE_STORE_FAILED',
   /**
@@ -22,8 +21,6 @@ export const ErrorCodes = {
    * retrying with its backoff anyway, since a migration may run later.
    */
   NOT_MIGRATED: 'KE_NOT_MIGRATED',
-  /** @deprecated The same code as `NOT_MIGRATED` (`KE_NOT_MIGRATED`), kept for existing callers. */
-  SCHEMA_MISSING: 'KE_NOT_MIGRATED',
   MESSAGE_TOO_LARGE: 'KE_MESSAGE_TOO_LARGE',
   TOPIC_SETUP_FAILED: 'KE_TOPIC_SETUP_FAILED',
   /**
@@ -32,6 +29,19 @@ export const ErrorCodes = {
    * off until someone fixes the credentials, instead of dead-lettering them.
    */
   KAFKA_AUTH_FAILED: 'KE_KAFKA_AUTH_FAILED',
+} as const
+
+/**
+ * Codes of the warnings k-entity logs or emits (never thrown): a closed list like `ErrorCodes`,
+ * so log processors can match them.
+ */
+export const WarningCodes = {
+  /** Another relay holds the outbox: a second `single` relay, or relays of mixed modes. */
+  RELAY_STANDBY: 'KE_RELAY_STANDBY',
+  /** An existing topic differs from its declaration (`ensureTopics`); it is never altered. */
+  TOPIC_MISMATCH: 'KE_TOPIC_MISMATCH',
+  /** SASL PLAIN or OAUTHBEARER without TLS: the secret crosses the network unencrypted. */
+  SASL_WITHOUT_TLS: 'KE_SASL_WITHOUT_TLS',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

@@ -1,4 +1,4 @@
-import { ErrorCodes, isKEntityError } from './errors.ts'
+import { ErrorCodes, isKEntityError, WarningCodes } from './errors.ts'
 import { type Logger, redact } from './logger.ts'
 
 type LogLevel = 'error' | 'warn' | 'info'
@@ -120,7 +120,7 @@ export class RelayLog {
    */
   standby(reason: string, misconfigured: boolean): void {
     if (this.#stopping) return
-    this.#write(misconfigured ? 'warn' : 'info', { code: 'KE_RELAY_STANDBY' }, reason)
+    this.#write(misconfigured ? 'warn' : 'info', { code: WarningCodes.RELAY_STANDBY }, reason)
   }
 
   /**

@@ -1,4 +1,4 @@
-import { describe, invalidArgument } from '../core/errors.ts'
+import { describe, invalidArgument, WarningCodes } from '../core/errors.ts'
 import { type Logger, type LoggerOption, resolveLogger } from '../core/logger.ts'
 import type { Outbox, TopicMap } from '../core/outbox.ts'
 import { OutboxRelay, type RelayOptions } from '../core/relay.ts'
@@ -105,7 +105,7 @@ function ensureBeforeFirstClaim(
         for (const mismatch of report.mismatched) {
           const { topic, field, declared, actual } = mismatch
           logger.warn(
-            { ...mismatch, code: 'KE_TOPIC_MISMATCH' },
+            { ...mismatch, code: WarningCodes.TOPIC_MISMATCH },
             `Kafka topic '${topic}' differs from its declaration: ${field} is ${actual ?? 'not reported by the broker'}, declared ${declared}; k-entity never alters an existing topic: change it with your Kafka tooling, or change the declaration`,
           )
         }

@@ -147,7 +147,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
       const code = (error as { code?: string }).code
       if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
         throw new KEntityError(
-          ErrorCodes.SCHEMA_MISSING,
+          ErrorCodes.NOT_MIGRATED,
           `the outbox table "${this.#table.schema}"."${this.#table.table}" does not exist; run outbox.migrate() first`,
           { cause: error, retryable: true },
         )

@@ -258,7 +258,7 @@ export class MysqlRelayStore implements RelayStore {
       const errno = errorNumber(error)
       if (errno === MysqlErrors.NO_SUCH_TABLE || errno === MysqlErrors.BAD_DB) {
         throw new KEntityError(
-          ErrorCodes.SCHEMA_MISSING,
+          ErrorCodes.NOT_MIGRATED,
           `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
           { cause: error, retryable: true },
         )

@@ -405,7 +405,7 @@ export class PostgresRelayStore implements RelayStore {
       const code = (error as { code?: string }).code
       if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
         throw new KEntityError(
-          ErrorCodes.SCHEMA_MISSING,
+          ErrorCodes.NOT_MIGRATED,
           `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
           { cause: error, retryable: true },
         )

@@ -254,7 +254,7 @@ export class SqliteRelayStore implements RelayStore {
       if (connection.isBusy(error)) return { done: false }
       if (/no such table/i.test((error as Error)?.message ?? '')) {
         throw new KEntityError(
-          ErrorCodes.SCHEMA_MISSING,
+          ErrorCodes.NOT_MIGRATED,
           `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate(db) (or apply outbox.migrationSql()) first`,
           { cause: error, retryable: true },
         )

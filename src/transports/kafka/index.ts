@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto'
 import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } from 'node:tls'
 import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
-import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError, WarningCodes } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { MessageTransport, SendFailure, SendResult } from '../../core/seams.ts'
 import { checkRecordTopics, missingTopicMessage } from './topics.ts'
@@ -278,7 +278,7 @@ function warnClearTextSecret(mechanism: string): void {
   warnedClearText.add(mechanism)
   process.emitWarning(
     `kafka.sasl ${mechanism} without kafka.tls sends the ${mechanism === 'PLAIN' ? 'password' : 'token'} over the network unencrypted: set kafka.tls unless this is a local test broker`,
-    { code: 'KE_SASL_WITHOUT_TLS' },
+    { code: WarningCodes.SASL_WITHOUT_TLS },
   )
 }
 
