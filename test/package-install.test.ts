@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { delimiter, dirname, join, resolve } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import { createTopic, DATABASE_URL, dropSchema, kafkaBrokers, uniqueName } from './support/env.ts'
+import { DATABASE_URL, dropSchema, kafkaBrokers, uniqueName } from './support/env.ts'
 
 const run = promisify(execFile)
 const REPO_ROOT = resolve(import.meta.dirname, '..')
@@ -114,6 +114,7 @@ const orderCreated = defineTopic({
   name: APP_TOPIC,
   key: (event) => event.customerId,
   headers: { 'event-type': 'OrderCreated' },
+  partitions: 1,
 })
 const outbox = createPgOutbox({
   topics: { orderCreated },
@@ -121,6 +122,7 @@ const outbox = createPgOutbox({
   schema: APP_SCHEMA,
 })
 await outbox.migrate(DATABASE_URL)
+const topicsReport = await outbox.ensureTopics()
 
 const pool = new pg.Pool({ connectionString: DATABASE_URL })
 await pool.query(\`CREATE TABLE "\${APP_SCHEMA}".orders (id text PRIMARY KEY, customer_id text, total int)\`)
@@ -138,11 +140,14 @@ try {
   await relay.stop({ timeout: 10000 })
   await pool.end()
 }
-console.log(JSON.stringify(messages.map((message) => ({
-  key: message.key?.toString('utf8') ?? null,
-  value: message.value?.toString('utf8') ?? null,
-  headers: message.headers.map(([name, value]) => [name, value?.toString('utf8') ?? null]),
-}))))
+console.log(JSON.stringify({
+  created: topicsReport.created.map((created) => created.topic),
+  messages: messages.map((message) => ({
+    key: message.key?.toString('utf8') ?? null,
+    value: message.value?.toString('utf8') ?? null,
+    headers: message.headers.map(([name, value]) => [name, value?.toString('utf8') ?? null]),
+  })),
+}))
 `
 
 // Loads every subpath the package exports, as an app would, and reports how each went.
@@ -270,7 +275,6 @@ describe('the packed package, installed into an empty app', () => {
 
   it("runs the README's node-postgres quick start as plain JavaScript: the message reaches Kafka", async () => {
     const topic = uniqueName('ke_pkg_orders')
-    await createTopic(topic, 1)
     await writeFile(join(app, 'quick-start.mjs'), QUICK_START_APP)
     const stdout = await node('quick-start.mjs', app, {
       DATABASE_URL,
@@ -278,8 +282,11 @@ describe('the packed package, installed into an empty app', () => {
       APP_SCHEMA: schema,
       APP_TOPIC: topic,
     })
-    const messages =
-      lastJson<{ key: string | null; value: string | null; headers: [string, string | null][] }[]>(stdout)
+    const { created, messages } = lastJson<{
+      created: string[]
+      messages: { key: string | null; value: string | null; headers: [string, string | null][] }[]
+    }>(stdout)
+    assert.deepEqual(created, [topic], 'ensureTopics() creates the declared topic')
     assert.equal(messages.length, 1, `expected the one message on ${topic}, got ${JSON.stringify(messages)}`)
     const [message] = messages
     assert.equal(message?.key, 'c-7')
