@@ -52,16 +52,20 @@ const transport: MessageTransport = {
     })
     // Claimed (rows locked by our open transaction), nothing sent: the runner kills us here.
     if (before) await sleep(config.holdMs)
-    let result: Awaited<ReturnType<MessageTransport['send']>>
+    // A rejection may say per record what Kafka did not take; the rest of the batch was written.
+    let failed: { index: number; error?: unknown }[] = []
+    let rejection: unknown
     try {
-      result = await kafka.send(records)
+      await kafka.send(records)
     } catch (error) {
-      report({ type: 'send-failed', pid, count: records.length, message: (error as Error).message })
-      throw error
+      const partial = (error as { failed?: { index: number; error?: unknown }[] }).failed
+      if (!Array.isArray(partial) || partial.length >= records.length) {
+        report({ type: 'send-failed', pid, count: records.length, message: (error as Error).message })
+        throw error
+      }
+      failed = partial
+      rejection = error
     }
-    // The transport may answer per record (the records Kafka did not take): the relay must see
-    // that answer, or it would delete them as sent.
-    const failed = (result as { failed?: { index: number; error?: unknown }[] } | undefined)?.failed ?? []
     if (failed.length > 0) {
       report({
         type: 'send-partial',
@@ -76,7 +80,7 @@ const transport: MessageTransport = {
     report({ type: 'sent', pid, count: records.length, held })
     // Kafka has the batch; the relay has not deleted it yet. The runner kills us during this pause.
     if (held) await sleep(config.holdMs)
-    return result
+    if (rejection !== undefined) throw rejection
   },
   close: () => kafka.close(),
 }

@@ -502,31 +502,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
   await assertPortFree(l.controllerPort, 'controller')
   if (l.saslSsl) await assertPortFree(l.saslSsl.port, 'SASL_SSL')
   const started = Date.now()
-  const out = openSync(l.consoleLog, 'a')
-  let child: ChildProcess
-  try {
-    // Detached (own process group): a Ctrl-C aimed at the test runner must not kill the broker
-    // before the runner has closed its clients and stopped it in order.
-    child = spawn(javaBinary(), [...jvmArgs(s.jarsDir, l, s.jvm), 'kafka.Kafka', l.properties], {
-      cwd: l.dataDir,
-      detached: true,
-      stdio: ['ignore', out, out],
-    })
-  } finally {
-    closeSync(out)
-  }
-  const exited = new Promise<string>((resolveExit) => {
-    child.once('error', (error) => resolveExit(`could not be started: ${error.message}`))
-    child.once('exit', (code, signal) =>
-      resolveExit(signal ? `was killed by ${signal}` : `exited with code ${code}`),
-    )
-  })
-  child.unref()
-  const pid = await new Promise<number>((resolveSpawn, reject) => {
-    child.once('spawn', () => resolveSpawn(child.pid as number))
-    child.once('error', (error) => reject(new Error(`Could not run ${javaBinary()}: ${error.message}`)))
-  })
-  guard(pid)
+  const { child, pid, exited } = await spawnJvm(s.jarsDir, l, s.jvm)
 
   const brokers = `${HOST}:${l.port}`
   let exitReason: string | undefined
@@ -856,10 +832,17 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
 async function spawnNode(jarsDir: string, l: Layout, fresh = true): Promise<Running> {
   // Not on a restart: the peers' connections to the dead broker's port may linger a while.
   if (fresh && l.port !== l.controllerPort) await assertPortFree(l.port, 'client')
+  return spawnJvm(jarsDir, l)
+}
+
+/** Starts one Kafka JVM on its layout, guarded so it is killed if this process dies. */
+async function spawnJvm(jarsDir: string, l: Layout, profile: 'test' | 'server' = 'test'): Promise<Running> {
   const out = openSync(l.consoleLog, 'a')
   let child: ChildProcess
   try {
-    child = spawn(javaBinary(), [...jvmArgs(jarsDir, l), 'kafka.Kafka', l.properties], {
+    // Detached (own process group): a Ctrl-C aimed at the test runner must not kill the broker
+    // before the runner has closed its clients and stopped it in order.
+    child = spawn(javaBinary(), [...jvmArgs(jarsDir, l, profile), 'kafka.Kafka', l.properties], {
       cwd: l.dataDir,
       detached: true,
       stdio: ['ignore', out, out],

@@ -26,7 +26,7 @@ export type {
   OutboxTable,
   RelayStore,
   SendFailure,
-  SendResult,
+  SendRejection,
   SqlStatement,
   TransactionAdapter,
 } from './core/seams.ts'

@@ -9,7 +9,7 @@ import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { HELD_ATTEMPTS, type MessageTransport, type SendResult } from '../src/core/seams.ts'
+import { HELD_ATTEMPTS, type MessageTransport, type SendFailure } from '../src/core/seams.ts'
 import { defineTopic, KEntityError, type OutboxRecord, type RelayEvent } from '../src/index.ts'
 import {
   checkDelivery,
@@ -56,12 +56,12 @@ class LeaderMovingTransport implements MessageTransport {
     this.#times = times
   }
 
-  async send(records: readonly OutboxRecord[]): Promise<SendResult | undefined> {
+  async send(records: readonly OutboxRecord[]): Promise<void> {
     const hit = (r: OutboxRecord) => r.key !== null && this.#failing.has(r.key.toString())
     if (this.#times <= 0 || !records.some(hit)) return this.#inner.send(records)
     this.#times--
     const passed: number[] = []
-    const failed: SendResult['failed'] = []
+    const failed: SendFailure[] = []
     records.forEach((record, index) => {
       if (!hit(record)) passed.push(index)
       else {
@@ -71,9 +71,16 @@ class LeaderMovingTransport implements MessageTransport {
         failed.push({ index, error, retryable: true, countsAsAttempt: false })
       }
     })
-    const result = await this.#inner.send(passed.map((i) => records[i] as OutboxRecord))
-    for (const f of result?.failed ?? []) failed.push({ ...f, index: passed[f.index] as number })
-    return { failed }
+    try {
+      await this.#inner.send(passed.map((i) => records[i] as OutboxRecord))
+    } catch (error) {
+      const inner = (error as { failed?: SendFailure[] }).failed
+      if (inner === undefined) throw error
+      for (const f of inner) failed.push({ ...f, index: passed[f.index] as number })
+    }
+    throw Object.assign(new KEntityError('KE_TRANSPORT_FAILED', 'LEADER_NOT_AVAILABLE (injected)'), {
+      failed,
+    })
   }
 
   close(): Promise<void> {

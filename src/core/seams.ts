@@ -125,30 +125,21 @@ export interface RelayStore {
 /** Transport seam: a Kafka producer. */
 export interface MessageTransport {
   /**
-   * Sends the records in order (acks=all). Resolves `undefined` when the broker acknowledged
-   * every one of them, or a `SendResult` naming those it did not (the rest are acknowledged).
-   * Rejects when the batch as a whole failed; the caller then treats every record as unsent, so
-   * a partial success shows up as duplicates, never as loss.
+   * Sends the records in order (acks=all) and resolves only when the broker acknowledged every
+   * one of them. Otherwise it rejects, optionally saying per record what Kafka answered (see
+   * `SendRejection`); without that the caller treats every record as unsent, so a partial
+   * success shows up as duplicates, never as loss. A wrapper that awaits another transport
+   * passes its rejection on and so stays safe.
    */
-  // biome-ignore lint/suspicious/noConfusingVoidType: transports written for the old seam resolve void
-  send(records: readonly OutboxRecord[]): Promise<void | SendResult>
+  send(records: readonly OutboxRecord[]): Promise<void>
   close(): Promise<void>
 }
 
 /**
- * What a transport that reports per record says about a send that reached Kafka: the records
- * Kafka did not acknowledge, by their index in the batch; every other record was acknowledged.
- * A send that reached no broker at all rejects instead. Resolving `undefined` (or an empty list)
- * means all were acknowledged.
- */
-export interface SendResult {
-  failed: SendFailure[]
-}
-
-/**
- * A send that rejects although Kafka answered for every record (none was acknowledged: a
- * missing topic, partitions without a leader) may say so per record on the error's `failed`;
- * the relay then deals with each record as with a `SendResult`.
+ * What a rejected send may carry on the error, as `failed`: the records Kafka did not acknowledge
+ * and why, when Kafka answered per record (the others were acknowledged). The relay then deletes
+ * the acknowledged ones and deals with each failed one by its `SendFailure`. A rejection without
+ * it means no record was acknowledged.
  */
 export interface SendRejection {
   failed: SendFailure[]

@@ -3,7 +3,7 @@ import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } f
 import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
 import { describe, ErrorCodes, invalidArgument, KEntityError, WarningCodes } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
-import type { MessageTransport, SendFailure, SendResult } from '../../core/seams.ts'
+import type { MessageTransport, SendFailure } from '../../core/seams.ts'
 import { checkRecordTopics, missingTopicMessage } from './topics.ts'
 
 export interface KafkaOptions {
@@ -403,13 +403,13 @@ export class KafkaTransport implements MessageTransport {
   /**
    * One produce call per leader broker, all at once, so a broker that is gone (or a topic that is
    * missing) fails only its own partitions while the others are acknowledged; within a partition
-   * the records are one record batch, written whole or not at all, in order. Rejects only when Kafka
-   * as a whole did not answer (no broker reached for any topic) or refused the credentials;
-   * otherwise resolves with the records it did not acknowledge (see `SendResult`).
+   * the records are one record batch, written whole or not at all, in order. Resolves only when
+   * every record was acknowledged; otherwise rejects, with the records Kafka did not take on the
+   * error's `failed` (see `SendRejection`), except when Kafka refused the credentials.
    */
-  async send(records: readonly OutboxRecord[]): Promise<SendResult | undefined> {
+  async send(records: readonly OutboxRecord[]): Promise<void> {
     if (this.#closed) throw new KEntityError(ErrorCodes.TRANSPORT_FAILED, 'the Kafka transport is closed')
-    if (records.length === 0) return undefined
+    if (records.length === 0) return
     checkRecordTopics(records)
     const producer = this.#producer
     const compression = this.#options.compression
@@ -556,8 +556,19 @@ export class KafkaTransport implements MessageTransport {
     } finally {
       clearTimeout(timer)
     }
-    failed.sort((a, b) => a.index - b.index)
-    return failed.length > 0 ? { failed } : undefined
+    if (failed.length > 0) {
+      // Rejects, with the answer per record: a wrapper written for the all-or-nothing contract
+      // (await send, return nothing) passes the rejection on, and the relay sends the whole batch
+      // again (duplicates), instead of taking its silence as "all acknowledged" (loss).
+      failed.sort((a, b) => a.index - b.index)
+      const first = failed[0]?.error
+      const error = new KEntityError(
+        ErrorCodes.TRANSPORT_FAILED,
+        `Kafka acknowledged ${records.length - failed.length} of ${records.length} messages, not the other ${failed.length}: ${first instanceof Error ? first.message : String(first)}`,
+        { cause: first, retryable: true },
+      )
+      throw Object.assign(error, { failed })
+    }
   }
 
   /**
