@@ -1,3 +1,4 @@
+import { errorChain } from './error-chain.ts'
 import { ErrorCodes, isKEntityError, WarningCodes } from './errors.ts'
 import { type Logger, redact } from './logger.ts'
 
@@ -328,7 +329,7 @@ export class RelayLog {
         level: 'error',
       }
     }
-    const auth = chain(error).find((link) => AUTH_CODES.has(link.code) || AUTH_CODES.has(link.errno))
+    const auth = errorChain(error).find((link) => AUTH_CODES.has(link.code) || AUTH_CODES.has(link.errno))
     if (auth !== undefined) {
       const where = database === undefined ? '' : ` at ${database}`
       return {
@@ -353,25 +354,8 @@ export class RelayLog {
   }
 }
 
-type Link = { code?: unknown; errno?: unknown; address?: unknown; port?: unknown; message?: unknown }
-
-/** The error and what it wraps (causes, aggregated errors), bounded. */
-function chain(error: unknown): Link[] {
-  const links: Link[] = []
-  const queue: unknown[] = [error]
-  while (queue.length > 0 && links.length < 32) {
-    const next = queue.shift()
-    if (typeof next !== 'object' || next === null || links.includes(next as Link)) continue
-    links.push(next as Link)
-    const { cause, errors } = next as { cause?: unknown; errors?: unknown }
-    queue.push(cause)
-    if (Array.isArray(errors)) queue.push(...errors)
-  }
-  return links
-}
-
 function networkError(error: unknown): { code: string; address?: string } | undefined {
-  for (const link of chain(error)) {
+  for (const link of errorChain(error)) {
     if (typeof link.code !== 'string' || !NETWORK_CODES.has(link.code)) continue
     const host = typeof link.address === 'string' ? link.address : undefined
     const address =
@@ -382,14 +366,14 @@ function networkError(error: unknown): { code: string; address?: string } | unde
 }
 
 function codeOf(error: unknown): string | undefined {
-  for (const link of chain(error)) {
+  for (const link of errorChain(error)) {
     if (typeof link.code === 'string' || typeof link.code === 'number') return String(link.code)
   }
   return undefined
 }
 
 function messageOf(error: unknown): string {
-  const text = error instanceof Error ? error.message : String((error as Link | null)?.message ?? error)
+  const text = error instanceof Error ? error.message : String((error as { message?: unknown } | null)?.message ?? error)
   return text.length > 300 ? `${text.slice(0, 300)}…` : text
 }
 

@@ -1,5 +1,5 @@
+import { lookUp } from '../../core/error-chain.ts'
 import { type ErrorCode, ErrorCodes } from '../../core/errors.ts'
-import { lookUp } from '../error-chain.ts'
 
 /**
  * MySQL/MariaDB server error numbers (`error.errno` of mysql2 and the mariadb driver) that

@@ -1,5 +1,5 @@
+import { lookUp } from '../../core/error-chain.ts'
 import { type ErrorCode, ErrorCodes } from '../../core/errors.ts'
-import { lookUp } from '../error-chain.ts'
 
 /**
  * PostgreSQL SQLSTATEs (`error.code` of node-postgres, postgres.js and PGlite) that k-entity

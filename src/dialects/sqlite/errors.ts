@@ -1,5 +1,5 @@
+import { errorChain } from '../../core/error-chain.ts'
 import { type ErrorCode, ErrorCodes } from '../../core/errors.ts'
-import { errorChain } from '../error-chain.ts'
 
 /**
  * SQLite reports a missing table only as SQLITE_ERROR with a message; better-sqlite3 and

@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto'
 import { createSecureContext, type ConnectionOptions as TLSConnectionOptions } from 'node:tls'
 import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers } from '@platformatic/kafka'
+import { errorChain } from '../../core/error-chain.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError, WarningCodes } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import type { MessageTransport, SendFailure } from '../../core/seams.ts'
@@ -621,15 +622,11 @@ interface PartitionedMessage {
  * answered without error: the broker wrote that partition's batch (acks=all), and a retry of it
  * by the idempotent producer is answered the same way, so it counts as acknowledged.
  */
-function acknowledgedPartitions(
-  error: unknown,
-  found = new Set<string>(),
-  seen = new Set<unknown>(),
-): Set<string> {
-  if (typeof error !== 'object' || error === null || seen.has(error)) return found
-  seen.add(error)
-  const response = (error as { response?: { responses?: unknown } }).response
-  if (Array.isArray(response?.responses)) {
+function acknowledgedPartitions(error: unknown): Set<string> {
+  const found = new Set<string>()
+  for (const link of errorChain(error)) {
+    const response = link.response as { responses?: unknown } | undefined
+    if (!Array.isArray(response?.responses)) continue
     for (const topic of response.responses as Array<{ name?: unknown; partitionResponses?: unknown }>) {
       if (typeof topic?.name !== 'string' || !Array.isArray(topic.partitionResponses)) continue
       for (const partition of topic.partitionResponses as Array<{ index?: unknown; errorCode?: unknown }>) {
@@ -638,18 +635,12 @@ function acknowledgedPartitions(
       }
     }
   }
-  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
-  for (const inner of nested) acknowledgedPartitions(inner, found, seen)
   return found
 }
 
 /** Whether a Kafka error code appears anywhere in an error's causes. */
-function hasKafkaError(error: unknown, apiId: string, seen = new Set<unknown>()): boolean {
-  if (typeof error !== 'object' || error === null || seen.has(error)) return false
-  seen.add(error)
-  if ((error as { apiId?: unknown }).apiId === apiId) return true
-  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
-  return nested.some((inner) => hasKafkaError(inner, apiId, seen))
+function hasKafkaError(error: unknown, apiId: string): boolean {
+  return errorChain(error).some((link) => link.apiId === apiId)
 }
 
 /**
@@ -670,15 +661,9 @@ const PERMANENT_KAFKA_ERRORS = new Set([
 ])
 
 /** The first permanent Kafka error code found anywhere in an error's causes, if any. */
-export function permanentKafkaError(error: unknown, seen = new Set<unknown>()): string | undefined {
-  if (typeof error !== 'object' || error === null || seen.has(error)) return undefined
-  seen.add(error)
-  const apiId = (error as { apiId?: unknown }).apiId
-  if (typeof apiId === 'string' && PERMANENT_KAFKA_ERRORS.has(apiId)) return apiId
-  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
-  for (const inner of nested) {
-    const found = permanentKafkaError(inner, seen)
-    if (found) return found
+export function permanentKafkaError(error: unknown): string | undefined {
+  for (const { apiId } of errorChain(error)) {
+    if (typeof apiId === 'string' && PERMANENT_KAFKA_ERRORS.has(apiId)) return apiId
   }
   return undefined
 }

@@ -1,4 +1,5 @@
 import { Admin, ConfigResourceTypes } from '@platformatic/kafka'
+import { errorChain } from '../../core/error-chain.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import { Topic, validateTopicName } from '../../core/topic.ts'
@@ -310,22 +311,15 @@ function setupError(what: string, cause: unknown): KEntityError {
  * Every Kafka error id (`apiId`, e.g. `TOPIC_ALREADY_EXISTS`) anywhere in an error's causes, with
  * the broker's own explanation when it sent one.
  */
-function kafkaErrorIds(
-  error: unknown,
-  found = new Map<string, string | undefined>(),
-  seen = new Set<unknown>(),
-): Map<string, string | undefined> {
-  if (typeof error !== 'object' || error === null || seen.has(error)) return found
-  seen.add(error)
-  const { apiId, serverErrorMessage } = error as { apiId?: unknown; serverErrorMessage?: unknown }
-  if (typeof apiId === 'string') {
+function kafkaErrorIds(error: unknown): Map<string, string | undefined> {
+  const found = new Map<string, string | undefined>()
+  for (const { apiId, serverErrorMessage } of errorChain(error)) {
+    if (typeof apiId !== 'string') continue
     found.set(
       apiId,
       typeof serverErrorMessage === 'string' && serverErrorMessage ? serverErrorMessage : undefined,
     )
   }
-  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
-  for (const inner of nested) kafkaErrorIds(inner, found, seen)
   return found
 }
 
@@ -354,24 +348,18 @@ export function checkRecordTopics(records: readonly OutboxRecord[]): void {
  * is not why it failed. Still retryable: the topic may be created later.
  */
 export function missingTopicMessage(error: unknown, records: readonly OutboxRecord[]): string | undefined {
-  const found = findUnknownTopic(error, new Set())
+  const found = findUnknownTopic(error)
   if (found === undefined) return undefined
   const topic = found === 'unknown' ? [...new Set(records.map((r) => r.topic))].join("' or '") : found
   return `Kafka topic '${topic}' does not exist and was not created on the send (kafka.autoCreateTopics is off, or the broker's auto.create.topics.enable is false): declare it with defineTopic({ name: '${topic}', partitions: ... }) and call outbox.ensureTopics() (or pass ensureTopics: true to relay()), or create it with your Kafka tooling, or set kafka.autoCreateTopics: true; the messages stay in the outbox and are retried`
 }
 
-function findUnknownTopic(error: unknown, seen: Set<unknown>): string | undefined {
-  if (typeof error !== 'object' || error === null || seen.has(error)) return undefined
-  seen.add(error)
-  const { message } = error as { message?: unknown }
-  // The client's own wording when the metadata request finds no such topic ("Unknown topic NAME.");
-  // a produce response's UNKNOWN_TOPIC_OR_PARTITION is left alone: it also means a moved partition.
-  const match = typeof message === 'string' ? /^Unknown topic (.+)\.$/.exec(message) : null
-  if (match?.[1] !== undefined) return match[1]
-  const nested = [(error as { cause?: unknown }).cause, ...((error as { errors?: unknown[] }).errors ?? [])]
-  for (const inner of nested) {
-    const found = findUnknownTopic(inner, seen)
-    if (found !== undefined) return found
+function findUnknownTopic(error: unknown): string | undefined {
+  for (const { message } of errorChain(error)) {
+    // The client's own wording when the metadata request finds no such topic ("Unknown topic NAME.");
+    // a produce response's UNKNOWN_TOPIC_OR_PARTITION is left alone: it also means a moved partition.
+    const match = typeof message === 'string' ? /^Unknown topic (.+)\.$/.exec(message) : null
+    if (match?.[1] !== undefined) return match[1]
   }
   return undefined
 }
