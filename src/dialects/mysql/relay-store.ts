@@ -2,16 +2,9 @@ import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
+import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
-import {
-  errorNumber,
-  keepClaimAlive,
-  MysqlErrors,
-  type MysqlResult,
-  type MysqlSession,
-  RELAY_QUERY_TIMEOUT_MS,
-  withQueryTimeout,
-} from './session.ts'
+import { errorNumber, MysqlErrors, type MysqlResult, type MysqlSession, withQueryTimeout } from './session.ts'
 import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
 
 export interface MysqlRelayStoreOptions {

@@ -1,17 +1,16 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import {
   claimSilence,
-  keepClaimAlive,
   lastResult,
   type PgQueryResult,
   type PgSession,
   RELAY_KEEPALIVE_SETTINGS,
-  RELAY_QUERY_TIMEOUT_MS,
   relayQueryTimeout,
   withQueryTimeout,
 } from './session.ts'
@@ -271,6 +270,7 @@ export class PostgresRelayStore implements RelayStore {
       const claim = ++this.#claims
       keepClaimAlive(
         this.#options.claimTimeout,
+        claimSilence(this.#options.claimTimeout),
         () => this.#inClaim && this.#healthy && this.#claims === claim,
         () => this.#busy === 0,
         () => this.#run('SELECT 1'),
