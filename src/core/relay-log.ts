@@ -373,7 +373,8 @@ function codeOf(error: unknown): string | undefined {
 }
 
 function messageOf(error: unknown): string {
-  const text = error instanceof Error ? error.message : String((error as { message?: unknown } | null)?.message ?? error)
+  const text =
+    error instanceof Error ? error.message : String((error as { message?: unknown } | null)?.message ?? error)
   return text.length > 300 ? `${text.slice(0, 300)}…` : text
 }
 
