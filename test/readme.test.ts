@@ -114,7 +114,7 @@ describe('README documents the public surface', () => {
     const methods = [
       ...publicMethods('src/dialects/postgres/postgres-outbox.ts', 'PostgresOutbox'),
       ...publicMethods('src/adapters/pg/index.ts', 'PgOutbox'),
-      ...publicMethods('src/core/relay.ts', 'OutboxRelay'),
+      ...publicMethods('src/core/relay/lifecycle.ts', 'OutboxRelay'),
       ...interfaceMethods('src/core/dead-letters.ts', 'DeadLetters'),
     ]
     assert.ok(methods.includes('relay') && methods.includes('start'))

@@ -1,3 +1,5 @@
+import { errorChain } from './error-chain.ts'
+
 /**
  * Every error k-entity throws on purpose is a `KEntityError` with a stable `code`, so callers can
  * branch on the code instead of parsing messages, and a `retryable` flag the relay uses to decide
@@ -29,6 +31,8 @@ export const ErrorCodes = {
    * off until someone fixes the credentials, instead of dead-lettering them.
    */
   KAFKA_AUTH_FAILED: 'KE_KAFKA_AUTH_FAILED',
+  /** An internal invariant failed: a bug in k-entity, never retried (a relay stops on it). */
+  INTERNAL: 'KE_INTERNAL',
 } as const
 
 /**
@@ -61,6 +65,21 @@ export class KEntityError extends Error {
     this.code = code
     this.retryable = options.retryable ?? false
   }
+}
+
+/**
+ * An internal invariant failed. Not retryable: a bug stays a bug on every retry, and a relay that
+ * retried it would loop forever; the relay stops on it instead (see `internalCause`).
+ */
+export function internalError(message: string, cause?: unknown): KEntityError {
+  return new KEntityError(ErrorCodes.INTERNAL, message, { cause, retryable: false })
+}
+
+/** The `KE_INTERNAL` error in `error` or among its causes (a store may wrap it), if any. */
+export function internalCause(error: unknown): KEntityError | undefined {
+  return errorChain(error).find((link): link is Record<string, unknown> & KEntityError =>
+    isKEntityError(link, ErrorCodes.INTERNAL),
+  )
 }
 
 export function invalidArgument(message: string): KEntityError {

@@ -165,6 +165,18 @@ export class RelayLog {
       )
   }
 
+  /**
+   * An internal invariant failed (`KE_INTERNAL`): a bug in k-entity, not a condition that a
+   * retry fixes, so the relay stops instead of retrying it forever. Says why it stops.
+   */
+  fatal(stage: Stage, error: unknown): void {
+    this.#write(
+      'error',
+      { stage, code: ErrorCodes.INTERNAL, err: error },
+      `the relay stops: an internal check failed during its ${stage} (${redact(messageOf(error))}). This is a bug in k-entity, not retried; messages stay in the outbox. Please report it with this line`,
+    )
+  }
+
   /** The database answered a whole poll: a database failure, if any, is over. */
   databaseOk(): void {
     const condition = this.#database

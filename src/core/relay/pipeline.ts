@@ -1,0 +1,214 @@
+import { internalCause } from '../errors.ts'
+import type { StoredMessage } from '../record.ts'
+import type { RelayStore } from '../seams.ts'
+import type { Delivery } from './delivery.ts'
+import { partialBatch, recoverBatch } from './isolation.ts'
+import { RelayStageError, type SendOutcome } from './outcomes.ts'
+
+interface ClaimedBatch {
+  store: RelayStore
+  messages: StoredMessage[]
+}
+
+interface DeferredAck {
+  store: RelayStore
+  ids: string[]
+  /** When the batch was claimed, for the `delivered` event's duration. */
+  started: number
+}
+
+/** A claim ahead's result; it never rejects (see `Pipeline.#claimAhead`). */
+interface ClaimAhead {
+  messages?: StoredMessage[]
+  error?: unknown
+}
+
+/**
+ * The pipelined relay (see `RelayOptions.pipeline`). Two sessions take turns: while Kafka has
+ * batch N, the other session (once its delete of batch N-1 is done) claims batch N+1, skipping
+ * N's rows; batch N+1 is sent only after Kafka acknowledged N, and released untouched if it did
+ * not, so per-key order is the same as one batch at a time. N's delete runs while N+1 is sent.
+ * Only a full batch claims ahead: a short one means the outbox is (nearly) drained.
+ */
+export class Pipeline {
+  readonly #store: RelayStore
+  /** The store's second session. */
+  readonly companion: RelayStore
+  readonly #delivery: Delivery
+  readonly #limit: number
+  readonly #isLeader: () => boolean
+  /** A batch claimed ahead, to be sent once the batch before it was acknowledged by Kafka. */
+  #ahead: ClaimedBatch | undefined
+  /** Deletion of batches Kafka acknowledged, still running; settled before the next claim on its session. */
+  #acking: Promise<void> | undefined
+  /**
+   * An acknowledged batch whose delete waits to go with the next claim on its session, in the
+   * same round trip (`RelayStore.completeAndClaim`); `settleAcks` runs it alone if no claim comes.
+   */
+  #deferredAck: DeferredAck | undefined
+  /**
+   * The last batch was claimed ahead, while the other session still held keys and rows: short
+   * or not, it says nothing about how much is left, so the loop claims again without pausing.
+   */
+  sentAhead = false
+
+  constructor(
+    store: RelayStore,
+    companion: RelayStore,
+    delivery: Delivery,
+    limit: number,
+    isLeader: () => boolean,
+  ) {
+    this.#store = store
+    this.companion = companion
+    this.#delivery = delivery
+    this.#limit = limit
+    this.#isLeader = isLeader
+  }
+
+  /** One batch of the pipelined loop; returns the number of messages dealt with. */
+  async relay(): Promise<number> {
+    const limit = this.#limit
+    const started = performance.now()
+    let current = this.#ahead
+    this.#ahead = undefined
+    // Claimed ahead on a session that failed since (a query timed out, the server ended it): its
+    // rows went back to the outbox, perhaps to a new leader, so this relay must not send them.
+    if (current !== undefined && !current.store.healthy) current = undefined
+    this.sentAhead = current !== undefined
+    if (current === undefined) {
+      await this.settleAcks()
+      current = { store: this.#store, messages: await this.#store.claim(limit) }
+    }
+    if (current.messages.length === 0) return 0
+    const { store, messages } = current
+    const next = store === this.#store ? this.companion : this.#store
+    let acknowledging = false
+    // The claim ahead first: its query is on its way before the send encodes this batch.
+    const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
+    // The batch ahead may hold later messages of a key that just failed: released untouched.
+    const releaseAhead = async (): Promise<ClaimAhead | undefined> => {
+      const ahead = await claimingAhead
+      if (ahead?.messages) await next.abandon().catch(() => {})
+      return ahead
+    }
+    try {
+      if (claimingAhead === undefined) this.#startDeferredAck()
+      let outcome: SendOutcome
+      try {
+        outcome = await this.#delivery.send(messages)
+      } catch (error) {
+        await releaseAhead()
+        throw error
+      }
+      if ('rejected' in outcome || outcome.failed.length > 0) {
+        const ahead = await releaseAhead()
+        if (ahead?.error) throw ahead.error
+        return 'rejected' in outcome
+          ? await recoverBatch(this.#delivery, store, messages, outcome.rejected, started)
+          : await partialBatch(this.#delivery, store, messages, outcome.failed, started)
+      }
+      this.#delivery.lastSendOk = this.#delivery.now()
+      this.#delivery.batchFailures = 0
+      acknowledging = true
+      const acknowledged: DeferredAck = { store, ids: messages.map((m) => m.id), started }
+      // A full batch: the next claim ahead runs on this session as soon as the next batch is
+      // sent, so the delete can ride along with it; otherwise it runs now.
+      if (claimingAhead !== undefined && store.completeAndClaim !== undefined)
+        this.#deferredAck = acknowledged
+      else this.#startAck(acknowledged)
+      const ahead = await claimingAhead
+      if (ahead?.error) throw ahead.error
+      if (ahead?.messages && ahead.messages.length > 0)
+        this.#ahead = { store: next, messages: ahead.messages }
+    } catch (error) {
+      if (!acknowledging) await store.abandon().catch(() => {})
+      throw error
+    }
+    return messages.length
+  }
+
+  /** Never rejects: a failed earlier delete comes back as `error`; trouble with the session just means no claim ahead. */
+  async #claimAhead(store: RelayStore, limit: number): Promise<ClaimAhead> {
+    const deferred = this.#deferredAck
+    if (deferred?.store === store && store.completeAndClaim !== undefined && store.healthy) {
+      this.#deferredAck = undefined
+      // Without an await here the query leaves before the caller's send encodes its batch, so
+      // PostgreSQL works on the claim meanwhile.
+      if (this.#acking !== undefined) {
+        try {
+          await this.settleAcks()
+        } catch (error) {
+          this.#startAck(deferred)
+          return { error }
+        }
+      }
+      try {
+        const messages = await store.completeAndClaim(deferred.ids, limit)
+        this.#delivered(deferred)
+        return { messages }
+      } catch (error) {
+        // Whether the delete committed before the failure is unknown: the rows are either gone
+        // or back in the outbox (sent again later), never lost. Treated as a failed delete.
+        await store.close().catch(() => {})
+        return { error: new RelayStageError('acknowledge', error) }
+      }
+    }
+    try {
+      if (this.#acking !== undefined || this.#deferredAck !== undefined) await this.settleAcks()
+    } catch (error) {
+      return { error }
+    }
+    try {
+      if (!store.healthy) await store.connect()
+      return { messages: await store.claim(limit) }
+    } catch (error) {
+      await store.close().catch(() => {})
+      // A bug is no trouble with the session: it stops the relay instead of being skipped.
+      return internalCause(error) === undefined ? {} : { error }
+    }
+  }
+
+  /** Starts deleting an acknowledged batch on its session; it is reported delivered once the rows are gone. */
+  #startAck(acknowledged: DeferredAck): void {
+    const acking = this.#delivery
+      .acknowledge(acknowledged.store, acknowledged.ids)
+      .then(() => this.#delivered(acknowledged))
+    this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
+    // Observed by the next settleAcks; until then it must not count as unhandled.
+    this.#acking.catch(() => {})
+  }
+
+  #delivered(acknowledged: DeferredAck): void {
+    this.#delivery.delivered(acknowledged.ids.length, acknowledged.started)
+  }
+
+  #startDeferredAck(): void {
+    const deferred = this.#deferredAck
+    this.#deferredAck = undefined
+    if (deferred) this.#startAck(deferred)
+  }
+
+  /** Waits for the deletes in flight (starting a deferred one); rethrows their failure. */
+  async settleAcks(): Promise<void> {
+    this.#startDeferredAck()
+    const acking = this.#acking
+    this.#acking = undefined
+    if (acking) await acking
+  }
+
+  /**
+   * Leaves nothing of the pipeline behind: deletes in flight finish, a batch claimed ahead is
+   * released, and when the leader session is gone its companion goes too, so a new leader is not
+   * kept waiting at the fence.
+   */
+  async settle(): Promise<void> {
+    await this.settleAcks().catch(() => {})
+    const ahead = this.#ahead
+    this.#ahead = undefined
+    if (ahead) await ahead.store.abandon().catch(() => {})
+    if (this.companion.healthy && (!this.#store.healthy || !this.#isLeader())) {
+      await this.companion.close().catch(() => {})
+    }
+  }
+}
