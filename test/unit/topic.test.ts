@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { orderingHash } from '../src/core/record.ts'
-import { validateTopicName } from '../src/core/topic.ts'
-import { postgresDialect } from '../src/dialects/postgres/index.ts'
+import { createPgOutbox } from '../../src/adapters/pg/index.ts'
+import { orderingHash } from '../../src/core/record.ts'
+import { validateTopicName } from '../../src/core/topic.ts'
+import { postgresDialect } from '../../src/dialects/postgres/index.ts'
 import {
   bufferSerializer,
   defineTopic,
@@ -12,9 +12,9 @@ import {
   KEntityError,
   Outbox,
   stringSerializer,
-} from '../src/index.ts'
-import { validateKafkaOptions } from '../src/transports/kafka/index.ts'
-import { checkRecordTopics, ensureTopics } from '../src/transports/kafka/topics.ts'
+} from '../../src/index.ts'
+import { validateKafkaOptions } from '../../src/transports/kafka/index.ts'
+import { checkRecordTopics, ensureTopics } from '../../src/transports/kafka/topics.ts'
 
 const code = (expected: string) => (error: unknown) => {
   assert.equal((error as { code?: string }).code, expected, String(error))

@@ -9,7 +9,7 @@ import {
   type RelayOptions,
   type RelayStore,
   type StoredMessage,
-} from '../src/index.ts'
+} from '../../src/index.ts'
 
 function messages(count: number, orderingHash: (i: number) => number | null = () => null): StoredMessage[] {
   return Array.from({ length: count }, (_, i) => ({

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { backoffDelay } from '../src/core/backoff.ts'
-import { ErrorCodes, OutboxRelay, type RelayStore } from '../src/index.ts'
+import { backoffDelay } from '../../src/core/backoff.ts'
+import { ErrorCodes, OutboxRelay, type RelayStore } from '../../src/index.ts'
 
 const store = {} as RelayStore
 const transport = { send: async () => {}, close: async () => {} }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { isKEntityError } from '../src/core/errors.ts'
+import { isKEntityError } from '../../src/core/errors.ts'
 import {
   checkDelivery,
   formatReport,
@@ -8,8 +8,8 @@ import {
   readTracking,
   type TrackedMessage,
   trackingHeaders,
-} from '../src/testing/delivery-checker.ts'
-import { type ConsumedMessage, observedFromConsumed } from '../src/testing/read-topic.ts'
+} from '../../src/testing/delivery-checker.ts'
+import { type ConsumedMessage, observedFromConsumed } from '../../src/testing/read-topic.ts'
 
 /** `count` messages per key, ids `<key>-<seq>`, seq 0.. in commit order. */
 function committed(keys: string[], count: number): TrackedMessage[] {
