@@ -150,19 +150,23 @@ try {
   let rawFailures = 0
   let producing = true
   let n = 0
-  const relayWriter = (async () => {
+  /** Runs `tick` every TICK_MS while producing, on a fixed schedule (a slow tick is not made up by waiting). */
+  const everyTick = async (tick: () => Promise<void> | void): Promise<void> => {
     let next = performance.now()
     while (producing) {
-      const batch: Event[] = []
-      for (let i = 0; i < PER_TICK; i++, n++) batch.push({ id: `m-${n}`, key: `key-${n % KEYS}`, seq: n })
-      await outbox.transaction(pool, (_client, topics) => topics.events.produceMany(batch))
-      const now = Date.now()
-      for (const e of batch) relayCommits.set(e.id, { at: now, key: e.key })
+      await tick()
       next += TICK_MS
       const wait = next - performance.now()
       if (wait > 0) await sleep(wait)
     }
-  })()
+  }
+  const relayWriter = everyTick(async () => {
+    const batch: Event[] = []
+    for (let i = 0; i < PER_TICK; i++, n++) batch.push({ id: `m-${n}`, key: `key-${n % KEYS}`, seq: n })
+    await outbox.transaction(pool, (_client, topics) => topics.events.produceMany(batch))
+    const now = Date.now()
+    for (const e of batch) relayCommits.set(e.id, { at: now, key: e.key })
+  })
   // Raw: per partition, a queue and one sender that sends everything queued as one Producer.send()
   // and awaits it before the next, as the Java producer's per-partition batches go: no partition
   // ever waits for another's acknowledgement.
@@ -189,20 +193,14 @@ try {
     }
   }
   const rawSenders = Array.from({ length: PARTITIONS }, (_, p) => rawSender(p))
-  const rawWriter = (async () => {
-    let next = performance.now()
-    let r = 0
-    while (producing) {
-      const at = Date.now()
-      for (let i = 0; i < PER_TICK; i++, r++) {
-        const key = `key-${r % KEYS}`
-        queues[partitionOf(key)]?.push({ at, key, value: `raw-${r}` })
-      }
-      next += TICK_MS
-      const wait = next - performance.now()
-      if (wait > 0) await sleep(wait)
+  let r = 0
+  const rawWriter = everyTick(() => {
+    const at = Date.now()
+    for (let i = 0; i < PER_TICK; i++, r++) {
+      const key = `key-${r % KEYS}`
+      queues[partitionOf(key)]?.push({ at, key, value: `raw-${r}` })
     }
-  })()
+  })
 
   await sleep(4000)
   const killedAt = Date.now()
