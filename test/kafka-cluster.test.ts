@@ -5,6 +5,8 @@ import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { type KafkaCluster, startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import type { OutboxRecord } from '../src/core/record.ts'
+import type { SendFailure } from '../src/core/seams.ts'
 import { defineTopic, type RelayEvent } from '../src/index.ts'
 import {
   checkDelivery,
@@ -14,6 +16,7 @@ import {
   type TrackedMessage,
   trackingHeaders,
 } from '../src/testing/index.ts'
+import { KafkaTransport } from '../src/transports/kafka/index.ts'
 import { countRows, DATABASE_URL, dropSchema, uniqueName, waitFor } from './support/env.ts'
 
 const schema = uniqueName('ke_cluster')
@@ -234,7 +237,33 @@ describe('three-broker cluster: one broker dies under load', () => {
     const downAt = Date.now()
     // The first produce requests after the kill wait for Kafka's request timeout (10 s): the
     // leader holds an acks=all write until its ISR answers, and a shrunk ISR does not complete it.
-    await sleep(16_000)
+    await sleep(12_000)
+    // The transport alone, on the same broker and topics: the lenient records are acknowledged,
+    // the strict ones fail as the broker's answer for their partitions (Kafka is up), not as an outage.
+    const transport = new KafkaTransport({ brokers: c.brokers })
+    try {
+      const record = (name: string, i: number): OutboxRecord => ({
+        topic: name,
+        key: Buffer.from(`direct-${i}`),
+        value: Buffer.from('{}'),
+        headers: [],
+        orderingHash: null,
+      })
+      const records = [0, 1, 2].flatMap((i) => [record(strictName, i), record(lenientName, i)])
+      const rejection = await transport.send(records).then(
+        () => assert.fail('the strict topic took writes with one broker'),
+        (error: unknown) => error as { failed?: SendFailure[] },
+      )
+      const failedTopics = (rejection.failed ?? []).map((f) => records[f.index]?.topic)
+      assert.deepEqual(failedTopics, [strictName, strictName, strictName], 'only the strict records failed')
+      for (const failure of rejection.failed ?? []) {
+        assert.equal(failure.countsAsAttempt, false)
+        assert.equal(failure.kafkaAnswered, true, `answered by the broker: ${String(failure.error)}`)
+      }
+    } finally {
+      await transport.close()
+    }
+    await sleep(Math.max(0, downAt + 16_000 - Date.now()))
     const lenientBefore = committed.lenient.length
     // Writes stamped before this moment were taken with one broker alive.
     const restartAt = Date.now()
@@ -253,9 +282,11 @@ describe('three-broker cluster: one broker dies under load', () => {
         topic: which === 'strict' ? strictName : lenientName,
         expectedCount: committed[which].length,
       })
-      const report = checkDelivery({ expected: committed[which], observed: observedFromConsumed(consumed) })
+      // Untracked: the transport's own records of the check above, not the relay's.
+      const tracked = consumed.filter((m) => observedFromConsumed([m], { untracked: 'ignore' }).length > 0)
+      const report = checkDelivery({ expected: committed[which], observed: observedFromConsumed(tracked) })
       assert.ok(report.ok, `${which}: ${formatReport(report)}`)
-      const during = consumed.filter(
+      const during = tracked.filter(
         (m) => Number(m.timestamp) > downAt + 12_000 && Number(m.timestamp) < restartAt,
       )
       summary.push(
@@ -270,10 +301,13 @@ describe('three-broker cluster: one broker dies under load', () => {
     assert.ok(held.length > 0, 'the strict topic was held')
     assert.equal(failed.length, 0, `no message used an attempt: ${JSON.stringify(failed.slice(0, 2))}`)
     if (lenientDuring === 0) {
-      // Known gap (issue 18, item 6): once the strict topic's partitions are held, the sends that
-      // follow fail as a whole ("Producing messages failed.") for the lenient topic too, on the
-      // same broker, until the brokers return. Safety (no loss, no reorder, no attempt used) is
-      // asserted above; the lenient topic's flow is reported, not yet required.
+      // Known gap (issue 18, item 6), in the relay, not the transport (checked above): the strict
+      // topic's backlog fills whole claims (the 500 oldest rows), every record of such a batch
+      // fails, and the relay takes a batch that failed whole for an outage, releasing it untouched
+      // instead of holding its keys, so the lenient rows behind it are never claimed. Closed once
+      // the relay holds a batch whose failures say `kafkaAnswered` (a broker refused the
+      // partition) instead of declaring an outage. Safety (no loss, no reorder, no attempt used)
+      // is asserted above; the lenient topic's flow is reported, not yet required.
       t.diagnostic(
         `KNOWN GAP: the lenient topic took no writes with one broker; events after the kill: ${seen
           .filter((e) => e.at > downAt && e.event.type !== 'delivered')

@@ -158,4 +158,11 @@ export interface SendFailure {
    * without losing an attempt.
    */
   countsAsAttempt: boolean
+  /**
+   * True when a broker answered for the record's partition (not enough in-sync replicas, leader
+   * moving): Kafka is up and this partition waits, so a batch that failed whole on such answers
+   * is held, partition by partition, instead of being taken for an outage. Otherwise (no answer,
+   * or a transport that does not say) a batch that failed whole is an outage.
+   */
+  kafkaAnswered?: boolean
 }

@@ -581,7 +581,7 @@ export class KafkaTransport implements MessageTransport {
     records: readonly OutboxRecord[],
     indexes: number[],
     count: number,
-  ): { error: KEntityError; retryable: boolean; countsAsAttempt: boolean } {
+  ): { error: KEntityError; retryable: boolean; countsAsAttempt: boolean; kafkaAnswered: boolean } {
     const connection = connectionFailure(cause, this.#options)
     const permanent = connection === undefined ? permanentKafkaError(cause) : undefined
     const concerned = indexes.map((i) => records[i] as OutboxRecord)
@@ -597,6 +597,7 @@ export class KafkaTransport implements MessageTransport {
       error,
       retryable: permanent === undefined,
       countsAsAttempt: permanent === undefined && (missing !== undefined || topicRefused),
+      kafkaAnswered: connection === undefined && answeredWithErrorCode(cause),
     }
   }
 
@@ -636,6 +637,15 @@ function acknowledgedPartitions(error: unknown): Set<string> {
     }
   }
   return found
+}
+
+/**
+ * Whether a broker answered with a Kafka error code (NOT_ENOUGH_REPLICAS, NOT_LEADER_OR_FOLLOWER...)
+ * somewhere in the error's causes: Kafka is up and refused that partition for now, as opposed to
+ * a connection that failed or a request nobody answered.
+ */
+function answeredWithErrorCode(error: unknown): boolean {
+  return errorChain(error).some((link) => typeof link.apiId === 'string')
 }
 
 /** Whether a Kafka error code appears anywhere in an error's causes. */
