@@ -10,6 +10,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   checkEntityManager,
@@ -120,9 +121,8 @@ export function createMikroOrmOutbox<M extends TopicMap>(
 export type { PostgresOutboxOptions as MikroOrmOutboxOptions, PostgresRelayOptions as MikroOrmRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw noDefaultConnection()
-  return url
+  if (!hasDatabaseUrl()) throw noDefaultConnection()
+  return databaseUrl()
 }
 
 function clientConfig(target: MikroOrmConnection): pg.ClientConfig {

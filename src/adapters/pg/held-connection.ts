@@ -1,7 +1,6 @@
 import type pg from 'pg'
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { explainMissingTable } from '../../dialects/not-migrated.ts'
 import {
   CommitBuffer,
   type HeldWrite,
@@ -9,6 +8,7 @@ import {
   preparedStatementMismatch,
 } from '../../dialects/postgres/commit-buffer.ts'
 import { classifyError } from '../../dialects/postgres/errors.ts'
+import { explainMissingTable } from '../../outbox/not-migrated.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
 type Query = (...args: unknown[]) => unknown

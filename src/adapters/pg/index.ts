@@ -9,6 +9,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import {
   abortedTransaction,
   type HeldConnection,
@@ -72,7 +73,7 @@ export type PgConnection = string | pg.ClientConfig | pg.Pool | PgTransactionCli
 const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
   transaction: pgTransaction,
   async openSession(target, applicationName) {
-    const resolved = target ?? defaultConnection()
+    const resolved = target ?? databaseUrl()
     if (resolved instanceof pg.Pool) {
       // A pool would spread the relay's claim, leader lock and LISTEN over several connections:
       // open a dedicated client with the pool's settings instead.
@@ -279,12 +280,6 @@ export function createPgOutbox<M extends TopicMap>(options: PgOutboxOptions<M>):
 }
 
 export type { PostgresRelayOptions as PgRelayOptions }
-
-function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw invalidArgument('no database connection given and DATABASE_URL is not set')
-  return url
-}
 
 function openClient(target: string | pg.ClientConfig, applicationName: string): Promise<PgSession> {
   return connectSession(

@@ -8,6 +8,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   assertTransactionClient,
@@ -129,11 +130,5 @@ export function createPrismaOutbox<M extends TopicMap>(options: PostgresOutboxOp
 export type { PostgresOutboxOptions as PrismaOutboxOptions, PostgresRelayOptions as PrismaRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not set: pass the connection string of your PrismaPg adapter',
-    )
-  }
-  return url
+  return databaseUrl(': pass the connection string of your PrismaPg adapter')
 }

@@ -9,6 +9,7 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   activeQueryRunner,
@@ -114,9 +115,8 @@ export function createTypeOrmOutbox<M extends TopicMap>(options: PostgresOutboxO
 export type { PostgresOutboxOptions as TypeOrmOutboxOptions, PostgresRelayOptions as TypeOrmRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw noDefaultConnection()
-  return url
+  if (!hasDatabaseUrl()) throw noDefaultConnection()
+  return databaseUrl()
 }
 
 function clientConfig(target: TypeOrmConnection): pg.ClientConfig {
