@@ -9,13 +9,16 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
-import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import {
   abortedTransaction,
+  IN_FAILED_SQL_TRANSACTION,
+  sqlState,
+} from '../../dialects/postgres/transaction.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
+import {
   type HeldConnection,
   heldConnection,
   holdingAdapter,
-  IN_FAILED_TRANSACTION,
   sendHeld,
   wakingAdapter,
 } from './held-connection.ts'
@@ -61,7 +64,7 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
       } catch (error) {
         // The driver rejects a failed query before it reads the server's new transaction state,
         // so an aborted transaction can still look open to assertInTransaction().
-        if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+        if (sqlState(error) === IN_FAILED_SQL_TRANSACTION) throw abortedTransaction(error)
         throw error
       }
     },
