@@ -21,7 +21,7 @@ import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { withPoolClient } from '../src/adapters/pg/pool-client.ts'
 import { orderingHash } from '../src/core/record.ts'
-import { encodeHeaders } from '../src/dialects/postgres/sql.ts'
+import { encodeHeaders } from '../src/dialects/shared/stored-columns.ts'
 import {
   type ChaosEvent,
   env,

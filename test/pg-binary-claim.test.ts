@@ -6,7 +6,7 @@ import type { StoredMessage } from '../src/core/record.ts'
 import type { OutboxTable } from '../src/core/seams.ts'
 import { PostgresRelayStore } from '../src/dialects/postgres/relay-store.ts'
 import type { PgSession } from '../src/dialects/postgres/session.ts'
-import { encodeHeaders } from '../src/dialects/postgres/sql.ts'
+import { encodeHeaders } from '../src/dialects/shared/stored-columns.ts'
 import { bufferSerializer, defineTopic, ErrorCodes } from '../src/index.ts'
 import { DATABASE_URL, dropSchema, uniqueName, withClient } from './support/env.ts'
 

@@ -104,6 +104,7 @@ describe('README documents the public surface', () => {
       ...interfaceProperties('src/dialects/postgres/postgres-outbox.ts', 'PostgresRelayOptions'),
       ...interfaceProperties('src/transports/kafka/index.ts', 'KafkaOptions'),
       ...interfaceProperties('src/core/outbox.ts', 'OutboxOptions'),
+      ...interfaceProperties('src/outbox/parts.ts', 'SqlOutboxOptions'),
       ...interfaceProperties('src/dialects/postgres/postgres-outbox.ts', 'PostgresOutboxOptions'),
       ...interfaceProperties('src/adapters/pg/index.ts', 'PgOutboxOptions'),
     ]
@@ -112,7 +113,7 @@ describe('README documents the public surface', () => {
 
   it('every public method of the outbox, the relay and the dead letters', () => {
     const methods = [
-      ...publicMethods('src/dialects/postgres/postgres-outbox.ts', 'PostgresOutbox'),
+      ...publicMethods('src/outbox/sql-outbox.ts', 'SqlOutbox'),
       ...publicMethods('src/adapters/pg/index.ts', 'PgOutbox'),
       ...publicMethods('src/core/relay/lifecycle.ts', 'OutboxRelay'),
       ...interfaceMethods('src/core/dead-letters.ts', 'DeadLetters'),

@@ -1,7 +1,13 @@
 import { describe, ErrorCodes, invalidArgument, isKEntityError, KEntityError, notMigrated } from './errors.ts'
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
-import type { MessageTransport, OutboxDialect, OutboxTable, TransactionAdapter } from './seams.ts'
+import type {
+  MessageTransport,
+  OutboxDialect,
+  OutboxTable,
+  SyncTransactionAdapter,
+  TransactionAdapter,
+} from './seams.ts'
 import { type ProduceOptions, Topic, topicCollisionKey } from './topic.ts'
 
 // biome-ignore lint/suspicious/noExplicitAny: a topic map holds topics of unrelated message types
@@ -18,6 +24,18 @@ export interface TopicProducer<T> {
 }
 
 export type TopicProducers<M extends TopicMap> = { readonly [K in keyof M]: TopicProducer<MessageOf<M[K]>> }
+
+/** The typed accessor for one topic on a synchronous driver: writes inside the open transaction. */
+export interface SyncTopicProducer<T> {
+  /** Stores one message in the outbox within the open transaction; throws if nothing is open. */
+  produce(message: T, options?: ProduceOptions): void
+  /** Stores several messages with one multi-row statement (per 1,000 messages). */
+  produceMany(messages: readonly T[], options?: ProduceOptions): void
+}
+
+export type SyncTopicProducers<M extends TopicMap> = {
+  readonly [K in keyof M]: SyncTopicProducer<MessageOf<M[K]>>
+}
 
 export interface OutboxOptions<M extends TopicMap> {
   topics: M
@@ -54,32 +72,69 @@ export class Outbox<M extends TopicMap> {
    * transaction; topics mapped with `outbox: false` go straight to `direct` (Kafka).
    */
   producers(adapter: TransactionAdapter, direct?: () => MessageTransport): TopicProducers<M> {
+    this.#checkDialect(adapter)
+    return this.#producers((topic) =>
+      topic.outbox
+        ? (records: OutboxRecord[]) => this.#store(adapter, records)
+        : (records: OutboxRecord[]) => sendDirect(topic, records, direct),
+    ) as TopicProducers<M>
+  }
+
+  /**
+   * Typed producers that write at once, inside the transaction open on a synchronous driver's
+   * handle (SQLite), and throw at once, so the surrounding transaction rolls back with them.
+   */
+  producersSync(adapter: SyncTransactionAdapter): SyncTopicProducers<M> {
+    this.#checkDialect(adapter)
+    return this.#producers(
+      (topic) => (records: OutboxRecord[]) => {
+        if (!topic.outbox) throw invalidArgument(`topic '${topic.name}' is mapped with outbox: false`)
+        adapter.assertInTransaction()
+        for (const statement of this.dialect.insert(this.table, records)) adapter.execute(statement)
+      },
+      false,
+    ) as SyncTopicProducers<M>
+  }
+
+  #checkDialect(adapter: { readonly dialect: string }): void {
     if (adapter.dialect !== this.dialect.name) {
       throw invalidArgument(
         `this outbox speaks ${this.dialect.name} but the transaction is a ${adapter.dialect} connection; create the outbox with the ${adapter.dialect} adapter`,
       )
     }
-    const producers: Record<string, TopicProducer<unknown>> = {}
+  }
+
+  /** One producer per topic around its `write`; `async` ones reject instead of throwing. */
+  #producers(
+    writer: (topic: Topic<unknown>) => (records: OutboxRecord[]) => unknown,
+    async = true,
+  ): Record<string, SyncTopicProducer<unknown>> {
+    const producers: Record<string, SyncTopicProducer<unknown>> = {}
     for (const [accessor, topic] of Object.entries(this.topics)) {
-      const write = topic.outbox
-        ? (records: OutboxRecord[]) => this.#store(adapter, records)
-        : (records: OutboxRecord[]) => sendDirect(topic, records, direct)
+      const write = writer(topic)
+      const produce = (message: unknown, options?: ProduceOptions) =>
+        write([topic.toRecord(message, options)])
+      const produceMany = (messages: readonly unknown[], options?: ProduceOptions) => {
+        if (!Array.isArray(messages)) {
+          throw invalidArgument(
+            `produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`,
+          )
+        }
+        if (messages.length === 0) return
+        return write(messages.map((message) => topic.toRecord(message, options)))
+      }
       // async so that validation and serialization errors reject the returned promise
       // instead of throwing synchronously from a function that returns a promise.
-      producers[accessor] = {
-        produce: async (message, options) => write([topic.toRecord(message, options)]),
-        produceMany: async (messages, options) => {
-          if (!Array.isArray(messages)) {
-            throw invalidArgument(
-              `produceMany() on topic '${topic.name}' needs an array, got ${describe(messages)}`,
-            )
-          }
-          if (messages.length === 0) return
-          await write(messages.map((message) => topic.toRecord(message, options)))
-        },
-      }
+      producers[accessor] = (
+        async
+          ? {
+              produce: async (message, options) => produce(message, options),
+              produceMany: async (messages, options) => produceMany(messages, options),
+            }
+          : { produce, produceMany }
+      ) as SyncTopicProducer<unknown>
     }
-    return Object.freeze(producers) as TopicProducers<M>
+    return Object.freeze(producers)
   }
 
   async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {

@@ -25,6 +25,17 @@ export interface TransactionAdapter {
   execute(statement: SqlStatement): Promise<void>
 }
 
+/**
+ * Adapter seam for synchronous drivers (SQLite): the same as `TransactionAdapter`, but the
+ * statement runs before `execute` returns, so a producer can throw inside the app's transaction.
+ */
+export interface SyncTransactionAdapter {
+  readonly dialect: string
+  /** Throws `KE_NO_TRANSACTION` when no transaction is open on the handle. */
+  assertInTransaction(): void
+  execute(statement: SqlStatement): void
+}
+
 /** Where the outbox lives; both names are validated identifiers. */
 export interface OutboxTable {
   schema: string

@@ -1,3 +1,5 @@
+import { databaseUrlIfSet } from './shared/database-url.ts'
+
 /**
  * `host:port` of a relay's connection target, for log lines: never the user, the password or
  * the rest of a URL. Knows URLs and the option objects of the drivers and the libraries that
@@ -7,7 +9,7 @@
 export function endpointOf(target: unknown, defaultPort: number, depth = 0): string | undefined {
   if (depth > 3) return undefined
   if (target === undefined || target === null) {
-    return depth === 0 ? endpointOf(process.env.DATABASE_URL, defaultPort, 1) : undefined
+    return depth === 0 ? endpointOf(databaseUrlIfSet(), defaultPort, 1) : undefined
   }
   if (typeof target === 'string' || target instanceof URL) {
     try {

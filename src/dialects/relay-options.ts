@@ -1,4 +1,5 @@
 import { describe, invalidArgument } from '../core/errors.ts'
+import { RELAY_DEFAULTS, type RelayOptions } from '../core/relay.ts'
 
 /**
  * Longest `claimTimeout` accepted, in ms (24 h). It becomes session timeouts on the database
@@ -28,4 +29,16 @@ export function checkedClaimTimeout(options: unknown, fallback = 60_000): number
     )
   }
   return claimTimeout
+}
+
+/**
+ * The longest a healthy relay stays silent on its session, in ms: it polls once per
+ * `pollingInterval`, and in every mode it may stand by, asking once per `leaderCheckInterval`.
+ * Session timeouts are set well above it, so they end only relays that stalled.
+ */
+export function relayIdle(options: Pick<RelayOptions, 'pollingInterval' | 'leaderCheckInterval'>): number {
+  return Math.max(
+    options.pollingInterval ?? RELAY_DEFAULTS.pollingInterval,
+    options.leaderCheckInterval ?? RELAY_DEFAULTS.leaderCheckInterval,
+  )
 }

@@ -1,13 +1,17 @@
 import { mysqlSchema, varchar } from 'drizzle-orm/mysql-core'
 import { drizzle } from 'drizzle-orm/mysql2'
 import mysql from 'mysql2/promise'
-import { createDrizzleMysqlOutbox, type DrizzleMysqlTransaction } from '../../src/adapters/drizzle/mysql.ts'
+import { createDrizzleOutbox } from '../../src/adapters/drizzle/index.ts'
+import type { DrizzleMysqlTransaction } from '../../src/adapters/drizzle/mysql.ts'
 import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
 
-/** Drizzle on a mysql2 pool: the app produces with the `tx` of `db.transaction()`. */
+/**
+ * Drizzle on a mysql2 pool: the app produces with the `tx` of `db.transaction()`. The one Drizzle
+ * adapter, told the database by `db` (`k-entity/drizzle/mysql` is covered by adapters-mysql-builders).
+ */
 export const drizzleMysqlHarness: ContractHarness<DrizzleMysqlTransaction> = {
-  name: 'drizzle (mysql2)',
+  name: 'drizzle (mysql2, detected from db)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
     const orders = mysqlSchema(schema).table('orders', {
@@ -16,7 +20,7 @@ export const drizzleMysqlHarness: ContractHarness<DrizzleMysqlTransaction> = {
     })
     const pool = mysql.createPool({ uri: MYSQL_URL, connectionLimit: 10 })
     const db = drizzle(pool)
-    const outbox = createDrizzleMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+    const outbox = createDrizzleOutbox({ db, topics, schema, kafka: { brokers, autoCreateTopics: true } })
     await outbox.migrate(db)
     await createOrdersTable(schema)
     return {

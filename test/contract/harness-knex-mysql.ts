@@ -1,15 +1,19 @@
 import createKnex from 'knex'
-import { createKnexMysqlOutbox, type KnexMysqlTransaction } from '../../src/adapters/knex/mysql.ts'
+import { createKnexOutbox } from '../../src/adapters/knex/index.ts'
+import type { KnexMysqlTransaction } from '../../src/adapters/knex/mysql.ts'
 import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
 
-/** Knex on mysql2: the app produces with the `trx` of `knex.transaction()`. */
+/**
+ * Knex on mysql2: the app produces with the `trx` of `knex.transaction()`. The one Knex adapter,
+ * told the database by `db` (`k-entity/knex/mysql` is covered by adapters-mysql-builders).
+ */
 export const knexMysqlHarness: ContractHarness<KnexMysqlTransaction> = {
-  name: 'knex (mysql2)',
+  name: 'knex (mysql2, detected from db)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
     const knex = createKnex({ client: 'mysql2', connection: MYSQL_URL, pool: { min: 0, max: 10 } })
-    const outbox = createKnexMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+    const outbox = createKnexOutbox({ db: knex, topics, schema, kafka: { brokers, autoCreateTopics: true } })
     // The knex instance's own settings open the outbox's connections.
     await outbox.migrate(knex)
     await createOrdersTable(schema)

@@ -1,5 +1,6 @@
 import { type ControlledTransaction, Kysely, MysqlDialect } from 'kysely'
 import { createPool } from 'mysql2'
+import { createKyselyOutbox } from '../../src/adapters/kysely/index.ts'
 import { createKyselyMysqlOutbox, type KyselyMysqlTransaction } from '../../src/adapters/kysely/mysql.ts'
 import type { ContractHarness, ContractSetup } from './adapter-contract.ts'
 import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
@@ -10,11 +11,13 @@ interface Database {
 
 let savepoints = 0
 
-async function open({ topics, schema, brokers }: ContractSetup) {
+/** `detect`: the one Kysely adapter, told the database by `db`; otherwise `k-entity/kysely/mysql`. */
+async function open({ topics, schema, brokers }: ContractSetup, detect = false) {
   const db = new Kysely<Database>({
     dialect: new MysqlDialect({ pool: createPool({ uri: MYSQL_URL, connectionLimit: 10 }) }),
   })
-  const outbox = createKyselyMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+  const options = { topics, schema, kafka: { brokers, autoCreateTopics: true as const } }
+  const outbox = detect ? createKyselyOutbox({ ...options, db }) : createKyselyMysqlOutbox(options)
   await outbox.migrate(MYSQL_URL)
   await createOrdersTable(schema)
   const common = {
@@ -53,10 +56,10 @@ export const kyselyMysqlHarness: ContractHarness<KyselyMysqlTransaction> = {
 
 /** Kysely's controlled transactions (`db.startTransaction()`), with its own savepoint API. */
 export const kyselyMysqlControlledHarness: ContractHarness<ControlledTransaction<Database>> = {
-  name: 'kysely (MysqlDialect, startTransaction)',
+  name: 'kysely (MysqlDialect detected from db, startTransaction)',
   dialect: 'mysql',
   async setup(options) {
-    const { db, outbox, common } = await open(options)
+    const { db, outbox, common } = await open(options, true)
     return {
       ...common,
       async transaction(fn) {

@@ -1,131 +1,115 @@
-import { is, type SQL, type SQLChunk, sql, type TablesRelationalConfig } from 'drizzle-orm'
-import { PgDatabase, type PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core'
+import type { TablesRelationalConfig } from 'drizzle-orm'
+import type {
+  MySqlDatabase,
+  MySqlQueryResultHKT,
+  MySqlTransaction,
+  PreparedQueryHKTBase,
+} from 'drizzle-orm/mysql-core'
+import type { AnyMySql2Connection } from 'drizzle-orm/mysql2'
+import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { OutboxTable, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
+import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
+import { openMysql2Session } from '../driver-sessions.ts'
+import { mysql2ClientOptions } from '../mysql2/client-options.ts'
+import type { Mysql2Connection } from '../mysql2/session.ts'
 import {
-  type PostgresDriver,
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-  type PostgresRelayOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
-import {
-  abortedTransaction,
-  noTransaction,
-  probedTransaction,
-  transactionError,
-} from '../../dialects/postgres/transaction.ts'
+  assertDrizzleDatabase,
+  type DrizzleMysqlTransaction,
+  type DrizzleTransaction,
+  drizzleDatabase,
+  drizzleTransaction,
+  isDrizzleTransaction,
+  toDrizzleSql,
+} from './bindings.ts'
 import { type DrizzleRelayConnection, openDrizzleSession } from './session.ts'
 
-/**
- * What `in()` accepts: the `tx` of `db.transaction(async (tx) => ...)` (or of a nested
- * `tx.transaction()`), whatever the driver. The `db` itself lacks `rollback()` and does not
- * type-check.
- */
-// biome-ignore lint/suspicious/noExplicitAny: any driver, schema and relations of the app
-export type DrizzleTransaction = PgTransaction<any, any, any>
+export { type DrizzleMysqlTransaction, type DrizzleTransaction, drizzleTransaction, toDrizzleSql }
 
 /**
- * Wraps a Drizzle PostgreSQL transaction. `is(tx, PgTransaction)` follows Drizzle's own
- * entity kinds, so it holds for every driver's transaction class and across duplicate copies
- * of drizzle-orm. Whether the transaction is still open: node-postgres reports it on the client
- * (free); for other drivers the database is asked before each write (`probedTransaction`).
+ * Where relays, migrations and admin calls connect on MySQL: the app's Drizzle `db` or its
+ * mysql2 pool (their settings open a new, dedicated connection), a `mysql://` URL, or mysql2 options.
  */
-export function drizzleTransaction(tx: DrizzleTransaction, table: () => OutboxTable): TransactionAdapter {
-  if (!is(tx, PgDatabase)) {
-    throw invalidArgument(
-      `expected the Drizzle transaction passed to db.transaction(async (tx) => ...) of a PostgreSQL database, got ${describe(tx)}`,
-    )
-  }
-  if (!is(tx, PgTransaction)) {
-    const refuse = () => {
-      throw noTransaction(
-        undefined,
-        ': this is the Drizzle db, not a transaction. Produce with the tx of db.transaction(async (tx) => ...) or use outbox.transaction(db, fn)',
+export type DrizzleMysqlConnection = Mysql2Connection | AnyMySql2Connection | { readonly $client: unknown }
+
+/** Where they connect on either database (see `DrizzleRelayConnection` for PostgreSQL). */
+export type DrizzleConnection = DrizzleRelayConnection | DrizzleMysqlConnection
+
+export interface DrizzleOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * The app's Drizzle db: the outbox speaks its database (drizzle-orm on PostgreSQL, or
+   * drizzle-orm/mysql2). Without it the outbox is for PostgreSQL (`createDrizzleMysqlOutbox`
+   * for MySQL/MariaDB).
+   */
+  db?: object
+}
+
+export type DrizzleRelayOptions<Target = DrizzleRelayConnection> = PostgresRelayOptions<Target>
+
+/** MySQL: the Drizzle db or a pool lends its settings to a new connection; a connection goes as it is. */
+function mysqlTarget(target: unknown): Mysql2Connection | undefined {
+  const isObject = typeof target === 'object' && target !== null
+  if (isObject && '$client' in target) {
+    assertDrizzleDatabase(target, 'mysql', 'the Drizzle db')
+    const options = mysql2ClientOptions(target.$client)
+    if (options === undefined) {
+      throw invalidArgument(
+        `the Drizzle db's $client is not a mysql2 pool or connection (got ${describe(target.$client)}); pass a mysql:// URL or mysql2 connection options`,
       )
     }
-    return { dialect: 'postgres', assertInTransaction: refuse, execute: async () => refuse() }
+    return options
   }
-  const run = async (text: string, values: unknown[]) => {
-    await tx.execute(toDrizzleSql({ text, values }))
+  if (isObject && typeof (target as { getConnection?: unknown }).getConnection === 'function') {
+    return mysql2ClientOptions(target) ?? (target as Mysql2Connection)
   }
-  const client = (tx._.session as { client?: { getTransactionStatus?: unknown } }).client
-  const getStatus = client?.getTransactionStatus
-  if (typeof getStatus !== 'function') return probedTransaction(table, run)
-  return {
-    dialect: 'postgres',
-    assertInTransaction() {
-      const status = getStatus.call(client)
-      if (status === 'T') return
-      if (status === 'E') throw abortedTransaction()
-      throw noTransaction(undefined, ': this transaction already committed or rolled back')
-    },
-    async execute(statement: SqlStatement) {
-      try {
-        await run(statement.text, statement.values)
-      } catch (error) {
-        throw transactionError(error) ?? error
-      }
-    },
-  }
+  return target as Mysql2Connection | undefined
 }
 
-/**
- * The statement as a Drizzle `SQL` object: text between placeholders stays raw, each `$n`
- * becomes a bound parameter (Drizzle renumbers them, repeating a value used twice).
- */
-export function toDrizzleSql(statement: SqlStatement): SQL {
-  const values = withArrayLiterals(statement.values)
-  const chunks: SQLChunk[] = []
-  let last = 0
-  for (const match of statement.text.matchAll(/\$(\d+)/g)) {
-    const index = Number(match[1]) - 1
-    if (index < 0 || index >= values.length) {
-      throw new Error(`statement uses ${match[0]} but has ${values.length} values`)
+export const drizzleLayer: DataLayer<DrizzleTransaction | DrizzleMysqlTransaction> = {
+  root: 'Drizzle db',
+  isHandle: (value) => drizzleDatabase(value) !== undefined,
+  isTransaction: isDrizzleTransaction,
+  databaseOf: drizzleDatabase,
+  assertDatabase: (handle, expected) => assertDrizzleDatabase(handle, expected, 'the Drizzle db'),
+  binding: drizzleTransaction,
+  async openSession(database, target, purpose) {
+    if (database === 'postgres') {
+      return openDrizzleSession(target as DrizzleRelayConnection | undefined, `k-entity-${purpose}`)
     }
-    chunks.push(sql.raw(statement.text.slice(last, match.index)), sql.param(values[index]))
-    last = match.index + match[0].length
-  }
-  chunks.push(sql.raw(statement.text.slice(last)))
-  return sql.join(chunks)
+    return openMysql2Session(mysqlTarget(target), purpose)
+  },
 }
 
 /**
- * The Drizzle adapter (PostgreSQL: node-postgres and postgres.js drivers). Relays and
- * migrations open their own session: pass `connection` (the Drizzle `db`, its client, or a URL),
- * or set `DATABASE_URL`.
+ * The Drizzle adapter, on PostgreSQL (node-postgres and postgres.js drivers) and MySQL 8 /
+ * MariaDB 10.6+ (`drizzle-orm/mysql2`): pass `db` and the outbox speaks its database. Relays and
+ * migrations open their own session: pass `connection` (the Drizzle `db`, its client, or a
+ * URL), or set `DATABASE_URL`.
  *
  * @example
  * const db = drizzle(pool)
- * const outbox = createDrizzleOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * const outbox = createDrizzleOutbox({ db, topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
  * await outbox.migrate(db)
  * await outbox.transaction(db, async (tx, topics) => {
  *   await tx.insert(orders).values(order)
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class DrizzleOutbox<M extends TopicMap> extends PostgresOutbox<
+export class DrizzleOutbox<M extends TopicMap, Target = DrizzleRelayConnection> extends DataLayerOutbox<
   M,
-  DrizzleTransaction,
-  DrizzleRelayConnection
+  DrizzleTransaction | DrizzleMysqlTransaction,
+  Target
 > {
-  constructor(options: PostgresOutboxOptions<M>) {
-    // The driver needs the outbox table for its probe; it exists only once super() validated it.
-    let table: OutboxTable | undefined
-    const driver: PostgresDriver<DrizzleTransaction, DrizzleRelayConnection> = {
-      transaction: (tx) => drizzleTransaction(tx, () => table as OutboxTable),
-      openSession: openDrizzleSession,
-    }
-    super(options, driver)
-    table = this.outbox.table
+  constructor(options: DrizzleOutboxOptions<M>, database?: SqlDatabase) {
+    super(options, drizzleLayer, database)
   }
 
   /**
    * Runs `fn` in `db.transaction()`: COMMIT if it resolves, ROLLBACK if it throws.
    * After the commit, relays of this process are woken at once.
    */
-  async transaction<
+  transaction<
     Q extends PgQueryResultHKT,
     F extends Record<string, unknown>,
     S extends TablesRelationalConfig,
@@ -133,25 +117,35 @@ export class DrizzleOutbox<M extends TopicMap> extends PostgresOutbox<
   >(
     db: PgDatabase<Q, F, S>,
     fn: (tx: PgTransaction<Q, F, S>, topics: TopicProducers<M>) => Promise<R>,
-  ): Promise<R> {
-    if (!is(db, PgDatabase) || is(db, PgTransaction)) {
-      throw invalidArgument(
-        `transaction() needs the Drizzle db of a PostgreSQL database (not a transaction), got ${describe(db)}; inside a transaction use outbox.in(tx)`,
-      )
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
-    const result = await db.transaction((tx) => fn(tx, this.in(tx)))
-    this.notifyCommitted()
-    return result
+  ): Promise<R>
+  transaction<
+    Q extends MySqlQueryResultHKT,
+    P extends PreparedQueryHKTBase,
+    F extends Record<string, unknown>,
+    S extends TablesRelationalConfig,
+    R,
+  >(
+    db: MySqlDatabase<Q, P, F, S>,
+    fn: (tx: MySqlTransaction<Q, P, F, S>, topics: TopicProducers<M>) => Promise<R>,
+  ): Promise<R>
+  transaction(db: DrizzleRoot, fn: DrizzleBody<M>): Promise<unknown> {
+    return this.runTransaction(db, fn, () => db.transaction((tx) => fn(tx, this.in(tx))))
   }
 }
 
-export function createDrizzleOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): DrizzleOutbox<M> {
+/** What `transaction()` needs of a Drizzle db and its callback, whatever the database. */
+// biome-ignore lint/suspicious/noExplicitAny: the overloads above carry the types
+type DrizzleRoot = { transaction(body: (tx: any) => Promise<unknown>): Promise<any> }
+// biome-ignore lint/suspicious/noExplicitAny: the overloads above carry the types
+type DrizzleBody<M extends TopicMap> = (tx: any, topics: TopicProducers<M>) => Promise<any>
+
+/** The outbox for `options.db`'s database; without `db`, for PostgreSQL. */
+export function createDrizzleOutbox<M extends TopicMap>(
+  options: DrizzleOutboxOptions<M> & { db: object },
+): DrizzleOutbox<M, DrizzleConnection>
+export function createDrizzleOutbox<M extends TopicMap>(options: DrizzleOutboxOptions<M>): DrizzleOutbox<M>
+export function createDrizzleOutbox<M extends TopicMap>(options: DrizzleOutboxOptions<M>): DrizzleOutbox<M> {
   return new DrizzleOutbox(options)
 }
 
-export type {
-  DrizzleRelayConnection,
-  PostgresOutboxOptions as DrizzleOutboxOptions,
-  PostgresRelayOptions as DrizzleRelayOptions,
-}
+export type { DrizzleRelayConnection }

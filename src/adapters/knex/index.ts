@@ -1,125 +1,112 @@
 import type { Knex } from 'knex'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
+import type { MysqlSession } from '../../dialects/mysql/session.ts'
+import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import type { SessionPurpose } from '../../outbox/parts.ts'
+import { type DataLayer, DataLayerOutbox } from '../data-layer.ts'
+import { openMysql2Session, openPgSession } from '../driver-sessions.ts'
+import { connectionOptions } from '../mysql2/client-options.ts'
+import type { Mysql2Connection } from '../mysql2/session.ts'
+import type { PgRelayConnection } from '../pg/session.ts'
 import {
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-  type PostgresRelayOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
-import { noTransaction, transactionError } from '../../dialects/postgres/transaction.ts'
-import { openPgSession, type PgRelayConnection } from '../pg/session.ts'
+  assertKnexDatabase,
+  isKnex,
+  type KnexDatabase,
+  type KnexTransaction,
+  knexConnectionSettings,
+  knexDatabase,
+  knexTransaction,
+  toKnexBindings,
+} from './bindings.ts'
+
+export { type KnexDatabase, type KnexTransaction, knexTransaction, toKnexBindings }
 
 /**
- * What `in()` accepts: the `trx` of `knex.transaction(async (trx) => ...)` (or of a nested
- * `trx.transaction()`). The `knex` instance itself lacks `commit`/`rollback`/`isCompleted` and
- * does not type-check.
+ * Where relays, migrations and admin calls connect: on PostgreSQL a URL, a `pg` config or a
+ * `pg.Pool`; on MySQL the app's `knex` instance (its settings open a new, dedicated
+ * connection), a `mysql://` URL or mysql2 options.
  */
-export type KnexTransaction = Knex.Transaction
+export type KnexConnection = PgRelayConnection | Knex | Mysql2Connection
 
-type KnexClient = { dialect?: unknown; config?: { client?: unknown } }
+export interface KnexOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * The app's Knex instance: the outbox speaks its database (client `pg` or `mysql2`). Without
+   * it the outbox is for PostgreSQL (`createKnexMysqlOutbox` for MySQL/MariaDB).
+   */
+  db?: Knex
+}
 
-/** Wraps a Knex transaction on PostgreSQL, checked to be a live transaction. */
-export function knexTransaction(trx: KnexTransaction): TransactionAdapter {
-  if (typeof trx !== 'function' || typeof trx.raw !== 'function' || typeof trx.client !== 'object') {
-    throw invalidArgument(
-      `expected the Knex transaction passed to knex.transaction(async (trx) => ...), got ${describe(trx)}`,
-    )
+export type KnexRelayOptions<Target = PgRelayConnection> = PostgresRelayOptions<Target>
+
+/** MySQL: the app's knex instance lends its connection settings (not its pool) to a new connection. */
+async function openMysqlSession(target: unknown, purpose: SessionPurpose): Promise<MysqlSession> {
+  if (!isKnex(target)) return openMysql2Session(target as Mysql2Connection | undefined, purpose)
+  assertKnexDatabase(target, 'mysql')
+  const settings = await knexConnectionSettings(target)
+  if (typeof settings === 'string') return openMysql2Session(settings, purpose)
+  if (typeof settings === 'object' && settings !== null) {
+    // Without what shapes the app's results (Knex apps often set `typeCast`) or is Knex's own.
+    return openMysql2Session(connectionOptions(settings as Record<string, unknown>), purpose)
   }
-  const dialect = (trx.client as KnexClient).dialect
-  if (dialect !== 'postgresql') {
-    throw invalidArgument(
-      `this outbox is for PostgreSQL but the Knex instance uses the ${String(dialect)} client; use the adapter of that database`,
-    )
-  }
-  return {
-    dialect: 'postgres',
-    assertInTransaction() {
-      if (trx.isTransaction !== true) {
-        throw noTransaction(
-          undefined,
-          ': this is the knex instance, not a transaction. Produce with the trx of knex.transaction(async (trx) => ...) or use outbox.transaction(knex, fn)',
-        )
-      }
-      if (trx.isCompleted()) {
-        throw noTransaction(undefined, ': this transaction already committed or rolled back')
-      }
-    },
-    async execute(statement: SqlStatement) {
-      const { sql, bindings } = toKnexBindings(statement)
-      try {
-        await trx.raw(sql, bindings)
-      } catch (error) {
-        throw transactionError(error) ?? error
-      }
-    },
-  }
+  throw invalidArgument(
+    `the Knex instance has no connection settings to open the outbox's own connection with (got ${describe(settings)}); pass a mysql:// URL or mysql2 connection options instead`,
+  )
+}
+
+const knex: DataLayer<KnexTransaction> = {
+  root: 'knex instance',
+  isHandle: isKnex,
+  isTransaction: (handle) => (handle as Knex).isTransaction === true,
+  databaseOf: (handle) => knexDatabase(handle as Knex),
+  assertDatabase: (handle, expected) => assertKnexDatabase(handle as Knex, expected),
+  binding: knexTransaction,
+  openSession: (database, target, purpose) =>
+    database === 'postgres'
+      ? openPgSession(target as PgRelayConnection | undefined, purpose)
+      : openMysqlSession(target, purpose),
 }
 
 /**
- * Knex's raw() binds `?` in order, not `$n`: each `$n` becomes a `?` with its value repeated
- * where it is used twice, and a literal `?` is escaped so Knex leaves it alone. Values reach
- * node-postgres unchanged (arrays as literals, see `withArrayLiterals`).
- */
-export function toKnexBindings(statement: SqlStatement): { sql: string; bindings: Knex.RawBinding[] } {
-  const values = withArrayLiterals(statement.values)
-  const bindings: Knex.RawBinding[] = []
-  const sql = statement.text.replaceAll('?', '\\?').replace(/\$(\d+)/g, (_, position: string) => {
-    const index = Number(position) - 1
-    if (index < 0 || index >= values.length) {
-      throw new Error(`statement uses $${position} but has ${values.length} values`)
-    }
-    bindings.push(values[index] as Knex.RawBinding)
-    return '?'
-  })
-  return { sql, bindings }
-}
-
-/**
- * The Knex adapter (the `pg` client). Relays and migrations open their own node-postgres
- * session: pass `connection` (URL, config or `pg.Pool`), or set `DATABASE_URL`.
+ * The Knex adapter, on PostgreSQL (client `pg`) and MySQL 8 / MariaDB 10.6+ (client `mysql2`):
+ * pass `db` and the outbox speaks its database. Relays and migrations open their own session:
+ * pass `connection` (on PostgreSQL a URL, config or `pg.Pool`; on MySQL the knex instance, a
+ * URL or options), or set `DATABASE_URL`.
  *
  * @example
  * const knex = Knex({ client: 'pg', connection: process.env.DATABASE_URL })
- * const outbox = createKnexOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * const outbox = createKnexOutbox({ db: knex, topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
  * await outbox.migrate(process.env.DATABASE_URL)
  * await outbox.transaction(knex, async (trx, topics) => {
  *   await trx('orders').insert(order)
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class KnexOutbox<M extends TopicMap> extends PostgresOutbox<M, KnexTransaction, PgRelayConnection> {
-  constructor(options: PostgresOutboxOptions<M>) {
-    super(options, { transaction: knexTransaction, openSession: openPgSession })
+export class KnexOutbox<M extends TopicMap, Target = PgRelayConnection> extends DataLayerOutbox<
+  M,
+  KnexTransaction,
+  Target
+> {
+  constructor(options: KnexOutboxOptions<M>, database?: KnexDatabase) {
+    super(options, knex, database)
   }
 
   /**
    * Runs `fn` in `knex.transaction()`: COMMIT if it resolves, ROLLBACK if it throws.
    * After the commit, relays of this process are woken at once.
    */
-  async transaction<R>(
-    knex: Knex,
-    fn: (trx: KnexTransaction, topics: TopicProducers<M>) => Promise<R>,
-  ): Promise<R> {
-    if (typeof knex !== 'function' || typeof knex.transaction !== 'function' || knex.isTransaction === true) {
-      throw invalidArgument(
-        `transaction() needs the knex instance (not a transaction), got ${describe(knex)}; inside a transaction use outbox.in(trx)`,
-      )
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
-    const result = await knex.transaction((trx) => fn(trx, this.in(trx)))
-    this.notifyCommitted()
-    return result
+  transaction<R>(db: Knex, fn: (trx: KnexTransaction, topics: TopicProducers<M>) => Promise<R>): Promise<R> {
+    return this.runTransaction(db, fn, () => db.transaction((trx) => fn(trx, this.in(trx))))
   }
 }
 
-export function createKnexOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): KnexOutbox<M> {
+/** The outbox for `options.db`'s database; without `db`, for PostgreSQL. */
+export function createKnexOutbox<M extends TopicMap>(
+  options: KnexOutboxOptions<M> & { db: Knex },
+): KnexOutbox<M, KnexConnection>
+export function createKnexOutbox<M extends TopicMap>(options: KnexOutboxOptions<M>): KnexOutbox<M>
+export function createKnexOutbox<M extends TopicMap>(options: KnexOutboxOptions<M>): KnexOutbox<M> {
   return new KnexOutbox(options)
 }
 
-export type {
-  PgRelayConnection as KnexRelayConnection,
-  PostgresOutboxOptions as KnexOutboxOptions,
-  PostgresRelayOptions as KnexRelayOptions,
-}
+export type { PgRelayConnection as KnexRelayConnection }

@@ -1,120 +1,104 @@
-import { CompiledQuery, type Kysely, PostgresAdapter, type Transaction } from 'kysely'
-import { describe, invalidArgument } from '../../core/errors.ts'
+import type { Kysely, Transaction } from 'kysely'
+import { invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
+import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import { type DataLayer, DataLayerOutbox } from '../data-layer.ts'
+import { openMysql2Session, openPgSession } from '../driver-sessions.ts'
+import type { Mysql2Connection } from '../mysql2/session.ts'
+import type { PgRelayConnection } from '../pg/session.ts'
 import {
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-  type PostgresRelayOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
-import { noTransaction, transactionError } from '../../dialects/postgres/transaction.ts'
-import { openPgSession, type PgRelayConnection } from '../pg/session.ts'
+  assertKyselyDatabase,
+  isKysely,
+  type KyselyDatabase,
+  type KyselyTransaction,
+  kyselyDatabase,
+  kyselyTransaction,
+} from './bindings.ts'
+
+export { type KyselyDatabase, type KyselyTransaction, kyselyTransaction }
 
 /**
- * What `in()` accepts: the `trx` of `db.transaction().execute(async (trx) => ...)`, or a
- * controlled transaction from `db.startTransaction().execute()` (and its savepoints).
- * A `Kysely` instance is not assignable to it: Kysely types `isTransaction` as `true` only here.
+ * Where relays, migrations and admin calls connect: on PostgreSQL a URL, a `pg` config or the
+ * app's `pg.Pool`; on MySQL a `mysql://` URL or mysql2 options. Kysely keeps its dialect's
+ * pool private, so a Kysely instance cannot serve.
  */
-// biome-ignore lint/suspicious/noExplicitAny: any database interface of the app
-export type KyselyTransaction = Transaction<any>
+export type KyselyConnection = PgRelayConnection | Mysql2Connection
 
-/** Kysely's own messages for a transaction handle used after it ended (it has no error codes). */
-const ENDED = /^Transaction is already (committed|rolled back)$/
+export interface KyselyOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * The app's Kysely instance: the outbox speaks its database (PostgresDialect or MysqlDialect).
+   * Without it the outbox is for PostgreSQL (`createKyselyMysqlOutbox` for MySQL/MariaDB).
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any database interface of the app
+  db?: Kysely<any>
+}
 
-/** Wraps a Kysely transaction on PostgreSQL, checked to be a live transaction. */
-export function kyselyTransaction(trx: KyselyTransaction): TransactionAdapter {
-  if (
-    typeof trx !== 'object' ||
-    trx === null ||
-    typeof trx.executeQuery !== 'function' ||
-    typeof trx.getExecutor !== 'function'
-  ) {
-    throw invalidArgument(
-      `expected the Kysely transaction passed to db.transaction().execute(async (trx) => ...), got ${describe(trx)}`,
-    )
-  }
-  const adapter = trx.getExecutor().adapter
-  if (!(adapter instanceof PostgresAdapter)) {
-    throw invalidArgument(
-      `this outbox is for PostgreSQL but the Kysely instance uses ${adapter.constructor.name}; use the adapter of that database`,
-    )
-  }
-  return {
-    dialect: 'postgres',
-    assertInTransaction() {
-      if (trx.isTransaction !== true) {
-        throw noTransaction(
-          undefined,
-          ': this is the Kysely instance, not a transaction. Produce with the trx of db.transaction().execute(async (trx) => ...) or use outbox.transaction(db, fn)',
-        )
-      }
-      const controlled = trx as { isCommitted?: unknown; isRolledBack?: unknown }
-      if (controlled.isCommitted === true || controlled.isRolledBack === true) {
-        throw noTransaction(undefined, ': this controlled transaction already ended')
-      }
-    },
-    async execute(statement: SqlStatement) {
-      try {
-        await trx.executeQuery(CompiledQuery.raw(statement.text, withArrayLiterals(statement.values)))
-      } catch (error) {
-        if (error instanceof Error && ENDED.test(error.message)) {
-          throw noTransaction(error, ': this transaction handle was used after its transaction ended')
-        }
-        throw transactionError(error) ?? error
-      }
-    },
-  }
+export type KyselyRelayOptions<Target = PgRelayConnection> = PostgresRelayOptions<Target>
+
+const kysely: DataLayer<KyselyTransaction> = {
+  root: 'Kysely instance',
+  isHandle: isKysely,
+  isTransaction: (handle) => (handle as Kysely<unknown>).isTransaction === true,
+  databaseOf: (handle) => kyselyDatabase(handle as Kysely<unknown>),
+  assertDatabase: (handle, expected) => assertKyselyDatabase(handle as Kysely<unknown>, expected),
+  binding: kyselyTransaction,
+  openSession(database, target, purpose) {
+    if (database === 'postgres') return openPgSession(target as PgRelayConnection | undefined, purpose)
+    if (isKysely(target)) {
+      return Promise.reject(
+        invalidArgument(
+          "a Kysely instance cannot host the outbox's own connection (Kysely keeps its pool's settings private): pass a mysql:// URL or mysql2 connection options",
+        ),
+      )
+    }
+    return openMysql2Session(target as Mysql2Connection | undefined, purpose)
+  },
 }
 
 /**
- * The Kysely adapter (PostgreSQL dialects). Relays and migrations open their own node-postgres
- * session: pass `connection` (URL, config or your `pg.Pool`), or set `DATABASE_URL`.
+ * The Kysely adapter, on PostgreSQL (`PostgresDialect`) and MySQL 8 / MariaDB 10.6+
+ * (`MysqlDialect`): pass `db` and the outbox speaks its database. Relays and migrations open
+ * their own session: pass `connection` (on PostgreSQL a URL, config or your `pg.Pool`; on MySQL
+ * a URL or mysql2 options), or set `DATABASE_URL`.
  *
  * @example
  * const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) })
- * const outbox = createKyselyOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * const outbox = createKyselyOutbox({ db, topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
  * await outbox.migrate(pool)
  * await outbox.transaction(db, async (trx, topics) => {
  *   await trx.insertInto('orders').values(order).execute()
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class KyselyOutbox<M extends TopicMap> extends PostgresOutbox<
+export class KyselyOutbox<M extends TopicMap, Target = PgRelayConnection> extends DataLayerOutbox<
   M,
   KyselyTransaction,
-  PgRelayConnection
+  Target
 > {
-  constructor(options: PostgresOutboxOptions<M>) {
-    super(options, { transaction: kyselyTransaction, openSession: openPgSession })
+  constructor(options: KyselyOutboxOptions<M>, database?: KyselyDatabase) {
+    super(options, kysely, database)
   }
 
   /**
    * Runs `fn` in `db.transaction().execute()`: COMMIT if it resolves, ROLLBACK if it throws.
    * After the commit, relays of this process are woken at once.
    */
-  async transaction<DB, R>(
+  transaction<DB, R>(
     db: Kysely<DB>,
     fn: (trx: Transaction<DB>, topics: TopicProducers<M>) => Promise<R>,
   ): Promise<R> {
-    if (typeof db !== 'object' || db === null || typeof db.transaction !== 'function' || db.isTransaction) {
-      throw invalidArgument(
-        `transaction() needs the Kysely instance (not a transaction), got ${describe(db)}; inside a transaction use outbox.in(trx)`,
-      )
-    }
-    if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
-    const result = await db.transaction().execute((trx) => fn(trx, this.in(trx)))
-    this.notifyCommitted()
-    return result
+    return this.runTransaction(db, fn, () => db.transaction().execute((trx) => fn(trx, this.in(trx))))
   }
 }
 
-export function createKyselyOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): KyselyOutbox<M> {
+/** The outbox for `options.db`'s database; without `db`, for PostgreSQL. */
+export function createKyselyOutbox<M extends TopicMap>(
+  // biome-ignore lint/suspicious/noExplicitAny: any database interface of the app
+  options: KyselyOutboxOptions<M> & { db: Kysely<any> },
+): KyselyOutbox<M, KyselyConnection>
+export function createKyselyOutbox<M extends TopicMap>(options: KyselyOutboxOptions<M>): KyselyOutbox<M>
+export function createKyselyOutbox<M extends TopicMap>(options: KyselyOutboxOptions<M>): KyselyOutbox<M> {
   return new KyselyOutbox(options)
 }
 
-export type {
-  PgRelayConnection as KyselyRelayConnection,
-  PostgresOutboxOptions as KyselyOutboxOptions,
-  PostgresRelayOptions as KyselyRelayOptions,
-}
+export type { PgRelayConnection as KyselyRelayConnection }

@@ -1,7 +1,7 @@
 import type { TransactionOptions } from '@mikro-orm/core'
 import { type EntityManager, type MikroORM, PostgreSqlPlatform } from '@mikro-orm/postgresql'
 import type pg from 'pg'
-import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
@@ -10,6 +10,8 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { transactionError } from '../../dialects/postgres/transaction.ts'
+import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   checkEntityManager,
@@ -55,21 +57,10 @@ export function mikroOrmTransaction(em: EntityManager): TransactionAdapter {
       try {
         await transaction.executeQuery(rawQuery(statement))
       } catch (error) {
-        if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
-        throw error
+        throw transactionError(error) ?? error
       }
     },
   }
-}
-
-const IN_FAILED_TRANSACTION = '25P02'
-
-function abortedTransaction(cause: unknown): KEntityError {
-  return new KEntityError(
-    ErrorCodes.TRANSACTION_ABORTED,
-    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-    { cause },
-  )
 }
 
 const mikroOrmDriver: PostgresDriver<EntityManager, MikroOrmConnection> = {
@@ -120,9 +111,8 @@ export function createMikroOrmOutbox<M extends TopicMap>(
 export type { PostgresOutboxOptions as MikroOrmOutboxOptions, PostgresRelayOptions as MikroOrmRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw noDefaultConnection()
-  return url
+  if (!hasDatabaseUrl()) throw noDefaultConnection()
+  return databaseUrl()
 }
 
 function clientConfig(target: MikroOrmConnection): pg.ClientConfig {

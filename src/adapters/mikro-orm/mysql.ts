@@ -12,6 +12,7 @@ import {
 } from '../../dialects/mysql/mysql-outbox.ts'
 import { assertInTransactionBySavepoint } from '../../dialects/mysql/savepoint-probe.ts'
 import { errorNumber } from '../../dialects/mysql/session.ts'
+import { hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { connectionOptions as keptOptions } from '../mysql2/client-options.ts'
 import { type Mysql2Connection, openMysql2Session } from '../mysql2/session.ts'
 import {
@@ -77,7 +78,7 @@ export function mikroOrmMysqlTransaction(em: SqlEntityManager): TransactionAdapt
 const mikroOrmMysqlDriver: MysqlDriver<SqlEntityManager, MikroOrmMysqlConnection> = {
   transaction: mikroOrmMysqlTransaction,
   async openSession(target, purpose) {
-    if (target === undefined && !process.env.DATABASE_URL) throw noDefaultConnection()
+    if (target === undefined && !hasDatabaseUrl()) throw noDefaultConnection()
     const em = typeof target === 'object' && target !== null ? entityManagerOf(target) : undefined
     if (em !== undefined) return openMysql2Session(await connectionOptions(em), purpose)
     return openMysql2Session(target as Mysql2Connection | undefined, purpose)

@@ -2,6 +2,7 @@ import mysql from 'mysql2/promise'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/index.ts'
 import { endConnection, type MysqlSessionPurpose } from '../../dialects/mysql/session.ts'
+import { databaseUrl, MYSQL_URL } from '../../dialects/shared/database-url.ts'
 
 /** What `in()` accepts: a mysql2 connection (promise or callback API) on which a transaction is open. */
 export type Mysql2TransactionConnection = Pick<mysql.Connection, 'query'>
@@ -99,12 +100,8 @@ function session(connection: mysql.Connection, owned: boolean): MysqlSession {
 }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw invalidArgument('no database connection given and DATABASE_URL is not set')
-  if (!/^(mysql|mariadb):\/\//.test(url)) {
-    throw invalidArgument(
-      `no database connection given and DATABASE_URL is not a mysql:// URL; pass connection: 'mysql://user@host:3306/db'`,
-    )
-  }
-  return url
+  return databaseUrl('', {
+    pattern: MYSQL_URL,
+    mismatch: `is not a mysql:// URL; pass connection: 'mysql://user@host:3306/db'`,
+  })
 }

@@ -1,7 +1,6 @@
 import type pg from 'pg'
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
-import { explainMissingTable } from '../../dialects/not-migrated.ts'
 import {
   CommitBuffer,
   type HeldWrite,
@@ -9,6 +8,12 @@ import {
   preparedStatementMismatch,
 } from '../../dialects/postgres/commit-buffer.ts'
 import { classifyError } from '../../dialects/postgres/errors.ts'
+import {
+  abortedTransaction,
+  IN_FAILED_SQL_TRANSACTION,
+  sqlState,
+} from '../../dialects/postgres/transaction.ts'
+import { explainMissingTable } from '../../outbox/not-migrated.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
 type Query = (...args: unknown[]) => unknown
@@ -219,19 +224,9 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
     if (isPreparedStatementMismatch(error)) throw preparedStatementMismatch(error)
     // A write produced after a failed statement: node-postgres may report the transaction as
     // open until its next answer, so the refusal comes from the server, when the write is sent.
-    if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+    if (sqlState(error) === IN_FAILED_SQL_TRANSACTION) throw abortedTransaction(error)
     throw explainMissingTable(error, classifyError, undefined)
   })
-}
-
-export const IN_FAILED_TRANSACTION = '25P02'
-
-export function abortedTransaction(cause?: unknown): KEntityError {
-  return new KEntityError(
-    ErrorCodes.TRANSACTION_ABORTED,
-    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-    { cause },
-  )
 }
 
 function transactionEnded(): KEntityError {

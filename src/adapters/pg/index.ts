@@ -11,10 +11,14 @@ import {
 } from '../../dialects/postgres/postgres-outbox.ts'
 import {
   abortedTransaction,
+  IN_FAILED_SQL_TRANSACTION,
+  sqlState,
+} from '../../dialects/postgres/transaction.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
+import {
   type HeldConnection,
   heldConnection,
   holdingAdapter,
-  IN_FAILED_TRANSACTION,
   sendHeld,
   wakingAdapter,
 } from './held-connection.ts'
@@ -60,7 +64,7 @@ export function pgTransaction(client: PgTransactionClient): TransactionAdapter {
       } catch (error) {
         // The driver rejects a failed query before it reads the server's new transaction state,
         // so an aborted transaction can still look open to assertInTransaction().
-        if ((error as { code?: string }).code === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
+        if (sqlState(error) === IN_FAILED_SQL_TRANSACTION) throw abortedTransaction(error)
         throw error
       }
     },
@@ -72,7 +76,7 @@ export type PgConnection = string | pg.ClientConfig | pg.Pool | PgTransactionCli
 const pgDriver: PostgresDriver<PgTransactionClient, PgConnection> = {
   transaction: pgTransaction,
   async openSession(target, applicationName) {
-    const resolved = target ?? defaultConnection()
+    const resolved = target ?? databaseUrl()
     if (resolved instanceof pg.Pool) {
       // A pool would spread the relay's claim, leader lock and LISTEN over several connections:
       // open a dedicated client with the pool's settings instead.
@@ -279,12 +283,6 @@ export function createPgOutbox<M extends TopicMap>(options: PgOutboxOptions<M>):
 }
 
 export type { PostgresRelayOptions as PgRelayOptions }
-
-function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw invalidArgument('no database connection given and DATABASE_URL is not set')
-  return url
-}
 
 function openClient(target: string | pg.ClientConfig, applicationName: string): Promise<PgSession> {
   return connectSession(

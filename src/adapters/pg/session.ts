@@ -1,6 +1,7 @@
 import pg from 'pg'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import { Submittable } from './submittable.ts'
 
 /**
@@ -14,10 +15,7 @@ export async function openPgSession(
   target: PgRelayConnection | undefined,
   applicationName: string,
 ): Promise<PgSession> {
-  const resolved = target ?? process.env.DATABASE_URL
-  if (resolved === undefined || resolved === '') {
-    throw invalidArgument('no database connection given and DATABASE_URL is not set')
-  }
+  const resolved = target ?? databaseUrl()
   return connectSession(clientConfig(resolved, applicationName))
 }
 

@@ -1,17 +1,15 @@
 import { PGlite, type PGliteInterface, type PGliteOptions, type Transaction } from '@electric-sql/pglite'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
-import type { OutboxRelay, RelayOptions } from '../../core/relay.ts'
+import type { RelayOptions } from '../../core/relay.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { pgliteSessions, pgliteSql } from '../../dialects/pglite/sql-dialect.ts'
 import { postgresDialect } from '../../dialects/postgres/index.ts'
-import {
-  type PostgresDriver,
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
+import type { PostgresOutboxOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import type { PgSession } from '../../dialects/postgres/session.ts'
+import { transactionError } from '../../dialects/postgres/transaction.ts'
+import { SqlOutbox } from '../../outbox/sql-outbox.ts'
 import { checkKafkaSetting, type KafkaSetting } from '../../transports/kafka/index.ts'
-import { PgliteRelayStore } from './relay-store.ts'
-import { PgliteSession } from './session.ts'
 
 /** Wraps the `tx` PGlite passes to `db.transaction(async (tx) => ...)`. */
 export function pgliteTransaction(tx: Transaction): TransactionAdapter {
@@ -42,20 +40,11 @@ export function pgliteTransaction(tx: Transaction): TransactionAdapter {
       try {
         await tx.query(statement.text, statement.values)
       } catch (error) {
-        if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
-          throw new KEntityError(
-            ErrorCodes.TRANSACTION_ABORTED,
-            'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-            { cause: error },
-          )
-        }
-        throw error
+        throw transactionError(error) ?? error
       }
     },
   }
 }
-
-const IN_FAILED_TRANSACTION = '25P02'
 
 export interface PgliteOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
   /** The app's PGlite database: the outbox table lives in it and the relay reads it in this process. */
@@ -84,7 +73,13 @@ export interface PgliteRelayOptions
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transaction, PGliteInterface> {
+export class PgliteOutbox<M extends TopicMap> extends SqlOutbox<
+  M,
+  Transaction,
+  PGliteInterface,
+  Promise<PgSession>,
+  PgliteRelayOptions
+> {
   readonly db: PGliteInterface
   readonly #ownsDatabase: boolean
 
@@ -101,16 +96,7 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
         `'db' must be a PGlite database (await PGlite.create()), got ${describe(db)}; openPgliteOutbox() creates one for you`,
       )
     }
-    const driver: PostgresDriver<Transaction, PGliteInterface> = {
-      transaction: pgliteTransaction,
-      async openSession(target) {
-        return new PgliteSession(target ?? db)
-      },
-      // One connection: NOTIFYs never hold other commits back, and the PGlite relay does not
-      // poll after a notification, so every commit wakes it.
-      notifyEveryCommit: true,
-    }
-    super(options, driver)
+    super(options, { dialect: pgliteSql(db), binding: pgliteTransaction, sessions: pgliteSessions(db) })
     this.db = db
     this.#ownsDatabase = ownsDatabase
   }
@@ -121,29 +107,6 @@ export class PgliteOutbox<M extends TopicMap> extends PostgresOutbox<M, Transact
     const result = await this.db.transaction((tx) => fn(tx, this.in(tx)))
     this.notifyCommitted()
     return result
-  }
-
-  /**
-   * The relay of this database; call `start()` on it (or `drain()` in tests). One relay may be
-   * connected to a PGlite database at a time: stop() one before starting another.
-   */
-  override relay(options: PgliteRelayOptions = {}): OutboxRelay {
-    if (typeof options !== 'object' || options === null)
-      throw invalidArgument('relay options must be an object')
-    const loose = options as Record<string, unknown>
-    if (loose.mode !== undefined && loose.mode !== 'single') {
-      throw invalidArgument(
-        `relay option 'mode' must be 'single' on PGlite, got ${describe(loose.mode)}: an embedded database has one relay, in the process that embeds it, so there is no leader to elect`,
-      )
-    }
-    for (const option of ['connection', 'claimTimeout', 'leaderCheckInterval']) {
-      if (loose[option] !== undefined) {
-        throw invalidArgument(
-          `relay option '${option}' does not apply to PGlite: the relay always runs on the outbox's own database, without a claim transaction or leader`,
-        )
-      }
-    }
-    return this.relayOn(new PgliteRelayStore(this.db, this.outbox.table), { ...options, mode: 'single' })
   }
 
   /** Closes the Kafka producer for `outbox: false` topics, and the database if `openPgliteOutbox` created it. */

@@ -35,8 +35,7 @@ export function postgresJsTransaction(
   if (typeof (tx as { savepoint?: unknown }).savepoint !== 'function') {
     const refuse = () => {
       throw noTransaction(
-        undefined,
-        ': this is the root postgres.js sql (or a reserved connection), not a transaction. Produce with the tx of sql.begin(async (tx) => ...) or use outbox.transaction(sql, fn)',
+        'this is the root postgres.js sql (or a reserved connection), not a transaction. Produce with the tx of sql.begin(async (tx) => ...) or use outbox.transaction(sql, fn)',
       )
     }
     return { dialect: 'postgres', assertInTransaction: refuse, execute: async () => refuse() }

@@ -3,6 +3,7 @@ import { describe, invalidArgument } from '../../core/errors.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
 import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import type { PgQueryResult } from '../../dialects/postgres/session.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 
 /**
  * Where a relay or migration session connects: a connection URL, postgres.js options, or the
@@ -50,7 +51,7 @@ export async function openPostgresJsSession(
     },
     onclose,
   }
-  const sql = connect(target ?? defaultConnection(), applicationName, settings)
+  const sql = connect(target ?? databaseUrl(), applicationName, settings)
   let reserved: postgres.ReservedSql
   try {
     reserved = await sql.reserve()
@@ -161,10 +162,4 @@ function toPgResults(
 
 function toPgResult(result: postgres.RowList<postgres.Row[]>): PgQueryResult {
   return { rows: [...result], rowCount: result.count ?? null }
-}
-
-function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw invalidArgument('no database connection given and DATABASE_URL is not set')
-  return url
 }

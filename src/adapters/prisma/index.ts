@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
@@ -8,6 +8,8 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { transactionError } from '../../dialects/postgres/transaction.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   assertTransactionClient,
@@ -52,19 +54,11 @@ export function prismaTransaction(tx: PrismaTransactionClient): TransactionAdapt
   }
 }
 
-const IN_FAILED_TRANSACTION = '25P02'
-
 function translate(error: unknown): unknown {
   const closed = closedTransaction(error)
   if (closed !== undefined) return closed
-  if (driverAdapterCause(error)?.originalCode === IN_FAILED_TRANSACTION) {
-    return new KEntityError(
-      ErrorCodes.TRANSACTION_ABORTED,
-      'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-      { cause: error },
-    )
-  }
-  return error
+  // The driver adapter's error keeps the SQLSTATE as originalCode, out of sqlState's reach.
+  return transactionError({ code: driverAdapterCause(error)?.originalCode, cause: error }) ?? error
 }
 
 const prismaDriver: PostgresDriver<PrismaTransactionClient, PrismaConnection> = {
@@ -129,11 +123,5 @@ export function createPrismaOutbox<M extends TopicMap>(options: PostgresOutboxOp
 export type { PostgresOutboxOptions as PrismaOutboxOptions, PostgresRelayOptions as PrismaRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not set: pass the connection string of your PrismaPg adapter',
-    )
-  }
-  return url
+  return databaseUrl(': pass the connection string of your PrismaPg adapter')
 }

@@ -2,6 +2,7 @@ import * as mariadb from 'mariadb'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/index.ts'
 import { endConnection, type MysqlSessionPurpose } from '../../dialects/mysql/session.ts'
+import { databaseUrl, MYSQL_URL } from '../../dialects/shared/database-url.ts'
 import { isPrismaClient } from './transaction-client.ts'
 
 /**
@@ -157,16 +158,12 @@ function checkConfig(value: unknown): asserts value is mariadb.ConnectionConfig 
 }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not set: pass the URL (or mariadb options) of your PrismaMariaDb adapter, e.g. outbox.relay({ connection: url })',
-    )
-  }
-  if (!/^(mysql|mariadb):\/\//.test(url)) {
-    throw invalidArgument(
-      'no database connection given and DATABASE_URL is not a mysql:// or mariadb:// URL: pass the URL (or mariadb options) of your PrismaMariaDb adapter',
-    )
-  }
-  return url
+  return databaseUrl(
+    ': pass the URL (or mariadb options) of your PrismaMariaDb adapter, e.g. outbox.relay({ connection: url })',
+    {
+      pattern: MYSQL_URL,
+      mismatch:
+        'is not a mysql:// or mariadb:// URL: pass the URL (or mariadb options) of your PrismaMariaDb adapter',
+    },
+  )
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { DataSource, EntityManager } from 'typeorm'
-import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
@@ -9,6 +9,8 @@ import {
   type PostgresOutboxOptions,
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
+import { transactionError } from '../../dialects/postgres/transaction.ts'
+import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { openPgSession } from '../pg/session.ts'
 import {
   activeQueryRunner,
@@ -45,28 +47,10 @@ export function typeOrmTransaction(manager: EntityManager): TransactionAdapter {
       try {
         await activeQueryRunner(manager).query(statement.text, statement.values)
       } catch (error) {
-        if (sqlState(error) === IN_FAILED_TRANSACTION) throw abortedTransaction(error)
-        throw error
+        throw transactionError(error) ?? error
       }
     },
   }
-}
-
-const IN_FAILED_TRANSACTION = '25P02'
-
-/** TypeORM's QueryFailedError copies the driver error's fields; the original is kept too. */
-function sqlState(error: unknown): string | undefined {
-  const failed = error as { code?: unknown; driverError?: { code?: unknown } }
-  const code = failed.code ?? failed.driverError?.code
-  return typeof code === 'string' ? code : undefined
-}
-
-function abortedTransaction(cause: unknown): KEntityError {
-  return new KEntityError(
-    ErrorCodes.TRANSACTION_ABORTED,
-    'the transaction already failed (PostgreSQL ignores further commands until ROLLBACK); nothing was stored',
-    { cause },
-  )
 }
 
 const typeOrmDriver: PostgresDriver<EntityManager, TypeOrmConnection> = {
@@ -114,9 +98,8 @@ export function createTypeOrmOutbox<M extends TopicMap>(options: PostgresOutboxO
 export type { PostgresOutboxOptions as TypeOrmOutboxOptions, PostgresRelayOptions as TypeOrmRelayOptions }
 
 function defaultConnection(): string {
-  const url = process.env.DATABASE_URL
-  if (!url) throw noDefaultConnection()
-  return url
+  if (!hasDatabaseUrl()) throw noDefaultConnection()
+  return databaseUrl()
 }
 
 function clientConfig(target: TypeOrmConnection): pg.ClientConfig {

@@ -10,6 +10,7 @@ import {
   type MysqlRelayOptions,
 } from '../../dialects/mysql/mysql-outbox.ts'
 import { assertTransactionStatus, TRANSACTION_PROBE } from '../../dialects/mysql/transaction-status.ts'
+import { hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
 import { connectionOptions as keptOptions } from '../mysql2/client-options.ts'
 import { type Mysql2Connection, openMysql2Session } from '../mysql2/session.ts'
 import {
@@ -59,7 +60,7 @@ export function typeOrmMysqlTransaction(manager: EntityManager): TransactionAdap
 const typeOrmMysqlDriver: MysqlDriver<EntityManager, TypeOrmMysqlConnection> = {
   transaction: typeOrmMysqlTransaction,
   async openSession(target, purpose) {
-    if (target === undefined && !process.env.DATABASE_URL) throw noDefaultConnection()
+    if (target === undefined && !hasDatabaseUrl()) throw noDefaultConnection()
     if (typeof target === 'object' && target !== null) {
       if (isDataSource(target)) return openMysql2Session(connectionOptions(target), purpose)
       if (typeof (target as EntityManager).transaction === 'function') {

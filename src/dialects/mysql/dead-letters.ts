@@ -6,7 +6,7 @@ import {
   type OutboxStats,
 } from '../../core/dead-letters.ts'
 import type { OutboxTable } from '../../core/seams.ts'
-import { decodeHeaders } from '../postgres/sql.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
 import { keyLockSlot, qualified } from './names.ts'
 import type { MysqlSession } from './session.ts'
 import { deadLettersByIdSql, keyLocksSql, utcDateTime } from './sql.ts'

@@ -1,13 +1,11 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
+import type { MigrationResult } from '../../outbox/parts.ts'
 import { mysqlMigrations } from './migrations.ts'
 import { lockName, qualified } from './names.ts'
 import type { MysqlSession } from './session.ts'
 
-export interface MigrationResult {
-  applied: number[]
-  current: number
-}
+export type { MigrationResult }
 
 /** How long a start waits for another instance's migration before giving up, in seconds. */
 const MIGRATION_LOCK_WAIT_SECONDS = 120

@@ -1,6 +1,6 @@
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
-import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../postgres/sql.ts'
+import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
 import { keyLockSlot, qualified } from './names.ts'
 
 /** Rows per INSERT: far below the 65,535 placeholders of a prepared statement. */

@@ -1,4 +1,7 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { noTransaction } from '../shared/transaction-errors.ts'
+
+export { noTransaction }
 
 /** Status flags of the server's OK packet (mysql_com.h). */
 const SERVER_STATUS_IN_TRANS = 0x0001
@@ -29,16 +32,4 @@ export function assertTransactionStatus(serverStatus: unknown, hint: string): vo
   // With autocommit off, every statement joins the transaction the app will COMMIT.
   if (serverStatus & SERVER_STATUS_IN_TRANS || !(serverStatus & SERVER_STATUS_AUTOCOMMIT)) return
   throw noTransaction(hint)
-}
-
-/**
- * KE_NO_TRANSACTION for a handle that is not (or no longer) a transaction, whether the data
- * layer itself knows it or the server said so, worded the same everywhere.
- */
-export function noTransaction(hint: string, cause?: unknown): KEntityError {
-  return new KEntityError(
-    ErrorCodes.NO_TRANSACTION,
-    `outbox topics must be produced inside a transaction: ${hint}; nothing was stored`,
-    cause === undefined ? {} : { cause },
-  )
 }

@@ -1,5 +1,6 @@
 import type { StoredMessage } from '../../core/record.ts'
-import { CLAIM_COLUMNS, decodeHeaders } from './sql.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
+import { CLAIM_COLUMNS } from './sql.ts'
 
 /**
  * The claim as `COPY (claim) TO STDOUT (FORMAT binary)`, for drivers that hand over COPY data

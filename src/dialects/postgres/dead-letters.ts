@@ -6,9 +6,9 @@ import {
   type OutboxStats,
 } from '../../core/dead-letters.ts'
 import type { OutboxTable } from '../../core/seams.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import { lastResult, type PgSession } from './session.ts'
-import { decodeHeaders } from './sql.ts'
 
 type OpenSession = () => Promise<PgSession>
 

@@ -1,12 +1,10 @@
 import type { Migration, OutboxTable } from '../../core/seams.ts'
+import type { MigrationResult } from '../../outbox/parts.ts'
 import { postgresMigrations } from './migrations.ts'
 import { lockClass, qualified } from './names.ts'
 import type { PgSession } from './session.ts'
 
-export interface MigrationResult {
-  applied: number[]
-  current: number
-}
+export type { MigrationResult }
 
 function bookkeeping(table: OutboxTable): string[] {
   return [

@@ -2,6 +2,7 @@ import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
@@ -14,7 +15,7 @@ import {
   relayQueryTimeout,
   withQueryTimeout,
 } from './session.ts'
-import { CLAIM_COLUMNS, claimSql, decodeHeaders, deleteSql, failuresStatement } from './sql.ts'
+import { CLAIM_COLUMNS, claimSql, deleteSql, failuresStatement } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
   table: OutboxTable

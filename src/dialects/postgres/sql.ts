@@ -1,24 +1,7 @@
 import type { OutboxRecord } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
+import { encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
-
-/** Headers as stored: JSON pairs keep duplicates and order; values are base64 so bytes survive. */
-export function encodeHeaders(headers: OutboxRecord['headers']): string | null {
-  if (headers.length === 0) return null
-  return JSON.stringify(
-    headers.map(([name, value]) => [name, value === null ? null : value.toString('base64')]),
-  )
-}
-
-/** `stored`: the headers as the driver returns them, parsed or as JSON text. */
-export function decodeHeaders(stored: unknown): OutboxRecord['headers'] {
-  if (typeof stored === 'string') stored = JSON.parse(stored)
-  if (!Array.isArray(stored)) return []
-  return stored.map(([name, value]: [string, string | null]) => [
-    name,
-    value === null ? null : Buffer.from(value, 'base64'),
-  ])
-}
 
 /**
  * One statement for any number of messages: parallel arrays through unnest keep the text
@@ -269,15 +252,6 @@ INSERT INTO ${qualified(table, '_dead_letters')} (message_id, topic, key, value,
 SELECT id, topic, key, value, headers, ordering_hash, attempts, errors, created_at FROM buried`,
     values: [ids, errors, delays, dead, counted],
   }
-}
-
-/**
- * The attempts column after a failure, in SQL every dialect speaks: a counted failure adds one
- * to the counted part and drops the held mark; one that does not count marks the row held (see
- * `FailedDelivery.countAttempt`), which keeps its key blocked, and leaves the count as it was.
- */
-export function nextAttemptsSql(attempts: string, counted: string): string {
-  return `CASE WHEN ${counted} THEN ${attempts} % ${HELD_ATTEMPTS} + 1 WHEN ${attempts} >= ${HELD_ATTEMPTS} THEN ${attempts} ELSE ${attempts} + ${HELD_ATTEMPTS} END`
 }
 
 /**

@@ -1,6 +1,9 @@
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { OutboxTable, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import { noTransaction } from '../shared/transaction-errors.ts'
 import { qualified } from './names.ts'
+
+export { noTransaction }
 
 /** SQLSTATEs that mean "no usable transaction" rather than a failed statement. */
 export const NO_ACTIVE_SQL_TRANSACTION = '25P01'
@@ -38,7 +41,7 @@ export function probedTransaction(
 /** The KEntityError for a driver error that means the transaction is gone or failed. */
 export function transactionError(error: unknown): KEntityError | undefined {
   const code = sqlState(error)
-  if (code === NO_ACTIVE_SQL_TRANSACTION) return noTransaction(error)
+  if (code === NO_ACTIVE_SQL_TRANSACTION) return noTransaction(undefined, error)
   if (code === IN_FAILED_SQL_TRANSACTION) return abortedTransaction(error)
   return undefined
 }
@@ -55,14 +58,6 @@ export function sqlState(error: unknown): string | undefined {
     current = (current as { cause?: unknown }).cause
   }
   return undefined
-}
-
-export function noTransaction(cause?: unknown, hint = ''): KEntityError {
-  return new KEntityError(
-    ErrorCodes.NO_TRANSACTION,
-    `outbox topics must be produced inside a transaction${hint}; nothing was stored`,
-    cause === undefined ? {} : { cause },
-  )
 }
 
 export function abortedTransaction(cause?: unknown): KEntityError {

@@ -7,7 +7,7 @@ import {
 } from '../../core/dead-letters.ts'
 import { invalidArgument } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
-import { decodeHeaders } from '../postgres/sql.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
 import type { SqliteConnection } from './connection.ts'
 import { qualified } from './names.ts'
 

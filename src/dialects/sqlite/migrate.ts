@@ -1,14 +1,12 @@
 import { invalidArgument } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
+import type { MigrationResult } from '../../outbox/parts.ts'
 import type { SqliteConnection } from './connection.ts'
 import { sqliteMigrations } from './migrations.ts'
 import { qualified } from './names.ts'
 import { NOW_MS } from './sql.ts'
 
-export interface MigrationResult {
-  applied: number[]
-  current: number
-}
+export type { MigrationResult }
 
 function bookkeeping(table: OutboxTable): string {
   return `CREATE TABLE IF NOT EXISTS ${qualified(table, '_migrations')} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL DEFAULT (${NOW_MS}))`

@@ -1,6 +1,6 @@
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
-import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../postgres/sql.ts'
+import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
 import { qualified } from './names.ts'
 
 /** Rows per INSERT: 5 parameters each, far below SQLite's limit of 32,766 bound parameters. */

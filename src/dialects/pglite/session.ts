@@ -1,5 +1,5 @@
 import type { PGliteInterface, Results, Transaction } from '@electric-sql/pglite'
-import type { PgQueryResult, PgSession } from '../../dialects/postgres/session.ts'
+import type { PgQueryResult, PgSession } from '../postgres/session.ts'
 
 /**
  * A `PgSession` over a PGlite database, for `migrate()`.

@@ -2,8 +2,9 @@ import type { PGliteInterface } from '@electric-sql/pglite'
 import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
-import { wakeChannel } from '../../dialects/postgres/names.ts'
-import { claimSql, decodeHeaders, deleteSql, failuresStatement } from '../../dialects/postgres/sql.ts'
+import { wakeChannel } from '../postgres/names.ts'
+import { claimSql, deleteSql, failuresStatement } from '../postgres/sql.ts'
+import { decodeHeaders } from '../shared/stored-columns.ts'
 
 /** The relay store of each PGlite database that has one connected. */
 const connectedStores = new WeakMap<PGliteInterface, PgliteRelayStore>()

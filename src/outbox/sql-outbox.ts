@@ -1,0 +1,175 @@
+import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
+import { invalidArgument } from '../core/errors.ts'
+import { type Logger, resolveLogger } from '../core/logger.ts'
+import { Outbox, type SyncTopicProducers, type TopicMap, type TopicProducers } from '../core/outbox.ts'
+import type { OutboxRelay } from '../core/relay.ts'
+import type { SyncTransactionAdapter, TransactionAdapter } from '../core/seams.ts'
+import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../transports/kafka/index.ts'
+import {
+  type EnsureTopicsReport,
+  ensureOutboxTopics,
+  type OutboxEnsureTopicsOptions,
+} from '../transports/kafka/topics.ts'
+import { refuseOutboxOptions, refuseRelayOptions } from './capabilities.ts'
+import { LocalRelays } from './local-relays.ts'
+import { explainingDeadLetters, explainMissingTable } from './not-migrated.ts'
+import { checkOptionsObject } from './outbox-options.ts'
+import type {
+  MigrationResult,
+  SessionOpener,
+  SqlDialect,
+  SqlOutboxOptions,
+  SqlRelayOptions,
+} from './parts.ts'
+
+/** The three parts of one SQL outbox (see parts.ts). */
+export interface SqlOutboxParts<Tx, Target, Session, R extends SqlRelayOptions, Sync extends boolean> {
+  dialect: SqlDialect<Session, R>
+  // Methods, not function properties: outboxes of related handle types stay comparable.
+  /** The transaction binding: the app's handle as the adapter the producers write through. */
+  binding(tx: Tx): Sync extends true ? SyncTransactionAdapter : TransactionAdapter
+  /** The session opener: the outbox's own connections (see `SessionOpener`). */
+  sessions(...args: Parameters<SessionOpener<Target, Session>>): ReturnType<SessionOpener<Target, Session>>
+}
+
+/** What `in()` returns: producers that write before they return on a synchronous driver. */
+export type ProducersOf<M extends TopicMap, Sync extends boolean> = Sync extends true
+  ? SyncTopicProducers<M>
+  : TopicProducers<M>
+
+/** What `migrate()` returns: the result itself on a synchronous driver. */
+export type MigrationOf<Sync extends boolean> = Sync extends true ? MigrationResult : Promise<MigrationResult>
+
+/**
+ * The outbox on a SQL database, whatever the database and the driver: typed producers bound to
+ * the app's transaction, migrations, relays, topics, dead letters and stats, written once and
+ * composed with a dialect, a transaction binding and a session opener. Each database's facade
+ * (`PostgresOutbox`, `MysqlOutbox`, `SqliteOutbox`) and each adapter subclass it.
+ */
+export class SqlOutbox<
+  M extends TopicMap,
+  Tx,
+  Target,
+  Session = unknown,
+  R extends SqlRelayOptions = SqlRelayOptions,
+  Sync extends boolean = false,
+> {
+  readonly outbox: Outbox<M>
+  readonly #parts: SqlOutboxParts<Tx, Target, Session, R, Sync>
+  readonly #kafka: KafkaSetting | undefined
+  readonly #direct: LazyTransport
+  /** Relays of this process, woken right after a transaction helper commits. */
+  readonly #localRelays = new LocalRelays()
+  /** The `logger` option; undefined leaves each relay its default. */
+  readonly #logger: Logger | undefined
+
+  constructor(options: SqlOutboxOptions<M>, parts: SqlOutboxParts<Tx, Target, Session, R, Sync>) {
+    checkOptionsObject(options)
+    const { dialect } = parts
+    const notify = (options as { notify?: boolean }).notify
+    refuseOutboxOptions(dialect, { notify }, {})
+    this.outbox = new Outbox(options, dialect.producer({ notify }))
+    refuseOutboxOptions(dialect, {}, this.outbox.topics)
+    this.#parts = parts
+    this.#kafka = checkKafkaSetting(options.kafka)
+    this.#logger = options.logger === undefined ? undefined : resolveLogger(options.logger, 'outbox options')
+    this.#direct = new LazyTransport(options.kafka, 'a topic mapped with outbox: false')
+  }
+
+  /** Typed producers bound to the app's open transaction. */
+  in(tx: Tx): ProducersOf<M, Sync> {
+    const adapter = this.#parts.binding(tx)
+    if (!this.#parts.dialect.capabilities.synchronous) {
+      return this.producersOn(adapter as TransactionAdapter) as ProducersOf<M, Sync>
+    }
+    const sync = adapter as SyncTransactionAdapter
+    return this.outbox.producersSync({
+      dialect: sync.dialect,
+      assertInTransaction: () => sync.assertInTransaction(),
+      execute: (statement) => {
+        try {
+          sync.execute(statement)
+        } catch (error) {
+          throw this.#explain(error)
+        }
+      },
+    }) as ProducersOf<M, Sync>
+  }
+
+  /** Typed producers that write through `adapter` (for adapters that hold writes back). */
+  protected producersOn(adapter: TransactionAdapter): TopicProducers<M> {
+    return this.outbox.producers(adapter, () => this.#direct.get())
+  }
+
+  /** Creates or upgrades the outbox schema; safe to run from several instances at once. */
+  migrate(target?: Target): MigrationOf<Sync> {
+    const { dialect, sessions } = this.#parts
+    return dialect.migrate(this.outbox.table, sessions(target, 'migrate')) as MigrationOf<Sync>
+  }
+
+  /** The schema as a SQL script, for applying with your own migration tool. */
+  migrationSql(): string {
+    return this.#parts.dialect.migrationScript(this.outbox.table)
+  }
+
+  /** A relay worker for this outbox; call `start()` on it (or `runOnce()` in tests). */
+  relay(options: R = {} as R): OutboxRelay {
+    const { dialect, sessions } = this.#parts
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArgument(dialect.relayOptionsHint ?? 'relay options must be an object')
+    }
+    refuseRelayOptions(dialect, options)
+    const open = sessions(options.connection as Target | undefined, 'relay')
+    const store = dialect.relayStore(this.outbox.table, open, options)
+    return this.#localRelays.create(this.outbox, store, this.#kafka, options, {
+      logger: this.#logger,
+      database: dialect.endpoint(options.connection),
+    })
+  }
+
+  /**
+   * Creates this outbox's missing topics with their declared partitions, replication factor and
+   * configs, and reports how existing ones differ from their declarations (never altering them).
+   */
+  ensureTopics(options?: OutboxEnsureTopicsOptions): Promise<EnsureTopicsReport> {
+    return ensureOutboxTopics(this.outbox.topics, this.#kafka, options)
+  }
+
+  /** Inspect, replay and purge dead letters (each call uses its own short session). */
+  deadLetters(connection?: Target): DeadLetters {
+    const { dialect, sessions } = this.#parts
+    return explainingDeadLetters(
+      dialect.deadLetters(this.outbox.table, sessions(connection, 'admin')),
+      (error) => this.#explain(error),
+    )
+  }
+
+  /** Pending, retrying and dead messages and the age of the oldest pending one (the lag). */
+  stats(connection?: Target): Promise<OutboxStats> {
+    const { dialect, sessions } = this.#parts
+    return dialect.stats(this.outbox.table, sessions(connection, 'admin')).catch((error: unknown) => {
+      throw this.#explain(error)
+    })
+  }
+
+  /** A driver's "table does not exist" as `KE_NOT_MIGRATED`, saying what to run. */
+  #explain(error: unknown): unknown {
+    const { dialect } = this.#parts
+    return explainMissingTable(
+      error,
+      (cause) => this.outbox.dialect.classifyError?.(cause),
+      dialect.qualified(this.outbox.table),
+      dialect.migrateHint,
+    )
+  }
+
+  /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */
+  notifyCommitted(): void {
+    this.#localRelays.wakeAll()
+  }
+
+  /** Closes the Kafka producer used for `outbox: false` topics. */
+  async close(): Promise<void> {
+    await this.#direct.close()
+  }
+}
