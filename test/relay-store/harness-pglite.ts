@@ -3,23 +3,8 @@ import type { Transaction } from '@electric-sql/pglite'
 import { createPgliteOutbox } from '../../src/adapters/pglite/index.ts'
 import type { TopicMap } from '../../src/index.ts'
 import { sharedPgliteDatabase } from '../contract/harness-pglite.ts'
-import type { OrderWrite, StoreContext, StoreHarness, StoreSetupOptions } from './harness.ts'
-
-function writer<M extends TopicMap>(
-  tx: Transaction,
-  topics: OrderWrite<M>['topics'],
-  schema: string,
-): OrderWrite<M> {
-  return {
-    topics,
-    async insertOrders(rows) {
-      await tx.query(
-        `INSERT INTO "${schema}".orders (id, customer) SELECT * FROM unnest($1::text[], $2::text[])`,
-        [rows.map((r) => r.id), rows.map((r) => r.customer)],
-      )
-    },
-  }
-}
+import type { StoreContext, StoreHarness, StoreSetupOptions } from './harness.ts'
+import { postgresOrderWrite } from './harness-postgres.ts'
 
 async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise<StoreContext<M>> {
   const schema = options.name
@@ -33,7 +18,7 @@ async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise
   const scalar = async (sql: string) => Number((await db.query<{ n: number }>(sql)).rows[0]?.n)
   const closers: (() => Promise<void>)[] = []
   return {
-    transaction: (fn) => outbox.transaction((tx, topics) => fn(writer(tx, topics, schema))),
+    transaction: (fn) => outbox.transaction((tx, topics) => fn(postgresOrderWrite(tx, topics, schema))),
     // The types keep the database itself out; this is the runtime check for untyped callers.
     produceOutsideTransaction: (accessor, message) =>
       outbox.in(db as unknown as Transaction)[accessor].produce(message as never, { key: 'k' }),
@@ -69,7 +54,7 @@ async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise
       const other = createPgliteOutbox({ db, topics: options.topics, schema, kafka })
       closers.push(() => other.close())
       return {
-        transaction: (fn) => other.transaction((tx, topics) => fn(writer(tx, topics, schema))),
+        transaction: (fn) => other.transaction((tx, topics) => fn(postgresOrderWrite(tx, topics, schema))),
         close: async () => {},
       }
     },

@@ -11,15 +11,16 @@ async function scalar(sql: string, values: unknown[] = []): Promise<number> {
   return withClient(async (client) => Number((await client.query(sql, values)).rows[0]?.n))
 }
 
-function writer<M extends TopicMap>(
-  client: pg.PoolClient,
+/** The app's writes on PostgreSQL (node-postgres or PGlite): `query` is the transaction's. */
+export function postgresOrderWrite<M extends TopicMap>(
+  transaction: { query(text: string, values: unknown[]): Promise<unknown> },
   topics: OrderWrite<M>['topics'],
   schema: string,
 ): OrderWrite<M> {
   return {
     topics,
     async insertOrders(rows) {
-      await client.query(
+      await transaction.query(
         `INSERT INTO "${schema}".orders (id, customer) SELECT * FROM unnest($1::text[], $2::text[])`,
         [rows.map((r) => r.id), rows.map((r) => r.customer)],
       )
@@ -46,12 +47,13 @@ async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise
   const leaderClass = lockClass(table, 'leader') >>> 0
   const closers: (() => Promise<void>)[] = []
   return {
-    transaction: (fn) => outbox.transaction(pool, (client, topics) => fn(writer(client, topics, schema))),
+    transaction: (fn) =>
+      outbox.transaction(pool, (client, topics) => fn(postgresOrderWrite(client, topics, schema))),
     async openTransaction() {
       const client = await pool.connect()
       await client.query('BEGIN')
       return {
-        ...writer(client, outbox.in(client), schema),
+        ...postgresOrderWrite(client, outbox.in(client), schema),
         async updateOrder(id, customer) {
           await client.query(`UPDATE "${schema}".orders SET customer = $1 WHERE id = $2`, [customer, id])
         },
@@ -149,7 +151,7 @@ async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise
       })
       return {
         transaction: (fn) =>
-          other.transaction(otherPool, (client, topics) => fn(writer(client, topics, schema))),
+          other.transaction(otherPool, (client, topics) => fn(postgresOrderWrite(client, topics, schema))),
         close: async () => {},
       }
     },
