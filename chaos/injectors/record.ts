@@ -1,0 +1,27 @@
+/** The record of each injected fault (what the report lists), and the runtime draws of the injectors. */
+import type { FaultKind, FaultRecord } from '../report.ts'
+import { type PhaseState, runtimeRandom, state, t0 } from '../state.ts'
+
+export function newFault(
+  phase: PhaseState,
+  kind: FaultKind,
+  at: number,
+  detail: string,
+  killedPid?: number,
+): FaultRecord {
+  const fault: FaultRecord = {
+    n: ++state.faultCounter,
+    phase: phase.plan.mode,
+    kind,
+    atS: Math.round((at - t0) / 100) / 10,
+    detail,
+    resumeMs: null,
+  }
+  state.faults.push(fault)
+  state.faultTimes.set(fault, { at, ...(killedPid === undefined ? {} : { killedPid }) })
+  return fault
+}
+
+export function pick<T>(list: readonly T[]): T | undefined {
+  return list.length === 0 ? undefined : list[Math.floor(runtimeRandom() * list.length)]
+}

@@ -1,0 +1,44 @@
+/** One phase of the run: its relays started, its planned faults injected on time, its relays stopped. */
+
+import { injectOutage } from './injectors/kafka-outage.ts'
+import { injectKill } from './injectors/kill.ts'
+import { injectLeaderEnd } from './injectors/leader-end.ts'
+import { injectPgRestart } from './injectors/pg-restart.ts'
+import { injectPgTerminate } from './injectors/pg-terminate.ts'
+import { injectPoison } from './injectors/poison.ts'
+import { startRelays, stopRelays } from './relays.ts'
+import { sleep } from './shared.ts'
+import { log, type PhaseState, state } from './state.ts'
+
+export async function runPhase(phase: PhaseState, next: PhaseState | undefined): Promise<void> {
+  const { plan } = phase
+  await startRelays(phase)
+  const start = Date.now()
+  log(`phase ${plan.mode}: ${plan.relays} relay(s) running; ${plan.seconds} s of faults`)
+  let outage: Promise<void> | undefined
+  for (const step of phase.steps) {
+    const wait = start + step.at - Date.now()
+    if (wait > 0) await sleep(wait)
+    try {
+      if (step.kind === 'outage') outage = injectOutage(phase)
+      else if (step.kind === 'kill' && step.kill)
+        await injectKill(phase, step.kill.variant, step.kill.wantLeader)
+      else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
+      else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
+      else if (step.kind === 'poison') await injectPoison(phase)
+      else if (step.kind === 'pg-restart') await injectPgRestart(phase, step.downMs ?? 3000)
+    } catch (error) {
+      // E.g. a runner query meeting a restart: the fault is missing, which 'fault coverage' reports.
+      state.injectionErrors.push(`${step.kind}: ${(error as Error).message}`)
+      log(`!! ${plan.mode}: ${step.kind} failed: ${(error as Error).message}`)
+    }
+  }
+  const rest = start + plan.seconds * 1000 - Date.now()
+  if (rest > 0) await sleep(rest)
+  if (outage) {
+    await outage
+    // Let the relays work against the restored broker before the phase ends.
+    await sleep(3000)
+  }
+  if (next) await stopRelays(phase)
+}
