@@ -3,7 +3,9 @@
  * goes, and for each phase the moments and kinds of its faults (kill variants included).
  */
 import {
+  dbProxy,
   type KillVariant,
+  kafkaCluster,
   type PhasePlan,
   PROFILE,
   random,
@@ -38,8 +40,11 @@ export function planPhases(): PhasePlan[] {
     pgRestart: sharedDb ? 0 : p.pgRestart,
     poisons: 0,
     outage: false,
+    proxyFaults: dbProxy ? 1 : 0,
   }))
   ;(phases[Math.floor(random() * phases.length)] as PhasePlan).outage = true
+  // On the cluster the "outage" is one broker's kill -9 and restart: one per phase, each on another broker.
+  if (kafkaCluster) for (const phase of phases) phase.outage = true
   const order = shuffle([0, 1, 2])
   for (let i = 0; i < PROFILE.poisons; i++) (phases[order[i % 3] as number] as PhasePlan).poisons++
   return phases
@@ -60,6 +65,7 @@ export function schedule(plan: PhasePlan): Step[] {
     ...Array<ScheduledKind>(plan.leaderEnd).fill('leader-end'),
     ...Array<ScheduledKind>(plan.poisons).fill('poison'),
     ...Array<ScheduledKind>(plan.pgRestart).fill('pg-restart'),
+    ...Array<ScheduledKind>(plan.proxyFaults).fill('db-proxy'),
   ])
   const outageAt = plan.outage ? Math.round(plan.seconds * 1000 * (0.15 + 0.2 * random())) : undefined
   // Kafka is away for the outage plus its restart (taken as at most 15 s here): no send to hold

@@ -9,7 +9,10 @@ import type { RelayCommand, RelayConfig, RelayMode, RelayReport } from './shared
 import { sleep } from './shared.ts'
 import {
   addAtRisk,
+  CLOCK_SKEW_MS,
+  clockSkew,
   HOLD_MS,
+  kafkaBrokers,
   log,
   MAX_MESSAGES_PER_POLL,
   type PhaseState,
@@ -17,6 +20,7 @@ import {
   type RelayProc,
   relayApp,
   runtimeRandom,
+  SKEWED_CLOCK,
   sabotage,
   schema,
   state,
@@ -38,13 +42,12 @@ export function sendFailureCause(message: string): string {
 // Relay processes
 
 export function relayConfig(mode: RelayMode, waitForGo: boolean): RelayConfig {
-  if (!state.broker) throw new Error('no broker')
   return {
-    databaseUrl: state.databaseUrl,
+    databaseUrl: state.dbProxy ? viaProxy(state.databaseUrl, state.dbProxy.port) : state.databaseUrl,
     applicationName: relayApp,
     schema,
     topics: topicNames,
-    brokers: [state.broker.brokers],
+    brokers: kafkaBrokers(),
     mode,
     maxMessagesPerPoll: MAX_MESSAGES_PER_POLL,
     holdMs: HOLD_MS,
@@ -53,13 +56,28 @@ export function relayConfig(mode: RelayMode, waitForGo: boolean): RelayConfig {
   }
 }
 
+/** The same database URL, on the proxy's port. */
+function viaProxy(url: string, port: number): string {
+  const parsed = new URL(url)
+  parsed.port = String(port)
+  return parsed.toString()
+}
+
 export function spawnRelay(phase: PhaseState, prepared: boolean): RelayProc {
+  const n = ++state.relayCounter
+  // --clock-skew: the whole process (relay, Kafka client, pg) sees the skewed Date.
+  const skewMs = clockSkew ? (n % 2 === 1 ? CLOCK_SKEW_MS : -CLOCK_SKEW_MS) : 0
   const child = fork(RELAY_SCRIPT, [], {
-    env: { ...process.env, CHAOS_RELAY: JSON.stringify(relayConfig(phase.plan.mode, prepared)) },
+    env: {
+      ...process.env,
+      CHAOS_RELAY: JSON.stringify(relayConfig(phase.plan.mode, prepared)),
+      ...(skewMs === 0 ? {} : { CHAOS_CLOCK_SKEW_MS: String(skewMs) }),
+    },
+    ...(skewMs === 0 ? {} : { execArgv: [...process.execArgv, '--import', SKEWED_CLOCK] }),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const proc: RelayProc = {
-    n: ++state.relayCounter,
+    n,
     pid: child.pid as number,
     child,
     phase,

@@ -2,7 +2,8 @@
  * `npm run chaos` (full) / `npm run chaos -- --short`: fault injection against the PostgreSQL
  * outbox, proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
- *   node chaos/run.ts [--short] [--seed N] [--keep] [--trace FILE] [--shared-db]
+ *   node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db]
+ *                     [--kafka-cluster] [--db-proxy] [--clock-skew]      (--help tells each)
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
  * on purpose, some bursts through produceMany, a poison message now and then: too large for its
@@ -14,12 +15,17 @@
  * Then producers stop, relays drain, every topic is read back and checked. The run owns its Kafka
  * broker (KAFKA_BROKERS is ignored: it stops and restarts it) and its PostgreSQL server (initdb in
  * a temp dir; `--shared-db` uses DATABASE_URL instead, without the restarts).
+ * Issue 18's faults, each behind its flag: a three-broker cluster whose busiest leader is killed -9
+ * during acknowledgements and restarted (then another), a TCP proxy between relays and PostgreSQL
+ * that partitions, slows or resets their connections, and relays whose clock is 15 min off.
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
+import { startKafkaCluster } from '../scripts/kafka-broker.ts'
+import { TcpProxy } from '../test/support/tcp-proxy.ts'
 import { ChaosBroker, freePorts } from './faults.ts'
 import { runPhase } from './phases.ts'
 import { planPhases, schedule } from './plan.ts'
@@ -29,13 +35,19 @@ import { createCommitGate, createTopics, startOwnPostgres } from './setup.ts'
 import type { ProducerCommand } from './shared.ts'
 import { sleep } from './shared.ts'
 import {
+  clockSkew,
+  dbProxy,
+  kafkaBrokers,
+  kafkaCluster,
   keep,
   log,
+  medium,
   outbox,
   type PhaseState,
   PRODUCERS,
   PROFILE,
   pgDir,
+  profileName,
   runId,
   schema,
   seed,
@@ -48,8 +60,15 @@ import {
 import { verify } from './verify.ts'
 
 async function main(): Promise<number> {
-  const command = `npm run chaos --${short ? ' --short' : ''} --seed ${seed}`
-  console.log(`chaos: ${short ? 'short' : 'full'} run ${runId}, seed ${seed} (same plan again: ${command})`)
+  const flags = [
+    ...(short ? ['--short'] : medium ? ['--medium'] : []),
+    `--seed ${seed}`,
+    ...(kafkaCluster ? ['--kafka-cluster'] : []),
+    ...(dbProxy ? ['--db-proxy'] : []),
+    ...(clockSkew ? ['--clock-skew'] : []),
+  ]
+  const command = `npm run chaos -- ${flags.join(' ')}`
+  console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)
   const plans = planPhases()
   const phases: PhaseState[] = plans.map((plan) => ({
     plan,
@@ -74,15 +93,26 @@ async function main(): Promise<number> {
     `CREATE TABLE "${schema}".business (id text PRIMARY KEY, topic text NOT NULL, key text NOT NULL)`,
   )
   if (state.ownPg) await createCommitGate()
-  const [port, controllerPort] = (await freePorts(2)) as [number, number]
-  state.broker = new ChaosBroker(join(tempDir, 'kafka'), port, controllerPort)
+  if (dbProxy) {
+    const target = new URL(state.databaseUrl)
+    state.dbProxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) })
+    log(`relays reach PostgreSQL through a TCP proxy on port ${state.dbProxy.port}`)
+  }
   for (let i = 0; i < PRODUCERS; i++) spawnProducer(i)
-  for (const phase of phases) prepareRelays(phase)
-  await state.broker.start()
-  await createTopics(state.broker.brokers)
-  log(
-    `Kafka broker of this run at ${state.broker.brokers}; topics ${topicNames.orders}, ${topicNames.payments}`,
-  )
+  if (kafkaCluster) {
+    // Its ports are known once it runs: the relays are forked after it (a slower start).
+    const begin = Date.now()
+    state.cluster = await startKafkaCluster({ brokers: 3, quiet: true })
+    for (const phase of phases) prepareRelays(phase)
+    log(`Kafka cluster of this run (3 brokers and a controller) ready in ${Date.now() - begin} ms`)
+  } else {
+    const [port, controllerPort] = (await freePorts(2)) as [number, number]
+    state.broker = new ChaosBroker(join(tempDir, 'kafka'), port, controllerPort)
+    for (const phase of phases) prepareRelays(phase)
+    await state.broker.start()
+  }
+  await createTopics(kafkaBrokers())
+  log(`Kafka of this run at ${kafkaBrokers().join(',')}; topics ${topicNames.orders}, ${topicNames.payments}`)
 
   await Promise.all(state.producers.map((p) => p.loaded))
   for (const producer of state.producers) producer.child.send({ type: 'go' } satisfies ProducerCommand)
@@ -128,6 +158,10 @@ async function cleanup(): Promise<void> {
   for (const proc of state.relays) if (proc.alive) proc.child.kill('SIGKILL')
   for (const producer of state.producers) if (producer.child.exitCode === null) producer.child.kill('SIGKILL')
   await state.broker?.stop().catch((error: Error) => console.error(`stopping Kafka: ${error.message}`))
+  await state.cluster
+    ?.stop()
+    .catch((error: Error) => console.error(`stopping the Kafka cluster: ${error.message}`))
+  await state.dbProxy?.close().catch(() => {})
   rmSync(tempDir, { recursive: true, force: true })
   if (state.ownPg) {
     await state.admin?.end().catch(() => {})

@@ -4,8 +4,8 @@ import { freePorts, OwnPostgres } from './faults.ts'
 import { log, outbox, pgDir, schema, state, topicNames } from './state.ts'
 
 /** The delivered topics, as declared (partitions, the orders topic's low limit); never `missing`. */
-export async function createTopics(brokers: string): Promise<void> {
-  const report = await outbox.ensureTopics({ kafka: { brokers: [brokers] } })
+export async function createTopics(brokers: string[]): Promise<void> {
+  const report = await outbox.ensureTopics({ kafka: { brokers } })
   const created = report.created.map((c) => c.topic).sort()
   if (JSON.stringify(created) !== JSON.stringify([topicNames.orders, topicNames.payments].sort())) {
     throw new Error(`ensureTopics created ${JSON.stringify(report)}`)
@@ -13,8 +13,8 @@ export async function createTopics(brokers: string): Promise<void> {
 }
 
 /** Whether the broker has the topic nobody should have created. */
-export async function topicExists(brokers: string, topic: string): Promise<boolean> {
-  const kafkaAdmin = new Admin({ clientId: 'k-entity-chaos', bootstrapBrokers: [brokers] })
+export async function topicExists(brokers: string[], topic: string): Promise<boolean> {
+  const kafkaAdmin = new Admin({ clientId: 'k-entity-chaos', bootstrapBrokers: brokers })
   try {
     return (await kafkaAdmin.listTopics()).includes(topic)
   } finally {

@@ -12,7 +12,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type pg from 'pg'
+import type { KafkaCluster } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import type { TcpProxy } from '../test/support/tcp-proxy.ts'
 import type { ChaosBroker, OwnPostgres } from './faults.ts'
 import type { FaultRecord } from './report.ts'
 import { chaosTopics, type PoisonKind, type RelayMode, seededRandom } from './shared.ts'
@@ -23,13 +25,36 @@ import { chaosTopics, type PoisonKind, type RelayMode, seededRandom } from './sh
 const { values: args } = parseArgs({
   options: {
     short: { type: 'boolean', default: false },
+    medium: { type: 'boolean', default: false },
     seed: { type: 'string' },
     keep: { type: 'boolean', default: false },
     trace: { type: 'string' },
     sabotage: { type: 'string' },
     'shared-db': { type: 'boolean', default: false },
+    'kafka-cluster': { type: 'boolean', default: false },
+    'db-proxy': { type: 'boolean', default: false },
+    'clock-skew': { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
   },
 })
+if (args.help) {
+  console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db] [--sabotage drop|reorder]
+                   [--kafka-cluster] [--db-proxy] [--clock-skew]
+  --short          the short form (about 1 min of faults; what npm test runs)
+  --medium         about 2 min of faults (full: about 4.5 min)
+  --seed N         the same plan again
+  --keep           keep the run's database (stopped) / schema
+  --trace FILE     every relay report as a JSON line
+  --shared-db      DATABASE_URL instead of an own PostgreSQL server (no restarts)
+  --sabotage       every relay misbehaves once (drop or reorder): the run must fail
+  --kafka-cluster  three brokers (replication factor 3, min.insync.replicas 2) instead of one; each
+                   phase kills -9 the broker leading most partitions during acknowledgements and
+                   restarts it, the next kill takes another broker (replaces the whole-Kafka outage)
+  --db-proxy       relays reach PostgreSQL through a TCP proxy that, once per phase, stops
+                   forwarding, adds latency or drops every connection
+  --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn`)
+  process.exit(0)
+}
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
 if (args.sabotage !== undefined && args.sabotage !== 'drop' && args.sabotage !== 'reorder') {
   console.error(`--sabotage must be 'drop' or 'reorder', got ${args.sabotage}`)
@@ -37,12 +62,25 @@ if (args.sabotage !== undefined && args.sabotage !== 'drop' && args.sabotage !==
 }
 export const sabotage = args.sabotage as 'drop' | 'reorder' | undefined
 export const short = args.short === true
+export const medium = !short && args.medium === true
+/** The profile's name, as in the report and the results file. */
+export const profileName = short ? 'short' : medium ? 'medium' : 'full'
 export const keep = args.keep === true
 export const seed = args.seed !== undefined ? Number(args.seed) : randomInt(1, 2 ** 31 - 1)
 if (!Number.isSafeInteger(seed) || seed < 0) {
   console.error(`--seed must be a non-negative integer, got ${args.seed}`)
   process.exit(2)
 }
+/** Topology and the faults added by issue 18 (see --help). */
+export const kafkaCluster = args['kafka-cluster'] === true
+export const dbProxy = args['db-proxy'] === true
+export const clockSkew = args['clock-skew'] === true
+/** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
+export const CLOCK_SKEW_MS = 15 * 60_000
+/** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
+export const PROXY_FAULT_MS = short ? 5_000 : 12_000
+/** --db-proxy: the latency the `delay` fault adds to every chunk, each way. */
+export const PROXY_DELAY_MS = 300
 /** --trace FILE: every relay report as a JSON line with the runner's clock, for debugging. */
 export const traceFile = args.trace
 /** Draws the plan (phases, fault kinds, moments, kill variants): the same seed gives the same plan. */
@@ -60,6 +98,8 @@ export interface PhasePlan {
   pgRestart: number
   poisons: number
   outage: boolean
+  /** --db-proxy: proxy faults in this phase. */
+  proxyFaults: number
 }
 
 export const PROFILE = short
@@ -75,18 +115,47 @@ export const PROFILE = short
       watchdogMs: 6 * 60_000,
       minKills: 6,
     }
-  : {
-      phases: [
-        { mode: 'single', relays: 1, seconds: 80, kills: 7, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
-        { mode: 'exclusive', relays: 3, seconds: 95, kills: 8, pgTerminate: 1, leaderEnd: 2, pgRestart: 1 },
-        { mode: 'concurrent', relays: 3, seconds: 85, kills: 8, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
-      ] as const,
-      outageMs: 20_000,
-      poisons: 6,
-      drainTimeoutMs: 180_000,
-      watchdogMs: 20 * 60_000,
-      minKills: 20,
-    }
+  : medium
+    ? {
+        phases: [
+          { mode: 'single', relays: 1, seconds: 40, kills: 4, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
+          { mode: 'exclusive', relays: 3, seconds: 45, kills: 4, pgTerminate: 1, leaderEnd: 1, pgRestart: 0 },
+          {
+            mode: 'concurrent',
+            relays: 3,
+            seconds: 40,
+            kills: 4,
+            pgTerminate: 0,
+            leaderEnd: 0,
+            pgRestart: 1,
+          },
+        ] as const,
+        outageMs: 10_000,
+        poisons: 3,
+        drainTimeoutMs: 120_000,
+        watchdogMs: 12 * 60_000,
+        minKills: 10,
+      }
+    : {
+        phases: [
+          { mode: 'single', relays: 1, seconds: 80, kills: 7, pgTerminate: 1, leaderEnd: 0, pgRestart: 1 },
+          { mode: 'exclusive', relays: 3, seconds: 95, kills: 8, pgTerminate: 1, leaderEnd: 2, pgRestart: 1 },
+          {
+            mode: 'concurrent',
+            relays: 3,
+            seconds: 85,
+            kills: 8,
+            pgTerminate: 1,
+            leaderEnd: 0,
+            pgRestart: 1,
+          },
+        ] as const,
+        outageMs: 20_000,
+        poisons: 6,
+        drainTimeoutMs: 180_000,
+        watchdogMs: 20 * 60_000,
+        minKills: 20,
+      }
 
 export const PRODUCERS = 2
 export const PRODUCER_SETTINGS = {
@@ -130,6 +199,8 @@ export const topicNames = {
   missing: `chaos-missing-${runId}`,
 }
 export const RELAY_SCRIPT = fileURLToPath(new URL('./relay.ts', import.meta.url))
+/** --clock-skew: preloaded into relay processes (--import). */
+export const SKEWED_CLOCK = fileURLToPath(new URL('./skewed-clock.ts', import.meta.url))
 export const PRODUCER_SCRIPT = fileURLToPath(new URL('./producer.ts', import.meta.url))
 export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url))
 
@@ -143,13 +214,23 @@ export const tempDir = mkdtempSync(join(os.tmpdir(), `k-entity-chaos-${runId}-`)
 /** Apart from tempDir (which only root may enter): the postgres OS user owns it. */
 export const pgDir = join(os.tmpdir(), `k-entity-chaos-${runId}-pg`)
 /** The declared view: the runner creates the topics from it (partitions, the low limit). */
-export const outbox = createPgOutbox({ topics: chaosTopics(topicNames, true), schema })
+export const outbox = createPgOutbox({
+  topics: chaosTopics(topicNames, true, kafkaCluster ? 3 : undefined),
+  schema,
+})
 
 // ---------------------------------------------------------------------------------------------
 // State
 
 export type KillVariant = 'kill-after-ack' | 'kill-before-send' | 'kill-mid-send' | 'kill'
-export type ScheduledKind = 'kill' | 'pg-terminate' | 'leader-end' | 'poison' | 'outage' | 'pg-restart'
+export type ScheduledKind =
+  | 'kill'
+  | 'pg-terminate'
+  | 'leader-end'
+  | 'poison'
+  | 'outage'
+  | 'pg-restart'
+  | 'db-proxy'
 export interface Step {
   /** ms after the phase's relays run */
   at: number
@@ -224,6 +305,13 @@ export const state = {
     application_name: `k-entity-chaos-${runId}-runner`,
   },
   broker: undefined as ChaosBroker | undefined,
+  /** --kafka-cluster: the three brokers, instead of `broker`. */
+  cluster: undefined as KafkaCluster | undefined,
+  /** --kafka-cluster: the broker killed last (the next kill takes another). */
+  lastKilledBroker: undefined as number | undefined,
+  /** --db-proxy: between the relays and PostgreSQL. */
+  dbProxy: undefined as TcpProxy | undefined,
+  proxyFaultCounter: 0,
   admin: undefined as unknown as pg.Pool,
   relays: [] as RelayProc[],
   producers: [] as ProducerProc[],
@@ -273,4 +361,11 @@ export function addAtRisk(ids: readonly string[], cause: string): void {
       entry.causes.push(cause)
     } else state.atRisk.set(id, { count: 1, causes: [cause] })
   }
+}
+
+/** Bootstrap servers of the run's Kafka: the cluster's brokers, or the one broker. */
+export function kafkaBrokers(): string[] {
+  if (state.cluster) return state.cluster.brokers
+  if (state.broker) return [state.broker.brokers]
+  throw new Error('no broker')
 }

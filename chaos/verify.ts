@@ -14,7 +14,6 @@ import {
   readTracking,
   type TrackedMessage,
 } from '../src/testing/index.ts'
-import type { ChaosBroker } from './faults.ts'
 import { poisonKindOf, readProduced } from './producers.ts'
 import {
   type ChaosSummary,
@@ -28,10 +27,13 @@ import {
 import { topicExists } from './setup.ts'
 import { INTERNAL_TOPIC, POISON_KINDS, type PoisonKind, type TopicAccessor } from './shared.ts'
 import {
+  clockSkew,
+  kafkaBrokers,
   loadAverageStart,
   outbox,
   type PhaseState,
   PROFILE,
+  profileName,
   RESULTS_DIR,
   runId,
   sabotage,
@@ -91,7 +93,7 @@ export async function verify(run: {
       const topic = topicNames[accessor]
       const expected = produced.committed.get(accessor) ?? []
       const consumed = await readTopic({
-        brokers: [(state.broker as ChaosBroker).brokers],
+        brokers: kafkaBrokers(),
         topic,
         expectedCount: expected.length,
         idleTimeoutMs: 10_000,
@@ -126,7 +128,7 @@ export async function verify(run: {
       }
     }),
   )
-  const missingTopicCreated = await topicExists((state.broker as ChaosBroker).brokers, topicNames.missing)
+  const missingTopicCreated = await topicExists(kafkaBrokers(), topicNames.missing)
 
   // Duplicates: every extra copy must come from a batch of its own message that was not finished.
   let unexplained = 0
@@ -258,13 +260,15 @@ export async function verify(run: {
     'kill-after-ack',
     'kill-before-send',
     'kill-mid-send',
-    'kafka-outage',
+    ...(state.cluster ? (['kafka-broker-kill'] as const) : (['kafka-outage'] as const)),
     'pg-terminate-relays',
     'pg-terminate-leader',
     'poison-too-large',
     'poison-missing-topic',
     'poison-internal-topic',
     ...(state.ownPg ? (['pg-restart'] as const) : []),
+    ...(state.dbProxy ? (['db-proxy-blackhole', 'db-proxy-delay', 'db-proxy-drop'] as const) : []),
+    ...(clockSkew ? (['clock-skew'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)
   const invariants: Invariant[] = [
@@ -375,6 +379,7 @@ export async function verify(run: {
     ok,
     seed,
     short,
+    profile: profileName,
     ...(sabotage ? { sabotage } : {}),
     command,
     runId,
