@@ -51,8 +51,9 @@ if (args.help) {
                    phase kills -9 the broker leading most partitions during acknowledgements and
                    restarts it, the next kill takes another broker (replaces the whole-Kafka outage)
   --db-proxy       relays reach PostgreSQL through a TCP proxy that, once per phase, stops
-                   forwarding, adds latency or drops every connection
-  --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn`)
+                   forwarding, adds latency or drops every connection (always in the full run)
+  --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
+                   (always in the full run)`)
   process.exit(0)
 }
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -71,10 +72,13 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
   console.error(`--seed must be a non-negative integer, got ${args.seed}`)
   process.exit(2)
 }
-/** Topology and the faults added by issue 18 (see --help). */
+/**
+ * Topology and the faults added by issue 18 (see --help). The full run always has the database
+ * link faults and the skewed clocks; the cluster is another topology, chosen by its flag.
+ */
 export const kafkaCluster = args['kafka-cluster'] === true
-export const dbProxy = args['db-proxy'] === true
-export const clockSkew = args['clock-skew'] === true
+export const dbProxy = args['db-proxy'] === true || profileName === 'full'
+export const clockSkew = args['clock-skew'] === true || profileName === 'full'
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
