@@ -151,7 +151,9 @@ export function onRelayReport(proc: RelayProc, r: RelayReport, at: number): void
     case 'delivered':
       state.deliveredReported += r.count
       state.deliveries.push({ at, pid: proc.pid })
-      proc.unconfirmed = []
+      // The oldest acknowledged batch only: a pipelined relay deletes batch N while N+1 is sent
+      // (one query with the claim of N+2), so N+1 stays unconfirmed until its own delete returns.
+      proc.unconfirmed.shift()
       break
     case 'message-failed':
       proc.unconfirmed = []
@@ -235,10 +237,14 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
   return true
 }
 
-/** SIGKILL; returns the tracking ids it left unfinished and those among them Kafka already had. */
+/**
+ * SIGKILL; returns the tracking ids it left unfinished, and the last batch Kafka acknowledged
+ * (the one an after-ack kill holds: its delete cannot have started, so it must come again). An
+ * earlier batch's delete may be running (pipelined): unfinished, but perhaps committed.
+ */
 export function killRelay(proc: RelayProc): { unfinished: string[]; acked: string[]; at: number } {
-  const acked = proc.unconfirmed.flat()
-  const unfinished = [...(proc.inFlight ?? []), ...acked]
+  const acked = proc.unconfirmed.at(-1) ?? []
+  const unfinished = [...(proc.inFlight ?? []), ...proc.unconfirmed.flat()]
   addAtRisk(unfinished, 'kill -9')
   proc.killedByUs = true
   proc.inFlight = undefined

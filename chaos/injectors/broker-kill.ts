@@ -6,8 +6,8 @@
 import { Admin } from '@platformatic/kafka'
 import { onRelay } from '../relays.ts'
 import { sleep } from '../shared.ts'
-import { log, outbox, type PhaseState, PROFILE, state, TRIGGER_TIMEOUT_MS, topicNames } from '../state.ts'
-import { newFault } from './record.ts'
+import { log, type PhaseState, PROFILE, state, TRIGGER_TIMEOUT_MS, topicNames } from '../state.ts'
+import { backlog, newFault } from './record.ts'
 
 /** Leader node id of every partition of the delivered topics. */
 async function partitionLeaders(brokers: string[]): Promise<number[]> {
@@ -52,15 +52,12 @@ export async function injectBrokerKill(phase: PhaseState): Promise<void> {
   const restartAt = Date.now()
   await cluster.restart(victim)
   const upAt = Date.now()
-  const backlog = await outbox
-    .stats(state.runnerConnection)
-    .then((stats) => String(stats.pending))
-    .catch(() => '?')
+  const waiting = await backlog()
   const fault = newFault(
     phase,
     'kafka-broker-kill',
     at,
-    `kill -9 of broker ${victim}, leader of ${leading} of ${leaders.length} partitions (leaders ${leaders.join(',')}), ${hit ? "on a relay's 'sent' report" : `no acknowledgement within ${TRIGGER_TIMEOUT_MS} ms, killed anyway`}; gone in ${goneAt - at} ms, down ${((restartAt - goneAt) / 1000).toFixed(1)} s, back with every broker in ${((upAt - restartAt) / 1000).toFixed(1)} s; ${backlog} messages waiting then`,
+    `kill -9 of broker ${victim}, leader of ${leading} of ${leaders.length} partitions (leaders ${leaders.join(',')}), ${hit ? "on a relay's 'sent' report" : `no acknowledgement within ${TRIGGER_TIMEOUT_MS} ms, killed anyway`}; gone in ${goneAt - at} ms, down ${((restartAt - goneAt) / 1000).toFixed(1)} s, back with every broker in ${((upAt - restartAt) / 1000).toFixed(1)} s; ${waiting} messages waiting then`,
   )
   log(`${phase.plan.mode}: kafka-broker-kill: ${fault.detail}`)
 }

@@ -1,7 +1,7 @@
 /** The run's Kafka broker stopped for PROFILE.outageMs and started again on the same ports and data. */
 import { kafkaOutage } from '../faults.ts'
-import { log, outbox, type PhaseState, PROFILE, state } from '../state.ts'
-import { newFault } from './record.ts'
+import { log, type PhaseState, PROFILE, state } from '../state.ts'
+import { backlog, newFault } from './record.ts'
 
 export async function injectOutage(phase: PhaseState): Promise<void> {
   if (!state.broker) return
@@ -20,15 +20,12 @@ export async function injectOutage(phase: PhaseState): Promise<void> {
   // Sends that were already failing keep failing for a moment after the broker is back.
   state.outageWindow = { from: planned, to: times.upAt + 15_000 }
   // The database may be restarting right now too.
-  const backlog = await outbox
-    .stats(state.runnerConnection)
-    .then((stats) => String(stats.pending))
-    .catch(() => '?')
+  const waiting = await backlog()
   const fault = newFault(
     phase,
     'kafka-outage',
     times.downAt,
-    `broker stopped in ${times.stoppedAt - times.downAt} ms, unreachable ${((times.upAt - times.stoppedAt) / 1000).toFixed(1)} s (${PROFILE.outageMs / 1000} s + restart ${((times.upAt - times.stoppedAt - PROFILE.outageMs) / 1000).toFixed(1)} s); ${backlog} messages waiting when it was back`,
+    `broker stopped in ${times.stoppedAt - times.downAt} ms, unreachable ${((times.upAt - times.stoppedAt) / 1000).toFixed(1)} s (${PROFILE.outageMs / 1000} s + restart ${((times.upAt - times.stoppedAt - PROFILE.outageMs) / 1000).toFixed(1)} s); ${waiting} messages waiting when it was back`,
   )
   // Recovery counts from the moment Kafka answers again.
   state.faultTimes.set(fault, { at: times.upAt })

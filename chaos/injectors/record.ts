@@ -1,6 +1,6 @@
 /** The record of each injected fault (what the report lists), and the runtime draws of the injectors. */
 import type { FaultKind, FaultRecord } from '../report.ts'
-import { type PhaseState, runtimeRandom, state, t0 } from '../state.ts'
+import { outbox, type PhaseState, runtimeRandom, state, t0 } from '../state.ts'
 
 export function newFault(
   phase: PhaseState,
@@ -24,4 +24,12 @@ export function newFault(
 
 export function pick<T>(list: readonly T[]): T | undefined {
   return list.length === 0 ? undefined : list[Math.floor(runtimeRandom() * list.length)]
+}
+
+/** Messages waiting in the outbox now, for a fault's detail ('?' if the database is restarting too). */
+export function backlog(): Promise<string> {
+  return outbox
+    .stats(state.runnerConnection)
+    .then((stats) => String(stats.pending))
+    .catch(() => '?')
 }
