@@ -28,6 +28,8 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
     log(`${plan.mode}: clock-skew: ${fault.detail}`)
   }
   let outage: Promise<void> | undefined
+  // A network fault lasts PROXY_FAULT_MS: it runs beside the plan, which keeps its moments.
+  const networkFaults: Promise<void>[] = []
   for (const step of phase.steps) {
     const wait = start + step.at - Date.now()
     if (wait > 0) await sleep(wait)
@@ -45,7 +47,13 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
       else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
       else if (step.kind === 'poison') await injectPoison(phase)
       else if (step.kind === 'pg-restart') await injectPgRestart(phase, step.downMs ?? 3000)
-      else if (step.kind === 'db-proxy') await injectDbProxy(phase)
+      else if (step.kind === 'db-proxy')
+        networkFaults.push(
+          injectDbProxy(phase).catch((error: Error) => {
+            state.injectionErrors.push(`db-proxy: ${error.message}`)
+            log(`!! ${plan.mode}: db-proxy failed: ${error.message}`)
+          }),
+        )
     } catch (error) {
       // E.g. a runner query meeting a restart: the fault is missing, which 'fault coverage' reports.
       state.injectionErrors.push(`${step.kind}: ${(error as Error).message}`)
@@ -54,6 +62,7 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
   }
   const rest = start + plan.seconds * 1000 - Date.now()
   if (rest > 0) await sleep(rest)
+  await Promise.all(networkFaults)
   if (outage) {
     await outage
     // Let the relays work against the restored broker before the phase ends.
