@@ -16,6 +16,11 @@ export type FaultKind =
   | 'poison-too-large'
   | 'poison-missing-topic'
   | 'poison-internal-topic'
+  | 'kafka-broker-kill'
+  | 'db-proxy-blackhole'
+  | 'db-proxy-delay'
+  | 'db-proxy-drop'
+  | 'clock-skew'
 
 export interface FaultRecord {
   n: number
@@ -67,6 +72,8 @@ export interface ChaosSummary {
   ok: boolean
   seed: number
   short: boolean
+  /** short, medium or full (absent in results written before --medium existed: short tells). */
+  profile?: string
   /** Set when relays misbehaved on purpose (`--sabotage`): such a run must fail. */
   sabotage?: string
   command: string
@@ -148,7 +155,7 @@ export function formatSummary(s: ChaosSummary): string {
   const lines: string[] = []
   lines.push('')
   lines.push(
-    `chaos ${s.short ? 'short' : 'full'} run ${s.runId}, seed ${s.seed}: ${s.ok ? 'PASSED' : 'FAILED'} in ${s.durationS} s`,
+    `chaos ${s.profile ?? (s.short ? 'short' : 'full')} run ${s.runId}, seed ${s.seed}: ${s.ok ? 'PASSED' : 'FAILED'} in ${s.durationS} s`,
   )
   lines.push(
     `phases: ${s.phases.map((p) => `${p.mode} (${p.relays} relay${p.relays > 1 ? 's' : ''}, ${p.seconds} s, ${p.kills} kills, ${p.spawned} processes)`).join('; ')}`,
@@ -236,7 +243,7 @@ export function formatSummary(s: ChaosSummary): string {
 export function writeSummary(dir: string, s: ChaosSummary): string {
   mkdirSync(dir, { recursive: true })
   const stamp = s.startedAt.replaceAll(':', '').replace(/\..*/, '')
-  const kind = `${s.sabotage ? `sabotage-${s.sabotage}-` : ''}${s.short ? 'short' : 'full'}`
+  const kind = `${s.sabotage ? `sabotage-${s.sabotage}-` : ''}${s.profile ?? (s.short ? 'short' : 'full')}`
   const file = join(dir, `chaos-${kind}-${stamp}-seed${s.seed}.json`)
   const text = `${JSON.stringify(s, null, 2)}\n`
   writeFileSync(file, text)

@@ -51,7 +51,10 @@ export const POISON_PAD_BYTES = 100_000
  * too-large poison, a topic whose limit is lower than the app's maxMessageBytes. The runner
  * creates the topics from the declared view (`declared: true`: partitions and the low limit).
  */
-export function chaosTopics(names: TopicNames, declared = false) {
+export function chaosTopics(names: TopicNames, declared = false, replicas?: number) {
+  // On a cluster (--kafka-cluster): every partition on `replicas` brokers, acks=all needing two.
+  const replicated =
+    replicas === undefined ? {} : { replicationFactor: replicas, configs: { 'min.insync.replicas': '2' } }
   const common = {
     key: (event: ChaosEvent) => event.key,
     headers: (event: ChaosEvent) => trackingHeaders(event.id, event.seq),
@@ -70,14 +73,15 @@ export function chaosTopics(names: TopicNames, declared = false) {
       ...(declared
         ? {
             partitions: TOPIC_PARTITIONS.orders,
-            configs: { 'max.message.bytes': String(ORDERS_MAX_MESSAGE_BYTES) },
+            ...replicated,
+            configs: { ...replicated.configs, 'max.message.bytes': String(ORDERS_MAX_MESSAGE_BYTES) },
           }
         : {}),
     }),
     payments: defineTopic<ChaosEvent>({
       name: names.payments,
       ...common,
-      ...(declared ? { partitions: TOPIC_PARTITIONS.payments } : {}),
+      ...(declared ? { partitions: TOPIC_PARTITIONS.payments, ...replicated } : {}),
     }),
   }
 }

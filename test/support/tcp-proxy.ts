@@ -8,12 +8,15 @@ import net from 'node:net'
  *   when the other side closes: that close is lost too). Such a connection stays dead after
  *   `forward()`; only connections opened afterwards pass bytes again.
  * - `drop`: every connection is destroyed, and new ones as soon as they arrive.
+ * - `delay(ms)`: bytes pass both ways, each chunk `ms` late (a slow or distant link); chunks keep
+ *   their order, also when the delay changes while they are on their way.
  */
 export class TcpProxy {
   readonly #server: net.Server
   readonly #target: { host: string; port: number }
   readonly #connections = new Set<{ client: net.Socket; upstream: net.Socket | undefined; dead: boolean }>()
   #mode: 'forward' | 'blackhole' | 'drop' = 'forward'
+  #delayMs = 0
 
   private constructor(target: { host: string; port: number }) {
     this.#target = target
@@ -34,8 +37,20 @@ export class TcpProxy {
     return this.#mode
   }
 
+  /** The latency added to every chunk in `forward` mode (0 unless set by delay()). */
+  get delayMs(): number {
+    return this.#delayMs
+  }
+
   forward(): void {
     this.#mode = 'forward'
+    this.#delayMs = 0
+  }
+
+  delay(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new Error(`TcpProxy.delay: ms must be >= 0, got ${ms}`)
+    this.#mode = 'forward'
+    this.#delayMs = ms
   }
 
   blackhole(): void {
@@ -84,18 +99,50 @@ export class TcpProxy {
     const upstream = net.connect(this.#target)
     connection.upstream = upstream
     upstream.on('error', () => {})
-    upstream.on('data', (chunk) => {
-      if (!connection.dead) client.write(chunk)
-    })
-    client.on('data', (chunk) => {
-      if (!connection.dead) upstream.write(chunk)
-    })
+    const toClient = this.#delayed(client, connection)
+    const toUpstream = this.#delayed(upstream, connection)
+    upstream.on('data', toClient)
+    client.on('data', toUpstream)
     upstream.on('close', () => {
       // The server's goodbye is lost in a partition: the client keeps waiting.
       if (!connection.dead) {
-        client.destroy()
+        // Behind the chunks still on their way, as the close would travel on a slow link.
+        if (this.#delayMs > 0) setTimeout(() => client.destroy(), this.#delayMs)
+        else client.destroy()
         this.#connections.delete(connection)
       }
     })
+  }
+
+  /**
+   * A writer to `socket` that holds each chunk for the current delay. One queue per direction,
+   * drained in order by one timer: a chunk never overtakes an earlier one when the delay shrinks.
+   */
+  #delayed(socket: net.Socket, connection: { dead: boolean }): (chunk: Buffer) => void {
+    const queue: { due: number; chunk: Buffer }[] = []
+    let armed = false
+    const arm = () => {
+      armed = true
+      setTimeout(drain, Math.max(0, (queue[0] as { due: number }).due - Date.now()))
+    }
+    const drain = () => {
+      armed = false
+      const now = Date.now()
+      while (queue.length > 0 && (queue[0] as { due: number }).due <= now) {
+        const { chunk } = queue.shift() as { chunk: Buffer }
+        if (!connection.dead) socket.write(chunk)
+      }
+      if (queue.length > 0) arm()
+    }
+    return (chunk) => {
+      if (connection.dead) return
+      if (this.#delayMs === 0 && queue.length === 0) {
+        socket.write(chunk)
+        return
+      }
+      const last = queue.at(-1)?.due ?? 0
+      queue.push({ due: Math.max(Date.now() + this.#delayMs, last), chunk })
+      if (!armed) arm()
+    }
   }
 }

@@ -1,0 +1,72 @@
+/** One phase of the run: its relays started, its planned faults injected on time, its relays stopped. */
+
+import { injectBrokerKill } from './injectors/broker-kill.ts'
+import { injectDbProxy } from './injectors/db-proxy.ts'
+import { injectOutage } from './injectors/kafka-outage.ts'
+import { injectKill } from './injectors/kill.ts'
+import { injectLeaderEnd } from './injectors/leader-end.ts'
+import { injectPgRestart } from './injectors/pg-restart.ts'
+import { injectPgTerminate } from './injectors/pg-terminate.ts'
+import { injectPoison } from './injectors/poison.ts'
+import { newFault } from './injectors/record.ts'
+import { startRelays, stopRelays } from './relays.ts'
+import { sleep } from './shared.ts'
+import { CLOCK_SKEW_MS, clockSkew, log, type PhaseState, state } from './state.ts'
+
+export async function runPhase(phase: PhaseState, next: PhaseState | undefined): Promise<void> {
+  const { plan } = phase
+  await startRelays(phase)
+  const start = Date.now()
+  log(`phase ${plan.mode}: ${plan.relays} relay(s) running; ${plan.seconds} s of faults`)
+  if (clockSkew && !state.faults.some((f) => f.kind === 'clock-skew')) {
+    const fault = newFault(
+      phase,
+      'clock-skew',
+      start,
+      `every relay process runs with its Date ${CLOCK_SKEW_MS / 60_000} min ahead (odd relay numbers) or behind (even), for the whole run`,
+    )
+    log(`${plan.mode}: clock-skew: ${fault.detail}`)
+  }
+  let outage: Promise<void> | undefined
+  // A network fault lasts PROXY_FAULT_MS: it runs beside the plan, which keeps its moments.
+  const networkFaults: Promise<void>[] = []
+  for (const step of phase.steps) {
+    const wait = start + step.at - Date.now()
+    if (wait > 0) await sleep(wait)
+    try {
+      if (step.kind === 'outage')
+        outage = state.cluster
+          ? injectBrokerKill(phase).catch((error: Error) => {
+              state.injectionErrors.push(`broker-kill: ${error.message}`)
+              log(`!! ${plan.mode}: broker-kill failed: ${error.message}`)
+            })
+          : injectOutage(phase)
+      else if (step.kind === 'kill' && step.kill)
+        await injectKill(phase, step.kill.variant, step.kill.wantLeader)
+      else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
+      else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
+      else if (step.kind === 'poison') await injectPoison(phase)
+      else if (step.kind === 'pg-restart') await injectPgRestart(phase, step.downMs ?? 3000)
+      else if (step.kind === 'db-proxy')
+        networkFaults.push(
+          injectDbProxy(phase).catch((error: Error) => {
+            state.injectionErrors.push(`db-proxy: ${error.message}`)
+            log(`!! ${plan.mode}: db-proxy failed: ${error.message}`)
+          }),
+        )
+    } catch (error) {
+      // E.g. a runner query meeting a restart: the fault is missing, which 'fault coverage' reports.
+      state.injectionErrors.push(`${step.kind}: ${(error as Error).message}`)
+      log(`!! ${plan.mode}: ${step.kind} failed: ${(error as Error).message}`)
+    }
+  }
+  const rest = start + plan.seconds * 1000 - Date.now()
+  if (rest > 0) await sleep(rest)
+  await Promise.all(networkFaults)
+  if (outage) {
+    await outage
+    // Let the relays work against the restored broker before the phase ends.
+    await sleep(3000)
+  }
+  if (next) await stopRelays(phase)
+}
