@@ -255,8 +255,9 @@ describe('the packed package, installed into an empty app', () => {
     for (const file of ['LICENSE', 'README.md', 'package.json', ...new Set(linkedDocs)]) {
       assert.ok(files.has(file), `${file} is not in the package`)
     }
-    for (const doc of readdirSync(join(REPO_ROOT, 'docs'))) {
-      if (doc.endsWith('.md')) assert.ok(files.has(`docs/${doc}`), `docs/${doc} is not in the package`)
+    for (const doc of readdirSync(join(REPO_ROOT, 'docs'), { recursive: true, encoding: 'utf8' })) {
+      const path = `docs/${doc.replaceAll('\\', '/')}`
+      if (path.endsWith('.md')) assert.ok(files.has(path), `${path} is not in the package`)
     }
     const unwanted = [...files].filter(
       (file) =>
