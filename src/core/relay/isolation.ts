@@ -136,8 +136,14 @@ export async function partialBatch(
   started: number,
 ): Promise<number> {
   const unsent = new Map(failed.map((f) => [f.index, f]))
-  // Nothing written and none of it the messages' fault: Kafka as a whole is not taking writes.
-  if (unsent.size === messages.length && failed.every((f) => f.retryable && !f.countsAsAttempt)) {
+  // Nothing written, none of it the messages' fault, and no broker answered for its partition:
+  // Kafka as a whole is not taking writes. A broker's answer (NOT_ENOUGH_REPLICAS, a leader
+  // moving) is about those partitions only: their messages are held below so that the next claim
+  // reaches the rows of partitions that take writes, instead of claiming the same rows again.
+  if (
+    unsent.size === messages.length &&
+    failed.every((f) => f.retryable && !f.countsAsAttempt && f.kafkaAnswered !== true)
+  ) {
     await store.abandon().catch(() => {})
     throw new RelayStageError('send', (failed[0] as SendFailure).error)
   }

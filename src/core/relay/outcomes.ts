@@ -28,6 +28,7 @@ export function sendFailures(result: unknown, count: number): SendFailure[] {
       error: entry.error,
       retryable: entry.retryable !== false,
       countsAsAttempt: entry.countsAsAttempt !== false,
+      kafkaAnswered: entry.kafkaAnswered === true,
     })
   }
   return [...byIndex.values()].sort((a, b) => a.index - b.index)
