@@ -82,10 +82,6 @@ export const pgliteHarness: StoreHarness = {
   },
   // One WebAssembly session serialises every commit and claim: a smaller atomicity run.
   load: { atomicityTransactions: 200, orderedMessages: 5000 },
-  knownBugs: {
-    'dead-letters':
-      "bug in src: PGlite's deadLetters().list() returns key and value as Uint8Array, not the Buffer that DeadLetter declares (value.toString() gives '123,34,...')",
-  },
   migrations: [1, 2],
   setup,
 }

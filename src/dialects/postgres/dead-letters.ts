@@ -119,13 +119,21 @@ export async function postgresStats(table: OutboxTable, open: OpenSession): Prom
   })
 }
 
+/** node-postgres gives bytea as a Buffer; PGlite as a plain Uint8Array, which `DeadLetter` is not. */
+function bytes(value: unknown): Buffer | null {
+  if (value === null || value === undefined) return null
+  if (Buffer.isBuffer(value)) return value
+  const view = value as Uint8Array
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength)
+}
+
 function toDeadLetter(row: Record<string, unknown>): DeadLetter {
   return {
     id: String(row.id),
     messageId: String(row.message_id),
     topic: row.topic as string,
-    key: (row.key as Buffer | null) ?? null,
-    value: (row.value as Buffer | null) ?? null,
+    key: bytes(row.key),
+    value: bytes(row.value),
     headers: decodeHeaders(row.headers),
     attempts: row.attempts as number,
     errors: row.errors as DeadLetter['errors'],
