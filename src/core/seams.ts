@@ -108,6 +108,7 @@ export interface RelayStore {
    * (`'leader'`) or concurrent relays run (`'concurrent'`). Undefined when unknown.
    */
   readonly heldBy?: 'leader' | 'concurrent'
+  /** Opens a claim on up to `limit` rows; a claim that finds none leaves no claim open. */
   claim(limit: number): Promise<StoredMessage[]>
   /** Deletes exactly `acknowledged`, records failures (or dead-letters them), and ends the claim. */
   complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>

@@ -116,8 +116,10 @@ export class FakeStore implements RelayStore {
       }
       taken.push(row)
     }
-    this.claimed = taken.map((r) => r.id)
-    this.calls.push({ op: 'claim', ids: [...this.claimed] })
+    const ids = taken.map((r) => r.id)
+    this.calls.push({ op: 'claim', ids })
+    // Like the SQL stores: a claim that found nothing holds nothing, so no claim stays open.
+    this.claimed = ids.length > 0 ? ids : undefined
     // Copies, as a database hands out: the relay cannot change the table through them.
     return taken.map(({ retryAt: _, ...message }) => ({ ...message, attempts: message.attempts }))
   }
