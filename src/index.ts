@@ -40,3 +40,9 @@ export {
   Topic,
   type TopicOptions,
 } from './core/topic.ts'
+export {
+  RELAY_EVENT_CHANNEL,
+  RELAY_LIFECYCLE_CHANNEL,
+  type RelayEventMessage,
+  type RelayLifecycleMessage,
+} from './observability/channels.ts'

@@ -1,3 +1,4 @@
+import { publishRelayEvent, publishRelayLifecycle } from '../../observability/channels.ts'
 import { ErrorCodes, invalidArgument, KEntityError } from '../errors.ts'
 import type { RelayOptions, StopOptions } from '../relay.ts'
 import { RelayLog } from '../relay-log.ts'
@@ -36,7 +37,9 @@ export class OutboxRelay {
     const resolved = resolveOptions(options)
     this.#options = resolved
     this.#log = new RelayLog(resolved.logger, resolved.endpoints, resolved.backoff.max, resolved.now)
-    const emit = relayEmitter(resolved.onEvent, this.#log)
+    const emit = relayEmitter(resolved.onEvent, this.#log, (event) =>
+      publishRelayEvent(this, resolved.mode, event),
+    )
     this.#leadership = new Leadership(store, resolved.mode, this.#log, emit)
     const delivery = new Delivery(transport, resolved, emit)
     const companion = resolved.pipeline ? store.companion?.() : undefined
@@ -61,6 +64,7 @@ export class OutboxRelay {
     this.#assertOpen('start')
     if (this.#running) throw new KEntityError(ErrorCodes.RELAY_RUNNING, 'the relay is already running')
     this.#log.started(this.#options.mode)
+    publishRelayLifecycle(this, this.#options.mode, 'started')
     const running = this.#loop.run().finally(() => {
       this.#running = undefined
     })
@@ -70,6 +74,7 @@ export class OutboxRelay {
       if (fatal === undefined || this.#closed) return
       this.#closed = true
       this.#log.stopping()
+      publishRelayLifecycle(this, this.#options.mode, 'stopping')
       this.#released = this.#release()
     })
   }
@@ -117,6 +122,7 @@ export class OutboxRelay {
       throw invalidArgument(`stop(): 'timeout' must be a number of ms >= 0`)
     this.#closed = true
     this.#log.stopping()
+    publishRelayLifecycle(this, this.#options.mode, 'stopping')
     this.#loop.interrupt()
     this.#released = waitAtMost(this.#running, timeout).then(() => this.#release())
     return this.#released
@@ -166,6 +172,7 @@ export class OutboxRelay {
     await waitAtMost(this.#running, 5000)
     this.#leadership.set(false)
     this.#log.stopped()
+    publishRelayLifecycle(this, this.#options.mode, 'stopped')
     this.#options.onStop()
   }
 }
