@@ -9,9 +9,8 @@ import type pg from 'pg'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/session.ts'
 import type { PgSession } from '../../dialects/postgres/session.ts'
-import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import type { SessionPurpose } from '../../outbox/parts.ts'
-import type { SqlDatabase } from '../data-layer.ts'
 import { openMysql2Session, openPgSession } from '../driver-sessions.ts'
 import { connectionOptions as keptOptions } from '../mysql2/client-options.ts'
 import type { Mysql2Connection } from '../mysql2/session.ts'
@@ -19,7 +18,7 @@ import { notMysql, notPostgres } from './bindings.ts'
 import {
   entityManagerOf,
   mikroOrmDatabase,
-  noDefaultConnection,
+  NO_CONNECTION,
   plainDriverOptions,
   platformName,
 } from './transaction-context.ts'
@@ -38,28 +37,19 @@ export type MikroOrmConnection = MikroORM | EntityManager | string | pg.ClientCo
  */
 export type MikroOrmMysqlConnection = MikroORM | EntityManager | string | mysql.ConnectionOptions
 
-export function openMikroOrmSession(
-  database: SqlDatabase,
+export async function openMikroOrmPgSession(target: unknown, purpose: SessionPurpose): Promise<PgSession> {
+  return openPgSession(clientConfig((target ?? databaseUrl(NO_CONNECTION)) as MikroOrmConnection), purpose)
+}
+
+export async function openMikroOrmMysqlSession(
   target: unknown,
   purpose: SessionPurpose,
-): Promise<PgSession | MysqlSession> {
-  return database === 'postgres' ? openPostgres(target, purpose) : openMysql(target, purpose)
-}
-
-async function openPostgres(target: unknown, purpose: SessionPurpose): Promise<PgSession> {
-  return openPgSession(clientConfig((target ?? defaultConnection()) as MikroOrmConnection), purpose)
-}
-
-async function openMysql(target: unknown, purpose: SessionPurpose): Promise<MysqlSession> {
-  if (target === undefined && !hasDatabaseUrl()) throw noDefaultConnection()
+): Promise<MysqlSession> {
   const em = typeof target === 'object' && target !== null ? entityManagerOf(target) : undefined
   if (em !== undefined) return openMysql2Session(await connectionOptions(em), purpose)
+  // Read here only to say what to pass when it is unset; the mysql2 opener checks its scheme.
+  if (target === undefined) databaseUrl(NO_CONNECTION)
   return openMysql2Session(target as Mysql2Connection | undefined, purpose)
-}
-
-function defaultConnection(): string {
-  if (!hasDatabaseUrl()) throw noDefaultConnection()
-  return databaseUrl()
 }
 
 function clientConfig(target: MikroOrmConnection): pg.ClientConfig {

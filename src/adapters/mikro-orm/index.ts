@@ -3,7 +3,12 @@ import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
 import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
 import { mikroOrmTransaction } from './bindings.ts'
-import { type MikroOrmConnection, type MikroOrmMysqlConnection, openMikroOrmSession } from './connection.ts'
+import {
+  type MikroOrmConnection,
+  type MikroOrmMysqlConnection,
+  openMikroOrmMysqlSession,
+  openMikroOrmPgSession,
+} from './connection.ts'
 import {
   assertMikroOrmDatabase,
   entityManagerOf,
@@ -37,7 +42,10 @@ const mikroOrm: DataLayer<EntityManager> = {
   databaseOf: (handle) => mikroOrmDatabase(emOf(handle)),
   assertDatabase: (handle, expected) => assertMikroOrmDatabase(emOf(handle), expected),
   binding: (em, database) => mikroOrmTransaction(em, database),
-  openSession: openMikroOrmSession,
+  openSession: (database, target, purpose) =>
+    database === 'postgres'
+      ? openMikroOrmPgSession(target, purpose)
+      : openMikroOrmMysqlSession(target, purpose),
 }
 
 /**

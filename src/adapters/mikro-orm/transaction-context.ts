@@ -108,11 +108,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
 }
 
-export function noDefaultConnection(): KEntityError {
-  return invalidArgument(
-    'no database connection given and DATABASE_URL is not set: pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })',
-  )
-}
+/** What ends the message of a session opened with no connection given and no DATABASE_URL. */
+export const NO_CONNECTION =
+  ': pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })'
 
 /**
  * The platform classes of MikroORM's SQL drivers, by name. The adapter imports no driver package

@@ -9,14 +9,13 @@ import type { DataSource, EntityManager } from 'typeorm'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { MysqlSession } from '../../dialects/mysql/session.ts'
 import type { PgSession } from '../../dialects/postgres/session.ts'
-import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
+import { databaseUrl } from '../../dialects/shared/database-url.ts'
 import type { SessionPurpose } from '../../outbox/parts.ts'
-import type { SqlDatabase } from '../data-layer.ts'
 import { openMysql2Session, openPgSession } from '../driver-sessions.ts'
 import { connectionOptions as keptOptions } from '../mysql2/client-options.ts'
 import type { Mysql2Connection } from '../mysql2/session.ts'
 import { notMysql, notPostgres } from './bindings.ts'
-import { isDataSource, noDefaultConnection } from './entity-manager.ts'
+import { isDataSource, NO_CONNECTION } from './entity-manager.ts'
 
 /**
  * Where the relay and `migrate()` connect on PostgreSQL: the app's DataSource (its connection
@@ -32,21 +31,15 @@ export type TypeOrmConnection = DataSource | string | pg.ClientConfig
  */
 export type TypeOrmMysqlConnection = DataSource | string | mysql.ConnectionOptions
 
-export function openTypeOrmSession(
-  database: SqlDatabase,
-  target: unknown,
-  purpose: SessionPurpose,
-): Promise<PgSession | MysqlSession> {
-  return database === 'postgres' ? openPostgres(target, purpose) : openMysql(target, purpose)
-}
-
-async function openPostgres(target: unknown, purpose: SessionPurpose): Promise<PgSession> {
-  const resolved = target ?? defaultConnection()
+export async function openTypeOrmPgSession(target: unknown, purpose: SessionPurpose): Promise<PgSession> {
+  const resolved = target ?? databaseUrl(NO_CONNECTION)
   return openPgSession(clientConfig(resolved as TypeOrmConnection), purpose)
 }
 
-async function openMysql(target: unknown, purpose: SessionPurpose): Promise<MysqlSession> {
-  if (target === undefined && !hasDatabaseUrl()) throw noDefaultConnection()
+export async function openTypeOrmMysqlSession(
+  target: unknown,
+  purpose: SessionPurpose,
+): Promise<MysqlSession> {
   if (typeof target === 'object' && target !== null) {
     if (isDataSource(target)) return openMysql2Session(connectionOptions(target), purpose)
     if (typeof (target as EntityManager).transaction === 'function') {
@@ -55,12 +48,9 @@ async function openMysql(target: unknown, purpose: SessionPurpose): Promise<Mysq
       )
     }
   }
+  // Read here only to say what to pass when it is unset; the mysql2 opener checks its scheme.
+  if (target === undefined) databaseUrl(NO_CONNECTION)
   return openMysql2Session(target as Mysql2Connection | undefined, purpose)
-}
-
-function defaultConnection(): string {
-  if (!hasDatabaseUrl()) throw noDefaultConnection()
-  return databaseUrl()
 }
 
 function clientConfig(target: TypeOrmConnection): pg.ClientConfig {

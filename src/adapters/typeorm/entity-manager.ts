@@ -74,11 +74,9 @@ export function isDataSource(value: object): value is DataSource {
   )
 }
 
-export function noDefaultConnection(): KEntityError {
-  return invalidArgument(
-    'no database connection given and DATABASE_URL is not set: pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })',
-  )
-}
+/** What ends the message of a session opened with no connection given and no DATABASE_URL. */
+export const NO_CONNECTION =
+  ': pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })'
 
 /** A DataSource or an EntityManager (which every manager of TypeORM is, transaction or not). */
 export function isTypeOrmHandle(value: unknown): value is DataSource | EntityManager {

@@ -3,7 +3,12 @@ import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
 import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
 import { typeOrmTransaction } from './bindings.ts'
-import { openTypeOrmSession, type TypeOrmConnection, type TypeOrmMysqlConnection } from './connection.ts'
+import {
+  openTypeOrmMysqlSession,
+  openTypeOrmPgSession,
+  type TypeOrmConnection,
+  type TypeOrmMysqlConnection,
+} from './connection.ts'
 import {
   assertTypeOrmDatabase,
   dataSourceType,
@@ -36,7 +41,10 @@ const typeOrm: DataLayer<EntityManager> = {
   databaseOf: (handle) => typeOrmDatabase(dataSourceType(handle as DataSource)),
   assertDatabase: (handle, expected) => assertTypeOrmDatabase(handle as DataSource, expected),
   binding: (manager, database) => typeOrmTransaction(manager, database),
-  openSession: openTypeOrmSession,
+  openSession: (database, target, purpose) =>
+    database === 'postgres'
+      ? openTypeOrmPgSession(target, purpose)
+      : openTypeOrmMysqlSession(target, purpose),
 }
 
 /**
