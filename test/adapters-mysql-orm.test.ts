@@ -11,11 +11,14 @@ import mysql from 'mysql2/promise'
 import { DataSource, EntitySchema as TypeOrmEntitySchema } from 'typeorm'
 import { createPrismaClient } from '../prisma/client.ts'
 import { createPrismaMysqlClient, type TestPrismaClient } from '../prisma/mysql-client.ts'
+import { createMikroOrmOutbox } from '../src/adapters/mikro-orm/index.ts'
 import { createMikroOrmMysqlOutbox } from '../src/adapters/mikro-orm/mysql.ts'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { openMysql2Session } from '../src/adapters/mysql2/session.ts'
+import { createPrismaOutbox } from '../src/adapters/prisma/index.ts'
 import { openMariadbSession } from '../src/adapters/prisma/mariadb-session.ts'
 import { createPrismaMysqlOutbox, type PrismaTransactionClient } from '../src/adapters/prisma/mysql.ts'
+import { createTypeOrmOutbox } from '../src/adapters/typeorm/index.ts'
 import { createTypeOrmMysqlOutbox } from '../src/adapters/typeorm/mysql.ts'
 import type { MysqlSession } from '../src/dialects/mysql/index.ts'
 import {
@@ -521,6 +524,122 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     await again.stop()
     assert.equal(await deadLetters.purge({ topic: 'ke-sample-json' }), 1)
     await clear(database)
+  })
+})
+
+describe('the ORM adapters of the PostgreSQL subpaths detect MySQL/MariaDB from `db`', () => {
+  interface Order {
+    id: string
+    customer: string
+  }
+  const wrongDatabase = (found: RegExp) =>
+    hasCode(
+      ErrorCodes.INVALID_ARGUMENT,
+      new RegExp(`this outbox is for PostgreSQL but ${found.source}; pass the`),
+    )
+
+  it('TypeORM: a DataSource of type mariadb makes k-entity/typeorm speak MySQL', async () => {
+    const database = freshDatabase('ke_my_detect_typeorm')
+    const Orders = new TypeOrmEntitySchema<Order>({
+      name: 'Order',
+      tableName: 'orders',
+      database,
+      columns: {
+        id: { type: 'varchar', length: 100, primary: true },
+        customer: { type: 'varchar', length: 200 },
+      },
+    })
+    const dataSource = new DataSource({ type: 'mariadb', url: MYSQL_URL, entities: [Orders], poolSize: 2 })
+    const outbox = createTypeOrmOutbox({ db: dataSource, topics: sampleTopics, schema: database })
+    assert.equal(outbox.database, 'mysql')
+    // Without `db` the same subpath is for PostgreSQL, and says how to reach MySQL.
+    const postgresOutbox = createTypeOrmOutbox({ topics: sampleTopics, schema: database })
+    await assert.rejects(
+      postgresOutbox.transaction(dataSource, async () => {}),
+      wrongDatabase(/the DataSource is of type the string "mariadb"/),
+    )
+    const sqlite = new DataSource({ type: 'better-sqlite3', database: ':memory:' })
+    assert.throws(
+      () => createTypeOrmOutbox({ db: sqlite, topics: sampleTopics }),
+      hasCode(ErrorCodes.INVALID_ARGUMENT, /covers DataSource types 'postgres', 'mysql' and 'mariadb'/),
+    )
+    await dataSource.initialize()
+    try {
+      assert.deepEqual((await outbox.migrate(dataSource)).applied, [1])
+      await createOrders(database)
+      await outbox.transaction(dataSource, async (manager, topics) => {
+        await manager.insert(Orders, { id: 'o-1', customer: 'amy' })
+        await produceSamples(topics)
+      })
+      assert.deepEqual(await storedRows(database), referenceRows)
+      assert.deepEqual(await orderIds(database), ['o-1'])
+    } finally {
+      await dataSource.destroy()
+    }
+  })
+
+  it('MikroORM: a MikroORM instance on @mikro-orm/mysql makes k-entity/mikro-orm speak MySQL', async () => {
+    const database = freshDatabase('ke_my_detect_mikro')
+    const Orders = new EntitySchema<Order>({
+      name: 'Order',
+      tableName: 'orders',
+      properties: { id: { type: 'string', primary: true }, customer: { type: 'string' } },
+    })
+    // Never connects until the first query, after migrate() created its database.
+    const orm = new MikroORM({ clientUrl: MYSQL_URL, dbName: database, entities: [Orders], pool: { max: 2 } })
+    try {
+      const outbox = createMikroOrmOutbox({ db: orm, topics: sampleTopics, schema: database })
+      assert.equal(outbox.database, 'mysql')
+      assert.equal(createMikroOrmOutbox({ db: orm.em, topics: sampleTopics }).database, 'mysql')
+      const postgresOutbox = createMikroOrmOutbox({ topics: sampleTopics, schema: database })
+      await assert.rejects(
+        postgresOutbox.transaction(orm.em.fork(), async () => {}),
+        wrongDatabase(/the EntityManager uses MySqlPlatform/),
+      )
+      assert.deepEqual((await outbox.migrate(MYSQL_URL)).applied, [1])
+      await createOrders(database)
+      // Through the MikroORM instance given as `db`: the relay's connection comes from its settings.
+      assert.deepEqual(await outbox.migrate(orm), { applied: [], current: 1 })
+      await outbox.transaction(orm.em.fork(), async (em, topics) => {
+        em.persist(em.create(Orders, { id: 'o-1', customer: 'amy' }))
+        await produceSamples(topics)
+      })
+      assert.deepEqual(await storedRows(database), referenceRows)
+      assert.deepEqual(await orderIds(database), ['o-1'])
+    } finally {
+      await orm.close()
+    }
+  })
+
+  it('Prisma: a client generated for provider mysql makes k-entity/prisma speak MySQL', async () => {
+    const database = freshDatabase('ke_my_detect_prisma')
+    // The client connects on its first query, after migrate() created its database.
+    const prisma = await createPrismaMysqlClient(MYSQL_URL, database)
+    try {
+      const outbox = createPrismaOutbox({ db: prisma, topics: sampleTopics, schema: database })
+      assert.equal(outbox.database, 'mysql')
+      const postgresOutbox = createPrismaOutbox({ topics: sampleTopics, schema: database })
+      await assert.rejects(
+        postgresOutbox.transaction(prisma, async () => {}),
+        wrongDatabase(/the Prisma client is for the string "mysql"/),
+      )
+      assert.deepEqual((await outbox.migrate(MYSQL_URL)).applied, [1])
+      await createOrders(database)
+      await prisma.$transaction(async (tx) => {
+        assert.throws(
+          () => createPrismaOutbox({ db: tx as never, topics: sampleTopics }),
+          hasCode(ErrorCodes.INVALID_ARGUMENT, /'db' must be the app's PrismaClient/),
+        )
+      })
+      await outbox.transaction(prisma, async (tx, topics) => {
+        await tx.order.create({ data: { id: 'o-1', customer: 'amy' } })
+        await produceSamples(topics)
+      })
+      assert.deepEqual(await storedRows(database), referenceRows)
+      assert.deepEqual(await orderIds(database), ['o-1'])
+    } finally {
+      await prisma.$disconnect()
+    }
   })
 })
 

@@ -338,6 +338,70 @@ describe('Prisma adapter', () => {
   })
 })
 
+describe('the ORM adapters tell the database from `db`', () => {
+  const invalid = (message: RegExp) => (error: unknown) => {
+    hasCode(ErrorCodes.INVALID_ARGUMENT)(error)
+    assert.match(String((error as Error).message), message)
+    return true
+  }
+
+  it('PostgreSQL handles make PostgreSQL outboxes; handles of other databases are refused, naming what to use', async () => {
+    // None of these connect: the database is read from the handle's configuration.
+    const dataSource = new DataSource({ type: 'postgres', url: DATABASE_URL })
+    assert.equal(createTypeOrmOutbox({ db: dataSource, topics: sampleTopics }).database, 'postgres')
+    const sqlite = new DataSource({ type: 'better-sqlite3', database: ':memory:' })
+    assert.throws(
+      () => createTypeOrmOutbox({ db: sqlite, topics: sampleTopics }),
+      invalid(/the DataSource is of type the string "better-sqlite3"; k-entity's TypeORM adapter covers/),
+    )
+    assert.throws(
+      () => createTypeOrmOutbox({ db: dataSource.manager as never, topics: sampleTopics }),
+      invalid(/'db' must be the app's TypeORM DataSource/),
+    )
+
+    const orm = new MikroORM({
+      clientUrl: DATABASE_URL,
+      entities: [],
+      discovery: { warnWhenNoEntities: false },
+    })
+    assert.equal(createMikroOrmOutbox({ db: orm, topics: sampleTopics }).database, 'postgres')
+    assert.equal(createMikroOrmOutbox({ db: orm.em, topics: sampleTopics }).database, 'postgres')
+    // An em of a driver the adapter does not speak (MikroORM's SQLite platform, by its class name).
+    const SqlitePlatform = class SqlitePlatform {}
+    const sqliteEm = {
+      getTransactionContext: () => undefined,
+      getPlatform: () => new SqlitePlatform(),
+      getConnection: () => ({}),
+      isInTransaction: () => false,
+    }
+    assert.throws(
+      () => createMikroOrmOutbox({ db: sqliteEm as never, topics: sampleTopics }),
+      invalid(/the EntityManager uses SqlitePlatform; k-entity's MikroORM adapter covers/),
+    )
+
+    const prisma = await createPrismaClient(DATABASE_URL, 'public')
+    try {
+      assert.equal(createPrismaOutbox({ db: prisma, topics: sampleTopics }).database, 'postgres')
+    } finally {
+      await prisma.$disconnect()
+    }
+    const sqliteClient = {
+      _activeProvider: 'sqlite',
+      $connect: async () => {},
+      $transaction: async () => {},
+      $executeRawUnsafe: async () => 0,
+    }
+    assert.throws(
+      () => createPrismaOutbox({ db: sqliteClient as never, topics: sampleTopics }),
+      invalid(/the Prisma client is for the string "sqlite"; k-entity's Prisma adapter covers/),
+    )
+    await assert.rejects(
+      createPrismaOutbox({ topics: sampleTopics }).transaction(sqliteClient as never, async () => {}),
+      invalid(/this outbox is for PostgreSQL but the Prisma client is for the string "sqlite"/),
+    )
+  })
+})
+
 describe('PGlite adapter', () => {
   let db: PGlite
   const schema = uniqueName('ke_pglite')

@@ -28,6 +28,12 @@ export interface DataLayer<Tx> {
   /** The layer's root instance or one of its transactions. */
   isHandle(value: unknown): boolean
   isTransaction(handle: unknown): boolean
+  /**
+   * The transaction helper also takes one of the layer's transactions, which the layer runs as a
+   * savepoint inside it: the ORMs (TypeORM, MikroORM, Prisma) always did, and apps nest that way.
+   * `db` must still be the root handle.
+   */
+  readonly nests?: boolean
   /** The database of a handle, undefined for one the adapter does not support. */
   databaseOf(handle: unknown): SqlDatabase | undefined
   /** Refuses a handle of another database than `expected`, naming the adapter to use. */
@@ -91,7 +97,12 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
    */
   protected async runTransaction<R>(handle: unknown, fn: unknown, run: () => Promise<R>): Promise<R> {
     const layer = this.#layer
-    if (!layer.isHandle(handle) || layer.isTransaction(handle)) {
+    if (!layer.isHandle(handle)) {
+      throw invalidArgument(
+        `transaction() needs the ${layer.root}${layer.nests ? ' or one of its transactions' : ''}, got ${describe(handle)}`,
+      )
+    }
+    if (!layer.nests && layer.isTransaction(handle)) {
       throw invalidArgument(
         `transaction() needs the ${layer.root} (not a transaction), got ${describe(handle)}; inside a transaction use outbox.in(trx)`,
       )

@@ -8,6 +8,7 @@ import type { PgSession } from '../dialects/postgres/session.ts'
 import type { SessionPurpose } from '../outbox/parts.ts'
 import type { Mysql2Connection } from './mysql2/session.ts'
 import type { PgRelayConnection } from './pg/session.ts'
+import type { MariadbConnection } from './prisma/mariadb-session.ts'
 
 /** A node-postgres session named after its purpose (`k-entity-relay`, `-migrate`, `-admin`). */
 export async function openPgSession(
@@ -22,4 +23,12 @@ export async function openMysql2Session(
   purpose: SessionPurpose,
 ): Promise<MysqlSession> {
   return (await import('./mysql2/session.ts')).openMysql2Session(target, purpose)
+}
+
+/** A session on the `mariadb` driver that `@prisma/adapter-mariadb` runs on (Prisma apps on MySQL/MariaDB). */
+export async function openMariadbSession(
+  target: MariadbConnection | undefined,
+  purpose: SessionPurpose,
+): Promise<MysqlSession> {
+  return (await import('./prisma/mariadb-session.ts')).openMariadbSession(target, purpose)
 }

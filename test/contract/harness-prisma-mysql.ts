@@ -1,17 +1,27 @@
 import { createPrismaMysqlClient, type TestPrismaTransaction } from '../../prisma/mysql-client.ts'
-import { createPrismaMysqlOutbox, type PrismaTransactionClient } from '../../src/adapters/prisma/mysql.ts'
+import { createPrismaOutbox, type PrismaTransactionClient } from '../../src/adapters/prisma/index.ts'
 import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
 
-/** Prisma 7 (query compiler, no Rust engine) through @prisma/adapter-mariadb, with interactive transactions. */
+/**
+ * Prisma 7 (query compiler, no Rust engine) through @prisma/adapter-mariadb, with interactive
+ * transactions. The one Prisma adapter, told the database by `db` (`k-entity/prisma/mysql` is
+ * covered by adapters-mysql-orm).
+ */
 export const prismaMysqlHarness: ContractHarness<TestPrismaTransaction> = {
-  name: 'prisma (adapter-mariadb)',
+  name: 'prisma (adapter-mariadb, detected from db)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
-    const outbox = createPrismaMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
+    // The client connects on its first query, after migrate() created its database.
+    const prisma = await createPrismaMysqlClient(MYSQL_URL, schema)
+    const outbox = createPrismaOutbox({
+      db: prisma,
+      topics,
+      schema,
+      kafka: { brokers, autoCreateTopics: true },
+    })
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)
-    const prisma = await createPrismaMysqlClient(MYSQL_URL, schema)
     return {
       transaction: (fn) => outbox.transaction(prisma, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {

@@ -1,5 +1,5 @@
 import { DataSource, type EntityManager, EntitySchema } from 'typeorm'
-import { createTypeOrmMysqlOutbox } from '../../src/adapters/typeorm/mysql.ts'
+import { createTypeOrmOutbox } from '../../src/adapters/typeorm/index.ts'
 import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, dropDatabase, MYSQL_URL, mysqlInspection } from './mysql-support.ts'
 
@@ -8,9 +8,13 @@ interface Order {
   customer: string
 }
 
-/** TypeORM 1.x, DataSource of type 'mysql' (mysql2); entities defined with EntitySchema (no decorators). */
+/**
+ * TypeORM 1.x, DataSource of type 'mysql' (mysql2); entities defined with EntitySchema (no
+ * decorators). The one TypeORM adapter, told the database by `db` (`k-entity/typeorm/mysql` is
+ * covered by adapters-mysql-orm).
+ */
 export const typeormMysqlHarness: ContractHarness<EntityManager> = {
-  name: 'typeorm (mysql2)',
+  name: 'typeorm (mysql2, detected from db)',
   dialect: 'mysql',
   async setup({ topics, schema, brokers }) {
     const Orders = new EntitySchema<Order>({
@@ -21,10 +25,6 @@ export const typeormMysqlHarness: ContractHarness<EntityManager> = {
         customer: { type: 'varchar', length: 200 },
       },
     })
-    const outbox = createTypeOrmMysqlOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
-    // migrate() creates the database the DataSource below connects to, so it cannot go through it.
-    await outbox.migrate(MYSQL_URL)
-    await createOrdersTable(schema)
     const url = new URL(MYSQL_URL)
     url.pathname = `/${schema}`
     const dataSource = new DataSource({
@@ -33,6 +33,16 @@ export const typeormMysqlHarness: ContractHarness<EntityManager> = {
       entities: [Orders],
       poolSize: 10,
     })
+    // Its type is known before initialize(), which must wait for the database migrate() creates.
+    const outbox = createTypeOrmOutbox({
+      db: dataSource,
+      topics,
+      schema,
+      kafka: { brokers, autoCreateTopics: true },
+    })
+    // migrate() creates the database the DataSource connects to, so it cannot go through it.
+    await outbox.migrate(MYSQL_URL)
+    await createOrdersTable(schema)
     await dataSource.initialize()
     return {
       transaction: (fn) => outbox.transaction(dataSource, (manager) => fn(manager)),

@@ -5,6 +5,7 @@
 import type { EntityManager, TransactionOptions } from '@mikro-orm/core'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement } from '../../core/seams.ts'
+import { type SqlDatabase, wrongDatabase } from '../data-layer.ts'
 
 /**
  * The slice of Kysely's transaction that MikroORM 7 keeps as the transaction context, whatever
@@ -107,8 +108,49 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
 }
 
-export function noDefaultConnection(): KEntityError {
-  return invalidArgument(
-    'no database connection given and DATABASE_URL is not set: pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })',
-  )
+/** What ends the message of a session opened with no connection given and no DATABASE_URL. */
+export const NO_CONNECTION =
+  ': pass your MikroORM instance, e.g. outbox.migrate(orm) or outbox.relay({ connection: orm })'
+
+/**
+ * The platform classes of MikroORM's SQL drivers, by name. The adapter imports no driver package
+ * (an app has @mikro-orm/postgresql or @mikro-orm/mysql, rarely both), so `instanceof` is out of
+ * reach; the names are MikroORM's published classes, and the base classes of @mikro-orm/sql also
+ * cover drivers built on them (@mikro-orm/mariadb's platform extends MySqlPlatform).
+ */
+const PLATFORMS = new Map<unknown, SqlDatabase>([
+  ['PostgreSqlPlatform', 'postgres'],
+  ['BasePostgreSqlPlatform', 'postgres'],
+  ['MySqlPlatform', 'mysql'],
+  ['BaseMySqlPlatform', 'mysql'],
+])
+
+/** The class name of the platform of `em` (`PostgreSqlPlatform`, `MySqlPlatform`...). */
+export function platformName(em: EntityManager): string {
+  const platform: unknown = em.getPlatform()
+  return (platform as object | null)?.constructor?.name ?? describe(platform)
+}
+
+/** The database of the platform of `em`, walking up its classes; undefined for another one. */
+export function mikroOrmDatabase(em: EntityManager): SqlDatabase | undefined {
+  for (
+    let proto = Object.getPrototypeOf(em.getPlatform());
+    proto !== null;
+    proto = Object.getPrototypeOf(proto)
+  ) {
+    const database = PLATFORMS.get((proto as { constructor?: { name?: unknown } }).constructor?.name)
+    if (database !== undefined) return database
+  }
+  return undefined
+}
+
+/** Refuses an EntityManager (or MikroORM instance) of another database than the outbox's. */
+export function assertMikroOrmDatabase(em: EntityManager, expected: SqlDatabase): void {
+  const found = mikroOrmDatabase(em)
+  if (found === expected) return
+  const advice =
+    found === undefined
+      ? "k-entity's MikroORM adapter covers @mikro-orm/postgresql and @mikro-orm/mysql (or @mikro-orm/mariadb)"
+      : "pass the MikroORM instance (or orm.em) as `db` to createMikroOrmOutbox ('k-entity/mikro-orm'), which detects the database"
+  throw wrongDatabase(expected, `the EntityManager uses ${platformName(em)}`, advice)
 }

@@ -1,127 +1,97 @@
-import type pg from 'pg'
-import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
+import { prismaTransaction } from './bindings.ts'
+import { openPrismaSession, type PrismaConnection, type PrismaMysqlConnection } from './connection.ts'
 import {
-  type PostgresDriver,
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-  type PostgresRelayOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
-import { transactionError } from '../../dialects/postgres/transaction.ts'
-import { databaseUrl } from '../../dialects/shared/database-url.ts'
-import { openPgSession } from '../pg/session.ts'
-import {
-  assertTransactionClient,
+  assertPrismaDatabase,
   clientProvider,
-  closedTransaction,
-  driverAdapterCause,
   isPrismaClient,
   type PrismaClientWithTransactions,
   type PrismaTransactionClient,
   type PrismaTransactionOptions,
+  providerDatabase,
   runPrismaTransaction,
 } from './transaction-client.ts'
 
-export type { PrismaClientWithTransactions, PrismaTransactionClient, PrismaTransactionOptions }
-
-/**
- * Where the relay and `migrate()` connect: the connection string (or `pg` config) your `PrismaPg`
- * adapter uses. Prisma does not expose it, so it has to be passed. Defaults to `DATABASE_URL`.
- */
-export type PrismaConnection = string | pg.ClientConfig
-
-/** Wraps the client of an interactive transaction; only PostgreSQL through a driver adapter (`@prisma/adapter-pg`). */
-export function prismaTransaction(tx: PrismaTransactionClient): TransactionAdapter {
-  const provider = clientProvider(tx)
-  if (provider !== undefined && provider !== 'postgresql' && provider !== 'postgres') {
-    throw invalidArgument(
-      `k-entity/prisma needs a PostgreSQL Prisma client, this one is for '${provider}'; ${provider === 'mysql' ? 'use k-entity/prisma/mysql' : 'use the adapter of that database'}`,
-    )
-  }
-  return {
-    dialect: 'postgres',
-    assertInTransaction() {
-      assertTransactionClient(tx)
-    },
-    async execute(statement: SqlStatement) {
-      try {
-        await tx.$executeRawUnsafe(statement.text, ...statement.values)
-      } catch (error) {
-        throw translate(error)
-      }
-    },
-  }
+export {
+  type PrismaClientWithTransactions,
+  type PrismaConnection,
+  type PrismaTransactionClient,
+  type PrismaTransactionOptions,
+  prismaTransaction,
 }
 
-function translate(error: unknown): unknown {
-  const closed = closedTransaction(error)
-  if (closed !== undefined) return closed
-  // The driver adapter's error keeps the SQLSTATE as originalCode, out of sqlState's reach.
-  return transactionError({ code: driverAdapterCause(error)?.originalCode, cause: error }) ?? error
+export interface PrismaOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * The app's PrismaClient: the outbox speaks the database of the provider it was generated for
+   * ("postgresql" with `@prisma/adapter-pg`, "mysql" with `@prisma/adapter-mariadb`). Without it
+   * the outbox is for PostgreSQL (`createPrismaMysqlOutbox` for MySQL/MariaDB). Reading the
+   * provider needs no connection.
+   */
+  db?: PrismaClientWithTransactions<PrismaTransactionClient>
 }
 
-const prismaDriver: PostgresDriver<PrismaTransactionClient, PrismaConnection> = {
-  transaction: prismaTransaction,
-  async openSession(target, applicationName) {
-    const resolved = target ?? defaultConnection()
-    if (typeof resolved !== 'string' && (typeof resolved !== 'object' || resolved === null)) {
-      throw invalidArgument(
-        `expected the connection string (or pg client config) of your PrismaPg adapter, got ${describe(resolved)}`,
-      )
-    }
-    if (isPrismaClient(resolved)) {
-      throw invalidArgument(
-        'Prisma does not reveal its connection settings: pass the connection string your PrismaPg adapter uses, e.g. outbox.relay({ connection: process.env.DATABASE_URL })',
-      )
-    }
-    return openPgSession(resolved, applicationName)
-  },
+export type PrismaRelayOptions<Target = PrismaConnection> = PostgresRelayOptions<Target>
+
+const prisma: DataLayer<PrismaTransactionClient> = {
+  root: 'PrismaClient',
+  isHandle: isPrismaClient,
+  // transaction() takes a transaction client too: Prisma 7 makes that a savepoint.
+  isTransaction: (handle) => typeof (handle as { $connect?: unknown }).$connect !== 'function',
+  nests: true,
+  databaseOf: (handle) => providerDatabase(clientProvider(handle)),
+  assertDatabase: assertPrismaDatabase,
+  binding: (tx, database) => prismaTransaction(tx, database),
+  openSession: openPrismaSession,
 }
 
 /**
- * The Prisma adapter (Prisma 7 with `@prisma/adapter-pg`): messages are written with
- * `$executeRawUnsafe` on the interactive transaction's client, so they commit or roll back with
- * the rows written through it.
+ * The Prisma adapter (Prisma 7 with a driver adapter), on PostgreSQL (`@prisma/adapter-pg`) and
+ * MySQL 8 / MariaDB 10.6+ (`@prisma/adapter-mariadb`): pass `db` and the outbox speaks its
+ * database. Messages are written with `$executeRawUnsafe` on the interactive transaction's
+ * client, so they commit or roll back with the rows written through it. Relays and migrations
+ * open their own session: Prisma does not reveal its connection settings, so pass `connection`
+ * (the URL your driver adapter uses), or set `DATABASE_URL`.
  *
  * @example
- * const outbox = createPrismaOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * const outbox = createPrismaOutbox({ db: prisma, topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
  * await outbox.migrate(process.env.DATABASE_URL)
  * await outbox.transaction(prisma, async (tx, topics) => {
  *   await tx.order.create({ data: order })
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class PrismaOutbox<M extends TopicMap> extends PostgresOutbox<
+export class PrismaOutbox<M extends TopicMap, Target = PrismaConnection> extends DataLayerOutbox<
   M,
   PrismaTransactionClient,
-  PrismaConnection
+  Target
 > {
-  constructor(options: PostgresOutboxOptions<M>) {
-    super(options, prismaDriver)
+  constructor(options: PrismaOutboxOptions<M>, database?: SqlDatabase) {
+    super(options, prisma, database)
   }
 
   /**
    * Runs `fn` in `prisma.$transaction()` (an interactive transaction): COMMIT if it resolves,
-   * ROLLBACK if it throws. Given a transaction client, Prisma makes it a savepoint.
+   * ROLLBACK if it throws. Given a transaction client, Prisma makes it a savepoint. After the
+   * commit, relays of this process are woken at once.
    */
-  async transaction<Tx extends PrismaTransactionClient, R>(
-    prisma: PrismaClientWithTransactions<Tx>,
+  transaction<Tx extends PrismaTransactionClient, R>(
+    client: PrismaClientWithTransactions<Tx>,
     fn: (tx: Tx, topics: TopicProducers<M>) => Promise<R>,
     options?: PrismaTransactionOptions,
   ): Promise<R> {
-    const result = await runPrismaTransaction(prisma, fn, options, (tx) => this.in(tx))
-    this.notifyCommitted()
-    return result
+    return this.runTransaction(client, fn, () =>
+      runPrismaTransaction(client, fn, options, (tx) => this.in(tx)),
+    )
   }
 }
 
-export function createPrismaOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): PrismaOutbox<M> {
+/** The outbox for `options.db`'s database; without `db`, for PostgreSQL. */
+export function createPrismaOutbox<M extends TopicMap>(
+  options: PrismaOutboxOptions<M> & { db: PrismaClientWithTransactions<PrismaTransactionClient> },
+): PrismaOutbox<M, PrismaConnection | PrismaMysqlConnection>
+export function createPrismaOutbox<M extends TopicMap>(options: PrismaOutboxOptions<M>): PrismaOutbox<M>
+export function createPrismaOutbox<M extends TopicMap>(options: PrismaOutboxOptions<M>): PrismaOutbox<M> {
   return new PrismaOutbox(options)
-}
-
-export type { PostgresOutboxOptions as PrismaOutboxOptions, PostgresRelayOptions as PrismaRelayOptions }
-
-function defaultConnection(): string {
-  return databaseUrl(': pass the connection string of your PrismaPg adapter')
 }

@@ -3,6 +3,7 @@
  * checks and errors, and the `transaction()` helper. Imports no driver.
  */
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { type SqlDatabase, wrongDatabase } from '../data-layer.ts'
 
 /**
  * The client Prisma passes to `prisma.$transaction(async (tx) => ...)` (`Prisma.TransactionClient`).
@@ -100,5 +101,34 @@ export function isPrismaClient(value: unknown): boolean {
     typeof value === 'object' &&
     value !== null &&
     typeof (value as { $transaction?: unknown }).$transaction === 'function'
+  )
+}
+
+/** The database of a Prisma provider name ('postgresql' or 'mysql'); undefined for another one. */
+export function providerDatabase(provider: string | undefined): SqlDatabase | undefined {
+  if (provider === 'postgresql' || provider === 'postgres') return 'postgres'
+  if (provider === 'mysql') return 'mysql'
+  return undefined
+}
+
+/**
+ * Refuses a client of another database than the outbox's, saying what to use. Prisma tells the
+ * provider its client was generated for (`_activeProvider`); a client that does not is refused
+ * too, since nothing else tells its database apart (the driver adapter is private).
+ */
+export function assertPrismaDatabase(client: unknown, expected: SqlDatabase): void {
+  const provider = clientProvider(client)
+  const found = providerDatabase(provider)
+  if (found === expected) return
+  const advice =
+    provider === undefined
+      ? "this client does not tell its provider: use createPrismaOutbox ('k-entity/prisma') without `db` for PostgreSQL, or createPrismaMysqlOutbox ('k-entity/prisma/mysql')"
+      : found === undefined
+        ? "k-entity's Prisma adapter covers the providers postgresql and mysql"
+        : "pass the PrismaClient as `db` to createPrismaOutbox ('k-entity/prisma'), which detects the database"
+  throw wrongDatabase(
+    expected,
+    `the Prisma client is for ${provider === undefined ? 'an unknown provider' : describe(provider)}`,
+    advice,
   )
 }

@@ -4,6 +4,7 @@
  */
 import type { DataSource, EntityManager, QueryRunner } from 'typeorm'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
+import { type SqlDatabase, wrongDatabase } from '../data-layer.ts'
 
 export type TypeOrmIsolationLevel = 'READ UNCOMMITTED' | 'READ COMMITTED' | 'REPEATABLE READ' | 'SERIALIZABLE'
 
@@ -73,8 +74,45 @@ export function isDataSource(value: object): value is DataSource {
   )
 }
 
-export function noDefaultConnection(): KEntityError {
-  return invalidArgument(
-    'no database connection given and DATABASE_URL is not set: pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })',
+/** What ends the message of a session opened with no connection given and no DATABASE_URL. */
+export const NO_CONNECTION =
+  ': pass your DataSource, e.g. outbox.migrate(dataSource) or outbox.relay({ connection: dataSource })'
+
+/** A DataSource or an EntityManager (which every manager of TypeORM is, transaction or not). */
+export function isTypeOrmHandle(value: unknown): value is DataSource | EntityManager {
+  if (typeof value !== 'object' || value === null) return false
+  return isDataSource(value) || isEntityManager(value)
+}
+
+function isEntityManager(value: object): value is EntityManager {
+  return (
+    typeof (value as EntityManager).query === 'function' &&
+    typeof (value as EntityManager).transaction === 'function' &&
+    typeof (value as EntityManager).connection === 'object'
   )
+}
+
+/** The `type` of the DataSource behind a DataSource or an EntityManager. */
+export function dataSourceType(handle: DataSource | EntityManager): unknown {
+  const dataSource = isDataSource(handle) ? handle : handle.connection
+  return dataSource?.options?.type
+}
+
+/** The database of a DataSource type: 'postgres', or 'mysql'/'mariadb' (both on mysql2). */
+export function typeOrmDatabase(type: unknown): SqlDatabase | undefined {
+  if (type === 'postgres') return 'postgres'
+  if (type === 'mysql' || type === 'mariadb') return 'mysql'
+  return undefined
+}
+
+/** Refuses a DataSource (or manager) of another database than the outbox's, saying what to use. */
+export function assertTypeOrmDatabase(handle: DataSource | EntityManager, expected: SqlDatabase): void {
+  const type = dataSourceType(handle)
+  const found = typeOrmDatabase(type)
+  if (found === expected) return
+  const advice =
+    found === undefined
+      ? "k-entity's TypeORM adapter covers DataSource types 'postgres', 'mysql' and 'mariadb'"
+      : "pass the DataSource as `db` to createTypeOrmOutbox ('k-entity/typeorm'), which detects the database"
+  throw wrongDatabase(expected, `the DataSource is of type ${describe(type)}`, advice)
 }

@@ -1,134 +1,97 @@
-import type pg from 'pg'
 import type { DataSource, EntityManager } from 'typeorm'
-import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
+import { typeOrmTransaction } from './bindings.ts'
 import {
-  type PostgresDriver,
-  PostgresOutbox,
-  type PostgresOutboxOptions,
-  type PostgresRelayOptions,
-} from '../../dialects/postgres/postgres-outbox.ts'
-import { transactionError } from '../../dialects/postgres/transaction.ts'
-import { databaseUrl, hasDatabaseUrl } from '../../dialects/shared/database-url.ts'
-import { openPgSession } from '../pg/session.ts'
+  openTypeOrmMysqlSession,
+  openTypeOrmPgSession,
+  type TypeOrmConnection,
+  type TypeOrmMysqlConnection,
+} from './connection.ts'
 import {
-  activeQueryRunner,
-  dataSourceTypeOf,
+  assertTypeOrmDatabase,
+  dataSourceType,
   isDataSource,
-  noDefaultConnection,
+  isTypeOrmHandle,
   runTypeOrmTransaction,
   type TypeOrmIsolationLevel,
+  typeOrmDatabase,
 } from './entity-manager.ts'
 
-export type { TypeOrmIsolationLevel }
+export { type TypeOrmConnection, type TypeOrmIsolationLevel, typeOrmTransaction }
 
-/**
- * Where the relay and `migrate()` connect: the app's DataSource (its connection options are
- * reused for a dedicated node-postgres session), a connection string or a `pg` client config.
- * Defaults to `DATABASE_URL`.
- */
-export type TypeOrmConnection = DataSource | string | pg.ClientConfig
-
-/** Wraps the EntityManager TypeORM hands to `dataSource.transaction(async (manager) => ...)`. */
-export function typeOrmTransaction(manager: EntityManager): TransactionAdapter {
-  const type = dataSourceTypeOf(manager)
-  if (type !== 'postgres') {
-    throw invalidArgument(
-      `k-entity/typeorm needs a DataSource of type 'postgres', this one is ${describe(type)}; ${type === 'mysql' || type === 'mariadb' ? 'use k-entity/typeorm/mysql' : 'use the adapter of that database'}`,
-    )
-  }
-  return {
-    dialect: 'postgres',
-    assertInTransaction() {
-      activeQueryRunner(manager)
-    },
-    async execute(statement: SqlStatement) {
-      try {
-        await activeQueryRunner(manager).query(statement.text, statement.values)
-      } catch (error) {
-        throw transactionError(error) ?? error
-      }
-    },
-  }
+export interface TypeOrmOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * The app's DataSource: the outbox speaks its database (type 'postgres', or 'mysql'/'mariadb').
+   * Without it the outbox is for PostgreSQL (`createTypeOrmMysqlOutbox` for MySQL/MariaDB).
+   * Reading its `options.type` needs no connection, so it may be passed before `initialize()`.
+   */
+  db?: DataSource
 }
 
-const typeOrmDriver: PostgresDriver<EntityManager, TypeOrmConnection> = {
-  transaction: typeOrmTransaction,
-  openSession: (target, applicationName) =>
-    openPgSession(clientConfig(target ?? defaultConnection()), applicationName),
+export type TypeOrmRelayOptions<Target = TypeOrmConnection> = PostgresRelayOptions<Target>
+
+const typeOrm: DataLayer<EntityManager> = {
+  root: 'TypeORM DataSource',
+  // transaction() takes a DataSource or a manager, whose transaction TypeORM makes a savepoint.
+  isHandle: isTypeOrmHandle,
+  isTransaction: (handle) => !isDataSource(handle as object),
+  nests: true,
+  databaseOf: (handle) => typeOrmDatabase(dataSourceType(handle as DataSource)),
+  assertDatabase: (handle, expected) => assertTypeOrmDatabase(handle as DataSource, expected),
+  binding: (manager, database) => typeOrmTransaction(manager, database),
+  openSession: (database, target, purpose) =>
+    database === 'postgres'
+      ? openTypeOrmPgSession(target, purpose)
+      : openTypeOrmMysqlSession(target, purpose),
 }
 
 /**
- * The TypeORM adapter (PostgreSQL): messages are written with the transaction's own query runner,
- * so they commit or roll back with the entities saved through the same manager.
+ * The TypeORM adapter, on PostgreSQL (DataSource type 'postgres') and MySQL 8 / MariaDB 10.6+
+ * (type 'mysql' or 'mariadb', mysql2 driver): pass `db` and the outbox speaks its database.
+ * Messages are written with the transaction's own query runner, so they commit or roll back
+ * with the entities saved through the same manager. Relays and migrations open their own
+ * session: pass `connection` (the DataSource, a URL or the driver's options), or set `DATABASE_URL`.
  *
  * @example
- * const outbox = createTypeOrmOutbox({ topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
+ * const outbox = createTypeOrmOutbox({ db: dataSource, topics: { orderCreated }, kafka: { brokers: ['127.0.0.1:9092'] } })
  * await outbox.migrate(dataSource)
  * await outbox.transaction(dataSource, async (manager, topics) => {
  *   await manager.save(Order, order)
  *   await topics.orderCreated.produce(order)
  * })
  */
-export class TypeOrmOutbox<M extends TopicMap> extends PostgresOutbox<M, EntityManager, TypeOrmConnection> {
-  constructor(options: PostgresOutboxOptions<M>) {
-    super(options, typeOrmDriver)
+export class TypeOrmOutbox<M extends TopicMap, Target = TypeOrmConnection> extends DataLayerOutbox<
+  M,
+  EntityManager,
+  Target
+> {
+  constructor(options: TypeOrmOutboxOptions<M>, database?: SqlDatabase) {
+    super(options, typeOrm, database)
   }
 
   /**
    * Runs `fn` in `target.transaction()`: COMMIT if it resolves, ROLLBACK if it throws. Given the
-   * manager of an open transaction, TypeORM makes this a savepoint inside it.
+   * manager of an open transaction, TypeORM makes this a savepoint inside it. After the commit,
+   * relays of this process are woken at once.
    */
-  async transaction<R>(
+  transaction<R>(
     target: DataSource | EntityManager,
     fn: (manager: EntityManager, topics: TopicProducers<M>) => Promise<R>,
     options: { isolationLevel?: TypeOrmIsolationLevel } = {},
   ): Promise<R> {
-    const result = await runTypeOrmTransaction(target, fn, options, (manager) => this.in(manager))
-    this.notifyCommitted()
-    return result
+    return this.runTransaction(target, fn, () =>
+      runTypeOrmTransaction(target, fn, options, (manager) => this.in(manager)),
+    )
   }
 }
 
-export function createTypeOrmOutbox<M extends TopicMap>(options: PostgresOutboxOptions<M>): TypeOrmOutbox<M> {
+/** The outbox for `options.db`'s database; without `db`, for PostgreSQL. */
+export function createTypeOrmOutbox<M extends TopicMap>(
+  options: TypeOrmOutboxOptions<M> & { db: DataSource },
+): TypeOrmOutbox<M, TypeOrmConnection | TypeOrmMysqlConnection>
+export function createTypeOrmOutbox<M extends TopicMap>(options: TypeOrmOutboxOptions<M>): TypeOrmOutbox<M>
+export function createTypeOrmOutbox<M extends TopicMap>(options: TypeOrmOutboxOptions<M>): TypeOrmOutbox<M> {
   return new TypeOrmOutbox(options)
-}
-
-export type { PostgresOutboxOptions as TypeOrmOutboxOptions, PostgresRelayOptions as TypeOrmRelayOptions }
-
-function defaultConnection(): string {
-  if (!hasDatabaseUrl()) throw noDefaultConnection()
-  return databaseUrl()
-}
-
-function clientConfig(target: TypeOrmConnection): pg.ClientConfig {
-  if (typeof target === 'string') return { connectionString: target }
-  if (typeof target !== 'object' || target === null) {
-    throw invalidArgument(
-      `expected a TypeORM DataSource, a connection string or a pg client config, got ${describe(target)}`,
-    )
-  }
-  if (!isDataSource(target)) return target
-  const options = target.options
-  if (options.type !== 'postgres') {
-    throw invalidArgument(
-      `k-entity/typeorm needs a DataSource of type 'postgres', this one is '${options.type}'${options.type === 'mysql' || options.type === 'mariadb' ? '; use k-entity/typeorm/mysql' : ''}`,
-    )
-  }
-  // The relay writes, so it must reach the primary, never a replica.
-  const credentials = options.replication?.master ?? options
-  // Built the way TypeORM builds its own pool config, `extra` last, so the session reaches the
-  // same server with the same TLS settings as the app.
-  return {
-    connectionString: credentials.url,
-    host: credentials.host,
-    port: credentials.port,
-    user: credentials.username,
-    password: credentials.password,
-    database: credentials.database,
-    ssl: credentials.ssl,
-    connectionTimeoutMillis: options.connectTimeoutMS,
-    ...(options.extra ?? {}),
-  }
 }
