@@ -1,16 +1,15 @@
 import type { PGliteInterface } from '@electric-sql/pglite'
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { classifyFailure } from '../postgres/errors.ts'
 import { wakeChannel } from '../postgres/names.ts'
 import { claimSql, deleteSql, failuresStatement } from '../postgres/sql.ts'
+import { relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 
 /** The relay store of each PGlite database that has one connected. */
 const connectedStores = new WeakMap<PGliteInterface, PgliteRelayStore>()
-
-const UNDEFINED_TABLE = '42P01'
-const UNDEFINED_SCHEMA = '3F000'
 
 /**
  * The relay's store on an embedded PGlite database.
@@ -71,7 +70,7 @@ export class PgliteRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#claimed) throw new Error('a claim is already open on this relay store')
+    if (this.#claimed) throw internalError('a claim is already open on this relay store')
     // PGlite runs every caller in one session: had the app opened a transaction with a bare
     // BEGIN instead of db.transaction(), its uncommitted rows would be visible here. Such a
     // transaction has an id as soon as it writes, so a claim made inside one returns nothing.
@@ -88,7 +87,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#claimed) throw new Error('complete() without an open claim')
+    if (!this.#claimed) throw internalError('complete() without an open claim')
     try {
       // Two independent facts, each one atomic statement: a crash between them leaves the
       // acknowledged rows in place, which are then sent again, never lost.
@@ -145,15 +144,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
     try {
       return await query()
     } catch (error) {
-      const code = (error as { code?: string }).code
-      if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table "${this.#table.schema}"."${this.#table.table}" does not exist; run outbox.migrate() first`,
-          { cause: error, retryable: true },
-        )
-      }
-      throw error
+      throw relayStoreError(error, classifyFailure, `"${this.#table.schema}"."${this.#table.table}"`)
     }
   }
 }

@@ -1,10 +1,12 @@
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
+import { relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
+import { classifyFailure } from './errors.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import {
   claimSilence,
@@ -74,9 +76,6 @@ const NOTIFIED_FOR_MS = 100
 export const RELAY_PLANNER_SETTINGS =
   "SET default_transaction_isolation = 'read committed'; SET enable_seqscan = off; SET jit = off"
 
-const UNDEFINED_TABLE = '42P01'
-const UNDEFINED_SCHEMA = '3F000'
-
 /**
  * One relay's PostgreSQL session. Everything the relay does, including holding the leader
  * lock, happens on this one session: if it dies, its locks and its open claim go with it, so a
@@ -131,7 +130,10 @@ export class PostgresRelayStore implements RelayStore {
     // Every query of the session must be answered in time, or the session is given up: a relay
     // behind a dead network would otherwise wait forever (see `withQueryTimeout`).
     this.#queryTimeout = RELAY_QUERY_TIMEOUT_MS
-    const session = withQueryTimeout(await this.#options.connect(), () => this.#queryTimeout)
+    const opened = await this.#options.connect().catch((error: unknown) => {
+      throw relayStoreError(error, classifyFailure, qualified(this.#options.table))
+    })
+    const session = withQueryTimeout(opened, () => this.#queryTimeout)
     session.on('error', () => this.#markBroken(session))
     session.on('notification', () => {
       if (this.#session !== session) return
@@ -249,7 +251,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#inClaim) throw new Error('a claim is already open on this relay session')
+    if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     this.#notified = false
     if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
     return this.#openClaim('BEGIN', limit)
@@ -293,7 +295,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#inClaim) throw new Error('complete() without an open claim')
+    if (!this.#inClaim) throw internalError('complete() without an open claim')
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
@@ -310,7 +312,7 @@ export class PostgresRelayStore implements RelayStore {
    * fails, the session is dropped: the delete either committed or is rolled back with the claim.
    */
   async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
-    if (!this.#inClaim) throw new Error('completeAndClaim() without an open claim')
+    if (!this.#inClaim) throw internalError('completeAndClaim() without an open claim')
     const fenceFirst =
       this.#options.role === 'companion' &&
       (this.#options.concurrent ? !this.#leader : this.#options.exclusive && !this.#fenced)
@@ -403,15 +405,7 @@ export class PostgresRelayStore implements RelayStore {
       // let the relay reconnect, rather than guess.
       this.#markBroken(session)
       await session.end().catch(() => {})
-      const code = (error as { code?: string }).code
-      if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
-          { cause: error, retryable: true },
-        )
-      }
-      throw error
+      throw relayStoreError(error, classifyFailure, qualified(this.#options.table))
     } finally {
       this.#busy--
     }
@@ -470,7 +464,8 @@ function toMessage(row: unknown[] | Record<string, unknown>): StoredMessage {
 function bytes(value: unknown): Buffer | null {
   if (value === null || value === undefined) return null
   if (typeof value === 'string') {
-    if (!value.startsWith('\\x')) throw new Error(`bytea in an unexpected text format: ${value.slice(0, 16)}`)
+    if (!value.startsWith('\\x'))
+      throw internalError(`bytea in an unexpected text format: ${value.slice(0, 16)}`)
     return Buffer.from(value.slice(2), 'hex')
   }
   return value as Buffer
