@@ -9,7 +9,7 @@ import { ErrorCodes, internalCause, internalError, KEntityError } from '../../sr
 import { isRetryable } from '../../src/core/retry.ts'
 import { classifyFailure as mysql } from '../../src/dialects/mysql/errors.ts'
 import { classifyFailure as postgres } from '../../src/dialects/postgres/errors.ts'
-import { relayStoreError } from '../../src/dialects/shared/relay-store-errors.ts'
+import { noOpenClaim, relayStoreError } from '../../src/dialects/shared/relay-store-errors.ts'
 import { classifyFailure as sqlite } from '../../src/dialects/sqlite/errors.ts'
 import { explainDatabaseError } from '../../src/outbox/not-migrated.ts'
 
@@ -243,5 +243,20 @@ describe('the KEntityError a classified error becomes', () => {
       cause: driverError({ code: '25P02' }),
     })
     assert.equal(explainDatabaseError(already, postgres, undefined), already)
+  })
+})
+
+describe('complete() without an open claim', () => {
+  it('a claim lost with its session is a retryable KE_STORE_FAILED, never fatal', () => {
+    const lost = noOpenClaim('complete()', true)
+    assert.equal(lost.code, STORE_FAILED)
+    assert.equal(lost.retryable, true)
+    assert.equal(internalCause(lost), undefined)
+  })
+
+  it('a claim never opened is KE_INTERNAL', () => {
+    const bug = noOpenClaim('complete()', false)
+    assert.equal(bug.code, ErrorCodes.INTERNAL)
+    assert.equal(internalCause(bug), bug)
   })
 })

@@ -3,7 +3,7 @@ import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
-import { relayStoreError } from '../shared/relay-store-errors.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { classifyFailure } from './errors.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
 import { type MysqlResult, type MysqlSession, withQueryTimeout } from './session.ts'
@@ -48,6 +48,8 @@ export class MysqlRelayStore implements RelayStore {
   #leader = false
   #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
+  /** The open claim ended with its session (see `noOpenClaim`); cleared by the next claim. */
+  #claimLost = false
   /** Statements of this store on their way; a claim's heartbeat waits for none. */
   #busy = 0
   /** Counts claims, so a heartbeat stops with the claim it was started for. */
@@ -149,6 +151,7 @@ export class MysqlRelayStore implements RelayStore {
     if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     await this.#run('START TRANSACTION')
     this.#inClaim = true
+    this.#claimLost = false
     let rows: Record<string, unknown>[]
     try {
       const ids = this.#options.concurrent
@@ -208,7 +211,7 @@ export class MysqlRelayStore implements RelayStore {
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#inClaim) throw internalError('complete() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('complete()', this.#claimLost)
     for (const statement of failureStatements(this.#options.table, failures ?? [])) {
       await this.#run(statement.text, statement.values)
     }
@@ -230,7 +233,7 @@ export class MysqlRelayStore implements RelayStore {
     this.#session = undefined
     this.#healthy = false
     this.#leader = false
-    this.#inClaim = false
+    this.#loseClaim()
     if (session) await session.end().catch(() => {})
   }
 
@@ -269,6 +272,11 @@ export class MysqlRelayStore implements RelayStore {
     if (this.#session !== session) return
     this.#healthy = false
     this.#leader = false
+    this.#loseClaim()
+  }
+
+  #loseClaim(): void {
+    this.#claimLost ||= this.#inClaim
     this.#inClaim = false
   }
 }

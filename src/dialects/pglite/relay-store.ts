@@ -5,7 +5,7 @@ import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.t
 import { classifyFailure } from '../postgres/errors.ts'
 import { wakeChannel } from '../postgres/names.ts'
 import { claimSql, deleteSql, failuresStatement } from '../postgres/sql.ts'
-import { relayStoreError } from '../shared/relay-store-errors.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 
 /** The relay store of each PGlite database that has one connected. */
@@ -27,6 +27,8 @@ export class PgliteRelayStore implements RelayStore {
   readonly #table: OutboxTable
   #connected = false
   #claimed = false
+  /** The claim ended with `close()` before its batch was acknowledged (see `noOpenClaim`). */
+  #claimLost = false
   #unlisten: (() => Promise<void>) | undefined
   /** A commit notification arrived while the relay was busy: the next wait returns at once. */
   #notified = false
@@ -82,12 +84,13 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
       ),
     )
     const messages = (result.rows as Record<string, unknown>[]).map(toMessage)
+    this.#claimLost = false
     this.#claimed = messages.length > 0
     return messages
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#claimed) throw internalError('complete() without an open claim')
+    if (!this.#claimed) throw noOpenClaim('complete()', this.#claimLost)
     try {
       // Two independent facts, each one atomic statement: a crash between them leaves the
       // acknowledged rows in place, which are then sent again, never lost.
@@ -129,6 +132,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
   async close(): Promise<void> {
     if (connectedStores.get(this.#db) === this) connectedStores.delete(this.#db)
     this.#connected = false
+    this.#claimLost ||= this.#claimed
     this.#claimed = false
     const unlisten = this.#unlisten
     this.#unlisten = undefined

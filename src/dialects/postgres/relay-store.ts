@@ -2,7 +2,7 @@ import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
-import { relayStoreError } from '../shared/relay-store-errors.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
@@ -90,6 +90,8 @@ export class PostgresRelayStore implements RelayStore {
   /** Why the last attempt to lead (or, concurrent, to join) failed. */
   #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
+  /** The open claim ended with its session (see `noOpenClaim`); cleared by the next claim. */
+  #claimLost = false
   /** Companion in exclusive mode: holds the fence (shared) on this session. */
   #fenced = false
   /** The server process of this session, by which a companion checks that its primary leads. */
@@ -266,6 +268,7 @@ export class PostgresRelayStore implements RelayStore {
     const claim = this.#claimSql(limit)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
+    this.#claimLost = false
     if (messages.length === 0) await this.#endClaim('COMMIT')
     else {
       // The server ends a claim that stays silent for `claimSilence`; a healthy relay whose batch
@@ -295,7 +298,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#inClaim) throw internalError('complete() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('complete()', this.#claimLost)
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
@@ -312,7 +315,7 @@ export class PostgresRelayStore implements RelayStore {
    * fails, the session is dropped: the delete either committed or is rolled back with the claim.
    */
   async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
-    if (!this.#inClaim) throw internalError('completeAndClaim() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('completeAndClaim()', this.#claimLost)
     const fenceFirst =
       this.#options.role === 'companion' &&
       (this.#options.concurrent ? !this.#leader : this.#options.exclusive && !this.#fenced)
@@ -369,7 +372,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#healthy = false
     this.#leader = false
     this.#fenced = false
-    this.#inClaim = false
+    this.#loseClaim()
     if (session) await session.end().catch(() => {})
   }
 
@@ -416,6 +419,11 @@ export class PostgresRelayStore implements RelayStore {
     this.#healthy = false
     this.#leader = false
     this.#fenced = false
+    this.#loseClaim()
+  }
+
+  #loseClaim(): void {
+    this.#claimLost ||= this.#inClaim
     this.#inClaim = false
   }
 }

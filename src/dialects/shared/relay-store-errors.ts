@@ -1,5 +1,5 @@
 import { type DatabaseFailure, databaseError } from '../../core/database-errors.ts'
-import { ErrorCodes, isKEntityError, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, isKEntityError, KEntityError } from '../../core/errors.ts'
 
 /**
  * A relay store's database error as the dialect's table names it, the driver's error as `cause`.
@@ -24,4 +24,19 @@ export function relayStoreError(
     )
   }
   return databaseError(failure, error)
+}
+
+/**
+ * `complete()` found no open claim. `lost`: the claim ended with its session (the server ended
+ * it, the network dropped it, the relay closed it) while its batch was in Kafka's hands, a
+ * database condition the relay retries: the rows were never deleted, so they are claimed and sent
+ * again. Otherwise no claim was ever opened: a bug in k-entity.
+ */
+export function noOpenClaim(method: string, lost: boolean): KEntityError {
+  if (!lost) return internalError(`${method} without an open claim`)
+  return new KEntityError(
+    ErrorCodes.STORE_FAILED,
+    `the relay's claim ended with its database session before ${method} (the session was closed or ended by the server); its messages stay in the outbox and are claimed and sent again`,
+    { retryable: true },
+  )
 }

@@ -3,7 +3,7 @@ import { ErrorCodes, internalError, isKEntityError, KEntityError } from '../../c
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
-import { relayStoreError } from '../shared/relay-store-errors.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import type { SqliteConnection } from './connection.ts'
 import { classifyFailure } from './errors.ts'
 import { qualified } from './names.ts'
@@ -71,6 +71,8 @@ export class SqliteRelayStore implements RelayStore {
   #key: string | undefined
   #healthy = false
   #claimed = false
+  /** The claim ended with `close()` before its batch was acknowledged (see `noOpenClaim`). */
+  #claimLost = false
   /** The relay lock's own connection while this relay holds it (see `tryAcquireLeadership`). */
   #lock: SqliteConnection | undefined
   #heldBy: 'leader' | undefined
@@ -159,12 +161,13 @@ export class SqliteRelayStore implements RelayStore {
     const statement = claimStatement(this.#options.table, limit, Date.now())
     const rows = await this.#access(false, (c) => c.all(statement.text, statement.values))
     if (rows.length === 0) return []
+    this.#claimLost = false
     this.#claimed = true
     return rows.map(toMessage)
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#claimed) throw internalError('complete() without an open claim')
+    if (!this.#claimed) throw noOpenClaim('complete()', this.#claimLost)
     try {
       await this.#access(true, (c) => {
         for (const statement of failureStatements(this.#options.table, failures ?? [])) {
@@ -190,6 +193,7 @@ export class SqliteRelayStore implements RelayStore {
     const connection = this.#connection
     this.#connection = undefined
     this.#healthy = false
+    this.#claimLost ||= this.#claimed
     this.#claimed = false
     const lock = this.#lock
     this.#lock = undefined
