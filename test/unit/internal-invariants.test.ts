@@ -57,12 +57,8 @@ describe('internal invariants are KE_INTERNAL', () => {
   })
 
   it('no plain `throw new Error(` is left in src', () => {
-    // The adapters of TypeORM, MikroORM and Prisma are being rewritten elsewhere (issue 22's
-    // report lists theirs).
-    const exempt = /^src\/adapters\/(typeorm|mikro-orm|prisma)\//
     const offenders = sourceFiles(join(ROOT, 'src'))
       .map((path) => relative(ROOT, path))
-      .filter((path) => !exempt.test(path))
       .filter((path) => readFileSync(join(ROOT, path), 'utf8').includes('throw new Error('))
     assert.deepEqual(offenders, [])
   })
