@@ -139,7 +139,12 @@ export class Outbox<M extends TopicMap> {
   }
 
   async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {
-    await adapter.assertInTransaction()
+    // The check may ask the database (MySQL's status flags): a session it lost is named too.
+    try {
+      await adapter.assertInTransaction()
+    } catch (error) {
+      throw this.#explain(error)
+    }
     for (const statement of this.dialect.insert(this.table, records)) {
       try {
         await adapter.execute(statement)
