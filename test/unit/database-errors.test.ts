@@ -6,6 +6,8 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { databaseError } from '../../src/core/database-errors.ts'
 import { ErrorCodes, internalCause, internalError, KEntityError } from '../../src/core/errors.ts'
+import type { Logger } from '../../src/core/logger.ts'
+import { RelayLog } from '../../src/core/relay-log.ts'
 import { isRetryable } from '../../src/core/retry.ts'
 import { classifyFailure as mysql } from '../../src/dialects/mysql/errors.ts'
 import { classifyFailure as postgres } from '../../src/dialects/postgres/errors.ts'
@@ -258,5 +260,24 @@ describe('complete() without an open claim', () => {
     const bug = noOpenClaim('complete()', false)
     assert.equal(bug.code, ErrorCodes.INTERNAL)
     assert.equal(internalCause(bug), bug)
+  })
+})
+
+describe('the relay log tells database conditions apart by the driver’s code', () => {
+  it('a deadlock and then a lost connection, both KE_STORE_FAILED, are two lines', () => {
+    const lines: string[] = []
+    const capture: Logger = {
+      error: (_context, message) => lines.push(String(message)),
+      warn: (_context, message) => lines.push(String(message)),
+      info: (_context, message) => lines.push(String(message)),
+    }
+    const log = new RelayLog(capture, {}, 30_000, () => 0)
+    const wrap = (code: string) => explainDatabaseError(driverError({ code }), postgres, undefined)
+    log.failed('claim', wrap('40P01'), 1000)
+    log.failed('claim', wrap('40P01'), 1000)
+    log.failed('claim', wrap('57P01'), 1000)
+    assert.equal(lines.length, 2, lines.join('\n'))
+    assert.match(lines[0] ?? '', /deadlock/)
+    assert.match(lines[1] ?? '', /ended the session/)
   })
 })
