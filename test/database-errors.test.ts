@@ -3,13 +3,21 @@
  * carrying node-postgres's held writes) reject with the dialect table's code and `retryable`,
  * the driver's error kept as `cause`. A relay session an administrator ended mid-claim: the
  * server's 57P01 is classified retryable, and the batch it had claimed fails to complete as a
- * retryable KE_STORE_FAILED, not KE_INTERNAL. Every lock is on this test's own schema / database.
+ * retryable KE_STORE_FAILED, not KE_INTERNAL. SQLite: a write while another connection holds the
+ * database lock (SQLITE_BUSY). Every lock is on this test's own schema / database / file.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
 import { after, describe, it } from 'node:test'
+import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
+import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { internalCause } from '../src/core/errors.ts'
 import { classifyFailure } from '../src/dialects/postgres/errors.ts'
@@ -22,14 +30,19 @@ import { DATABASE_URL, dropSchema, uniqueName, waitFor } from './support/env.ts'
 const topics = { events: defineTopic<string>({ name: 'ke-database-errors' }) }
 
 /** The error a classified database condition becomes: `code`, `retryable`, and the driver's code on `cause`. */
-function classified(code: string, retryable: boolean, driver: { code?: string; errno?: number }) {
+function classified(
+  code: string,
+  retryable: boolean,
+  driver: { code?: string; errno?: number; errcode?: number },
+) {
   return (error: unknown) => {
     assert.ok(error instanceof KEntityError, `not a KEntityError: ${String(error)}`)
     assert.equal(error.code, code, error.message)
     assert.equal(error.retryable, retryable, error.message)
-    const cause = error.cause as { code?: string; errno?: number }
+    const cause = error.cause as { code?: string; errno?: number; errcode?: number }
     if (driver.code !== undefined) assert.equal(cause?.code, driver.code, error.message)
     if (driver.errno !== undefined) assert.equal(cause?.errno, driver.errno, error.message)
+    if (driver.errcode !== undefined) assert.equal(cause?.errcode, driver.errcode, error.message)
     return true
   }
 }
@@ -249,5 +262,47 @@ describe('MariaDB / MySQL (mysql2)', () => {
     }
     const [rows] = await pool.query(`SELECT COUNT(*) AS n FROM \`${database}\`.outbox`)
     assert.equal(Number((rows as { n: number }[])[0]?.n), 0)
+  })
+})
+
+describe('SQLite (better-sqlite3, node:sqlite)', () => {
+  const directory = mkdtempSync(join(tmpdir(), 'ke-dberr-'))
+  after(() => rmSync(directory, { recursive: true, force: true }))
+
+  it('a database another connection is writing (SQLITE_BUSY) at produce(): KE_STORE_FAILED, retryable', async () => {
+    const file = join(directory, 'busy.db')
+    const outbox = createBetterSqliteOutbox({ topics })
+    const setup = new Database(file)
+    await outbox.migrate(setup)
+    setup.close()
+    // Each library has its own SQLite, and POSIX locks do not conflict within one process: each
+    // is locked out by a connection of its own library.
+    const holder = new Database(file)
+    const app = new Database(file, { timeout: 0 })
+    const nodeHolder = new DatabaseSync(file)
+    const nodeApp = new DatabaseSync(file, { timeout: 0 })
+    const nodeOutbox = createNodeSqliteOutbox({ topics })
+    try {
+      holder.exec('BEGIN IMMEDIATE')
+      assert.throws(
+        () => app.transaction(() => outbox.in(app).events.produce('x'))(),
+        classified(ErrorCodes.STORE_FAILED, true, { code: 'SQLITE_BUSY' }),
+      )
+      holder.exec('ROLLBACK')
+      nodeHolder.exec('BEGIN IMMEDIATE')
+      nodeApp.exec('BEGIN')
+      assert.throws(
+        () => nodeOutbox.in(nodeApp).events.produce('x'),
+        classified(ErrorCodes.STORE_FAILED, true, { errcode: 5 }),
+      )
+      nodeApp.exec('ROLLBACK')
+      nodeHolder.exec('ROLLBACK')
+      assert.equal((app.prepare('SELECT count(*) AS n FROM k_entity_outbox').get() as { n: number }).n, 0)
+    } finally {
+      if (holder.inTransaction) holder.exec('ROLLBACK')
+      if (nodeHolder.isTransaction) nodeHolder.exec('ROLLBACK')
+      if (nodeApp.isTransaction) nodeApp.exec('ROLLBACK')
+      for (const db of [holder, app, nodeHolder, nodeApp]) db.close()
+    }
   })
 })
