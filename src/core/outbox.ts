@@ -1,3 +1,4 @@
+import { databaseError } from './database-errors.ts'
 import { describe, ErrorCodes, invalidArgument, isKEntityError, KEntityError, notMigrated } from './errors.ts'
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
@@ -138,7 +139,12 @@ export class Outbox<M extends TopicMap> {
   }
 
   async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {
-    await adapter.assertInTransaction()
+    // The check may ask the database (MySQL's status flags): a session it lost is named too.
+    try {
+      await adapter.assertInTransaction()
+    } catch (error) {
+      throw this.#explain(error)
+    }
     for (const statement of this.dialect.insert(this.table, records)) {
       try {
         await adapter.execute(statement)
@@ -148,10 +154,17 @@ export class Outbox<M extends TopicMap> {
     }
   }
 
-  /** A missing outbox table, reported by the driver in its own terms, as `KE_NOT_MIGRATED`. */
+  /**
+   * A driver error the dialect's table knows (a missing outbox table, a deadlock, a lost
+   * connection) as a `KEntityError` with its code and `retryable`, the driver's error as `cause`.
+   */
   #explain(error: unknown): unknown {
-    if (isKEntityError(error) || this.dialect.classifyError?.(error) !== ErrorCodes.NOT_MIGRATED) return error
-    return notMigrated(`${this.table.schema}.${this.table.table}`, error)
+    if (isKEntityError(error)) return error
+    const failure = this.dialect.classifyFailure?.(error)
+    if (failure === undefined) return error
+    if (failure.code === ErrorCodes.NOT_MIGRATED)
+      return notMigrated(`${this.table.schema}.${this.table.table}`, error)
+    return databaseError(failure, error)
   }
 }
 

@@ -351,7 +351,7 @@ export class RelayLog {
       }
     }
     return {
-      key: `database:${stage}:${codeOf(error) ?? 'other'}`,
+      key: `database:${stage}:${codeOf(error, true) ?? 'other'}`,
       text: `the relay's ${stage} failed (${redact(messageOf(error))})`,
       level: 'error',
     }
@@ -377,11 +377,20 @@ function networkError(error: unknown): { code: string; address?: string } | unde
   return undefined
 }
 
-function codeOf(error: unknown): string | undefined {
+/**
+ * The first code along the chain. `driverFirst`: the driver's (a SQLSTATE, an errno) ahead of the
+ * `KE_` code the dialect's table wrapped it in, so a deadlock and a lost connection, both
+ * `KE_STORE_FAILED`, stay two conditions with a log line each.
+ */
+function codeOf(error: unknown, driverFirst = false): string | undefined {
+  let ours: string | undefined
   for (const link of errorChain(error)) {
-    if (typeof link.code === 'string' || typeof link.code === 'number') return String(link.code)
+    const code = link.code
+    if (typeof code !== 'string' && typeof code !== 'number') continue
+    if (!driverFirst || !isKEntityError(link)) return String(code)
+    ours ??= String(code)
   }
-  return undefined
+  return ours
 }
 
 function messageOf(error: unknown): string {

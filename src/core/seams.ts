@@ -2,6 +2,7 @@
  * The three seams of k-entity. Core code (topics, the relay loop) talks only to these
  * interfaces; SQL lives in dialects, driver calls in adapters, Kafka calls in transports.
  */
+import type { DatabaseFailure } from './database-errors.ts'
 import type { ErrorCode } from './errors.ts'
 import type { OutboxRecord, StoredMessage } from './record.ts'
 
@@ -55,6 +56,8 @@ export interface OutboxDialect {
   migrations(table: OutboxTable): Migration[]
   /** The k-entity code for a driver's error (its table in the dialect's errors.ts), if any. */
   classifyError?(error: unknown): ErrorCode | undefined
+  /** The same, with `retryable` and what to tell the user (see `DatabaseFailure`). */
+  classifyFailure?(error: unknown): DatabaseFailure | undefined
 }
 
 export interface FailedDelivery {

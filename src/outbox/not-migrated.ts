@@ -1,23 +1,29 @@
+import { type DatabaseFailure, databaseError } from '../core/database-errors.ts'
 import type { DeadLetters } from '../core/dead-letters.ts'
-import { type ErrorCode, ErrorCodes, isKEntityError, notMigrated } from '../core/errors.ts'
+import { ErrorCodes, isKEntityError, notMigrated } from '../core/errors.ts'
 
-export type ClassifyError = (error: unknown) => ErrorCode | undefined
+export type ClassifyFailure = (error: unknown) => DatabaseFailure | undefined
 
 /**
- * A `KE_NOT_MIGRATED` error (naming `table`, as the dialect quotes it) for a driver error that says the outbox tables are missing, and the
- * error itself otherwise. Errors k-entity already classified pass through unchanged.
+ * A driver error the dialect's table knows as a `KEntityError` with its code and `retryable`
+ * (the driver's error as `cause`): `KE_NOT_MIGRATED` naming `table` (as the dialect quotes it) and
+ * saying `how` to migrate, or the condition's code. Unknown errors, and errors k-entity already
+ * classified, pass through unchanged.
  */
-export function explainMissingTable(
+export function explainDatabaseError(
   error: unknown,
-  classify: ClassifyError,
+  classify: ClassifyFailure | undefined,
   table: string | undefined,
   how = 'outbox.migrate(connection)',
 ): unknown {
-  if (isKEntityError(error) || classify(error) !== ErrorCodes.NOT_MIGRATED) return error
-  return notMigrated(table, error, { how })
+  if (isKEntityError(error)) return error
+  const failure = classify?.(error)
+  if (failure === undefined) return error
+  if (failure.code === ErrorCodes.NOT_MIGRATED) return notMigrated(table, error, { how })
+  return databaseError(failure, error)
 }
 
-/** `deadLetters` whose every method reports missing tables as `KE_NOT_MIGRATED`. */
+/** `deadLetters` whose every method reports database errors as `explain` says. */
 export function explainingDeadLetters(
   deadLetters: DeadLetters,
   explain: (error: unknown) => unknown,

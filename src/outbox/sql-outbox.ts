@@ -12,7 +12,7 @@ import {
 } from '../transports/kafka/topics.ts'
 import { refuseOutboxOptions, refuseRelayOptions } from './capabilities.ts'
 import { LocalRelays } from './local-relays.ts'
-import { explainingDeadLetters, explainMissingTable } from './not-migrated.ts'
+import { explainDatabaseError, explainingDeadLetters } from './not-migrated.ts'
 import { checkOptionsObject } from './outbox-options.ts'
 import type {
   MigrationResult,
@@ -152,12 +152,12 @@ export class SqlOutbox<
     })
   }
 
-  /** A driver's "table does not exist" as `KE_NOT_MIGRATED`, saying what to run. */
+  /** A driver error its dialect's table knows as a `KEntityError` (`KE_NOT_MIGRATED` saying what to run). */
   #explain(error: unknown): unknown {
     const { dialect } = this.#parts
-    return explainMissingTable(
+    return explainDatabaseError(
       error,
-      (cause) => this.outbox.dialect.classifyError?.(cause),
+      (cause) => this.outbox.dialect.classifyFailure?.(cause),
       dialect.qualified(this.outbox.table),
       dialect.migrateHint,
     )

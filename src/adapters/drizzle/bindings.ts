@@ -2,7 +2,7 @@ import { entityKind, is, type SQL, type SQLChunk, sql } from 'drizzle-orm'
 import { MySqlDatabase, MySqlTransaction } from 'drizzle-orm/mysql-core'
 import { PgDatabase, PgTransaction } from 'drizzle-orm/pg-core'
 import type mysql from 'mysql2/promise'
-import { describe, invalidArgument } from '../../core/errors.ts'
+import { describe, internalError, invalidArgument } from '../../core/errors.ts'
 import type { OutboxTable, SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import { assertTransactionStatus, TRANSACTION_PROBE } from '../../dialects/mysql/transaction-status.ts'
 import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
@@ -159,7 +159,7 @@ export function toDrizzleSql(statement: SqlStatement): SQL {
   for (const match of statement.text.matchAll(/\$(\d+)/g)) {
     const index = Number(match[1]) - 1
     if (index < 0 || index >= values.length) {
-      throw new Error(`statement uses ${match[0]} but has ${values.length} values`)
+      throw internalError(`statement uses ${match[0]} but has ${values.length} values`)
     }
     chunks.push(sql.raw(statement.text.slice(last, match.index)), sql.param(values[index]))
     last = match.index + match[0].length
@@ -172,7 +172,9 @@ export function toDrizzleSql(statement: SqlStatement): SQL {
 function toDrizzleMysqlSql(statement: SqlStatement): SQL {
   const parts = statement.text.split('?')
   if (parts.length - 1 !== statement.values.length) {
-    throw new Error(`statement has ${parts.length - 1} placeholders for ${statement.values.length} values`)
+    throw internalError(
+      `statement has ${parts.length - 1} placeholders for ${statement.values.length} values`,
+    )
   }
   const chunks: SQLChunk[] = []
   parts.forEach((part, index) => {

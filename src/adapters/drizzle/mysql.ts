@@ -7,6 +7,7 @@ import type {
   MySqlTransaction,
   PreparedQueryHKTBase,
 } from 'drizzle-orm/mysql-core'
+import { internalError } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { TransactionAdapter } from '../../core/seams.ts'
 import type { MysqlOutboxOptions, MysqlRelayOptions } from '../../dialects/mysql/mysql-outbox.ts'
@@ -25,7 +26,7 @@ export type { DrizzleMysqlConnection, DrizzleMysqlTransaction }
 export function drizzleMysqlTransaction(tx: DrizzleMysqlTransaction): TransactionAdapter {
   // MySQL statements never need the table: only PostgreSQL's probe does.
   return drizzleTransaction(tx, 'mysql', () => {
-    throw new Error('unreachable: the MySQL binding reads no table')
+    throw internalError('unreachable: the MySQL binding reads no table')
   })
 }
 

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import type mysql from 'mysql2/promise'
-import { describe, invalidArgument } from '../../core/errors.ts'
+import { describe, internalError, invalidArgument } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import { assertTransactionStatus, TRANSACTION_PROBE } from '../../dialects/mysql/transaction-status.ts'
 import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
@@ -127,7 +127,7 @@ export function toKnexBindings(statement: SqlStatement): { sql: string; bindings
   const sql = statement.text.replaceAll('?', '\\?').replace(/\$(\d+)/g, (_, position: string) => {
     const index = Number(position) - 1
     if (index < 0 || index >= values.length) {
-      throw new Error(`statement uses $${position} but has ${values.length} values`)
+      throw internalError(`statement uses $${position} but has ${values.length} values`)
     }
     bindings.push(values[index] as Knex.RawBinding)
     return '?'
@@ -147,7 +147,7 @@ function checkedBindings(statement: SqlStatement): Knex.RawBinding[] {
     statement.text.includes('\\?') ||
     placeholders !== statement.values.length
   ) {
-    throw new Error(
+    throw internalError(
       `statement has ${placeholders} placeholders for ${statement.values.length} values, or a ?? / \\? Knex would rewrite`,
     )
   }

@@ -7,13 +7,13 @@ import {
   isPreparedStatementMismatch,
   preparedStatementMismatch,
 } from '../../dialects/postgres/commit-buffer.ts'
-import { classifyError } from '../../dialects/postgres/errors.ts'
+import { classifyFailure } from '../../dialects/postgres/errors.ts'
 import {
   abortedTransaction,
   IN_FAILED_SQL_TRANSACTION,
   sqlState,
 } from '../../dialects/postgres/transaction.ts'
-import { explainMissingTable } from '../../outbox/not-migrated.ts'
+import { explainDatabaseError } from '../../outbox/not-migrated.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
 type Query = (...args: unknown[]) => unknown
@@ -225,7 +225,7 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
     // A write produced after a failed statement: node-postgres may report the transaction as
     // open until its next answer, so the refusal comes from the server, when the write is sent.
     if (sqlState(error) === IN_FAILED_SQL_TRANSACTION) throw abortedTransaction(error)
-    throw explainMissingTable(error, classifyError, undefined)
+    throw explainDatabaseError(error, classifyFailure, undefined)
   })
 }
 

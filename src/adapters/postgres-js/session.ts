@@ -1,5 +1,5 @@
 import postgres from 'postgres'
-import { describe, invalidArgument } from '../../core/errors.ts'
+import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import type { PgSession } from '../../dialects/postgres/index.ts'
 import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import type { PgQueryResult } from '../../dialects/postgres/session.ts'
@@ -30,7 +30,7 @@ export async function openPostgresJsSession(
   let closed: Error | undefined
   const onclose = () => {
     if (closed !== undefined) return
-    closed = new Error('the relay database connection was closed')
+    closed = sessionGone('the relay database connection was closed')
     for (const listener of errorListeners) listener(closed)
   }
   const settings = {
@@ -87,13 +87,13 @@ export async function openPostgresJsSession(
       return this
     },
     async end() {
-      closed ??= new Error('the relay database session was ended')
+      closed ??= sessionGone('the relay database session was ended')
       reserved.release()
       await sql.end({ timeout: 0 })
     },
     // A timeout of 0 destroys the socket instead of waiting for the server's goodbye.
     destroy() {
-      closed ??= new Error('the relay database session was closed')
+      closed ??= sessionGone('the relay database session was closed')
       reserved.release()
       void sql.end({ timeout: 0 }).catch(() => {})
     },
@@ -162,4 +162,14 @@ function toPgResults(
 
 function toPgResult(result: postgres.RowList<postgres.Row[]>): PgQueryResult {
   return { rows: [...result], rowCount: result.count ?? null }
+}
+
+/**
+ * Every query after the relay's connection closed fails with this: retryable, since the relay
+ * opens a new session, and never on the same connection, whose claim is lost.
+ */
+function sessionGone(what: string): KEntityError {
+  return new KEntityError(ErrorCodes.STORE_FAILED, `${what}; the relay reconnects and claims again`, {
+    retryable: true,
+  })
 }

@@ -1,5 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
-import { classifyError } from './errors.ts'
+import { classifyError, classifyFailure } from './errors.ts'
 import { mysqlMigrations } from './migrations.ts'
 import { insertStatements } from './sql.ts'
 
@@ -9,6 +9,7 @@ export const mysqlDialect: OutboxDialect = {
   insert: insertStatements,
   migrations: mysqlMigrations,
   classifyError,
+  classifyFailure,
 }
 
 export { type MigrationResult, migrate, migrationScript } from './migrate.ts'

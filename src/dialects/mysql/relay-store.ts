@@ -1,10 +1,12 @@
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, isKEntityError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
+import { classifyFailure } from './errors.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
-import { errorNumber, MysqlErrors, type MysqlResult, type MysqlSession, withQueryTimeout } from './session.ts'
+import { type MysqlResult, type MysqlSession, withQueryTimeout } from './session.ts'
 import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
 
 export interface MysqlRelayStoreOptions {
@@ -46,6 +48,8 @@ export class MysqlRelayStore implements RelayStore {
   #leader = false
   #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
+  /** The open claim ended with its session (see `noOpenClaim`); cleared by the next claim. */
+  #claimLost = false
   /** Statements of this store on their way; a claim's heartbeat waits for none. */
   #busy = 0
   /** Counts claims, so a heartbeat stops with the claim it was started for. */
@@ -67,7 +71,10 @@ export class MysqlRelayStore implements RelayStore {
     await this.close()
     // Every statement of the session must be answered in time, or the session is given up: a
     // relay behind a dead network would otherwise wait forever (see `withQueryTimeout`).
-    const session = withQueryTimeout(await this.#options.connect(), RELAY_QUERY_TIMEOUT_MS)
+    const opened = await this.#options.connect().catch((error: unknown) => {
+      throw relayStoreError(error, classifyFailure, qualified(this.#options.table))
+    })
+    const session = withQueryTimeout(opened, RELAY_QUERY_TIMEOUT_MS)
     session.onError(() => this.#markBroken(session))
     this.#session = session
     this.#healthy = true
@@ -141,9 +148,10 @@ export class MysqlRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#inClaim) throw new Error('a claim is already open on this relay session')
+    if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     await this.#run('START TRANSACTION')
     this.#inClaim = true
+    this.#claimLost = false
     let rows: Record<string, unknown>[]
     try {
       const ids = this.#options.concurrent
@@ -203,7 +211,7 @@ export class MysqlRelayStore implements RelayStore {
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#inClaim) throw new Error('complete() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('complete()', this.#claimLost)
     for (const statement of failureStatements(this.#options.table, failures ?? [])) {
       await this.#run(statement.text, statement.values)
     }
@@ -225,7 +233,7 @@ export class MysqlRelayStore implements RelayStore {
     this.#session = undefined
     this.#healthy = false
     this.#leader = false
-    this.#inClaim = false
+    this.#loseClaim()
     if (session) await session.end().catch(() => {})
   }
 
@@ -248,19 +256,13 @@ export class MysqlRelayStore implements RelayStore {
     try {
       return await session.query(text, values)
     } catch (error) {
-      const errno = errorNumber(error)
-      if (errno === MysqlErrors.NO_SUCH_TABLE || errno === MysqlErrors.BAD_DB) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
-          { cause: error, retryable: true },
-        )
-      }
+      const explained = relayStoreError(error, classifyFailure, qualified(this.#options.table))
+      if (isKEntityError(explained, ErrorCodes.NOT_MIGRATED)) throw explained
       // After any other failure the session's state (open transaction, lock) is uncertain: drop
       // it and let the relay reconnect, rather than guess.
       this.#markBroken(session)
       await session.end().catch(() => {})
-      throw error
+      throw explained
     } finally {
       this.#busy--
     }
@@ -270,6 +272,11 @@ export class MysqlRelayStore implements RelayStore {
     if (this.#session !== session) return
     this.#healthy = false
     this.#leader = false
+    this.#loseClaim()
+  }
+
+  #loseClaim(): void {
+    this.#claimLost ||= this.#inClaim
     this.#inClaim = false
   }
 }

@@ -38,12 +38,6 @@ export async function endConnection(connection: { end(): Promise<unknown>; destr
   connection.destroy()
 }
 
-/** MySQL error numbers the dialect reacts to. */
-export const MysqlErrors = {
-  BAD_DB: 1049,
-  NO_SUCH_TABLE: 1146,
-} as const
-
 export function errorNumber(error: unknown): number | undefined {
   const errno = (error as { errno?: unknown } | null)?.errno
   return typeof errno === 'number' ? errno : undefined

@@ -1,3 +1,4 @@
+import { internalError } from '../../core/errors.ts'
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
 import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
@@ -151,7 +152,7 @@ FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`
 /** Ids come from the database as decimal strings; anything else is a bug, not input. */
 export function idList(ids: readonly string[]): readonly string[] {
   for (const id of ids) {
-    if (!/^\d{1,19}$/.test(id)) throw new Error(`outbox id ${JSON.stringify(id)} is not a bigint`)
+    if (!/^\d{1,19}$/.test(id)) throw internalError(`outbox id ${JSON.stringify(id)} is not a bigint`)
   }
   return ids
 }
@@ -221,7 +222,7 @@ ORDER BY o.id`,
  * `FailedDelivery.retryInMs`).
  */
 function retryDelay(ms: number): number {
-  if (!Number.isFinite(ms) || ms < 0) throw new Error(`retry delay ${ms} is not a number of ms >= 0`)
+  if (!Number.isFinite(ms) || ms < 0) throw internalError(`retry delay ${ms} is not a number of ms >= 0`)
   return Math.trunc(ms)
 }
 
@@ -246,7 +247,7 @@ function bytes(value: unknown): Buffer | null {
   if (value === null || value === undefined) return null
   if (Buffer.isBuffer(value)) return value
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-  throw new Error(`expected a BLOB column to be read as bytes, got ${typeof value}`)
+  throw internalError(`expected a BLOB column to be read as bytes, got ${typeof value}`)
 }
 
 function text(value: unknown): string | null {

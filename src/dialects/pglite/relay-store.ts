@@ -1,16 +1,15 @@
 import type { PGliteInterface } from '@electric-sql/pglite'
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
+import { classifyFailure } from '../postgres/errors.ts'
 import { wakeChannel } from '../postgres/names.ts'
 import { claimSql, deleteSql, failuresStatement } from '../postgres/sql.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 
 /** The relay store of each PGlite database that has one connected. */
 const connectedStores = new WeakMap<PGliteInterface, PgliteRelayStore>()
-
-const UNDEFINED_TABLE = '42P01'
-const UNDEFINED_SCHEMA = '3F000'
 
 /**
  * The relay's store on an embedded PGlite database.
@@ -28,6 +27,8 @@ export class PgliteRelayStore implements RelayStore {
   readonly #table: OutboxTable
   #connected = false
   #claimed = false
+  /** The claim ended with `close()` before its batch was acknowledged (see `noOpenClaim`). */
+  #claimLost = false
   #unlisten: (() => Promise<void>) | undefined
   /** A commit notification arrived while the relay was busy: the next wait returns at once. */
   #notified = false
@@ -71,7 +72,7 @@ export class PgliteRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#claimed) throw new Error('a claim is already open on this relay store')
+    if (this.#claimed) throw internalError('a claim is already open on this relay store')
     // PGlite runs every caller in one session: had the app opened a transaction with a bare
     // BEGIN instead of db.transaction(), its uncommitted rows would be visible here. Such a
     // transaction has an id as soon as it writes, so a claim made inside one returns nothing.
@@ -83,12 +84,13 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
       ),
     )
     const messages = (result.rows as Record<string, unknown>[]).map(toMessage)
+    this.#claimLost = false
     this.#claimed = messages.length > 0
     return messages
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#claimed) throw new Error('complete() without an open claim')
+    if (!this.#claimed) throw noOpenClaim('complete()', this.#claimLost)
     try {
       // Two independent facts, each one atomic statement: a crash between them leaves the
       // acknowledged rows in place, which are then sent again, never lost.
@@ -130,6 +132,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
   async close(): Promise<void> {
     if (connectedStores.get(this.#db) === this) connectedStores.delete(this.#db)
     this.#connected = false
+    this.#claimLost ||= this.#claimed
     this.#claimed = false
     const unlisten = this.#unlisten
     this.#unlisten = undefined
@@ -145,15 +148,7 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
     try {
       return await query()
     } catch (error) {
-      const code = (error as { code?: string }).code
-      if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table "${this.#table.schema}"."${this.#table.table}" does not exist; run outbox.migrate() first`,
-          { cause: error, retryable: true },
-        )
-      }
-      throw error
+      throw relayStoreError(error, classifyFailure, `"${this.#table.schema}"."${this.#table.table}"`)
     }
   }
 }

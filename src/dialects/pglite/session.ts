@@ -1,4 +1,5 @@
 import type { PGliteInterface, Results, Transaction } from '@electric-sql/pglite'
+import { internalError } from '../../core/errors.ts'
 import type { PgQueryResult, PgSession } from '../postgres/session.ts'
 
 /**
@@ -31,7 +32,7 @@ export class PgliteSession implements PgSession {
     if (command === 'BEGIN') return this.#begin()
     if (command === 'COMMIT' || command === 'ROLLBACK') return this.#end(command === 'COMMIT')
     if (/^(BEGIN|START|COMMIT|ROLLBACK|END)\b/.test(command)) {
-      throw new Error('PgliteSession runs BEGIN, COMMIT and ROLLBACK only as statements of their own')
+      throw internalError('PgliteSession runs BEGIN, COMMIT and ROLLBACK only as statements of their own')
     }
     const target = this.#transaction ?? this.#db
     if (values !== undefined) return toResult(await target.query(text, values))
@@ -40,7 +41,7 @@ export class PgliteSession implements PgSession {
   }
 
   async #begin(): Promise<PgQueryResult> {
-    if (this.#transaction !== undefined) throw new Error('BEGIN inside an open transaction')
+    if (this.#transaction !== undefined) throw internalError('BEGIN inside an open transaction')
     let opened: (tx: Transaction) => void = () => {}
     const started = new Promise<Transaction>((resolve) => {
       opened = resolve

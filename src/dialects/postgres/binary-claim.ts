@@ -1,3 +1,4 @@
+import { internalError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 import { CLAIM_COLUMNS } from './sql.ts'
@@ -38,13 +39,13 @@ export class BinaryClaimDecoder {
     this.#at = 0
     if (!this.#headerSeen) {
       if (chunk.length < HEADER_BYTES || !chunk.subarray(0, SIGNATURE.length).equals(SIGNATURE)) {
-        throw new Error('the claim did not return binary COPY data (no PGCOPY signature)')
+        throw internalError('the claim did not return binary COPY data (no PGCOPY signature)')
       }
       this.#at = HEADER_BYTES + chunk.readInt32BE(SIGNATURE.length + 4)
       this.#headerSeen = true
     }
     while (this.#at < chunk.length) {
-      if (this.#ended) throw new Error('binary COPY data after its trailer')
+      if (this.#ended) throw internalError('binary COPY data after its trailer')
       const fields = chunk.readInt16BE(this.#at)
       this.#at += 2
       if (fields === TRAILER) {
@@ -52,7 +53,7 @@ export class BinaryClaimDecoder {
         continue
       }
       if (fields !== CLAIM_COLUMNS.length) {
-        throw new Error(`a claimed row has ${fields} columns, expected ${CLAIM_COLUMNS.length}`)
+        throw internalError(`a claimed row has ${fields} columns, expected ${CLAIM_COLUMNS.length}`)
       }
       this.#row(chunk)
     }

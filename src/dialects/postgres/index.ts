@@ -1,5 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
-import { classifyError } from './errors.ts'
+import { classifyError, classifyFailure } from './errors.ts'
 import { postgresMigrations } from './migrations.ts'
 import { insertOneStatement, insertStatement } from './sql.ts'
 
@@ -47,6 +47,7 @@ function dialect(notify: () => boolean): OutboxDialect {
     },
     migrations: postgresMigrations,
     classifyError,
+    classifyFailure,
   }
 }
 

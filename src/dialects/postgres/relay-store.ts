@@ -1,10 +1,12 @@
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
+import { classifyFailure } from './errors.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
 import {
   claimSilence,
@@ -74,9 +76,6 @@ const NOTIFIED_FOR_MS = 100
 export const RELAY_PLANNER_SETTINGS =
   "SET default_transaction_isolation = 'read committed'; SET enable_seqscan = off; SET jit = off"
 
-const UNDEFINED_TABLE = '42P01'
-const UNDEFINED_SCHEMA = '3F000'
-
 /**
  * One relay's PostgreSQL session. Everything the relay does, including holding the leader
  * lock, happens on this one session: if it dies, its locks and its open claim go with it, so a
@@ -91,6 +90,8 @@ export class PostgresRelayStore implements RelayStore {
   /** Why the last attempt to lead (or, concurrent, to join) failed. */
   #heldBy: 'leader' | 'concurrent' | undefined
   #inClaim = false
+  /** The open claim ended with its session (see `noOpenClaim`); cleared by the next claim. */
+  #claimLost = false
   /** Companion in exclusive mode: holds the fence (shared) on this session. */
   #fenced = false
   /** The server process of this session, by which a companion checks that its primary leads. */
@@ -131,7 +132,10 @@ export class PostgresRelayStore implements RelayStore {
     // Every query of the session must be answered in time, or the session is given up: a relay
     // behind a dead network would otherwise wait forever (see `withQueryTimeout`).
     this.#queryTimeout = RELAY_QUERY_TIMEOUT_MS
-    const session = withQueryTimeout(await this.#options.connect(), () => this.#queryTimeout)
+    const opened = await this.#options.connect().catch((error: unknown) => {
+      throw relayStoreError(error, classifyFailure, qualified(this.#options.table))
+    })
+    const session = withQueryTimeout(opened, () => this.#queryTimeout)
     session.on('error', () => this.#markBroken(session))
     session.on('notification', () => {
       if (this.#session !== session) return
@@ -249,7 +253,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#inClaim) throw new Error('a claim is already open on this relay session')
+    if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     this.#notified = false
     if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
     return this.#openClaim('BEGIN', limit)
@@ -264,6 +268,7 @@ export class PostgresRelayStore implements RelayStore {
     const claim = this.#claimSql(limit)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
+    this.#claimLost = false
     if (messages.length === 0) await this.#endClaim('COMMIT')
     else {
       // The server ends a claim that stays silent for `claimSilence`; a healthy relay whose batch
@@ -293,7 +298,7 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#inClaim) throw new Error('complete() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('complete()', this.#claimLost)
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
@@ -310,7 +315,7 @@ export class PostgresRelayStore implements RelayStore {
    * fails, the session is dropped: the delete either committed or is rolled back with the claim.
    */
   async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
-    if (!this.#inClaim) throw new Error('completeAndClaim() without an open claim')
+    if (!this.#inClaim) throw noOpenClaim('completeAndClaim()', this.#claimLost)
     const fenceFirst =
       this.#options.role === 'companion' &&
       (this.#options.concurrent ? !this.#leader : this.#options.exclusive && !this.#fenced)
@@ -367,7 +372,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#healthy = false
     this.#leader = false
     this.#fenced = false
-    this.#inClaim = false
+    this.#loseClaim()
     if (session) await session.end().catch(() => {})
   }
 
@@ -403,15 +408,7 @@ export class PostgresRelayStore implements RelayStore {
       // let the relay reconnect, rather than guess.
       this.#markBroken(session)
       await session.end().catch(() => {})
-      const code = (error as { code?: string }).code
-      if (code === UNDEFINED_TABLE || code === UNDEFINED_SCHEMA) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate() (or apply outbox.migrationSql()) first`,
-          { cause: error, retryable: true },
-        )
-      }
-      throw error
+      throw relayStoreError(error, classifyFailure, qualified(this.#options.table))
     } finally {
       this.#busy--
     }
@@ -422,6 +419,11 @@ export class PostgresRelayStore implements RelayStore {
     this.#healthy = false
     this.#leader = false
     this.#fenced = false
+    this.#loseClaim()
+  }
+
+  #loseClaim(): void {
+    this.#claimLost ||= this.#inClaim
     this.#inClaim = false
   }
 }
@@ -470,7 +472,8 @@ function toMessage(row: unknown[] | Record<string, unknown>): StoredMessage {
 function bytes(value: unknown): Buffer | null {
   if (value === null || value === undefined) return null
   if (typeof value === 'string') {
-    if (!value.startsWith('\\x')) throw new Error(`bytea in an unexpected text format: ${value.slice(0, 16)}`)
+    if (!value.startsWith('\\x'))
+      throw internalError(`bytea in an unexpected text format: ${value.slice(0, 16)}`)
     return Buffer.from(value.slice(2), 'hex')
   }
   return value as Buffer

@@ -1,3 +1,4 @@
+import { internalError } from '../../core/errors.ts'
 import { waitAtMost } from '../../core/wait.ts'
 import { CLAIM_SILENCE_MS, RELAY_QUERY_TIMEOUT_MS, SessionDeadline } from '../relay-session.ts'
 
@@ -44,7 +45,7 @@ export interface PgSession {
 export function lastResult(result: PgQueryResult | PgQueryResult[]): PgQueryResult {
   if (!Array.isArray(result)) return result
   const last = result.at(-1)
-  if (last === undefined) throw new Error('the query returned no result')
+  if (last === undefined) throw internalError('the query returned no result')
   return last
 }
 

@@ -1,3 +1,4 @@
+import { internalError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
 import { encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
@@ -197,7 +198,7 @@ FOR UPDATE OF o SKIP LOCKED`
 
 /** Ids come from the database as decimal strings; anything else is a bug, not input. */
 function bigintText(id: string, what: string): string {
-  if (!/^\d{1,19}$/.test(id)) throw new Error(`${what} ${JSON.stringify(id)} is not a bigint`)
+  if (!/^\d{1,19}$/.test(id)) throw internalError(`${what} ${JSON.stringify(id)} is not a bigint`)
   return id
 }
 
@@ -260,6 +261,6 @@ SELECT id, topic, key, value, headers, ordering_hash, attempts, errors, created_
  * `FailedDelivery.retryInMs`); `clock_timestamp()` rather than `now()`, which is the claim's start.
  */
 export function retryDelay(ms: number): number {
-  if (!Number.isFinite(ms) || ms < 0) throw new Error(`retry delay ${ms} is not a number of ms >= 0`)
+  if (!Number.isFinite(ms) || ms < 0) throw internalError(`retry delay ${ms} is not a number of ms >= 0`)
   return Math.trunc(ms)
 }

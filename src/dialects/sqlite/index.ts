@@ -1,5 +1,5 @@
 import type { OutboxDialect } from '../../core/seams.ts'
-import { classifyError } from './errors.ts'
+import { classifyError, classifyFailure } from './errors.ts'
 import { sqliteMigrations } from './migrations.ts'
 import { insertStatements } from './sql.ts'
 
@@ -8,6 +8,7 @@ export const sqliteDialect: OutboxDialect = {
   insert: insertStatements,
   migrations: sqliteMigrations,
   classifyError,
+  classifyFailure,
 }
 
 export type { SqliteConnection } from './connection.ts'

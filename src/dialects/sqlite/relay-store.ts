@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
+import { ErrorCodes, internalError, isKEntityError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { waitOrAbort } from '../../core/wait.ts'
+import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import type { SqliteConnection } from './connection.ts'
+import { classifyFailure } from './errors.ts'
 import { qualified } from './names.ts'
 import { claimStatement, deleteSql, failureStatements, toMessage } from './sql.ts'
 
@@ -69,6 +71,8 @@ export class SqliteRelayStore implements RelayStore {
   #key: string | undefined
   #healthy = false
   #claimed = false
+  /** The claim ended with `close()` before its batch was acknowledged (see `noOpenClaim`). */
+  #claimLost = false
   /** The relay lock's own connection while this relay holds it (see `tryAcquireLeadership`). */
   #lock: SqliteConnection | undefined
   #heldBy: 'leader' | undefined
@@ -153,16 +157,17 @@ export class SqliteRelayStore implements RelayStore {
   }
 
   async claim(limit: number): Promise<StoredMessage[]> {
-    if (this.#claimed) throw new Error('a claim is already open on this relay')
+    if (this.#claimed) throw internalError('a claim is already open on this relay')
     const statement = claimStatement(this.#options.table, limit, Date.now())
     const rows = await this.#access(false, (c) => c.all(statement.text, statement.values))
     if (rows.length === 0) return []
+    this.#claimLost = false
     this.#claimed = true
     return rows.map(toMessage)
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
-    if (!this.#claimed) throw new Error('complete() without an open claim')
+    if (!this.#claimed) throw noOpenClaim('complete()', this.#claimLost)
     try {
       await this.#access(true, (c) => {
         for (const statement of failureStatements(this.#options.table, failures ?? [])) {
@@ -188,6 +193,7 @@ export class SqliteRelayStore implements RelayStore {
     const connection = this.#connection
     this.#connection = undefined
     this.#healthy = false
+    this.#claimLost ||= this.#claimed
     this.#claimed = false
     const lock = this.#lock
     this.#lock = undefined
@@ -252,16 +258,16 @@ export class SqliteRelayStore implements RelayStore {
     } catch (error) {
       if (write && connection.inTransaction) connection.exec('ROLLBACK')
       if (connection.isBusy(error)) return { done: false }
-      if (/no such table/i.test((error as Error)?.message ?? '')) {
-        throw new KEntityError(
-          ErrorCodes.NOT_MIGRATED,
-          `the outbox table ${qualified(this.#options.table)} does not exist; run outbox.migrate(db) (or apply outbox.migrationSql()) first`,
-          { cause: error, retryable: true },
-        )
-      }
+      const explained = relayStoreError(
+        error,
+        classifyFailure,
+        qualified(this.#options.table),
+        'outbox.migrate(db)',
+      )
+      if (isKEntityError(explained, ErrorCodes.NOT_MIGRATED)) throw explained
       // The handle may have been closed under the relay: let the relay reconnect rather than guess.
       this.#healthy = false
-      throw error
+      throw explained
     } finally {
       if (saved !== 0) connection.exec(`PRAGMA busy_timeout = ${saved}`)
     }

@@ -1,3 +1,4 @@
+import { internalError } from '../../core/errors.ts'
 import type { OutboxRecord, StoredMessage } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
 import { decodeHeaders, encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
@@ -55,7 +56,7 @@ LIMIT ?`,
 /** Ids come from the database as integers; anything else is a bug, not input. */
 function idList(ids: readonly string[]): string {
   for (const id of ids) {
-    if (!/^\d{1,16}$/.test(id)) throw new Error(`outbox id ${JSON.stringify(id)} is not an integer`)
+    if (!/^\d{1,16}$/.test(id)) throw internalError(`outbox id ${JSON.stringify(id)} is not an integer`)
   }
   return ids.join(',')
 }
