@@ -1,7 +1,7 @@
 /**
  * Issue 22 on real databases: a deadlock and a lock timeout that hit `produce()` (or the COMMIT
- * carrying node-postgres's held writes) reject with the dialect table's code and `retryable`,
- * the driver's error kept as `cause`. A relay session an administrator ended mid-claim: the
+ * carrying node-postgres's held writes) reject with the driver's own error, which the app's retry
+ * logic knows, and `outbox.isRetryable()` reads as retryable with the dialect's table. A relay session an administrator ended mid-claim: the
  * server's 57P01 is classified retryable, and the batch it had claimed fails to complete as a
  * retryable KE_STORE_FAILED, not KE_INTERNAL. SQLite: a write while another connection holds the
  * database lock (SQLITE_BUSY). Every lock is on this test's own schema / database / file.
@@ -47,6 +47,25 @@ function classified(
   }
 }
 
+/**
+ * A driver error from the app's own transaction: it stays the driver's (the app's retry logic
+ * recognises it), and the outbox's `isRetryable()` reads it as retryable with the dialect's table.
+ */
+function passedThrough(
+  outbox: { isRetryable(error: unknown): boolean },
+  driver: { code?: string; errno?: number; errcode?: number },
+) {
+  return (error: unknown) => {
+    assert.ok(!(error instanceof KEntityError), `wrapped: ${String(error)}`)
+    const own = error as { code?: string; errno?: number; errcode?: number }
+    if (driver.code !== undefined) assert.equal(own.code, driver.code, String(error))
+    if (driver.errno !== undefined) assert.equal(own.errno, driver.errno, String(error))
+    if (driver.errcode !== undefined) assert.equal(own.errcode, driver.errcode, String(error))
+    assert.equal(outbox.isRetryable(error), true, String(error))
+    return true
+  }
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('PostgreSQL (node-postgres)', () => {
@@ -65,7 +84,7 @@ describe('PostgreSQL (node-postgres)', () => {
     return holder
   }
 
-  it('a lock timeout (55P03) at produce() and at the COMMIT of held writes: KE_STORE_FAILED, retryable', async () => {
+  it("a lock timeout (55P03) at produce() and at the COMMIT of held writes: the driver's own error, isRetryable() true", async () => {
     const eager = createPgOutbox({ topics, schema, writeWithCommit: false })
     const held = createPgOutbox({ topics, schema })
     await eager.migrate(DATABASE_URL)
@@ -77,7 +96,7 @@ describe('PostgreSQL (node-postgres)', () => {
             await client.query(`SET LOCAL lock_timeout = '200ms'`)
             await producers.events.produce('x')
           }),
-          classified(ErrorCodes.STORE_FAILED, true, { code: '55P03' }),
+          passedThrough(outbox, { code: '55P03' }),
         )
       }
     } finally {
@@ -86,7 +105,7 @@ describe('PostgreSQL (node-postgres)', () => {
     }
   })
 
-  it('a deadlock (40P01) at produce(): KE_STORE_FAILED, retryable, and nothing stored', async () => {
+  it("a deadlock (40P01) at produce(): the driver's own error, isRetryable() true, and nothing stored", async () => {
     const outbox = createPgOutbox({ topics, schema, writeWithCommit: false })
     await outbox.migrate(DATABASE_URL)
     await pool.query(
@@ -117,7 +136,7 @@ describe('PostgreSQL (node-postgres)', () => {
           )
           await producers.events.produce('x')
         }),
-        classified(ErrorCodes.STORE_FAILED, true, { code: '40P01' }),
+        passedThrough(outbox, { code: '40P01' }),
       )
       await otherUpdate
     } finally {
@@ -198,7 +217,7 @@ describe('MariaDB / MySQL (mysql2)', () => {
     return holder
   }
 
-  it('a lock wait timeout (1205) at produce(): KE_STORE_FAILED, retryable', async () => {
+  it("a lock wait timeout (1205) at produce(): the driver's own error, isRetryable() true", async () => {
     const outbox = createMysqlOutbox({ topics, schema: database })
     await outbox.migrate(MYSQL_URL)
     const holder = await holdKeyLocks()
@@ -208,7 +227,7 @@ describe('MariaDB / MySQL (mysql2)', () => {
           await connection.query('SET SESSION innodb_lock_wait_timeout = 1')
           await producers.events.produce('x', { key: 'k' })
         }),
-        classified(ErrorCodes.STORE_FAILED, true, { errno: 1205 }),
+        passedThrough(outbox, { errno: 1205 }),
       )
     } finally {
       await holder.query('ROLLBACK')
@@ -216,7 +235,7 @@ describe('MariaDB / MySQL (mysql2)', () => {
     }
   })
 
-  it('a deadlock (1213) at produce(): KE_STORE_FAILED, retryable, and nothing stored', async () => {
+  it("a deadlock (1213) at produce(): the driver's own error, isRetryable() true, and nothing stored", async () => {
     const outbox = createMysqlOutbox({ topics, schema: database })
     await outbox.migrate(MYSQL_URL)
     await pool.query(`CREATE TABLE \`${database}\`.mine (id INT PRIMARY KEY, v INT)`)
@@ -252,7 +271,7 @@ describe('MariaDB / MySQL (mysql2)', () => {
           await sleep(100)
           await producers.events.produce('x', { key: 'k' })
         }),
-        classified(ErrorCodes.STORE_FAILED, true, { errno: 1213 }),
+        passedThrough(outbox, { errno: 1213 }),
       )
       await otherUpdate
     } finally {
@@ -269,7 +288,7 @@ describe('SQLite (better-sqlite3, node:sqlite)', () => {
   const directory = mkdtempSync(join(tmpdir(), 'ke-dberr-'))
   after(() => rmSync(directory, { recursive: true, force: true }))
 
-  it('a database another connection is writing (SQLITE_BUSY) at produce(): KE_STORE_FAILED, retryable', async () => {
+  it("a database another connection is writing (SQLITE_BUSY) at produce(): the driver's own error, isRetryable() true", async () => {
     const file = join(directory, 'busy.db')
     const outbox = createBetterSqliteOutbox({ topics })
     const setup = new Database(file)
@@ -286,14 +305,14 @@ describe('SQLite (better-sqlite3, node:sqlite)', () => {
       holder.exec('BEGIN IMMEDIATE')
       assert.throws(
         () => app.transaction(() => outbox.in(app).events.produce('x'))(),
-        classified(ErrorCodes.STORE_FAILED, true, { code: 'SQLITE_BUSY' }),
+        passedThrough(outbox, { code: 'SQLITE_BUSY' }),
       )
       holder.exec('ROLLBACK')
       nodeHolder.exec('BEGIN IMMEDIATE')
       nodeApp.exec('BEGIN')
       assert.throws(
         () => nodeOutbox.in(nodeApp).events.produce('x'),
-        classified(ErrorCodes.STORE_FAILED, true, { errcode: 5 }),
+        passedThrough(nodeOutbox, { errcode: 5 }),
       )
       nodeApp.exec('ROLLBACK')
       nodeHolder.exec('ROLLBACK')

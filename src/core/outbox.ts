@@ -1,4 +1,3 @@
-import { databaseError } from './database-errors.ts'
 import { describe, ErrorCodes, invalidArgument, isKEntityError, KEntityError, notMigrated } from './errors.ts'
 import { resolveTable } from './identifiers.ts'
 import type { OutboxRecord } from './record.ts'
@@ -155,16 +154,24 @@ export class Outbox<M extends TopicMap> {
   }
 
   /**
-   * A driver error the dialect's table knows (a missing outbox table, a deadlock, a lost
-   * connection) as a `KEntityError` with its code and `retryable`, the driver's error as `cause`.
+   * A missing outbox table as `KE_NOT_MIGRATED`. Any other driver error stays the driver's own:
+   * it happened in the app's transaction, whose retry logic (SQLSTATE 40001, errno 1213, an ORM's
+   * error class) must keep recognising it; `isRetryable()` reads it with the dialect's table.
    */
   #explain(error: unknown): unknown {
     if (isKEntityError(error)) return error
-    const failure = this.dialect.classifyFailure?.(error)
-    if (failure === undefined) return error
-    if (failure.code === ErrorCodes.NOT_MIGRATED)
-      return notMigrated(`${this.table.schema}.${this.table.table}`, error)
-    return databaseError(failure, error)
+    if (this.dialect.classifyFailure?.(error)?.code !== ErrorCodes.NOT_MIGRATED) return error
+    return notMigrated(`${this.table.schema}.${this.table.table}`, error)
+  }
+
+  /**
+   * Whether running the same work again can succeed: a `KEntityError`'s `retryable`, or for a
+   * driver error, what this database's error table says (a deadlock, a serialization failure, a
+   * lock timeout, a lost connection: true). Unknown errors: false.
+   */
+  isRetryable(error: unknown): boolean {
+    if (isKEntityError(error)) return error.retryable
+    return this.dialect.classifyFailure?.(error)?.retryable ?? false
   }
 }
 

@@ -23,6 +23,17 @@ export function explainDatabaseError(
   return databaseError(failure, error)
 }
 
+/** `KE_NOT_MIGRATED` for a driver error saying the outbox tables are missing; any other error unchanged. */
+export function explainMissingTable(
+  error: unknown,
+  classify: ClassifyFailure | undefined,
+  table: string | undefined,
+  how = 'outbox.migrate(connection)',
+): unknown {
+  if (isKEntityError(error) || classify?.(error)?.code !== ErrorCodes.NOT_MIGRATED) return error
+  return notMigrated(table, error, { how })
+}
+
 /** `deadLetters` whose every method reports database errors as `explain` says. */
 export function explainingDeadLetters(
   deadLetters: DeadLetters,

@@ -12,7 +12,7 @@ import {
 } from '../transports/kafka/topics.ts'
 import { refuseOutboxOptions, refuseRelayOptions } from './capabilities.ts'
 import { LocalRelays } from './local-relays.ts'
-import { explainDatabaseError, explainingDeadLetters } from './not-migrated.ts'
+import { explainDatabaseError, explainingDeadLetters, explainMissingTable } from './not-migrated.ts'
 import { checkOptionsObject } from './outbox-options.ts'
 import type {
   MigrationResult,
@@ -90,7 +90,13 @@ export class SqlOutbox<
         try {
           sync.execute(statement)
         } catch (error) {
-          throw this.#explain(error)
+          // The app's transaction: its error stays the driver's, a missing table aside (see Outbox).
+          throw explainMissingTable(
+            error,
+            (cause) => this.outbox.dialect.classifyFailure?.(cause),
+            this.#parts.dialect.qualified(this.outbox.table),
+            this.#parts.dialect.migrateHint,
+          )
         }
       },
     }) as ProducersOf<M, Sync>
@@ -150,6 +156,15 @@ export class SqlOutbox<
     return dialect.stats(this.outbox.table, sessions(connection, 'admin')).catch((error: unknown) => {
       throw this.#explain(error)
     })
+  }
+
+  /**
+   * Whether running the same work again can succeed: a `KEntityError`'s `retryable`, or what this
+   * database's error table says of a driver error (`produce()` in your transaction lets those
+   * through unchanged). Unknown errors: false.
+   */
+  isRetryable(error: unknown): boolean {
+    return this.outbox.isRetryable(error)
   }
 
   /** A driver error its dialect's table knows as a `KEntityError` (`KE_NOT_MIGRATED` saying what to run). */

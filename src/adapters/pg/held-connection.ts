@@ -13,7 +13,7 @@ import {
   IN_FAILED_SQL_TRANSACTION,
   sqlState,
 } from '../../dialects/postgres/transaction.ts'
-import { explainDatabaseError } from '../../outbox/not-migrated.ts'
+import { explainMissingTable } from '../../outbox/not-migrated.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
 type Query = (...args: unknown[]) => unknown
@@ -225,7 +225,8 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
     // A write produced after a failed statement: node-postgres may report the transaction as
     // open until its next answer, so the refusal comes from the server, when the write is sent.
     if (sqlState(error) === IN_FAILED_SQL_TRANSACTION) throw abortedTransaction(error)
-    throw explainDatabaseError(error, classifyFailure, undefined)
+    // The app's COMMIT: its error stays the driver's (see Outbox.#explain), a missing table aside.
+    throw explainMissingTable(error, classifyFailure, undefined)
   })
 }
 
