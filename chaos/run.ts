@@ -30,6 +30,7 @@ import { startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { TcpProxy } from '../test/support/tcp-proxy.ts'
 import { MariadbChaosDb } from './db/mariadb.ts'
 import { PostgresChaosDb } from './db/postgres.ts'
+import { SqliteChaosDb } from './db/sqlite.ts'
 import { ChaosBroker, freePorts } from './faults.ts'
 import { runPhase } from './phases.ts'
 import { planPhases, schedule } from './plan.ts'
@@ -73,7 +74,19 @@ async function main(): Promise<number> {
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)
-  const plans = planPhases()
+  state.db =
+    dbKind === 'mariadb'
+      ? new MariadbChaosDb(sharedDb)
+      : dbKind === 'sqlite'
+        ? new SqliteChaosDb()
+        : new PostgresChaosDb(sharedDb)
+  // A mode the database refuses (SQLite: only 'single') runs as one relay in mode 'single', with
+  // the phase's other faults, so the plan (and the seed) stays the same.
+  const plans = planPhases().map((plan) => {
+    if (state.db.modes.includes(plan.mode)) return plan
+    console.log(`  ${dbKind} refuses relay mode '${plan.mode}': that phase runs one relay in mode 'single'`)
+    return { ...plan, mode: 'single' as const, relays: 1 }
+  })
   const phases: PhaseState[] = plans.map((plan) => ({
     plan,
     steps: schedule(plan),
@@ -87,12 +100,11 @@ async function main(): Promise<number> {
       `  plan ${phase.plan.mode.padEnd(10)} ${phase.plan.seconds} s: ${phase.steps.map((s) => `${(s.at / 1000).toFixed(1)}s ${s.kill?.variant ?? s.kind}${s.kill && phase.plan.mode === 'exclusive' ? (s.kill.wantLeader ? '(leader)' : '(any)') : ''}`).join(', ')}`,
     )
 
-  state.db = dbKind === 'mariadb' ? new MariadbChaosDb(sharedDb) : new PostgresChaosDb(sharedDb)
   // Database and schema first; then the broker starts while the producers and every phase's first
   // relays load. They wait for 'go': a phase's relays start only once the previous phase's have exited.
   await state.db.start()
   await state.db.prepare()
-  if (dbProxy) {
+  if (dbProxy && state.db.networked) {
     const target = new URL(state.db.relayUrl())
     const port = Number(target.port || (dbKind === 'mariadb' ? 3306 : 5432))
     state.dbProxy = await TcpProxy.start({ host: target.hostname, port })

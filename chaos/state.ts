@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type pg from 'pg'
 import type { KafkaCluster } from '../scripts/kafka-broker.ts'
+import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { TcpProxy } from '../test/support/tcp-proxy.ts'
@@ -46,8 +47,10 @@ if (args.help) {
   --short          the short form (about 1 min of faults; what npm test runs)
   --medium         about 2 min of faults (full: about 4.5 min)
   --seed N         the same plan again
-  --db NAME        postgres (default: pg adapter) or mariadb (mysql2 adapter, the run's own
+  --db NAME        postgres (default: pg adapter), mariadb (mysql2 adapter, the run's own
                    mariadbd, SIGKILLed while producers COMMIT; session faults are KILL CONNECTION)
+                   or sqlite (better-sqlite3, one WAL file; every phase one relay, mode single;
+                   relay kills, Kafka outage, poison; --short or --medium without --db-proxy)
   --keep           keep the run's database (stopped) / schema
   --trace FILE     every relay report as a JSON line
   --shared-db      DATABASE_URL (MYSQL_URL with --db mariadb) instead of an own server (no restarts)
@@ -66,8 +69,8 @@ if (args.sabotage !== undefined && args.sabotage !== 'drop' && args.sabotage !==
   console.error(`--sabotage must be 'drop' or 'reorder', got ${args.sabotage}`)
   process.exit(2)
 }
-if (args.db !== 'postgres' && args.db !== 'mariadb') {
-  console.error(`--db must be 'postgres' or 'mariadb', got ${args.db}`)
+if (args.db !== 'postgres' && args.db !== 'mariadb' && args.db !== 'sqlite') {
+  console.error(`--db must be 'postgres', 'mariadb' or 'sqlite', got ${args.db}`)
   process.exit(2)
 }
 export const dbKind = args.db as ChaosDbKind
@@ -89,6 +92,12 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
 export const kafkaCluster = args['kafka-cluster'] === true
 export const dbProxy = args['db-proxy'] === true || profileName === 'full'
 export const clockSkew = args['clock-skew'] === true || profileName === 'full'
+if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
+  console.error(
+    '--db sqlite has no network link and no shared server: use --short or --medium, without --db-proxy or --shared-db',
+  )
+  process.exit(2)
+}
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -232,7 +241,7 @@ const declaredTopics = chaosTopics(topicNames, true, kafkaCluster ? 3 : undefine
 type PgRunnerOutbox = ReturnType<typeof createPgOutbox<typeof declaredTopics>>
 /** The runner's calls, the same on every database (each takes `state.db.runnerConnection()`). */
 export interface RunnerOutbox {
-  migrate(connection: unknown): Promise<unknown>
+  migrate(connection: unknown): unknown
   stats(connection: unknown): ReturnType<PgRunnerOutbox['stats']>
   deadLetters(connection: unknown): ReturnType<PgRunnerOutbox['deadLetters']>
   ensureTopics: PgRunnerOutbox['ensureTopics']
@@ -241,7 +250,9 @@ export interface RunnerOutbox {
 export const outbox: RunnerOutbox =
   dbKind === 'mariadb'
     ? createMysqlOutbox({ topics: declaredTopics, schema })
-    : createPgOutbox({ topics: declaredTopics, schema })
+    : dbKind === 'sqlite'
+      ? createBetterSqliteOutbox({ topics: declaredTopics, schema })
+      : createPgOutbox({ topics: declaredTopics, schema })
 
 // ---------------------------------------------------------------------------------------------
 // State

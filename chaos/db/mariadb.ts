@@ -13,7 +13,7 @@ import mysql from 'mysql2/promise'
 import { lockName } from '../../src/dialects/mysql/names.ts'
 import { newFault } from '../injectors/record.ts'
 import { living, waitUntil } from '../relays.ts'
-import { sleep } from '../shared.ts'
+import { type RelayMode, sleep } from '../shared.ts'
 import {
   log,
   outbox,
@@ -145,6 +145,8 @@ function mysqlIds(): [number, number] {
 export class MariadbChaosDb implements ChaosDatabase {
   readonly kind = 'mariadb'
   readonly restartKind = 'db-restart'
+  readonly modes: readonly RelayMode[] = ['single', 'exclusive', 'concurrent']
+  readonly networked = true
   readonly #shared: boolean
   #server: OwnMariadb | undefined
   #admin: mysql.Pool | undefined

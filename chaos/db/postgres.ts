@@ -8,12 +8,15 @@ import pg from 'pg'
 import { leaderBackendPid, terminateBackend, terminateRelaySessions } from '../faults.ts'
 import { injectPgRestart } from '../injectors/pg-restart.ts'
 import { createCommitGate, startOwnPostgres } from '../setup.ts'
+import type { RelayMode } from '../shared.ts'
 import { outbox, type PhaseState, pgDir, relayApp, schema, state } from '../state.ts'
 import type { ChaosDatabase } from './types.ts'
 
 export class PostgresChaosDb implements ChaosDatabase {
   readonly kind = 'postgres'
   readonly restartKind = 'pg-restart'
+  readonly modes: readonly RelayMode[] = ['single', 'exclusive', 'concurrent']
+  readonly networked = true
   readonly canEndSessions = true
   readonly #shared: boolean
 

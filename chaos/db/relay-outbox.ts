@@ -1,7 +1,7 @@
 /**
  * A relay process's database half: the outbox of the run's --db and where its relay connects.
  * PostgreSQL relays are told apart by application_name, MariaDB ones by the user name they
- * connect as (the run's own server skips grant tables). Loaded by name, so a relay process never
+ * connect as (the run's own server skips grant tables), SQLite ones open the database file. Loaded by name, so a relay process never
  * loads the other driver.
  */
 import type { OutboxRelay, RelayOptions } from '../../src/core/relay.ts'
@@ -15,6 +15,13 @@ export async function openRelay(config: RelayConfig, options: ChaosRelayOptions)
   if (config.db === 'mariadb') {
     const { createMysqlOutbox } = await import('../../src/adapters/mysql2/index.ts')
     return createMysqlOutbox({ topics, schema: config.schema }).relay({
+      ...options,
+      connection: config.databaseUrl,
+    })
+  }
+  if (config.db === 'sqlite') {
+    const { createBetterSqliteOutbox } = await import('../../src/adapters/better-sqlite3/index.ts')
+    return createBetterSqliteOutbox({ topics, schema: config.schema }).relay({
       ...options,
       connection: config.databaseUrl,
     })

@@ -1,13 +1,14 @@
 /**
  * What the chaos runner needs from the database under test, so that the run itself (phases,
  * kills, Kafka faults, the checks) is the same on every database: chaos/db/postgres.ts and
- * chaos/db/mariadb.ts. The producer and relay processes have their own per-database halves
+ * chaos/db/mariadb.ts, chaos/db/sqlite.ts. The producer and relay processes have their own per-database halves
  * (producer-*.ts, relay-outbox.ts), loaded by name, so a child never loads the other driver.
  */
 import type { FaultKind } from '../report.ts'
+import type { RelayMode } from '../shared.ts'
 import type { PhaseState } from '../state.ts'
 
-export type ChaosDbKind = 'postgres' | 'mariadb'
+export type ChaosDbKind = 'postgres' | 'mariadb' | 'sqlite'
 
 export interface ChaosDatabase {
   readonly kind: ChaosDbKind
@@ -15,6 +16,10 @@ export interface ChaosDatabase {
   readonly owned: boolean
   /** The fault kind of a crash and restart (a required kind when the run owns the server). */
   readonly restartKind: FaultKind
+  /** The relay modes its dialect accepts (a phase in another mode runs as 'single'). */
+  readonly modes: readonly RelayMode[]
+  /** Whether relays reach it over TCP (what --db-proxy needs). */
+  readonly networked: boolean
   /** Whether relay sessions can be told apart and ended (the session faults). */
   readonly canEndSessions: boolean
   /** Its own server (unless --shared-db), the database or schema, the outbox tables, the business table. */
