@@ -1,9 +1,11 @@
 /**
  * `npm run chaos` (full) / `npm run chaos -- --short`: fault injection against the PostgreSQL
- * outbox (or, with `--db mariadb`, the MariaDB outbox through the mysql2 adapter), proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
+ * outbox (`--db mariadb`: MariaDB through the mysql2 adapter; `--db sqlite`: better-sqlite3),
+ * proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
- *   node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db]
- *                     [--kafka-cluster] [--db-proxy] [--clock-skew]      (--help tells each)
+ *   node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb|sqlite] [--keep]
+ *                     [--trace FILE] [--shared-db] [--kafka-cluster] [--db-proxy] [--clock-skew]
+ *                     (--help tells each)
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
  * on purpose, some bursts through produceMany, a poison message now and then: too large for its
@@ -20,7 +22,9 @@
  * that partitions, slows or resets their connections, and relays whose clock is 15 min off.
  * With --db mariadb the run owns a mariadbd instead (mariadb-install-db in a temp dir, SIGKILLed
  * while a producer session is in its COMMIT), and ends relay sessions with KILL CONNECTION: the
- * database-specific parts are chaos/db/{postgres,mariadb}.ts and the children's halves beside them.
+ * database-specific parts are chaos/db/{postgres,mariadb,sqlite}.ts and the children's halves
+ * beside them. SQLite (short or medium): one WAL file, every phase one relay in mode single,
+ * relay kills, the Kafka outage and poison only.
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 

@@ -11,6 +11,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import mysql from 'mysql2/promise'
 import { lockName } from '../../src/dialects/mysql/names.ts'
+import { freePorts } from '../faults.ts'
 import { newFault } from '../injectors/record.ts'
 import { living, waitUntil } from '../relays.ts'
 import { type RelayMode, sleep } from '../shared.ts'
@@ -172,7 +173,6 @@ export class MariadbChaosDb implements ChaosDatabase {
 
   async start(): Promise<void> {
     if (this.#shared) return
-    const { freePorts } = await import('../faults.ts')
     const [port] = await freePorts(1)
     this.#server = new OwnMariadb(this.#dir, port as number)
     const begin = Date.now()

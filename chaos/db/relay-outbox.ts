@@ -1,8 +1,8 @@
 /**
  * A relay process's database half: the outbox of the run's --db and where its relay connects.
  * PostgreSQL relays are told apart by application_name, MariaDB ones by the user name they
- * connect as (the run's own server skips grant tables), SQLite ones open the database file. Loaded by name, so a relay process never
- * loads the other driver.
+ * connect as (the run's own server skips grant tables); SQLite ones open the database file.
+ * Loaded by name, so a relay process never loads another database's driver.
  */
 import type { OutboxRelay, RelayOptions } from '../../src/core/relay.ts'
 import type { MessageTransport } from '../../src/index.ts'

@@ -1,8 +1,9 @@
 /**
  * What the chaos runner needs from the database under test, so that the run itself (phases,
- * kills, Kafka faults, the checks) is the same on every database: chaos/db/postgres.ts and
- * chaos/db/mariadb.ts, chaos/db/sqlite.ts. The producer and relay processes have their own per-database halves
- * (producer-*.ts, relay-outbox.ts), loaded by name, so a child never loads the other driver.
+ * kills, Kafka faults, the checks) is the same on every database: chaos/db/postgres.ts,
+ * chaos/db/mariadb.ts, chaos/db/sqlite.ts. The producer and relay processes have their own
+ * per-database halves (producer-*.ts, relay-outbox.ts), loaded by name, so a child never loads
+ * another database's driver.
  */
 import type { FaultKind } from '../report.ts'
 import type { RelayMode } from '../shared.ts'
