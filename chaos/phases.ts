@@ -5,13 +5,15 @@ import { injectDbProxy } from './injectors/db-proxy.ts'
 import { injectOutage } from './injectors/kafka-outage.ts'
 import { injectKill } from './injectors/kill.ts'
 import { injectLeaderEnd } from './injectors/leader-end.ts'
-import { injectPgRestart } from './injectors/pg-restart.ts'
 import { injectPgTerminate } from './injectors/pg-terminate.ts'
 import { injectPoison } from './injectors/poison.ts'
 import { newFault } from './injectors/record.ts'
 import { startRelays, stopRelays } from './relays.ts'
 import { sleep } from './shared.ts'
 import { CLOCK_SKEW_MS, clockSkew, log, type PhaseState, state } from './state.ts'
+
+/** How long the phase goes on at least after a restart had the server back (producers reconnect, relays deliver). */
+const RESTART_TAIL_MS = 5_000
 
 export async function runPhase(phase: PhaseState, next: PhaseState | undefined): Promise<void> {
   const { plan } = phase
@@ -28,6 +30,8 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
     log(`${plan.mode}: clock-skew: ${fault.detail}`)
   }
   let outage: Promise<void> | undefined
+  /** When the last database restart of the phase had the server back. */
+  let restartedAt: number | undefined
   // A network fault lasts PROXY_FAULT_MS: it runs beside the plan, which keeps its moments.
   const networkFaults: Promise<void>[] = []
   for (const step of phase.steps) {
@@ -46,8 +50,10 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
       else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
       else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
       else if (step.kind === 'poison') await injectPoison(phase)
-      else if (step.kind === 'pg-restart') await injectPgRestart(phase, step.downMs ?? 3000)
-      else if (step.kind === 'db-proxy')
+      else if (step.kind === 'pg-restart') {
+        await state.db.restart(phase, step.downMs ?? 3000)
+        restartedAt = Date.now()
+      } else if (step.kind === 'db-proxy')
         networkFaults.push(
           injectDbProxy(phase).catch((error: Error) => {
             state.injectionErrors.push(`db-proxy: ${error.message}`)
@@ -62,6 +68,12 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
   }
   const rest = start + plan.seconds * 1000 - Date.now()
   if (rest > 0) await sleep(rest)
+  // A restart drawn late in the phase can end after it (down 2-5 s, then recovery): without new
+  // commits before the producers stop, 'every fault recovered' would see no delivery after it.
+  if (restartedAt !== undefined) {
+    const tail = restartedAt + RESTART_TAIL_MS - Date.now()
+    if (tail > 0) await sleep(tail)
+  }
   await Promise.all(networkFaults)
   if (outage) {
     await outage

@@ -1,9 +1,9 @@
 /**
  * A producer process of the chaos run: business transactions that insert rows and produce
  * tracked messages, a fraction rolled back on purpose. Even writers use
- * `outbox.transaction(pool, fn)`, odd ones their own BEGIN/COMMIT with
- * `outbox.in(client, { holdWrites: true })`, on clients of the same pool (both hold their writes
- * until the COMMIT).
+ * `outbox.transaction(pool, fn)`, odd ones their own BEGIN/COMMIT with `outbox.in(tx)`, on
+ * connections of the same pool.
+ * The database half (pool, transactions, raw inserts) is chaos/db/producer-{postgres,mariadb}.ts.
  * Each writer owns its keys, so the sequence number it gives a key's messages is their commit
  * order. What committed and what rolled back is appended to a JSONL file (see ProducerLine).
  *
@@ -17,11 +17,7 @@
  * { type: 'stop' }.
  */
 import { appendFileSync } from 'node:fs'
-import pg from 'pg'
-import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { withPoolClient } from '../src/adapters/pg/pool-client.ts'
-import { orderingHash } from '../src/core/record.ts'
-import { encodeHeaders } from '../src/dialects/shared/stored-columns.ts'
+import { loadProducerDb } from './db/producer-db.ts'
 import {
   type ChaosEvent,
   env,
@@ -32,7 +28,6 @@ import {
   type ProducerConfig,
   type ProducerLine,
   type ProducerReport,
-  producerTopics,
   seededRandom,
   sleep,
   type TopicAccessor,
@@ -42,62 +37,7 @@ import {
 const config = JSON.parse(env('CHAOS_PRODUCER')) as ProducerConfig
 const report = (message: ProducerReport) => process.send?.(message)
 const random = seededRandom(config.seed)
-const topicMap = producerTopics(config.topics)
-const outbox = createPgOutbox({ topics: topicMap, schema: config.schema })
-const pool = new pg.Pool({
-  connectionString: config.databaseUrl,
-  application_name: config.applicationName,
-  max: config.writers + 1,
-})
-pool.on('error', () => {})
-const business = `"${config.schema}".business`
-
-type Producers = ReturnType<typeof outbox.in>
-/** `stage.committing` turns true once nothing but the COMMIT (with any held writes) is left to send. */
-type Transaction = (
-  fn: (client: pg.PoolClient, topics: Producers) => Promise<void>,
-  stage: { committing: boolean },
-) => Promise<void>
-
-/** transaction() sends the held writes and the COMMIT once fn has returned. */
-const helperTransaction: Transaction = (fn, stage) =>
-  outbox.transaction(pool, async (client, topics) => {
-    await fn(client, topics)
-    stage.committing = true
-  })
-
-/** The app's own BEGIN/COMMIT on a client of the pool, producing through `outbox.in(client)` with held writes. */
-const ownTransaction: Transaction = (fn, stage) =>
-  withPoolClient(pool, async (client) => {
-    await client.query('BEGIN')
-    try {
-      await fn(client, outbox.in(client, { holdWrites: true }))
-      stage.committing = true
-      await client.query('COMMIT')
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {})
-      throw error
-    }
-  })
-
-/**
- * The internal-topic poison: a row no defineTopic() accepts, written into the outbox table by hand
- * (as an older version or a manual INSERT leaves it), with the tracking headers of a normal one.
- */
-async function insertInternalTopicRow(client: pg.PoolClient, event: ChaosEvent): Promise<void> {
-  const record = topicMap.orders.toRecord(event)
-  await client.query(
-    `INSERT INTO "${config.schema}".outbox (topic, key, value, headers, ordering_hash)
-     VALUES ($1, $2, $3, $4::text::jsonb, $5)`,
-    [
-      INTERNAL_TOPIC,
-      record.key,
-      record.value,
-      encodeHeaders(record.headers),
-      record.key === null ? null : orderingHash(INTERNAL_TOPIC, record.key),
-    ],
-  )
-}
+const db = await loadProducerDb(config)
 
 type Tuple = [string, TopicAccessor, string, number]
 interface Planned {
@@ -130,7 +70,7 @@ async function writer(w: number): Promise<void> {
   }
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T
   const topicOf = (): TopicAccessor => (random() < 0.5 ? 'orders' : 'payments')
-  const transaction = w % 2 === 0 ? helperTransaction : ownTransaction
+  const transaction = w % 2 === 0 ? db.helperTransaction : db.ownTransaction
 
   while (!stopping) {
     const tx = txNo++
@@ -172,16 +112,13 @@ async function writer(w: number): Promise<void> {
 
     const stage = { committing: false }
     try {
-      await transaction(async (client, topics) => {
-        await client.query(
-          `INSERT INTO ${business} (id, topic, key) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`,
-          [planned.map((p) => p.event.id), planned.map((p) => p.topic), planned.map((p) => p.event.key)],
-        )
+      await transaction(async (tx, topics) => {
+        await tx.insertBusiness(planned.map((p) => [p.event.id, p.topic, p.event.key]))
         for (const topic of ['orders', 'payments', 'missing', 'internal'] as const) {
           const events = planned.filter((p) => p.topic === topic).map((p) => p.event)
           if (events.length === 0) continue
           if (topic === 'internal') {
-            for (const event of events) await insertInternalTopicRow(client, event)
+            for (const event of events) await tx.insertInternalTopicRow(event)
             continue
           }
           // Bursts and poison transactions go through produceMany (one multi-row insert).
@@ -259,7 +196,7 @@ const progress = setInterval(() => report({ type: 'progress', pid: process.pid, 
 try {
   await Promise.all(Array.from({ length: config.writers }, (_, w) => writer(w)))
   clearInterval(progress)
-  await pool.end()
+  await db.end()
   exitAfter({ type: 'stopped', pid: process.pid, ...counts }, 0)
 } catch (error) {
   exitAfter({ type: 'failed', pid: process.pid, message: String((error as Error)?.stack ?? error) }, 1)

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import type { TrackedMessage } from '../src/testing/index.ts'
 import type { PoisonKind, ProducerConfig, ProducerLine, ProducerReport, TopicAccessor } from './shared.ts'
 import {
+  dbKind,
   log,
   PRODUCER_SCRIPT,
   PRODUCER_SETTINGS,
@@ -24,7 +25,8 @@ export function spawnProducer(index: number): ProducerProc {
   const outFile = join(tempDir, `producer-${index}.jsonl`)
   const config: ProducerConfig = {
     index,
-    databaseUrl: state.databaseUrl,
+    db: dbKind,
+    databaseUrl: state.db.producerUrl(),
     applicationName: producerApp,
     schema,
     topics: topicNames,

@@ -9,12 +9,11 @@
  * batch, the relay has not deleted it yet; on 'sent'). { type: 'disarm' }; { type: 'go' } starts a
  * pre-started process's relay; { type: 'stop' } stops the relay gracefully and exits.
  */
-import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { MessageTransport, OutboxRecord } from '../src/index.ts'
 import { readTracking } from '../src/testing/index.ts'
 import { KafkaTransport } from '../src/transports/kafka/index.ts'
+import { openRelay } from './db/relay-outbox.ts'
 import {
-  chaosTopics,
   env,
   type HoldPoint,
   type RelayCommand,
@@ -85,9 +84,7 @@ const transport: MessageTransport = {
   close: () => kafka.close(),
 }
 
-const outbox = createPgOutbox({ topics: chaosTopics(config.topics), schema: config.schema })
-const relay = outbox.relay({
-  connection: { connectionString: config.databaseUrl, application_name: config.applicationName },
+const relay = await openRelay(config, {
   kafka: transport,
   mode: config.mode,
   pollingInterval: 100,

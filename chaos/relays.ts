@@ -11,6 +11,7 @@ import {
   addAtRisk,
   CLOCK_SKEW_MS,
   clockSkew,
+  dbKind,
   HOLD_MS,
   kafkaBrokers,
   log,
@@ -43,7 +44,8 @@ export function sendFailureCause(message: string): string {
 
 export function relayConfig(mode: RelayMode, waitForGo: boolean): RelayConfig {
   return {
-    databaseUrl: state.dbProxy ? viaProxy(state.databaseUrl, state.dbProxy.port) : state.databaseUrl,
+    db: dbKind,
+    databaseUrl: state.dbProxy ? viaProxy(state.db.relayUrl(), state.dbProxy.port) : state.db.relayUrl(),
     applicationName: relayApp,
     schema,
     topics: topicNames,

@@ -13,6 +13,8 @@ export type FaultKind =
   | 'pg-terminate-relays'
   | 'pg-terminate-leader'
   | 'pg-restart'
+  /** --db mariadb: mariadbd SIGKILLed while producers COMMIT, then started again. */
+  | 'db-restart'
   | 'poison-too-large'
   | 'poison-missing-topic'
   | 'poison-internal-topic'
@@ -217,7 +219,7 @@ export function formatSummary(s: ChaosSummary): string {
   if (s.pgRestarts.length > 0) {
     lines.push('')
     lines.push(
-      `${padLeft('#', 3)}  ${pad('PostgreSQL restart', 22)}${padLeft('held', 6)}${padLeft('crash ms', 10)}${padLeft('down ms', 9)}${padLeft('start ms', 10)}${padLeft('resume ms', 11)}${padLeft('unknown', 9)}${padLeft('commit', 8)}${padLeft('not', 5)}`,
+      `${padLeft('#', 3)}  ${pad('database restart', 22)}${padLeft('held', 6)}${padLeft('crash ms', 10)}${padLeft('down ms', 9)}${padLeft('start ms', 10)}${padLeft('resume ms', 11)}${padLeft('unknown', 9)}${padLeft('commit', 8)}${padLeft('not', 5)}`,
     )
     for (const [i, r] of s.pgRestarts.entries()) {
       const mine = s.unknownOutcome.filter((u) => u.restart === i + 1)

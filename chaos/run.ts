@@ -1,9 +1,11 @@
 /**
  * `npm run chaos` (full) / `npm run chaos -- --short`: fault injection against the PostgreSQL
- * outbox, proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
+ * outbox (`--db mariadb`: MariaDB through the mysql2 adapter; `--db sqlite`: better-sqlite3),
+ * proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
- *   node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db]
- *                     [--kafka-cluster] [--db-proxy] [--clock-skew]      (--help tells each)
+ *   node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb|sqlite] [--keep]
+ *                     [--trace FILE] [--shared-db] [--kafka-cluster] [--db-proxy] [--clock-skew]
+ *                     (--help tells each)
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
  * on purpose, some bursts through produceMany, a poison message now and then: too large for its
@@ -18,24 +20,32 @@
  * Issue 18's faults, each behind its flag: a three-broker cluster whose busiest leader is killed -9
  * during acknowledgements and restarted (then another), a TCP proxy between relays and PostgreSQL
  * that partitions, slows or resets their connections, and relays whose clock is 15 min off.
+ * With --db mariadb the run owns a mariadbd instead (mariadb-install-db in a temp dir, SIGKILLed
+ * while a producer session is in its COMMIT), and ends relay sessions with KILL CONNECTION: the
+ * database-specific parts are chaos/db/{postgres,mariadb,sqlite}.ts and the children's halves
+ * beside them. SQLite (short or medium): one WAL file, every phase one relay in mode single,
+ * relay kills, the Kafka outage and poison only.
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import pg from 'pg'
 import { startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { TcpProxy } from '../test/support/tcp-proxy.ts'
+import { MariadbChaosDb } from './db/mariadb.ts'
+import { PostgresChaosDb } from './db/postgres.ts'
+import { SqliteChaosDb } from './db/sqlite.ts'
 import { ChaosBroker, freePorts } from './faults.ts'
 import { runPhase } from './phases.ts'
 import { planPhases, schedule } from './plan.ts'
 import { spawnProducer } from './producers.ts'
 import { prepareRelays, stopRelays } from './relays.ts'
-import { createCommitGate, createTopics, startOwnPostgres } from './setup.ts'
+import { createTopics } from './setup.ts'
 import type { ProducerCommand } from './shared.ts'
 import { sleep } from './shared.ts'
 import {
   clockSkew,
+  dbKind,
   dbProxy,
   kafkaBrokers,
   kafkaCluster,
@@ -46,10 +56,8 @@ import {
   type PhaseState,
   PRODUCERS,
   PROFILE,
-  pgDir,
   profileName,
   runId,
-  schema,
   seed,
   sharedDb,
   short,
@@ -63,13 +71,26 @@ async function main(): Promise<number> {
   const flags = [
     ...(short ? ['--short'] : medium ? ['--medium'] : []),
     `--seed ${seed}`,
+    ...(dbKind === 'postgres' ? [] : [`--db ${dbKind}`]),
     ...(kafkaCluster ? ['--kafka-cluster'] : []),
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)
-  const plans = planPhases()
+  state.db =
+    dbKind === 'mariadb'
+      ? new MariadbChaosDb(sharedDb)
+      : dbKind === 'sqlite'
+        ? new SqliteChaosDb()
+        : new PostgresChaosDb(sharedDb)
+  // A mode the database refuses (SQLite: only 'single') runs as one relay in mode 'single', with
+  // the phase's other faults, so the plan (and the seed) stays the same.
+  const plans = planPhases().map((plan) => {
+    if (state.db.modes.includes(plan.mode)) return plan
+    console.log(`  ${dbKind} refuses relay mode '${plan.mode}': that phase runs one relay in mode 'single'`)
+    return { ...plan, mode: 'single' as const, relays: 1 }
+  })
   const phases: PhaseState[] = plans.map((plan) => ({
     plan,
     steps: schedule(plan),
@@ -85,18 +106,13 @@ async function main(): Promise<number> {
 
   // Database and schema first; then the broker starts while the producers and every phase's first
   // relays load. They wait for 'go': a phase's relays start only once the previous phase's have exited.
-  if (!sharedDb) await startOwnPostgres()
-  state.admin = new pg.Pool({ ...state.runnerConnection, max: 2 })
-  state.admin.on('error', () => {})
-  await outbox.migrate(state.runnerConnection)
-  await state.admin.query(
-    `CREATE TABLE "${schema}".business (id text PRIMARY KEY, topic text NOT NULL, key text NOT NULL)`,
-  )
-  if (state.ownPg) await createCommitGate()
-  if (dbProxy) {
-    const target = new URL(state.databaseUrl)
-    state.dbProxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) })
-    log(`relays reach PostgreSQL through a TCP proxy on port ${state.dbProxy.port}`)
+  await state.db.start()
+  await state.db.prepare()
+  if (dbProxy && state.db.networked) {
+    const target = new URL(state.db.relayUrl())
+    const port = Number(target.port || (dbKind === 'mariadb' ? 3306 : 5432))
+    state.dbProxy = await TcpProxy.start({ host: target.hostname, port })
+    log(`relays reach the database through a TCP proxy on port ${state.dbProxy.port}`)
   }
   for (let i = 0; i < PRODUCERS; i++) spawnProducer(i)
   if (kafkaCluster) {
@@ -132,7 +148,7 @@ async function main(): Promise<number> {
   const drainStart = Date.now()
   let drainMs: number | null = null
   while (Date.now() - drainStart < PROFILE.drainTimeoutMs) {
-    if ((await outbox.stats(state.runnerConnection)).pending === 0) {
+    if ((await outbox.stats(state.db.runnerConnection())).pending === 0) {
       drainMs = Date.now() - drainStart
       break
     }
@@ -163,15 +179,7 @@ async function cleanup(): Promise<void> {
     .catch((error: Error) => console.error(`stopping the Kafka cluster: ${error.message}`))
   await state.dbProxy?.close().catch(() => {})
   rmSync(tempDir, { recursive: true, force: true })
-  if (state.ownPg) {
-    await state.admin?.end().catch(() => {})
-    await state.ownPg.stop().catch((error: Error) => console.error(`stopping PostgreSQL: ${error.message}`))
-    if (keep) console.error(`chaos: --keep: the database stays in ${state.ownPg.dataDir} (stopped)`)
-    else rmSync(pgDir, { recursive: true, force: true })
-    return
-  }
-  if (!keep) await state.admin?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
-  await state.admin?.end().catch(() => {})
+  await state.db?.cleanup(keep)
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -4,6 +4,7 @@
  */
 import { defineTopic } from '../src/index.ts'
 import { trackingHeaders } from '../src/testing/index.ts'
+import type { ChaosDbKind } from './db/types.ts'
 
 export type RelayMode = 'single' | 'exclusive' | 'concurrent'
 
@@ -103,6 +104,8 @@ export type TopicAccessor = keyof TopicNames | 'internal'
 
 /** Handed to a producer child as JSON in CHAOS_PRODUCER. */
 export interface ProducerConfig {
+  /** Which database half the process loads (chaos/db/). */
+  db: ChaosDbKind
   index: number
   databaseUrl: string
   applicationName: string
@@ -125,6 +128,7 @@ type Tuple = [string, TopicAccessor, string, number]
 
 /** Handed to a relay child as JSON in CHAOS_RELAY. */
 export interface RelayConfig {
+  db: ChaosDbKind
   databaseUrl: string
   /** Distinctive application_name of this run's relay sessions (the pg_terminate_backend target). */
   applicationName: string

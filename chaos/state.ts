@@ -13,8 +13,11 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type pg from 'pg'
 import type { KafkaCluster } from '../scripts/kafka-broker.ts'
+import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { TcpProxy } from '../test/support/tcp-proxy.ts'
+import type { ChaosDatabase, ChaosDbKind } from './db/types.ts'
 import type { ChaosBroker, OwnPostgres } from './faults.ts'
 import type { FaultRecord } from './report.ts'
 import { chaosTopics, type PoisonKind, type RelayMode, seededRandom } from './shared.ts'
@@ -30,6 +33,7 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     trace: { type: 'string' },
     sabotage: { type: 'string' },
+    db: { type: 'string', default: 'postgres' },
     'shared-db': { type: 'boolean', default: false },
     'kafka-cluster': { type: 'boolean', default: false },
     'db-proxy': { type: 'boolean', default: false },
@@ -38,19 +42,23 @@ const { values: args } = parseArgs({
   },
 })
 if (args.help) {
-  console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db] [--sabotage drop|reorder]
-                   [--kafka-cluster] [--db-proxy] [--clock-skew]
+  console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb] [--keep] [--trace FILE] [--shared-db]
+                   [--sabotage drop|reorder] [--kafka-cluster] [--db-proxy] [--clock-skew]
   --short          the short form (about 1 min of faults; what npm test runs)
   --medium         about 2 min of faults (full: about 4.5 min)
   --seed N         the same plan again
+  --db NAME        postgres (default: pg adapter), mariadb (mysql2 adapter, the run's own
+                   mariadbd, SIGKILLed while producers COMMIT; session faults are KILL CONNECTION)
+                   or sqlite (better-sqlite3, one WAL file; every phase one relay, mode single;
+                   relay kills, Kafka outage, poison; --short or --medium without --db-proxy)
   --keep           keep the run's database (stopped) / schema
   --trace FILE     every relay report as a JSON line
-  --shared-db      DATABASE_URL instead of an own PostgreSQL server (no restarts)
+  --shared-db      DATABASE_URL (MYSQL_URL with --db mariadb) instead of an own server (no restarts)
   --sabotage       every relay misbehaves once (drop or reorder): the run must fail
   --kafka-cluster  three brokers (replication factor 3, min.insync.replicas 2) instead of one; each
                    phase kills -9 the broker leading most partitions during acknowledgements and
                    restarts it, the next kill takes another broker (replaces the whole-Kafka outage)
-  --db-proxy       relays reach PostgreSQL through a TCP proxy that, once per phase, stops
+  --db-proxy       relays reach the database through a TCP proxy that, once per phase, stops
                    forwarding, adds latency or drops every connection (always in the full run)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)`)
@@ -61,6 +69,11 @@ if (args.sabotage !== undefined && args.sabotage !== 'drop' && args.sabotage !==
   console.error(`--sabotage must be 'drop' or 'reorder', got ${args.sabotage}`)
   process.exit(2)
 }
+if (args.db !== 'postgres' && args.db !== 'mariadb' && args.db !== 'sqlite') {
+  console.error(`--db must be 'postgres', 'mariadb' or 'sqlite', got ${args.db}`)
+  process.exit(2)
+}
+export const dbKind = args.db as ChaosDbKind
 export const sabotage = args.sabotage as 'drop' | 'reorder' | undefined
 export const short = args.short === true
 export const medium = !short && args.medium === true
@@ -79,6 +92,12 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
 export const kafkaCluster = args['kafka-cluster'] === true
 export const dbProxy = args['db-proxy'] === true || profileName === 'full'
 export const clockSkew = args['clock-skew'] === true || profileName === 'full'
+if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
+  console.error(
+    '--db sqlite has no network link and no shared server: use --short or --medium, without --db-proxy or --shared-db',
+  )
+  process.exit(2)
+}
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -186,7 +205,8 @@ export const TARGET_TIMEOUT_MS = 60_000
  * trigger of the business table, so the COMMIT is under way but nothing is committed; `plain`
  * crashes at whatever moment the plan drew. Restarts take these in turn.
  */
-export type RestartVariant = 'after-flush' | 'before-commit-record' | 'plain'
+/** MariaDB has one: `mid-commit`, SIGKILL once a producer session is seen in its COMMIT. */
+export type RestartVariant = 'after-flush' | 'before-commit-record' | 'plain' | 'mid-commit'
 export const RESTART_VARIANTS: readonly RestartVariant[] = ['after-flush', 'before-commit-record', 'plain']
 /** How long held COMMITs pile up before the crash. */
 export const COMMIT_HOLD_MS = 500
@@ -217,11 +237,22 @@ export const log = (message: string) =>
 export const tempDir = mkdtempSync(join(os.tmpdir(), `k-entity-chaos-${runId}-`))
 /** Apart from tempDir (which only root may enter): the postgres OS user owns it. */
 export const pgDir = join(os.tmpdir(), `k-entity-chaos-${runId}-pg`)
+const declaredTopics = chaosTopics(topicNames, true, kafkaCluster ? 3 : undefined)
+type PgRunnerOutbox = ReturnType<typeof createPgOutbox<typeof declaredTopics>>
+/** The runner's calls, the same on every database (each takes `state.db.runnerConnection()`). */
+export interface RunnerOutbox {
+  migrate(connection: unknown): unknown
+  stats(connection: unknown): ReturnType<PgRunnerOutbox['stats']>
+  deadLetters(connection: unknown): ReturnType<PgRunnerOutbox['deadLetters']>
+  ensureTopics: PgRunnerOutbox['ensureTopics']
+}
 /** The declared view: the runner creates the topics from it (partitions, the low limit). */
-export const outbox = createPgOutbox({
-  topics: chaosTopics(topicNames, true, kafkaCluster ? 3 : undefined),
-  schema,
-})
+export const outbox: RunnerOutbox =
+  dbKind === 'mariadb'
+    ? createMysqlOutbox({ topics: declaredTopics, schema })
+    : dbKind === 'sqlite'
+      ? createBetterSqliteOutbox({ topics: declaredTopics, schema })
+      : createPgOutbox({ topics: declaredTopics, schema })
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -283,7 +314,7 @@ export interface ProducerProc {
   exited: Promise<number | null>
 }
 
-/** PostgreSQL restarts: what each held, and when the server was gone and back. */
+/** Database restarts: what each held, and when the server was gone and back. */
 export interface RestartRecord {
   fault: FaultRecord
   variant: RestartVariant
@@ -301,6 +332,8 @@ bus.setMaxListeners(100)
 
 export const state = {
   bus,
+  /** The database under test (chaos/db/): set first thing in main(). */
+  db: undefined as unknown as ChaosDatabase,
   /** The run's own server (unless --shared-db): set in main() once its port is known. */
   ownPg: undefined as OwnPostgres | undefined,
   databaseUrl: SHARED_DATABASE_URL,
@@ -313,7 +346,7 @@ export const state = {
   cluster: undefined as KafkaCluster | undefined,
   /** --kafka-cluster: the broker killed last (the next kill takes another). */
   lastKilledBroker: undefined as number | undefined,
-  /** --db-proxy: between the relays and PostgreSQL. */
+  /** --db-proxy: between the relays and the database. */
   dbProxy: undefined as TcpProxy | undefined,
   proxyFaultCounter: 0,
   admin: undefined as unknown as pg.Pool,

@@ -37,7 +37,6 @@ import {
   RESULTS_DIR,
   runId,
   sabotage,
-  schema,
   seed,
   short,
   startedAt,
@@ -58,8 +57,7 @@ export async function verify(run: {
   // The business rows decide what an unknown-outcome transaction did: all of them there means it
   // committed, so its messages are expected; none means it did not, so none may be delivered.
   const produced = readProduced()
-  const { rows: businessRows } = await state.admin.query(`SELECT id FROM "${schema}".business`)
-  const businessIds = new Set(businessRows.map((r) => r.id as string))
+  const businessIds = await state.db.businessIds()
   const notCommitted = new Map<TopicAccessor, TrackedMessage[]>()
   const addTo = (target: Map<TopicAccessor, TrackedMessage[]>, topic: TopicAccessor, m: TrackedMessage) => {
     const list = target.get(topic)
@@ -153,7 +151,7 @@ export async function verify(run: {
   const notResent = state.ackedAtKill.flatMap((k) => k.ids.filter((id) => (copies.get(id) ?? 0) < 2))
   const ackedTotal = state.ackedAtKill.reduce((sum, k) => sum + k.ids.length, 0)
 
-  const dead = await outbox.deadLetters(state.runnerConnection).list({ limit: 10_000 })
+  const dead = await outbox.deadLetters(state.db.runnerConnection()).list({ limit: 10_000 })
   const deadById = new Map(dead.map((d) => [readTracking(d.headers)?.id ?? `untracked:${d.id}`, d]))
   const deadIds = [...deadById.keys()].sort()
   const expectedDead = [...poisonIds].sort()
@@ -177,8 +175,8 @@ export async function verify(run: {
         `${id} (${kind}: topic ${letter.topic}, ${letter.attempts} attempts, ${error.slice(0, 120)})`,
       )
   }
-  const stats = await outbox.stats(state.runnerConnection)
-  const { rows: outboxRows } = await state.admin.query(`SELECT count(*)::int AS n FROM "${schema}".outbox`)
+  const stats = await outbox.stats(state.db.runnerConnection())
+  const outboxRowCount = await state.db.outboxRows()
   const committedIds = [...produced.committed.values()].flat().map((m) => m.id)
   const rolledBackIds = [...produced.rolledBack.values()].flat().map((m) => m.id)
   const missingBusiness = [...committedIds, ...poisonIds].filter((id) => !businessIds.has(id)).length
@@ -261,12 +259,11 @@ export async function verify(run: {
     'kill-before-send',
     'kill-mid-send',
     ...(state.cluster ? (['kafka-broker-kill'] as const) : (['kafka-outage'] as const)),
-    'pg-terminate-relays',
-    'pg-terminate-leader',
+    ...(state.db.canEndSessions ? (['pg-terminate-relays', 'pg-terminate-leader'] as const) : []),
     'poison-too-large',
     'poison-missing-topic',
     'poison-internal-topic',
-    ...(state.ownPg ? (['pg-restart'] as const) : []),
+    ...(state.db.owned ? [state.db.restartKind] : []),
     ...(state.dbProxy ? (['db-proxy-blackhole', 'db-proxy-delay', 'db-proxy-drop'] as const) : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),
   ]
@@ -317,8 +314,8 @@ export async function verify(run: {
     },
     {
       name: 'outbox drained',
-      ok: drainMs !== null && stats.pending === 0 && outboxRows[0]?.n === 0,
-      detail: `pending ${stats.pending}, rows ${outboxRows[0]?.n}, drained ${drainMs === null ? 'never' : `in ${drainMs} ms`} after producers stopped`,
+      ok: drainMs !== null && stats.pending === 0 && outboxRowCount === 0,
+      detail: `pending ${stats.pending}, rows ${outboxRowCount}, drained ${drainMs === null ? 'never' : `in ${drainMs} ms`} after producers stopped`,
     },
     {
       name: 'business rows = committed',
@@ -355,7 +352,7 @@ export async function verify(run: {
     {
       name: 'producers clean',
       ok: strayFailures.length === 0 && codes.every((c) => c === 0),
-      detail: `${strayFailures.length} transactions failed outside a PostgreSQL restart${
+      detail: `${strayFailures.length} transactions failed outside a database restart${
         strayFailures.length
           ? ` (${strayFailures
               .slice(0, 3)
@@ -412,9 +409,7 @@ export async function verify(run: {
       uncertain: produced.unknown.reduce((n, tx) => n + tx.messages.length, 0),
       businessRows: businessIds.size,
     },
-    database: state.ownPg
-      ? `own PostgreSQL 15 server (initdb in a temp dir, 127.0.0.1:${state.ownPg.port}, fsync on)`
-      : `shared server at DATABASE_URL (no restarts)`,
+    database: state.db.describe(),
     pgRestarts: state.restarts.map((r) => ({
       n: r.fault.n,
       phase: r.fault.phase,

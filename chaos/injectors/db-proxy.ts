@@ -1,5 +1,5 @@
 /**
- * --db-proxy: the network between the relays and PostgreSQL fails for PROXY_FAULT_MS, in turn as
+ * --db-proxy: the network between the relays and the database fails for PROXY_FAULT_MS, in turn as
  * `blackhole` (nothing forwarded, no close delivered: connections open then stay dead, the relay
  * must notice on its own), `delay` (PROXY_DELAY_MS added to every chunk each way) and `drop`
  * (every connection reset, new ones refused), then forwards again. Producers and the runner

@@ -29,7 +29,7 @@ export function pick<T>(list: readonly T[]): T | undefined {
 /** Messages waiting in the outbox now, for a fault's detail ('?' if the database is restarting too). */
 export function backlog(): Promise<string> {
   return outbox
-    .stats(state.runnerConnection)
+    .stats(state.db.runnerConnection())
     .then((stats) => String(stats.pending))
     .catch(() => '?')
 }
