@@ -296,12 +296,15 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   #claimSql(limit: number, maxBytes: number | undefined): string {
-    const sibling = this.#sibling
-    const budget =
-      maxBytes === undefined
-        ? undefined
-        : { maxBytes, held: sibling !== undefined && sibling.#inClaim ? sibling.#held : undefined }
+    const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld() }
     return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget)
+  }
+
+  /** The ids the relay's other session holds in its open claim, if it has one. */
+  #siblingHeld(): readonly string[] | undefined {
+    const sibling = this.#sibling
+    if (sibling === undefined || !sibling.#inClaim) return undefined
+    return sibling.#held
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
