@@ -6,7 +6,7 @@ export interface BatchLimits {
   bytes: number
 }
 
-/** A batch's messages dealt with, and whether its claim was cut by a limit (see `isFullBatch`). */
+/** A batch's messages dealt with, and whether its claim was cut by a limit (see `FullBatch`). */
 export interface BatchResult {
   count: number
   full: boolean
@@ -23,17 +23,35 @@ export function messageBytes(message: StoredMessage): number {
   return bytes
 }
 
+/** Kafka's default largest message (1 MiB): what the next message is assumed to be at most. */
+const USUAL_LARGEST_MESSAGE = 1024 * 1024
+
 /**
  * Whether a claim stopped at a limit rather than at the end of what was due: then more is likely
- * waiting, and the relay claims again at once (and the pipeline claims ahead). The row limit is
- * exact; the byte budget is known to be reached only by the next row, which the claim does not
- * return, so half the budget counts as full. That is exact when messages are of one size: a
- * claim cut by the budget then holds more than the budget less one message, and one message
- * above half the budget is a batch of its own. A wrong "full" costs one claim that finds little.
+ * waiting, and the relay claims again at once (and the pipeline claims ahead) instead of pausing
+ * for the polling interval. The row limit is exact. The byte budget stops a claim before a row
+ * the claim does not return, so its size is unknown: a batch counts as full when that row could
+ * have been too large for what is left of the budget, taking it as large as the largest message
+ * seen so far, and at least 1 MiB (Kafka's default largest message). So batches of messages of
+ * one size, and batches before any message up to 1 MiB, are always seen as full; only a message
+ * larger than both, after a short batch, waits for the next poll. A wrong "full" costs one claim
+ * that finds little.
  */
-export function isFullBatch(messages: readonly StoredMessage[], limits: BatchLimits): boolean {
-  if (messages.length >= limits.messages) return true
-  let bytes = 0
-  for (const message of messages) bytes += messageBytes(message)
-  return bytes * 2 >= limits.bytes
+export class FullBatch {
+  readonly #limits: BatchLimits
+  #largest = USUAL_LARGEST_MESSAGE
+
+  constructor(limits: BatchLimits) {
+    this.#limits = limits
+  }
+
+  test(messages: readonly StoredMessage[]): boolean {
+    let bytes = 0
+    for (const message of messages) {
+      const size = messageBytes(message)
+      if (size > this.#largest) this.#largest = size
+      bytes += size
+    }
+    return messages.length >= this.#limits.messages || bytes + this.#largest > this.#limits.bytes
+  }
 }

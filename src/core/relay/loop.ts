@@ -2,7 +2,7 @@ import { backoffDelay } from '../backoff.ts'
 import { internalCause, type KEntityError } from '../errors.ts'
 import type { RelayLog } from '../relay-log.ts'
 import type { RelayStore } from '../seams.ts'
-import { type BatchResult, isFullBatch } from './batch-size.ts'
+import { type BatchResult, FullBatch } from './batch-size.ts'
 import type { Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import type { Leadership } from './leadership.ts'
@@ -30,6 +30,7 @@ export class RelayLoop {
   #failures = 0
   /** Concurrent mode: claims in a row that found nothing (see #contendedPause). */
   #emptyPolls = 0
+  readonly #fullBatch: FullBatch
   #sleep: AbortController | undefined
   #wakeRequested = false
 
@@ -47,6 +48,7 @@ export class RelayLoop {
     this.#leadership = leadership
     this.#delivery = delivery
     this.#pipeline = pipeline
+    this.#fullBatch = new FullBatch({ messages: options.maxMessagesPerPoll, bytes: options.maxBytesPerPoll })
   }
 
   /** Ends the loop after the batch in flight, and cuts its pause short. */
@@ -128,7 +130,7 @@ export class RelayLoop {
 
   /**
    * One batch at a time: returns the number of messages dealt with (delivered or dead-lettered),
-   * and whether the claim was cut by a limit (see `isFullBatch`).
+   * and whether the claim was cut by a limit (see `FullBatch`).
    */
   async relayBatch(): Promise<BatchResult> {
     const store = this.#store
@@ -136,10 +138,7 @@ export class RelayLoop {
     const started = performance.now()
     const messages = await store.claim(this.#options.maxMessagesPerPoll, this.#options.maxBytesPerPoll)
     if (messages.length === 0) return { count: 0, full: false }
-    const full = isFullBatch(messages, {
-      messages: this.#options.maxMessagesPerPoll,
-      bytes: this.#options.maxBytesPerPoll,
-    })
+    const full = this.#fullBatch.test(messages)
     let outcome: SendOutcome
     try {
       outcome = await delivery.send(messages)

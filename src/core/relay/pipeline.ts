@@ -1,7 +1,7 @@
 import { internalCause } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
 import type { RelayStore } from '../seams.ts'
-import { type BatchLimits, type BatchResult, isFullBatch } from './batch-size.ts'
+import { type BatchLimits, type BatchResult, FullBatch } from './batch-size.ts'
 import type { Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import { RelayStageError, type SendOutcome } from './outcomes.ts'
@@ -29,7 +29,7 @@ interface ClaimAhead {
  * batch N, the other session (once its delete of batch N-1 is done) claims batch N+1, skipping
  * N's rows; batch N+1 is sent only after Kafka acknowledged N, and released untouched if it did
  * not, so per-key order is the same as one batch at a time. N's delete runs while N+1 is sent.
- * Only a full batch (by count or bytes, see `isFullBatch`) claims ahead: a short one means the
+ * Only a full batch (by count or bytes, see `FullBatch`) claims ahead: a short one means the
  * outbox is (nearly) drained. The batch ahead has the same byte budget, so the relay holds at
  * most two batches' worth of rows.
  */
@@ -39,6 +39,7 @@ export class Pipeline {
   readonly companion: RelayStore
   readonly #delivery: Delivery
   readonly #limits: BatchLimits
+  readonly #fullBatch: FullBatch
   readonly #isLeader: () => boolean
   /** A batch claimed ahead, to be sent once the batch before it was acknowledged by Kafka. */
   #ahead: ClaimedBatch | undefined
@@ -66,6 +67,7 @@ export class Pipeline {
     this.companion = companion
     this.#delivery = delivery
     this.#limits = limits
+    this.#fullBatch = new FullBatch(limits)
     this.#isLeader = isLeader
   }
 
@@ -85,7 +87,7 @@ export class Pipeline {
     }
     if (current.messages.length === 0) return { count: 0, full: false }
     const { store, messages } = current
-    const full = isFullBatch(messages, limits)
+    const full = this.#fullBatch.test(messages)
     const next = store === this.#store ? this.companion : this.#store
     let acknowledging = false
     // The claim ahead first: its query is on its way before the send encodes this batch.
