@@ -25,8 +25,9 @@ export interface RelayOptions {
    * Most bytes per batch, counting each message's key, value and headers as stored (default
    * 16 MiB, at most 1 GiB). A claim takes messages oldest first until the next one would pass
    * it, next to the `maxMessagesPerPoll` limit, and the batch the pipeline claims ahead has the
-   * same budget: a relay holds about two batches, so its memory is bounded by this setting, not
-   * by payload sizes. A message larger than the budget is still relayed, alone in its batch.
+   * same budget: a relay holds about two batches (and their copies until V8 collects them), so its
+   * memory is bounded by this setting, not by payload sizes or the backlog. A message larger than
+   * the budget is still relayed, alone in its batch.
    * Per-key order is unchanged (the budget only shortens a batch's tail).
    */
   maxBytesPerPoll?: number
