@@ -243,8 +243,9 @@ describe('relay session planner settings (PostgreSQL)', () => {
     // table is large and nearly empty, provoked on a small one.
     const client = new pg.Client({ connectionString: DATABASE_URL, options: '-c random_page_cost=100000' })
     await client.connect()
-    const plan = async () => {
-      const result = await client.query(`EXPLAIN ${claimSql(table, 500, false, '1')}`)
+    // Without and with a byte budget (the relay always claims with one: `maxBytesPerPoll`).
+    const plan = async (budget?: { maxBytes: number }) => {
+      const result = await client.query(`EXPLAIN ${claimSql(table, 500, false, '1', budget)}`)
       return result.rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n')
     }
     try {
@@ -253,6 +254,13 @@ describe('relay session planner settings (PostgreSQL)', () => {
       const relayPlan = await plan()
       assert.match(relayPlan, /Index Scan using outbox_pkey on outbox o/)
       assert.doesNotMatch(relayPlan, /Seq Scan on outbox o/)
+      // With a budget, the sizes are summed on the primary key in order, and the claim reads the
+      // primary key between the floor and the last id within the budget (at these provoked costs
+      // as a bitmap scan: the range holds one batch at most).
+      const budgetPlan = await plan({ maxBytes: 16 * 1024 * 1024 })
+      assert.match(budgetPlan, /Index Scan using outbox_pkey on outbox o_1/)
+      assert.match(budgetPlan, /Index Cond: \(\(id >= 1\) AND \(id <= \$\d+\)\)/)
+      assert.doesNotMatch(budgetPlan, /Seq Scan on outbox/)
     } finally {
       await client.end()
     }

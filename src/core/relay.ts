@@ -22,6 +22,16 @@ export interface RelayOptions {
   /** Most messages claimed, sent and deleted per batch (default 500). */
   maxMessagesPerPoll?: number
   /**
+   * Most bytes per batch, counting each message's key, value and headers as stored (default
+   * 16 MiB, at most 1 GiB). A claim takes messages oldest first until the next one would pass
+   * it, next to the `maxMessagesPerPoll` limit, and the batch the pipeline claims ahead has the
+   * same budget: a relay holds about two batches (and their copies until V8 collects them), so its
+   * memory is bounded by this setting, not by payload sizes or the backlog. A message larger than
+   * the budget is still relayed, alone in its batch.
+   * Per-key order is unchanged (the budget only shortens a batch's tail).
+   */
+  maxBytesPerPoll?: number
+  /**
    * `single` (default): meant to be the only relay. It takes the same leader lock as
    * `exclusive`, so a second `single` relay started by mistake never claims: it stands by, says
    * once (a `leadership` event with a `reason`, and a process warning) that another relay holds

@@ -111,15 +111,26 @@ export interface RelayStore {
    * (`'leader'`) or concurrent relays run (`'concurrent'`). Undefined when unknown.
    */
   readonly heldBy?: 'leader' | 'concurrent'
-  /** Opens a claim on up to `limit` rows; a claim that finds none leaves no claim open. */
-  claim(limit: number): Promise<StoredMessage[]>
+  /**
+   * Opens a claim on up to `limit` rows; a claim that finds none leaves no claim open.
+   * `maxBytes`: the rows are taken oldest first until the next one would bring the batch's key,
+   * value and headers bytes (as stored) past it, so the batch's memory is bounded; the first row
+   * is always taken, so a message larger than the budget goes alone instead of never. Like the
+   * row limit, it only shortens the batch's tail, so per-key order is unchanged. Undefined: no
+   * byte budget.
+   */
+  claim(limit: number, maxBytes?: number): Promise<StoredMessage[]>
   /** Deletes exactly `acknowledged`, records failures (or dead-letters them), and ends the claim. */
   complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
   /**
-   * `complete(acknowledged)`, then `claim(limit)`, in one round trip where the database allows.
+   * `complete(acknowledged)`, then `claim(limit, maxBytes)`, in one round trip where the database allows.
    * Optional: the pipelined relay falls back to the two calls.
    */
-  completeAndClaim?(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]>
+  completeAndClaim?(
+    acknowledged: readonly string[],
+    limit: number,
+    maxBytes?: number,
+  ): Promise<StoredMessage[]>
   /** Ends the claim leaving every claimed row as it was. */
   abandon(): Promise<void>
   /** Resolves after `ms`, or earlier when the store learns new messages were committed. */

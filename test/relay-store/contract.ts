@@ -105,6 +105,79 @@ export function runRelayStoreContract(harness: StoreHarness): void {
       await relay.stop()
     })
 
+    it('maxBytesPerPoll: 40 messages of 300 KB go in batches within a 700 KB budget, a 900 KB one alone, all delivered in key order', async (t) => {
+      // 700 KB rather than 1 MB: the larger-than-budget message must still fit Kafka's default
+      // largest message (1 MiB), so the case runs on a broker as configured out of the box.
+      const KB = 1024
+      const budget = 700 * KB
+      const topicName = uniqueName('bytes').replaceAll('_', '-')
+      await createTopic(topicName, 2)
+      const big = defineTopic<Uint8Array>({ name: topicName, serializer: bufferSerializer })
+      const ctx = await context(t, harness, { topics: { big } })
+      const oversize = 17
+      const sent: { key: string; value: Buffer }[] = []
+      for (let i = 0; i < 40; i++) {
+        const value = Buffer.alloc(i === oversize ? 900 * KB : 300 * KB, i)
+        value.write(`m${i};`)
+        sent.push({ key: `key-${i % 4}`, value })
+      }
+      for (let from = 0; from < sent.length; from += 5) {
+        await ctx.transaction(async ({ topics }) => {
+          for (const m of sent.slice(from, from + 5)) await topics.big.produce(m.value, { key: m.key })
+        })
+      }
+      const kafka = new KafkaTransport({ brokers: kafkaBrokers() })
+      t.after(() => kafka.close())
+      const sends: OutboxRecord[][] = []
+      const recording = {
+        async send(records: readonly OutboxRecord[]) {
+          sends.push([...records])
+          await kafka.send(records)
+        },
+        close: async () => {},
+      }
+      // A poll interval longer than the test: a batch cut by the budget must count as full, so
+      // the relay claims again at once instead of waiting for the next poll.
+      const relay = started(
+        t,
+        ctx.relay({ kafka: recording, maxBytesPerPoll: budget, pollingInterval: 60_000 }),
+      )
+      await relay.start()
+      await waitFor(async () => (await ctx.countOutbox()) === 0, {
+        what: 'the outbox to drain',
+        timeout: 60_000,
+      })
+      await relay.stop()
+      const bytes = (r: OutboxRecord) =>
+        (r.key?.length ?? 0) +
+        (r.value?.length ?? 0) +
+        r.headers.reduce((n, [k, v]) => n + k.length + (v?.length ?? 0), 0)
+      for (const batch of sends) {
+        const total = batch.reduce((n, r) => n + bytes(r), 0)
+        if (batch.some((r) => r.value?.length === 900 * KB))
+          assert.equal(batch.length, 1, 'the oversize message goes alone')
+        else assert.ok(total <= budget, `a batch of ${batch.length} held ${total} bytes`)
+      }
+      assert.ok(
+        sends.some((batch) => batch.length === 2),
+        `batches hold 2 messages where they fit: ${sends.map((b) => b.length).join(',')}`,
+      )
+      const consumed = await readTopic({
+        brokers: kafkaBrokers(),
+        topic: topicName,
+        expectedCount: sent.length,
+      })
+      assert.equal(consumed.length, sent.length)
+      for (const key of ['key-0', 'key-1', 'key-2', 'key-3']) {
+        const expected = sent.filter((m) => m.key === key).map((m) => m.value)
+        const got = consumed.filter((m) => m.key?.toString() === key).map((m) => m.value)
+        assert.equal(got.length, expected.length, key)
+        for (const [i, value] of got.entries()) {
+          assert.ok(value?.equals(expected[i] as Buffer), `${key}: message ${i} in order and intact`)
+        }
+      }
+    })
+
     it('keeps key, header and payload bytes exactly, including non-ASCII, quotes, binary, tombstones and null keys', async (t) => {
       const jsonName = uniqueName('json').replaceAll('_', '-')
       const binName = uniqueName('bin').replaceAll('_', '-')

@@ -3,6 +3,7 @@
 // session holds are skipped, a row waiting for its retry holds back every later row of its key,
 // and only `complete` deletes.
 import { HELD_ATTEMPTS } from '../../src/core/seams.ts'
+import { encodeHeaders } from '../../src/dialects/shared/stored-columns.ts'
 import type {
   FailedDelivery,
   MessageTransport,
@@ -68,6 +69,13 @@ export type StoreCall =
   | { op: 'abandon'; ids: string[] }
   | { op: 'close' }
 
+/** Key, value and stored headers bytes: what the SQL stores count against a claim's byte budget. */
+export function storedBytes(message: StoredMessage): number {
+  return (
+    (message.key?.length ?? 0) + (message.value?.length ?? 0) + (encodeHeaders(message.headers)?.length ?? 0)
+  )
+}
+
 export class FakeStore implements RelayStore {
   readonly outbox: FakeOutbox
   readonly name: string
@@ -96,13 +104,14 @@ export class FakeStore implements RelayStore {
     return true
   }
 
-  async claim(limit: number): Promise<StoredMessage[]> {
+  async claim(limit: number, maxBytes = Number.POSITIVE_INFINITY): Promise<StoredMessage[]> {
     await Promise.resolve()
     this.#maybeFail('claim')
     if (this.claimed !== undefined) throw new Error(`${this.name}: a claim is already open`)
     const held = new Set(this.#other?.claimed ?? [])
     const blocked = new Set<number>()
     const taken: Row[] = []
+    let bytes = 0
     for (const row of this.outbox.rows) {
       if (taken.length >= limit) break
       const hash = row.orderingHash
@@ -114,6 +123,11 @@ export class FakeStore implements RelayStore {
         if (hash !== null) blocked.add(hash)
         continue
       }
+      // Like the SQL stores' byte budget: stop before the row that would pass it, but never
+      // before the first row, so a message larger than the budget still goes (alone).
+      const size = storedBytes(row)
+      if (taken.length > 0 && bytes + size > maxBytes) break
+      bytes += size
       taken.push(row)
     }
     const ids = taken.map((r) => r.id)

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { OutboxRelay, type SendFailure, type StoredMessage } from '../../src/index.ts'
-import { Events, FakeKafka, FakeOutbox, FakeStore, singleStore, until } from './fakes.ts'
+import { Events, FakeKafka, FakeOutbox, FakeStore, singleStore, storedBytes, until } from './fakes.ts'
 
 const KEYS = [0, 1, 2, 3, 4]
 const fast = {
@@ -152,4 +152,66 @@ describe('pipelined relay, in memory', () => {
       assert.equal(relay.isRunning, false)
     })
   }
+
+  describe('byte budget (maxBytesPerPoll)', () => {
+    const KB = 1024
+    /** 40 messages of 300 KB over 5 keys; message 13 is larger than the budget. */
+    function bigOutbox(oversize: number): FakeOutbox {
+      const outbox = new FakeOutbox()
+      outbox.add(KEYS, 8)
+      for (const row of outbox.rows) row.value = Buffer.alloc(row.id === '13' ? oversize : 300 * KB, row.id)
+      return outbox
+    }
+
+    // 1000 KB: batches of 3, message 13 (1001 KB) alone. 700 KB: batches of 2; message 13
+    // (900 KB) follows a batch of one 300 KB message, short in count and in bytes, which must
+    // still count as full (the relay cannot see the row that did not fit).
+    const cases = [
+      [1000 * KB, 1001 * KB],
+      [700 * KB, 900 * KB],
+    ] as const
+    for (const [budget, oversize] of cases) {
+      for (const pipelined of [true, false]) {
+        it(`every claim, the one ahead too, stays within ${budget / KB} KB; a ${oversize / KB} KB message goes alone (${pipelined ? 'pipelined' : 'one batch at a time'})`, async () => {
+          const outbox = bigOutbox(oversize)
+          const all = outbox.ids()
+          const expected = idsByKey(outbox)
+          const sizes = new Map(outbox.rows.map((row) => [row.id, storedBytes(row)]))
+          const store = pipelined ? new FakeStore(outbox, { pipelined: true }) : singleStore(outbox)
+          const kafka = new FakeKafka()
+          // A long polling interval: a batch cut by the budget must count as full and claim again
+          // at once (and ahead), or this drain would take 40 s.
+          const relay = new OutboxRelay(store, kafka, {
+            ...fast,
+            maxMessagesPerPoll: 100,
+            maxBytesPerPoll: budget,
+            pollingInterval: 60_000,
+          })
+          const started = performance.now()
+          await relay.start()
+          await until(() => outbox.rows.length === 0)
+          await relay.stop()
+          assert.ok(performance.now() - started < 5000, 'drained without waiting for the polling interval')
+          const claims = [store, store.other]
+            .flatMap((s) => s?.calls ?? [])
+            .filter((c): c is { op: 'claim'; ids: string[] } => c.op === 'claim' && c.ids.length > 0)
+          for (const claim of claims) {
+            const bytes = claim.ids.reduce((sum, id) => sum + (sizes.get(id) ?? 0), 0)
+            if (claim.ids.includes('13'))
+              assert.deepEqual(claim.ids, ['13'], 'the oversize message goes alone')
+            else assert.ok(bytes <= budget, `claim of ${claim.ids.length} rows holds ${bytes} bytes`)
+            // 300 KB messages under a 1000 KB budget: 3 a batch, never fewer unless cut by message 13.
+            assert.ok(claim.ids.length <= 3)
+          }
+          if (pipelined) {
+            const ahead = store.other?.calls.filter((c) => c.op === 'claim' && c.ids.length > 0) ?? []
+            assert.ok(ahead.length >= 3, `the companion claimed ahead ${ahead.length} times`)
+          }
+          assertKeyOrder(kafka, expected)
+          assertNothingLost(outbox, all, kafka)
+          assert.equal(kafka.delivered().size, all.length)
+        })
+      }
+    }
+  })
 })

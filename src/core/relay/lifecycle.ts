@@ -46,7 +46,13 @@ export class OutboxRelay {
     this.#pipeline =
       companion === undefined
         ? undefined
-        : new Pipeline(store, companion, delivery, resolved.maxMessagesPerPoll, () => this.#leadership.leader)
+        : new Pipeline(
+            store,
+            companion,
+            delivery,
+            { messages: resolved.maxMessagesPerPoll, bytes: resolved.maxBytesPerPoll },
+            () => this.#leadership.leader,
+          )
     this.#loop = new RelayLoop(store, resolved, this.#log, this.#leadership, delivery, this.#pipeline)
   }
 
@@ -92,7 +98,7 @@ export class OutboxRelay {
       await this.#store.connect()
     }
     if (!(await this.#leadership.ensure())) return 0
-    return this.#loop.relayBatch()
+    return (await this.#loop.relayBatch()).count
   }
 
   /** Relays until a poll finds nothing ready; returns the number of messages dealt with. */

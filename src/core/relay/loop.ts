@@ -2,6 +2,7 @@ import { backoffDelay } from '../backoff.ts'
 import { internalCause, type KEntityError } from '../errors.ts'
 import type { RelayLog } from '../relay-log.ts'
 import type { RelayStore } from '../seams.ts'
+import { type BatchResult, FullBatch } from './batch-size.ts'
 import type { Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import type { Leadership } from './leadership.ts'
@@ -29,6 +30,7 @@ export class RelayLoop {
   #failures = 0
   /** Concurrent mode: claims in a row that found nothing (see #contendedPause). */
   #emptyPolls = 0
+  readonly #fullBatch: FullBatch
   #sleep: AbortController | undefined
   #wakeRequested = false
 
@@ -46,6 +48,7 @@ export class RelayLoop {
     this.#leadership = leadership
     this.#delivery = delivery
     this.#pipeline = pipeline
+    this.#fullBatch = new FullBatch({ messages: options.maxMessagesPerPoll, bytes: options.maxBytesPerPoll })
   }
 
   /** Ends the loop after the batch in flight, and cuts its pause short. */
@@ -88,11 +91,11 @@ export class RelayLoop {
           this.#log.databaseOk()
           pause = this.#options.leaderCheckInterval
         } else {
-          const count = this.#pipeline ? await this.#pipeline.relay() : await this.relayBatch()
+          const { count, full } = this.#pipeline ? await this.#pipeline.relay() : await this.relayBatch()
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
           this.#log.databaseOk()
-          if (count >= this.#options.maxMessagesPerPoll || this.#pipeline?.sentAhead) continue
+          if (full || this.#pipeline?.sentAhead) continue
           if (this.#options.mode === 'concurrent') pause = this.#contendedPause(count)
           // The interval runs from one poll's start to the next one's: a short batch that took
           // 5 ms of a 10 ms interval waits 5 ms more, not 10. Counted from the batch's end, it
@@ -125,13 +128,17 @@ export class RelayLoop {
     return fatal
   }
 
-  /** One batch at a time: returns the number of messages dealt with (delivered or dead-lettered). */
-  async relayBatch(): Promise<number> {
+  /**
+   * One batch at a time: returns the number of messages dealt with (delivered or dead-lettered),
+   * and whether the claim was cut by a limit (see `FullBatch`).
+   */
+  async relayBatch(): Promise<BatchResult> {
     const store = this.#store
     const delivery = this.#delivery
     const started = performance.now()
-    const messages = await store.claim(this.#options.maxMessagesPerPoll)
-    if (messages.length === 0) return 0
+    const messages = await store.claim(this.#options.maxMessagesPerPoll, this.#options.maxBytesPerPoll)
+    if (messages.length === 0) return { count: 0, full: false }
+    const full = this.#fullBatch.test(messages)
     let outcome: SendOutcome
     try {
       outcome = await delivery.send(messages)
@@ -140,8 +147,10 @@ export class RelayLoop {
       await store.abandon().catch(() => {})
       throw error
     }
-    if ('rejected' in outcome) return recoverBatch(delivery, store, messages, outcome.rejected, started)
-    if (outcome.failed.length > 0) return partialBatch(delivery, store, messages, outcome.failed, started)
+    if ('rejected' in outcome)
+      return { count: await recoverBatch(delivery, store, messages, outcome.rejected, started), full }
+    if (outcome.failed.length > 0)
+      return { count: await partialBatch(delivery, store, messages, outcome.failed, started), full }
     delivery.lastSendOk = delivery.now()
     await delivery.acknowledge(
       store,
@@ -149,7 +158,7 @@ export class RelayLoop {
     )
     delivery.batchFailures = 0
     delivery.delivered(messages.length, started)
-    return messages.length
+    return { count: messages.length, full }
   }
 
   /**

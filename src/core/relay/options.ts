@@ -9,6 +9,7 @@ export interface ResolvedOptions {
   pipeline: boolean
   pollingInterval: number
   maxMessagesPerPoll: number
+  maxBytesPerPoll: number
   mode: NodeMode
   leaderCheckInterval: number
   backoff: { initial: number; max: number }
@@ -24,10 +25,23 @@ export interface ResolvedOptions {
 export const RELAY_DEFAULTS = {
   pollingInterval: 1000,
   maxMessagesPerPoll: 500,
+  /**
+   * 16 MiB. A relay holds at most two batches of rows (the one in Kafka's hands and the one the
+   * pipeline claimed ahead) plus the producer's encoded copy, and then waits for V8 to collect
+   * them: measured with 1 MB messages, 154 MiB RSS above an idle relay at 16 MiB and 103 MiB at
+   * 4 MiB, the same with 134 MB or 1 GB of backlog (bench/results/2026-12-06-payload-sweep.md).
+   * By row count alone, 500 messages of 950 KB peaked at 2.26 GB (issue 19). 16 MiB is 16 times
+   * Kafka's default largest message (1 MiB), so one always fits and batches of such messages still
+   * hold 16: 1 MB messages went at 67 MB/s against 55 MB/s at 4 MiB on a loaded machine.
+   */
+  maxBytesPerPoll: 16 * 1024 * 1024,
   mode: 'single' as NodeMode,
   leaderCheckInterval: 1000,
   retryBackoff: { initial: 250, max: 30_000 },
 }
+
+/** 1 GiB: a larger budget bounds nothing a Node.js process could hold anyway. */
+const MAX_BYTES_PER_POLL = 1024 * 1024 * 1024
 
 function positiveInteger(
   value: unknown,
@@ -83,6 +97,12 @@ export function resolveOptions(options: RelayOptions): ResolvedOptions {
       'maxMessagesPerPoll',
       RELAY_DEFAULTS.maxMessagesPerPoll,
       10_000,
+    ),
+    maxBytesPerPoll: positiveInteger(
+      options.maxBytesPerPoll,
+      'maxBytesPerPoll',
+      RELAY_DEFAULTS.maxBytesPerPoll,
+      MAX_BYTES_PER_POLL,
     ),
     mode,
     leaderCheckInterval: positiveInteger(

@@ -1,6 +1,7 @@
 import { internalCause } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
 import type { RelayStore } from '../seams.ts'
+import { type BatchLimits, type BatchResult, FullBatch } from './batch-size.ts'
 import type { Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import { RelayStageError, type SendOutcome } from './outcomes.ts'
@@ -28,14 +29,17 @@ interface ClaimAhead {
  * batch N, the other session (once its delete of batch N-1 is done) claims batch N+1, skipping
  * N's rows; batch N+1 is sent only after Kafka acknowledged N, and released untouched if it did
  * not, so per-key order is the same as one batch at a time. N's delete runs while N+1 is sent.
- * Only a full batch claims ahead: a short one means the outbox is (nearly) drained.
+ * Only a full batch (by count or bytes, see `FullBatch`) claims ahead: a short one means the
+ * outbox is (nearly) drained. The batch ahead has the same byte budget, so the relay holds at
+ * most two batches' worth of rows.
  */
 export class Pipeline {
   readonly #store: RelayStore
   /** The store's second session. */
   readonly companion: RelayStore
   readonly #delivery: Delivery
-  readonly #limit: number
+  readonly #limits: BatchLimits
+  readonly #fullBatch: FullBatch
   readonly #isLeader: () => boolean
   /** A batch claimed ahead, to be sent once the batch before it was acknowledged by Kafka. */
   #ahead: ClaimedBatch | undefined
@@ -56,19 +60,20 @@ export class Pipeline {
     store: RelayStore,
     companion: RelayStore,
     delivery: Delivery,
-    limit: number,
+    limits: BatchLimits,
     isLeader: () => boolean,
   ) {
     this.#store = store
     this.companion = companion
     this.#delivery = delivery
-    this.#limit = limit
+    this.#limits = limits
+    this.#fullBatch = new FullBatch(limits)
     this.#isLeader = isLeader
   }
 
-  /** One batch of the pipelined loop; returns the number of messages dealt with. */
-  async relay(): Promise<number> {
-    const limit = this.#limit
+  /** One batch of the pipelined loop: the number of messages dealt with, and whether it was full. */
+  async relay(): Promise<BatchResult> {
+    const limits = this.#limits
     const started = performance.now()
     let current = this.#ahead
     this.#ahead = undefined
@@ -78,14 +83,15 @@ export class Pipeline {
     this.sentAhead = current !== undefined
     if (current === undefined) {
       await this.settleAcks()
-      current = { store: this.#store, messages: await this.#store.claim(limit) }
+      current = { store: this.#store, messages: await this.#store.claim(limits.messages, limits.bytes) }
     }
-    if (current.messages.length === 0) return 0
+    if (current.messages.length === 0) return { count: 0, full: false }
     const { store, messages } = current
+    const full = this.#fullBatch.test(messages)
     const next = store === this.#store ? this.companion : this.#store
     let acknowledging = false
     // The claim ahead first: its query is on its way before the send encodes this batch.
-    const claimingAhead = messages.length >= limit ? this.#claimAhead(next, limit) : undefined
+    const claimingAhead = full ? this.#claimAhead(next, limits) : undefined
     // The batch ahead may hold later messages of a key that just failed: released untouched.
     const releaseAhead = async (): Promise<ClaimAhead | undefined> => {
       const ahead = await claimingAhead
@@ -104,9 +110,11 @@ export class Pipeline {
       if ('rejected' in outcome || outcome.failed.length > 0) {
         const ahead = await releaseAhead()
         if (ahead?.error) throw ahead.error
-        return 'rejected' in outcome
-          ? await recoverBatch(this.#delivery, store, messages, outcome.rejected, started)
-          : await partialBatch(this.#delivery, store, messages, outcome.failed, started)
+        const count =
+          'rejected' in outcome
+            ? await recoverBatch(this.#delivery, store, messages, outcome.rejected, started)
+            : await partialBatch(this.#delivery, store, messages, outcome.failed, started)
+        return { count, full }
       }
       this.#delivery.lastSendOk = this.#delivery.now()
       this.#delivery.batchFailures = 0
@@ -125,11 +133,11 @@ export class Pipeline {
       if (!acknowledging) await store.abandon().catch(() => {})
       throw error
     }
-    return messages.length
+    return { count: messages.length, full }
   }
 
   /** Never rejects: a failed earlier delete comes back as `error`; trouble with the session just means no claim ahead. */
-  async #claimAhead(store: RelayStore, limit: number): Promise<ClaimAhead> {
+  async #claimAhead(store: RelayStore, limits: BatchLimits): Promise<ClaimAhead> {
     const deferred = this.#deferredAck
     if (deferred?.store === store && store.completeAndClaim !== undefined && store.healthy) {
       this.#deferredAck = undefined
@@ -144,7 +152,7 @@ export class Pipeline {
         }
       }
       try {
-        const messages = await store.completeAndClaim(deferred.ids, limit)
+        const messages = await store.completeAndClaim(deferred.ids, limits.messages, limits.bytes)
         this.#delivered(deferred)
         return { messages }
       } catch (error) {
@@ -161,7 +169,7 @@ export class Pipeline {
     }
     try {
       if (!store.healthy) await store.connect()
-      return { messages: await store.claim(limit) }
+      return { messages: await store.claim(limits.messages, limits.bytes) }
     } catch (error) {
       await store.close().catch(() => {})
       // A bug is no trouble with the session: it stops the relay instead of being skipped.

@@ -7,7 +7,15 @@ import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
 import { classifyFailure } from './errors.ts'
 import { keyLockSlot, lockName, qualified } from './names.ts'
 import { type MysqlResult, type MysqlSession, withQueryTimeout } from './session.ts'
-import { candidatesSql, claimIdsSql, claimSlotsSql, deleteSql, failureStatements, toMessage } from './sql.ts'
+import {
+  candidatesSql,
+  claimIdsSql,
+  claimSlotsSql,
+  deleteSql,
+  failureStatements,
+  toMessage,
+  withinBudget,
+} from './sql.ts'
 
 export interface MysqlRelayStoreOptions {
   table: OutboxTable
@@ -147,7 +155,7 @@ export class MysqlRelayStore implements RelayStore {
     return false
   }
 
-  async claim(limit: number): Promise<StoredMessage[]> {
+  async claim(limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     await this.#run('START TRANSACTION')
     this.#inClaim = true
@@ -155,8 +163,10 @@ export class MysqlRelayStore implements RelayStore {
     let rows: Record<string, unknown>[]
     try {
       const ids = this.#options.concurrent
-        ? await this.#concurrentCandidates(limit)
-        : (await this.#run(candidatesSql(this.#options.table, limit))).rows.map((row) => String(row.id))
+        ? await this.#concurrentCandidates(limit, maxBytes)
+        : withinBudget((await this.#run(candidatesSql(this.#options.table, limit))).rows, maxBytes).map(
+            (row) => String(row.id),
+          )
       rows =
         ids.length === 0
           ? []
@@ -191,7 +201,7 @@ export class MysqlRelayStore implements RelayStore {
    * since have higher ids than every candidate of their key (producers serialise per key), so
    * what this relay takes is always the oldest unsent part of each key it holds.
    */
-  async #concurrentCandidates(limit: number): Promise<string[]> {
+  async #concurrentCandidates(limit: number, maxBytes: number | undefined): Promise<string[]> {
     const table = this.#options.table
     const candidates = (await this.#run(candidatesSql(table, limit * 2))).rows
     const slots = new Set<number>()
@@ -204,10 +214,10 @@ export class MysqlRelayStore implements RelayStore {
       for (const row of (await this.#run(claimSlotsSql(table, sorted))).rows) won.add(Number(row.slot))
     }
     // A prefix of the candidates in id order, so what is taken of each key is its oldest part.
-    return candidates
+    const mine = candidates
       .filter((row) => row.ordering_hash === null || won.has(keyLockSlot(Number(row.ordering_hash))))
       .slice(0, limit)
-      .map((row) => String(row.id))
+    return withinBudget(mine, maxBytes).map((row) => String(row.id))
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {

@@ -112,15 +112,40 @@ const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
  * producer committing in the middle of the scan has its first rows skipped (still locked) and
  * its last ones taken (committed by then): a younger message of a key sent before an older one.
  * A consistent read sees every transaction's rows all or none. Step 2 (`claimIdsSql`) locks them.
+ * Each row's key, value and headers bytes (LENGTH: bytes, not characters) come along, for the
+ * byte budget (`withinBudget`), so no payload beyond the budget is ever read.
  */
 export function candidatesSql(table: OutboxTable, count: number): string {
   const outbox = qualified(table)
   // o.id, not id: the select list's `id` is text, and '1000' sorts before '999'.
-  return `SELECT CAST(o.id AS CHAR) AS id, o.ordering_hash FROM ${outbox} AS o FORCE INDEX (PRIMARY)
+  return `SELECT CAST(o.id AS CHAR) AS id, o.ordering_hash,
+  COALESCE(LENGTH(o.\`key\`), 0) + COALESCE(LENGTH(o.value), 0) + COALESCE(LENGTH(o.headers), 0) AS bytes
+FROM ${outbox} AS o FORCE INDEX (PRIMARY)
 WHERE o.available_at <= UTC_TIMESTAMP(6)
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${Math.trunc(count)}`
+}
+
+/**
+ * The candidates a claim takes under a byte budget: in id order until the next would pass it,
+ * always the first. The cut is made on step 1's sizes, before step 2 locks and reads the rows,
+ * so the batch's payloads are bounded like the rows it locks; a candidate that drops out at step
+ * 2 only makes the batch smaller.
+ */
+export function withinBudget<C extends { bytes?: unknown }>(
+  candidates: readonly C[],
+  maxBytes?: number,
+): C[] {
+  if (maxBytes === undefined) return [...candidates]
+  let bytes = 0
+  const taken: C[] = []
+  for (const candidate of candidates) {
+    bytes += Number(candidate.bytes ?? 0)
+    if (taken.length > 0 && bytes > maxBytes) break
+    taken.push(candidate)
+  }
+  return taken
 }
 
 /**

@@ -71,15 +71,22 @@ export class PgliteRelayStore implements RelayStore {
     return this.healthy
   }
 
-  async claim(limit: number): Promise<StoredMessage[]> {
+  async claim(limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#claimed) throw internalError('a claim is already open on this relay store')
+    const claim = claimSql(
+      this.#table,
+      limit,
+      false,
+      undefined,
+      maxBytes === undefined ? undefined : { maxBytes },
+    )
     // PGlite runs every caller in one session: had the app opened a transaction with a bare
     // BEGIN instead of db.transaction(), its uncommitted rows would be visible here. Such a
     // transaction has an id as soon as it writes, so a claim made inside one returns nothing.
     // The sub-select makes the check a one-time filter, evaluated before any row is read or locked.
     const result = await this.#run(() =>
       this.#db.query(
-        `WITH claimable AS (${claimSql(this.#table, limit)})
+        `WITH claimable AS (${claim})
 SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) ORDER BY id`,
       ),
     )

@@ -98,6 +98,10 @@ export class PostgresRelayStore implements RelayStore {
   #pid: number | undefined
   /** Set on a companion: the store whose leadership its claims rely on. */
   #primary: PostgresRelayStore | undefined
+  /** The relay's other session (primary and companion know each other), whose rows a budgeted claim leaves out. */
+  #sibling: PostgresRelayStore | undefined
+  /** Ids of the open claim, for the sibling's budgeted claims (see `ClaimBudget.held`). */
+  #held: readonly string[] = []
   /** A commit notification arrived since the last claim started. */
   #notified = false
   /** A commit notification arrived since the relay last began to wait. */
@@ -231,6 +235,8 @@ export class PostgresRelayStore implements RelayStore {
   companion(): PostgresRelayStore {
     const companion = new PostgresRelayStore({ ...this.#options, listen: false, role: 'companion' })
     companion.#primary = this
+    companion.#sibling = this
+    this.#sibling = companion
     return companion
   }
 
@@ -252,23 +258,24 @@ export class PostgresRelayStore implements RelayStore {
     return false
   }
 
-  async claim(limit: number): Promise<StoredMessage[]> {
+  async claim(limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     this.#notified = false
     if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
-    return this.#openClaim('BEGIN', limit)
+    return this.#openClaim('BEGIN', limit, maxBytes)
   }
 
   /**
    * Runs `before` and then the claim in one query, and holds what it claimed (an empty claim is
    * committed). As binary COPY where the session can read it, as rows otherwise.
    */
-  async #openClaim(before: string, limit: number): Promise<StoredMessage[]> {
+  async #openClaim(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
-    const claim = this.#claimSql(limit)
+    const claim = this.#claimSql(limit, maxBytes)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
     this.#inClaim = true
     this.#claimLost = false
+    this.#held = messages.map((message) => message.id)
     if (messages.length === 0) await this.#endClaim('COMMIT')
     else {
       // The server ends a claim that stays silent for `claimSilence`; a healthy relay whose batch
@@ -293,8 +300,16 @@ export class PostgresRelayStore implements RelayStore {
     return this.#fenced
   }
 
-  #claimSql(limit: number): string {
-    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value)
+  #claimSql(limit: number, maxBytes: number | undefined): string {
+    const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld() }
+    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget)
+  }
+
+  /** The ids the relay's other session holds in its open claim, if it has one. */
+  #siblingHeld(): readonly string[] | undefined {
+    const sibling = this.#sibling
+    if (sibling === undefined || !sibling.#inClaim) return undefined
+    return sibling.#held
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
@@ -314,14 +329,18 @@ export class PostgresRelayStore implements RelayStore {
    * the pipelined relay's steady state costs one round trip per batch on each session. If it
    * fails, the session is dropped: the delete either committed or is rolled back with the claim.
    */
-  async completeAndClaim(acknowledged: readonly string[], limit: number): Promise<StoredMessage[]> {
+  async completeAndClaim(
+    acknowledged: readonly string[],
+    limit: number,
+    maxBytes?: number,
+  ): Promise<StoredMessage[]> {
     if (!this.#inClaim) throw noOpenClaim('completeAndClaim()', this.#claimLost)
     const fenceFirst =
       this.#options.role === 'companion' &&
       (this.#options.concurrent ? !this.#leader : this.#options.exclusive && !this.#fenced)
     if (acknowledged.length === 0 || fenceFirst) {
       await this.complete(acknowledged)
-      return this.claim(limit)
+      return this.claim(limit, maxBytes)
     }
     this.#notified = false
     // The open claim ends here: by the query's COMMIT, or with the session if the query fails.
@@ -329,6 +348,7 @@ export class PostgresRelayStore implements RelayStore {
     const messages = await this.#openClaim(
       `${deleteSql(this.#options.table, acknowledged)}; COMMIT; BEGIN`,
       limit,
+      maxBytes,
     )
     this.#floor.noteDeleted(acknowledged.length)
     return messages
@@ -381,6 +401,7 @@ export class PostgresRelayStore implements RelayStore {
       await this.#run(sql)
     } finally {
       this.#inClaim = false
+      this.#held = []
     }
   }
 

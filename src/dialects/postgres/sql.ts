@@ -123,14 +123,40 @@ const RETRY_WAITING = (outbox: string) => `(NOT EXISTS (
       AND older.available_at > now()
   ))`
 
+/** A claim's byte budget (see `RelayStore.claim`), and the rows its relay's other session holds. */
+export interface ClaimBudget {
+  maxBytes: number
+  /**
+   * Ids the relay's other session holds in its open claim (see `PostgresRelayStore.companion`).
+   * The budget is summed before rows are locked (below), so rows SKIP LOCKED would pass over must
+   * be left out by id, or the claim ahead would count the batch in flight against its budget.
+   */
+  held?: readonly string[]
+}
+
+/**
+ * A row's bytes against the budget: key and value as the relay will hold them (octet_length of
+ * a bytea reads the length from its header, even when it is TOASTed), and the headers' stored
+ * size (pg_column_size: no conversion of the jsonb to text for every row).
+ */
+const ROW_BYTES = (alias: string) =>
+  `coalesce(octet_length(${alias}.key), 0) + coalesce(octet_length(${alias}.value), 0) + coalesce(pg_column_size(${alias}.headers), 0)`
+
 /**
  * Oldest first, skipping rows another session holds, and never a message whose key has an
  * older message waiting for a retry (that would overtake it). Rows stay locked by this
  * session's transaction until the batch is acknowledged or released.
  */
-export function claimSql(table: OutboxTable, limit: number, concurrent = false, floor?: string): string {
-  if (concurrent) return concurrentClaimSql(table, limit, floorCondition(floor, 'id'))
+export function claimSql(
+  table: OutboxTable,
+  limit: number,
+  concurrent = false,
+  floor?: string,
+  budget?: ClaimBudget,
+): string {
+  if (concurrent) return concurrentClaimSql(table, limit, floorCondition(floor, 'o.id'), budget)
   const outbox = qualified(table)
+  if (budget !== undefined) return budgetedClaimSql(table, limit, floor, budget)
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()
@@ -138,6 +164,68 @@ WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}
 FOR UPDATE OF o SKIP LOCKED`
+}
+
+/**
+ * The single/exclusive claim under a byte budget. PostgreSQL refuses a window function at the
+ * level of FOR UPDATE, so the running sum of the rows' bytes is taken by a plain read first (an
+ * InitPlan, run once: the same scan, filters and LIMIT as the claim, O(batch)), which gives the
+ * last id within the budget; the claim itself is the claim without a budget, up to that id.
+ * Locking first and trimming after would not do: the trimmed rows would stay locked until the
+ * claim ends, and the claim ahead, skipping them, could take a younger message of their key.
+ * Rows of the relay's other session are left out of the sum by id (`ClaimBudget.held`); a row
+ * locked by anyone else is skipped by SKIP LOCKED as before, and its bytes only make the batch
+ * smaller. Measured against joining the summed rows back to the table (each claimed row found
+ * twice through the primary key, and sorted again): 500 rows of 256 B, client-side median 3.7 ms
+ * against 6.5 ms, and 2.8 ms without a budget (one session on a shared 2-core machine).
+ */
+function budgetedClaimSql(
+  table: OutboxTable,
+  limit: number,
+  floor: string | undefined,
+  budget: ClaimBudget,
+): string {
+  const outbox = qualified(table)
+  const sized = `SELECT o.id, ${ROW_BYTES('o')} AS bytes
+    FROM ${outbox} AS o
+    WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()${heldCondition(budget.held, 'o.id')}
+      AND ${RETRY_WAITING(outbox)}
+    ORDER BY o.id
+    LIMIT ${Math.trunc(limit)}`
+  return `SELECT ${CLAIM_SELECT}
+FROM ${outbox} AS o
+WHERE ${floorCondition(floor, 'o.id')}${withinBudget(sized, budget)} AND o.available_at <= now()
+  AND ${RETRY_WAITING(outbox)}
+ORDER BY o.id
+LIMIT ${Math.trunc(limit)}
+FOR UPDATE OF o SKIP LOCKED`
+}
+
+/**
+ * `o.id` is at most the last id of `rows` (id and bytes, in id order) whose running sum of bytes
+ * is within the budget; the first row always is. No rows: nothing is (NULL).
+ */
+function withinBudget(rows: string, budget: ClaimBudget): string {
+  return `o.id <= (
+  SELECT max(id) FROM (
+    SELECT id, sum(bytes) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS running, row_number() OVER (ORDER BY id) AS n
+    FROM (${rows}) AS due
+  ) AS sized
+  WHERE running <= ${maxBytes(budget.maxBytes)} OR n = 1
+)`
+}
+
+/** A hashed `<> ALL` from 9 ids on (PostgreSQL 15): one probe per row scanned, not one per id. */
+function heldCondition(held: readonly string[] | undefined, column: string): string {
+  return held === undefined || held.length === 0
+    ? ''
+    : `\n      AND ${column} <> ALL(${idArrayLiteral(held)})`
+}
+
+function maxBytes(value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new Error(`byte budget ${value} is not a positive integer`)
+  return value
 }
 
 /** `floor`: every id below it is gone for good (see `ClaimFloor`), so the scan starts there. */
@@ -160,36 +248,56 @@ export function floorCondition(floor: string | undefined, column: string): strin
  * recursive CTE runs strictly in order), and trying stops once the keys won hold a batch. So a
  * relay locks only the keys it will send, and the next relay, finding those taken, wins the
  * following ones from the same window instead of finding every key of the window locked.
+ *
+ * With a byte budget, "a batch" is also counted in bytes, so trying stops once the keys won hold
+ * the budget, and the rows of won keys (and keyless ones) are summed in id order before any is
+ * locked, as in `budgetedClaimSql`: only the prefix within the budget is locked. The keys won
+ * beyond that prefix stay locked until the claim ends, as keys won beyond the row limit do.
  */
-function concurrentClaimSql(table: OutboxTable, limit: number, from: string): string {
+function concurrentClaimSql(table: OutboxTable, limit: number, from: string, budget?: ClaimBudget): string {
   const outbox = qualified(table)
   const batch = Math.trunc(limit)
   const window = batch * 4
-  return `WITH RECURSIVE candidates AS MATERIALIZED (
-  SELECT id, ordering_hash FROM ${outbox}
-  WHERE ${from}available_at <= now()
-  ORDER BY id
+  const sizeColumn = budget === undefined ? '' : `, ${ROW_BYTES('o')} AS bytes`
+  const keyBytes = budget === undefined ? '' : ', sum(bytes) AS b'
+  const startBytes =
+    budget === undefined
+      ? ''
+      : ', (SELECT coalesce(sum(bytes), 0) FROM candidates WHERE ordering_hash IS NULL) AS bytes'
+  const nextBytes = budget === undefined ? '' : ', t.bytes + CASE WHEN l.won THEN k.b ELSE 0 END'
+  const moreBytes = budget === undefined ? '' : ` AND t.bytes < ${maxBytes(budget.maxBytes)}`
+  const candidates = `WITH RECURSIVE candidates AS MATERIALIZED (
+  SELECT o.id, o.ordering_hash${sizeColumn} FROM ${outbox} AS o
+  WHERE ${from}o.available_at <= now()${heldCondition(budget?.held, 'o.id')}
+  ORDER BY o.id
   LIMIT ${window}
 ), keys AS MATERIALIZED (
-  SELECT h, n, row_number() OVER (ORDER BY first) AS rank FROM (
-    SELECT ordering_hash AS h, count(*) AS n, min(id) AS first FROM candidates
+  SELECT h, n${budget === undefined ? '' : ', b'}, row_number() OVER (ORDER BY first) AS rank FROM (
+    SELECT ordering_hash AS h, count(*) AS n${keyBytes}, min(id) AS first FROM candidates
     WHERE ordering_hash IS NOT NULL GROUP BY ordering_hash
   ) AS per_key
 ), tried AS (
-  SELECT 0::bigint AS rank, NULL::int AS h, false AS won, (SELECT count(*) FROM candidates WHERE ordering_hash IS NULL) AS total
+  SELECT 0::bigint AS rank, NULL::int AS h, false AS won, (SELECT count(*) FROM candidates WHERE ordering_hash IS NULL) AS total${startBytes}
   UNION ALL
-  SELECT k.rank, k.h, l.won, t.total + CASE WHEN l.won THEN k.n ELSE 0 END
+  SELECT k.rank, k.h, l.won, t.total + CASE WHEN l.won THEN k.n ELSE 0 END${nextBytes}
   FROM tried AS t
   JOIN keys AS k ON k.rank = t.rank + 1
   CROSS JOIN LATERAL (SELECT pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, k.h) AS won) AS l
-  WHERE t.total < ${batch}
+  WHERE t.total < ${batch}${moreBytes}
 ), won AS MATERIALIZED (
   SELECT h FROM tried WHERE won
-)
+)`
+  // The candidates as `o`: they carry what the retry test reads, so no row is looked up again.
+  const mine = `SELECT o.id, o.bytes FROM candidates AS o
+    WHERE (o.ordering_hash IS NULL OR o.ordering_hash IN (SELECT h FROM won))
+      AND ${RETRY_WAITING(outbox)}
+    ORDER BY o.id
+    LIMIT ${batch}`
+  return `${candidates}
 SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 JOIN candidates AS c ON c.id = o.id
-WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))
+WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))${budget === undefined ? '' : `\n  AND ${withinBudget(mine, budget)}`}
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${batch}

@@ -156,9 +156,9 @@ export class SqliteRelayStore implements RelayStore {
     return true
   }
 
-  async claim(limit: number): Promise<StoredMessage[]> {
+  async claim(limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#claimed) throw internalError('a claim is already open on this relay')
-    const statement = claimStatement(this.#options.table, limit, Date.now())
+    const statement = claimStatement(this.#options.table, limit, Date.now(), maxBytes)
     const rows = await this.#access(false, (c) => c.all(statement.text, statement.values))
     if (rows.length === 0) return []
     this.#claimLost = false

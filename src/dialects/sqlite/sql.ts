@@ -35,21 +35,57 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
  * Oldest first, and never a message whose key has an older message waiting for a retry (that
  * would overtake it); the probe uses the partial index of failed rows, so it stays one look-up
  * however long the backlog. No lock is taken: there is exactly one relay, which alone deletes.
+ *
+ * `maxBytes`: the byte budget (see `RelayStore.claim`). The same scan first sums the rows' key,
+ * value and headers bytes in id order, reading only their lengths (SQLite's length() of a blob
+ * column does not load the blob), and gives the last id within the budget (the first row's at
+ * least); the claim then reads the payloads of rows up to it only.
  */
-export function claimStatement(table: OutboxTable, limit: number, now: number): SqlStatement {
+export function claimStatement(
+  table: OutboxTable,
+  limit: number,
+  now: number,
+  maxBytes?: number,
+): SqlStatement {
   const outbox = qualified(table)
+  const due = (alias: string) => `${alias}.available_at <= ?
+  AND NOT EXISTS (
+    SELECT 1 FROM ${outbox} AS older
+    WHERE older.attempts > 0 AND older.ordering_hash = ${alias}.ordering_hash AND older.id < ${alias}.id
+      AND older.available_at > ?
+  )`
+  if (maxBytes === undefined) {
+    return {
+      text: `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
+FROM ${outbox} AS o
+WHERE ${due('o')}
+ORDER BY o.id
+LIMIT ?`,
+      values: [now, now, Math.trunc(limit)],
+    }
+  }
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1)
+    throw new Error(`byte budget ${maxBytes} is not a positive integer`)
   return {
     text: `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
-WHERE o.available_at <= ?
-  AND NOT EXISTS (
-    SELECT 1 FROM ${outbox} AS older
-    WHERE older.attempts > 0 AND older.ordering_hash = o.ordering_hash AND older.id < o.id
-      AND older.available_at > ?
+WHERE o.id <= (
+  SELECT max(id) FROM (
+    SELECT id, sum(bytes) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS running, row_number() OVER (ORDER BY id) AS n
+    FROM (
+      SELECT s.id, coalesce(length(s.key), 0) + coalesce(length(s.value), 0) + coalesce(length(CAST(s.headers AS BLOB)), 0) AS bytes
+      FROM ${outbox} AS s
+      WHERE ${due('s')}
+      ORDER BY s.id
+      LIMIT ?
+    )
   )
+  WHERE running <= ? OR n = 1
+)
+  AND ${due('o')}
 ORDER BY o.id
 LIMIT ?`,
-    values: [now, now, Math.trunc(limit)],
+    values: [now, now, Math.trunc(limit), maxBytes, now, now, Math.trunc(limit)],
   }
 }
 
