@@ -224,7 +224,7 @@ function heldCondition(held: readonly string[] | undefined, column: string): str
 
 function maxBytes(value: number): number {
   if (!Number.isSafeInteger(value) || value < 1)
-    throw new Error(`byte budget ${value} is not a positive integer`)
+    throw internalError(`byte budget ${value} is not a positive integer`)
   return value
 }
 

@@ -65,7 +65,7 @@ LIMIT ?`,
     }
   }
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 1)
-    throw new Error(`byte budget ${maxBytes} is not a positive integer`)
+    throw internalError(`byte budget ${maxBytes} is not a positive integer`)
   return {
     text: `SELECT o.id, o.topic, o.key, o.value, o.headers, o.ordering_hash, o.attempts
 FROM ${outbox} AS o
