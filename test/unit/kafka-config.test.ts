@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { layout, serverProperties } from '../../scripts/kafka/config.ts'
+
+function properties(text: string): Map<string, string> {
+  return new Map(
+    text
+      .trim()
+      .split('\n')
+      .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+  )
+}
+
+describe('Kafka launcher config', () => {
+  it('by default binds and advertises the client port itself, and no other client listener', () => {
+    const p = properties(serverProperties(layout(19092, 19093, '/tmp/x')))
+    assert.equal(p.get('listeners'), 'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093')
+    assert.equal(p.get('advertised.listeners'), 'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093')
+    assert.equal(p.get('listener.security.protocol.map'), 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT')
+  })
+
+  it('a proxied listener binds its own port and advertises the proxy port; PLAINTEXT still advertises itself', () => {
+    const l = layout(19092, 19093, '/tmp/x', undefined, { port: 19094, advertisedPort: 19095 })
+    const p = properties(serverProperties(l))
+    assert.equal(
+      p.get('listeners'),
+      'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,PROXIED://127.0.0.1:19094',
+    )
+    assert.equal(
+      p.get('advertised.listeners'),
+      'PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,PROXIED://127.0.0.1:19095',
+    )
+    assert.equal(
+      p.get('listener.security.protocol.map'),
+      'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT',
+    )
+    assert.equal(p.get('inter.broker.listener.name'), 'PLAINTEXT')
+  })
+})
