@@ -3,7 +3,7 @@
  * outbox, proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
  *   node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db]
- *                     [--kafka-cluster] [--db-proxy] [--clock-skew]      (--help tells each)
+ *                     [--kafka-cluster] [--db-proxy] [--kafka-proxy] [--clock-skew]  (--help tells each)
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
  * on purpose, some bursts through produceMany, a poison message now and then: too large for its
@@ -17,7 +17,8 @@
  * a temp dir; `--shared-db` uses DATABASE_URL instead, without the restarts).
  * Issue 18's faults, each behind its flag: a three-broker cluster whose busiest leader is killed -9
  * during acknowledgements and restarted (then another), a TCP proxy between relays and PostgreSQL
- * that partitions, slows or resets their connections, and relays whose clock is 15 min off.
+ * that partitions, slows or resets their connections, the same between relays and Kafka, and
+ * relays whose clock is 15 min off.
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 
@@ -39,6 +40,7 @@ import {
   dbProxy,
   kafkaBrokers,
   kafkaCluster,
+  kafkaProxy,
   keep,
   log,
   medium,
@@ -65,6 +67,7 @@ async function main(): Promise<number> {
     `--seed ${seed}`,
     ...(kafkaCluster ? ['--kafka-cluster'] : []),
     ...(dbProxy ? ['--db-proxy'] : []),
+    ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
@@ -106,8 +109,17 @@ async function main(): Promise<number> {
     for (const phase of phases) prepareRelays(phase)
     log(`Kafka cluster of this run (3 brokers and a controller) ready in ${Date.now() - begin} ms`)
   } else {
-    const [port, controllerPort] = (await freePorts(2)) as [number, number]
-    state.broker = new ChaosBroker(join(tempDir, 'kafka'), port, controllerPort)
+    const [port, controllerPort, proxiedPort] = (await freePorts(3)) as [number, number, number]
+    if (kafkaProxy) {
+      state.kafkaProxy = await TcpProxy.start({ host: '127.0.0.1', port: proxiedPort })
+      log(`relays reach Kafka through a TCP proxy on port ${state.kafkaProxy.port}`)
+    }
+    state.broker = new ChaosBroker(
+      join(tempDir, 'kafka'),
+      port,
+      controllerPort,
+      state.kafkaProxy && { port: proxiedPort, advertisedPort: state.kafkaProxy.port },
+    )
     for (const phase of phases) prepareRelays(phase)
     await state.broker.start()
   }
@@ -162,6 +174,7 @@ async function cleanup(): Promise<void> {
     ?.stop()
     .catch((error: Error) => console.error(`stopping the Kafka cluster: ${error.message}`))
   await state.dbProxy?.close().catch(() => {})
+  await state.kafkaProxy?.close().catch(() => {})
   rmSync(tempDir, { recursive: true, force: true })
   if (state.ownPg) {
     await state.admin?.end().catch(() => {})

@@ -33,13 +33,14 @@ const { values: args } = parseArgs({
     'shared-db': { type: 'boolean', default: false },
     'kafka-cluster': { type: 'boolean', default: false },
     'db-proxy': { type: 'boolean', default: false },
+    'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
 if (args.help) {
   console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--keep] [--trace FILE] [--shared-db] [--sabotage drop|reorder]
-                   [--kafka-cluster] [--db-proxy] [--clock-skew]
+                   [--kafka-cluster] [--db-proxy] [--kafka-proxy] [--clock-skew]
   --short          the short form (about 1 min of faults; what npm test runs)
   --medium         about 2 min of faults (full: about 4.5 min)
   --seed N         the same plan again
@@ -52,6 +53,9 @@ if (args.help) {
                    restarts it, the next kill takes another broker (replaces the whole-Kafka outage)
   --db-proxy       relays reach PostgreSQL through a TCP proxy that, once per phase, stops
                    forwarding, adds latency or drops every connection (always in the full run)
+  --kafka-proxy    relays reach Kafka through a TCP proxy (the broker advertises the proxy's port on
+                   a listener of its own; producers and the verifier use the broker's), with the
+                   same three faults once per phase (always in the full run; not with --kafka-cluster)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)`)
   process.exit(0)
@@ -79,11 +83,17 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
 export const kafkaCluster = args['kafka-cluster'] === true
 export const dbProxy = args['db-proxy'] === true || profileName === 'full'
 export const clockSkew = args['clock-skew'] === true || profileName === 'full'
+export const kafkaProxy = args['kafka-proxy'] === true || (profileName === 'full' && !kafkaCluster)
+if (args['kafka-proxy'] === true && kafkaCluster) {
+  // Each broker would need a proxy of its own in front of a listener advertising it.
+  console.error('--kafka-proxy runs with the single broker only, not with --kafka-cluster')
+  process.exit(2)
+}
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
-/** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
+/** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
 export const PROXY_FAULT_MS = short ? 5_000 : 12_000
-/** --db-proxy: the latency the `delay` fault adds to every chunk, each way. */
+/** --db-proxy, --kafka-proxy: the latency the `delay` fault adds to every chunk, each way. */
 export const PROXY_DELAY_MS = 300
 /** --trace FILE: every relay report as a JSON line with the runner's clock, for debugging. */
 export const traceFile = args.trace
@@ -104,6 +114,8 @@ export interface PhasePlan {
   outage: boolean
   /** --db-proxy: proxy faults in this phase. */
   proxyFaults: number
+  /** --kafka-proxy: faults of the relays' Kafka link in this phase. */
+  kafkaProxyFaults: number
 }
 
 export const PROFILE = short
@@ -235,6 +247,7 @@ export type ScheduledKind =
   | 'outage'
   | 'pg-restart'
   | 'db-proxy'
+  | 'kafka-proxy'
 export interface Step {
   /** ms after the phase's relays run */
   at: number
@@ -316,6 +329,9 @@ export const state = {
   /** --db-proxy: between the relays and PostgreSQL. */
   dbProxy: undefined as TcpProxy | undefined,
   proxyFaultCounter: 0,
+  /** --kafka-proxy: between the relays and the broker's proxied listener. */
+  kafkaProxy: undefined as TcpProxy | undefined,
+  kafkaProxyFaultCounter: 0,
   admin: undefined as unknown as pg.Pool,
   relays: [] as RelayProc[],
   producers: [] as ProducerProc[],
@@ -365,6 +381,11 @@ export function addAtRisk(ids: readonly string[], cause: string): void {
       entry.causes.push(cause)
     } else state.atRisk.set(id, { count: 1, causes: [cause] })
   }
+}
+
+/** Where relays bootstrap: through the proxy with --kafka-proxy, else the run's Kafka itself. */
+export function relayKafkaBrokers(): string[] {
+  return state.kafkaProxy ? [`127.0.0.1:${state.kafkaProxy.port}`] : kafkaBrokers()
 }
 
 /** Bootstrap servers of the run's Kafka: the cluster's brokers, or the one broker. */

@@ -268,6 +268,9 @@ export async function verify(run: {
     'poison-internal-topic',
     ...(state.ownPg ? (['pg-restart'] as const) : []),
     ...(state.dbProxy ? (['db-proxy-blackhole', 'db-proxy-delay', 'db-proxy-drop'] as const) : []),
+    ...(state.kafkaProxy
+      ? (['kafka-proxy-blackhole', 'kafka-proxy-delay', 'kafka-proxy-drop'] as const)
+      : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)
