@@ -1,6 +1,6 @@
 // The short form of the fault-injection suite (`npm run chaos -- --short`), run as a test so CI
 // runs it. It starts and restarts its own Kafka broker, so it is spawned without KAFKA_BROKERS.
-// --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
+// --db-proxy, --kafka-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -18,14 +18,18 @@ describe('chaos, short form', () => {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
   })
 
-  it('relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks: nothing lost, reordered or made up', {
+  it('relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link and Kafka link, skewed relay clocks: nothing lost, reordered or made up', {
     timeout: 420_000,
   }, async () => {
     const { KAFKA_BROKERS: _shared, ...env } = process.env
-    const running = spawn(process.execPath, [runner, '--short', '--db-proxy', '--clock-skew'], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const running = spawn(
+      process.execPath,
+      [runner, '--short', '--db-proxy', '--kafka-proxy', '--clock-skew'],
+      {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     child = running
     let output = ''
     running.stdout?.on('data', (chunk: Buffer) => {
