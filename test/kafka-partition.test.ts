@@ -170,6 +170,8 @@ describe('a relay partitioned from Kafka (TCP proxy)', () => {
     const errors = setup.events.filter((e) => e.at >= cut && e.at < healed && e.event.type === 'error')
     assert.ok(errors.length > 0, 'the relay reported the partition')
     const firstError = errors[0] as Timed
+    // Said as what it is: a broker that stopped answering, not a refused or dropped connection.
+    assert.match(String((firstError.event as { error: unknown }).error), /Kafka stopped answering/)
     assert.ok(waiting > 0, 'messages piled up in the outbox while Kafka was unreachable')
     const retried = await withClient(async (c) => {
       const result = await c.query(
