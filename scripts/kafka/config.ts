@@ -151,10 +151,11 @@ export interface ClusterSettings {
 /** server.properties of a cluster node: node 0 is the controller alone, the others are brokers. */
 export function clusterNodeProperties(nodeId: number, l: Layout, c: ClusterSettings): string {
   const session = c.sessionTimeoutMs
+  const proxied = l.proxied
   const common = [
     `controller.quorum.voters=0@${HOST}:${c.controllerPort}`,
     'controller.listener.names=CONTROLLER',
-    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${proxied ? ',PROXIED:PLAINTEXT' : ''}`,
   ]
   return `${(
     nodeId === 0
@@ -170,8 +171,8 @@ export function clusterNodeProperties(nodeId: number, l: Layout, c: ClusterSetti
           'process.roles=broker',
           `node.id=${nodeId}`,
           ...common,
-          `listeners=PLAINTEXT://${HOST}:${l.port}`,
-          `advertised.listeners=PLAINTEXT://${HOST}:${l.port}`,
+          `listeners=PLAINTEXT://${HOST}:${l.port}${proxied ? `,PROXIED://${HOST}:${proxied.port}` : ''}`,
+          `advertised.listeners=PLAINTEXT://${HOST}:${l.port}${proxied ? `,PROXIED://${HOST}:${proxied.advertisedPort}` : ''}`,
           'inter.broker.listener.name=PLAINTEXT',
           ...(session === undefined
             ? []

@@ -18,6 +18,7 @@ export class TcpProxy {
   #mode: 'forward' | 'blackhole' | 'drop' = 'forward'
   #delayMs = 0
   #resets = 0
+  #accepted = 0
 
   private constructor(target: { host: string; port: number }) {
     this.#target = target
@@ -40,6 +41,11 @@ export class TcpProxy {
 
   get mode(): 'forward' | 'blackhole' | 'drop' {
     return this.#mode
+  }
+
+  /** Connections clients opened to the proxy, whatever became of them: proof the path passes it. */
+  get accepted(): number {
+    return this.#accepted
   }
 
   /** Connections drop() destroyed and connections refused while dropping: proof a fault hit something. */
@@ -85,6 +91,7 @@ export class TcpProxy {
   }
 
   #accept(client: net.Socket): void {
+    this.#accepted++
     client.on('error', () => {})
     if (this.#mode === 'drop') {
       client.destroy()

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { layout, serverProperties } from '../../scripts/kafka/config.ts'
+import { clusterNodeProperties, layout, serverProperties } from '../../scripts/kafka/config.ts'
 
 function properties(text: string): Map<string, string> {
   return new Map(
@@ -35,5 +35,28 @@ describe('Kafka launcher config', () => {
       'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT',
     )
     assert.equal(p.get('inter.broker.listener.name'), 'PLAINTEXT')
+  })
+})
+
+describe('Kafka launcher config, cluster', () => {
+  const settings = { controllerPort: 19090, sessionTimeoutMs: undefined, replication: 3, minIsr: 2 }
+
+  it('a broker node with a proxied listener binds it and advertises the proxy port; a plain one has no PROXIED listener', () => {
+    const proxied = properties(
+      clusterNodeProperties(
+        2,
+        layout(19092, 19090, '/tmp/x', undefined, { port: 19094, advertisedPort: 19095 }),
+        settings,
+      ),
+    )
+    assert.equal(proxied.get('listeners'), 'PLAINTEXT://127.0.0.1:19092,PROXIED://127.0.0.1:19094')
+    assert.equal(proxied.get('advertised.listeners'), 'PLAINTEXT://127.0.0.1:19092,PROXIED://127.0.0.1:19095')
+    assert.equal(
+      proxied.get('listener.security.protocol.map'),
+      'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT',
+    )
+    const plain = properties(clusterNodeProperties(2, layout(19092, 19090, '/tmp/x'), settings))
+    assert.equal(plain.get('advertised.listeners'), 'PLAINTEXT://127.0.0.1:19092')
+    assert.equal(plain.get('listener.security.protocol.map'), 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT')
   })
 })
