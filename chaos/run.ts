@@ -50,6 +50,7 @@ import {
   PROFILE,
   pgDir,
   profileName,
+  relayKafkaBrokers,
   runId,
   schema,
   seed,
@@ -105,20 +106,36 @@ async function main(): Promise<number> {
   if (kafkaCluster) {
     // Its ports are known once it runs: the relays are forked after it (a slower start).
     const begin = Date.now()
-    state.cluster = await startKafkaCluster({ brokers: 3, quiet: true })
+    const targets = kafkaProxy ? await freePorts(3) : []
+    state.kafkaProxies = await Promise.all(targets.map((port) => TcpProxy.start({ host: '127.0.0.1', port })))
+    state.cluster = await startKafkaCluster({
+      brokers: 3,
+      quiet: true,
+      ...(kafkaProxy
+        ? {
+            proxiedListeners: targets.map((port, i) => ({
+              port,
+              advertisedPort: (state.kafkaProxies[i] as TcpProxy).port,
+            })),
+          }
+        : {}),
+    })
+    if (kafkaProxy)
+      log(`relays reach Kafka through a TCP proxy per broker (${relayKafkaBrokers().join(',')})`)
     for (const phase of phases) prepareRelays(phase)
     log(`Kafka cluster of this run (3 brokers and a controller) ready in ${Date.now() - begin} ms`)
   } else {
     const [port, controllerPort, proxiedPort] = (await freePorts(3)) as [number, number, number]
-    if (kafkaProxy) {
-      state.kafkaProxy = await TcpProxy.start({ host: '127.0.0.1', port: proxiedPort })
-      log(`relays reach Kafka through a TCP proxy on port ${state.kafkaProxy.port}`)
+    const proxy = kafkaProxy ? await TcpProxy.start({ host: '127.0.0.1', port: proxiedPort }) : undefined
+    if (proxy) {
+      state.kafkaProxies = [proxy]
+      log(`relays reach Kafka through a TCP proxy on port ${proxy.port}`)
     }
     state.broker = new ChaosBroker(
       join(tempDir, 'kafka'),
       port,
       controllerPort,
-      state.kafkaProxy && { port: proxiedPort, advertisedPort: state.kafkaProxy.port },
+      proxy && { port: proxiedPort, advertisedPort: proxy.port },
     )
     for (const phase of phases) prepareRelays(phase)
     await state.broker.start()
@@ -174,7 +191,7 @@ async function cleanup(): Promise<void> {
     ?.stop()
     .catch((error: Error) => console.error(`stopping the Kafka cluster: ${error.message}`))
   await state.dbProxy?.close().catch(() => {})
-  await state.kafkaProxy?.close().catch(() => {})
+  for (const proxy of state.kafkaProxies) await proxy.close().catch(() => {})
   rmSync(tempDir, { recursive: true, force: true })
   if (state.ownPg) {
     await state.admin?.end().catch(() => {})

@@ -55,7 +55,8 @@ if (args.help) {
                    forwarding, adds latency or drops every connection (always in the full run)
   --kafka-proxy    relays reach Kafka through a TCP proxy (the broker advertises the proxy's port on
                    a listener of its own; producers and the verifier use the broker's), with the
-                   same three faults once per phase (always in the full run; not with --kafka-cluster)
+                   same three faults once per phase (with --kafka-cluster: a proxy per broker,
+                   all failing together; always in the full run)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)`)
   process.exit(0)
@@ -83,12 +84,7 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
 export const kafkaCluster = args['kafka-cluster'] === true
 export const dbProxy = args['db-proxy'] === true || profileName === 'full'
 export const clockSkew = args['clock-skew'] === true || profileName === 'full'
-export const kafkaProxy = args['kafka-proxy'] === true || (profileName === 'full' && !kafkaCluster)
-if (args['kafka-proxy'] === true && kafkaCluster) {
-  // Each broker would need a proxy of its own in front of a listener advertising it.
-  console.error('--kafka-proxy runs with the single broker only, not with --kafka-cluster')
-  process.exit(2)
-}
+export const kafkaProxy = args['kafka-proxy'] === true || profileName === 'full'
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -329,8 +325,8 @@ export const state = {
   /** --db-proxy: between the relays and PostgreSQL. */
   dbProxy: undefined as TcpProxy | undefined,
   proxyFaultCounter: 0,
-  /** --kafka-proxy: between the relays and the broker's proxied listener. */
-  kafkaProxy: undefined as TcpProxy | undefined,
+  /** --kafka-proxy: between the relays and each broker's proxied listener (one per broker). */
+  kafkaProxies: [] as TcpProxy[],
   kafkaProxyFaultCounter: 0,
   admin: undefined as unknown as pg.Pool,
   relays: [] as RelayProc[],
@@ -385,7 +381,9 @@ export function addAtRisk(ids: readonly string[], cause: string): void {
 
 /** Where relays bootstrap: through the proxy with --kafka-proxy, else the run's Kafka itself. */
 export function relayKafkaBrokers(): string[] {
-  return state.kafkaProxy ? [`127.0.0.1:${state.kafkaProxy.port}`] : kafkaBrokers()
+  return state.kafkaProxies.length > 0
+    ? state.kafkaProxies.map((proxy) => `127.0.0.1:${proxy.port}`)
+    : kafkaBrokers()
 }
 
 /** Bootstrap servers of the run's Kafka: the cluster's brokers, or the one broker. */

@@ -268,7 +268,7 @@ export async function verify(run: {
     'poison-internal-topic',
     ...(state.ownPg ? (['pg-restart'] as const) : []),
     ...(state.dbProxy ? (['db-proxy-blackhole', 'db-proxy-delay', 'db-proxy-drop'] as const) : []),
-    ...(state.kafkaProxy
+    ...(state.kafkaProxies.length > 0
       ? (['kafka-proxy-blackhole', 'kafka-proxy-delay', 'kafka-proxy-drop'] as const)
       : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),

@@ -17,20 +17,24 @@ import { backlog, newFault } from './record.ts'
 const VARIANTS = ['delay', 'drop', 'blackhole'] as const
 
 export async function injectKafkaProxy(phase: PhaseState): Promise<void> {
-  const proxy = state.kafkaProxy
-  if (!proxy) return
+  const proxies = state.kafkaProxies
+  if (proxies.length === 0) return
   const variant = VARIANTS[state.kafkaProxyFaultCounter++ % VARIANTS.length] as (typeof VARIANTS)[number]
   await waitUntil(() => living(phase).length > 0, TARGET_TIMEOUT_MS)
   const at = Date.now()
-  const resetsBefore = proxy.resets
-  if (variant === 'blackhole') proxy.blackhole()
-  else if (variant === 'delay') proxy.delay(PROXY_DELAY_MS)
-  else proxy.drop()
+  const resets = () => proxies.reduce((sum, proxy) => sum + proxy.resets, 0)
+  const resetsBefore = resets()
+  // With a cluster, the relays' links to every broker fail at once (their host's network).
+  for (const proxy of proxies) {
+    if (variant === 'blackhole') proxy.blackhole()
+    else if (variant === 'delay') proxy.delay(PROXY_DELAY_MS)
+    else proxy.drop()
+  }
   log(`${phase.plan.mode}: kafka-proxy-${variant} for ${PROXY_FAULT_MS / 1000} s`)
   try {
     await sleep(PROXY_FAULT_MS)
   } finally {
-    proxy.forward()
+    for (const proxy of proxies) proxy.forward()
   }
   const healedAt = Date.now()
   const waiting = await backlog()
@@ -39,7 +43,7 @@ export async function injectKafkaProxy(phase: PhaseState): Promise<void> {
       ? 'relay-Kafka connections partitioned (no byte forwarded, no close delivered; those connections stay dead)'
       : variant === 'delay'
         ? `${PROXY_DELAY_MS} ms added to every chunk each way between relays and Kafka`
-        : `every relay-Kafka connection reset, new ones refused (${proxy.resets - resetsBefore} connections)`
+        : `every relay-Kafka connection reset, new ones refused (${resets() - resetsBefore} connections)`
   const kind: FaultKind = `kafka-proxy-${variant}`
   const fault = newFault(
     phase,
