@@ -12,7 +12,12 @@ export interface KafkaOptions {
   brokers: string[]
   /** Client id shown in broker logs and quotas (default `k-entity`). */
   clientId?: string
-  /** Per-request timeout in ms (default 10000). */
+  /**
+   * Per-request timeout in ms (default 10000). A request unanswered that long closes its
+   * connection and is retried on a new one, so a network partition that closes nothing is
+   * reported after about requestTimeout × (retries + 1), and a connection it left dead costs one
+   * requestTimeout after the network heals.
+   */
   requestTimeout?: number
   /** How long opening one broker connection (TCP, TLS and SASL) may take, in ms (default 10000). */
   connectTimeout?: number
