@@ -1,7 +1,11 @@
 // The short form of the fault-injection suite (`npm run chaos -- --short`), run as a test so CI
 // runs it. It starts and restarts its own Kafka broker, so it is spawned without KAFKA_BROKERS.
-// --db-proxy, --kafka-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
+// --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
+// --kafka-proxy is not here either: with it each short phase holds 7 faults in 20 s, and in 1 of 2
+// runs a planned kill variant met a partitioned relay, found no send within 8 s and became a plain
+// kill, failing 'fault coverage' (the data invariants held). Relay-Kafka faults are in
+// test/kafka-partition.test.ts; `npm run chaos -- --short --kafka-proxy` runs them in the chaos run.
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
@@ -18,18 +22,14 @@ describe('chaos, short form', () => {
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
   })
 
-  it('relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link and Kafka link, skewed relay clocks: nothing lost, reordered or made up', {
+  it('relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks: nothing lost, reordered or made up', {
     timeout: 420_000,
   }, async () => {
     const { KAFKA_BROKERS: _shared, ...env } = process.env
-    const running = spawn(
-      process.execPath,
-      [runner, '--short', '--db-proxy', '--kafka-proxy', '--clock-skew'],
-      {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
+    const running = spawn(process.execPath, [runner, '--short', '--db-proxy', '--clock-skew'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     child = running
     let output = ''
     running.stdout?.on('data', (chunk: Buffer) => {
