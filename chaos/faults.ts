@@ -11,7 +11,7 @@ import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import type pg from 'pg'
-import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
+import { type KafkaBroker, type ProxiedListenerOptions, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { lockClass } from '../src/dialects/postgres/names.ts'
 
 /** A broker this run owns: fixed ports and data dir, so it can be stopped and brought back as it was. */
@@ -19,12 +19,20 @@ export class ChaosBroker {
   readonly dataDir: string
   readonly port: number
   readonly controllerPort: number
+  /** --kafka-proxy: the listener the relays reach through the proxy (same ports on every start). */
+  readonly proxiedListener: ProxiedListenerOptions | undefined
   #broker: KafkaBroker | undefined
 
-  constructor(dataDir: string, port: number, controllerPort: number) {
+  constructor(
+    dataDir: string,
+    port: number,
+    controllerPort: number,
+    proxiedListener?: ProxiedListenerOptions,
+  ) {
     this.dataDir = dataDir
     this.port = port
     this.controllerPort = controllerPort
+    this.proxiedListener = proxiedListener
   }
 
   get brokers(): string {
@@ -42,6 +50,7 @@ export class ChaosBroker {
       port: this.port,
       controllerPort: this.controllerPort,
       quiet: true,
+      ...(this.proxiedListener ? { proxiedListener: this.proxiedListener } : {}),
     })
   }
 

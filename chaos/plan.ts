@@ -6,6 +6,7 @@ import {
   dbProxy,
   type KillVariant,
   kafkaCluster,
+  kafkaProxy,
   type PhasePlan,
   PROFILE,
   random,
@@ -41,6 +42,7 @@ export function planPhases(): PhasePlan[] {
     poisons: 0,
     outage: false,
     proxyFaults: dbProxy ? 1 : 0,
+    kafkaProxyFaults: kafkaProxy ? 1 : 0,
   }))
   ;(phases[Math.floor(random() * phases.length)] as PhasePlan).outage = true
   // On the cluster the "outage" is one broker's kill -9 and restart: one per phase, each on another broker.
@@ -66,6 +68,7 @@ export function schedule(plan: PhasePlan): Step[] {
     ...Array<ScheduledKind>(plan.poisons).fill('poison'),
     ...Array<ScheduledKind>(plan.pgRestart).fill('pg-restart'),
     ...Array<ScheduledKind>(plan.proxyFaults).fill('db-proxy'),
+    ...Array<ScheduledKind>(plan.kafkaProxyFaults).fill('kafka-proxy'),
   ])
   const outageAt = plan.outage ? Math.round(plan.seconds * 1000 * (0.15 + 0.2 * random())) : undefined
   // Kafka is away for the outage plus its restart (taken as at most 15 s here): no send to hold

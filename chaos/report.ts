@@ -22,6 +22,9 @@ export type FaultKind =
   | 'db-proxy-blackhole'
   | 'db-proxy-delay'
   | 'db-proxy-drop'
+  | 'kafka-proxy-blackhole'
+  | 'kafka-proxy-delay'
+  | 'kafka-proxy-drop'
   | 'clock-skew'
 
 export interface FaultRecord {

@@ -4,8 +4,8 @@
  * proving no loss, no phantom, per-key order, bounded duplicates and exact dead letters.
  *
  *   node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb|sqlite] [--keep]
- *                     [--trace FILE] [--shared-db] [--kafka-cluster] [--db-proxy] [--clock-skew]
- *                     (--help tells each)
+ *                     [--trace FILE] [--shared-db] [--kafka-cluster] [--db-proxy] [--kafka-proxy]
+ *                     [--clock-skew]  (--help tells each)
  *
  * Two producer processes write business rows and tracked messages continuously (15 % rolled back
  * on purpose, some bursts through produceMany, a poison message now and then: too large for its
@@ -19,7 +19,8 @@
  * a temp dir; `--shared-db` uses DATABASE_URL instead, without the restarts).
  * Issue 18's faults, each behind its flag: a three-broker cluster whose busiest leader is killed -9
  * during acknowledgements and restarted (then another), a TCP proxy between relays and PostgreSQL
- * that partitions, slows or resets their connections, and relays whose clock is 15 min off.
+ * that partitions, slows or resets their connections, the same between relays and Kafka, and
+ * relays whose clock is 15 min off.
  * With --db mariadb the run owns a mariadbd instead (mariadb-install-db in a temp dir, SIGKILLed
  * while a producer session is in its COMMIT), and ends relay sessions with KILL CONNECTION: the
  * database-specific parts are chaos/db/{postgres,mariadb,sqlite}.ts and the children's halves
@@ -49,6 +50,7 @@ import {
   dbProxy,
   kafkaBrokers,
   kafkaCluster,
+  kafkaProxy,
   keep,
   log,
   medium,
@@ -57,6 +59,7 @@ import {
   PRODUCERS,
   PROFILE,
   profileName,
+  relayKafkaBrokers,
   runId,
   seed,
   sharedDb,
@@ -74,6 +77,7 @@ async function main(): Promise<number> {
     ...(dbKind === 'postgres' ? [] : [`--db ${dbKind}`]),
     ...(kafkaCluster ? ['--kafka-cluster'] : []),
     ...(dbProxy ? ['--db-proxy'] : []),
+    ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
@@ -118,12 +122,37 @@ async function main(): Promise<number> {
   if (kafkaCluster) {
     // Its ports are known once it runs: the relays are forked after it (a slower start).
     const begin = Date.now()
-    state.cluster = await startKafkaCluster({ brokers: 3, quiet: true })
+    const targets = kafkaProxy ? await freePorts(3) : []
+    state.kafkaProxies = await Promise.all(targets.map((port) => TcpProxy.start({ host: '127.0.0.1', port })))
+    state.cluster = await startKafkaCluster({
+      brokers: 3,
+      quiet: true,
+      ...(kafkaProxy
+        ? {
+            proxiedListeners: targets.map((port, i) => ({
+              port,
+              advertisedPort: (state.kafkaProxies[i] as TcpProxy).port,
+            })),
+          }
+        : {}),
+    })
+    if (kafkaProxy)
+      log(`relays reach Kafka through a TCP proxy per broker (${relayKafkaBrokers().join(',')})`)
     for (const phase of phases) prepareRelays(phase)
     log(`Kafka cluster of this run (3 brokers and a controller) ready in ${Date.now() - begin} ms`)
   } else {
-    const [port, controllerPort] = (await freePorts(2)) as [number, number]
-    state.broker = new ChaosBroker(join(tempDir, 'kafka'), port, controllerPort)
+    const [port, controllerPort, proxiedPort] = (await freePorts(3)) as [number, number, number]
+    const proxy = kafkaProxy ? await TcpProxy.start({ host: '127.0.0.1', port: proxiedPort }) : undefined
+    if (proxy) {
+      state.kafkaProxies = [proxy]
+      log(`relays reach Kafka through a TCP proxy on port ${proxy.port}`)
+    }
+    state.broker = new ChaosBroker(
+      join(tempDir, 'kafka'),
+      port,
+      controllerPort,
+      proxy && { port: proxiedPort, advertisedPort: proxy.port },
+    )
     for (const phase of phases) prepareRelays(phase)
     await state.broker.start()
   }
@@ -178,6 +207,7 @@ async function cleanup(): Promise<void> {
     ?.stop()
     .catch((error: Error) => console.error(`stopping the Kafka cluster: ${error.message}`))
   await state.dbProxy?.close().catch(() => {})
+  for (const proxy of state.kafkaProxies) await proxy.close().catch(() => {})
   rmSync(tempDir, { recursive: true, force: true })
   await state.db?.cleanup(keep)
 }

@@ -37,13 +37,14 @@ const { values: args } = parseArgs({
     'shared-db': { type: 'boolean', default: false },
     'kafka-cluster': { type: 'boolean', default: false },
     'db-proxy': { type: 'boolean', default: false },
+    'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
 if (args.help) {
-  console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb] [--keep] [--trace FILE] [--shared-db]
-                   [--sabotage drop|reorder] [--kafka-cluster] [--db-proxy] [--clock-skew]
+  console.log(`node chaos/run.ts [--short | --medium] [--seed N] [--db postgres|mariadb|sqlite] [--keep] [--trace FILE]
+                   [--shared-db] [--sabotage drop|reorder] [--kafka-cluster] [--db-proxy] [--kafka-proxy] [--clock-skew]
   --short          the short form (about 1 min of faults; what npm test runs)
   --medium         about 2 min of faults (full: about 4.5 min)
   --seed N         the same plan again
@@ -60,6 +61,10 @@ if (args.help) {
                    restarts it, the next kill takes another broker (replaces the whole-Kafka outage)
   --db-proxy       relays reach the database through a TCP proxy that, once per phase, stops
                    forwarding, adds latency or drops every connection (always in the full run)
+  --kafka-proxy    relays reach Kafka through a TCP proxy (the broker advertises the proxy's port on
+                   a listener of its own; producers and the verifier use the broker's), with the
+                   same three faults once per phase (with --kafka-cluster: a proxy per broker,
+                   all failing together)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)`)
   process.exit(0)
@@ -98,11 +103,16 @@ if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
   )
   process.exit(2)
 }
+/**
+ * Not in the full run by default yet: its first full run (seed 1595315648) found 100 duplicates
+ * no relay report accounts for, not yet explained (chaos/results/2026-12-06-kafka-proxy.md).
+ */
+export const kafkaProxy = args['kafka-proxy'] === true
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
-/** --db-proxy: how long each proxy fault lasts before the proxy forwards again. */
+/** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
 export const PROXY_FAULT_MS = short ? 5_000 : 12_000
-/** --db-proxy: the latency the `delay` fault adds to every chunk, each way. */
+/** --db-proxy, --kafka-proxy: the latency the `delay` fault adds to every chunk, each way. */
 export const PROXY_DELAY_MS = 300
 /** --trace FILE: every relay report as a JSON line with the runner's clock, for debugging. */
 export const traceFile = args.trace
@@ -123,6 +133,8 @@ export interface PhasePlan {
   outage: boolean
   /** --db-proxy: proxy faults in this phase. */
   proxyFaults: number
+  /** --kafka-proxy: faults of the relays' Kafka link in this phase. */
+  kafkaProxyFaults: number
 }
 
 export const PROFILE = short
@@ -266,6 +278,7 @@ export type ScheduledKind =
   | 'outage'
   | 'pg-restart'
   | 'db-proxy'
+  | 'kafka-proxy'
 export interface Step {
   /** ms after the phase's relays run */
   at: number
@@ -349,6 +362,9 @@ export const state = {
   /** --db-proxy: between the relays and the database. */
   dbProxy: undefined as TcpProxy | undefined,
   proxyFaultCounter: 0,
+  /** --kafka-proxy: between the relays and each broker's proxied listener (one per broker). */
+  kafkaProxies: [] as TcpProxy[],
+  kafkaProxyFaultCounter: 0,
   admin: undefined as unknown as pg.Pool,
   relays: [] as RelayProc[],
   producers: [] as ProducerProc[],
@@ -398,6 +414,13 @@ export function addAtRisk(ids: readonly string[], cause: string): void {
       entry.causes.push(cause)
     } else state.atRisk.set(id, { count: 1, causes: [cause] })
   }
+}
+
+/** Where relays bootstrap: through the proxy with --kafka-proxy, else the run's Kafka itself. */
+export function relayKafkaBrokers(): string[] {
+  return state.kafkaProxies.length > 0
+    ? state.kafkaProxies.map((proxy) => `127.0.0.1:${proxy.port}`)
+    : kafkaBrokers()
 }
 
 /** Bootstrap servers of the run's Kafka: the cluster's brokers, or the one broker. */

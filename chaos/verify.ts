@@ -265,6 +265,9 @@ export async function verify(run: {
     'poison-internal-topic',
     ...(state.db.owned ? [state.db.restartKind] : []),
     ...(state.dbProxy ? (['db-proxy-blackhole', 'db-proxy-delay', 'db-proxy-drop'] as const) : []),
+    ...(state.kafkaProxies.length > 0
+      ? (['kafka-proxy-blackhole', 'kafka-proxy-delay', 'kafka-proxy-drop'] as const)
+      : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)

@@ -13,7 +13,7 @@ export {
   startKafkaCluster,
 } from './kafka/cluster.ts'
 export { KAFKA_VERSION } from './kafka/common.ts'
-export type { SaslSslListenerOptions } from './kafka/config.ts'
+export type { ProxiedListenerOptions, SaslSslListenerOptions } from './kafka/config.ts'
 
 if (import.meta.main) {
   cli(process.argv[2]).then(

@@ -3,6 +3,10 @@
 // broker (and database server), so it is spawned without KAFKA_BROKERS.
 // --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
+// --kafka-proxy is not here either: with it each short phase holds 7 faults in 20 s, and in 1 of 2
+// runs a planned kill variant met a partitioned relay, found no send within 8 s and became a plain
+// kill, failing 'fault coverage' (the data invariants held). Relay-Kafka faults are in
+// test/kafka-partition.test.ts; `npm run chaos -- --short --kafka-proxy` runs them in the chaos run.
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'

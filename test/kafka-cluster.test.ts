@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
+import { freePorts } from '../scripts/kafka/ports.ts'
 import { type KafkaCluster, startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { OutboxRecord } from '../src/core/record.ts'
@@ -17,7 +18,8 @@ import {
   trackingHeaders,
 } from '../src/testing/index.ts'
 import { KafkaTransport } from '../src/transports/kafka/index.ts'
-import { countRows, DATABASE_URL, dropSchema, uniqueName, waitFor } from './support/env.ts'
+import { countRows, createTopic, DATABASE_URL, dropSchema, uniqueName, waitFor } from './support/env.ts'
+import { TcpProxy } from './support/tcp-proxy.ts'
 
 const schema = uniqueName('ke_cluster')
 const schema2 = uniqueName('ke_cluster_isr')
@@ -33,6 +35,8 @@ const PER_TICK = 10
  */
 const SESSION_TIMEOUT_MS = 3000
 let cluster: KafkaCluster | undefined
+/** One per broker, in front of its PROXIED listener. */
+let proxies: TcpProxy[] = []
 
 interface Event {
   id: string
@@ -47,12 +51,57 @@ function percentile(sorted: number[], p: number): number {
 
 describe('three-broker cluster: one broker dies under load', () => {
   before(async () => {
-    cluster = await startKafkaCluster({ brokers: 3, quiet: true, brokerSessionTimeoutMs: SESSION_TIMEOUT_MS })
+    const targets = await freePorts(3)
+    proxies = await Promise.all(targets.map((port) => TcpProxy.start({ host: '127.0.0.1', port })))
+    cluster = await startKafkaCluster({
+      brokers: 3,
+      quiet: true,
+      brokerSessionTimeoutMs: SESSION_TIMEOUT_MS,
+      proxiedListeners: targets.map((port, i) => ({ port, advertisedPort: (proxies[i] as TcpProxy).port })),
+    })
   })
   after(async () => {
     await cluster?.stop()
+    for (const proxy of proxies) await proxy.close().catch(() => {})
     await dropSchema(schema)
     await dropSchema(schema2)
+  })
+
+  it('per-broker proxies: a client bootstrapping at proxiedBrokers reaches every broker only through its proxy', async () => {
+    const c = cluster as KafkaCluster
+    const topic = uniqueName('cluster-proxied').replaceAll('_', '-')
+    await createTopic(topic, 6, c.brokers)
+    const before = proxies.map((p) => p.accepted)
+    const transport = new KafkaTransport({ brokers: c.proxiedBrokers as string[] })
+    const expected: TrackedMessage[] = Array.from({ length: 60 }, (_, i) => ({
+      id: `p-${i}`,
+      key: `k-${i % 12}`,
+      seq: Math.floor(i / 12) + 1,
+    }))
+    try {
+      await transport.send(
+        expected.map(
+          (m): OutboxRecord => ({
+            topic,
+            key: Buffer.from(m.key as string),
+            value: Buffer.from(m.id),
+            headers: Object.entries(trackingHeaders(m.id, m.seq)).map(([k, v]) => [k, Buffer.from(v)]),
+            orderingHash: null,
+          }),
+        ),
+      )
+    } finally {
+      await transport.close()
+    }
+    const consumed = await readTopic({ brokers: c.brokers, topic, expectedCount: expected.length })
+    const report = checkDelivery({ expected, observed: observedFromConsumed(consumed) })
+    assert.ok(report.ok, formatReport(report))
+    const through = proxies.map((p, i) => p.accepted - (before[i] as number))
+    // Six partitions over three brokers: every broker leads some, so every proxy carried a connection.
+    assert.ok(
+      through.every((n) => n > 0),
+      `connections through each broker's proxy: ${through.join(', ')}`,
+    )
   })
 
   it('messages of partitions whose leader lives keep flowing; nothing uses an attempt, is lost or reordered', async (t) => {

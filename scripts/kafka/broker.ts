@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { errorMessage, HOST, KAFKA_VERSION, log, READY_TIMEOUT_MS } from './common.ts'
-import { type Layout, layout, type SaslSslListenerOptions, serverProperties } from './config.ts'
+import {
+  type Layout,
+  layout,
+  type ProxiedListenerOptions,
+  type SaslSslListenerOptions,
+  serverProperties,
+} from './config.ts'
 import { ensureJars } from './jars.ts'
 import { type JvmProfile, jvmGuard, logTail, type Running, spawnJvm, terminate, waitForExit } from './jvm.ts'
 import { assertPortFree, freePorts } from './ports.ts'
@@ -31,6 +37,11 @@ export interface KafkaBrokerOptions {
    * testing secured clients; the PLAINTEXT listener stays for everything else.
    */
   saslSsl?: SaslSslListenerOptions
+  /**
+   * Also open a PLAINTEXT listener that advertises another port (a TCP proxy's, for network fault
+   * tests): clients bootstrapping at `proxiedBrokers` talk to the broker only through that port.
+   */
+  proxiedListener?: ProxiedListenerOptions
 }
 
 export interface KafkaBroker {
@@ -40,6 +51,10 @@ export interface KafkaBroker {
   /** "127.0.0.1:PORT" of the SASL_SSL listener, when started with `saslSsl`. */
   readonly saslSslBrokers: string | undefined
   readonly saslSslPort: number | undefined
+  /** With `proxiedListener`: "127.0.0.1:ADVERTISED", where clients meant to pass the proxy bootstrap. */
+  readonly proxiedBrokers: string | undefined
+  /** With `proxiedListener`: the port the broker binds for it, the proxy's target. */
+  readonly proxiedPort: number | undefined
   readonly dataDir: string
   /** Pid of the current JVM; changes on restart(). */
   readonly pid: number
@@ -71,6 +86,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
   await assertPortFree(l.port, 'client')
   await assertPortFree(l.controllerPort, 'controller')
   if (l.saslSsl) await assertPortFree(l.saslSsl.port, 'SASL_SSL')
+  if (l.proxied) await assertPortFree(l.proxied.port, 'proxied listener')
   const started = Date.now()
   const { child, pid, exited } = await spawnJvm(s.jarsDir, l, s.jvm)
 
@@ -121,7 +137,7 @@ export interface Started {
 }
 
 export async function start(options: KafkaBrokerOptions): Promise<Started> {
-  const [freePort, freeControllerPort, freeSaslSslPort] = await freePorts(3)
+  const [freePort, freeControllerPort, freeSaslSslPort, freeProxiedPort] = await freePorts(4)
   const port = options.port ?? (freePort as number)
   const controllerPort = options.controllerPort ?? (freeControllerPort as number)
   if (port === controllerPort)
@@ -142,13 +158,32 @@ export async function start(options: KafkaBrokerOptions): Promise<Started> {
         'saslSsl.privateKey must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----)',
       )
   }
+  const proxied = options.proxiedListener && {
+    advertisedPort: options.proxiedListener.advertisedPort,
+    port: options.proxiedListener.port ?? (freeProxiedPort as number),
+  }
+  if (proxied) {
+    for (const [name, value] of Object.entries(proxied)) {
+      if (!Number.isInteger(value) || value < 1 || value > 65_535)
+        throw new Error(`proxiedListener.${name} must be a TCP port (1-65535), got ${value}`)
+    }
+    const taken = [port, controllerPort, ...(saslSsl ? [saslSsl.port] : [])]
+    if (taken.includes(proxied.port) || taken.includes(proxied.advertisedPort))
+      throw new Error(
+        `proxiedListener ports (${proxied.port}, advertised ${proxied.advertisedPort}) must differ from the broker's other ports (${taken.join(', ')})`,
+      )
+    if (proxied.port === proxied.advertisedPort)
+      throw new Error(
+        `proxiedListener.advertisedPort must be the proxy's port, not the listener's own (${proxied.port})`,
+      )
+  }
   const ownsDataDir = options.dataDir === undefined
   const dataDir = options.dataDir
     ? resolve(options.dataDir)
     : await mkdtemp(join(tmpdir(), 'k-entity-kafka-'))
   await mkdir(dataDir, { recursive: true })
 
-  const l = layout(port, controllerPort, dataDir, saslSsl)
+  const l = layout(port, controllerPort, dataDir, saslSsl, proxied)
   await writeFile(l.properties, serverProperties(l))
   const jarsDir = await ensureJars(options.quiet)
   const clusterId = await formatStorage(jarsDir, l)
@@ -169,6 +204,8 @@ export async function start(options: KafkaBrokerOptions): Promise<Started> {
     port,
     saslSslBrokers: saslSsl && `${HOST}:${saslSsl.port}`,
     saslSslPort: saslSsl?.port,
+    proxiedBrokers: proxied && `${HOST}:${proxied.advertisedPort}`,
+    proxiedPort: proxied?.port,
     dataDir,
     get pid() {
       return state.running.pid

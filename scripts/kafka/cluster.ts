@@ -6,7 +6,13 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Admin } from '@platformatic/kafka'
 import { errorMessage, HOST, KAFKA_VERSION, log, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './common.ts'
-import { type ClusterSettings, clusterNodeProperties, type Layout, layout } from './config.ts'
+import {
+  type ClusterSettings,
+  clusterNodeProperties,
+  type Layout,
+  layout,
+  type ProxiedListenerOptions,
+} from './config.ts'
 import { ensureJars } from './jars.ts'
 import { isAlive, jvmGuard, logTail, type Running, spawnJvm, terminate, waitForExit } from './jvm.ts'
 import { assertPortFree, freePorts } from './ports.ts'
@@ -25,12 +31,22 @@ export interface KafkaClusterOptions {
    * not only on the partitions it led.
    */
   brokerSessionTimeoutMs?: number
+  /**
+   * One per broker (node ids 1..n in order): a second PLAINTEXT listener, PROXIED, bound on `port`
+   * (a free one when omitted) and advertised on `advertisedPort`, where a TCP proxy in front of it
+   * listens. A client bootstrapping at `proxiedBrokers` is then sent to the proxies for every
+   * broker; one bootstrapping at `brokers` is not. Every broker needs one: metadata names a broker
+   * only on the listener the request came in on.
+   */
+  proxiedListeners?: ProxiedListenerOptions[]
 }
 
 export interface KafkaClusterNode {
   readonly nodeId: number
   /** PLAINTEXT port of a broker. */
   readonly port: number
+  /** With `proxiedListeners`: the port its PROXIED listener binds, the proxy's target. */
+  readonly proxiedPort: number | undefined
   /** Pid of the node's current JVM. */
   readonly pid: number
   readonly alive: boolean
@@ -39,6 +55,8 @@ export interface KafkaClusterNode {
 export interface KafkaCluster {
   /** Bootstrap servers, one "127.0.0.1:PORT" per broker. */
   readonly brokers: string[]
+  /** With `proxiedListeners`: bootstrap servers through the proxies, one per broker. */
+  readonly proxiedBrokers: string[] | undefined
   readonly nodes: readonly KafkaClusterNode[]
   /** Sends the signal to one broker's JVM (SIGKILL: it dies at once, as on a crash) and waits until it is gone. */
   kill(nodeId: number, signal?: NodeJS.Signals): Promise<void>
@@ -59,7 +77,24 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
     throw new Error(`startKafkaCluster: brokers must be an integer from 1 to 9, got ${count}`)
   }
   const replication = Math.min(3, count)
-  const ports = await freePorts(count + 1)
+  const proxiedListeners = options.proxiedListeners
+  const isPort = (p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65_536
+  if (
+    proxiedListeners !== undefined &&
+    (proxiedListeners.length !== count ||
+      !proxiedListeners.every((l) => isPort(l?.advertisedPort) && (l.port === undefined || isPort(l.port))))
+  ) {
+    throw new Error(
+      `startKafkaCluster: proxiedListeners must hold one { advertisedPort, port? } of TCP ports per broker (${count}), got ${JSON.stringify(proxiedListeners)}`,
+    )
+  }
+  // One call, so that no port is handed out twice.
+  const picked = await freePorts(count + 1 + (proxiedListeners === undefined ? 0 : count))
+  const ports = picked.slice(0, count + 1)
+  const proxied = proxiedListeners?.map((l, i) => ({
+    port: l.port ?? (picked[count + 1 + i] as number),
+    advertisedPort: l.advertisedPort,
+  }))
   const settings: ClusterSettings = {
     controllerPort: ports[0] as number,
     sessionTimeoutMs: options.brokerSessionTimeoutMs,
@@ -70,7 +105,13 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
   const nodes: ClusterNodeState[] = ports.map((port, nodeId) => ({
     nodeId,
     port,
-    layout: layout(port, settings.controllerPort, join(root, `node-${nodeId}`)),
+    layout: layout(
+      port,
+      settings.controllerPort,
+      join(root, `node-${nodeId}`),
+      undefined,
+      nodeId === 0 ? undefined : proxied?.[nodeId - 1],
+    ),
     running: undefined,
   }))
   const jarsDir = await ensureJars(options.quiet)
@@ -105,12 +146,14 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
   )
   return {
     brokers: state.brokers,
+    proxiedBrokers: proxied?.map((l) => `${HOST}:${l.advertisedPort}`),
     get nodes() {
       return state.nodes
         .filter((n) => n.nodeId !== 0)
         .map((n) => ({
           nodeId: n.nodeId,
           port: n.port,
+          proxiedPort: n.layout.proxied?.port,
           pid: n.running?.pid ?? 0,
           alive: n.running !== undefined && isAlive(n.running.pid),
         }))

@@ -15,10 +15,25 @@ export interface SaslSslListenerOptions {
   plainUsers?: Record<string, string>
 }
 
+/**
+ * A second PLAINTEXT listener whose advertised port is not its own, for a TCP proxy placed in
+ * front of it: a client bootstrapping there is told to reconnect to `advertisedPort` (the proxy),
+ * so every byte of its session passes the proxy, while clients of the main listener still get
+ * the broker's own port (a Kafka client connects to what the broker advertises, not to where it
+ * bootstrapped, so advertising the proxy on the only listener would route everyone through it).
+ */
+export interface ProxiedListenerOptions {
+  /** The port clients are told to connect to: where the proxy listens. */
+  advertisedPort: number
+  /** The port the broker binds for it (what the proxy forwards to); a free port when omitted. */
+  port?: number
+}
+
 export interface Layout {
   port: number
   controllerPort: number
   saslSsl: (SaslSslListenerOptions & { port: number }) | undefined
+  proxied: { port: number; advertisedPort: number } | undefined
   dataDir: string
   logDir: string
   properties: string
@@ -31,11 +46,13 @@ export function layout(
   controllerPort: number,
   dataDir: string,
   saslSsl?: SaslSslListenerOptions & { port: number },
+  proxied?: { port: number; advertisedPort: number },
 ): Layout {
   return {
     port,
     controllerPort,
     saslSsl,
+    proxied,
     dataDir,
     logDir: join(dataDir, 'kraft'),
     properties: join(dataDir, 'server.properties'),
@@ -48,15 +65,17 @@ export function serverProperties(l: Layout): string {
   const plaintext = `${HOST}:${l.port}`
   const controller = `${HOST}:${l.controllerPort}`
   const secured = l.saslSsl ? `,SASL_SSL://${HOST}:${l.saslSsl.port}` : ''
+  const proxiedBound = l.proxied ? `,PROXIED://${HOST}:${l.proxied.port}` : ''
+  const proxiedAdvertised = l.proxied ? `,PROXIED://${HOST}:${l.proxied.advertisedPort}` : ''
   return `${[
     'process.roles=broker,controller',
     'node.id=1',
     `controller.quorum.bootstrap.servers=${controller}`,
-    `listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}`,
-    `advertised.listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}`,
+    `listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}${proxiedBound}`,
+    `advertised.listeners=PLAINTEXT://${plaintext},CONTROLLER://${controller}${secured}${proxiedAdvertised}`,
     'controller.listener.names=CONTROLLER',
     'inter.broker.listener.name=PLAINTEXT',
-    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${l.saslSsl ? ',SASL_SSL:SASL_SSL' : ''}`,
+    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${l.saslSsl ? ',SASL_SSL:SASL_SSL' : ''}${l.proxied ? ',PROXIED:PLAINTEXT' : ''}`,
     ...(l.saslSsl ? saslSslProperties(l.saslSsl) : []),
     `log.dirs=${l.logDir}`,
     // One node: every internal topic must accept a replication factor of 1.
@@ -132,10 +151,11 @@ export interface ClusterSettings {
 /** server.properties of a cluster node: node 0 is the controller alone, the others are brokers. */
 export function clusterNodeProperties(nodeId: number, l: Layout, c: ClusterSettings): string {
   const session = c.sessionTimeoutMs
+  const proxied = l.proxied
   const common = [
     `controller.quorum.voters=0@${HOST}:${c.controllerPort}`,
     'controller.listener.names=CONTROLLER',
-    'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${proxied ? ',PROXIED:PLAINTEXT' : ''}`,
   ]
   return `${(
     nodeId === 0
@@ -151,8 +171,8 @@ export function clusterNodeProperties(nodeId: number, l: Layout, c: ClusterSetti
           'process.roles=broker',
           `node.id=${nodeId}`,
           ...common,
-          `listeners=PLAINTEXT://${HOST}:${l.port}`,
-          `advertised.listeners=PLAINTEXT://${HOST}:${l.port}`,
+          `listeners=PLAINTEXT://${HOST}:${l.port}${proxied ? `,PROXIED://${HOST}:${proxied.port}` : ''}`,
+          `advertised.listeners=PLAINTEXT://${HOST}:${l.port}${proxied ? `,PROXIED://${HOST}:${proxied.advertisedPort}` : ''}`,
           'inter.broker.listener.name=PLAINTEXT',
           ...(session === undefined
             ? []

@@ -17,15 +17,21 @@ export class TcpProxy {
   readonly #connections = new Set<{ client: net.Socket; upstream: net.Socket | undefined; dead: boolean }>()
   #mode: 'forward' | 'blackhole' | 'drop' = 'forward'
   #delayMs = 0
+  #resets = 0
+  #accepted = 0
 
   private constructor(target: { host: string; port: number }) {
     this.#target = target
     this.#server = net.createServer((client) => this.#accept(client))
   }
 
-  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+  /** `port`: where to listen (default a free one), e.g. the port a Kafka broker advertises. */
+  static async start(target: { host: string; port: number }, { port = 0 } = {}): Promise<TcpProxy> {
     const proxy = new TcpProxy(target)
-    await new Promise<void>((resolve) => proxy.#server.listen(0, '127.0.0.1', resolve))
+    await new Promise<void>((resolve, reject) => {
+      proxy.#server.once('error', reject)
+      proxy.#server.listen(port, '127.0.0.1', resolve)
+    })
     return proxy
   }
 
@@ -35,6 +41,16 @@ export class TcpProxy {
 
   get mode(): 'forward' | 'blackhole' | 'drop' {
     return this.#mode
+  }
+
+  /** Connections clients opened to the proxy, whatever became of them: proof the path passes it. */
+  get accepted(): number {
+    return this.#accepted
+  }
+
+  /** Connections drop() destroyed and connections refused while dropping: proof a fault hit something. */
+  get resets(): number {
+    return this.#resets
   }
 
   /** The latency added to every chunk in `forward` mode (0 unless set by delay()). */
@@ -63,6 +79,7 @@ export class TcpProxy {
     for (const connection of this.#connections) {
       connection.client.destroy()
       connection.upstream?.destroy()
+      this.#resets++
     }
     this.#connections.clear()
   }
@@ -74,9 +91,11 @@ export class TcpProxy {
   }
 
   #accept(client: net.Socket): void {
+    this.#accepted++
     client.on('error', () => {})
     if (this.#mode === 'drop') {
       client.destroy()
+      this.#resets++
       return
     }
     const connection = {

@@ -12,7 +12,12 @@ export interface KafkaOptions {
   brokers: string[]
   /** Client id shown in broker logs and quotas (default `k-entity`). */
   clientId?: string
-  /** Per-request timeout in ms (default 10000). */
+  /**
+   * Per-request timeout in ms (default 10000). A request unanswered that long closes its
+   * connection and is retried on a new one, so a network partition that closes nothing is
+   * reported after about requestTimeout × (retries + 1), and a connection it left dead costs one
+   * requestTimeout after the network heals.
+   */
   requestTimeout?: number
   /** How long opening one broker connection (TCP, TLS and SASL) may take, in ms (default 10000). */
   connectTimeout?: number
@@ -694,6 +699,7 @@ type FindingKind =
   | 'refused'
   | 'dns'
   | 'timeout'
+  | 'request-timeout'
   | 'no-route'
   | 'network'
 
@@ -730,6 +736,7 @@ const KIND_ORDER: FindingKind[] = [
   'refused',
   'no-route',
   'timeout',
+  'request-timeout',
   'network',
 ]
 
@@ -803,6 +810,7 @@ export function connectionFailure(
     'no-route':
       'there is no network route to the broker: check kafka.brokers and the network between here and the cluster',
     timeout: `no answer within kafka.connectTimeout (${options.connectTimeout} ms): a firewall, a private network this machine is not on, or a wrong port`,
+    'request-timeout': `a connected broker did not answer within kafka.requestTimeout (${options.requestTimeout} ms): the network to it may be partitioned or the broker stalled; each retry uses a new connection`,
     network:
       'if this persists, check that kafka.brokers names a Kafka listener (and whether it needs kafka.tls) and the network in between',
   }
@@ -824,7 +832,7 @@ export function connectionFailure(
   return {
     code: ErrorCodes.TRANSPORT_FAILED,
     // A dropped connection alone may be a broker restarting, not an unreachable cluster.
-    message: `${lead === 'network' ? `the connection to Kafka was dropped (${errorText(error)})` : 'no Kafka broker could be reached'}, tried ${tried.join(', ')}: ${fixes.join('; ')}`,
+    message: `${lead === 'network' ? `the connection to Kafka was dropped (${errorText(error)})` : lead === 'request-timeout' ? 'Kafka stopped answering' : 'no Kafka broker could be reached'}, tried ${tried.join(', ')}: ${fixes.join('; ')}`,
   }
 }
 
@@ -861,6 +869,11 @@ function collectFindings(
   } else if (inner.length === 0) {
     if (code === 'PLT_KFK_TIMEOUT' && CONNECTION_ADDRESS.test(text)) {
       into.push({ kind: 'timeout', address: at, detail: 'timed out' })
+    } else if ((code === 'PLT_KFK_TIMEOUT' || code === 'PLT_KFK_NETWORK') && text === 'Request timed out') {
+      // Sent on an open connection and never answered: a partition that closes nothing (no RST,
+      // no FIN) looks exactly like this. The client destroys that connection. (The client's
+      // TimeoutError carries the network error's code.)
+      into.push({ kind: 'request-timeout', address: at, detail: text })
     } else if (CONNECTION_ADDRESS.test(text)) {
       into.push({ kind: 'network', address: at, detail: text })
     } else if (code === 'PLT_KFK_NETWORK' || code === 'PLT_KFK_TIMEOUT') {
