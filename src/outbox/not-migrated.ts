@@ -23,15 +23,21 @@ export function explainDatabaseError(
   return databaseError(failure, error)
 }
 
-/** `KE_NOT_MIGRATED` for a driver error saying the outbox tables are missing; any other error unchanged. */
+/**
+ * `KE_NOT_MIGRATED` for a driver error saying the outbox tables are missing; any other error
+ * unchanged (an error of the app's own transaction stays the driver's, see `Outbox`).
+ */
 export function explainMissingTable(
   error: unknown,
   classify: ClassifyFailure | undefined,
   table: string | undefined,
-  how = 'outbox.migrate(connection)',
+  how?: string,
 ): unknown {
-  if (isKEntityError(error) || classify?.(error)?.code !== ErrorCodes.NOT_MIGRATED) return error
-  return notMigrated(table, error, { how })
+  const missingTable: ClassifyFailure = (cause) => {
+    const failure = classify?.(cause)
+    return failure?.code === ErrorCodes.NOT_MIGRATED ? failure : undefined
+  }
+  return explainDatabaseError(error, missingTable, table, how)
 }
 
 /** `deadLetters` whose every method reports database errors as `explain` says. */

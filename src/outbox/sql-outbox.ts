@@ -91,12 +91,7 @@ export class SqlOutbox<
           sync.execute(statement)
         } catch (error) {
           // The app's transaction: its error stays the driver's, a missing table aside (see Outbox).
-          throw explainMissingTable(
-            error,
-            (cause) => this.outbox.dialect.classifyFailure?.(cause),
-            this.#parts.dialect.qualified(this.outbox.table),
-            this.#parts.dialect.migrateHint,
-          )
+          throw this.#explain(error, explainMissingTable)
         }
       },
     }) as ProducersOf<M, Sync>
@@ -168,9 +163,9 @@ export class SqlOutbox<
   }
 
   /** A driver error its dialect's table knows as a `KEntityError` (`KE_NOT_MIGRATED` saying what to run). */
-  #explain(error: unknown): unknown {
+  #explain(error: unknown, explain = explainDatabaseError): unknown {
     const { dialect } = this.#parts
-    return explainDatabaseError(
+    return explain(
       error,
       (cause) => this.outbox.dialect.classifyFailure?.(cause),
       dialect.qualified(this.outbox.table),
