@@ -1,5 +1,6 @@
 import { ErrorCodes, internalError, KEntityError } from '../../core/errors.ts'
 import type { StoredMessage } from '../../core/record.ts'
+import { messageBytes } from '../../core/relay/batch-size.ts'
 import type { FailedDelivery, OutboxTable, RelayStore } from '../../core/seams.ts'
 import { keepClaimAlive, RELAY_QUERY_TIMEOUT_MS } from '../relay-session.ts'
 import { noOpenClaim, relayStoreError } from '../shared/relay-store-errors.ts'
@@ -60,6 +61,8 @@ export interface PostgresRelayStoreOptions {
  * skipped; later ones (and those whose neighbour rolled back) wait for the polling interval.
  */
 const NOTIFIED_POLL_MS = 5
+/** The other session's rows are left out of a budget's sum by id once they weigh a quarter of it. */
+const HELD_SHARE_WORTH_EXCLUDING = 4
 const NOTIFIED_FOR_MS = 100
 
 /**
@@ -102,6 +105,8 @@ export class PostgresRelayStore implements RelayStore {
   #sibling: PostgresRelayStore | undefined
   /** Ids of the open claim, for the sibling's budgeted claims (see `ClaimBudget.held`). */
   #held: readonly string[] = []
+  /** Bytes of the open claim, counted as the budget counts them. */
+  #heldBytes = 0
   /** A commit notification arrived since the last claim started. */
   #notified = false
   /** A commit notification arrived since the relay last began to wait. */
@@ -276,6 +281,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#inClaim = true
     this.#claimLost = false
     this.#held = messages.map((message) => message.id)
+    this.#heldBytes = maxBytes === undefined ? 0 : messages.reduce((sum, m) => sum + messageBytes(m), 0)
     if (messages.length === 0) await this.#endClaim('COMMIT')
     else {
       // The server ends a claim that stays silent for `claimSilence`; a healthy relay whose batch
@@ -301,15 +307,20 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   #claimSql(limit: number, maxBytes: number | undefined): string {
-    const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld() }
+    const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld(maxBytes) }
     return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget)
   }
 
-  /** The ids the relay's other session holds in its open claim, if it has one. */
-  #siblingHeld(): readonly string[] | undefined {
+  /**
+   * The ids the relay's other session holds in its open claim, when they are worth leaving out of
+   * the budget's sum: only when they weigh a good part of the budget. Otherwise counting them
+   * costs the batch little (the sum runs over twice the row limit, see `budgetedClaimSql`), while
+   * a list of 500 ids costs every claim the parsing and probing of the list.
+   */
+  #siblingHeld(maxBytes: number): readonly string[] | undefined {
     const sibling = this.#sibling
     if (sibling === undefined || !sibling.#inClaim) return undefined
-    return sibling.#held
+    return sibling.#heldBytes * HELD_SHARE_WORTH_EXCLUDING > maxBytes ? sibling.#held : undefined
   }
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
@@ -402,6 +413,7 @@ export class PostgresRelayStore implements RelayStore {
     } finally {
       this.#inClaim = false
       this.#held = []
+      this.#heldBytes = 0
     }
   }
 
