@@ -1,6 +1,6 @@
 /**
  * The errors an error wraps, outermost first: ORMs and query builders wrap the driver's error
- * (Drizzle's `cause`, aggregate errors' `errors`), the Kafka client nests a request's errors per
+ * (Drizzle's `cause`, aggregate errors' `errors`, Prisma's `meta.driverAdapterError`), the Kafka client nests a request's errors per
  * broker and partition, and the code that says what went wrong is often on an inner one.
  * Bounded, since causes can form cycles.
  */
@@ -13,12 +13,16 @@ export function errorChain(error: unknown, limit = 64): Array<Record<string, unk
     if (typeof next !== 'object' || next === null || seen.has(next)) continue
     seen.add(next)
     chain.push(next as Record<string, unknown>)
-    const { cause, errors, originalError } = next as {
+    const { cause, errors, originalError, meta } = next as {
       cause?: unknown
       errors?: unknown
       originalError?: unknown
+      meta?: { driverAdapterError?: unknown }
     }
-    queue.push(cause, originalError)
+    // Prisma's driver adapters keep the database's error under meta.driverAdapterError, whose
+    // cause holds the database's code as `originalCode` (see the dialects' classifyFailure).
+    const adapterError = typeof meta === 'object' && meta !== null ? meta.driverAdapterError : undefined
+    queue.push(cause, originalError, adapterError)
     if (Array.isArray(errors)) queue.push(...errors)
   }
   return chain

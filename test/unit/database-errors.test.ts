@@ -281,3 +281,52 @@ describe('the relay log tells database conditions apart by the driver’s code',
     assert.match(lines[1] ?? '', /ended the session/)
   })
 })
+
+describe("Prisma 7's driver adapters (the database's error under meta.driverAdapterError)", () => {
+  /** Shaped as @prisma/client 7 throws it: a known request error whose meta holds the adapter's error. */
+  function prismaError(prismaCode: string, cause: Record<string, unknown>): Error {
+    const adapterError = Object.assign(new Error('driver adapter error'), {
+      name: 'DriverAdapterError',
+      cause,
+    })
+    return Object.assign(new Error(`Raw query failed. Code: \`${String(cause.originalCode)}\``), {
+      name: 'PrismaClientKnownRequestError',
+      code: prismaCode,
+      meta: { driverAdapterError: adapterError },
+    })
+  }
+
+  it('PostgreSQL (@prisma/adapter-pg): the SQLSTATE of a plain error and of one mapped to a Prisma kind', () => {
+    const deadlock = postgres(
+      prismaError('P2010', {
+        originalCode: '40P01',
+        kind: 'postgres',
+        code: '40P01',
+        message: 'deadlock detected',
+      }),
+    )
+    assert.deepEqual(
+      [deadlock?.code, deadlock?.retryable, deadlock?.reason],
+      [STORE_FAILED, true, 'SQLSTATE 40P01'],
+    )
+    const conflict = postgres(
+      prismaError('P2034', { originalCode: '40001', kind: 'TransactionWriteConflict' }),
+    )
+    assert.deepEqual([conflict?.retryable, conflict?.reason], [true, 'SQLSTATE 40001'])
+  })
+
+  it('MariaDB (@prisma/adapter-mariadb): the errno kept as text', () => {
+    const deadlock = mysql(
+      prismaError('P2010', { originalCode: '1213', kind: 'mysql', code: 1213, message: 'Deadlock found' }),
+    )
+    assert.deepEqual([deadlock?.retryable, deadlock?.reason], [true, 'MySQL errno 1213'])
+    assert.equal(mysql(prismaError('P2010', { originalCode: 'N/A', kind: 'mysql' })), undefined)
+  })
+
+  it('a Prisma code without a database code stays unclassified', () => {
+    assert.equal(
+      postgres(prismaError('P1001', { originalCode: 'N/A', kind: 'DatabaseNotReachable' })),
+      undefined,
+    )
+  })
+})

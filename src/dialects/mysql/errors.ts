@@ -64,13 +64,24 @@ export const MYSQL_ERROR_NAMES: Readonly<Record<string, DatabaseCondition>> = {
 /** The condition a MySQL/MariaDB error (or one it wraps) names, if the tables know it. */
 export function classifyFailure(error: unknown): DatabaseFailure | undefined {
   for (const link of errorChain(error)) {
-    const { errno, code } = link
-    const byNumber = typeof errno === 'number' ? entry(MYSQL_ERROR_CODES, errno) : undefined
+    const { code } = link
+    const errno = errnoOf(link)
+    const byNumber = errno === undefined ? undefined : entry(MYSQL_ERROR_CODES, errno)
     if (byNumber !== undefined) return { ...byNumber, reason: `MySQL errno ${errno}` }
     const byName = typeof code === 'string' ? entry(MYSQL_ERROR_NAMES, code) : undefined
     if (byName !== undefined) return { ...byName, reason: code as string }
   }
   return undefined
+}
+
+/**
+ * The server's error number: mysql2's and mariadb's `errno`, or, behind Prisma's MariaDB adapter,
+ * the `originalCode` it keeps as text (its own `code` there is a Prisma kind's).
+ */
+function errnoOf(link: Record<string, unknown>): number | undefined {
+  if (typeof link.errno === 'number') return link.errno
+  const original = link.originalCode
+  return typeof original === 'string' && /^\d{1,5}$/.test(original) ? Number(original) : undefined
 }
 
 /** The k-entity code for a MySQL/MariaDB error, if the tables have one. */

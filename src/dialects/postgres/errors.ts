@@ -76,7 +76,9 @@ export const POSTGRES_DRIVER_CODES: Readonly<Record<string, DatabaseCondition>> 
 /** The condition a PostgreSQL error (or one it wraps) names, if the tables know it. */
 export function classifyFailure(error: unknown): DatabaseFailure | undefined {
   for (const link of errorChain(error)) {
-    const code = link.code
+    // Prisma's adapter keeps the SQLSTATE as `originalCode` where it maps the error to a kind of
+    // its own (a serialization failure becomes "TransactionWriteConflict", with no `code`).
+    const code = typeof link.code === 'string' ? link.code : link.originalCode
     if (typeof code !== 'string') continue
     const sqlState =
       entry(POSTGRES_ERROR_CODES, code) ??
