@@ -49,6 +49,12 @@ export interface RawJob {
   prefix: string
   count: number
   batchSize: number
+  /**
+   * Batches sent at once (default 1: each awaited before the next, as the relay sends). More
+   * shows the client's own ceiling; the client keeps per-partition order with its idempotent
+   * producer's in-flight limit.
+   */
+  inFlight?: number
 }
 
 export interface PeerJob {
@@ -276,12 +282,17 @@ async function runRaw(job: RawJob): Promise<WorkerResult> {
   send({ type: 'ready' })
   await nextMessage()
   const clock = startClock()
-  for (const messages of batches) {
-    await producer.send({ messages })
-    tracker.delivered += messages.length
-    tracker.batches++
-    tracker.lastAt = wallNow()
+  let next = 0
+  const sender = async () => {
+    for (let index = next++; index < batches.length; index = next++) {
+      const messages = batches[index] as ReturnType<typeof toKafkaMessage>[]
+      await producer.send({ messages })
+      tracker.delivered += messages.length
+      tracker.batches++
+      tracker.lastAt = wallNow()
+    }
   }
+  await Promise.all(Array.from({ length: Math.max(1, job.inFlight ?? 1) }, sender))
   const result = finish(tracker, clock)
   await producer.close()
   return result

@@ -12,6 +12,9 @@ import { type Verification, verdict, verifyTopic } from '../lib/verify.ts'
 import { runWorker } from '../lib/workers.ts'
 import { benchOutbox, prefill, trackedRange, WARMUP_CLAIMS } from '../lib/workload.ts'
 
+/** Batches the raw producer keeps in flight for the client's ceiling (full mode). */
+const RAW_IN_FLIGHT = 4
+
 export interface RelayRun {
   ours: RelayMetrics
   verification: Verification | undefined
@@ -53,7 +56,7 @@ export async function relayPrefilled(
 export async function rawProducerRun(
   ctx: BenchContext,
   res: Resources,
-  options: { count: number; prefix: string; batchSize: number },
+  options: { count: number; prefix: string; batchSize: number; inFlight?: number },
 ): Promise<RelayMetrics> {
   const topic = await res.topic('raw')
   const result = await runWorker({
@@ -64,6 +67,7 @@ export async function rawProducerRun(
     prefix: options.prefix,
     count: options.count,
     batchSize: options.batchSize,
+    inFlight: options.inFlight,
   })
   return metrics(result)
 }
@@ -84,6 +88,7 @@ export const throughput: Scenario = {
     const runs: Record<string, unknown>[] = []
     const ratios = new Map<number, number[]>()
     const machineRatios: { batchSize: number; ratio: number }[] = []
+    const parallelRatios: number[] = []
     let verifiedOk = true
     try {
       for (const batchSize of batchSizes) {
@@ -112,6 +117,22 @@ export const throughput: Scenario = {
             }
           }
           if (raw === undefined || ours === undefined) throw new Error('unreachable')
+          // The client's own ceiling: the raw producer with several batches in flight (full mode).
+          const rawParallel =
+            ctx.full && batchSize === defaultBatch
+              ? await rawProducerRun(ctx, res, {
+                  count,
+                  prefix: `p${rep}`,
+                  batchSize,
+                  inFlight: RAW_IN_FLIGHT,
+                })
+              : undefined
+          if (rawParallel !== undefined) {
+            parallelRatios.push(ours.ours.rate / rawParallel.rate)
+            ctx.log(
+              `  batch ${batchSize}, rep ${rep + 1}: raw producer, ${RAW_IN_FLIGHT} batches in flight ${fmtInt(rawParallel.rate)} msg/s`,
+            )
+          }
           const ratio = ours.ours.rate / raw.rate
           batchRatios.push(ratio)
           const relayMachine = machineCpu(ours.ours)
@@ -124,6 +145,8 @@ export const throughput: Scenario = {
             fmtInt(raw.rate),
             fmtInt(ours.ours.rate),
             fmtRatio(ratio),
+            rawParallel === undefined ? '-' : fmtInt(rawParallel.rate),
+            rawParallel === undefined ? '-' : fmtRatio(ours.ours.rate / rawParallel.rate),
             fmt(ours.ours.cpuPer100k, 2),
             fmtOptional(ours.ours.postgresCpuPer100k),
             fmt(raw.cpuPer100k, 2),
@@ -159,6 +182,8 @@ export const throughput: Scenario = {
         'raw msg/s',
         'relay msg/s',
         'relay/raw',
+        `raw msg/s, ${RAW_IN_FLIGHT} batches in flight`,
+        `relay/raw (${RAW_IN_FLIGHT} in flight)`,
         'relay CPU s/100k',
         'PostgreSQL CPU s/100k (relay run)',
         'raw CPU s/100k',
@@ -191,6 +216,16 @@ export const throughput: Scenario = {
           measured: `${fmtRatio(medianRatio)} (median of ${repetitions}${batchSizes.length > 1 ? `; ${medians.slice(1).join('; ')}` : ''})`,
           met: medianRatio >= 0.5,
         },
+        ...(parallelRatios.length > 0
+          ? [
+              {
+                name: `relay throughput / raw producer with ${RAW_IN_FLIGHT} batches in flight (batch ${defaultBatch})`,
+                target: '>= 0.8x',
+                measured: `${fmtRatio(median(parallelRatios))} (median of ${parallelRatios.length})`,
+                met: median(parallelRatios) >= 0.8,
+              },
+            ]
+          : []),
         {
           name: 'delivery check (lost 0, per-key order)',
           target: 'ok',
@@ -203,6 +238,9 @@ export const throughput: Scenario = {
         batchSizes,
         repetitions,
         medianRatio: round(medianRatio, 3),
+        ...(parallelRatios.length > 0
+          ? { medianRatioRawInFlight: round(median(parallelRatios), 3), rawInFlight: RAW_IN_FLIGHT }
+          : {}),
         medianRatioByBatch: Object.fromEntries(
           batchSizes.map((size) => [size, round(median(ratios.get(size) ?? []), 3)]),
         ),
