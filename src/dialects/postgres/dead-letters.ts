@@ -7,7 +7,7 @@ import {
 } from '../../core/dead-letters.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
-import { lockClass, qualified, wakeChannel } from './names.ts'
+import { keyLockSlotSql, lockClass, qualified, wakeChannel } from './names.ts'
 import { lastResult, type PgSession } from './session.ts'
 
 type OpenSession = () => Promise<PgSession>
@@ -76,8 +76,8 @@ export function postgresDeadLetters(table: OutboxTable, open: OpenSession): Dead
   DELETE FROM ${dead} ${sql} RETURNING id, message_id, topic, key, value, headers, ordering_hash
 ), locks AS (
   SELECT count(*) FROM (
-    SELECT pg_advisory_xact_lock(${lockParam}::int, h)
-    FROM (SELECT DISTINCT ordering_hash AS h FROM picked WHERE ordering_hash IS NOT NULL ORDER BY 1) AS keys
+    SELECT pg_advisory_xact_lock(${lockParam}::int, s)
+    FROM (SELECT DISTINCT ${keyLockSlotSql('ordering_hash')} AS s FROM picked WHERE ordering_hash IS NOT NULL ORDER BY 1) AS slots
   ) AS l
 ), moved AS (
   INSERT INTO ${outbox} (topic, key, value, headers, ordering_hash)

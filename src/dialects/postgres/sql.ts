@@ -2,7 +2,7 @@ import { internalError } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
 import { type FailedDelivery, HELD_ATTEMPTS, type OutboxTable, type SqlStatement } from '../../core/seams.ts'
 import { encodeHeaders, nextAttemptsSql } from '../shared/stored-columns.ts'
-import { lockClass, qualified, wakeChannel } from './names.ts'
+import { keyLockSlotSql, lockClass, qualified, wakeChannel } from './names.ts'
 
 /**
  * One statement for any number of messages: parallel arrays through unnest keep the text
@@ -38,8 +38,8 @@ export function insertStatement(
 SELECT m.topic, m.key, m.value, m.headers, m.ordering_hash
 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::int[]) AS m(topic, key, value, headers, ordering_hash)
 WHERE (SELECT count(*) FROM (
-  SELECT pg_advisory_xact_lock($6::int, h)
-  FROM (SELECT DISTINCT h FROM unnest($5::int[]) AS u(h) WHERE h IS NOT NULL ORDER BY h) AS keys
+  SELECT pg_advisory_xact_lock($6::int, s)
+  FROM (SELECT DISTINCT ${keyLockSlotSql('h')} AS s FROM unnest($5::int[]) AS u(h) WHERE h IS NOT NULL ORDER BY 1) AS slots
 ) AS locks) >= 0${notify ? `\n  AND (SELECT count(*) FROM (SELECT pg_notify('${wakeChannel(table)}', '')) AS wake) >= 0` : ''}`,
     values: [topics, keys, values, headers, hashes, lockClass(table, 'key')],
   }
@@ -93,7 +93,7 @@ function insertOneShape(table: OutboxTable, notify: boolean): InsertOneShape {
     name: `ke_insert1${notify ? '_n' : ''}_${table.schema}_${table.table}`,
     text: `INSERT INTO ${qualified(table)} (topic, key, value, headers, ordering_hash)
 SELECT $1::text, $2::bytea, $3::bytea, $4::text::jsonb, $5::int
-FROM (SELECT pg_advisory_xact_lock($6::int, $5::int)) AS key_lock${wake}`,
+FROM (SELECT pg_advisory_xact_lock($6::int, ${keyLockSlotSql('$5::int')})) AS key_lock${wake}`,
     lockClass: lockClass(table, 'key'),
   }
   if (notify) shapes.notify = shape
