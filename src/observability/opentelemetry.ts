@@ -221,7 +221,8 @@ export function otelTracing(options: OtelTracingOptions = {}): OutboxTracing {
         },
       })
       // Reading every message's headers is work only a recording span needs.
-      if (span.isRecording()) span.addLinks(linksOf(records, extract))
+      // (`addLinks` is @opentelemetry/api 1.9+; an older API records the span without links.)
+      if (span.isRecording() && typeof span.addLinks === 'function') span.addLinks(linksOf(records, extract))
       try {
         return await context.with(trace.setSpan(context.active(), span), send)
       } catch (error) {

@@ -12,6 +12,7 @@ import {
   type RelayEvent,
   type RelayEventMessage,
 } from '../../src/index.ts'
+import { otelTracing, outboxMetrics } from '../../src/observability/opentelemetry.ts'
 import { cachedStatus } from '../../src/observability/relay-watch.ts'
 import { FakeKafka, FakeOutbox, singleStore } from './fakes.ts'
 
@@ -134,5 +135,27 @@ describe('relay figures for metrics and tracing', () => {
     assert.equal(await read(), undefined, 'a failed read reports nothing')
     fail = false
     assert.equal((await read())?.pending, 3, 'and is tried again at the next collection')
+  })
+
+  it('without an OpenTelemetry SDK, metrics and tracing do nothing and the relay runs as before', async () => {
+    const metrics = outboxMetrics({ status: async () => ({ pending: 0, oldestPendingMs: 0 }) })
+    const tracing = otelTracing()
+    assert.equal(tracing.headers?.(), undefined, 'no propagator: nothing stored with the message')
+    const outbox = mixedOutbox()
+    const relay = new OutboxRelay(singleStore(outbox), new FakeKafka(), { logger: false, tracing })
+    assert.equal(await relay.drain(), 15)
+    await assert.rejects(
+      tracing.send?.([], async () => {
+        throw new Error('kafka said no')
+      }) ?? Promise.resolve(),
+      /kafka said no/,
+      'a rejected send comes back as it was',
+    )
+    metrics.close()
+    const invalid = (error: Error & { code?: string }) => error.code === ErrorCodes.INVALID_ARGUMENT
+    assert.throws(() => outboxMetrics({ meter: {} as never }), invalid)
+    assert.throws(() => outboxMetrics({ status: 'stats' as never }), invalid)
+    assert.throws(() => otelTracing({ tracer: 1 as never }), invalid)
+    assert.throws(() => otelTracing({ propagator: {} as never }), invalid)
   })
 })
