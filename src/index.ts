@@ -40,6 +40,7 @@ export {
   Topic,
   type TopicOptions,
 } from './core/topic.ts'
+export type { OutboxTracing } from './core/tracing.ts'
 export {
   RELAY_EVENT_CHANNEL,
   RELAY_LIFECYCLE_CHANNEL,

@@ -9,6 +9,7 @@ import type {
   TransactionAdapter,
 } from './seams.ts'
 import { type ProduceOptions, Topic, topicCollisionKey } from './topic.ts'
+import { checkTracing, type OutboxTracing } from './tracing.ts'
 
 // biome-ignore lint/suspicious/noExplicitAny: a topic map holds topics of unrelated message types
 export type TopicMap = Record<string, Topic<any>>
@@ -43,6 +44,12 @@ export interface OutboxOptions<M extends TopicMap> {
   schema?: string
   /** Outbox table name (default `outbox`). */
   table?: string
+  /**
+   * Carries the app's trace with each message: headers stored at produce time (W3C
+   * `traceparent`), and a span around each batch the outbox's relays send. Pass `otelTracing()`
+   * from `k-entity/opentelemetry`, or your own `OutboxTracing`.
+   */
+  tracing?: OutboxTracing
 }
 
 const RESERVED_ACCESSORS = new Set(['then', 'constructor', '__proto__', 'prototype', 'toJSON'])
@@ -55,6 +62,8 @@ export class Outbox<M extends TopicMap> {
   readonly topics: M
   readonly table: OutboxTable
   readonly dialect: OutboxDialect
+  /** The `tracing` option, handed to this outbox's relays too. */
+  readonly tracing: OutboxTracing | undefined
 
   constructor(options: OutboxOptions<M>, dialect: OutboxDialect) {
     if (typeof options !== 'object' || options === null) {
@@ -65,6 +74,7 @@ export class Outbox<M extends TopicMap> {
     this.topics = validateTopicMap(options.topics)
     this.table = resolveTable(options)
     this.dialect = dialect
+    this.tracing = checkTracing(options.tracing, 'outbox option')
   }
 
   /**
@@ -110,10 +120,12 @@ export class Outbox<M extends TopicMap> {
     async = true,
   ): Record<string, SyncTopicProducer<unknown>> {
     const producers: Record<string, SyncTopicProducer<unknown>> = {}
+    // Read once per produce call, in the caller's async context (where its active span is).
+    const traced = this.tracing?.headers?.bind(this.tracing)
     for (const [accessor, topic] of Object.entries(this.topics)) {
       const write = writer(topic)
       const produce = (message: unknown, options?: ProduceOptions) =>
-        write([topic.toRecord(message, options)])
+        write([topic.toRecord(message, options, traced?.())])
       const produceMany = (messages: readonly unknown[], options?: ProduceOptions) => {
         if (!Array.isArray(messages)) {
           throw invalidArgument(
@@ -121,7 +133,8 @@ export class Outbox<M extends TopicMap> {
           )
         }
         if (messages.length === 0) return
-        return write(messages.map((message) => topic.toRecord(message, options)))
+        const context = traced?.()
+        return write(messages.map((message) => topic.toRecord(message, options, context)))
       }
       // async so that validation and serialization errors reject the returned promise
       // instead of throwing synchronously from a function that returns a promise.

@@ -7,6 +7,7 @@
 import type { LoggerOption } from './logger.ts'
 import type { RelayEndpoints } from './relay-log.ts'
 import type { RetryPolicy } from './retry.ts'
+import type { OutboxTracing } from './tracing.ts'
 
 export { OutboxRelay } from './relay/lifecycle.ts'
 export { RELAY_DEFAULTS } from './relay/options.ts'
@@ -55,6 +56,11 @@ export interface RelayOptions {
   /** Called for every relay event; never throws into the loop. */
   onEvent?: (event: RelayEvent) => void
   /**
+   * Wraps each batch's send, e.g. in a span linked to the traces its messages were produced in
+   * (`otelTracing()` from `k-entity/opentelemetry`). Default: the outbox's `tracing` option.
+   */
+  tracing?: OutboxTracing
+  /**
    * Where the relay says what changes: started, leader or standby, a failure that starts (once,
    * not per retry) and its end, dead letters, stopped. A pino/bunyan-like logger (`console`
    * works too), or `false` for none. Default: the outbox's `logger`, else warnings and errors on
@@ -86,7 +92,22 @@ export interface RelayOptions {
 }
 
 export type RelayEvent =
-  | { type: 'delivered'; count: number; durationMs: number }
+  /**
+   * A batch's messages Kafka acknowledged are deleted. `durationMs` runs from the start of the
+   * batch to its delete; `claimMs`, `sendMs` and `deleteMs` are its three steps (a pipelined
+   * batch was claimed while the one before it was sent, and its delete may share a round trip
+   * with the next claim: both then report that round trip). `topics` counts the messages per
+   * topic; it is only built while someone listens (`onEvent` or the diagnostics channel).
+   */
+  | {
+      type: 'delivered'
+      count: number
+      durationMs: number
+      topics: Readonly<Record<string, number>>
+      claimMs: number
+      sendMs: number
+      deleteMs: number
+    }
   /** A message failed on its own: retried at `retryAt`, or moved to the dead letters. */
   | {
       type: 'message-failed'

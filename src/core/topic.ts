@@ -179,8 +179,11 @@ export class Topic<T> {
     this.configs = Object.freeze(configs)
   }
 
-  /** Serializes one message into what the outbox stores; throws before anything is written. */
-  toRecord(message: T, options?: ProduceOptions): OutboxRecord {
+  /**
+   * Serializes one message into what the outbox stores; throws before anything is written.
+   * `context`: headers under the topic's and the call's (the outbox's `tracing`).
+   */
+  toRecord(message: T, options?: ProduceOptions, context?: Headers): OutboxRecord {
     const where = this.#where
     const keyInput = options && 'key' in options ? options.key : this.#key?.(message)
     const key = keyBytes(keyInput, where)
@@ -188,7 +191,8 @@ export class Topic<T> {
     const computed = typeof this.#headers === 'function' ? this.#headers(message) : this.#headers
     if (typeof this.#headers === 'function') checkHeaders(computed, `${where} (computed headers)`)
     if (options?.headers !== undefined) checkHeaders(options.headers, `${where} (produce headers)`)
-    const headers = headerList(computed, options?.headers)
+    if (context !== undefined) checkHeaders(context, `${where} (tracing headers)`)
+    const headers = headerList(context, computed, options?.headers)
     let size = (key?.length ?? 0) + (value?.length ?? 0)
     for (const [name, headerValue] of headers) size += Buffer.byteLength(name) + (headerValue?.length ?? 0)
     if (size > this.maxMessageBytes) {
@@ -300,9 +304,13 @@ function checkHeaders(headers: unknown, where: string): void {
   }
 }
 
-function headerList(base: Headers | undefined, extra: Headers | undefined): RecordHeader[] {
-  if (base === undefined && extra === undefined) return []
-  const merged = { ...base, ...extra }
+function headerList(
+  context: Headers | undefined,
+  base: Headers | undefined,
+  extra: Headers | undefined,
+): RecordHeader[] {
+  if (context === undefined && base === undefined && extra === undefined) return []
+  const merged = { ...context, ...base, ...extra }
   const list: RecordHeader[] = []
   for (const [name, value] of Object.entries(merged)) {
     if (value === undefined) continue

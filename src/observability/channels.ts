@@ -29,6 +29,11 @@ export interface RelayLifecycleMessage {
 const events = channel(RELAY_EVENT_CHANNEL)
 const lifecycle = channel(RELAY_LIFECYCLE_CHANNEL)
 
+/** Whether anything listens to relay events now: the relay builds their optional figures only then. */
+export function relayEventsObserved(): boolean {
+  return events.hasSubscribers
+}
+
 export function publishRelayEvent(relay: OutboxRelay, mode: NodeMode, event: RelayEvent): void {
   if (events.hasSubscribers) events.publish({ relay, mode, event } satisfies RelayEventMessage)
 }

@@ -55,6 +55,7 @@ export class LocalRelays {
     const transport = isTransport(setting) ? setting : new KafkaTransport(setting)
     const relay: OutboxRelay = new OutboxRelay(store, transport, {
       ...options,
+      tracing: options.tracing ?? outbox.tracing,
       logger,
       endpoints: {
         kafka: isTransport(setting) ? undefined : setting.brokers.join(','),

@@ -1,3 +1,4 @@
+import { relayEventsObserved } from '../../observability/channels.ts'
 import { backoffDelay } from '../backoff.ts'
 import { internalCause } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
@@ -12,6 +13,15 @@ import {
 import type { Emit } from './events.ts'
 import type { ResolvedOptions } from './options.ts'
 import { errorText, HELD_RETRY_MS, RelayStageError, type SendOutcome, sendFailures } from './outcomes.ts'
+
+/** How long a batch's steps took, in ms, for its `delivered` event (see `RelayEvent`). */
+export interface BatchTiming {
+  /** `performance.now()` when the batch started, for `durationMs`. */
+  started: number
+  claimMs: number
+  sendMs: number
+  deleteMs: number
+}
 
 /**
  * What every way of relaying a batch shares (one at a time, pipelined, isolating a failure): the
@@ -43,8 +53,13 @@ export class Delivery {
    */
   async send(messages: StoredMessage[]): Promise<SendOutcome> {
     let outcome: SendOutcome
+    const tracing = this.#options.tracing
     try {
-      outcome = { failed: sendFailures(await this.#transport.send(messages), messages.length) }
+      const sent =
+        tracing?.send === undefined
+          ? this.#transport.send(messages)
+          : tracing.send(messages, () => this.#transport.send(messages))
+      outcome = { failed: sendFailures(await sent, messages.length) }
     } catch (error) {
       // A rejection that says what Kafka answered per record is dealt with per record.
       const failed = sendFailures(error, messages.length)
@@ -98,8 +113,34 @@ export class Delivery {
     })
   }
 
-  delivered(count: number, started: number): void {
-    this.emit({ type: 'delivered', count, durationMs: performance.now() - started })
+  /**
+   * Whether an event's optional figures are worth building: with nobody listening, a batch costs
+   * the relay no more than it did before events had them.
+   */
+  get observed(): boolean {
+    return this.#options.observed || relayEventsObserved()
+  }
+
+  /** Messages per topic for a `delivered` event, or nothing while nobody listens. */
+  topicsOf(messages: readonly StoredMessage[]): Readonly<Record<string, number>> {
+    return this.observed ? countTopics(messages) : NO_TOPICS
+  }
+
+  /** `messages`: the batch's messages Kafka acknowledged (and the store deleted). */
+  delivered(messages: readonly StoredMessage[], timing: BatchTiming): void {
+    this.deliveredCount(messages.length, this.topicsOf(messages), timing)
+  }
+
+  deliveredCount(count: number, topics: Readonly<Record<string, number>>, timing: BatchTiming): void {
+    this.emit({
+      type: 'delivered',
+      count,
+      durationMs: performance.now() - timing.started,
+      topics,
+      claimMs: timing.claimMs,
+      sendMs: timing.sendMs,
+      deleteMs: timing.deleteMs,
+    })
   }
 
   async acknowledge(
@@ -113,6 +154,15 @@ export class Delivery {
       throw new RelayStageError('acknowledge', error)
     }
   }
+}
+
+const NO_TOPICS: Readonly<Record<string, number>> = Object.freeze({})
+
+/** Messages per topic, as own data properties (`fromEntries`), so no topic name reaches a prototype. */
+export function countTopics(messages: readonly StoredMessage[]): Record<string, number> {
+  const counts = new Map<string, number>()
+  for (const { topic } of messages) counts.set(topic, (counts.get(topic) ?? 0) + 1)
+  return Object.fromEntries(counts)
 }
 
 function throwIfInternal(outcome: SendOutcome): void {

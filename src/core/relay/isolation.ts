@@ -2,7 +2,7 @@ import { ErrorCodes, KEntityError } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
 import { isRetryable } from '../retry.ts'
 import type { FailedDelivery, RelayStore, SendFailure } from '../seams.ts'
-import type { Delivery } from './delivery.ts'
+import type { BatchTiming, Delivery } from './delivery.ts'
 import { HELD_RETRY_MS, RelayStageError } from './outcomes.ts'
 
 /** Whole-batch failures in a row before the relay looks for a poison message in the batch. */
@@ -22,7 +22,9 @@ export async function recoverBatch(
   store: RelayStore,
   messages: StoredMessage[],
   batchError: unknown,
-  started: number,
+  timing: BatchTiming,
+  /** When the first send of the batch started (`performance.now()`), for `timing.sendMs`. */
+  sending: number,
 ): Promise<number> {
   delivery.batchFailures++
   // Kafka refusing the credentials is no message's fault: never isolate, which would use up the
@@ -32,7 +34,7 @@ export async function recoverBatch(
     await store.abandon().catch(() => {})
     throw new RelayStageError('send', batchError)
   }
-  const acknowledged: string[] = []
+  const acknowledged: StoredMessage[] = []
   const failures: FailedDelivery[] = []
   const blockedKeys = new Set<number>()
   let transient = 0
@@ -49,7 +51,7 @@ export async function recoverBatch(
       tried++
       const [failure] = await delivery.trySend(part)
       if (failure === undefined) {
-        acknowledged.push(only.id)
+        acknowledged.push(only)
         delivery.lastSendOk = delivery.now()
       } else {
         if (only.orderingHash !== null) blockedKeys.add(only.orderingHash)
@@ -76,7 +78,7 @@ export async function recoverBatch(
       if (unsent.has(index) || (hash !== null && behind.has(hash))) {
         if (hash !== null) behind.add(hash)
         again.push(message)
-      } else acknowledged.push(message.id)
+      } else acknowledged.push(message)
     })
     await isolate(again)
   }
@@ -110,13 +112,13 @@ export async function recoverBatch(
     await store.abandon().catch(() => {})
     throw new RelayStageError('send', batchError)
   }
-  await delivery.acknowledge(store, acknowledged, failures)
+  await acknowledge(delivery, store, acknowledged, failures, timing, sending)
   delivery.batchFailures = 0
   for (const failure of failures) {
     if (failure.countAttempt === false) continue
     delivery.emitFailure(messages, failure)
   }
-  if (acknowledged.length > 0) delivery.delivered(acknowledged.length, started)
+  if (acknowledged.length > 0) delivery.delivered(acknowledged, timing)
   return acknowledged.length + failures.filter((f) => f.deadLetter).length
 }
 
@@ -133,7 +135,8 @@ export async function partialBatch(
   store: RelayStore,
   messages: StoredMessage[],
   failed: SendFailure[],
-  started: number,
+  timing: BatchTiming,
+  sending: number,
 ): Promise<number> {
   const unsent = new Map(failed.map((f) => [f.index, f]))
   // Nothing written, none of it the messages' fault, and no broker answered for its partition:
@@ -147,7 +150,7 @@ export async function partialBatch(
     await store.abandon().catch(() => {})
     throw new RelayStageError('send', (failed[0] as SendFailure).error)
   }
-  const acknowledged: string[] = []
+  const acknowledged: StoredMessage[] = []
   const failures: FailedDelivery[] = []
   const blockedKeys = new Set<number>()
   const alone: StoredMessage[] = []
@@ -156,7 +159,7 @@ export async function partialBatch(
     const failure = unsent.get(index)
     if (hash !== null && blockedKeys.has(hash)) return
     if (failure === undefined) {
-      acknowledged.push(message.id)
+      acknowledged.push(message)
       return
     }
     if (hash !== null) blockedKeys.add(hash)
@@ -168,7 +171,7 @@ export async function partialBatch(
   try {
     for (const message of alone) {
       const [failure] = await delivery.trySend([message])
-      if (failure === undefined) acknowledged.push(message.id)
+      if (failure === undefined) acknowledged.push(message)
       else failures.push(delivery.failure(message, failure))
     }
   } catch (error) {
@@ -177,7 +180,7 @@ export async function partialBatch(
     throw error
   }
   if (acknowledged.length > 0) delivery.lastSendOk = delivery.now()
-  await delivery.acknowledge(store, acknowledged, failures)
+  await acknowledge(delivery, store, acknowledged, failures, timing, sending)
   delivery.batchFailures = 0
   const held = failures.filter((f) => f.countAttempt === false)
   if (held.length > 0) {
@@ -189,6 +192,25 @@ export async function partialBatch(
     })
   }
   for (const failure of failures) if (failure.countAttempt !== false) delivery.emitFailure(messages, failure)
-  if (acknowledged.length > 0) delivery.delivered(acknowledged.length, started)
+  if (acknowledged.length > 0) delivery.delivered(acknowledged, timing)
   return acknowledged.length + failures.filter((f) => f.deadLetter).length
+}
+
+/** Deletes what Kafka took and records the failures, timing the sends before and the delete. */
+async function acknowledge(
+  delivery: Delivery,
+  store: RelayStore,
+  acknowledged: readonly StoredMessage[],
+  failures: FailedDelivery[],
+  timing: BatchTiming,
+  sending: number,
+): Promise<void> {
+  const deleting = performance.now()
+  timing.sendMs = deleting - sending
+  await delivery.acknowledge(
+    store,
+    acknowledged.map((m) => m.id),
+    failures,
+  )
+  timing.deleteMs = performance.now() - deleting
 }

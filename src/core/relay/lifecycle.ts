@@ -1,6 +1,6 @@
 import { publishRelayEvent, publishRelayLifecycle } from '../../observability/channels.ts'
 import { ErrorCodes, invalidArgument, KEntityError } from '../errors.ts'
-import type { RelayOptions, StopOptions } from '../relay.ts'
+import type { NodeMode, RelayOptions, StopOptions } from '../relay.ts'
 import { RelayLog } from '../relay-log.ts'
 import type { MessageTransport, RelayStore } from '../seams.ts'
 import { waitAtMost } from '../wait.ts'
@@ -59,6 +59,11 @@ export class OutboxRelay {
   /** Single and exclusive mode: this relay holds the leader lock; concurrent: it is admitted to claim. */
   get isLeader(): boolean {
     return this.#leadership.leader && (this.#running !== undefined || this.#options.mode !== 'concurrent')
+  }
+
+  /** How this relay shares the outbox with others (`RelayOptions.mode`). */
+  get mode(): NodeMode {
+    return this.#options.mode
   }
 
   get isRunning(): boolean {

@@ -3,7 +3,7 @@ import { internalCause, type KEntityError } from '../errors.ts'
 import type { RelayLog } from '../relay-log.ts'
 import type { RelayStore } from '../seams.ts'
 import { type BatchResult, FullBatch } from './batch-size.ts'
-import type { Delivery } from './delivery.ts'
+import type { BatchTiming, Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import type { Leadership } from './leadership.ts'
 import type { ResolvedOptions } from './options.ts'
@@ -138,6 +138,8 @@ export class RelayLoop {
     const started = performance.now()
     const messages = await store.claim(this.#options.maxMessagesPerPoll, this.#options.maxBytesPerPoll)
     if (messages.length === 0) return { count: 0, full: false }
+    const sending = performance.now()
+    const timing: BatchTiming = { started, claimMs: sending - started, sendMs: 0, deleteMs: 0 }
     const full = this.#fullBatch.test(messages)
     let outcome: SendOutcome
     try {
@@ -148,16 +150,19 @@ export class RelayLoop {
       throw error
     }
     if ('rejected' in outcome)
-      return { count: await recoverBatch(delivery, store, messages, outcome.rejected, started), full }
+      return { count: await recoverBatch(delivery, store, messages, outcome.rejected, timing, sending), full }
     if (outcome.failed.length > 0)
-      return { count: await partialBatch(delivery, store, messages, outcome.failed, started), full }
+      return { count: await partialBatch(delivery, store, messages, outcome.failed, timing, sending), full }
     delivery.lastSendOk = delivery.now()
+    const deleting = performance.now()
+    timing.sendMs = deleting - sending
     await delivery.acknowledge(
       store,
       messages.map((m) => m.id),
     )
+    timing.deleteMs = performance.now() - deleting
     delivery.batchFailures = 0
-    delivery.delivered(messages.length, started)
+    delivery.delivered(messages, timing)
     return { count: messages.length, full }
   }
 

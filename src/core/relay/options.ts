@@ -3,6 +3,7 @@ import { type Logger, resolveLogger } from '../logger.ts'
 import type { NodeMode, RelayEvent, RelayOptions } from '../relay.ts'
 import type { RelayEndpoints } from '../relay-log.ts'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy, resolveRetryPolicy } from '../retry.ts'
+import { checkTracing, type OutboxTracing } from '../tracing.ts'
 
 /** The relay's options once checked, with every default filled in. */
 export interface ResolvedOptions {
@@ -14,6 +15,9 @@ export interface ResolvedOptions {
   leaderCheckInterval: number
   backoff: { initial: number; max: number }
   onEvent: (event: RelayEvent) => void
+  /** An `onEvent` was given: events are built in full for it (see `Delivery.observed`). */
+  observed: boolean
+  tracing: OutboxTracing | undefined
   logger: Logger
   endpoints: RelayEndpoints
   onStop: () => void
@@ -113,6 +117,8 @@ export function resolveOptions(options: RelayOptions): ResolvedOptions {
     ),
     backoff: { initial, max },
     onEvent: options.onEvent ?? (() => {}),
+    observed: options.onEvent !== undefined,
+    tracing: checkTracing(options.tracing, 'relay option'),
     logger: resolveLogger(options.logger, 'relay options'),
     endpoints: typeof options.endpoints === 'object' && options.endpoints !== null ? options.endpoints : {},
     onStop: options.onStop ?? (() => {}),

@@ -2,25 +2,29 @@ import { internalCause } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
 import type { RelayStore } from '../seams.ts'
 import { type BatchLimits, type BatchResult, FullBatch } from './batch-size.ts'
-import type { Delivery } from './delivery.ts'
+import type { BatchTiming, Delivery } from './delivery.ts'
 import { partialBatch, recoverBatch } from './isolation.ts'
 import { RelayStageError, type SendOutcome } from './outcomes.ts'
 
 interface ClaimedBatch {
   store: RelayStore
   messages: StoredMessage[]
+  claimMs: number
 }
 
 interface DeferredAck {
   store: RelayStore
+  /** Ids, not messages: the batch's payloads must not outlive its send (see `maxBytesPerPoll`). */
   ids: string[]
-  /** When the batch was claimed, for the `delivered` event's duration. */
-  started: number
+  topics: Readonly<Record<string, number>>
+  /** Its steps' times, for the `delivered` event; `deleteMs` is filled when the delete is done. */
+  timing: BatchTiming
 }
 
 /** A claim ahead's result; it never rejects (see `Pipeline.#claimAhead`). */
 interface ClaimAhead {
   messages?: StoredMessage[]
+  claimMs?: number
   error?: unknown
 }
 
@@ -83,10 +87,13 @@ export class Pipeline {
     this.sentAhead = current !== undefined
     if (current === undefined) {
       await this.settleAcks()
-      current = { store: this.#store, messages: await this.#store.claim(limits.messages, limits.bytes) }
+      const claiming = performance.now()
+      const claimed = await this.#store.claim(limits.messages, limits.bytes)
+      current = { store: this.#store, messages: claimed, claimMs: performance.now() - claiming }
     }
     if (current.messages.length === 0) return { count: 0, full: false }
     const { store, messages } = current
+    const timing: BatchTiming = { started, claimMs: current.claimMs, sendMs: 0, deleteMs: 0 }
     const full = this.#fullBatch.test(messages)
     const next = store === this.#store ? this.companion : this.#store
     let acknowledging = false
@@ -101,6 +108,7 @@ export class Pipeline {
     try {
       if (claimingAhead === undefined) this.#startDeferredAck()
       let outcome: SendOutcome
+      const sending = performance.now()
       try {
         outcome = await this.#delivery.send(messages)
       } catch (error) {
@@ -112,14 +120,20 @@ export class Pipeline {
         if (ahead?.error) throw ahead.error
         const count =
           'rejected' in outcome
-            ? await recoverBatch(this.#delivery, store, messages, outcome.rejected, started)
-            : await partialBatch(this.#delivery, store, messages, outcome.failed, started)
+            ? await recoverBatch(this.#delivery, store, messages, outcome.rejected, timing, sending)
+            : await partialBatch(this.#delivery, store, messages, outcome.failed, timing, sending)
         return { count, full }
       }
+      timing.sendMs = performance.now() - sending
       this.#delivery.lastSendOk = this.#delivery.now()
       this.#delivery.batchFailures = 0
       acknowledging = true
-      const acknowledged: DeferredAck = { store, ids: messages.map((m) => m.id), started }
+      const acknowledged: DeferredAck = {
+        store,
+        ids: messages.map((m) => m.id),
+        topics: this.#delivery.topicsOf(messages),
+        timing,
+      }
       // A full batch: the next claim ahead runs on this session as soon as the next batch is
       // sent, so the delete can ride along with it; otherwise it runs now.
       if (claimingAhead !== undefined && store.completeAndClaim !== undefined)
@@ -128,7 +142,7 @@ export class Pipeline {
       const ahead = await claimingAhead
       if (ahead?.error) throw ahead.error
       if (ahead?.messages && ahead.messages.length > 0)
-        this.#ahead = { store: next, messages: ahead.messages }
+        this.#ahead = { store: next, messages: ahead.messages, claimMs: ahead.claimMs ?? 0 }
     } catch (error) {
       if (!acknowledging) await store.abandon().catch(() => {})
       throw error
@@ -152,9 +166,13 @@ export class Pipeline {
         }
       }
       try {
+        const started = performance.now()
         const messages = await store.completeAndClaim(deferred.ids, limits.messages, limits.bytes)
+        // One round trip did both: each step reports it.
+        const roundTrip = performance.now() - started
+        deferred.timing.deleteMs = roundTrip
         this.#delivered(deferred)
-        return { messages }
+        return { messages, claimMs: roundTrip }
       } catch (error) {
         // Whether the delete committed before the failure is unknown: the rows are either gone
         // or back in the outbox (sent again later), never lost. Treated as a failed delete.
@@ -169,7 +187,9 @@ export class Pipeline {
     }
     try {
       if (!store.healthy) await store.connect()
-      return { messages: await store.claim(limits.messages, limits.bytes) }
+      const started = performance.now()
+      const messages = await store.claim(limits.messages, limits.bytes)
+      return { messages, claimMs: performance.now() - started }
     } catch (error) {
       await store.close().catch(() => {})
       // A bug is no trouble with the session: it stops the relay instead of being skipped.
@@ -179,16 +199,18 @@ export class Pipeline {
 
   /** Starts deleting an acknowledged batch on its session; it is reported delivered once the rows are gone. */
   #startAck(acknowledged: DeferredAck): void {
-    const acking = this.#delivery
-      .acknowledge(acknowledged.store, acknowledged.ids)
-      .then(() => this.#delivered(acknowledged))
+    const started = performance.now()
+    const acking = this.#delivery.acknowledge(acknowledged.store, acknowledged.ids).then(() => {
+      acknowledged.timing.deleteMs = performance.now() - started
+      this.#delivered(acknowledged)
+    })
     this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
     // Observed by the next settleAcks; until then it must not count as unhandled.
     this.#acking.catch(() => {})
   }
 
   #delivered(acknowledged: DeferredAck): void {
-    this.#delivery.delivered(acknowledged.ids.length, acknowledged.started)
+    this.#delivery.deliveredCount(acknowledged.ids.length, acknowledged.topics, acknowledged.timing)
   }
 
   #startDeferredAck(): void {
