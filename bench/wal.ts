@@ -123,6 +123,7 @@ function add(total: Wal, wal: Wal): void {
 
 async function explainWal(sql: string): Promise<Wal> {
   const result = await client.query(`EXPLAIN (ANALYZE, WAL, TIMING OFF, FORMAT JSON) ${sql}`)
-  const plan = (result.rows[0]?.['QUERY PLAN'] as [{ Plan: Record<string, number> }])[0].Plan
+  const row = result.rows[0] as { 'QUERY PLAN': [{ Plan: Record<string, number> }] }
+  const plan = row['QUERY PLAN'][0].Plan
   return { records: plan['WAL Records'] ?? 0, fpi: plan['WAL FPI'] ?? 0, bytes: plan['WAL Bytes'] ?? 0 }
 }
