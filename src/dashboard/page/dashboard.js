@@ -229,12 +229,18 @@
     $('purge-selected').disabled = none
   }
 
+  // Loads can overlap (a poll sees the count change while a replay reloads): only the answer to
+  // the latest request is shown, so an older, slower one never brings back rows already gone.
+  let loads = 0
+
   async function loadDeadLetters() {
     const topic = $('dead-topic').value
     const query = new URLSearchParams({ limit: '100' })
     if (topic !== '') query.set('topic', topic)
+    const load = ++loads
     try {
       const { total, deadLetters } = await api(`api/dead-letters?${query}`)
+      if (load !== loads) return
       $('dead-total').textContent =
         `(${numberFormat.format(total)}${total > deadLetters.length ? `, ${deadLetters.length} shown` : ''})`
       const rows = deadLetters.map((letter) => {
@@ -253,7 +259,7 @@
         cell(tr, String(letter.attempts), 'num')
         cell(tr, letter.errors.at(-1)?.error ?? '', 'error')
         cell(tr, new Date(letter.deadAt).toLocaleString())
-        const actions = cell(tr, '')
+        const actions = cell(tr, '', 'actions')
         const replay = document.createElement('button')
         replay.type = 'button'
         replay.textContent = 'Replay'
@@ -271,7 +277,7 @@
       $('select-all').checked = false
       updateSelection()
     } catch (error) {
-      $('dead-message').textContent = `Could not read the dead letters: ${error.message}`
+      if (load === loads) $('dead-message').textContent = `Could not read the dead letters: ${error.message}`
     }
   }
 
@@ -292,6 +298,7 @@
         ? `Replay ${count}? Each goes back into the outbox as a new message, at the end of its key's queue.`
         : `Purge ${count}? They are deleted for good.`
     if (!(await confirmAction(question))) return
+    let message
     try {
       const result = await api(`api/dead-letters/${action}`, {
         method: 'POST',
@@ -299,11 +306,13 @@
         body: JSON.stringify({ ids }),
       })
       const done = action === 'replay' ? `Replayed ${result.replayed}` : `Purged ${result.purged}`
-      $('dead-message').textContent = `${done} of ${ids.length} dead letter(s).`
+      message = `${done} of ${ids.length} dead letter(s).`
     } catch (error) {
-      $('dead-message').textContent = `${action} failed: ${error.message}`
+      message = `${action} failed: ${error.message}`
     }
     await loadDeadLetters()
+    // Said after the table is reloaded, so what the message says is what the table shows.
+    $('dead-message').textContent = message
   }
 
   async function start() {
