@@ -242,6 +242,22 @@ describe('dashboard HTTP API', () => {
     }
   })
 
+  it('answers 503 with the fix when the database says so (an outbox never migrated)', async (t) => {
+    const unmigrated = uniqueName('ke_dash_none')
+    const other = createPgOutbox({
+      topics: { events: defineTopic<Event>({ name: topicName, key: (e) => e.key }) },
+      schema: unmigrated,
+      kafka: { brokers },
+    })
+    const dashboard = await startDashboard({ admin: pgDashboardAdmin(other, pool, unmigrated, DATABASE_URL) })
+    t.after(() => dashboard.close())
+    const response = await fetch(new URL('api/dead-letters', dashboard.url))
+    assert.equal(response.status, 503)
+    const { error } = (await response.json()) as ErrorBody
+    assert.equal(error.code, 'KE_NOT_MIGRATED')
+    assert.match(error.message, /never migrated.*run .*migrate/)
+  })
+
   it('validates its arguments and says how to fix them', async () => {
     const invalid = (pattern: RegExp) => (error: unknown) =>
       isKEntityError(error, 'KE_INVALID_ARGUMENT') && pattern.test((error as Error).message)
