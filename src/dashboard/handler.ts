@@ -157,7 +157,7 @@ export function dashboardHandler(admin: OutboxAdmin, options?: DashboardOptions)
     const method = req.method ?? 'GET'
     const isGet = method === 'GET' || method === 'HEAD'
     const onlyGet = () =>
-      new HttpRefusal(405, 'KE_METHOD_NOT_ALLOWED', `${path} answers GET only`, { allow: 'GET, HEAD' })
+      new HttpRefusal(405, 'METHOD_NOT_ALLOWED', `${path} answers GET only`, { allow: 'GET, HEAD' })
     if (isAsset(path)) {
       if (!isGet) throw onlyGet()
       const asset = await loadAsset(path)
@@ -188,9 +188,9 @@ export function dashboardHandler(admin: OutboxAdmin, options?: DashboardOptions)
       case '/api/dead-letters/replay':
       case '/api/dead-letters/purge': {
         if (method !== 'POST') {
-          throw new HttpRefusal(405, 'KE_METHOD_NOT_ALLOWED', `${path} answers POST only`, { allow: 'POST' })
+          throw new HttpRefusal(405, 'METHOD_NOT_ALLOWED', `${path} answers POST only`, { allow: 'POST' })
         }
-        if (settings.readOnly) throw new HttpRefusal(403, 'KE_FORBIDDEN', 'this dashboard is read-only')
+        if (settings.readOnly) throw new HttpRefusal(403, 'FORBIDDEN', 'this dashboard is read-only')
         checkMutationRequest(req, DASHBOARD_HEADER)
         const ids = checkIds(await readJsonBody(req))
         if (path.endsWith('/replay'))
@@ -199,7 +199,7 @@ export function dashboardHandler(admin: OutboxAdmin, options?: DashboardOptions)
         return
       }
       default:
-        throw new HttpRefusal(404, 'KE_NOT_FOUND', `no dashboard page or API at ${path}`)
+        throw new HttpRefusal(404, 'NOT_FOUND', `no dashboard page or API at ${path}`)
     }
   }
 
@@ -208,7 +208,7 @@ export function dashboardHandler(admin: OutboxAdmin, options?: DashboardOptions)
     const base = settings.basePath
     if (base !== '' && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) {
       if (next !== undefined) next()
-      else sendError(res, new HttpRefusal(404, 'KE_NOT_FOUND', `the dashboard is under ${base}/`))
+      else sendError(res, new HttpRefusal(404, 'NOT_FOUND', `the dashboard is under ${base}/`))
       return
     }
     const path = url.pathname.slice(base.length) || '/'

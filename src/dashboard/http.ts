@@ -1,7 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { isKEntityError, redactCredentials } from '../core/errors.ts'
 
-/** A refusal with its HTTP status, sent to the page as `{ error: { code, message } }`. */
+/**
+ * A refusal with its HTTP status, sent as `{ error: { code, message } }`. Refusals of the request
+ * itself carry HTTP-level codes ('FORBIDDEN', 'NOT_FOUND', 'METHOD_NOT_ALLOWED'); bad arguments and
+ * database failures carry k-entity's own codes (errors.ts).
+ */
 export class HttpRefusal {
   readonly status: number
   readonly code: string
@@ -62,7 +66,8 @@ export function sendError(res: ServerResponse, error: unknown): void {
     return
   }
   if (isKEntityError(error)) {
-    const status = error.code === 'KE_INVALID_ARGUMENT' ? 400 : 503
+    // A database or broker that fails is a service problem (503); a bug of ours stays a 500.
+    const status = error.code === 'KE_INVALID_ARGUMENT' ? 400 : error.code === 'KE_INTERNAL' ? 500 : 503
     sendJson(res, status, { error: { code: error.code, message: redactCredentials(error.message) } })
     return
   }
@@ -93,12 +98,12 @@ export function checkMutationRequest(req: IncomingMessage, header: string): void
   if (req.headers[header] !== '1') {
     throw new HttpRefusal(
       403,
-      'KE_FORBIDDEN',
+      'FORBIDDEN',
       `requests that change data must carry the header '${header}: 1' (the dashboard page sends it; cross-site forms cannot)`,
     )
   }
   if (req.headers['sec-fetch-site'] === 'cross-site') {
-    throw new HttpRefusal(403, 'KE_FORBIDDEN', 'cross-site requests are refused')
+    throw new HttpRefusal(403, 'FORBIDDEN', 'cross-site requests are refused')
   }
   const origin = req.headers.origin
   if (origin !== undefined && origin !== 'null') {
@@ -106,7 +111,7 @@ export function checkMutationRequest(req: IncomingMessage, header: string): void
     try {
       originHost = new URL(origin).host
     } catch {
-      throw new HttpRefusal(403, 'KE_FORBIDDEN', 'the Origin header is not a URL')
+      throw new HttpRefusal(403, 'FORBIDDEN', 'the Origin header is not a URL')
     }
     // Behind a proxy that rewrites Host, the name the browser used is in X-Forwarded-Host.
     const forwarded = String(req.headers['x-forwarded-host'] ?? '')
@@ -115,7 +120,7 @@ export function checkMutationRequest(req: IncomingMessage, header: string): void
     if (originHost !== req.headers.host && originHost !== forwarded) {
       throw new HttpRefusal(
         403,
-        'KE_FORBIDDEN',
+        'FORBIDDEN',
         `requests from ${origin} are refused: not this dashboard's origin`,
       )
     }
