@@ -274,24 +274,51 @@ describe('dashboard HTTP API', () => {
   })
 })
 
+async function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Chromium's own background traffic has nowhere to go on a machine without internet.
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  })
+}
+
 describe('dashboard page in headless Chromium', { skip: noChromium }, () => {
+  it('says so when the status cannot be read, and keeps trying', async (t) => {
+    const unmigrated = uniqueName('ke_dash_none')
+    const other = createPgOutbox({
+      topics: { events: defineTopic<Event>({ name: topicName, key: (e) => e.key }) },
+      schema: unmigrated,
+      kafka: { brokers },
+    })
+    const dashboard = await startDashboard({
+      admin: pgDashboardAdmin(other, pool, unmigrated, DATABASE_URL),
+      refreshMs: 500,
+    })
+    t.after(() => dashboard.close())
+    const browser = await launchChromium()
+    t.after(() => browser.close())
+    const page = await browser.newPage()
+    await page.goto(dashboard.url)
+    await page.locator('#connection.failing', { hasText: 'status read failed' }).waitFor()
+    assert.match((await page.locator('#updated').textContent()) ?? '', /does not exist/)
+    await page
+      .locator('#dead-message', { hasText: /Could not read the dead letters: .*never migrated/ })
+      .waitFor()
+  })
+
   it('shows the backlog move, drains it, and replays a dead letter by clicking', async (t) => {
     const dashboard = await startDashboard({ admin, refreshMs: 500, delivered: () => delivered })
     t.after(() => dashboard.close())
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      // Chromium's own background traffic has nowhere to go on a machine without internet.
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    })
+    const browser = await launchChromium()
     t.after(() => browser.close())
     const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } })
     const problems: string[] = []

@@ -346,6 +346,9 @@
     $('replay-selected').addEventListener('click', () => act('replay', selectedIds()))
     $('purge-selected').addEventListener('click', () => act('purge', selectedIds()))
     window.kEntityDashboard = state
+    // Not left to the first status read: the dead letters are worth showing (or their error)
+    // even when the status cannot be read.
+    loadDeadLetters()
     await poll()
   }
 
