@@ -242,6 +242,27 @@ describe('dashboard HTTP API', () => {
     }
   })
 
+  it('shares one status read among concurrent pages', async (t) => {
+    let reads = 0
+    const counting = {
+      ...admin,
+      status: () => {
+        reads++
+        return admin.status()
+      },
+    }
+    const dashboard = await startDashboard({ admin: counting })
+    t.after(() => dashboard.close())
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => fetch(new URL('api/status', dashboard.url)).then((r) => r.json())),
+    )
+    assert.equal(answers.length, 20)
+    assert.equal(reads, 1, 'twenty polls at once cost one read')
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    await fetch(new URL('api/status', dashboard.url)).then((r) => r.json())
+    assert.equal(reads, 2, 'a poll after the reuse window reads again')
+  })
+
   it('answers 503 with the fix when the database says so (an outbox never migrated)', async (t) => {
     const unmigrated = uniqueName('ke_dash_none')
     const other = createPgOutbox({
