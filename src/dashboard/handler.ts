@@ -67,7 +67,7 @@ function checkOptions(
   } = (options ?? {}) as DashboardOptions
   if (typeof basePath !== 'string' || (basePath !== '' && !/^\/[^?#\s]*[^/?#\s]$/.test(basePath))) {
     throw invalidArgument(
-      `dashboard option 'basePath' must be a path like '/outbox' (leading slash, no trailing slash), got ${describe(basePath)}`,
+      `dashboard option 'basePath' must be a path like '/outbox' (leading slash, no trailing slash; leave it unset to serve at the root), got ${describe(basePath)}`,
     )
   }
   if (!Number.isInteger(refreshMs) || refreshMs < 500 || refreshMs > 60_000) {

@@ -57,7 +57,7 @@
     const options = {
       width: Math.max(300, element.clientWidth),
       height: 200,
-      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2 }))],
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, dash: s.dash }))],
       axes: [{}, { size: 60 }],
       legend: { live: false },
     }
@@ -68,7 +68,8 @@
   function makeCharts() {
     state.charts.backlog = chart('chart-backlog', [
       { label: 'pending', color: '#1f6feb' },
-      { label: 'ready', color: '#2c8a4b' },
+      // Dashed: with no retries, ready equals pending and would hide it.
+      { label: 'ready', color: '#2c8a4b', dash: [6, 4] },
       { label: 'retrying', color: '#d97706' },
     ])
     state.charts.throughput = chart(
