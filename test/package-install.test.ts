@@ -172,6 +172,27 @@ for (const subpath of Object.keys(exports)) {
 console.log(JSON.stringify(results))
 `
 
+// The dashboard from the installed copy: its page lives in src/dashboard/page/ and its chart
+// library in the app's node_modules, both found from dist/. The admin is never called by these
+// requests (only the static files are fetched), so an empty stand-in is enough here.
+const DASHBOARD_APP = `
+import { startDashboard } from 'k-entity/dashboard'
+
+const unused = () => { throw new Error('not called when only the page is fetched') }
+const admin = { database: 'none', status: unused, deadLetters: { list: unused, count: unused, replay: unused, purge: unused } }
+const dashboard = await startDashboard({ admin })
+const results = {}
+try {
+  for (const path of ['', 'dashboard.js', 'dashboard.css', 'uplot.js', 'uplot.css']) {
+    const response = await fetch(new URL(path, dashboard.url))
+    results[path || '/'] = { status: response.status, bytes: (await response.arrayBuffer()).byteLength }
+  }
+} finally {
+  await dashboard.close()
+}
+console.log(JSON.stringify(results))
+`
+
 // A TypeScript app on the typings: the @ts-expect-error lines fail the check if a declaration
 // file's imports did not resolve (the types would be any, and the lines would compile).
 const TYPESCRIPT_APP = `
@@ -326,6 +347,17 @@ describe('the packed package, installed into an empty app', () => {
       )
       assert.match(missing?.[2] ?? '', /node_modules[/\\]k-entity[/\\]dist[/\\]/)
     }
+  })
+
+  it('serves the dashboard page and its chart library from the installed copy', async () => {
+    await writeFile(join(app, 'dashboard.mjs'), DASHBOARD_APP)
+    const results = lastJson<Record<string, { status: number; bytes: number }>>(
+      await node('dashboard.mjs', app),
+    )
+    for (const [path, result] of Object.entries(results)) {
+      assert.ok(result.status === 200 && result.bytes > 100, `${path}: ${JSON.stringify(result)}`)
+    }
+    assert.deepEqual(Object.keys(results), ['/', 'dashboard.js', 'dashboard.css', 'uplot.js', 'uplot.css'])
   })
 
   it('gives a TypeScript app working typings (the .d.ts imports resolve)', async () => {
