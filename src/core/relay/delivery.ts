@@ -1,5 +1,5 @@
 import { backoffDelay } from '../backoff.ts'
-import { internalCause } from '../errors.ts'
+import { ErrorCodes, internalCause, KEntityError } from '../errors.ts'
 import type { StoredMessage } from '../record.ts'
 import { isRetryable } from '../retry.ts'
 import {
@@ -11,7 +11,28 @@ import {
 } from '../seams.ts'
 import type { Emit } from './events.ts'
 import type { ResolvedOptions } from './options.ts'
-import { errorText, HELD_RETRY_MS, RelayStageError, type SendOutcome, sendFailures } from './outcomes.ts'
+import {
+  errorText,
+  HELD_RETRY_MS,
+  type OutcomeFailure,
+  RelayStageError,
+  type SendOutcome,
+  sendFailures,
+} from './outcomes.ts'
+import { EarlyWatch, SendTimes } from './settle.ts'
+
+/** Rows Kafka acknowledged after their send settled early, still to be deleted. */
+interface LateAck {
+  ids: string[]
+  /** When their batch was claimed, for the `delivered` event's duration. */
+  started: number
+}
+
+/** Late acknowledgements taken for one delete: `done(true)` once it committed, `done(false)` to keep them for the next. */
+export interface LateDelete {
+  ids: string[]
+  done(ok: boolean): void
+}
 
 /**
  * What every way of relaying a batch shares (one at a time, pipelined, isolating a failure): the
@@ -22,14 +43,23 @@ export class Delivery {
   batchFailures = 0
   /** When Kafka last acknowledged a send of this relay. */
   lastSendOk = 0
+  /** Called when a late acknowledgement leaves rows to delete (the loop polls at once). */
+  onLate: (() => void) | undefined
   readonly #transport: MessageTransport
   readonly #options: ResolvedOptions
   readonly emit: Emit
+  /** The store can delete late-acknowledged rows between claims (`RelayStore.deleteDelivered`). */
+  readonly #lateDeletes: boolean
+  readonly #sendTimes = new SendTimes()
+  #late: LateAck[] = []
+  /** Sends settled early whose rest is still on its way. */
+  readonly #outstanding = new Set<Promise<void>>()
 
-  constructor(transport: MessageTransport, options: ResolvedOptions, emit: Emit) {
+  constructor(transport: MessageTransport, options: ResolvedOptions, emit: Emit, lateDeletes = false) {
     this.#transport = transport
     this.#options = options
     this.emit = emit
+    this.#lateDeletes = lateDeletes
   }
 
   now(): number {
@@ -40,18 +70,149 @@ export class Delivery {
    * Sends a batch; never rejects but for an internal error (`KE_INTERNAL`, which stops the relay
    * rather than let its messages be tried alone and dead-lettered). The transport is called
    * before the first await, so a caller's query already on its way overlaps with the encoding.
+   * `settleEarly`: when part of the batch is acknowledged and the rest is overdue (see
+   * `settle.ts`), resolves at once with the rest as failures to hold for the transport's
+   * `landsWithinMs`; their late acknowledgement is kept for the next delete (`lateDelete`).
    */
-  async send(messages: StoredMessage[]): Promise<SendOutcome> {
+  async send(messages: StoredMessage[], settleEarly = false): Promise<SendOutcome> {
+    const started = performance.now()
+    const landsWithin = this.#transport.landsWithinMs
+    const watch =
+      settleEarly &&
+      this.#lateDeletes &&
+      messages.length > 1 &&
+      typeof landsWithin === 'number' &&
+      Number.isFinite(landsWithin) &&
+      landsWithin > 0
+        ? new EarlyWatch(messages.length, started, this.#sendTimes.overdueAfter())
+        : undefined
+    const whole = this.#settle(messages, watch)
     let outcome: SendOutcome
+    if (watch === undefined) outcome = await whole
+    else {
+      const first = await Promise.race([whole, watch.settled])
+      watch.stop()
+      if ('acknowledged' in first) {
+        outcome = this.#settledEarly(messages, first.acknowledged, whole, started, landsWithin as number)
+      } else outcome = first
+    }
+    throwIfInternal(outcome)
+    if (watch !== undefined && 'failed' in outcome && outcome.failed.length === 0) {
+      this.#sendTimes.record(performance.now() - started)
+    }
+    return outcome
+  }
+
+  /** The transport's answer as an outcome; never rejects. */
+  async #settle(messages: StoredMessage[], watch: EarlyWatch | undefined): Promise<SendOutcome> {
     try {
-      outcome = { failed: sendFailures(await this.#transport.send(messages), messages.length) }
+      const progress = watch && { acknowledged: (indexes: readonly number[]) => watch.acknowledged(indexes) }
+      return { failed: sendFailures(await this.#transport.send(messages, progress), messages.length) }
     } catch (error) {
       // A rejection that says what Kafka answered per record is dealt with per record.
       const failed = sendFailures(error, messages.length)
-      outcome = failed.length > 0 ? { failed } : { rejected: error }
+      return failed.length > 0 ? { failed } : { rejected: error }
     }
-    throwIfInternal(outcome)
-    return outcome
+  }
+
+  /**
+   * The acknowledged records are done; the others are held, without using an attempt, for as
+   * long as Kafka could still write them, so that no relay sends them again meanwhile (a copy
+   * written after a later message of its key would break the key's order).
+   */
+  #settledEarly(
+    messages: StoredMessage[],
+    acknowledged: ReadonlySet<number>,
+    whole: Promise<SendOutcome>,
+    started: number,
+    landsWithin: number,
+  ): SendOutcome {
+    const outstanding = messages.map((_, index) => index).filter((index) => !acknowledged.has(index))
+    const error = new KEntityError(
+      ErrorCodes.TRANSPORT_FAILED,
+      `Kafka acknowledged ${acknowledged.size} of a batch of ${messages.length} but not yet the other ${outstanding.length} after ${Math.round(performance.now() - started)} ms: they are held until their acknowledgement comes, or for ${Math.ceil(landsWithin)} ms (after which Kafka can no longer write them)`,
+      { retryable: true },
+    )
+    const failed: OutcomeFailure[] = outstanding.map((index) => ({
+      index,
+      error,
+      retryable: true,
+      countsAsAttempt: false,
+      kafkaAnswered: true,
+      holdMs: Math.ceil(landsWithin),
+    }))
+    const rest = whole.then((outcome) => this.#lateOutcome(messages, outstanding, outcome, started))
+    this.#outstanding.add(rest)
+    void rest.finally(() => this.#outstanding.delete(rest))
+    return { failed }
+  }
+
+  /**
+   * The rest of a send settled early has its answer. Acknowledged rows are kept for the next
+   * delete, in index order and only while no earlier record of their key failed (one partition's
+   * records are written together, so this is only a safeguard). Failed ones stay held until
+   * their hold ends: Kafka may still write a record whose request timed out.
+   */
+  #lateOutcome(
+    messages: StoredMessage[],
+    outstanding: number[],
+    outcome: SendOutcome,
+    started: number,
+  ): void {
+    const failed =
+      'rejected' in outcome ? new Set(outstanding) : new Set(outcome.failed.map((failure) => failure.index))
+    const blocked = new Set<number>()
+    const ids: string[] = []
+    for (const index of outstanding) {
+      const message = messages[index] as StoredMessage
+      const hash = message.orderingHash
+      if (hash !== null && blocked.has(hash)) continue
+      if (failed.has(index)) {
+        if (hash !== null) blocked.add(hash)
+        continue
+      }
+      ids.push(message.id)
+    }
+    if (ids.length === 0) return
+    this.lastSendOk = this.now()
+    this.#late.push({ ids, started })
+    this.onLate?.()
+  }
+
+  /** True while late acknowledgements wait to be deleted. */
+  get hasLate(): boolean {
+    return this.#late.length > 0
+  }
+
+  /** Takes the late acknowledgements for a delete about to run (see `LateDelete`). */
+  lateDelete(): LateDelete {
+    const late = this.#late
+    this.#late = []
+    return {
+      ids: late.flatMap((ack) => ack.ids),
+      done: (ok) => {
+        if (!ok) this.#late.unshift(...late)
+        else for (const ack of late) this.delivered(ack.ids.length, ack.started)
+      },
+    }
+  }
+
+  /** Deletes the late acknowledgements on its own, with no claim open on `store`. */
+  async deleteLate(store: RelayStore): Promise<void> {
+    if (this.#late.length === 0 || store.deleteDelivered === undefined || !store.healthy) return
+    const late = this.lateDelete()
+    try {
+      await store.deleteDelivered(late.ids)
+    } catch (error) {
+      late.done(false)
+      throw new RelayStageError('acknowledge', error)
+    }
+    late.done(true)
+  }
+
+  /** Waits until every send settled early has its answer (bounded by the transport's own timeout). */
+  async outstandingSettled(): Promise<void> {
+    while (this.#outstanding.size > 0) await Promise.allSettled([...this.#outstanding])
   }
 
   /**
@@ -67,10 +228,11 @@ export class Delivery {
   }
 
   /** What becomes of a message Kafka did not take: held, retried after a backoff, or dead-lettered. */
-  failure(message: StoredMessage, failure: Omit<SendFailure, 'index'>): FailedDelivery {
+  failure(message: StoredMessage, failure: Omit<OutcomeFailure, 'index'>): FailedDelivery {
     const { error, retryable } = failure
     if (retryable && !failure.countsAsAttempt) {
-      return { ids: [message.id], error: errorText(error), retryInMs: HELD_RETRY_MS, countAttempt: false }
+      const retryInMs = failure.holdMs ?? HELD_RETRY_MS
+      return { ids: [message.id], error: errorText(error), retryInMs, countAttempt: false }
     }
     const policy = this.#options.topicRetry.get(message.topic) ?? this.#options.retry
     const attempts = countedAttempts(message.attempts) + 1
@@ -107,11 +269,14 @@ export class Delivery {
     acknowledged: readonly string[],
     failures?: FailedDelivery[],
   ): Promise<void> {
+    const late = this.lateDelete()
     try {
-      await store.complete(acknowledged, failures)
+      await store.complete(late.ids.length > 0 ? [...acknowledged, ...late.ids] : acknowledged, failures)
     } catch (error) {
+      late.done(false)
       throw new RelayStageError('acknowledge', error)
     }
+    late.done(true)
   }
 }
 

@@ -102,7 +102,7 @@ export class Pipeline {
       if (claimingAhead === undefined) this.#startDeferredAck()
       let outcome: SendOutcome
       try {
-        outcome = await this.#delivery.send(messages)
+        outcome = await this.#delivery.send(messages, true)
       } catch (error) {
         await releaseAhead()
         throw error
@@ -151,11 +151,15 @@ export class Pipeline {
           return { error }
         }
       }
+      const late = this.#delivery.lateDelete()
+      const ids = late.ids.length > 0 ? [...deferred.ids, ...late.ids] : deferred.ids
       try {
-        const messages = await store.completeAndClaim(deferred.ids, limits.messages, limits.bytes)
+        const messages = await store.completeAndClaim(ids, limits.messages, limits.bytes)
+        late.done(true)
         this.#delivered(deferred)
         return { messages }
       } catch (error) {
+        late.done(false)
         // Whether the delete committed before the failure is unknown: the rows are either gone
         // or back in the outbox (sent again later), never lost. Treated as a failed delete.
         await store.close().catch(() => {})

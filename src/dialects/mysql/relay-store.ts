@@ -234,6 +234,13 @@ export class MysqlRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
+  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
+  async deleteDelivered(ids: readonly string[]): Promise<void> {
+    if (this.#inClaim) throw internalError('deleteDelivered() while a claim is open on this relay session')
+    if (ids.length === 0) return
+    await this.#run(deleteSql(this.#options.table, ids))
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return waitOrAbort(ms, signal)
   }

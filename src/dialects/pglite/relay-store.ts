@@ -117,6 +117,13 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
     this.#claimed = false
   }
 
+  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
+  async deleteDelivered(ids: readonly string[]): Promise<void> {
+    if (this.#claimed) throw internalError('deleteDelivered() while a claim is open on this relay store')
+    if (ids.length === 0) return
+    await this.#run(() => this.#db.query(deleteSql(this.#table, ids)))
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       if (signal.aborted || this.#notified) {

@@ -359,6 +359,14 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
+  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
+  async deleteDelivered(ids: readonly string[]): Promise<void> {
+    if (this.#inClaim) throw internalError('deleteDelivered() while a claim is open on this relay session')
+    if (ids.length === 0) return
+    await this.#run(deleteSql(this.#options.table, ids))
+    this.#floor.noteDeleted(ids.length)
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     // A standby waits only to try the leader lock again: commits are the leader's to relay, and
     // waking it for each would turn every NOTIFY into a lock attempt.

@@ -185,6 +185,15 @@ export class SqliteRelayStore implements RelayStore {
     this.#claimed = false
   }
 
+  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
+  async deleteDelivered(ids: readonly string[]): Promise<void> {
+    if (this.#claimed) throw internalError('deleteDelivered() while a claim is open on this relay')
+    if (ids.length === 0) return
+    await this.#access(true, (c) => {
+      c.run(deleteSql(this.#options.table, ids))
+    })
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return waitOrAbort(ms, signal)
   }
