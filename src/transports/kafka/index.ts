@@ -397,10 +397,10 @@ export class KafkaTransport implements MessageTransport {
   /**
    * See `MessageTransport.landsWithinMs`: a send is abandoned after `sendTimeout`, and a
    * request already in a leader's log may still be committed once the in-sync replicas shrink
-   * (`LANDING_MARGIN_MS`).
+   * (`REPLICA_LAG_MS`), plus `LANDING_MARGIN_MS`. 50 s with the defaults.
    */
   get landsWithinMs(): number {
-    return this.#options.sendTimeout + LANDING_MARGIN_MS
+    return Math.max(this.#options.sendTimeout, REPLICA_LAG_MS) + LANDING_MARGIN_MS
   }
 
   #createProducer(): Producer<Buffer, Buffer, string, Buffer> {
@@ -921,9 +921,12 @@ function nested(cause: unknown, errors: unknown): unknown[] {
 /**
  * A produce request that timed out (on the client, or in the leader's wait for acks=all) is not
  * undone: its records are in the leader's log and are committed once the in-sync replicas shrink,
- * up to `replica.lag.time.max.ms` later (30 s by default). Held records wait that much longer.
+ * at most `replica.lag.time.max.ms` (30 s by default) after the replica that holds them back
+ * stopped fetching, which is before the send started waiting for it.
  */
-const LANDING_MARGIN_MS = 30_000
+const REPLICA_LAG_MS = 30_000
+/** For the clocks of relay and database, and a controller slow to move a leader. */
+const LANDING_MARGIN_MS = 5000
 
 /** Tells the caller a produce call's records were acknowledged; a faulty callback must not fail the send. */
 function reportAcknowledged(progress: SendProgress | undefined, indexes: number[]): void {
