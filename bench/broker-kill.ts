@@ -1,6 +1,7 @@
 // Commit→ack latency during a broker kill: our relay beside the raw @platformatic/kafka producer.
 //
-// Usage: node bench/broker-kill.ts [--session-timeout=3000] [--seconds-after-kill=15] [--settle-early=false]
+// Usage: node bench/broker-kill.ts [--session-timeout=3000] [--lag-timeout=MS] [--seconds-after-kill=15] [--settle-early=false]
+// `--lag-timeout`: replica.lag.time.max.ms (default: the session timeout).
 // Env: DATABASE_URL.
 //
 // A three-broker cluster (replication factor 3, min.insync.replicas 2, broker.session.timeout.ms
@@ -34,11 +35,15 @@ import { KafkaTransport } from '../src/transports/kafka/index.ts'
 const { values } = parseArgs({
   options: {
     'session-timeout': { type: 'string', default: '3000' },
+    'lag-timeout': { type: 'string' },
     'seconds-after-kill': { type: 'string', default: '15' },
     'settle-early': { type: 'string', default: 'true' },
   },
 })
 const SESSION_TIMEOUT_MS = Number(values['session-timeout'])
+const LAG_TIMEOUT_MS = Number(values['lag-timeout'] ?? values['session-timeout'])
+if (!Number.isInteger(LAG_TIMEOUT_MS) || LAG_TIMEOUT_MS < 500)
+  throw new Error(`--lag-timeout must be an integer of at least 500 (ms), got ${values['lag-timeout']}`)
 const AFTER_KILL_MS = Number(values['seconds-after-kill']) * 1000
 if (!Number.isInteger(SESSION_TIMEOUT_MS) || SESSION_TIMEOUT_MS < 500)
   throw new Error(
@@ -122,6 +127,7 @@ const cluster = await startKafkaCluster({
   brokers: 3,
   quiet: true,
   brokerSessionTimeoutMs: SESSION_TIMEOUT_MS,
+  replicaLagTimeMs: LAG_TIMEOUT_MS,
 })
 const suffix = `${process.pid}-${Date.now().toString(36)}`
 const topicName = `broker-kill-${suffix}`
@@ -259,7 +265,7 @@ try {
   const rawBefore = rawTimes.filter((x) => x.at < killedAt).map((x) => x.ms)
   const lines = [
     `before the kill: relay ${beforeKill(relayBefore)}; raw ${beforeKill(rawBefore)}`,
-    `settle early ${SETTLE_EARLY}; rows held ${held}; session timeout ${SESSION_TIMEOUT_MS} ms; leaders ${JSON.stringify([...leaders])}; killed broker ${victim}; live partitions ${[...live].join(',')}`,
+    `settle early ${SETTLE_EARLY}; rows held ${held}; session timeout ${SESSION_TIMEOUT_MS} ms; replica lag ${LAG_TIMEOUT_MS} ms; leaders ${JSON.stringify([...leaders])}; killed broker ${victim}; live partitions ${[...live].join(',')}`,
     `relay, live partitions: ${summary(relayAfter(isLive))}`,
     `raw,   live partitions: ${summary(rawAfter(isLive))}`,
     `relay, dead broker's partitions: ${summary(relayAfter(isDead))}`,

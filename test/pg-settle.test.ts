@@ -1,6 +1,6 @@
 // The PostgreSQL side of settling a send early (issue 18): a row held for as long as Kafka could
 // still write it is claimed by no one and keeps later rows of its key back; its late
-// acknowledgement deletes it on its own (`deleteDelivered`) or with the next claim's delete.
+// acknowledgement deletes it on its own (`completeHeld`) or with the next claim's delete.
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
@@ -55,12 +55,12 @@ async function rows(schema: string): Promise<Array<{ id: string; attempts: numbe
   })
 }
 
-describe('PostgreSQL: rows held by a send settled early', () => {
-  after(async () => {
-    for (const schema of schemas) await dropSchema(schema)
-    await pool.end()
-  })
+after(async () => {
+  for (const schema of schemas) await dropSchema(schema)
+  await pool.end()
+})
 
+describe('PostgreSQL: rows held by a send settled early', () => {
   it('held rows and the rest of their keys are claimed by no one; a late acknowledgement deletes them', async () => {
     // Keys a, b, a, c: the first row of key a is held; the second row of a waits behind it.
     const { schema, store } = await outboxWith(['a', 'b', 'a', 'c'])
@@ -84,11 +84,11 @@ describe('PostgreSQL: rows held by a send settled early', () => {
       await outboxWithMore(schema)
       assert.equal((await store.claim(10)).length, 1)
       await assert.rejects(
-        store.deleteDelivered([a1]),
+        store.completeHeld([a1]),
         (error: unknown) => isKEntityError(error) && error.code === ErrorCodes.INTERNAL,
       )
       await store.abandon()
-      await store.deleteDelivered([a1, a2])
+      await store.completeHeld([a1, a2])
       const left = (await rows(schema)).map((r) => r.id)
       assert.ok(
         !left.includes(a1) && !left.includes(a2),
@@ -112,6 +112,34 @@ describe('PostgreSQL: rows held by a send settled early', () => {
       assert.ok(next.length > 0 && !next.some((m) => m.id === a1))
       await store.complete([...next.map((m) => m.id), a1])
       assert.deepEqual(await rows(schema), [])
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+describe('PostgreSQL: a held send that failed late', () => {
+  it('is held again for a short while, on its own, without an attempt', async () => {
+    const { schema, store } = await outboxWith(['a', 'b'])
+    try {
+      const [a1, b1] = (await store.claim(10)).map((m) => m.id) as [string, string]
+      await store.complete(
+        [b1],
+        [{ ids: [a1], error: 'not acknowledged yet', retryInMs: 60_000, countAttempt: false }],
+      )
+      await store.completeHeld(
+        [],
+        [{ ids: [a1], error: 'failed late', retryInMs: 1000, countAttempt: false }],
+      )
+      const [row] = await rows(schema)
+      assert.ok(row !== undefined && row.attempts >= HELD_ATTEMPTS && countedAttempts(row.attempts) === 0)
+      assert.ok(row.held_for_ms <= 1000, `held again for at most a second: ${row.held_for_ms} ms`)
+      await new Promise((resolve) => setTimeout(resolve, 1100))
+      assert.deepEqual(
+        (await store.claim(10)).map((m) => m.id),
+        [a1],
+      )
+      await store.complete([a1])
     } finally {
       await store.close()
     }

@@ -134,11 +134,12 @@ export interface RelayStore {
   /** Ends the claim leaving every claimed row as it was. */
   abandon(): Promise<void>
   /**
-   * Deletes rows that Kafka acknowledged after the relay had held them (see
-   * `MessageTransport.landsWithinMs`), in a transaction of its own; called only while no claim
-   * is open. Optional: without it the relay waits for every send to settle as a whole.
+   * The late answer for rows the relay held while their send was still on its way (see
+   * `MessageTransport.landsWithinMs`): deletes `acknowledged` and records `failures` as
+   * `complete` does, outside any claim; called only while no claim is open. Optional: without it
+   * the relay waits for every send to settle as a whole.
    */
-  deleteDelivered?(ids: readonly string[]): Promise<void>
+  completeHeld?(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
   /** Resolves after `ms`, or earlier when the store learns new messages were committed. */
   waitForWork(ms: number, signal: AbortSignal): Promise<void>
   /** Closes the session; an open claim is rolled back by the database. */

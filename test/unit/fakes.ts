@@ -68,7 +68,7 @@ export type StoreCall =
   | { op: 'claim'; ids: string[] }
   | { op: 'complete'; acknowledged: string[]; failures: FailedDelivery[] }
   | { op: 'abandon'; ids: string[] }
-  | { op: 'deleteDelivered'; ids: string[] }
+  | { op: 'completeHeld'; acknowledged: string[]; failures: FailedDelivery[] }
   | { op: 'close' }
 
 /** Key, value and stored headers bytes: what the SQL stores count against a claim's byte budget. */
@@ -146,7 +146,8 @@ export class FakeStore implements RelayStore {
     if (this.claimed === undefined) throw new Error(`${this.name}: complete() without an open claim`)
     const claimed = new Set(this.claimed)
     for (const id of failures.flatMap((f) => f.ids)) {
-      if (!claimed.has(id)) throw new Error(`${this.name}: ${id} completed but not claimed`)
+      if (!claimed.has(id) && !this.#heldOrBehind(id))
+        throw new Error(`${this.name}: ${id} completed but neither claimed nor held`)
     }
     // A late acknowledgement rides along with a claim's delete: only rows held (or gone) may be in it.
     for (const id of acknowledged) {
@@ -154,6 +155,30 @@ export class FakeStore implements RelayStore {
         throw new Error(`${this.name}: ${id} deleted but neither claimed nor held`)
     }
     this.calls.push({ op: 'complete', acknowledged: [...acknowledged], failures: [...failures] })
+    this.#apply(acknowledged, failures)
+    this.claimed = undefined
+  }
+
+  async abandon(): Promise<void> {
+    this.calls.push({ op: 'abandon', ids: [...(this.claimed ?? [])] })
+    this.claimed = undefined
+  }
+
+  async completeHeld(
+    acknowledged: readonly string[],
+    failures: readonly FailedDelivery[] = [],
+  ): Promise<void> {
+    await Promise.resolve()
+    if (this.claimed !== undefined) throw new Error(`${this.name}: completeHeld() with a claim open`)
+    for (const id of [...acknowledged, ...failures.flatMap((f) => f.ids)]) {
+      if (!this.#heldOrBehind(id)) throw new Error(`${this.name}: ${id} is not held`)
+    }
+    this.calls.push({ op: 'completeHeld', acknowledged: [...acknowledged], failures: [...failures] })
+    this.#apply(acknowledged, failures)
+  }
+
+  /** Deletes `acknowledged`, records `failures` (held, retried or dead-lettered), as the SQL stores do. */
+  #apply(acknowledged: readonly string[], failures: readonly FailedDelivery[]): void {
     const gone = new Set(acknowledged)
     for (const failure of failures) {
       for (const id of failure.ids) {
@@ -172,23 +197,6 @@ export class FakeStore implements RelayStore {
         }
       }
     }
-    this.outbox.rows = this.outbox.rows.filter((r) => !gone.has(r.id))
-    this.claimed = undefined
-  }
-
-  async abandon(): Promise<void> {
-    this.calls.push({ op: 'abandon', ids: [...(this.claimed ?? [])] })
-    this.claimed = undefined
-  }
-
-  async deleteDelivered(ids: readonly string[]): Promise<void> {
-    await Promise.resolve()
-    if (this.claimed !== undefined) throw new Error(`${this.name}: deleteDelivered() with a claim open`)
-    for (const id of ids) {
-      if (!this.#heldOrBehind(id)) throw new Error(`${this.name}: ${id} is not held`)
-    }
-    this.calls.push({ op: 'deleteDelivered', ids: [...ids] })
-    const gone = new Set(ids)
     this.outbox.rows = this.outbox.rows.filter((r) => !gone.has(r.id))
   }
 

@@ -28,9 +28,13 @@ interface LateAck {
   started: number
 }
 
-/** Late acknowledgements taken for one delete: `done(true)` once it committed, `done(false)` to keep them for the next. */
+/**
+ * Late answers taken for one write: rows to delete and rows to hold again; `done(true)` once it
+ * committed, `done(false)` to keep them for the next.
+ */
 export interface LateDelete {
   ids: string[]
+  failures: FailedDelivery[]
   done(ok: boolean): void
 }
 
@@ -48,10 +52,12 @@ export class Delivery {
   readonly #transport: MessageTransport
   readonly #options: ResolvedOptions
   readonly emit: Emit
-  /** The store can delete late-acknowledged rows between claims (`RelayStore.deleteDelivered`). */
+  /** The store can delete late-acknowledged rows between claims (`RelayStore.completeHeld`). */
   readonly #lateDeletes: boolean
   readonly #sendTimes = new SendTimes()
   #late: LateAck[] = []
+  /** Held rows whose send failed late, to hold again for `HELD_RETRY_MS`. */
+  #lateFailures: FailedDelivery[] = []
   /** Sends settled early whose rest is still on its way. */
   readonly #outstanding = new Set<Promise<void>>()
 
@@ -150,8 +156,13 @@ export class Delivery {
   /**
    * The rest of a send settled early has its answer. Acknowledged rows are kept for the next
    * delete, in index order and only while no earlier record of their key failed (one partition's
-   * records are written together, so this is only a safeguard). Failed ones stay held until
-   * their hold ends: Kafka may still write a record whose request timed out.
+   * records are written together, so this is only a safeguard). The client has given up on the
+   * failed ones: the first of each key is held again for `HELD_RETRY_MS`, as a failure answered
+   * in time would be (the rest of its key waits behind it). Keeping the whole hold instead also
+   * covers a request that timed out but may still be written, at the price of every key of a
+   * dead broker's partitions waiting 50 s: measured so in bench/broker-kill.ts (dead partitions'
+   * p50 44 s), where main's relay took 1-6 s. A retryable failure only; a refusal for good
+   * waits for its hold to end and is then tried and dead-lettered as usual.
    */
   #lateOutcome(
     messages: StoredMessage[],
@@ -159,50 +170,74 @@ export class Delivery {
     outcome: SendOutcome,
     started: number,
   ): void {
-    const failed =
-      'rejected' in outcome ? new Set(outstanding) : new Set(outcome.failed.map((failure) => failure.index))
+    const failed = new Map<number, { error: unknown; retryable: boolean }>()
+    if ('rejected' in outcome) {
+      const retryable = isRetryable(outcome.rejected)
+      for (const index of outstanding) failed.set(index, { error: outcome.rejected, retryable })
+    } else for (const failure of outcome.failed) failed.set(failure.index, failure)
     const blocked = new Set<number>()
     const ids: string[] = []
+    const again: FailedDelivery[] = []
     for (const index of outstanding) {
       const message = messages[index] as StoredMessage
       const hash = message.orderingHash
       if (hash !== null && blocked.has(hash)) continue
-      if (failed.has(index)) {
+      const failure = failed.get(index)
+      if (failure !== undefined) {
         if (hash !== null) blocked.add(hash)
+        if (failure.retryable) {
+          again.push({
+            ids: [message.id],
+            error: errorText(failure.error),
+            retryInMs: HELD_RETRY_MS,
+            countAttempt: false,
+          })
+        }
         continue
       }
       ids.push(message.id)
     }
-    if (ids.length === 0) return
-    this.lastSendOk = this.now()
-    this.#late.push({ ids, started })
+    if (ids.length === 0 && again.length === 0) return
+    if (ids.length > 0) {
+      this.lastSendOk = this.now()
+      this.#late.push({ ids, started })
+    }
+    this.#lateFailures.push(...again)
     this.onLate?.()
   }
 
-  /** True while late acknowledgements wait to be deleted. */
+  /** True while late answers wait to be written. */
   get hasLate(): boolean {
-    return this.#late.length > 0
+    return this.#late.length > 0 || this.#lateFailures.length > 0
   }
 
-  /** Takes the late acknowledgements for a delete about to run (see `LateDelete`). */
-  lateDelete(): LateDelete {
+  /**
+   * Takes the late answers for a write about to run (see `LateDelete`); `withFailures: false`
+   * for a write that can only delete.
+   */
+  lateDelete(withFailures = true): LateDelete {
     const late = this.#late
     this.#late = []
+    const failures = withFailures ? this.#lateFailures : []
+    if (withFailures) this.#lateFailures = []
     return {
       ids: late.flatMap((ack) => ack.ids),
+      failures,
       done: (ok) => {
-        if (!ok) this.#late.unshift(...late)
-        else for (const ack of late) this.delivered(ack.ids.length, ack.started)
+        if (!ok) {
+          this.#late.unshift(...late)
+          this.#lateFailures.unshift(...failures)
+        } else for (const ack of late) this.delivered(ack.ids.length, ack.started)
       },
     }
   }
 
-  /** Deletes the late acknowledgements on its own, with no claim open on `store`. */
+  /** Writes the late answers on their own, with no claim open on `store`. */
   async deleteLate(store: RelayStore): Promise<void> {
-    if (this.#late.length === 0 || store.deleteDelivered === undefined || !store.healthy) return
+    if (!this.hasLate || store.completeHeld === undefined || !store.healthy) return
     const late = this.lateDelete()
     try {
-      await store.deleteDelivered(late.ids)
+      await store.completeHeld(late.ids, late.failures)
     } catch (error) {
       late.done(false)
       throw new RelayStageError('acknowledge', error)
@@ -271,7 +306,10 @@ export class Delivery {
   ): Promise<void> {
     const late = this.lateDelete()
     try {
-      await store.complete(late.ids.length > 0 ? [...acknowledged, ...late.ids] : acknowledged, failures)
+      await store.complete(
+        late.ids.length > 0 ? [...acknowledged, ...late.ids] : acknowledged,
+        late.failures.length > 0 ? [...(failures ?? []), ...late.failures] : failures,
+      )
     } catch (error) {
       late.done(false)
       throw new RelayStageError('acknowledge', error)

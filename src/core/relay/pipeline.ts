@@ -151,7 +151,7 @@ export class Pipeline {
           return { error }
         }
       }
-      const late = this.#delivery.lateDelete()
+      const late = this.#delivery.lateDelete(false)
       const ids = late.ids.length > 0 ? [...deferred.ids, ...late.ids] : deferred.ids
       try {
         const messages = await store.completeAndClaim(ids, limits.messages, limits.bytes)

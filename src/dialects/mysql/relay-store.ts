@@ -234,11 +234,13 @@ export class MysqlRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
-  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
-  async deleteDelivered(ids: readonly string[]): Promise<void> {
-    if (this.#inClaim) throw internalError('deleteDelivered() while a claim is open on this relay session')
-    if (ids.length === 0) return
-    await this.#run(deleteSql(this.#options.table, ids))
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#inClaim) throw internalError('completeHeld() while a claim is open on this relay session')
+    for (const statement of failureStatements(this.#options.table, failures ?? [])) {
+      await this.#run(statement.text, statement.values)
+    }
+    if (acknowledged.length > 0) await this.#run(deleteSql(this.#options.table, acknowledged))
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {

@@ -359,12 +359,16 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
-  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
-  async deleteDelivered(ids: readonly string[]): Promise<void> {
-    if (this.#inClaim) throw internalError('deleteDelivered() while a claim is open on this relay session')
-    if (ids.length === 0) return
-    await this.#run(deleteSql(this.#options.table, ids))
-    this.#floor.noteDeleted(ids.length)
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#inClaim) throw internalError('completeHeld() while a claim is open on this relay session')
+    if (failures !== undefined && failures.length > 0) {
+      const statement = failuresStatement(this.#options.table, failures)
+      await this.#run(statement.text, statement.values)
+    }
+    if (acknowledged.length === 0) return
+    await this.#run(deleteSql(this.#options.table, acknowledged))
+    this.#floor.noteDeleted(acknowledged.length)
   }
 
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {

@@ -185,12 +185,15 @@ export class SqliteRelayStore implements RelayStore {
     this.#claimed = false
   }
 
-  /** Deletes rows Kafka acknowledged after they were held (see `RelayStore.deleteDelivered`), on its own. */
-  async deleteDelivered(ids: readonly string[]): Promise<void> {
-    if (this.#claimed) throw internalError('deleteDelivered() while a claim is open on this relay')
-    if (ids.length === 0) return
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#claimed) throw internalError('completeHeld() while a claim is open on this relay')
+    if (acknowledged.length === 0 && (failures === undefined || failures.length === 0)) return
     await this.#access(true, (c) => {
-      c.run(deleteSql(this.#options.table, ids))
+      for (const statement of failureStatements(this.#options.table, failures ?? [])) {
+        c.run(statement.text, statement.values)
+      }
+      if (acknowledged.length > 0) c.run(deleteSql(this.#options.table, acknowledged))
     })
   }
 
