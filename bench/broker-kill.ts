@@ -1,6 +1,7 @@
 // Commit→ack latency during a broker kill: our relay beside the raw @platformatic/kafka producer.
 //
-// Usage: node bench/broker-kill.ts [--session-timeout=3000] [--seconds-after-kill=15]
+// Usage: node bench/broker-kill.ts [--session-timeout=3000] [--lag-timeout=MS] [--seconds-after-kill=15] [--settle-early=false]
+// `--lag-timeout`: replica.lag.time.max.ms (default: the session timeout).
 // Env: DATABASE_URL.
 //
 // A three-broker cluster (replication factor 3, min.insync.replicas 2, broker.session.timeout.ms
@@ -14,6 +15,8 @@
 //   awaits it before the next, as the Java producer's per-partition batches go; a failed send is
 //   sent again. Latency = queued → send() resolved. That is Kafka's and the client's floor: no
 //   outbox, and no partition waits for another's acknowledgement.
+// `--settle-early=false` hides the transport's `landsWithinMs`, so the relay waits for every send
+// as a whole (the relay before issue 18's fix), with the same measurement.
 // After a few seconds the broker leading most partitions is killed (SIGKILL); latencies of the
 // messages written after the kill are reported separately for the partitions whose leader lived
 // ("live") and those the dead broker led ("dead").
@@ -24,7 +27,7 @@ import pg from 'pg'
 import { startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import type { OutboxRecord } from '../src/core/record.ts'
-import type { MessageTransport, SendFailure } from '../src/core/seams.ts'
+import type { MessageTransport, SendFailure, SendProgress } from '../src/core/seams.ts'
 import { defineTopic } from '../src/index.ts'
 import { trackingHeaders } from '../src/testing/index.ts'
 import { KafkaTransport } from '../src/transports/kafka/index.ts'
@@ -32,10 +35,15 @@ import { KafkaTransport } from '../src/transports/kafka/index.ts'
 const { values } = parseArgs({
   options: {
     'session-timeout': { type: 'string', default: '3000' },
+    'lag-timeout': { type: 'string' },
     'seconds-after-kill': { type: 'string', default: '15' },
+    'settle-early': { type: 'string', default: 'true' },
   },
 })
 const SESSION_TIMEOUT_MS = Number(values['session-timeout'])
+const LAG_TIMEOUT_MS = Number(values['lag-timeout'] ?? values['session-timeout'])
+if (!Number.isInteger(LAG_TIMEOUT_MS) || LAG_TIMEOUT_MS < 500)
+  throw new Error(`--lag-timeout must be an integer of at least 500 (ms), got ${values['lag-timeout']}`)
 const AFTER_KILL_MS = Number(values['seconds-after-kill']) * 1000
 if (!Number.isInteger(SESSION_TIMEOUT_MS) || SESSION_TIMEOUT_MS < 500)
   throw new Error(
@@ -43,37 +51,57 @@ if (!Number.isInteger(SESSION_TIMEOUT_MS) || SESSION_TIMEOUT_MS < 500)
   )
 if (!Number.isFinite(AFTER_KILL_MS) || AFTER_KILL_MS <= 0)
   throw new Error(`--seconds-after-kill must be a positive number, got ${values['seconds-after-kill']}`)
+if (values['settle-early'] !== 'true' && values['settle-early'] !== 'false')
+  throw new Error(`--settle-early must be true or false, got ${values['settle-early']}`)
+const SETTLE_EARLY = values['settle-early'] === 'true'
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const KEYS = 64
 const TICK_MS = 20
 const PER_TICK = 10
 const PARTITIONS = 6
 
-/** Records, per tracking id, when our transport saw Kafka acknowledge it (partial sends included). */
+/**
+ * Records, per tracking id, when our transport saw Kafka acknowledge it: as each produce call
+ * returns (`SendProgress`), else when the send settles (partial sends included).
+ */
 class AckTimes implements MessageTransport {
   readonly acks = new Map<string, number>()
   readonly inner: MessageTransport
+  readonly landsWithinMs: number | undefined
 
-  constructor(inner: MessageTransport) {
+  constructor(inner: MessageTransport, settleEarly: boolean) {
     this.inner = inner
+    this.landsWithinMs = settleEarly ? inner.landsWithinMs : undefined
   }
 
-  async send(records: readonly OutboxRecord[]): Promise<void> {
+  #record(records: readonly OutboxRecord[], indexes: Iterable<number>): void {
+    const at = Date.now()
+    for (const index of indexes) {
+      const record = records[index] as OutboxRecord
+      const id = record.headers.find(([name]) => name === 'ke-check-id')?.[1]?.toString()
+      if (id !== undefined && !this.acks.has(id)) this.acks.set(id, at)
+    }
+  }
+
+  async send(records: readonly OutboxRecord[], progress?: SendProgress): Promise<void> {
     let failed: SendFailure[] = []
     try {
-      await this.inner.send(records)
+      await this.inner.send(records, {
+        acknowledged: (indexes) => {
+          this.#record(records, indexes)
+          progress?.acknowledged(indexes)
+        },
+      })
     } catch (error) {
       failed =
         (error as { failed?: SendFailure[] }).failed ?? records.map((_, index) => ({ index }) as SendFailure)
       throw error
     } finally {
-      const at = Date.now()
       const unsent = new Set(failed.map((f) => f.index))
-      records.forEach((record, index) => {
-        if (unsent.has(index)) return
-        const id = record.headers.find(([name]) => name === 'ke-check-id')?.[1]?.toString()
-        if (id !== undefined && !this.acks.has(id)) this.acks.set(id, at)
-      })
+      this.#record(
+        records,
+        records.map((_, index) => index).filter((index) => !unsent.has(index)),
+      )
     }
   }
 
@@ -99,6 +127,7 @@ const cluster = await startKafkaCluster({
   brokers: 3,
   quiet: true,
   brokerSessionTimeoutMs: SESSION_TIMEOUT_MS,
+  replicaLagTimeMs: LAG_TIMEOUT_MS,
 })
 const suffix = `${process.pid}-${Date.now().toString(36)}`
 const topicName = `broker-kill-${suffix}`
@@ -118,7 +147,7 @@ try {
     key: (e) => e.key,
     headers: (e) => trackingHeaders(e.id, e.seq),
   })
-  const transport = new AckTimes(new KafkaTransport({ brokers: cluster.brokers }))
+  const transport = new AckTimes(new KafkaTransport({ brokers: cluster.brokers }), SETTLE_EARLY)
   const outbox = createPgOutbox({ topics: { events }, schema, kafka: transport })
   await outbox.migrate(DATABASE_URL)
   await outbox.ensureTopics({ kafka: { brokers: cluster.brokers } })
@@ -142,7 +171,14 @@ try {
     serializers: stringSerializers,
   })
   await raw.send({ messages: [{ topic: topicName, key: 'warm', value: 'warm' }] })
-  const relay = outbox.relay({ connection: DATABASE_URL, pollingInterval: 10 })
+  let held = 0
+  const relay = outbox.relay({
+    connection: DATABASE_URL,
+    pollingInterval: 10,
+    onEvent: (event) => {
+      if (event.type === 'held') held += event.ids.length
+    },
+  })
   await relay.start()
 
   const relayCommits = new Map<string, { at: number; key: string }>()
@@ -229,7 +265,7 @@ try {
   const rawBefore = rawTimes.filter((x) => x.at < killedAt).map((x) => x.ms)
   const lines = [
     `before the kill: relay ${beforeKill(relayBefore)}; raw ${beforeKill(rawBefore)}`,
-    `session timeout ${SESSION_TIMEOUT_MS} ms; leaders ${JSON.stringify([...leaders])}; killed broker ${victim}; live partitions ${[...live].join(',')}`,
+    `settle early ${SETTLE_EARLY}; rows held ${held}; session timeout ${SESSION_TIMEOUT_MS} ms; replica lag ${LAG_TIMEOUT_MS} ms; leaders ${JSON.stringify([...leaders])}; killed broker ${victim}; live partitions ${[...live].join(',')}`,
     `relay, live partitions: ${summary(relayAfter(isLive))}`,
     `raw,   live partitions: ${summary(rawAfter(isLive))}`,
     `relay, dead broker's partitions: ${summary(relayAfter(isDead))}`,

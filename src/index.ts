@@ -26,6 +26,7 @@ export type {
   OutboxTable,
   RelayStore,
   SendFailure,
+  SendProgress,
   SendRejection,
   SqlStatement,
   TransactionAdapter,

@@ -32,6 +32,12 @@ export interface KafkaClusterOptions {
    */
   brokerSessionTimeoutMs?: number
   /**
+   * `replica.lag.time.max.ms` when it should differ from `brokerSessionTimeoutMs` (which it
+   * follows by default): below it, the in-sync replicas shrink (and live leaders take acks=all
+   * writes again) before the controller moves the dead broker's leaders.
+   */
+  replicaLagTimeMs?: number
+  /**
    * One per broker (node ids 1..n in order): a second PLAINTEXT listener, PROXIED, bound on `port`
    * (a free one when omitted) and advertised on `advertisedPort`, where a TCP proxy in front of it
    * listens. A client bootstrapping at `proxiedBrokers` is then sent to the proxies for every
@@ -98,6 +104,7 @@ export async function startKafkaCluster(options: KafkaClusterOptions = {}): Prom
   const settings: ClusterSettings = {
     controllerPort: ports[0] as number,
     sessionTimeoutMs: options.brokerSessionTimeoutMs,
+    replicaLagTimeMs: options.replicaLagTimeMs,
     replication,
     minIsr: Math.min(2, replication),
   }

@@ -144,6 +144,8 @@ export interface ClusterSettings {
   controllerPort: number
   /** broker.session.timeout.ms, when set. */
   sessionTimeoutMs: number | undefined
+  /** replica.lag.time.max.ms, when it differs from the session timeout. */
+  replicaLagTimeMs?: number | undefined
   replication: number
   minIsr: number
 }
@@ -176,10 +178,10 @@ export function clusterNodeProperties(nodeId: number, l: Layout, c: ClusterSetti
           'inter.broker.listener.name=PLAINTEXT',
           ...(session === undefined
             ? []
-            : [
-                `broker.heartbeat.interval.ms=${Math.max(100, Math.floor(session / 6))}`,
-                `replica.lag.time.max.ms=${session}`,
-              ]),
+            : [`broker.heartbeat.interval.ms=${Math.max(100, Math.floor(session / 6))}`]),
+          ...((c.replicaLagTimeMs ?? session) === undefined
+            ? []
+            : [`replica.lag.time.max.ms=${c.replicaLagTimeMs ?? session}`]),
           `log.dirs=${l.logDir}`,
           `offsets.topic.replication.factor=${c.replication}`,
           `transaction.state.log.replication.factor=${c.replication}`,

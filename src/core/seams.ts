@@ -133,6 +133,13 @@ export interface RelayStore {
   ): Promise<StoredMessage[]>
   /** Ends the claim leaving every claimed row as it was. */
   abandon(): Promise<void>
+  /**
+   * The late answer for rows the relay held while their send was still on its way (see
+   * `MessageTransport.landsWithinMs`): deletes `acknowledged` and records `failures` as
+   * `complete` does, outside any claim; called only while no claim is open. Optional: without it
+   * the relay waits for every send to settle as a whole.
+   */
+  completeHeld?(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
   /** Resolves after `ms`, or earlier when the store learns new messages were committed. */
   waitForWork(ms: number, signal: AbortSignal): Promise<void>
   /** Closes the session; an open claim is rolled back by the database. */
@@ -157,8 +164,26 @@ export interface MessageTransport {
    * success shows up as duplicates, never as loss. A wrapper that awaits another transport
    * passes its rejection on and so stays safe.
    */
-  send(records: readonly OutboxRecord[]): Promise<void>
+  send(records: readonly OutboxRecord[], progress?: SendProgress): Promise<void>
   close(): Promise<void>
+  /**
+   * The longest time, in ms from the call to `send`, after which Kafka can no longer write one
+   * of its records (the client's last retry and the broker's wait for in-sync replicas
+   * included). With `progress`, it lets the relay settle a send early: it deletes what Kafka
+   * acknowledged, holds the rest (no claim, no resend, later messages of their keys wait) until
+   * this time has passed by the database's clock, and deletes them if their acknowledgement comes
+   * late. Undefined: the relay waits for every send as a whole.
+   */
+  readonly landsWithinMs?: number
+}
+
+/** What a transport reports while a send is on its way (see `MessageTransport.landsWithinMs`). */
+export interface SendProgress {
+  /**
+   * Kafka acknowledged these records (indexes into the batch passed to `send`), before the send
+   * as a whole settled. Each index at most once; the send still resolves or rejects as usual.
+   */
+  acknowledged(indexes: readonly number[]): void
 }
 
 /**

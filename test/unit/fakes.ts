@@ -11,6 +11,7 @@ import type {
   RelayEvent,
   RelayStore,
   SendFailure,
+  SendProgress,
   StoredMessage,
 } from '../../src/index.ts'
 
@@ -67,6 +68,7 @@ export type StoreCall =
   | { op: 'claim'; ids: string[] }
   | { op: 'complete'; acknowledged: string[]; failures: FailedDelivery[] }
   | { op: 'abandon'; ids: string[] }
+  | { op: 'completeHeld'; acknowledged: string[]; failures: FailedDelivery[] }
   | { op: 'close' }
 
 /** Key, value and stored headers bytes: what the SQL stores count against a claim's byte budget. */
@@ -143,10 +145,40 @@ export class FakeStore implements RelayStore {
     this.#maybeFail('complete')
     if (this.claimed === undefined) throw new Error(`${this.name}: complete() without an open claim`)
     const claimed = new Set(this.claimed)
-    for (const id of [...acknowledged, ...failures.flatMap((f) => f.ids)]) {
-      if (!claimed.has(id)) throw new Error(`${this.name}: ${id} completed but not claimed`)
+    for (const id of failures.flatMap((f) => f.ids)) {
+      if (!claimed.has(id) && !this.#heldOrBehind(id))
+        throw new Error(`${this.name}: ${id} completed but neither claimed nor held`)
+    }
+    // A late acknowledgement rides along with a claim's delete: only rows held (or gone) may be in it.
+    for (const id of acknowledged) {
+      if (!claimed.has(id) && !this.#heldOrBehind(id))
+        throw new Error(`${this.name}: ${id} deleted but neither claimed nor held`)
     }
     this.calls.push({ op: 'complete', acknowledged: [...acknowledged], failures: [...failures] })
+    this.#apply(acknowledged, failures)
+    this.claimed = undefined
+  }
+
+  async abandon(): Promise<void> {
+    this.calls.push({ op: 'abandon', ids: [...(this.claimed ?? [])] })
+    this.claimed = undefined
+  }
+
+  async completeHeld(
+    acknowledged: readonly string[],
+    failures: readonly FailedDelivery[] = [],
+  ): Promise<void> {
+    await Promise.resolve()
+    if (this.claimed !== undefined) throw new Error(`${this.name}: completeHeld() with a claim open`)
+    for (const id of [...acknowledged, ...failures.flatMap((f) => f.ids)]) {
+      if (!this.#heldOrBehind(id)) throw new Error(`${this.name}: ${id} is not held`)
+    }
+    this.calls.push({ op: 'completeHeld', acknowledged: [...acknowledged], failures: [...failures] })
+    this.#apply(acknowledged, failures)
+  }
+
+  /** Deletes `acknowledged`, records `failures` (held, retried or dead-lettered), as the SQL stores do. */
+  #apply(acknowledged: readonly string[], failures: readonly FailedDelivery[]): void {
     const gone = new Set(acknowledged)
     for (const failure of failures) {
       for (const id of failure.ids) {
@@ -166,12 +198,6 @@ export class FakeStore implements RelayStore {
       }
     }
     this.outbox.rows = this.outbox.rows.filter((r) => !gone.has(r.id))
-    this.claimed = undefined
-  }
-
-  async abandon(): Promise<void> {
-    this.calls.push({ op: 'abandon', ids: [...(this.claimed ?? [])] })
-    this.claimed = undefined
   }
 
   async waitForWork(ms: number, signal: AbortSignal): Promise<void> {
@@ -202,6 +228,22 @@ export class FakeStore implements RelayStore {
     other.#other = this
     this.#other = other
     return other
+  }
+
+  /**
+   * Gone, held, or behind a held row of its key (sent with it, so no claim can take it): the
+   * rows a late acknowledgement may delete.
+   */
+  #heldOrBehind(id: string): boolean {
+    const row = this.outbox.row(id)
+    if (row === undefined || row.attempts >= HELD_ATTEMPTS) return true
+    return this.outbox.rows.some(
+      (r) =>
+        r.orderingHash !== null &&
+        r.orderingHash === row.orderingHash &&
+        Number(r.id) < Number(row.id) &&
+        r.attempts >= HELD_ATTEMPTS,
+    )
   }
 
   #maybeFail(op: 'claim' | 'complete' | 'connect'): void {
@@ -323,4 +365,80 @@ export function memoryLogger(): {
     lines.push({ level, context, message })
   }
   return { lines, logger: { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') } }
+}
+
+/**
+ * Kafka with partitions (a record's partition is its key modulo `partitions`), each acknowledged
+ * on its own as the Kafka transport's produce calls are, with `progress` reports. A stalled
+ * partition (its leader died) keeps its records unacknowledged until `release` writes them
+ * (`'ack'`) or fails them (`'fail'`, nothing written).
+ */
+export class PartitionedKafka implements MessageTransport {
+  log: StoredMessage[] = []
+  readonly partitions: number
+  readonly landsWithinMs: number | undefined
+  /** Partition -> sends waiting on it. */
+  readonly #stalled = new Map<number, Array<(outcome: 'ack' | 'fail') => void>>()
+  readonly #stalledPartitions = new Set<number>()
+  sends = 0
+
+  constructor(partitions: number, landsWithinMs: number | undefined) {
+    this.partitions = partitions
+    this.landsWithinMs = landsWithinMs
+  }
+
+  partitionOf(record: OutboxRecord): number {
+    return (record.orderingHash ?? 0) % this.partitions
+  }
+
+  stall(partition: number): void {
+    this.#stalledPartitions.add(partition)
+  }
+
+  /** Ends the stall: waiting records are written or failed, and later sends go through. */
+  release(partition: number, outcome: 'ack' | 'fail'): void {
+    this.#stalledPartitions.delete(partition)
+    const waiting = this.#stalled.get(partition) ?? []
+    this.#stalled.delete(partition)
+    for (const settle of waiting) settle(outcome)
+  }
+
+  async send(records: readonly OutboxRecord[], progress?: SendProgress): Promise<void> {
+    this.sends++
+    const batch = records as StoredMessage[]
+    const groups = new Map<number, number[]>()
+    batch.forEach((record, index) => {
+      const partition = this.partitionOf(record)
+      groups.set(partition, [...(groups.get(partition) ?? []), index])
+    })
+    const failed: SendFailure[] = []
+    await Promise.all(
+      [...groups].map(async ([partition, indexes]) => {
+        await new Promise((resolve) => setTimeout(resolve, 1))
+        let outcome: 'ack' | 'fail' = 'ack'
+        if (this.#stalledPartitions.has(partition)) {
+          outcome = await new Promise<'ack' | 'fail'>((resolve) => {
+            this.#stalled.set(partition, [...(this.#stalled.get(partition) ?? []), resolve])
+          })
+        }
+        if (outcome === 'fail') {
+          const error = new Error(`partition ${partition}: request timed out`)
+          for (const index of indexes) failed.push({ index, error, retryable: true, countsAsAttempt: false })
+          return
+        }
+        for (const index of indexes) this.log.push(batch[index] as StoredMessage)
+        progress?.acknowledged(indexes)
+      }),
+    )
+    if (failed.length > 0) {
+      throw Object.assign(new Error(`${failed.length} records not acknowledged`), { failed })
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  /** Ids Kafka took for `key`, first occurrence only (a duplicate is not a reorder). */
+  order(key: number): string[] {
+    return [...new Set(this.log.filter((r) => r.orderingHash === key).map((r) => r.id))]
+  }
 }

@@ -3,7 +3,7 @@ import type { StoredMessage } from '../record.ts'
 import { isRetryable } from '../retry.ts'
 import type { FailedDelivery, RelayStore, SendFailure } from '../seams.ts'
 import type { BatchTiming, Delivery } from './delivery.ts'
-import { HELD_RETRY_MS, RelayStageError } from './outcomes.ts'
+import { RelayStageError } from './outcomes.ts'
 
 /** Whole-batch failures in a row before the relay looks for a poison message in the batch. */
 export const ISOLATE_AFTER_BATCH_FAILURES = 3
@@ -183,12 +183,15 @@ export async function partialBatch(
   await acknowledge(delivery, store, acknowledged, failures, timing, sending)
   delivery.batchFailures = 0
   const held = failures.filter((f) => f.countAttempt === false)
-  if (held.length > 0) {
+  // Held for a short while (the partition's leader moving) or until a send settled early can no
+  // longer be written (see settle.ts): one event per wait.
+  for (const retryInMs of new Set(held.map((f) => f.retryInMs))) {
+    const same = held.filter((f) => f.retryInMs === retryInMs)
     delivery.emit({
       type: 'held',
-      ids: held.flatMap((f) => f.ids),
-      error: (held[0] as FailedDelivery).error,
-      retryInMs: HELD_RETRY_MS,
+      ids: same.flatMap((f) => f.ids),
+      error: (same[0] as FailedDelivery).error,
+      retryInMs,
     })
   }
   for (const failure of failures) if (failure.countAttempt !== false) delivery.emitFailure(messages, failure)

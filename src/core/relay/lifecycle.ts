@@ -41,7 +41,7 @@ export class OutboxRelay {
       publishRelayEvent(this, resolved.mode, event),
     )
     this.#leadership = new Leadership(store, resolved.mode, this.#log, emit)
-    const delivery = new Delivery(transport, resolved, emit)
+    const delivery = new Delivery(transport, resolved, emit, typeof store.completeHeld === 'function')
     const companion = resolved.pipeline ? store.companion?.() : undefined
     this.#pipeline =
       companion === undefined

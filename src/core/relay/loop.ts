@@ -49,6 +49,8 @@ export class RelayLoop {
     this.#delivery = delivery
     this.#pipeline = pipeline
     this.#fullBatch = new FullBatch({ messages: options.maxMessagesPerPoll, bytes: options.maxBytesPerPoll })
+    // A late acknowledgement unblocks its keys once its rows are gone: poll now to delete them.
+    delivery.onLate = () => this.wake()
   }
 
   /** Ends the loop after the batch in flight, and cuts its pause short. */
@@ -91,9 +93,15 @@ export class RelayLoop {
           this.#log.databaseOk()
           pause = this.#options.leaderCheckInterval
         } else {
-          const { count, full } = this.#pipeline ? await this.#pipeline.relay() : await this.relayBatch()
+          const { count, full } = this.#pipeline ? await this.#pipeline.relay() : await this.relayBatch(true)
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
+          // Nothing claimed, so no claim is open on this session: late acknowledgements that no
+          // batch's delete took along are deleted on their own.
+          else if (this.#delivery.hasLate) {
+            await this.#pipeline?.settleAcks()
+            await this.#delivery.deleteLate(this.#store)
+          }
           this.#log.databaseOk()
           if (full || this.#pipeline?.sentAhead) continue
           if (this.#options.mode === 'concurrent') pause = this.#contendedPause(count)
@@ -125,14 +133,29 @@ export class RelayLoop {
       await this.#pause(pause)
     }
     await this.#pipeline?.settle()
+    if (fatal === undefined) await this.#deleteLateBeforeStop()
     return fatal
+  }
+
+  /**
+   * Sends settled early may still be acknowledged: their rows are deleted before the session
+   * closes, or they would be held until Kafka can no longer write them and then sent again
+   * (duplicates). `stop()`'s timeout bounds the wait.
+   */
+  async #deleteLateBeforeStop(): Promise<void> {
+    await this.#delivery.outstandingSettled()
+    try {
+      await this.#delivery.deleteLate(this.#store)
+    } catch {
+      // The rows stay held and are sent again after their hold: duplicates, never a loss.
+    }
   }
 
   /**
    * One batch at a time: returns the number of messages dealt with (delivered or dead-lettered),
    * and whether the claim was cut by a limit (see `FullBatch`).
    */
-  async relayBatch(): Promise<BatchResult> {
+  async relayBatch(settleEarly = false): Promise<BatchResult> {
     const store = this.#store
     const delivery = this.#delivery
     const started = performance.now()
@@ -143,7 +166,7 @@ export class RelayLoop {
     const full = this.#fullBatch.test(messages)
     let outcome: SendOutcome
     try {
-      outcome = await delivery.send(messages)
+      outcome = await delivery.send(messages, settleEarly)
     } catch (error) {
       // An internal error: nothing is deleted, the claim is released as it was.
       await store.abandon().catch(() => {})

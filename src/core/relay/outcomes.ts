@@ -7,7 +7,16 @@ import type { SendFailure } from '../seams.ts'
 export const HELD_RETRY_MS = 1000
 
 /** Kafka's answer to a batch: the records it did not acknowledge, or a rejection of the whole send. */
-export type SendOutcome = { failed: SendFailure[] } | { rejected: unknown }
+export type SendOutcome = { failed: OutcomeFailure[] } | { rejected: unknown }
+
+/**
+ * A record Kafka did not acknowledge. `holdMs`: it may still be written (a send settled early,
+ * see `settle.ts`), so it is held this long instead of `HELD_RETRY_MS`: no one may send it again
+ * before Kafka can no longer write it.
+ */
+export interface OutcomeFailure extends SendFailure {
+  holdMs?: number
+}
 
 /**
  * A transport's answer as a list of failures: `undefined` (the seam's old contract, still what

@@ -110,7 +110,7 @@ export class Pipeline {
       let outcome: SendOutcome
       const sending = performance.now()
       try {
-        outcome = await this.#delivery.send(messages)
+        outcome = await this.#delivery.send(messages, true)
       } catch (error) {
         await releaseAhead()
         throw error
@@ -165,15 +165,19 @@ export class Pipeline {
           return { error }
         }
       }
+      const late = this.#delivery.lateDelete(false)
+      const ids = late.ids.length > 0 ? [...deferred.ids, ...late.ids] : deferred.ids
       try {
         const started = performance.now()
-        const messages = await store.completeAndClaim(deferred.ids, limits.messages, limits.bytes)
+        const messages = await store.completeAndClaim(ids, limits.messages, limits.bytes)
+        late.done(true)
         // One round trip did both: each step reports it.
         const roundTrip = performance.now() - started
         deferred.timing.deleteMs = roundTrip
         this.#delivered(deferred)
         return { messages, claimMs: roundTrip }
       } catch (error) {
+        late.done(false)
         // Whether the delete committed before the failure is unknown: the rows are either gone
         // or back in the outbox (sent again later), never lost. Treated as a failed delete.
         await store.close().catch(() => {})

@@ -234,6 +234,15 @@ export class MysqlRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#inClaim) throw internalError('completeHeld() while a claim is open on this relay session')
+    for (const statement of failureStatements(this.#options.table, failures ?? [])) {
+      await this.#run(statement.text, statement.values)
+    }
+    if (acknowledged.length > 0) await this.#run(deleteSql(this.#options.table, acknowledged))
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return waitOrAbort(ms, signal)
   }

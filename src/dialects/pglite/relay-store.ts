@@ -117,6 +117,16 @@ SELECT * FROM claimable WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) 
     this.#claimed = false
   }
 
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#claimed) throw internalError('completeHeld() while a claim is open on this relay store')
+    if (failures !== undefined && failures.length > 0) {
+      const statement = failuresStatement(this.#table, failures)
+      await this.#run(() => this.#db.query(statement.text, statement.values))
+    }
+    if (acknowledged.length > 0) await this.#run(() => this.#db.query(deleteSql(this.#table, acknowledged)))
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       if (signal.aborted || this.#notified) {

@@ -370,6 +370,18 @@ export class PostgresRelayStore implements RelayStore {
     await this.#endClaim('ROLLBACK')
   }
 
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#inClaim) throw internalError('completeHeld() while a claim is open on this relay session')
+    if (failures !== undefined && failures.length > 0) {
+      const statement = failuresStatement(this.#options.table, failures)
+      await this.#run(statement.text, statement.values)
+    }
+    if (acknowledged.length === 0) return
+    await this.#run(deleteSql(this.#options.table, acknowledged))
+    this.#floor.noteDeleted(acknowledged.length)
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     // A standby waits only to try the leader lock again: commits are the leader's to relay, and
     // waking it for each would turn every NOTIFY into a lock attempt.

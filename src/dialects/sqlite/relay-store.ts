@@ -185,6 +185,18 @@ export class SqliteRelayStore implements RelayStore {
     this.#claimed = false
   }
 
+  /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
+  async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
+    if (this.#claimed) throw internalError('completeHeld() while a claim is open on this relay')
+    if (acknowledged.length === 0 && (failures === undefined || failures.length === 0)) return
+    await this.#access(true, (c) => {
+      for (const statement of failureStatements(this.#options.table, failures ?? [])) {
+        c.run(statement.text, statement.values)
+      }
+      if (acknowledged.length > 0) c.run(deleteSql(this.#options.table, acknowledged))
+    })
+  }
+
   waitForWork(ms: number, signal: AbortSignal): Promise<void> {
     return waitOrAbort(ms, signal)
   }

@@ -4,7 +4,7 @@ import { compatibilityPartitioner, Producer, type SASLOptions, stringSerializers
 import { errorChain } from '../../core/error-chain.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError, WarningCodes } from '../../core/errors.ts'
 import type { OutboxRecord } from '../../core/record.ts'
-import type { MessageTransport, SendFailure } from '../../core/seams.ts'
+import type { MessageTransport, SendFailure, SendProgress } from '../../core/seams.ts'
 import { checkRecordTopics, missingTopicMessage } from './topics.ts'
 
 export interface KafkaOptions {
@@ -394,6 +394,15 @@ export class KafkaTransport implements MessageTransport {
     this.#producer = this.#createProducer()
   }
 
+  /**
+   * See `MessageTransport.landsWithinMs`: a send is abandoned after `sendTimeout`, and a
+   * request already in a leader's log may still be committed once the in-sync replicas shrink
+   * (`REPLICA_LAG_MS`), plus `LANDING_MARGIN_MS`. 50 s with the defaults.
+   */
+  get landsWithinMs(): number {
+    return Math.max(this.#options.sendTimeout, REPLICA_LAG_MS) + LANDING_MARGIN_MS
+  }
+
   #createProducer(): Producer<Buffer, Buffer, string, Buffer> {
     const resolved = this.#options
     return new Producer({
@@ -413,7 +422,7 @@ export class KafkaTransport implements MessageTransport {
    * every record was acknowledged; otherwise rejects, with the records Kafka did not take on the
    * error's `failed` (see `SendRejection`), except when Kafka refused the credentials.
    */
-  async send(records: readonly OutboxRecord[]): Promise<void> {
+  async send(records: readonly OutboxRecord[], progress?: SendProgress): Promise<void> {
     if (this.#closed) throw new KEntityError(ErrorCodes.TRANSPORT_FAILED, 'the Kafka transport is closed')
     if (records.length === 0) return
     checkRecordTopics(records)
@@ -510,18 +519,21 @@ export class KafkaTransport implements MessageTransport {
           Promise.race([
             producer.send({ messages: group.messages, ...(compression === 'none' ? {} : { compression }) }),
             deadline,
-          ]).catch((cause: unknown) => {
-            // Partitions that the broker acknowledged in a response of this call were written,
-            // whatever happened to the others of the same broker.
-            const written = acknowledgedPartitions(cause)
-            const unwritten = group.indexes.filter(
-              (_, i) =>
-                !written.has(
-                  `${(group.messages[i] as PartitionedMessage).topic}\u0000${(group.messages[i] as PartitionedMessage).partition}`,
-                ),
-            )
-            if (unwritten.length > 0) fail(unwritten, cause, records.length)
-          }),
+          ]).then(
+            () => reportAcknowledged(progress, group.indexes),
+            (cause: unknown) => {
+              // Partitions that the broker acknowledged in a response of this call were written,
+              // whatever happened to the others of the same broker.
+              const written = acknowledgedPartitions(cause)
+              const unwritten = group.indexes.filter(
+                (_, i) =>
+                  !written.has(
+                    `${(group.messages[i] as PartitionedMessage).topic}\u0000${(group.messages[i] as PartitionedMessage).partition}`,
+                  ),
+              )
+              if (unwritten.length > 0) fail(unwritten, cause, records.length)
+            },
+          ),
         ),
       )
       if (timedOut && this.#producer === producer && !this.#closed) {
@@ -904,6 +916,26 @@ function classify(code: unknown, apiId: unknown, text: string): [FindingKind, st
 
 function nested(cause: unknown, errors: unknown): unknown[] {
   return [cause, ...(Array.isArray(errors) ? errors : [])].filter((e) => e !== undefined)
+}
+
+/**
+ * A produce request that timed out (on the client, or in the leader's wait for acks=all) is not
+ * undone: its records are in the leader's log and are committed once the in-sync replicas shrink,
+ * at most `replica.lag.time.max.ms` (30 s by default) after the replica that holds them back
+ * stopped fetching, which is before the send started waiting for it.
+ */
+const REPLICA_LAG_MS = 30_000
+/** For the clocks of relay and database, and a controller slow to move a leader. */
+const LANDING_MARGIN_MS = 5000
+
+/** Tells the caller a produce call's records were acknowledged; a faulty callback must not fail the send. */
+function reportAcknowledged(progress: SendProgress | undefined, indexes: number[]): void {
+  if (progress === undefined) return
+  try {
+    progress.acknowledged(indexes)
+  } catch {
+    // The send's own result still says everything; the report is only a head start.
+  }
 }
 
 export function createKafkaTransport(options: KafkaOptions): KafkaTransport {

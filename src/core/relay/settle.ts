@@ -1,0 +1,105 @@
+/**
+ * Settling a send early (see `MessageTransport.landsWithinMs`): a batch is one send across
+ * partitions, and when one broker dies its partitions' records wait for Kafka to move their
+ * leaders (seconds), while the live leaders acknowledged theirs long before. Waiting for the
+ * whole send made every partition as slow as the dead one (issue 18). Instead, once part of the
+ * batch is acknowledged and the rest is overdue, the relay deletes what was acknowledged and
+ * holds the rest until Kafka can no longer write it, and goes on claiming.
+ */
+
+/** An overdue send is one slower than twice this percentile of recent healthy sends. */
+const PERCENTILE = 0.9
+/** Healthy sends remembered for the percentile. */
+const SAMPLES = 64
+/**
+ * Shortest wait before the rest of a send counts as overdue, in ms. A healthy send's groups
+ * come back within tens of ms of each other; holding a row costs a key a second transaction
+ * and a wait for its late acknowledgement, so a spread below this is never taken for a fault.
+ */
+export const SETTLE_EARLY_MIN_MS = 200
+/** Longest wait, whatever the history: a slow cluster must not make a dead broker stall everything again. */
+const SETTLE_EARLY_MAX_MS = 5000
+/**
+ * After the first acknowledgement of a send, how long the others get before the send settles
+ * early: groups acknowledged at about the same time (the moment the in-sync replicas shrank
+ * after a broker died) go together, so they are not held for nothing.
+ */
+export const SETTLE_GRACE_MS = 20
+
+/** Durations of recent sends that Kafka acknowledged whole, for the overdue threshold. */
+export class SendTimes {
+  readonly #samples: number[] = []
+  #next = 0
+
+  record(ms: number): void {
+    if (this.#samples.length < SAMPLES) this.#samples.push(ms)
+    else this.#samples[this.#next] = ms
+    this.#next = (this.#next + 1) % SAMPLES
+  }
+
+  /** How long a send may take before its unacknowledged part is overdue, in ms. */
+  overdueAfter(): number {
+    if (this.#samples.length === 0) return SETTLE_EARLY_MIN_MS
+    const sorted = [...this.#samples].sort((a, b) => a - b)
+    const at = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * PERCENTILE))] as number
+    return Math.min(SETTLE_EARLY_MAX_MS, Math.max(SETTLE_EARLY_MIN_MS, 2 * at))
+  }
+}
+
+/** A send settled early: the records acknowledged by then, and the rest's eventual outcome. */
+export interface EarlySettle {
+  acknowledged: ReadonlySet<number>
+}
+
+/**
+ * Resolves with the acknowledged records once the send is overdue (`overdueAfter` ms since
+ * `started`, and `SETTLE_GRACE_MS` since its first acknowledgement) while part of it is
+ * acknowledged and part is not; never resolves otherwise. `stop()` ends the watch (the send
+ * settled as a whole).
+ */
+export class EarlyWatch {
+  readonly #acknowledged = new Set<number>()
+  readonly #count: number
+  readonly #started: number
+  readonly #overdueAfter: number
+  #firstAck: number | undefined
+  #timer: NodeJS.Timeout | undefined
+  #stopped = false
+  #resolve: ((settle: EarlySettle) => void) | undefined
+  readonly settled: Promise<EarlySettle>
+
+  constructor(count: number, started: number, overdueAfter: number) {
+    this.#count = count
+    this.#started = started
+    this.#overdueAfter = overdueAfter
+    this.settled = new Promise((resolve) => {
+      this.#resolve = resolve
+    })
+  }
+
+  /** The transport's progress report (see `SendProgress`). */
+  acknowledged(indexes: readonly number[]): void {
+    if (this.#stopped) return
+    for (const index of indexes) {
+      if (Number.isInteger(index) && index >= 0 && index < this.#count) this.#acknowledged.add(index)
+    }
+    if (this.#acknowledged.size === 0) return
+    this.#firstAck ??= performance.now()
+    if (this.#timer === undefined) {
+      const due = Math.max(this.#started + this.#overdueAfter, this.#firstAck + SETTLE_GRACE_MS)
+      this.#timer = setTimeout(() => this.#fire(), Math.max(0, due - performance.now()))
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+  }
+
+  #fire(): void {
+    if (this.#stopped) return
+    if (this.#acknowledged.size === 0 || this.#acknowledged.size >= this.#count) return
+    this.#stopped = true
+    this.#resolve?.({ acknowledged: new Set(this.#acknowledged) })
+  }
+}
