@@ -308,7 +308,7 @@ describe('the packed package, installed into an empty app', () => {
       Object.keys(PACKAGE.exports),
     )
     // The app installed pg and nothing else: these need no other peer.
-    for (const subpath of ['.', './pg', './kafka', './testing', './package.json']) {
+    for (const subpath of ['.', './pg', './kafka', './testing', './admin', './package.json']) {
       const result = results.find((entry) => entry.subpath === subpath)
       assert.ok(result?.ok, `${subpath} must load: ${JSON.stringify(result)}`)
     }
@@ -326,6 +326,43 @@ describe('the packed package, installed into an empty app', () => {
       )
       assert.match(missing?.[2] ?? '', /node_modules[/\\]k-entity[/\\]dist[/\\]/)
     }
+  })
+
+  it('runs the k-entity command from the installed package as plain JavaScript', async () => {
+    const bin = join(app, 'node_modules', PACKAGE.name, 'bin', 'k-entity.js')
+    assert.ok(existsSync(join(app, 'node_modules', '.bin', 'k-entity')), 'npm links the bin')
+    const help = await run(process.execPath, ['--no-experimental-strip-types', bin, '--help'], {
+      cwd: app,
+      env: childEnv(),
+    })
+    assert.match(help.stdout, /^Usage: k-entity <command>/)
+    const cliSchema = uniqueName('ke_pkg_cli')
+    try {
+      const args = ['migrate', '--json', '--schema', cliSchema]
+      const { stdout } = await run(process.execPath, ['--no-experimental-strip-types', bin, ...args], {
+        cwd: app,
+        env: childEnv({ DATABASE_URL }),
+      })
+      assert.deepEqual((JSON.parse(stdout) as { applied: number[] }).applied, [1, 2])
+      const status = await run(
+        process.execPath,
+        ['--no-experimental-strip-types', bin, 'status', '--json', '--schema', cliSchema],
+        { cwd: app, env: childEnv({ DATABASE_URL }) },
+      )
+      assert.equal((JSON.parse(status.stdout) as { pending: number }).pending, 0)
+    } finally {
+      await dropSchema(cliSchema)
+    }
+    // The development broker's launcher stays in the repository: the installed command says so.
+    const kafka = await run(process.execPath, ['--no-experimental-strip-types', bin, 'kafka', 'status'], {
+      cwd: app,
+      env: childEnv(),
+    }).then(
+      () => assert.fail('kafka status must fail outside a clone'),
+      (error: { code?: number; stderr?: string }) => error,
+    )
+    assert.equal(kafka.code, 1)
+    assert.match(kafka.stderr ?? '', /ships with the repository/)
   })
 
   it('gives a TypeScript app working typings (the .d.ts imports resolve)', async () => {

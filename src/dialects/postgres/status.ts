@@ -1,5 +1,6 @@
 import { boundedEstimate, buildStatus, type CappedSample, type SampledTopic } from '../../admin/figures.ts'
 import type { OutboxStatus, RelayNodeStatus } from '../../admin/types.ts'
+import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { lockClass, qualified } from './names.ts'
 import { lastResult, type PgSession } from './session.ts'
@@ -25,25 +26,35 @@ export async function postgresStatus(
     const outbox = qualified(table)
     const dead = qualified(table, '_dead_letters')
     const limit = Math.trunc(cap) + 1
-    const [head] = await run(`SELECT now() AS at,
-  COALESCE((SELECT (extract(epoch FROM now() - created_at) * 1000)::bigint FROM ${outbox} ORDER BY id LIMIT 1), 0) AS oldest`)
-    const pendingRows =
-      await run(`SELECT topic, count(*)::int AS n, (extract(epoch FROM now() - min(created_at)) * 1000)::bigint AS oldest
-FROM (SELECT topic, created_at FROM ${outbox} ORDER BY id LIMIT ${limit}) AS sample GROUP BY topic`)
-    const retryingRows = await run(`SELECT topic, count(*)::int AS n
-FROM (SELECT topic FROM ${outbox} WHERE attempts > 0 AND available_at > now() LIMIT ${limit}) AS waiting GROUP BY topic`)
-    const deadRows = await run(`SELECT topic, count(*)::int AS n
-FROM (SELECT topic FROM ${dead} ORDER BY id LIMIT ${limit}) AS sample GROUP BY topic`)
-    const pending = await overflowing(run, topics(pendingRows), cap, outbox)
-    const deadSample = await overflowing(run, topics(deadRows), cap, dead)
+    // One round trip: a scrape's cost is mostly latency on a busy server, not these bounded reads.
+    const statements = [
+      `SELECT now() AS at,
+  COALESCE((SELECT (extract(epoch FROM now() - created_at) * 1000)::bigint FROM ${outbox} ORDER BY id LIMIT 1), 0) AS oldest`,
+      `SELECT topic, count(*)::int AS n, (extract(epoch FROM now() - min(created_at)) * 1000)::bigint AS oldest
+FROM (SELECT topic, created_at FROM ${outbox} ORDER BY id LIMIT ${limit}) AS sample GROUP BY topic`,
+      `SELECT topic, count(*)::int AS n
+FROM (SELECT topic FROM ${outbox} WHERE attempts > 0 AND available_at > now() LIMIT ${limit}) AS waiting GROUP BY topic`,
+      `SELECT topic, count(*)::int AS n
+FROM (SELECT topic FROM ${dead} ORDER BY id LIMIT ${limit}) AS sample GROUP BY topic`,
+    ]
+    if (options.relays) statements.push(relaysSql(table))
+    const answer = await session.query(statements.join(';\n'))
+    const results = Array.isArray(answer) ? answer : [answer]
+    if (results.length !== statements.length) {
+      throw internalError(`status(): ${statements.length} statements gave ${results.length} results`)
+    }
+    const rows = (i: number) => results[i]?.rows ?? []
+    const head = rows(0)[0]
+    const pending = await overflowing(run, topics(rows(1)), cap, outbox)
+    const deadSample = await overflowing(run, topics(rows(3)), cap, dead)
     return buildStatus({
       at: head?.at as Date,
       cap,
       oldestPendingMs: Number(head?.oldest ?? 0),
       pending,
-      retrying: topics(retryingRows),
+      retrying: topics(rows(2)),
       dead: deadSample,
-      relays: options.relays ? await relayNodes(run, table) : [],
+      relays: options.relays ? relayNodes(rows(4)) : [],
     })
   } finally {
     await session.end()
@@ -87,21 +98,22 @@ FROM pg_class AS c WHERE c.oid = $1::regclass`,
  * single/exclusive leader, shared by every session of a concurrent relay) and, for standbys,
  * `k-entity-relay` sessions whose last statement was a try for that lock. Sessions of other
  * users show no statement text without pg_read_all_stats, so their standbys are not listed.
+ * The lock class is a number computed here, so it is written into the text.
  */
-async function relayNodes(run: Run, table: OutboxTable): Promise<RelayNodeStatus[]> {
+function relaysSql(table: OutboxTable): string {
   const leader = lockClass(table, 'leader')
-  const rows = await run(
-    `SELECT a.pid, a.application_name, host(a.client_addr) AS client, a.client_port, a.backend_start,
+  return `SELECT a.pid, a.application_name, host(a.client_addr) AS client, a.client_port, a.backend_start,
   l.mode, a.query
 FROM pg_stat_activity AS a
 LEFT JOIN pg_locks AS l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid::text::bigint = $1 AND l.objid::text::bigint = 0 AND l.objsubid = 2
+  AND l.classid::text::bigint = ${leader >>> 0} AND l.objid::text::bigint = 0 AND l.objsubid = 2
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-  AND (l.pid IS NOT NULL OR (a.application_name LIKE 'k-entity-relay%' AND a.query LIKE $2))
-ORDER BY a.backend_start, a.pid`,
-    [leader >>> 0, `%advisory_lock%(${leader}, 0)%`],
-  )
+  AND (l.pid IS NOT NULL OR (a.application_name LIKE 'k-entity-relay%' AND a.query LIKE '%advisory_lock%(${leader}, 0)%'))
+ORDER BY a.backend_start, a.pid`
+}
+
+function relayNodes(rows: Record<string, unknown>[]): RelayNodeStatus[] {
   return rows.map((row) => {
     const held = row.mode as string | null
     const shared = held === 'ShareLock' || (held === null && String(row.query).includes('_shared('))
