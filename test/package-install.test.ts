@@ -353,16 +353,16 @@ describe('the packed package, installed into an empty app', () => {
     } finally {
       await dropSchema(cliSchema)
     }
-    // The development broker's launcher stays in the repository: the installed command says so.
+    // The development broker's launcher ships: asked about a port where nothing listens, it says so.
     const kafka = await run(process.execPath, ['--no-experimental-strip-types', bin, 'kafka', 'status'], {
       cwd: app,
-      env: childEnv(),
+      env: childEnv({ KAFKA_PORT: '1' }),
     }).then(
-      () => assert.fail('kafka status must fail outside a clone'),
-      (error: { code?: number; stderr?: string }) => error,
+      () => assert.fail('kafka status must fail where no broker answers'),
+      (error: { code?: number; stdout?: string }) => error,
     )
     assert.equal(kafka.code, 1)
-    assert.match(kafka.stderr ?? '', /ships with the repository/)
+    assert.match(kafka.stdout ?? '', /Kafka does not answer at 127\.0\.0\.1:1/)
   })
 
   it('gives a TypeScript app working typings (the .d.ts imports resolve)', async () => {
