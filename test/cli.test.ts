@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -279,5 +279,83 @@ describe('k-entity CLI', () => {
     assert.deepEqual([empty.pending, empty.deadLetters, empty.relays], [0, 0, []])
     const text = await cli(['status', '--url', file])
     assert.match(text.stdout, /relays: not visible on SQLite/)
+  })
+
+  it('demo: writes, rolls back, relays and reads back on a temporary SQLite file', async () => {
+    const run = await cli(['demo', '--orders', '20', '--json'], { KAFKA_BROKERS: kafkaBrokers().join(',') })
+    const result = json(run)
+    assert.deepEqual(
+      [
+        result.database,
+        result.committed,
+        result.rolledBack,
+        result.delivered,
+        result.lost,
+        result.phantom,
+        result.ok,
+      ],
+      ['sqlite', 16, 4, 16, 0, 0, true],
+    )
+    const noKafka = await cli(['demo', '--brokers', '127.0.0.1:1'])
+    assert.equal(noKafka.code, 1)
+    assert.match(noKafka.stderr, /cannot reach Kafka at 127\.0\.0\.1:1/)
+  })
+
+  it("relay --config: the app's own outbox module, stopped by SIGINT", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ke-cli-config-'))
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, 'app.db')
+    const topic = uniqueName('cli-config').replaceAll('_', '-')
+    await createTopic(topic, 1)
+    const adapter = fileURLToPath(new URL('../src/adapters/node-sqlite/index.ts', import.meta.url))
+    const core = fileURLToPath(new URL('../src/index.ts', import.meta.url))
+    const config = join(dir, 'outbox.config.ts')
+    writeFileSync(
+      config,
+      `import { createNodeSqliteOutbox } from ${JSON.stringify(adapter)}
+import { defineTopic } from ${JSON.stringify(core)}
+export const outbox = createNodeSqliteOutbox({
+  topics: { events: defineTopic<string>({ name: ${JSON.stringify(topic)} }) },
+  kafka: { brokers: ${JSON.stringify(kafkaBrokers())} },
+})
+export const relayOptions = { connection: ${JSON.stringify(file)} }
+`,
+    )
+    assert.equal((await cli(['migrate', '--url', file])).code, 0)
+    const { DatabaseSync } = await import('node:sqlite')
+    const { createNodeSqliteOutbox } = await import('../src/adapters/node-sqlite/index.ts')
+    const writer = createNodeSqliteOutbox({ topics: { events: defineTopic<string>({ name: topic }) } })
+    const db = new DatabaseSync(file)
+    db.exec('BEGIN')
+    for (let i = 0; i < 3; i++) writer.in(db).events.produce(`event-${i}`)
+    db.exec('COMMIT')
+    db.close()
+    const relay = spawn(process.execPath, [BIN, 'relay', '--config', config], {
+      env: { ...process.env, DATABASE_URL: undefined, KAFKA_BROKERS: undefined },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stderr = ''
+    relay.stderr?.on('data', (chunk) => {
+      stderr += chunk
+    })
+    const exited = new Promise<number | null>((resolve) => relay.once('exit', (code) => resolve(code)))
+    cleanups.push(async () => {
+      relay.kill('SIGKILL')
+    })
+    const consumed = await readTopic({
+      brokers: kafkaBrokers(),
+      topic,
+      expectedCount: 3,
+      timeoutMs: 90_000,
+      idleTimeoutMs: 60_000,
+    })
+    assert.deepEqual(
+      consumed.map((m) => String(m.value)),
+      ['event-0', 'event-1', 'event-2'],
+      stderr,
+    )
+    relay.kill('SIGINT')
+    assert.equal(await exited, 0, stderr)
+    assert.match(stderr, /SIGINT, stopping/)
   })
 })
