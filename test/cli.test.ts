@@ -281,7 +281,7 @@ describe('k-entity CLI', () => {
     assert.match(text.stdout, /relays: not visible on SQLite/)
   })
 
-  it('demo: writes, rolls back, relays and reads back on a temporary SQLite file', async () => {
+  it('demo: writes, rolls back, relays and reads back on a temporary SQLite file and on PostgreSQL', async () => {
     const run = await cli(['demo', '--orders', '20', '--json'], { KAFKA_BROKERS: kafkaBrokers().join(',') })
     const result = json(run)
     assert.deepEqual(
@@ -295,6 +295,18 @@ describe('k-entity CLI', () => {
         result.ok,
       ],
       ['sqlite', 16, 4, 16, 0, 0, true],
+    )
+    const schema = uniqueName('ke_cli_demo')
+    cleanups.push(() => dropSchema(schema))
+    const onPostgres = json(
+      await cli(['demo', '--orders', '10', '--json', '--schema', schema], {
+        DATABASE_URL,
+        KAFKA_BROKERS: kafkaBrokers().join(','),
+      }),
+    )
+    assert.deepEqual(
+      [onPostgres.database, onPostgres.committed, onPostgres.delivered, onPostgres.ok],
+      ['postgres', 8, 8, true],
     )
     const noKafka = await cli(['demo', '--brokers', '127.0.0.1:1'])
     assert.equal(noKafka.code, 1)

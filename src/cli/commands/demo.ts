@@ -13,11 +13,12 @@ export const DEMO_HELP = `Usage: k-entity demo [--url URL] [--brokers host:port,
 
 Writes orders and their OrderCreated events in the same transactions, rolls every fifth one
 back, relays the outbox to Kafka, reads the topic back and checks that exactly the committed
-events arrived, in order per customer. It uses its own schema (k_entity_demo) and a new topic.
+events arrived, in order per customer. It uses a schema of its own and a new topic.
   --url URL        postgres://... or a SQLite file (default DATABASE_URL, else a temporary
                    SQLite file)
   --brokers LIST   Kafka bootstrap brokers (default KAFKA_BROKERS; k-entity kafka start runs one)
   --orders N       orders to write (default 200)
+  --schema NAME    schema of the demo's outbox (default k_entity_demo)
   --json           the result as JSON
   -h, --help       this help`
 
@@ -32,6 +33,7 @@ export async function demo(args: string[]): Promise<number> {
     url: { type: 'string' },
     brokers: { type: 'string' },
     orders: { type: 'string' },
+    schema: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   })
@@ -60,7 +62,7 @@ export async function demo(args: string[]): Promise<number> {
     url = join(temporary, 'demo.db')
   }
   try {
-    const t = target({ url, schema: 'k_entity_demo' })
+    const t = target({ url, schema: values.schema ?? 'k_entity_demo' })
     if (t.database === 'mysql')
       throw new UsageError('the demo runs on PostgreSQL or SQLite; pass --url postgres://... or a file path')
     const orderCreated = defineTopic<OrderCreated>({
@@ -135,7 +137,7 @@ async function writePostgres(
 ): Promise<OrderCreated[]> {
   const { default: pg } = await import('pg')
   const { createPgOutbox } = await import('../../adapters/pg/index.ts')
-  const outbox = createPgOutbox({ topics: { orderCreated }, schema: 'k_entity_demo', kafka: { brokers } })
+  const outbox = createPgOutbox({ topics: { orderCreated }, schema: t.schema, kafka: { brokers } })
   await outbox.migrate(t.url)
   await outbox.ensureTopics()
   const pool = new pg.Pool({ connectionString: t.url, max: 2 })
@@ -177,7 +179,7 @@ async function writeSqlite(
   const { createNodeSqliteOutbox } = await import('../../adapters/node-sqlite/index.ts')
   const outbox = createNodeSqliteOutbox({
     topics: { orderCreated },
-    schema: 'k_entity_demo',
+    schema: t.schema,
     kafka: { brokers },
   })
   const db = new DatabaseSync(driverTarget(t))
