@@ -211,6 +211,26 @@ describe('admin status', () => {
     assert.equal(capped.pending, 8, 'SQLite estimates by the id range')
   })
 
+  it('PGlite: outbox.admin() gives the same figures, no relays', async () => {
+    const { openPgliteOutbox } = await import('../src/adapters/pglite/index.ts')
+    const outbox = await openPgliteOutbox({ topics: topics() })
+    cleanups.push(() => outbox.close())
+    await outbox.migrate()
+    await outbox.transaction(async (_tx, p) => {
+      for (let i = 0; i < 5; i++) await p.a.produce(`a${i}`, { key: `k${i}` })
+      for (let i = 0; i < 3; i++) await p.b.produce(`b${i}`, { key: `k${i}` })
+    })
+    await outbox.db.exec(`UPDATE k_entity.outbox SET created_at = now() - interval '60 seconds' WHERE topic = 'status-a';
+UPDATE k_entity.outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id IN (SELECT id FROM k_entity.outbox WHERE topic = 'status-b' ORDER BY id LIMIT 2);
+INSERT INTO k_entity.outbox_dead_letters (message_id, topic, attempts, errors, created_at) VALUES (1, 'status-a', 1, '[]', now()), (2, 'status-a', 1, '[]', now()), (3, 'status-c', 1, '[]', now())`)
+    const admin = outbox.admin()
+    assert.equal(admin.database, 'PGlite')
+    const status = await admin.status()
+    assertExactFigures(status)
+    assert.deepEqual(status.relays, [])
+    assertCappedFigures(await admin.status({ countCap: 4 }))
+  })
+
   it('refuses bad options, saying how to fix them', async () => {
     const admin = createAdmin({ url: DATABASE_URL })
     for (const bad of [0, -1, 1.5, 'x', 20_000_000]) {
