@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { DEFAULT_COUNT_CAP } from '../../admin/figures.ts'
 import type { OutboxStatus } from '../../admin/types.ts'
 import { adminFor, type Target, target } from '../database.ts'
 import { duration, print, printJson, table } from '../output.ts'
@@ -41,7 +42,7 @@ export async function status(args: string[]): Promise<number> {
         // One document per line when watching, so a script can read them as they come.
         if (values.watch) print(JSON.stringify(figures))
         else printJson(figures)
-      } else print(render(figures, t, admin.database))
+      } else print(render(figures, t, admin.database, countCap ?? DEFAULT_COUNT_CAP))
       if (!values.watch) return 0
       try {
         await sleep(interval * 1000, undefined, { signal: stop.signal })
@@ -57,11 +58,13 @@ export async function status(args: string[]): Promise<number> {
   }
 }
 
-function render(s: OutboxStatus, t: Target, database: string): string {
-  const about = s.exact ? '' : 'about '
+function render(s: OutboxStatus, t: Target, database: string, cap: number): string {
+  // One `exact` flag covers every count; each count says "about" only where it can be estimated.
+  const about = s.exact || s.pending <= cap ? '' : 'about '
+  const aboutDead = s.exact || s.deadLetters <= cap ? '' : 'about '
   const lines = [
     `${database} at ${t.where}, outbox ${t.schema ?? 'k_entity'}.${t.table ?? 'outbox'}, ${s.at.toISOString()}`,
-    `pending ${about}${s.pending} (ready ${about}${s.ready}, retrying ${s.retrying}), dead letters ${about}${s.deadLetters}, oldest pending ${s.pending === 0 ? '-' : duration(s.oldestPendingMs)}`,
+    `pending ${about}${s.pending} (ready ${about}${s.ready}, retrying ${s.retrying}), dead letters ${aboutDead}${s.deadLetters}, oldest pending ${s.pending === 0 ? '-' : duration(s.oldestPendingMs)}`,
   ]
   if (s.topics.length > 0) {
     lines.push(
