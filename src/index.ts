@@ -1,3 +1,10 @@
+export type {
+  OutboxAdmin,
+  OutboxStatus,
+  RelayNodeStatus,
+  StatusOptions,
+  TopicStatus,
+} from './admin/types.ts'
 export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError, WarningCodes } from './core/errors.ts'
 export { DEFAULT_TABLE } from './core/identifiers.ts'
 export { defaultLogger, type Logger, type LoggerOption } from './core/logger.ts'

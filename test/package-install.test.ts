@@ -329,7 +329,7 @@ describe('the packed package, installed into an empty app', () => {
       Object.keys(PACKAGE.exports),
     )
     // The app installed pg and nothing else: these need no other peer.
-    for (const subpath of ['.', './pg', './kafka', './testing', './package.json']) {
+    for (const subpath of ['.', './pg', './kafka', './testing', './admin', './package.json']) {
       const result = results.find((entry) => entry.subpath === subpath)
       assert.ok(result?.ok, `${subpath} must load: ${JSON.stringify(result)}`)
     }
@@ -358,6 +358,43 @@ describe('the packed package, installed into an empty app', () => {
       assert.ok(result.status === 200 && result.bytes > 100, `${path}: ${JSON.stringify(result)}`)
     }
     assert.deepEqual(Object.keys(results), ['/', 'dashboard.js', 'dashboard.css', 'uplot.js', 'uplot.css'])
+  })
+
+  it('runs the k-entity command from the installed package as plain JavaScript', async () => {
+    const bin = join(app, 'node_modules', PACKAGE.name, 'bin', 'k-entity.js')
+    assert.ok(existsSync(join(app, 'node_modules', '.bin', 'k-entity')), 'npm links the bin')
+    const help = await run(process.execPath, ['--no-experimental-strip-types', bin, '--help'], {
+      cwd: app,
+      env: childEnv(),
+    })
+    assert.match(help.stdout, /^Usage: k-entity <command>/)
+    const cliSchema = uniqueName('ke_pkg_cli')
+    try {
+      const args = ['migrate', '--json', '--schema', cliSchema]
+      const { stdout } = await run(process.execPath, ['--no-experimental-strip-types', bin, ...args], {
+        cwd: app,
+        env: childEnv({ DATABASE_URL }),
+      })
+      assert.deepEqual((JSON.parse(stdout) as { applied: number[] }).applied, [1, 2])
+      const status = await run(
+        process.execPath,
+        ['--no-experimental-strip-types', bin, 'status', '--json', '--schema', cliSchema],
+        { cwd: app, env: childEnv({ DATABASE_URL }) },
+      )
+      assert.equal((JSON.parse(status.stdout) as { pending: number }).pending, 0)
+    } finally {
+      await dropSchema(cliSchema)
+    }
+    // The development broker's launcher ships: asked about a port where nothing listens, it says so.
+    const kafka = await run(process.execPath, ['--no-experimental-strip-types', bin, 'kafka', 'status'], {
+      cwd: app,
+      env: childEnv({ KAFKA_PORT: '1' }),
+    }).then(
+      () => assert.fail('kafka status must fail where no broker answers'),
+      (error: { code?: number; stdout?: string }) => error,
+    )
+    assert.equal(kafka.code, 1)
+    assert.match(kafka.stdout ?? '', /Kafka does not answer at 127\.0\.0\.1:1/)
   })
 
   it('gives a TypeScript app working typings (the .d.ts imports resolve)', async () => {

@@ -5,19 +5,34 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Admin } from '@platformatic/kafka'
-import { errorMessage, HOST, KAFKA_VERSION, log, READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './common.ts'
+import {
+  errorMessage,
+  HOST,
+  KAFKA_VERSION,
+  log,
+  READY_TIMEOUT_MS,
+  STOP_TIMEOUT_MS,
+} from '../../src/dev/kafka/common.ts'
 import {
   type ClusterSettings,
   clusterNodeProperties,
   type Layout,
   layout,
   type ProxiedListenerOptions,
-} from './config.ts'
-import { ensureJars } from './jars.ts'
-import { isAlive, jvmGuard, logTail, type Running, spawnJvm, terminate, waitForExit } from './jvm.ts'
-import { assertPortFree, freePorts } from './ports.ts'
-import { queryClusterId } from './probe.ts'
-import { formatStorage, randomClusterId } from './storage.ts'
+} from '../../src/dev/kafka/config.ts'
+import { ensureJars } from '../../src/dev/kafka/jars.ts'
+import {
+  isAlive,
+  jvmGuard,
+  logTail,
+  type Running,
+  spawnJvm,
+  terminate,
+  waitForExit,
+} from '../../src/dev/kafka/jvm.ts'
+import { assertPortFree, freePorts } from '../../src/dev/kafka/ports.ts'
+import { queryClusterId } from '../../src/dev/kafka/probe.ts'
+import { formatStorage, randomClusterId } from '../../src/dev/kafka/storage.ts'
 
 export interface KafkaClusterOptions {
   /** Number of brokers (default 3), node ids 1..n; a controller-only node (id 0) runs beside them. */

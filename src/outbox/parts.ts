@@ -4,6 +4,7 @@
  * and a session opener (the outbox's own connection for relays, migrations and admin calls).
  * A new database is a new `SqlDialect`; a new driver or data layer is a binding and an opener.
  */
+import type { OutboxStatus } from '../admin/types.ts'
 import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
 import type { LoggerOption } from '../core/logger.ts'
 import type { OutboxOptions, TopicMap } from '../core/outbox.ts'
@@ -104,6 +105,8 @@ export interface SqlDialect<Session, R extends SqlRelayOptions = SqlRelayOptions
   migrationScript(table: OutboxTable): string
   deadLetters(table: OutboxTable, open: () => Session): DeadLetters
   stats(table: OutboxTable, open: () => Session): Promise<OutboxStats>
+  /** Queue figures read with every statement bounded by `countCap` (see `OutboxAdmin.status`). */
+  status(table: OutboxTable, open: () => Session, countCap: number): Promise<OutboxStatus>
   /** The relay's store; it checks the dialect's own relay options (`claimTimeout`...). */
   relayStore(table: OutboxTable, open: () => Session, options: R): RelayStore
   /** `host:port` (or file) of a relay's connection target for log lines, never credentials. */

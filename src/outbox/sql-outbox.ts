@@ -1,3 +1,5 @@
+import { composeAdmin } from '../admin/admin.ts'
+import type { OutboxAdmin } from '../admin/types.ts'
 import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
 import { invalidArgument } from '../core/errors.ts'
 import { type Logger, resolveLogger } from '../core/logger.ts'
@@ -150,6 +152,21 @@ export class SqlOutbox<
     const { dialect, sessions } = this.#parts
     return dialect.stats(this.outbox.table, sessions(connection, 'admin')).catch((error: unknown) => {
       throw this.#explain(error)
+    })
+  }
+
+  /**
+   * The admin part of this outbox (status without `count(*)`, dead letters, migrations), for the
+   * app's own operator endpoints; each call opens a short session on `connection` (the default as
+   * for `deadLetters()`). `close()` on it closes nothing of the outbox.
+   */
+  admin(connection?: Target): OutboxAdmin {
+    const { dialect, sessions } = this.#parts
+    return composeAdmin({
+      dialect,
+      table: this.outbox.table,
+      open: sessions(connection, 'admin'),
+      migrateHint: dialect.migrateHint,
     })
   }
 

@@ -39,7 +39,7 @@ export interface MysqlRelayStoreOptions {
 /** Most concurrent relays one outbox can run on MySQL (each holds one member lock). */
 const MEMBER_LOCKS = 32
 
-function memberLocks(table: OutboxTable): string[] {
+export function memberLocks(table: OutboxTable): string[] {
   return Array.from({ length: MEMBER_LOCKS }, (_, i) => lockName(table, `member${i}`))
 }
 

@@ -7,6 +7,7 @@ import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { MysqlRelayStore } from './relay-store.ts'
 import { type MysqlSession, relaySilence } from './session.ts'
+import { mysqlStatus } from './status.ts'
 
 /**
  * MySQL 8 / MariaDB 10.6+: every relay mode (named locks bound to the session); no companion
@@ -28,6 +29,7 @@ export const mysqlSql: SqlDialect<Promise<MysqlSession>> = {
   migrationScript,
   deadLetters: mysqlDeadLetters,
   stats: mysqlStats,
+  status: mysqlStatus,
   relayStore(table, open, options) {
     const claimTimeout = checkedClaimTimeout(options)
     return new MysqlRelayStore({

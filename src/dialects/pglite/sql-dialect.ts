@@ -2,6 +2,7 @@ import type { PGliteInterface } from '@electric-sql/pglite'
 import type { SessionOpener, SqlDialect } from '../../outbox/parts.ts'
 import type { PgSession } from '../postgres/session.ts'
 import { postgresSql } from '../postgres/sql-dialect.ts'
+import { postgresStatus } from '../postgres/status.ts'
 import { PgliteRelayStore } from './relay-store.ts'
 import { PgliteSession } from './session.ts'
 
@@ -29,6 +30,8 @@ export function pgliteSql(db: PGliteInterface): SqlDialect<Promise<PgSession>> {
       options: "the relay always runs on the outbox's own database, without a claim transaction or leader",
     },
     relayStore: (table) => new PgliteRelayStore(db, table),
+    // One connection in this process: no other sessions to show.
+    status: (table, open, countCap) => postgresStatus(table, open, countCap, { relays: false }),
     endpoint: () => undefined,
   }
 }

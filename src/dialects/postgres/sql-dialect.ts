@@ -8,6 +8,7 @@ import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
+import { postgresStatus } from './status.ts'
 
 /** PostgreSQL: every relay mode, pipelining on a companion session, LISTEN/NOTIFY. */
 export const POSTGRES_CAPABILITIES = {
@@ -30,6 +31,7 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
     migrationScript,
     deadLetters: postgresDeadLetters,
     stats: postgresStats,
+    status: (table, open, countCap) => postgresStatus(table, open, countCap),
     database: 'PostgreSQL',
     capabilities: POSTGRES_CAPABILITIES,
     refusals: {},

@@ -7,6 +7,7 @@ import { sqliteDialect } from './index.ts'
 import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { SqliteRelayStore } from './relay-store.ts'
+import { sqliteStatus } from './status.ts'
 
 /** A SQLite session: the app's handle (shared, never closed here) or a file opened for one use. */
 export interface SqliteBorrowed {
@@ -48,6 +49,7 @@ export function sqliteSql(openFile: (filename: string) => SqliteConnection): Sql
     migrationScript,
     deadLetters: sqliteDeadLetters,
     stats: sqliteStats,
+    status: sqliteStatus,
     relayStore(table, open, options: SqlRelayOptions) {
       const busyTimeout = options.busyTimeout ?? 10_000
       if (!Number.isInteger(busyTimeout) || busyTimeout < 0) {

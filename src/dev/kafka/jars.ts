@@ -2,7 +2,15 @@
 import { existsSync } from 'node:fs'
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
-import { describeExecError, execFileAsync, KAFKA_VERSION, log, POM, REPO_ROOT } from './common.ts'
+import {
+  brokerError,
+  describeExecError,
+  execFileAsync,
+  KAFKA_VERSION,
+  log,
+  POM,
+  REPO_ROOT,
+} from './common.ts'
 
 /**
  * Returns the folder holding the broker's classpath, running Maven only when the folder is
@@ -37,12 +45,12 @@ export async function ensureJars(quiet: boolean | undefined): Promise<string> {
     )
   } catch (error) {
     await rm(staging, { recursive: true, force: true })
-    throw new Error(
+    throw brokerError(
       `Could not fetch the Kafka broker jars with Maven (is mvn installed and Maven Central reachable?): ${describeExecError(error)}`,
     )
   }
   if (!(await readdir(staging)).some((file) => file.startsWith('kafka_2.13-'))) {
-    throw new Error(`Maven finished but ${staging} holds no kafka_2.13 jar`)
+    throw brokerError(`Maven finished but ${staging} holds no kafka_2.13 jar`)
   }
   await writeFile(join(staging, '.complete'), pom)
   if (await isComplete()) {

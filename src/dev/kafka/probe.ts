@@ -1,5 +1,6 @@
 // Asking a running node whether it is ours and ready.
 import { Admin } from '@platformatic/kafka'
+import { brokerError } from './common.ts'
 
 /** The cluster id a broker reports, or an error if nothing answers in time. */
 export async function queryClusterId(brokers: string, timeoutMs: number): Promise<string> {
@@ -12,7 +13,7 @@ export async function queryClusterId(brokers: string, timeoutMs: number): Promis
   })
   try {
     const metadata = await admin.metadata({ topics: [] })
-    if (metadata.brokers.size === 0) throw new Error('the broker reports no live brokers yet')
+    if (metadata.brokers.size === 0) throw brokerError('the broker reports no live brokers yet')
     return metadata.id
   } finally {
     await admin.close().catch(() => undefined)

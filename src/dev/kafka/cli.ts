@@ -3,14 +3,14 @@ import { existsSync, readFileSync } from 'node:fs'
 import { rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { start } from './broker.ts'
-import { errorMessage, HOST, log, REPO_ROOT } from './common.ts'
+import { brokerError, errorMessage, HOST, log, REPO_ROOT } from './common.ts'
 import { isAlive, jvmGuard, terminate } from './jvm.ts'
 import { queryClusterId } from './probe.ts'
 
 function devSettings(): { port: number; controllerPort: number; dataDir: string; pidFile: string } {
   const port = process.env.KAFKA_PORT ? Number(process.env.KAFKA_PORT) : 9092
   if (!Number.isInteger(port) || port <= 0 || port > 65534) {
-    throw new Error(`KAFKA_PORT must be a TCP port number, got "${process.env.KAFKA_PORT}"`)
+    throw brokerError(`KAFKA_PORT must be a TCP port number, got "${process.env.KAFKA_PORT}"`)
   }
   // Each port gets its own data dir: KRaft stores the controller's address with the data, so
   // reusing one dir on other ports would leave the quorum pointing at the old address.
@@ -96,7 +96,7 @@ export async function cli(command: string | undefined): Promise<number> {
           process.once('SIGTERM', () => resolveSignal('SIGTERM'))
         }),
         started.current().exited.then((reason) => {
-          throw new Error(`Kafka broker ${reason}; see ${dev.dataDir}/broker.log`)
+          throw brokerError(`Kafka broker ${reason}; see ${dev.dataDir}/broker.log`)
         }),
       ])
       log(false, `${signal}: stopping`)

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { errorMessage, HOST, KAFKA_VERSION, log, READY_TIMEOUT_MS } from './common.ts'
+import { brokerError, errorMessage, HOST, KAFKA_VERSION, log, READY_TIMEOUT_MS } from './common.ts'
 import {
   type Layout,
   layout,
@@ -100,7 +100,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
   for (;;) {
     if (exitReason !== undefined) {
       jvmGuard.delete(pid)
-      throw new Error(`Kafka broker (pid ${pid}) ${exitReason} before it answered.\n${await logTail(l)}`)
+      throw brokerError(`Kafka broker (pid ${pid}) ${exitReason} before it answered.\n${await logTail(l)}`)
     }
     try {
       const answeringId = await queryClusterId(brokers, 2_000)
@@ -117,7 +117,7 @@ async function launch(s: LaunchSettings): Promise<Running> {
       }
       await waitForExit(pid, 5_000)
       jvmGuard.delete(pid)
-      throw new Error(
+      throw brokerError(
         `Kafka broker (pid ${pid}) did not answer on ${brokers} within ${READY_TIMEOUT_MS / 1000} s (last error: ${lastError}).\n${await logTail(l)}`,
       )
     }
@@ -141,20 +141,20 @@ export async function start(options: KafkaBrokerOptions): Promise<Started> {
   const port = options.port ?? (freePort as number)
   const controllerPort = options.controllerPort ?? (freeControllerPort as number)
   if (port === controllerPort)
-    throw new Error(`Kafka's client and controller ports must differ (both are ${port})`)
+    throw brokerError(`Kafka's client and controller ports must differ (both are ${port})`)
   const saslSsl = options.saslSsl && {
     ...options.saslSsl,
     port: options.saslSsl.port ?? (freeSaslSslPort as number),
   }
   if (saslSsl) {
     if ([port, controllerPort].includes(saslSsl.port))
-      throw new Error(
+      throw brokerError(
         `Kafka's SASL_SSL port ${saslSsl.port} must differ from the client and controller ports`,
       )
     if (!saslSsl.certificateChain?.includes('-----BEGIN CERTIFICATE-----'))
-      throw new Error('saslSsl.certificateChain must be PEM text with at least one certificate')
+      throw brokerError('saslSsl.certificateChain must be PEM text with at least one certificate')
     if (!saslSsl.privateKey?.includes('-----BEGIN PRIVATE KEY-----'))
-      throw new Error(
+      throw brokerError(
         'saslSsl.privateKey must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----)',
       )
   }
@@ -165,15 +165,15 @@ export async function start(options: KafkaBrokerOptions): Promise<Started> {
   if (proxied) {
     for (const [name, value] of Object.entries(proxied)) {
       if (!Number.isInteger(value) || value < 1 || value > 65_535)
-        throw new Error(`proxiedListener.${name} must be a TCP port (1-65535), got ${value}`)
+        throw brokerError(`proxiedListener.${name} must be a TCP port (1-65535), got ${value}`)
     }
     const taken = [port, controllerPort, ...(saslSsl ? [saslSsl.port] : [])]
     if (taken.includes(proxied.port) || taken.includes(proxied.advertisedPort))
-      throw new Error(
+      throw brokerError(
         `proxiedListener ports (${proxied.port}, advertised ${proxied.advertisedPort}) must differ from the broker's other ports (${taken.join(', ')})`,
       )
     if (proxied.port === proxied.advertisedPort)
-      throw new Error(
+      throw brokerError(
         `proxiedListener.advertisedPort must be the proxy's port, not the listener's own (${proxied.port})`,
       )
   }
@@ -217,7 +217,7 @@ export async function start(options: KafkaBrokerOptions): Promise<Started> {
       if (state.ownsDataDir) await rm(dataDir, { recursive: true, force: true })
     },
     async restart() {
-      if (state.stopped) throw new Error('Cannot restart a Kafka broker after stop()')
+      if (state.stopped) throw brokerError('Cannot restart a Kafka broker after stop()')
       await stopProcess()
       state.running = await launch(state.settings)
     },

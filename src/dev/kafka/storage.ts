@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describeExecError, execFileAsync, javaBinary } from './common.ts'
+import { brokerError, describeExecError, execFileAsync, javaBinary } from './common.ts'
 import { type Layout, scramArguments } from './config.ts'
 import { jvmArgs } from './jvm.ts'
 
@@ -44,10 +44,10 @@ export async function formatStorage(jarsDir: string, l: Layout, cluster?: { id: 
       { cwd: l.dataDir },
     )
   } catch (error) {
-    throw new Error(`Formatting Kafka storage in ${l.logDir} failed: ${describeExecError(error)}`)
+    throw brokerError(`Formatting Kafka storage in ${l.logDir} failed: ${describeExecError(error)}`)
   }
   const formatted = await readClusterId(l)
   if (!formatted)
-    throw new Error(`Kafka's StorageTool ran but wrote no cluster.id to ${l.logDir}/meta.properties`)
+    throw brokerError(`Kafka's StorageTool ran but wrote no cluster.id to ${l.logDir}/meta.properties`)
   return formatted
 }

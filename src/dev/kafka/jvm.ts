@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { javaBinary, LOG_TAIL_LINES, LOG4J_CONFIG, STOP_TIMEOUT_MS } from './common.ts'
+import { brokerError, javaBinary, LOG_TAIL_LINES, LOG4J_CONFIG, STOP_TIMEOUT_MS } from './common.ts'
 import type { Layout } from './config.ts'
 
 export type JvmProfile = 'test' | 'server'
@@ -106,7 +106,7 @@ export async function terminate(pid: number): Promise<void> {
   process.kill(pid, 'SIGTERM')
   if (await waitForExit(pid, STOP_TIMEOUT_MS)) return
   process.kill(pid, 'SIGKILL')
-  if (!(await waitForExit(pid, 5_000))) throw new Error(`Kafka broker pid ${pid} survived SIGKILL`)
+  if (!(await waitForExit(pid, 5_000))) throw brokerError(`Kafka broker pid ${pid} survived SIGKILL`)
 }
 
 export interface Running {
