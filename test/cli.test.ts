@@ -61,7 +61,7 @@ function json(run: Run): any {
 
 describe('k-entity CLI', () => {
   it('--help on every command, exit codes for usage errors', async () => {
-    for (const command of ['migrate', 'status', 'dlq', 'relay', 'kafka', 'demo']) {
+    for (const command of ['migrate', 'status', 'dlq', 'relay', 'kafka', 'demo', 'dashboard']) {
       const run = await cli([command, '--help'])
       assert.equal(run.code, 0, `${command} --help: ${run.stderr}`)
       assert.match(run.stdout, new RegExp(`^Usage: k-entity ${command}`), command)
@@ -369,5 +369,42 @@ export const relayOptions = { connection: ${JSON.stringify(file)} }
     relay.kill('SIGINT')
     assert.equal(await exited, 0, stderr)
     assert.match(stderr, /SIGINT, stopping/)
+  })
+  it('dashboard serves the page and the status of the outbox, stops on SIGINT with exit 0', async () => {
+    const schema = uniqueName('ke_cli_dash')
+    cleanups.push(() => dropSchema(schema))
+    json(await cli(['migrate', '--json', '--schema', schema, '--url', DATABASE_URL]))
+    const child = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', '--schema', schema], {
+      env: { ...process.env, DATABASE_URL },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    try {
+      await waitFor(() => /"url"/.test(stdout), { what: 'the dashboard URL', timeout: 30_000 })
+      const { url } = JSON.parse(stdout) as { url: string }
+      assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/)
+      const page = await fetch(url)
+      assert.equal(page.status, 200)
+      const status = (await (await fetch(`${url}api/status`)).json()) as { pending: number; exact: boolean }
+      assert.deepEqual([status.pending, status.exact], [0, true])
+    } finally {
+      child.kill('SIGINT')
+    }
+    assert.equal(await exited, 0)
+    const missing = await cli([
+      'dashboard',
+      '--port',
+      '0',
+      '--schema',
+      uniqueName('ke_cli_none'),
+      '--url',
+      DATABASE_URL,
+    ])
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /run k-entity migrate/)
   })
 })

@@ -11,6 +11,7 @@ Commands:
   relay                          run a relay (--config ./outbox.config.js, or from the URL)
   kafka start|stop|status|run    a Kafka broker for development
   demo                           write, roll back, relay and verify, end to end
+  dashboard [--port N]           a live web page: backlog, lag, relays, dead letters
 
 The database comes from --url or DATABASE_URL (postgres://, mysql://, mariadb://, or a SQLite
 file). k-entity <command> --help tells more. Exit codes: 0 ok, 1 failure, 2 usage error.`
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<(args: string[]) => Promise<number>
   relay: async () => (await import('./commands/relay.ts')).relay,
   kafka: async () => (await import('./commands/kafka.ts')).kafka,
   demo: async () => (await import('./commands/demo.ts')).demo,
+  dashboard: async () => (await import('./commands/dashboard.ts')).dashboard,
 }
 
 /** Runs one command line and returns the exit code; errors are printed, never thrown. */
