@@ -19,7 +19,6 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
-import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { RELAY_DEFAULTS } from '../src/index.ts'
@@ -33,6 +32,7 @@ import {
   topicName,
   uniqueName,
 } from './lib/env.ts'
+import { benchBrokers } from './lib/kafka.ts'
 import { metrics } from './lib/relay-metrics.ts'
 import { median } from './lib/stats.ts'
 import { runWorker } from './lib/workers.ts'
@@ -88,13 +88,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer`)
   for (const db of only) if (!DATABASES.includes(db)) throw new Error(`--only: unknown database ${db}`)
 
-  let broker: KafkaBroker | undefined
-  let brokers: string[]
-  if (process.env.KAFKA_BROKERS) brokers = process.env.KAFKA_BROKERS.split(',')
-  else {
-    broker = await startKafkaBroker({ jvm: 'server' })
-    brokers = [broker.brokers]
-  }
+  const kafka = await benchBrokers()
+  const brokers = kafka.brokers
   const machine = await machineInfo()
   log(
     `dialects: ${machine.nproc} CPUs, PostgreSQL ${machine.postgres}, Kafka ${machine.kafka}, Node ${machine.node}, load ${machine.loadAverage}; ${count} messages per run, ${reps} repetitions`,
@@ -148,7 +143,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await deleteTopics(brokers, topics).catch(() => {})
-    await broker?.stop()
+    await kafka.stop()
   }
   console.log('| database | repetition | raw msg/s | relay msg/s | relay / raw | read back |')
   console.log('|---|---|---|---|---|---|')

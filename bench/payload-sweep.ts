@@ -15,10 +15,10 @@ import { fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import pg from 'pg'
-import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { bufferSerializer, defineTopic, RELAY_DEFAULTS } from '../src/index.ts'
 import { createTopic, DATABASE_URL, deleteTopics, machineInfo, topicName } from './lib/env.ts'
+import { benchBrokers } from './lib/kafka.ts'
 
 const MiB = 1024 * 1024
 const KEYS = 64
@@ -67,13 +67,8 @@ async function main(): Promise<void> {
     // about 500 MB, which a broker with default settings (socket.request.max.bytes 100 MB) drops,
     // so the relay retries it forever (see bench/results/2026-12-06-payload-sweep.md).
   ]
-  let broker: KafkaBroker | undefined
-  let brokers: string[]
-  if (process.env.KAFKA_BROKERS) brokers = process.env.KAFKA_BROKERS.split(',')
-  else {
-    broker = await startKafkaBroker({ jvm: 'server' })
-    brokers = [broker.brokers]
-  }
+  const kafka = await benchBrokers()
+  const brokers = kafka.brokers
   const machine = await machineInfo()
   log(
     `payload sweep: ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, PostgreSQL ${machine.postgres}, Kafka ${machine.kafka}, Node ${machine.node}, load ${machine.loadAverage}; backlog ${values.mb} MB per case (256 B: 1/8 of it; 1 MB: also 8 times it)`,
@@ -90,7 +85,7 @@ async function main(): Promise<void> {
       log(row)
     }
   } finally {
-    await broker?.stop()
+    await kafka.stop()
   }
   console.log(
     '| payload | maxBytesPerPoll | messages | MB relayed | s | MB/s | msg/s | baseline RSS MiB | peak RSS MiB | peak over baseline MiB | over baseline / budget |',

@@ -1,6 +1,7 @@
 // Kafka helpers: the raw producer baseline (same client and settings as KafkaTransport), a
 // warm-up, and a transport wrapper that records when each message was acknowledged.
 import { compatibilityPartitioner, Producer, stringSerializers } from '@platformatic/kafka'
+import { startKafkaBroker } from '../../scripts/kafka-broker.ts'
 import { type MessageTransport, type OutboxRecord, RELAY_DEFAULTS } from '../../src/index.ts'
 import { TRACKING_ID_HEADER } from '../../src/testing/index.ts'
 import { KafkaTransport } from '../../src/transports/kafka/index.ts'
@@ -117,4 +118,12 @@ export async function warmTransport(
   for (let batch = 0; batch < WARMUP_BATCHES; batch++) await transport.send(warmupBatch(warmupTopic, batch))
   if (measuredTopic !== undefined) await transport.send(topicWarmupRecords(measuredTopic))
   return transport
+}
+
+/** The broker a standalone bench script uses: `KAFKA_BROKERS` when set, else one it starts (and stops). */
+export async function benchBrokers(): Promise<{ brokers: string[]; stop(): Promise<void> }> {
+  if (process.env.KAFKA_BROKERS)
+    return { brokers: process.env.KAFKA_BROKERS.split(','), stop: async () => {} }
+  const broker = await startKafkaBroker({ jvm: 'server' })
+  return { brokers: [broker.brokers], stop: () => broker.stop() }
 }
