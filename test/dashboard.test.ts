@@ -15,7 +15,6 @@ import { chromium } from 'playwright-core'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { DASHBOARD_HEADER, dashboardHandler, startDashboard } from '../src/dashboard/index.ts'
 import { defineTopic, isKEntityError } from '../src/index.ts'
-import { pgDashboardAdmin } from './support/dashboard-admin.ts'
 import { DATABASE_URL, dropSchema, kafkaBrokers, uniqueName, waitFor } from './support/env.ts'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -48,7 +47,7 @@ const outbox = createPgOutbox({
   schema,
   kafka: { brokers, autoCreateTopics: true },
 })
-const admin = pgDashboardAdmin(outbox, pool, schema, DATABASE_URL)
+const admin = outbox.admin(DATABASE_URL)
 let delivered = 0
 const relay = outbox.relay({
   connection: DATABASE_URL,
@@ -270,7 +269,7 @@ describe('dashboard HTTP API', () => {
       schema: unmigrated,
       kafka: { brokers },
     })
-    const dashboard = await startDashboard({ admin: pgDashboardAdmin(other, pool, unmigrated, DATABASE_URL) })
+    const dashboard = await startDashboard({ admin: other.admin(DATABASE_URL) })
     t.after(() => dashboard.close())
     const response = await fetch(new URL('api/dead-letters', dashboard.url))
     assert.equal(response.status, 503)
@@ -321,7 +320,7 @@ describe('dashboard page in headless Chromium', { skip: noChromium }, () => {
       kafka: { brokers },
     })
     const dashboard = await startDashboard({
-      admin: pgDashboardAdmin(other, pool, unmigrated, DATABASE_URL),
+      admin: other.admin(DATABASE_URL),
       refreshMs: 500,
     })
     t.after(() => dashboard.close())
