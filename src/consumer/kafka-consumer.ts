@@ -58,6 +58,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   readonly #partitions = new Map<string, PartitionState>()
   readonly #workers = new Set<Promise<void>>()
   readonly #commits = new Set<Promise<void>>()
+  /** With `commitIntervalMs`: the last record done per partition, not committed yet. */
+  readonly #uncommitted = new Map<string, RawRecord>()
+  #commitTimer: NodeJS.Timeout | undefined
   readonly #abort = new AbortController()
   #buffered = 0
   #paused = false
@@ -99,6 +102,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       sessionTimeout: session,
       rebalanceTimeout: session,
       heartbeatInterval: Math.min(3000, Math.floor(session / 3)),
+      ...(options.groupInstanceId === undefined ? {} : { groupInstanceId: options.groupInstanceId }),
     })
     this.#consumer = consumer
     consumer.on('consumer:group:join', (payload: { assignments?: GroupAssignment[] }) => {
@@ -133,6 +137,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       this.#buffered -= state.queue.length
       state.queue.length = 0
       state.revoked = true
+      this.#uncommitted.delete(key)
       this.#partitions.delete(key)
     }
     this.#maybeResume()
@@ -266,6 +271,26 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   }
 
   #commit(raw: RawRecord): void {
+    if (this.#options.commitIntervalMs === 0) {
+      this.#commitNow(raw)
+      return
+    }
+    // Per partition the last record done stands for every one before it.
+    this.#uncommitted.set(partitionKey(raw.topic, raw.partition), raw)
+    this.#commitTimer ??= setTimeout(() => {
+      this.#commitTimer = undefined
+      this.#flushCommits()
+    }, this.#options.commitIntervalMs)
+  }
+
+  #flushCommits(): void {
+    clearTimeout(this.#commitTimer)
+    this.#commitTimer = undefined
+    for (const raw of this.#uncommitted.values()) this.#commitNow(raw)
+    this.#uncommitted.clear()
+  }
+
+  #commitNow(raw: RawRecord): void {
     const commit = Promise.resolve(raw.commit() as Promise<void> | undefined).catch((error: unknown) => {
       // Typically a rebalance took the partition away: its next owner starts from the last
       // committed offset and the inbox (or the handler's idempotence) absorbs the repeat.
@@ -355,6 +380,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#reader?.()
     await this.#started?.catch(() => {})
     while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
+    this.#flushCommits()
     while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])
     try {
       await this.#stream?.close()

@@ -37,6 +37,18 @@ export interface ConsumerBaseOptions {
    * giving its partitions to the others, in ms (default 30000; the broker allows 6000 and up by default).
    */
   sessionTimeoutMs?: number
+  /**
+   * Static membership: a name for this member, stable across restarts (a pod name). A member
+   * that restarts under the same name gets its partitions back at once, without the group
+   * waiting `sessionTimeoutMs` for the old process and rebalancing. Unique within the group.
+   */
+  groupInstanceId?: string
+  /**
+   * Commit handled offsets at most this often, in ms (default 0: as each message is done, the
+   * client merging commits that overlap). Longer means fewer commit requests, and more messages
+   * delivered again after a crash (which an inbox skips).
+   */
+  commitIntervalMs?: number
   /** Where the consumer logs; `false` for none. Default: warnings and errors on stderr. */
   logger?: Logger | false
 }
@@ -78,6 +90,8 @@ export interface ResolvedConsumerOptions {
   maxDelayMs: number
   maxWaitMs: number
   sessionTimeoutMs: number
+  commitIntervalMs: number
+  groupInstanceId: string | undefined
   logger: Logger
 }
 
@@ -101,11 +115,28 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
       `${where} needs an options object like { groupId: 'billing', ... }, got ${describe(options)}`,
     )
   }
-  const { groupId, from, maxInFlight, retry, maxWaitMs, sessionTimeoutMs, logger } =
-    options as ConsumerBaseOptions
+  const {
+    groupId,
+    from,
+    maxInFlight,
+    retry,
+    maxWaitMs,
+    sessionTimeoutMs,
+    commitIntervalMs,
+    groupInstanceId,
+    logger,
+  } = options as ConsumerBaseOptions
   if (typeof groupId !== 'string' || !GROUP_ID.test(groupId)) {
     throw invalidArgument(
       `${where}: 'groupId' must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-', got ${describe(groupId)}`,
+    )
+  }
+  if (
+    groupInstanceId !== undefined &&
+    (typeof groupInstanceId !== 'string' || !GROUP_ID.test(groupInstanceId))
+  ) {
+    throw invalidArgument(
+      `${where}: 'groupInstanceId' must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-', got ${describe(groupInstanceId)}`,
     )
   }
   if (from !== undefined && from !== 'earliest' && from !== 'latest') {
@@ -123,6 +154,8 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
     maxDelayMs: count(retry?.maxDelayMs, 'retry.maxDelayMs', 0, 3_600_000, 10_000, where),
     maxWaitMs: count(maxWaitMs, 'maxWaitMs', 1, 60_000, 500, where),
     sessionTimeoutMs: count(sessionTimeoutMs, 'sessionTimeoutMs', 1000, 3_600_000, 30_000, where),
+    commitIntervalMs: count(commitIntervalMs, 'commitIntervalMs', 0, 3_600_000, 0, where),
+    groupInstanceId,
     logger: resolveLogger(logger, where),
   }
   if (resolved.maxDelayMs < resolved.initialDelayMs) {
