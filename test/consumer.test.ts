@@ -346,4 +346,64 @@ describe('outbox.consume() with the inbox on PostgreSQL', {
     )
     assert.equal(await outbox.purgeInbox(process.env.DATABASE_URL, { batchSize: 4 }), 12)
   })
+
+  it('two members of one group through rebalances: each message applied once, handled by both', async () => {
+    const name = uniqueName('ke-inbox-rebalance')
+    await createTopic(list as string[], name, 4)
+    topicNames.push(name)
+    const events = defineTopic<{ id: string }>({ name, key: (event) => event.id })
+    const outbox = createPgOutbox({ topics: { events }, schema, kafka })
+    await outbox.migrateInbox(process.env.DATABASE_URL)
+    await pool.query(
+      `CREATE TABLE "${schema}".rebalanced (id text PRIMARY KEY, n integer NOT NULL, member text NOT NULL)`,
+    )
+    const total = 1200
+    const groupId = uniqueName('g')
+    const member = (who: string) =>
+      outbox.consume(events, {
+        ...quiet,
+        groupId,
+        db: pool,
+        sessionTimeoutMs: 6000,
+        commitIntervalMs: 500,
+        handler: async (message, client) => {
+          await new Promise((resolve) => setTimeout(resolve, 2))
+          await client.query(
+            `INSERT INTO "${schema}".rebalanced (id, n, member) VALUES ($1, 1, $2) ON CONFLICT (id) DO UPDATE SET n = rebalanced.n + 1`,
+            [(message.value as { id: string }).id, who],
+          )
+        },
+      })
+    const count = async () =>
+      (await pool.query(`SELECT count(*)::int AS n FROM "${schema}".rebalanced`)).rows[0].n as number
+    const producing = (async () => {
+      for (let start = 0; start < total; start += 100) {
+        const batch = []
+        for (let i = start; i < start + 100; i++)
+          batch.push({ key: `k${i % 31}`, value: JSON.stringify({ id: `e${i}` }) })
+        await produceRaw(list as string[], name, batch)
+        await new Promise((resolve) => setTimeout(resolve, 150))
+      }
+    })()
+    const one = member('one')
+    let done = 0
+    await waitFor(() => one.counts.handled > 100, 20_000, 'the first member at work')
+    const two = member('two')
+    await waitFor(() => two.counts.handled > 50, 30_000, 'the second member at work')
+    await one.close()
+    await producing
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      done = await count()
+      if (done >= total || Date.now() > deadline) break
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    await two.close()
+    assert.equal(done, total)
+    const { rows } = await pool.query(
+      `SELECT max(n)::int AS max, count(DISTINCT member)::int AS members FROM "${schema}".rebalanced`,
+    )
+    assert.equal(rows[0].max, 1, 'no message applied twice')
+    assert.equal(rows[0].members, 2)
+  })
 })
