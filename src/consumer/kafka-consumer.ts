@@ -32,6 +32,8 @@ export interface ConsumerCounts {
   duplicates: number
 }
 
+const FETCH_BYTES_PER_PARTITION = 64 * 1024
+
 interface PartitionState {
   queue: RawRecord[]
   running: boolean
@@ -114,6 +116,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       fallbackMode: options.from,
       autocommit: false,
       maxWaitTime: options.maxWaitMs,
+      // Small per-partition fetches interleave the partitions in the stream: with 1 MB each, the
+      // in-flight bound filled with one partition's records and the other workers sat idle.
+      maxBytesPerPartition: FETCH_BYTES_PER_PARTITION,
     })
     this.#stream = stream
     stream.on('data', (raw: RawRecord) => this.#onRecord(raw))
