@@ -33,6 +33,13 @@ export interface InboxConsumerOptions<T, D, X, M extends TopicMap> extends Consu
   inboxKey?: (message: ConsumedMessage<T>) => string
   /** How long an inbox row keeps its key from being handled again, in ms (default 7 days). */
   inboxRetentionMs?: number
+  /**
+   * Most messages of one partition handled in one transaction (default 50): the handler still
+   * gets them one at a time, their inbox rows and effects commit together, and the transaction
+   * is not paid per message. If any of them fails or was seen before, the transaction rolls back
+   * and each is handled alone (with its retries and dead letter). 1: a transaction per message.
+   */
+  batchSize?: number
   /** How often the consumer deletes one batch of expired inbox rows, in ms (default 60000; 0: never). */
   purgeIntervalMs?: number
 }
@@ -84,7 +91,13 @@ export function checkInboxOptions(
       `${where}: 'purgeIntervalMs' must be an integer from 0 (never) to ${DAY_MS}, got ${describe(options.purgeIntervalMs)}`,
     )
   }
-  return { retention, purge }
+  const batchSize = options.batchSize ?? 50
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+    throw invalidArgument(
+      `${where}: 'batchSize' must be an integer from 1 to 10000, got ${describe(options.batchSize)}`,
+    )
+  }
+  return { retention, purge, batchSize }
 }
 
 /** The default inbox key: the producer's message id when it set one, else where Kafka keeps the record. */
@@ -105,7 +118,7 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
   options: InboxConsumerOptions<T, D, X, M>,
   group: string,
 ): MessageProcessor<T> {
-  const { retention, purge } = checkInboxOptions(options as never, 'outbox.consume()')
+  const { retention, purge, batchSize } = checkInboxOptions(options as never, 'outbox.consume()')
   const { table, sql, runner, binding, logger } = context
   const keyOf = (options.inboxKey ?? defaultInboxKey) as (message: ConsumedMessage<T>) => string
   const entryOf = (message: ConsumedMessage<T>) => {
@@ -159,6 +172,16 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
     timer.unref()
   }
   return {
+    batchSize,
+    async handleBatch(messages) {
+      await runner.transaction(options.db, async (tx, topics) => {
+        const adapter = binding(tx)
+        for (const message of messages) {
+          await insertEntry(adapter, message)
+          await options.handler(message, tx, topics)
+        }
+      })
+    },
     async handle(message): Promise<'duplicate' | undefined> {
       try {
         await runner.transaction(options.db, async (tx, topics) => {

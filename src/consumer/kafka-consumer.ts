@@ -17,6 +17,13 @@ export interface MessageProcessor<T> {
   deadLetter(dead: DeadMessage<T>): Promise<void>
   /** False for failures that are nobody's message's fault (the database is down): retried without end. */
   countsAsAttempt?(error: unknown): boolean
+  /**
+   * Handles several records of one partition at once (one transaction), all or none; throwing
+   * (a failure, a record seen before) makes the consumer handle each of them alone instead.
+   */
+  handleBatch?(messages: ConsumedMessage<T>[]): Promise<void>
+  /** Most records per `handleBatch` call (default 1: no batches). */
+  readonly batchSize?: number
   /** Called once the consumer has stopped. */
   close?(): Promise<void>
 }
@@ -184,9 +191,36 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   }
 
   async #drain(state: PartitionState): Promise<void> {
+    const processor = this.#processor
+    const batchSize = processor?.batchSize ?? 1
     while (!this.#closing && !state.revoked) {
+      if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
+        const raws = state.queue.splice(0, batchSize)
+        if (await this.#processBatch(processor, raws)) {
+          this.#buffered -= raws.length
+          this.#maybeResume()
+          this.#commit(raws[raws.length - 1] as RawRecord)
+          continue
+        }
+        // One of them failed (or was seen before): each alone, in order, with its own retries.
+        if (!(await this.#processEach(state, raws))) return
+        continue
+      }
       const raw = state.queue.shift()
       if (raw === undefined) return
+      if (!(await this.#processEach(state, [raw]))) return
+    }
+  }
+
+  /** Records one by one; false when closing (or a rebalance) stopped it, leaving the rest uncommitted. */
+  async #processEach(state: PartitionState, raws: RawRecord[]): Promise<boolean> {
+    for (let i = 0; i < raws.length; i++) {
+      if (this.#closing || state.revoked) {
+        this.#buffered -= raws.length - i
+        this.#maybeResume()
+        return false
+      }
+      const raw = raws[i] as RawRecord
       let done = false
       try {
         done = await this.#process(raw)
@@ -194,9 +228,31 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
         this.#buffered--
         this.#maybeResume()
       }
-      if (!done) return
+      if (!done) {
+        this.#buffered -= raws.length - i - 1
+        this.#maybeResume()
+        return false
+      }
       this.#commit(raw)
     }
+    return true
+  }
+
+  /** The whole batch in one go; false if any record is unreadable or the batch failed. */
+  async #processBatch(processor: MessageProcessor<T>, raws: RawRecord[]): Promise<boolean> {
+    let messages: ConsumedMessage<T>[]
+    try {
+      messages = raws.map((raw) => toMessage(this.topic, raw, 1))
+    } catch {
+      return false
+    }
+    try {
+      await processor.handleBatch?.(messages)
+    } catch {
+      return false
+    }
+    this.counts.handled += messages.length
+    return true
   }
 
   /** Handles one record with retries, then the dead letter; false if closing cut it short. */
