@@ -2,7 +2,9 @@
 // letters that do not stall other partitions, graceful shutdown, and the inbox on PostgreSQL.
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { consume } from '../src/consumer/consume.ts'
 import type { ConsumedMessage } from '../src/consumer/message.ts'
@@ -376,34 +378,128 @@ describe('outbox.consume() with the inbox on PostgreSQL', {
       })
     const count = async () =>
       (await pool.query(`SELECT count(*)::int AS n FROM "${schema}".rebalanced`)).rows[0].n as number
+    // About 10 s of traffic, so that the second member joins while messages still arrive.
     const producing = (async () => {
-      for (let start = 0; start < total; start += 100) {
+      for (let start = 0; start < total; start += 50) {
         const batch = []
-        for (let i = start; i < start + 100; i++)
+        for (let i = start; i < start + 50; i++)
           batch.push({ key: `k${i % 31}`, value: JSON.stringify({ id: `e${i}` }) })
         await produceRaw(list as string[], name, batch)
-        await new Promise((resolve) => setTimeout(resolve, 150))
+        await new Promise((resolve) => setTimeout(resolve, 400))
       }
     })()
     const one = member('one')
+    let two: ReturnType<typeof member> | undefined
     let done = 0
-    await waitFor(() => one.counts.handled > 100, 20_000, 'the first member at work')
-    const two = member('two')
-    await waitFor(() => two.counts.handled > 50, 30_000, 'the second member at work')
-    await one.close()
-    await producing
-    const deadline = Date.now() + 30_000
-    for (;;) {
-      done = await count()
-      if (done >= total || Date.now() > deadline) break
-      await new Promise((resolve) => setTimeout(resolve, 200))
+    try {
+      await waitFor(() => one.counts.handled > 50, 20_000, 'the first member at work')
+      two = member('two')
+      const second = two
+      await waitFor(() => second.counts.handled > 20, 30_000, 'the second member at work')
+      await one.close()
+      await producing
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        done = await count()
+        if (done >= total || Date.now() > deadline) break
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+    } finally {
+      await producing.catch(() => {})
+      await one.close()
+      await two?.close()
     }
-    await two.close()
     assert.equal(done, total)
     const { rows } = await pool.query(
       `SELECT max(n)::int AS max, count(DISTINCT member)::int AS members FROM "${schema}".rebalanced`,
     )
     assert.equal(rows[0].max, 1, 'no message applied twice')
     assert.equal(rows[0].members, 2)
+  })
+})
+
+describe('outbox.consume() with the inbox on MySQL/MariaDB', {
+  skip: list === undefined ? 'KAFKA_BROKERS not set' : false,
+}, () => {
+  const url = process.env.MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
+  const schema = uniqueName('ke_inbox').replaceAll('-', '_')
+  const pool = mysql.createPool({ uri: url, connectionLimit: 4 })
+  const topicNames: string[] = []
+  before(async () => {
+    await pool.query(`CREATE DATABASE \`${schema}\``)
+    await pool.query(
+      `CREATE TABLE \`${schema}\`.effects (id VARCHAR(64) PRIMARY KEY, n INT NOT NULL) ENGINE=InnoDB`,
+    )
+  })
+  after(async () => {
+    await pool.query(`DROP DATABASE IF EXISTS \`${schema}\``)
+    await pool.end()
+    for (const name of topicNames) await deleteTopic(list as string[], name)
+  })
+
+  it('applies each message once, skips a repeated message id, dead-letters a failing one, purges expired rows', async () => {
+    const name = uniqueName('ke-inbox-my')
+    await createTopic(list as string[], name, 2)
+    topicNames.push(name)
+    const events = defineTopic<{ id: string; fail?: boolean }>({ name, key: (event) => event.id })
+    const outbox = createMysqlOutbox({ topics: { events }, schema, kafka })
+    await outbox.migrateInbox(url)
+    await outbox.migrateInbox(url)
+    const messages = []
+    for (let i = 0; i < 30; i++) {
+      const message = {
+        key: `e${i % 5}`,
+        value: JSON.stringify({ id: `e${i}` }),
+        headers: { [MESSAGE_ID_HEADER]: `m-${i}` },
+      }
+      messages.push(message)
+      if (i % 3 === 0) messages.push(message)
+    }
+    messages.push({
+      key: 'bad',
+      value: JSON.stringify({ id: 'bad', fail: true }),
+      headers: { [MESSAGE_ID_HEADER]: 'm-bad' },
+    })
+    await produceRaw(list as string[], name, messages)
+    const consumer = outbox.consume(events, {
+      ...quiet,
+      groupId: uniqueName('g'),
+      db: pool,
+      retry: { attempts: 2, initialDelayMs: 50 },
+      handler: async (message, connection) => {
+        const event = message.value as { id: string; fail?: boolean }
+        await connection.query(
+          `INSERT INTO \`${schema}\`.effects (id, n) VALUES (?, 1) ON DUPLICATE KEY UPDATE n = n + 1`,
+          [event.id],
+        )
+        if (event.fail) throw new Error('cannot apply this one')
+      },
+    })
+    try {
+      await waitFor(
+        () =>
+          consumer.counts.handled + consumer.counts.duplicates + consumer.counts.deadLettered >=
+          messages.length,
+        30_000,
+        'every message',
+      )
+    } finally {
+      await consumer.close()
+    }
+    const [effects] = await pool.query(`SELECT id, n FROM \`${schema}\`.effects`)
+    assert.equal((effects as { n: number }[]).length, 30, 'the failing handler left no effect')
+    assert.ok((effects as { n: number }[]).every((row) => row.n === 1))
+    assert.equal(consumer.counts.duplicates, 10)
+    const [dead] = await pool.query(`SELECT error, attempts FROM \`${schema}\`.outbox_consumer_dead_letters`)
+    assert.deepEqual(
+      (dead as { error: string; attempts: number }[]).map((row) => [row.error, row.attempts]),
+      [['cannot apply this one', 2]],
+    )
+    await pool.query(
+      `UPDATE \`${schema}\`.outbox_inbox SET expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 SECOND WHERE message_key < 'id:m-2'`,
+    )
+    assert.equal(await outbox.purgeInbox(url, { batchSize: 4 }), 12)
+    const [left] = await pool.query(`SELECT count(*) AS n FROM \`${schema}\`.outbox_inbox`)
+    assert.equal(Number((left as { n: number }[])[0]?.n), 19)
   })
 })
