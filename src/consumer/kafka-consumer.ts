@@ -183,10 +183,19 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
 
   #startWorker(state: PartitionState): void {
     state.running = true
-    const worker = this.#drain(state).finally(() => {
-      state.running = false
-      this.#workers.delete(worker)
-    })
+    const worker = this.#drain(state)
+      .catch((error: unknown) => {
+        // Not expected (#process settles every failure): the partition stops here, uncommitted,
+        // and its records go to the group's next reader.
+        this.#options.logger.error(
+          { topic: this.topic.name, groupId: this.groupId, error: String(error) },
+          'a consumer partition worker failed',
+        )
+      })
+      .finally(() => {
+        state.running = false
+        this.#workers.delete(worker)
+      })
     this.#workers.add(worker)
   }
 
