@@ -169,12 +169,12 @@ async function killRepeatedly(database: Database, staticMember: boolean): Promis
       sends.push(message)
       if (i % RESENT_EVERY === 0) sends.push(message)
     }
-    // Messages keep flowing through the kills: about 120 per second.
+    // Messages keep flowing through the kills: about 80 per second, for about 40 s.
     let produced = false
     const producing = (async () => {
-      for (let start = 0; start < sends.length; start += 60) {
-        await produceRaw(list as string[], topic, sends.slice(start, start + 60))
-        await sleep(400)
+      for (let start = 0; start < sends.length; start += 40) {
+        await produceRaw(list as string[], topic, sends.slice(start, start + 40))
+        await sleep(500)
       }
       produced = true
     })()
@@ -185,7 +185,8 @@ async function killRepeatedly(database: Database, staticMember: boolean): Promis
       const child = new Child(env)
       const born = Date.now()
       try {
-        await waitFor(() => child.progress > 0, 30_000, `progress of consumer life ${kill + 1}`)
+        // Once everything was produced and handled there is nothing left to show progress on.
+        await waitFor(() => child.progress > 0 || produced, 30_000, `progress of consumer life ${kill + 1}`)
       } catch (error) {
         child.process.kill('SIGKILL')
         throw new Error(`${(error as Error).message}; stderr: ${child.stderr}`)
