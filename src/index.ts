@@ -5,6 +5,17 @@ export type {
   StatusOptions,
   TopicStatus,
 } from './admin/types.ts'
+export type { InboxConsumerOptions } from './consumer/inbox.ts'
+export {
+  type ConsumedMessage,
+  type ConsumerBaseOptions,
+  type ConsumerCounts,
+  type ConsumerRetry,
+  consume,
+  type DeadMessage,
+  KafkaConsumer,
+  type KafkaConsumerOptions,
+} from './consumer/index.ts'
 export { type ErrorCode, ErrorCodes, isKEntityError, KEntityError, WarningCodes } from './core/errors.ts'
 export { DEFAULT_TABLE } from './core/identifiers.ts'
 export { defaultLogger, type Logger, type LoggerOption } from './core/logger.ts'
@@ -38,12 +49,22 @@ export type {
   SqlStatement,
   TransactionAdapter,
 } from './core/seams.ts'
-export { bufferSerializer, jsonSerializer, type Serializer, stringSerializer } from './core/serializer.ts'
+export {
+  bufferDeserializer,
+  bufferSerializer,
+  type Deserializer,
+  jsonDeserializer,
+  jsonSerializer,
+  type Serializer,
+  stringDeserializer,
+  stringSerializer,
+} from './core/serializer.ts'
 export {
   defineTopic,
   type Headers,
   type HeaderValue,
   type KeyValue,
+  MESSAGE_ID_HEADER,
   type ProduceOptions,
   Topic,
   type TopicOptions,

@@ -82,3 +82,55 @@ export function isSerializer(value: unknown): value is Serializer<unknown> {
 export function bytesOf(value: string | Uint8Array): Buffer {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : toBuffer(value)
 }
+
+/**
+ * Turns the bytes of a consumed Kafka record back into a message. `null` values (tombstones)
+ * never reach it: the consumer hands them over as `null`.
+ */
+export interface Deserializer<T> {
+  readonly name: string
+  deserialize(bytes: Buffer): T
+}
+
+/** JSON text to a value; a record that is not JSON fails with `KE_SERIALIZATION_FAILED`. */
+export const jsonDeserializer: Deserializer<unknown> = {
+  name: 'json',
+  deserialize(bytes: Buffer): unknown {
+    try {
+      return JSON.parse(bytes.toString('utf8'))
+    } catch (cause) {
+      throw new KEntityError(
+        ErrorCodes.SERIALIZATION_FAILED,
+        `the record is not JSON (${cause instanceof Error ? cause.message : String(cause)}); a topic whose producers send plain text needs stringDeserializer, raw bytes bufferDeserializer`,
+        { cause },
+      )
+    }
+  },
+}
+
+export const stringDeserializer: Deserializer<string> = {
+  name: 'string',
+  deserialize: (bytes: Buffer): string => bytes.toString('utf8'),
+}
+
+export const bufferDeserializer: Deserializer<Buffer> = {
+  name: 'buffer',
+  deserialize: (bytes: Buffer): Buffer => bytes,
+}
+
+export function isDeserializer(value: unknown): value is Deserializer<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Deserializer<unknown>).deserialize === 'function' &&
+    typeof (value as Deserializer<unknown>).name === 'string'
+  )
+}
+
+/** The provided deserializer matching a provided serializer; none for a custom one. */
+export function deserializerFor(serializer: Serializer<unknown>): Deserializer<unknown> | undefined {
+  if (serializer === jsonSerializer) return jsonDeserializer
+  if (serializer === (stringSerializer as Serializer<unknown>)) return stringDeserializer
+  if (serializer === (bufferSerializer as Serializer<unknown>)) return bufferDeserializer
+  return undefined
+}

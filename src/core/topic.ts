@@ -1,7 +1,16 @@
+import { randomUUID } from 'node:crypto'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from './errors.ts'
 import { type OutboxRecord, orderingHash, type RecordHeader } from './record.ts'
 import { type RetryPolicy, resolveRetryPolicy } from './retry.ts'
-import { bytesOf, isSerializer, jsonSerializer, type Serializer } from './serializer.ts'
+import {
+  bytesOf,
+  type Deserializer,
+  deserializerFor,
+  isDeserializer,
+  isSerializer,
+  jsonSerializer,
+  type Serializer,
+} from './serializer.ts'
 
 /** What a key selector may return. `null`/`undefined` means no key (no per-key ordering). */
 export type KeyValue = string | Uint8Array | null | undefined
@@ -17,6 +26,17 @@ export interface TopicOptions<T> {
   headers?: Headers | ((message: T) => Headers)
   /** Defaults to JSON (strings and bytes pass through). */
   serializer?: Serializer<T>
+  /**
+   * Turns consumed records back into messages (`consume()`). Default: the one matching the
+   * serializer (JSON, string, Buffer); a custom serializer needs its own deserializer to be consumed.
+   */
+  deserializer?: Deserializer<T>
+  /**
+   * Give every produced message a header `ke-message-id` holding a random UUID (default false), kept
+   * if the relay sends the message twice: an inbox consumer's default key, so a duplicate sent by
+   * the relay is skipped like one redelivered by Kafka. A `ke-message-id` passed to produce() wins.
+   */
+  messageId?: boolean
   /** Route produce calls through the transactional outbox (default `true`). */
   outbox?: boolean
   /** Retry policy for this topic's messages; overrides the relay's default per field. */
@@ -51,6 +71,9 @@ export interface ProduceOptions {
   key?: KeyValue
   headers?: Headers
 }
+
+/** The header `messageId: true` adds; an inbox consumer's default key. */
+export const MESSAGE_ID_HEADER = 'ke-message-id'
 
 const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 /**
@@ -100,6 +123,9 @@ export class Topic<T> {
   readonly name: string
   readonly outbox: boolean
   readonly serializer: Serializer<T>
+  /** Undefined when the serializer is a custom one and no deserializer was given. */
+  readonly deserializer: Deserializer<T> | undefined
+  readonly messageId: boolean
   readonly retry: Partial<RetryPolicy> | undefined
   readonly maxMessageBytes: number
   /** Declared partitions, if any (used when the topic is created; reported when it differs). */
@@ -132,12 +158,24 @@ export class Topic<T> {
         `${where}: 'serializer' must be an object with a name and a serialize(value) method`,
       )
     }
+    if (options.deserializer !== undefined && !isDeserializer(options.deserializer)) {
+      throw invalidArgument(
+        `${where}: 'deserializer' must be an object with a name and a deserialize(bytes) method, like jsonDeserializer`,
+      )
+    }
+    if (options.messageId !== undefined && typeof options.messageId !== 'boolean') {
+      throw invalidArgument(`${where}: 'messageId' must be true or false, got ${describe(options.messageId)}`)
+    }
     if (options.outbox !== undefined && typeof options.outbox !== 'boolean') {
       throw invalidArgument(`${where}: 'outbox' must be true or false, got ${describe(options.outbox)}`)
     }
     this.#key = options.key
     this.#headers = options.headers
     this.serializer = options.serializer ?? (jsonSerializer as Serializer<T>)
+    this.deserializer =
+      options.deserializer ??
+      (deserializerFor(this.serializer as Serializer<unknown>) as Deserializer<T> | undefined)
+    this.messageId = options.messageId ?? false
     this.outbox = options.outbox ?? true
     if (options.retry !== undefined) resolveRetryPolicy(options.retry, where)
     this.retry = options.retry
@@ -193,6 +231,9 @@ export class Topic<T> {
     if (options?.headers !== undefined) checkHeaders(options.headers, `${where} (produce headers)`)
     if (context !== undefined) checkHeaders(context, `${where} (tracing headers)`)
     const headers = headerList(context, computed, options?.headers)
+    if (this.messageId && !headers.some(([name]) => name === MESSAGE_ID_HEADER)) {
+      headers.push([MESSAGE_ID_HEADER, Buffer.from(randomUUID(), 'latin1')])
+    }
     let size = (key?.length ?? 0) + (value?.length ?? 0)
     for (const [name, headerValue] of headers) size += Buffer.byteLength(name) + (headerValue?.length ?? 0)
     if (size > this.maxMessageBytes) {

@@ -5,6 +5,7 @@
  * A new database is a new `SqlDialect`; a new driver or data layer is a binding and an opener.
  */
 import type { OutboxStatus } from '../admin/types.ts'
+import type { InboxSql } from '../consumer/inbox-sql.ts'
 import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
 import type { LoggerOption } from '../core/logger.ts'
 import type { OutboxOptions, TopicMap } from '../core/outbox.ts'
@@ -111,6 +112,8 @@ export interface SqlDialect<Session, R extends SqlRelayOptions = SqlRelayOptions
   relayStore(table: OutboxTable, open: () => Session, options: R): RelayStore
   /** `host:port` (or file) of a relay's connection target for log lines, never credentials. */
   endpoint(target: unknown): string | undefined
+  /** The consumer inbox's SQL; undefined where consumers with an inbox are not available yet. */
+  readonly inbox?: InboxSql<Session>
 }
 
 /** Runs `use` on a session the outbox opened and ends it after (migrations). */

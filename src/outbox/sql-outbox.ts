@@ -1,12 +1,24 @@
 import { composeAdmin } from '../admin/admin.ts'
 import type { OutboxAdmin } from '../admin/types.ts'
+import { type InboxConsumerOptions, inboxProcessor, type TransactionRunner } from '../consumer/inbox.ts'
+import type { InboxSql } from '../consumer/inbox-sql.ts'
+import { KafkaConsumer } from '../consumer/kafka-consumer.ts'
+import { checkTopic, resolveConsumerOptions } from '../consumer/options.ts'
 import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
-import { invalidArgument } from '../core/errors.ts'
+import { describe, invalidArgument } from '../core/errors.ts'
 import { type Logger, resolveLogger } from '../core/logger.ts'
 import { Outbox, type SyncTopicProducers, type TopicMap, type TopicProducers } from '../core/outbox.ts'
 import type { OutboxRelay } from '../core/relay.ts'
 import type { SyncTransactionAdapter, TransactionAdapter } from '../core/seams.ts'
-import { checkKafkaSetting, type KafkaSetting, LazyTransport } from '../transports/kafka/index.ts'
+import type { Topic } from '../core/topic.ts'
+import {
+  checkKafkaSetting,
+  isTransport,
+  type KafkaOptions,
+  type KafkaSetting,
+  LazyTransport,
+  validateKafkaOptions,
+} from '../transports/kafka/index.ts'
 import {
   type EnsureTopicsReport,
   ensureOutboxTopics,
@@ -188,6 +200,95 @@ export class SqlOutbox<
       dialect.qualified(this.outbox.table),
       dialect.migrateHint,
     )
+  }
+
+  /**
+   * A consumer of `topic` whose handler runs in a transaction of this outbox's data layer
+   * together with an inbox row per message: effects exactly once, even across crashes and
+   * rebalances; the Kafka offset is committed after the database commit. Started at once; run
+   * `migrateInbox()` first. Available on outboxes whose `transaction(db, fn)` takes a db and a
+   * function (node-postgres, postgres.js, Kysely, Knex, Drizzle, TypeORM, MikroORM, Prisma, mysql2).
+   */
+  consume<T, D, X>(
+    this: this & TransactionRunner<D, X, M>,
+    topic: Topic<T>,
+    options: InboxConsumerOptions<T, D, X, M>,
+  ): KafkaConsumer<T> {
+    const where = 'outbox.consume()'
+    checkTopic(topic, where)
+    const resolved = resolveConsumerOptions(options, where)
+    const inbox = this.#inbox(where)
+    if (typeof (this as Partial<TransactionRunner<D, X, M>>).transaction !== 'function') {
+      throw invalidArgument(`${where}: this outbox has no transaction(db, fn) to run the handler in`)
+    }
+    const kafka = this.#consumerKafka(options.kafka, where)
+    const consumer = new KafkaConsumer(
+      topic,
+      kafka,
+      resolved,
+      inboxProcessor(
+        {
+          table: this.outbox.table,
+          sql: inbox,
+          runner: this,
+          binding: (tx: X) => this.#parts.binding(tx as unknown as Tx) as TransactionAdapter,
+          isRetryable: (error) => this.isRetryable(error),
+          logger: resolved.logger,
+        },
+        options,
+        resolved.groupId,
+      ),
+    )
+    consumer.start().catch((error: unknown) => {
+      resolved.logger.error(
+        { topic: topic.name, groupId: resolved.groupId, error: String(error) },
+        'the consumer could not join its group',
+      )
+    })
+    return consumer
+  }
+
+  /** Creates the consumer inbox and its dead-letter table if missing (safe from several instances). */
+  async migrateInbox(target?: Target): Promise<void> {
+    const { sessions } = this.#parts
+    await this.#inbox('migrateInbox()').migrate(this.outbox.table, sessions(target, 'migrate'))
+  }
+
+  /** The inbox tables as a SQL script, for applying with your own migration tool. */
+  inboxMigrationSql(): string {
+    return this.#inbox('inboxMigrationSql()').script(this.outbox.table)
+  }
+
+  /** Deletes expired inbox rows, `batchSize` (default 5000) per statement, until none is left. */
+  purgeInbox(target?: Target, options: { batchSize?: number } = {}): Promise<number> {
+    const batchSize = options.batchSize ?? 5000
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1_000_000) {
+      throw invalidArgument(
+        `purgeInbox(): 'batchSize' must be an integer from 1 to 1000000, got ${describe(batchSize)}`,
+      )
+    }
+    const { sessions } = this.#parts
+    return this.#inbox('purgeInbox()').purge(this.outbox.table, sessions(target, 'admin'), batchSize)
+  }
+
+  #inbox(where: string): InboxSql<Session> {
+    const { dialect } = this.#parts
+    if (dialect.inbox === undefined || dialect.capabilities.synchronous) {
+      throw invalidArgument(
+        `${where}: consumers with an inbox are not available on ${dialect.database} yet; use PostgreSQL or MySQL/MariaDB, or consume() without an inbox`,
+      )
+    }
+    return dialect.inbox
+  }
+
+  #consumerKafka(kafka: KafkaOptions | undefined, where: string): KafkaOptions {
+    if (kafka !== undefined) return validateKafkaOptions(kafka) as unknown as KafkaOptions
+    if (this.#kafka === undefined || isTransport(this.#kafka)) {
+      throw invalidArgument(
+        `${where}: pass kafka: { brokers: [...] } (the outbox's kafka option is ${this.#kafka === undefined ? 'not set' : 'a transport, not connection options'})`,
+      )
+    }
+    return this.#kafka
   }
 
   /** Tells this process's relays that new messages were committed (adapters call it after COMMIT). */

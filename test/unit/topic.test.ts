@@ -5,12 +5,15 @@ import { orderingHash } from '../../src/core/record.ts'
 import { validateTopicName } from '../../src/core/topic.ts'
 import { postgresDialect } from '../../src/dialects/postgres/index.ts'
 import {
+  bufferDeserializer,
   bufferSerializer,
   defineTopic,
   ErrorCodes,
+  jsonDeserializer,
   jsonSerializer,
   KEntityError,
   Outbox,
+  stringDeserializer,
   stringSerializer,
 } from '../../src/index.ts'
 import { validateKafkaOptions } from '../../src/transports/kafka/index.ts'
@@ -362,5 +365,40 @@ describe('ensureTopics() arguments', () => {
       ensureTopics(nowhere, [], { create: 'yes' as never }),
       /'create' must be true or false/,
     )
+  })
+})
+
+describe('deserializers', () => {
+  it('follow the serializer by default, and read back what it wrote', () => {
+    const json = defineTopic<{ a: number }>({ name: 'ke-d-json' })
+    assert.equal(json.deserializer, jsonDeserializer)
+    assert.deepEqual(json.deserializer?.deserialize(json.toRecord({ a: 1 }).value as Buffer), { a: 1 })
+    assert.equal(
+      defineTopic({ name: 'ke-d-s', serializer: stringSerializer }).deserializer,
+      stringDeserializer,
+    )
+    assert.equal(
+      defineTopic({ name: 'ke-d-b', serializer: bufferSerializer }).deserializer,
+      bufferDeserializer,
+    )
+    assert.equal(
+      defineTopic<number>({ name: 'ke-d-c', serializer: { name: 'n', serialize: () => Buffer.alloc(1) } })
+        .deserializer,
+      undefined,
+    )
+    assert.throws(() => jsonDeserializer.deserialize(Buffer.from('nope')), /stringDeserializer/)
+    assert.throws(() => defineTopic({ name: 'ke-d-x', deserializer: {} as never }), /deserialize\(bytes\)/)
+  })
+
+  it('messageId: true adds a ke-message-id header per message, unless produce() passed one', () => {
+    const topic = defineTopic<{ a: number }>({ name: 'ke-d-id', messageId: true })
+    const first = topic.toRecord({ a: 1 }).headers
+    const second = topic.toRecord({ a: 1 }).headers
+    assert.equal(first[0]?.[0], 'ke-message-id')
+    assert.notDeepEqual(first, second)
+    assert.deepEqual(topic.toRecord({ a: 1 }, { headers: { 'ke-message-id': 'mine' } }).headers, [
+      ['ke-message-id', Buffer.from('mine')],
+    ])
+    assert.throws(() => defineTopic({ name: 'ke-d-id2', messageId: 'yes' as never }), /messageId/)
   })
 })

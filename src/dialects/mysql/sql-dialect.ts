@@ -2,6 +2,7 @@ import { type SqlDialect, withSession } from '../../outbox/parts.ts'
 import { endpointOf } from '../endpoint.ts'
 import { checkedClaimTimeout, relayIdle } from '../relay-options.ts'
 import { mysqlDeadLetters, mysqlStats } from './dead-letters.ts'
+import { mysqlInbox } from './inbox.ts'
 import { mysqlDialect } from './index.ts'
 import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
@@ -41,4 +42,5 @@ export const mysqlSql: SqlDialect<Promise<MysqlSession>> = {
     })
   },
   endpoint: (target) => endpointOf(target, 3306),
+  inbox: mysqlInbox,
 }

@@ -3,6 +3,7 @@ import { type SqlDialect, type SqlRelayOptions, withSession } from '../../outbox
 import { endpointOf } from '../endpoint.ts'
 import { checkedClaimTimeout, relayIdle } from '../relay-options.ts'
 import { postgresDeadLetters, postgresStats } from './dead-letters.ts'
+import { postgresInbox } from './inbox.ts'
 import { postgresDialectFor } from './index.ts'
 import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
@@ -54,5 +55,6 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
       })
     },
     endpoint: (target) => endpointOf(target, 5432),
+    inbox: postgresInbox,
   }
 }

@@ -1,0 +1,47 @@
+import type { RecordHeader } from '../core/record.ts'
+import type { OutboxTable, SqlStatement } from '../core/seams.ts'
+
+/** One inbox row: the message `key` was handled by consumer group `group`. */
+export interface InboxEntry {
+  group: string
+  key: string
+  topic: string
+  partition: number
+  offset: bigint
+  /** How long the row keeps the key from being handled again, in ms. */
+  retentionMs: number
+}
+
+/** A message a consumer gave up on, as its dead-letter row stores it. */
+export interface InboxDeadLetter {
+  group: string
+  topic: string
+  partition: number
+  offset: bigint
+  key: Buffer | null
+  value: Buffer | null
+  headers: readonly RecordHeader[]
+  error: string
+  attempts: number
+}
+
+/**
+ * Dialect part for the consumer's inbox (`SqlDialect.inbox`): the statements a consumer runs in
+ * the app's transaction through the adapter's binding (which returns no results, so a repeat is
+ * told by the primary key's violation, `isDuplicate`), and the DDL and purge it runs on the
+ * outbox's own sessions.
+ */
+export interface InboxSql<Session> {
+  /** A plain INSERT of the inbox row: it fails with a duplicate-key error if the key is there. */
+  insert(table: OutboxTable, entry: InboxEntry): SqlStatement
+  deadLetter(table: OutboxTable, dead: InboxDeadLetter): SqlStatement
+  /** Deletes at most `limit` expired rows. */
+  purgeBatch(table: OutboxTable, limit: number): SqlStatement
+  /** Whether `error` (or one it wraps) is the inbox key's duplicate-key violation. */
+  isDuplicate(error: unknown): boolean
+  /** Creates the inbox tables if missing (safe to run from several instances at once). */
+  migrate(table: OutboxTable, open: () => Session): Promise<void>
+  script(table: OutboxTable): string
+  /** Deletes expired rows `batchSize` at a time until none is left; returns how many. */
+  purge(table: OutboxTable, open: () => Session, batchSize: number): Promise<number>
+}

@@ -1,0 +1,462 @@
+import { Consumer, type GroupAssignment, type MessagesStream } from '@platformatic/kafka'
+import { backoffDelay } from '../core/backoff.ts'
+import { ErrorCodes, isKEntityError, KEntityError } from '../core/errors.ts'
+import type { Topic } from '../core/topic.ts'
+import { waitOrAbort } from '../core/wait.ts'
+import { type KafkaOptions, kafkaClientBase, type ResolvedKafkaOptions } from '../transports/kafka/index.ts'
+import { type ConsumedMessage, partitionKey, type RawRecord, toMessage } from './message.ts'
+import type { DeadMessage, ResolvedConsumerOptions } from './options.ts'
+
+/**
+ * What the consumer does with each message. `handle` throws to have the message retried; it
+ * resolves `false` when the message was not handled and must not be committed (the consumer is
+ * closing), `'duplicate'` when it was handled before (skipped). `deadLetter` records a message given up on; it is retried until it succeeds.
+ */
+export interface MessageProcessor<T> {
+  handle(message: ConsumedMessage<T>): Promise<unknown>
+  deadLetter(dead: DeadMessage<T>): Promise<void>
+  /** False for failures that are nobody's message's fault (the database is down): retried without end. */
+  countsAsAttempt?(error: unknown): boolean
+  /**
+   * Handles several records of one partition at once (one transaction), all or none; throwing
+   * (a failure, a record seen before) makes the consumer handle each of them alone instead.
+   */
+  handleBatch?(messages: ConsumedMessage<T>[]): Promise<void>
+  /** Most records per `handleBatch` call (default 1: no batches). */
+  readonly batchSize?: number
+  /** Called once the consumer has stopped. */
+  close?(): Promise<void>
+}
+
+/** What a consumer has done since it started. */
+export interface ConsumerCounts {
+  /** Messages handled (their effects committed). */
+  handled: number
+  /** Handler failures that were retried. */
+  retried: number
+  deadLettered: number
+  /** Redelivered messages the inbox recognised and skipped. */
+  duplicates: number
+}
+
+const FETCH_BYTES_PER_PARTITION = 64 * 1024
+
+interface PartitionState {
+  queue: RawRecord[]
+  running: boolean
+  /** Highest offset queued: after a rejoin the client fetches from the committed offset again. */
+  lastSeen: bigint
+  revoked: boolean
+}
+
+/**
+ * A consumer group member reading one typed topic: records go to one FIFO per partition, each
+ * drained by its own worker, so order holds per partition while partitions proceed in parallel
+ * and a message being retried holds up only its own partition. An offset is committed only after
+ * its message was handled (or dead-lettered), so a crash redelivers instead of losing.
+ */
+export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
+  readonly topic: Topic<T>
+  readonly groupId: string
+  readonly counts: ConsumerCounts = { handled: 0, retried: 0, deadLettered: 0, duplicates: 0 }
+  readonly #options: ResolvedConsumerOptions
+  readonly #kafka: KafkaOptions | ResolvedKafkaOptions
+  #processor: MessageProcessor<T> | undefined
+  #consumer: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
+  #stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
+  readonly #partitions = new Map<string, PartitionState>()
+  readonly #workers = new Set<Promise<void>>()
+  readonly #commits = new Set<Promise<void>>()
+  /** With `commitIntervalMs`: the last record done per partition, not committed yet. */
+  readonly #uncommitted = new Map<string, RawRecord>()
+  #commitTimer: NodeJS.Timeout | undefined
+  readonly #abort = new AbortController()
+  #buffered = 0
+  #paused = false
+  #closing = false
+  #closed: Promise<void> | undefined
+  #started: Promise<void> | undefined
+  /** Iterator form: messages handed to the loop, each with what to call when the loop moves on. */
+  readonly #deliveries: Array<{ message: ConsumedMessage<T>; settle: (done: boolean) => void }> = []
+  #reader: (() => void) | undefined
+  #current: ((done: boolean) => void) | undefined
+
+  constructor(
+    topic: Topic<T>,
+    kafka: KafkaOptions | ResolvedKafkaOptions,
+    options: ResolvedConsumerOptions,
+    processor?: MessageProcessor<T>,
+  ) {
+    this.topic = topic
+    this.groupId = options.groupId
+    this.#kafka = kafka
+    this.#options = options
+    this.#processor = processor
+  }
+
+  /** Joins the group and starts fetching; resolves once the stream is open (idempotent). */
+  start(): Promise<void> {
+    this.#started ??= this.#open()
+    return this.#started
+  }
+
+  async #open(): Promise<void> {
+    const options = this.#options
+    const session = options.sessionTimeoutMs
+    const consumer = new Consumer({
+      ...kafkaClientBase(this.#kafka),
+      groupId: options.groupId,
+      autocommit: false,
+      maxWaitTime: options.maxWaitMs,
+      sessionTimeout: session,
+      rebalanceTimeout: session,
+      heartbeatInterval: Math.min(3000, Math.floor(session / 3)),
+      ...(options.groupInstanceId === undefined ? {} : { groupInstanceId: options.groupInstanceId }),
+    })
+    this.#consumer = consumer
+    consumer.on('consumer:group:join', (payload: { assignments?: GroupAssignment[] }) => {
+      this.#onAssignment(payload.assignments ?? [])
+    })
+    const stream = await consumer.consume({
+      topics: [this.topic.name],
+      mode: 'committed',
+      fallbackMode: options.from,
+      autocommit: false,
+      maxWaitTime: options.maxWaitMs,
+      // Small per-partition fetches interleave the partitions in the stream: with 1 MB each, the
+      // in-flight bound filled with one partition's records and the other workers sat idle.
+      maxBytesPerPartition: FETCH_BYTES_PER_PARTITION,
+    })
+    this.#stream = stream
+    stream.on('data', (raw: RawRecord) => this.#onRecord(raw))
+    stream.on('error', (error: unknown) => {
+      options.logger.error(
+        { topic: this.topic.name, groupId: this.groupId, error: String(error) },
+        'the Kafka consumer stream failed',
+      )
+    })
+    if (this.#closing) await stream.close().catch(() => {})
+  }
+
+  /** Partitions taken away from this member: their queued records belong to the next owner now. */
+  #onAssignment(assignments: GroupAssignment[]): void {
+    const owned = new Set<string>()
+    for (const { topic, partitions } of assignments) {
+      for (const partition of partitions) owned.add(partitionKey(topic, partition))
+    }
+    for (const [key, state] of this.#partitions) {
+      if (owned.has(key)) continue
+      this.#buffered -= state.queue.length
+      state.queue.length = 0
+      state.revoked = true
+      this.#uncommitted.delete(key)
+      this.#partitions.delete(key)
+    }
+    this.#maybeResume()
+  }
+
+  #onRecord(raw: RawRecord): void {
+    if (this.#closing) return
+    const key = partitionKey(raw.topic, raw.partition)
+    let state = this.#partitions.get(key)
+    if (state === undefined) {
+      state = { queue: [], running: false, lastSeen: -1n, revoked: false }
+      this.#partitions.set(key, state)
+    }
+    if (raw.offset <= state.lastSeen) return
+    state.lastSeen = raw.offset
+    state.queue.push(raw)
+    this.#buffered++
+    if (this.#buffered >= this.#options.maxInFlight && !this.#paused) {
+      this.#paused = true
+      this.#stream?.pause()
+    }
+    if (!state.running) this.#startWorker(state)
+  }
+
+  #maybeResume(): void {
+    if (this.#paused && !this.#closing && this.#buffered <= this.#options.maxInFlight / 2) {
+      this.#paused = false
+      this.#stream?.resume()
+    }
+  }
+
+  #startWorker(state: PartitionState): void {
+    state.running = true
+    const worker = this.#drain(state)
+      .catch((error: unknown) => {
+        // Not expected (#process settles every failure): the partition stops here, uncommitted,
+        // and its records go to the group's next reader.
+        this.#options.logger.error(
+          { topic: this.topic.name, groupId: this.groupId, error: String(error) },
+          'a consumer partition worker failed',
+        )
+      })
+      .finally(() => {
+        state.running = false
+        this.#workers.delete(worker)
+      })
+    this.#workers.add(worker)
+  }
+
+  async #drain(state: PartitionState): Promise<void> {
+    const processor = this.#processor
+    const batchSize = processor?.batchSize ?? 1
+    while (!this.#closing && !state.revoked) {
+      if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
+        const raws = state.queue.splice(0, batchSize)
+        if (await this.#processBatch(processor, raws)) {
+          this.#buffered -= raws.length
+          this.#maybeResume()
+          this.#commit(raws[raws.length - 1] as RawRecord)
+          continue
+        }
+        // One of them failed (or was seen before): each alone, in order, with its own retries.
+        if (!(await this.#processEach(state, raws))) return
+        continue
+      }
+      const raw = state.queue.shift()
+      if (raw === undefined) return
+      if (!(await this.#processEach(state, [raw]))) return
+    }
+  }
+
+  /** Records one by one; false when closing (or a rebalance) stopped it, leaving the rest uncommitted. */
+  async #processEach(state: PartitionState, raws: RawRecord[]): Promise<boolean> {
+    for (let i = 0; i < raws.length; i++) {
+      if (this.#closing || state.revoked) {
+        this.#buffered -= raws.length - i
+        this.#maybeResume()
+        return false
+      }
+      const raw = raws[i] as RawRecord
+      let done = false
+      try {
+        done = await this.#process(raw)
+      } finally {
+        this.#buffered--
+        this.#maybeResume()
+      }
+      if (!done) {
+        this.#buffered -= raws.length - i - 1
+        this.#maybeResume()
+        return false
+      }
+      this.#commit(raw)
+    }
+    return true
+  }
+
+  /** The whole batch in one go; false if any record is unreadable or the batch failed. */
+  async #processBatch(processor: MessageProcessor<T>, raws: RawRecord[]): Promise<boolean> {
+    let messages: ConsumedMessage<T>[]
+    try {
+      messages = raws.map((raw) => toMessage(this.topic, raw, 1))
+    } catch {
+      return false
+    }
+    try {
+      await processor.handleBatch?.(messages)
+    } catch {
+      return false
+    }
+    this.counts.handled += messages.length
+    return true
+  }
+
+  /** Handles one record with retries, then the dead letter; false if closing cut it short. */
+  async #process(raw: RawRecord): Promise<boolean> {
+    const processor = this.#processor ?? this.#iteratorProcessor
+    const { attempts, initialDelayMs, maxDelayMs, logger } = this.#options
+    let counted = 0
+    for (let attempt = 1; ; attempt++) {
+      if (this.#closing) return false
+      let message: ConsumedMessage<T> | undefined
+      let error: unknown
+      try {
+        message = toMessage(this.topic, raw, attempt)
+        const result = await processor.handle(message)
+        if (result === false) return false
+        if (result === 'duplicate') this.counts.duplicates++
+        else this.counts.handled++
+        return true
+      } catch (caught) {
+        error = caught
+      }
+      // Bytes that cannot be read will not become readable on a retry.
+      const unreadable = message === undefined && isKEntityError(error, ErrorCodes.SERIALIZATION_FAILED)
+      if (unreadable || processor.countsAsAttempt?.(error) !== false) counted++
+      if (unreadable || counted >= attempts) {
+        return this.#giveUp(raw, message, error, counted)
+      }
+      this.counts.retried++
+      const delay = backoffDelay(attempt, { initial: initialDelayMs, max: maxDelayMs })
+      logger.warn(
+        {
+          topic: raw.topic,
+          partition: raw.partition,
+          offset: String(raw.offset),
+          attempt,
+          retryInMs: delay,
+          error: error instanceof Error ? error.message : String(error),
+        },
+        'a consumer handler failed; retrying',
+      )
+      await waitOrAbort(delay, this.#abort.signal)
+    }
+  }
+
+  async #giveUp(
+    raw: RawRecord,
+    message: ConsumedMessage<T> | undefined,
+    error: unknown,
+    attempts: number,
+  ): Promise<boolean> {
+    const processor = this.#processor ?? this.#iteratorProcessor
+    const dead: DeadMessage<T> = {
+      message,
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      key: raw.key ?? null,
+      value: raw.value ?? null,
+      error,
+      attempts,
+    }
+    // The dead letter must be recorded before the offset moves past the message.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await processor.deadLetter(dead)
+        this.counts.deadLettered++
+        return true
+      } catch (failure) {
+        if (this.#closing) return false
+        this.#options.logger.error(
+          { topic: raw.topic, partition: raw.partition, offset: String(raw.offset), error: String(failure) },
+          'recording a consumer dead letter failed; retrying',
+        )
+        await waitOrAbort(backoffDelay(attempt, { initial: 500, max: 30_000 }), this.#abort.signal)
+      }
+    }
+  }
+
+  #commit(raw: RawRecord): void {
+    if (this.#options.commitIntervalMs === 0) {
+      this.#commitNow(raw)
+      return
+    }
+    // Per partition the last record done stands for every one before it.
+    this.#uncommitted.set(partitionKey(raw.topic, raw.partition), raw)
+    this.#commitTimer ??= setTimeout(() => {
+      this.#commitTimer = undefined
+      this.#flushCommits()
+    }, this.#options.commitIntervalMs)
+  }
+
+  #flushCommits(): void {
+    clearTimeout(this.#commitTimer)
+    this.#commitTimer = undefined
+    for (const raw of this.#uncommitted.values()) this.#commitNow(raw)
+    this.#uncommitted.clear()
+  }
+
+  #commitNow(raw: RawRecord): void {
+    const commit = Promise.resolve(raw.commit() as Promise<void> | undefined).catch((error: unknown) => {
+      // Typically a rebalance took the partition away: its next owner starts from the last
+      // committed offset and the inbox (or the handler's idempotence) absorbs the repeat.
+      this.#options.logger.debug?.(
+        { topic: raw.topic, partition: raw.partition, offset: String(raw.offset), error: String(error) },
+        'committing a consumer offset failed',
+      )
+    })
+    this.#commits.add(commit)
+    commit.finally(() => this.#commits.delete(commit))
+  }
+
+  /**
+   * `for await (const message of consumer)`: a message's offset is committed when the loop asks
+   * for the next one. Leaving the loop (break, return, throw) closes the consumer without
+   * committing the message in hand, which is delivered again to the group's next reader.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<ConsumedMessage<T>> {
+    if (this.#processor !== undefined) {
+      throw new KEntityError(
+        ErrorCodes.INVALID_ARGUMENT,
+        'this consumer was created with a handler; iterate a consumer created without one',
+      )
+    }
+    this.#processor = this.#iteratorProcessor
+    return {
+      next: async () => {
+        this.#current?.(true)
+        this.#current = undefined
+        await this.start()
+        while (!this.#closing) {
+          const delivery = this.#deliveries.shift()
+          if (delivery !== undefined) {
+            this.#current = delivery.settle
+            return { value: delivery.message, done: false }
+          }
+          await new Promise<void>((resolve) => {
+            this.#reader = resolve
+          })
+          this.#reader = undefined
+        }
+        return { value: undefined, done: true }
+      },
+      return: async () => {
+        await this.close()
+        return { value: undefined, done: true }
+      },
+    }
+  }
+
+  /** Iterator form: each message waits in `#deliveries` until the loop has finished with it. */
+  readonly #iteratorProcessor: MessageProcessor<T> = {
+    handle: (message) =>
+      new Promise<boolean>((settle) => {
+        this.#deliveries.push({ message, settle })
+        this.#reader?.()
+      }),
+    deadLetter: async (dead) => {
+      this.#options.logger.error(
+        {
+          topic: dead.topic,
+          partition: dead.partition,
+          offset: String(dead.offset),
+          error: dead.error instanceof Error ? dead.error.message : String(dead.error),
+        },
+        'a consumed record could not be read; skipped',
+      )
+    },
+  }
+
+  /**
+   * Stops fetching, lets each partition finish the message in hand (a retry wait is cut short and
+   * its message left uncommitted), commits what was handled, and leaves the group.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#shutDown()
+    return this.#closed
+  }
+
+  async #shutDown(): Promise<void> {
+    this.#closing = true
+    this.#abort.abort()
+    this.#stream?.pause()
+    this.#current?.(false)
+    this.#current = undefined
+    for (const delivery of this.#deliveries.splice(0)) delivery.settle(false)
+    this.#reader?.()
+    await this.#started?.catch(() => {})
+    while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
+    this.#flushCommits()
+    while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])
+    try {
+      await this.#stream?.close()
+    } finally {
+      await this.#consumer?.close(true)
+      await this.#processor?.close?.()
+    }
+  }
+}

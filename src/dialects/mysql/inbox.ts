@@ -1,0 +1,91 @@
+import type { InboxSql } from '../../consumer/inbox-sql.ts'
+import { errorChain } from '../../core/error-chain.ts'
+import type { OutboxTable } from '../../core/seams.ts'
+import { withSession } from '../../outbox/parts.ts'
+import { encodeHeaders } from '../shared/stored-columns.ts'
+import { qualified } from './names.ts'
+import type { MysqlSession } from './session.ts'
+
+const ER_DUP_ENTRY = 1062
+
+function statements(table: OutboxTable): string[] {
+  return [
+    `CREATE DATABASE IF NOT EXISTS \`${table.schema}\``,
+    `CREATE TABLE IF NOT EXISTS ${qualified(table, '_inbox')} (
+  consumer_group VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  message_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  \`partition\` INT NOT NULL,
+  \`offset\` BIGINT NOT NULL,
+  processed_at DATETIME(6) NOT NULL DEFAULT (UTC_TIMESTAMP(6)),
+  expires_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (consumer_group, message_key),
+  KEY \`${table.table}_inbox_expires_idx\` (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+    `CREATE TABLE IF NOT EXISTS ${qualified(table, '_consumer_dead_letters')} (
+  id BIGINT NOT NULL AUTO_INCREMENT,
+  consumer_group VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  \`partition\` INT NOT NULL,
+  \`offset\` BIGINT NOT NULL,
+  \`key\` LONGBLOB NULL,
+  value LONGBLOB NULL,
+  headers JSON NULL,
+  error TEXT NOT NULL,
+  attempts INT NOT NULL,
+  dead_at DATETIME(6) NOT NULL DEFAULT (UTC_TIMESTAMP(6)),
+  PRIMARY KEY (id),
+  KEY \`${table.table}_consumer_dead_letters_group_idx\` (consumer_group, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  ]
+}
+
+export const mysqlInbox: InboxSql<Promise<MysqlSession>> = {
+  insert: (table, entry) => ({
+    text: `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, \`partition\`, \`offset\`, expires_at)
+VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)`,
+    values: [entry.group, entry.key, entry.topic, entry.partition, String(entry.offset), entry.retentionMs],
+  }),
+  deadLetter: (table, dead) => {
+    const headers = encodeHeaders([...dead.headers])
+    return {
+      text: `INSERT INTO ${qualified(table, '_consumer_dead_letters')} (consumer_group, topic, \`partition\`, \`offset\`, \`key\`, value, headers, error, attempts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      values: [
+        dead.group,
+        dead.topic,
+        dead.partition,
+        String(dead.offset),
+        dead.key,
+        dead.value,
+        headers,
+        dead.error,
+        dead.attempts,
+      ],
+    }
+  },
+  purgeBatch: (table, limit) => ({
+    text: `DELETE FROM ${qualified(table, '_inbox')} WHERE expires_at < UTC_TIMESTAMP(6) LIMIT ${Math.trunc(limit)}`,
+    values: [],
+  }),
+  isDuplicate: (error) =>
+    errorChain(error).some((link) => link.errno === ER_DUP_ENTRY || link.code === 'ER_DUP_ENTRY'),
+  migrate: (table, open) =>
+    withSession(open, async (session) => {
+      for (const statement of statements(table)) await session.query(statement)
+    }),
+  script: (table) =>
+    `${statements(table)
+      .map((s) => `${s};`)
+      .join('\n')}\n`,
+  purge: (table, open, batchSize) =>
+    withSession(open, async (session) => {
+      let total = 0
+      for (;;) {
+        const { text } = mysqlInbox.purgeBatch(table, batchSize)
+        const deleted = (await session.query(text)).affectedRows
+        total += deleted
+        if (deleted < batchSize) return total
+      }
+    }),
+}
