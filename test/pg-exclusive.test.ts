@@ -108,19 +108,35 @@ describe('exclusive mode across three processes', () => {
     }
     await pool.end()
 
-    await waitFor(() => reports.some((r) => r.pid === firstLeader && r.type === 'sending'), {
-      what: 'leader sending',
-    })
-    const backend = await leaderBackendPid()
-    assert.ok(backend, 'the leader holds the advisory lock on a session')
-    const endedAt = Date.now()
-    await withClient((c) => c.query('SELECT pg_terminate_backend($1)', [backend]))
-
-    await waitFor(() => leaders().some((pid) => pid !== firstLeader), { what: 'takeover', timeout: 15_000 })
-    const takeover = reports.find(
-      (r) => r.type === 'leadership' && r.leader && r.pid !== firstLeader && r.at >= endedAt,
-    )
-    const takeoverMs = (takeover?.at ?? Date.now()) - endedAt
+    // The deposed leader reconnects and tries the lock like everyone else, so it may win it back
+    // (seen once under a loaded CI run): then its new session is ended too, up to 3 times, and
+    // every span between the end of one of its sessions and its re-election must be free of deletes.
+    const deposed: { endedAt: number; reelectedAt?: number }[] = []
+    let takeover: RelayReport | undefined
+    for (let round = 0; round < 3 && takeover === undefined; round++) {
+      const since = deposed.at(-1)?.reelectedAt ?? 0
+      await waitFor(
+        () => reports.some((r) => r.pid === firstLeader && r.type === 'sending' && r.at >= since),
+        {
+          what: 'leader sending',
+        },
+      )
+      const backend = await leaderBackendPid()
+      assert.ok(backend, 'the leader holds the advisory lock on a session')
+      const endedAt = Date.now()
+      await withClient((c) => c.query('SELECT pg_terminate_backend($1)', [backend]))
+      const next = () => reports.find((r) => r.type === 'leadership' && r.leader && r.at >= endedAt)
+      await waitFor(() => next() !== undefined, { what: 'a leader again', timeout: 15_000 })
+      const elected = next() as RelayReport
+      if (elected.pid === firstLeader) deposed.push({ endedAt, reelectedAt: elected.at })
+      else {
+        deposed.push({ endedAt })
+        takeover = elected
+      }
+    }
+    assert.ok(takeover, `another relay took over (the deposed one won the lock back ${deposed.length} times)`)
+    const endedAt = (deposed.at(-1) as { endedAt: number }).endedAt
+    const takeoverMs = takeover.at - endedAt
     assert.ok(takeoverMs < 5000, `takeover took ${takeoverMs} ms`)
     await waitFor(
       () => reports.some((r) => r.pid === firstLeader && r.type === 'error' && r.stage === 'acknowledge'),
@@ -130,7 +146,7 @@ describe('exclusive mode across three processes', () => {
     )
 
     // Kill -9 the second leader too: the third process must finish the job.
-    const secondLeader = takeover?.pid as number
+    const secondLeader = takeover.pid
     await waitFor(() => reports.some((r) => r.pid === secondLeader && r.type === 'sending'), {
       what: 'second leader sending',
     })
@@ -149,12 +165,14 @@ describe('exclusive mode across three processes', () => {
     const reelected = reports.find(
       (r) => r.pid === firstLeader && r.type === 'leadership' && r.leader && r.at > endedAt,
     )
+    const spans = [...deposed.slice(0, -1), { endedAt, reelectedAt: reelected?.at }]
     const deletedWhileDeposed = reports.filter(
       (r) =>
         r.pid === firstLeader &&
         r.type === 'delivered' &&
-        r.at > endedAt &&
-        (reelected === undefined || r.at < reelected.at),
+        spans.some(
+          (span) => r.at > span.endedAt && (span.reelectedAt === undefined || r.at < span.reelectedAt),
+        ),
     )
     assert.equal(deletedWhileDeposed.length, 0, 'the deposed leader deleted nothing after its session ended')
     console.log(
