@@ -45,3 +45,21 @@ export interface InboxSql<Session> {
   /** Deletes expired rows `batchSize` at a time until none is left; returns how many. */
   purge(table: OutboxTable, open: () => Session, batchSize: number): Promise<number>
 }
+
+/** DDL statements as one script, each ended by `;`. */
+export function inboxScript(statements: readonly string[]): string {
+  return `${statements.map((s) => `${s};`).join('\n')}\n`
+}
+
+/**
+ * Runs `deleteBatch` (which deletes at most `batchSize` rows and says how many) until a batch comes
+ * back short: then nothing expired is left. Returns the total.
+ */
+export async function purgeInBatches(batchSize: number, deleteBatch: () => Promise<number>): Promise<number> {
+  let total = 0
+  for (;;) {
+    const deleted = await deleteBatch()
+    total += deleted
+    if (deleted < batchSize) return total
+  }
+}

@@ -1,4 +1,4 @@
-import type { InboxSql } from '../../consumer/inbox-sql.ts'
+import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { withSession } from '../../outbox/parts.ts'
@@ -74,18 +74,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     withSession(open, async (session) => {
       for (const statement of statements(table)) await session.query(statement)
     }),
-  script: (table) =>
-    `${statements(table)
-      .map((s) => `${s};`)
-      .join('\n')}\n`,
+  script: (table) => inboxScript(statements(table)),
   purge: (table, open, batchSize) =>
-    withSession(open, async (session) => {
-      let total = 0
-      for (;;) {
-        const { text } = mysqlInbox.purgeBatch(table, batchSize)
-        const deleted = (await session.query(text)).affectedRows
-        total += deleted
-        if (deleted < batchSize) return total
-      }
-    }),
+    withSession(open, (session) =>
+      purgeInBatches(
+        batchSize,
+        async () => (await session.query(mysqlInbox.purgeBatch(table, batchSize).text)).affectedRows,
+      ),
+    ),
 }

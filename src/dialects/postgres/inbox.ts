@@ -1,4 +1,4 @@
-import type { InboxSql } from '../../consumer/inbox-sql.ts'
+import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { withSession } from '../../outbox/parts.ts'
@@ -95,18 +95,13 @@ VALUES ($1, $2, $3, $4::bigint, $5, $6, $7::jsonb, $8, $9)`,
         throw error
       }
     }),
-  script: (table) =>
-    `${statements(table)
-      .map((s) => `${s};`)
-      .join('\n')}\n`,
+  script: (table) => inboxScript(statements(table)),
   purge: (table, open, batchSize) =>
-    withSession(open, async (session) => {
-      let total = 0
-      for (;;) {
-        const { text } = postgresInbox.purgeBatch(table, batchSize)
-        const deleted = lastResult(await session.query(text)).rowCount ?? 0
-        total += deleted
-        if (deleted < batchSize) return total
-      }
-    }),
+    withSession(open, (session) =>
+      purgeInBatches(
+        batchSize,
+        async () =>
+          lastResult(await session.query(postgresInbox.purgeBatch(table, batchSize).text)).rowCount ?? 0,
+      ),
+    ),
 }
