@@ -108,8 +108,8 @@ export function defaultInboxKey(message: ConsumedMessage<unknown>): string {
 }
 
 /**
- * Handles each message in one transaction with its inbox row: the row goes in first, as a plain
- * INSERT, so a message handled before fails at once on the primary key (or, if another member
+ * Handles each message in one transaction with its inbox row (a batch: all rows in one INSERT,
+ * then the handlers): the row goes in first, as a plain INSERT, so a message handled before fails at once on the primary key (or, if another member
  * is handling it right now, waits for that transaction and fails once it commits) and is skipped
  * without running the handler; the handler's writes and the row commit or roll back together.
  */
@@ -174,12 +174,13 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
   return {
     batchSize,
     async handleBatch(messages) {
+      const entries = messages.map(entryOf)
       await runner.transaction(options.db, async (tx, topics) => {
-        const adapter = binding(tx)
-        for (const message of messages) {
-          await insertEntry(adapter, message)
-          await options.handler(message, tx, topics)
-        }
+        // One round trip for the batch's rows, ahead of every handler: a key seen before fails
+        // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
+        // a driver may send held writes) rolls all back and the consumer handles each alone.
+        await binding(tx).execute(sql.insertMany(table, entries))
+        for (const message of messages) await options.handler(message, tx, topics)
       })
     },
     async handle(message): Promise<'duplicate' | undefined> {
