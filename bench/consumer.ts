@@ -1,6 +1,6 @@
 // Consumer throughput with the inbox against a bare consumer of the same client (issue 21).
 // Usage: KAFKA_BROKERS=host:port node bench/consumer.ts [--messages=10000] [--partitions=4] [--reps=3]
-//          [--database=postgres|mysql|both] [--batch-size=50]
+//          [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
 // Per database, one topic of 256-byte messages read again and again, each run by a new consumer
 // group from the start; four variants, their order alternating between repetitions:
 //   bare:           consume(), handler does nothing
@@ -28,19 +28,22 @@ const { values } = parseArgs({
     partitions: { type: 'string', default: '4' },
     reps: { type: 'string', default: '3' },
     database: { type: 'string', default: 'both' },
-    'batch-size': { type: 'string', default: '50' },
+    'batch-size': { type: 'string', default: '200' },
+    'max-in-flight': { type: 'string', default: '1000' },
   },
 })
 const total = Number(values.messages)
 const partitions = Number(values.partitions)
 const reps = Number(values.reps)
 const batchSize = Number(values['batch-size'])
+const maxInFlight = Number(values['max-in-flight'])
 const databases = values.database === 'both' ? ['postgres', 'mysql'] : [values.database]
 for (const [name, n] of [
   ['messages', total],
   ['partitions', partitions],
   ['reps', reps],
   ['batch-size', batchSize],
+  ['max-in-flight', maxInFlight],
 ] as const) {
   if (!Number.isInteger(n) || n < 1) {
     console.error(`--${name} must be a positive integer`)
@@ -57,7 +60,7 @@ if (brokers.length === 0) {
   process.exit(1)
 }
 const kafka = { brokers, clientId: 'k-entity-bench-consumer' }
-const common = { logger: false as const, maxWaitMs: 100 }
+const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
 const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
 type Variant = (typeof VARIANTS)[number]
 type Event = { id: number; pad: string }
@@ -205,7 +208,7 @@ async function bench(kind: string): Promise<void> {
       }
     }
     console.log(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, ${reps} reps (median, min-max)`,
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps (median, min-max)`,
     )
     for (const variant of VARIANTS) {
       const xs = rates.get(variant) as number[]
