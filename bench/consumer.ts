@@ -1,11 +1,21 @@
 // Consumer throughput with the inbox against a bare consumer of the same client (issue 21).
-// Usage: KAFKA_BROKERS=host:port node bench/consumer.ts [--messages=10000] [--partitions=4]
-// Three runs on one topic, each with its own consumer group, reading the same 256-byte messages:
+// Usage: KAFKA_BROKERS=host:port node bench/consumer.ts [--messages=10000] [--partitions=4] [--reps=3]
+//          [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
+// Per database, one topic of 256-byte messages read again and again, each run by a new consumer
+// group from the start; four variants, their order alternating between repetitions:
 //   bare:           consume(), handler does nothing
+//   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
 //   bare + write:   consume(), handler writes one row with its own autocommit statement
-//   inbox:          outbox.consume() on node-postgres, the same row inside the inbox transaction
+//   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
+// A run is timed from its first handled message to its last, so the group join is left out (it
+// is the broker's, the same for every variant). Ratios are taken per repetition (the variants of
+// one repetition ran side by side), then their median and spread are printed.
+// DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), MYSQL_URL (default
+// mysql://root@127.0.0.1:3306/test).
 import { parseArgs } from 'node:util'
+import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { consume } from '../src/consumer/consume.ts'
 import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
@@ -13,80 +23,214 @@ import { defineTopic } from '../src/core/topic.ts'
 import { createTopic, deleteTopic, produceRaw, uniqueName } from '../test/consumer/kafka.ts'
 
 const { values } = parseArgs({
-  options: { messages: { type: 'string', default: '10000' }, partitions: { type: 'string', default: '4' } },
+  options: {
+    messages: { type: 'string', default: '10000' },
+    partitions: { type: 'string', default: '4' },
+    reps: { type: 'string', default: '3' },
+    database: { type: 'string', default: 'both' },
+    'batch-size': { type: 'string', default: '200' },
+    'max-in-flight': { type: 'string', default: '1000' },
+  },
 })
 const total = Number(values.messages)
 const partitions = Number(values.partitions)
+const reps = Number(values.reps)
+const batchSize = Number(values['batch-size'])
+const maxInFlight = Number(values['max-in-flight'])
+const databases = values.database === 'both' ? ['postgres', 'mysql'] : [values.database]
+for (const [name, n] of [
+  ['messages', total],
+  ['partitions', partitions],
+  ['reps', reps],
+  ['batch-size', batchSize],
+  ['max-in-flight', maxInFlight],
+] as const) {
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${name} must be a positive integer`)
+    process.exit(1)
+  }
+}
+if (!databases.every((d) => d === 'postgres' || d === 'mysql')) {
+  console.error('--database must be postgres, mysql or both')
+  process.exit(1)
+}
 const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean)
 if (brokers.length === 0) {
   console.error('set KAFKA_BROKERS (e.g. from `KAFKA_PORT=19592 npm run kafka start`)')
   process.exit(1)
 }
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const kafka = { brokers, clientId: 'k-entity-bench-consumer' }
-const topic = uniqueName('ke-bench-consumer')
-const schema = uniqueName('ke_bench_consumer').replaceAll('-', '_')
-const pool = new pg.Pool({ connectionString: url, max: partitions + 2 })
-const events = defineTopic<{ id: number; pad: string }>({ name: topic, key: (event) => String(event.id) })
+const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
+const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
+type Variant = (typeof VARIANTS)[number]
+type Event = { id: number; pad: string }
 
-async function timed(name: string, start: () => KafkaConsumer<{ id: number; pad: string }>): Promise<number> {
-  const began = performance.now()
-  const consumer = start()
-  while (consumer.counts.handled < total) await new Promise((resolve) => setTimeout(resolve, 20))
-  const seconds = (performance.now() - began) / 1000
-  await consumer.close()
-  const rate = total / seconds
-  console.log(
-    `${name.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s  (${total} in ${seconds.toFixed(2)} s)`,
-  )
-  return rate
+/** What differs between the databases: the pool, the effect's INSERT and the cleanup. */
+interface Database {
+  name: string
+  consumeInbox(groupId: string, write: boolean, first: () => void): KafkaConsumer<Event>
+  writeAutocommit(id: number): Promise<unknown>
+  reset(): Promise<void>
+  drop(): Promise<void>
 }
 
-try {
-  await createTopic(brokers, topic, partitions)
-  await pool.query(`CREATE SCHEMA "${schema}"`)
-  await pool.query(`CREATE TABLE "${schema}".effects (id integer PRIMARY KEY)`)
+function postgres(topic: string, schema: string): Database & { setUp(): Promise<void> } {
+  const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+  const pool = new pg.Pool({ connectionString: url, max: partitions + 2 })
+  const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
   const outbox = createPgOutbox({ topics: { events }, schema, kafka })
-  await outbox.migrateInbox(url)
-  const pad = 'x'.repeat(256 - 30)
-  const messages = []
-  for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
-  await produceRaw(brokers, topic, messages)
-  const common = { logger: false as const, maxWaitMs: 100 }
-  const bare = await timed('bare', () =>
-    consume(events, { ...common, kafka, groupId: uniqueName('bare'), handler: async () => {} }),
-  )
-  await pool.query(`TRUNCATE "${schema}".effects`)
-  const write = await timed('bare + write', () =>
-    consume(events, {
-      ...common,
-      kafka,
-      groupId: uniqueName('write'),
-      handler: async (message) => {
-        await pool.query(`INSERT INTO "${schema}".effects (id) VALUES ($1)`, [
-          (message.value as { id: number }).id,
-        ])
-      },
-    }),
-  )
-  await pool.query(`TRUNCATE "${schema}".effects`)
-  const inbox = await timed('inbox', () =>
-    outbox.consume(events, {
-      ...common,
-      groupId: uniqueName('inbox'),
-      db: pool,
-      handler: async (message, client) => {
-        await client.query(`INSERT INTO "${schema}".effects (id) VALUES ($1)`, [
-          (message.value as { id: number }).id,
-        ])
-      },
-    }),
-  )
-  console.log(
-    `inbox / bare: ${(inbox / bare).toFixed(3)}x; inbox / bare + write: ${(inbox / write).toFixed(3)}x (${partitions} partitions, 256-byte messages)`,
-  )
-} finally {
-  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
-  await pool.end()
-  await deleteTopic(brokers, topic)
+  const insert = `INSERT INTO "${schema}".effects (id) VALUES ($1)`
+  return {
+    name: 'PostgreSQL (pg)',
+    async setUp() {
+      await pool.query(`CREATE SCHEMA "${schema}"`)
+      await pool.query(`CREATE TABLE "${schema}".effects (id integer PRIMARY KEY)`)
+      await outbox.migrateInbox(url)
+    },
+    consumeInbox: (groupId, write, first) =>
+      outbox.consume(events, {
+        ...common,
+        groupId,
+        db: pool,
+        batchSize,
+        handler: async (message, client) => {
+          first()
+          if (write) await client.query(insert, [(message.value as Event).id])
+        },
+      }),
+    writeAutocommit: (id) => pool.query(insert, [id]),
+    async reset() {
+      await pool.query(`TRUNCATE "${schema}".effects, "${schema}".outbox_inbox`)
+    },
+    async drop() {
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+      await pool.end()
+    },
+  }
 }
+
+function mariadb(topic: string, schema: string): Database & { setUp(): Promise<void> } {
+  const url = process.env.MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
+  const pool = mysql.createPool({ uri: url, connectionLimit: partitions + 2 })
+  const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
+  const outbox = createMysqlOutbox({ topics: { events }, schema, kafka })
+  const insert = `INSERT INTO \`${schema}\`.effects (id) VALUES (?)`
+  return {
+    name: 'MariaDB/MySQL (mysql2)',
+    async setUp() {
+      await pool.query(`CREATE DATABASE \`${schema}\``)
+      await pool.query(`CREATE TABLE \`${schema}\`.effects (id INT PRIMARY KEY) ENGINE=InnoDB`)
+      await outbox.migrateInbox(url)
+    },
+    consumeInbox: (groupId, write, first) =>
+      outbox.consume(events, {
+        ...common,
+        groupId,
+        db: pool,
+        batchSize,
+        handler: async (message, connection) => {
+          first()
+          if (write) await connection.query(insert, [(message.value as Event).id])
+        },
+      }),
+    writeAutocommit: (id) => pool.query(insert, [id]),
+    async reset() {
+      await pool.query(`TRUNCATE TABLE \`${schema}\`.effects`)
+      await pool.query(`TRUNCATE TABLE \`${schema}\`.outbox_inbox`)
+    },
+    async drop() {
+      await pool.query(`DROP DATABASE IF EXISTS \`${schema}\``)
+      await pool.end()
+    },
+  }
+}
+
+/** msg/s from the first handled message to the last. */
+async function run(db: Database, topic: string, variant: Variant): Promise<number> {
+  await db.reset()
+  const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
+  let began: number | undefined
+  const first = () => {
+    began ??= performance.now()
+  }
+  const groupId = uniqueName(variant.replaceAll(/\W+/g, '-'))
+  const consumer =
+    variant === 'bare'
+      ? consume(events, { ...common, kafka, groupId, handler: async () => first() })
+      : variant === 'bare + write'
+        ? consume(events, {
+            ...common,
+            kafka,
+            groupId,
+            handler: async (message) => {
+              first()
+              await db.writeAutocommit((message.value as Event).id)
+            },
+          })
+        : db.consumeInbox(groupId, variant === 'inbox + write', first)
+  const deadline = performance.now() + 300_000
+  while (consumer.counts.handled < total) {
+    if (performance.now() > deadline)
+      throw new Error(`${variant}: ${consumer.counts.handled} of ${total} in 300 s`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  const seconds = (performance.now() - (began ?? 0)) / 1000
+  await consumer.close()
+  return total / seconds
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
+}
+const spread = (xs: number[], digits: number) =>
+  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
+
+async function bench(kind: string): Promise<void> {
+  const topic = uniqueName('ke-bench-consumer')
+  const schema = uniqueName('ke_bench_consumer').replaceAll('-', '_')
+  const db = kind === 'postgres' ? postgres(topic, schema) : mariadb(topic, schema)
+  try {
+    await createTopic(brokers, topic, partitions)
+    await db.setUp()
+    const pad = 'x'.repeat(256 - 30)
+    const messages = []
+    for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
+    await produceRaw(brokers, topic, messages)
+    const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
+    for (let rep = 0; rep < reps; rep++) {
+      const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
+      for (const variant of order) {
+        const rate = await run(db, topic, variant)
+        rates.get(variant)?.push(rate)
+        console.log(`  rep ${rep + 1} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s`)
+      }
+    }
+    console.log(
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps (median, min-max)`,
+    )
+    for (const variant of VARIANTS) {
+      const xs = rates.get(variant) as number[]
+      console.log(
+        `  ${variant.padEnd(14)} ${String(Math.round(median(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
+      )
+    }
+    const ratio = (a: Variant, b: Variant) => {
+      const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
+      return { median: median(xs), text: `${median(xs).toFixed(2)}x (${spread(xs, 2)})` }
+    }
+    const own = ratio('inbox', 'bare')
+    console.log(`  inbox / bare:                 ${own.text}`)
+    console.log(`  inbox + write / bare + write: ${ratio('inbox + write', 'bare + write').text}`)
+    console.log(`  inbox + write / bare:         ${ratio('inbox + write', 'bare').text}`)
+    console.log(
+      `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
+    )
+  } finally {
+    await db.drop().catch((error: unknown) => console.error(String(error)))
+    await deleteTopic(brokers, topic).catch(() => {})
+  }
+}
+
+for (const kind of databases) await bench(kind)

@@ -34,6 +34,11 @@ export interface InboxDeadLetter {
 export interface InboxSql<Session> {
   /** A plain INSERT of the inbox row: it fails with a duplicate-key error if the key is there. */
   insert(table: OutboxTable, entry: InboxEntry): SqlStatement
+  /**
+   * The rows of a batch (one group, one retention) as one multi-row INSERT: it fails as a whole
+   * if any key is there already (or repeats within the batch).
+   */
+  insertMany(table: OutboxTable, entries: readonly InboxEntry[]): SqlStatement
   deadLetter(table: OutboxTable, dead: InboxDeadLetter): SqlStatement
   /** Deletes at most `limit` expired rows. */
   purgeBatch(table: OutboxTable, limit: number): SqlStatement

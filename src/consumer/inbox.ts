@@ -34,10 +34,12 @@ export interface InboxConsumerOptions<T, D, X, M extends TopicMap> extends Consu
   /** How long an inbox row keeps its key from being handled again, in ms (default 7 days). */
   inboxRetentionMs?: number
   /**
-   * Most messages of one partition handled in one transaction (default 50): the handler still
+   * Most messages of one partition handled in one transaction (default 200): the handler still
    * gets them one at a time, their inbox rows and effects commit together, and the transaction
-   * is not paid per message. If any of them fails or was seen before, the transaction rolls back
-   * and each is handled alone (with its retries and dead letter). 1: a transaction per message.
+   * is not paid per message. A batch is what waits in the partition's queue, never waited for,
+   * so it is also bounded by `maxInFlight` shared among the partitions. If any of them fails or
+   * was seen before, the transaction rolls back and each is handled alone (with its retries and
+   * dead letter). 1: a transaction per message.
    */
   batchSize?: number
   /** How often the consumer deletes one batch of expired inbox rows, in ms (default 60000; 0: never). */
@@ -91,7 +93,7 @@ export function checkInboxOptions(
       `${where}: 'purgeIntervalMs' must be an integer from 0 (never) to ${DAY_MS}, got ${describe(options.purgeIntervalMs)}`,
     )
   }
-  const batchSize = options.batchSize ?? 50
+  const batchSize = options.batchSize ?? 200
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
     throw invalidArgument(
       `${where}: 'batchSize' must be an integer from 1 to 10000, got ${describe(options.batchSize)}`,
@@ -108,8 +110,8 @@ export function defaultInboxKey(message: ConsumedMessage<unknown>): string {
 }
 
 /**
- * Handles each message in one transaction with its inbox row: the row goes in first, as a plain
- * INSERT, so a message handled before fails at once on the primary key (or, if another member
+ * Handles each message in one transaction with its inbox row (a batch: all rows in one INSERT,
+ * then the handlers): the row goes in first, as a plain INSERT, so a message handled before fails at once on the primary key (or, if another member
  * is handling it right now, waits for that transaction and fails once it commits) and is skipped
  * without running the handler; the handler's writes and the row commit or roll back together.
  */
@@ -174,12 +176,13 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
   return {
     batchSize,
     async handleBatch(messages) {
+      const entries = messages.map(entryOf)
       await runner.transaction(options.db, async (tx, topics) => {
-        const adapter = binding(tx)
-        for (const message of messages) {
-          await insertEntry(adapter, message)
-          await options.handler(message, tx, topics)
-        }
+        // One round trip for the batch's rows, ahead of every handler: a key seen before fails
+        // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
+        // a driver may send held writes) rolls all back and the consumer handles each alone.
+        await binding(tx).execute(sql.insertMany(table, entries))
+        for (const message of messages) await options.handler(message, tx, topics)
       })
     },
     async handle(message): Promise<'duplicate' | undefined> {

@@ -202,6 +202,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   async #drain(state: PartitionState): Promise<void> {
     const processor = this.#processor
     const batchSize = processor?.batchSize ?? 1
+    // The stream hands over a fetch's records one by one: wait for the rest of them, or the
+    // first record of every burst would be handled alone, in a transaction of its own.
+    if (batchSize > 1) await new Promise((resolve) => setImmediate(resolve))
     while (!this.#closing && !state.revoked) {
       if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
         const raws = state.queue.splice(0, batchSize)

@@ -1,5 +1,6 @@
 import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
+import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { withSession } from '../../outbox/parts.ts'
 import { encodeHeaders } from '../shared/stored-columns.ts'
@@ -46,6 +47,26 @@ export const mysqlInbox: InboxSql<Promise<MysqlSession>> = {
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)`,
     values: [entry.group, entry.key, entry.topic, entry.partition, String(entry.offset), entry.retentionMs],
   }),
+  insertMany: (table, entries) => {
+    if (entries.length === 0) throw internalError('mysqlInbox.insertMany() got no entries')
+    const values: unknown[] = []
+    for (const entry of entries) {
+      values.push(
+        entry.group,
+        entry.key,
+        entry.topic,
+        entry.partition,
+        String(entry.offset),
+        entry.retentionMs,
+      )
+    }
+    const row = '(?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)'
+    return {
+      text: `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, \`partition\`, \`offset\`, expires_at)
+VALUES ${Array.from(entries, () => row).join(',\n')}`,
+      values,
+    }
+  },
   deadLetter: (table, dead) => {
     const headers = encodeHeaders([...dead.headers])
     return {

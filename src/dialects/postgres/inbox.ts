@@ -1,5 +1,6 @@
 import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
+import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { withSession } from '../../outbox/parts.ts'
 import { encodeHeaders } from '../shared/stored-columns.ts'
@@ -54,6 +55,22 @@ VALUES ($1, $2, $3, $4, $5::bigint, now() + $6::bigint * interval '1 millisecond
       String(entry.retentionMs),
     ],
   }),
+  insertMany: (table, entries) => {
+    const first = entries[0]
+    if (first === undefined) throw internalError('postgresInbox.insertMany() got no entries')
+    // Group and retention are the batch's own: sent once, as $1 and $2.
+    const values: unknown[] = [first.group, String(first.retentionMs)]
+    const rows = entries.map((entry) => {
+      const at = values.length
+      values.push(entry.key, entry.topic, entry.partition, String(entry.offset))
+      return `($1, $${at + 1}, $${at + 2}, $${at + 3}, $${at + 4}::bigint, now() + $2::bigint * interval '1 millisecond')`
+    })
+    return {
+      text: `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, partition, "offset", expires_at)
+VALUES ${rows.join(',\n')}`,
+      values,
+    }
+  },
   deadLetter: (table, dead) => ({
     text: `INSERT INTO ${qualified(table, '_consumer_dead_letters')} (consumer_group, topic, partition, "offset", key, value, headers, error, attempts)
 VALUES ($1, $2, $3, $4::bigint, $5, $6, $7::jsonb, $8, $9)`,
