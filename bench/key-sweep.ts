@@ -1,0 +1,364 @@
+// Claims against the number of distinct keys, and relays against each other, with a stub
+// transport (no Kafka: what is measured is the database side of the relay).
+//
+//   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes] [--keys 64,10000,1000000]
+//     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <sql.ts>]
+//
+// sweep:   per key count, one outbox of `--rows` rows (one INSERT ... SELECT generate_series),
+//          the claim's cost in single and concurrent mode (N claims, each in a rolled-back
+//          transaction, client-side ms), then `--reps` drains of `--drain` rows per mode by one
+//          relay process, modes interleaved.
+// shapes:  the same claim cost for the concurrent claim's SQL of another checkout (`--before`,
+//          a path to its src/dialects/postgres/sql.ts) side by side with this one's.
+// scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
+//          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
+import pg from 'pg'
+import { createPgOutbox } from '../src/adapters/pg/index.ts'
+import { claimSql } from '../src/dialects/postgres/sql.ts'
+import { defineTopic, type MessageTransport, type OutboxRecord } from '../src/index.ts'
+import { DATABASE_URL, dropSchema, uniqueName, withClient } from './lib/env.ts'
+import { percentile, sleep } from './lib/stats.ts'
+
+const TOPIC = 'key-sweep'
+const PAYLOAD = 256
+
+function stubOutbox(schema: string) {
+  return createPgOutbox({
+    topics: { bench: defineTopic<{ key: string }>({ name: TOPIC, key: (m) => m.key }) },
+    schema,
+    kafka: { brokers: ['127.0.0.1:1'] },
+  })
+}
+
+/** Counts what it is given and acknowledges it at once: the relay's database work alone. */
+class StubTransport implements MessageTransport {
+  sent = 0
+  async send(records: readonly OutboxRecord[]): Promise<void> {
+    this.sent += records.length
+  }
+  async close(): Promise<void> {}
+}
+
+// ---------------------------------------------------------------- worker (child process)
+
+/** A relay in its own process: "ready", waits for "go", reports its count, stops on "stop". */
+async function worker(schema: string, mode: 'single' | 'concurrent'): Promise<void> {
+  const stub = new StubTransport()
+  const relay = stubOutbox(schema).relay({ connection: DATABASE_URL, kafka: stub, mode })
+  const lines = createInterface({ input: process.stdin })
+  const report = setInterval(() => process.stdout.write(`sent ${stub.sent}\n`), 50)
+  process.stdout.write('ready\n')
+  for await (const line of lines) {
+    if (line === 'go') await relay.start()
+    if (line === 'stop') break
+  }
+  await relay.stop()
+  clearInterval(report)
+  const cpu = process.cpuUsage()
+  process.stdout.write(`done ${stub.sent} ${(cpu.user + cpu.system) / 1000}\n`)
+  lines.close()
+}
+
+interface DrainResult {
+  msgPerS: number
+  relayCpuMs: number
+  pgCpuMs: number
+  wallMs: number
+  shares: number[]
+}
+
+/** Clock ticks of a process (utime + stime), or 0 if it cannot be read. */
+function ticks(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return 0
+  }
+}
+
+async function backendPids(client: pg.Client, schema: string): Promise<number[]> {
+  const rows = await client.query(
+    `SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1`,
+    [`%"${schema}"%`],
+  )
+  return rows.rows.map((row) => Number(row.pid))
+}
+
+/** `relays` processes drain `rows` messages of the outbox together; timed from "go". */
+async function drain(
+  schema: string,
+  mode: 'single' | 'concurrent',
+  relays: number,
+  rows: number,
+): Promise<DrainResult> {
+  const children = Array.from({ length: relays }, () =>
+    spawn(process.execPath, [import.meta.filename, 'worker', schema, mode], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  )
+  const sent = children.map(() => 0)
+  const done = children.map(() => ({ sent: 0, cpuMs: 0, finished: false }))
+  const ready = children.map(
+    (child, i) =>
+      new Promise<void>((resolve) => {
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          const [word, a, b] = line.split(' ')
+          if (word === 'ready') resolve()
+          if (word === 'sent') sent[i] = Number(a)
+          if (word === 'done') done[i] = { sent: Number(a), cpuMs: Number(b), finished: true }
+        })
+      }),
+  )
+  await Promise.all(ready)
+  const client = new pg.Client({ connectionString: DATABASE_URL, application_name: 'k-entity-key-sweep' })
+  await client.connect()
+  try {
+    const started = performance.now()
+    for (const child of children) child.stdin.write('go\n')
+    let pids: number[] = []
+    const pgTicks = new Map<number, number>()
+    while (sent.reduce((a, b) => a + b, 0) < rows) {
+      await sleep(20)
+      if (pids.length < relays) {
+        pids = await backendPids(client, schema)
+        for (const pid of pids) if (!pgTicks.has(pid)) pgTicks.set(pid, ticks(pid))
+      }
+    }
+    const wallMs = performance.now() - started
+    const total = sent.reduce((a, b) => a + b, 0)
+    let pgCpuMs = 0
+    for (const [pid, before] of pgTicks) pgCpuMs += ((ticks(pid) - before) * 1000) / 100
+    for (const child of children) child.stdin.write('stop\n')
+    while (!done.every((d) => d.finished)) await sleep(20)
+    return {
+      msgPerS: (total / wallMs) * 1000,
+      relayCpuMs: done.reduce((a, d) => a + d.cpuMs, 0),
+      pgCpuMs,
+      wallMs,
+      shares: sent,
+    }
+  } finally {
+    await client.end()
+  }
+}
+
+// ---------------------------------------------------------------- outbox fill and claim cost
+
+async function filledOutbox(rows: number, keys: number): Promise<string> {
+  const schema = uniqueName('ke_keys')
+  await stubOutbox(schema).migrate(DATABASE_URL)
+  await withClient(async (client) => {
+    await client.query(`INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash)
+SELECT '${TOPIC}', convert_to('k' || (i % ${keys}), 'UTF8'), v.b, (i % ${keys})::int
+FROM generate_series(0, ${rows - 1}) AS i, (SELECT convert_to(repeat('v', ${PAYLOAD}), 'UTF8') AS b) AS v`)
+    await client.query(`VACUUM ANALYZE "${schema}".outbox`)
+  })
+  return schema
+}
+
+type ClaimSql = typeof claimSql
+
+interface ClaimCost {
+  median: number
+  p90: number
+  rows: number
+}
+
+/** `count` claims of 500, each in a transaction rolled back (so each finds the same outbox). */
+async function claimCost(
+  schema: string,
+  sql: ClaimSql,
+  concurrent: boolean,
+  count: number,
+): Promise<ClaimCost> {
+  const text = sql({ schema, table: 'outbox' }, 500, concurrent)
+  const times: number[] = []
+  let rows = 0
+  await withClient(async (client) => {
+    for (let i = 0; i < count + 3; i++) {
+      await client.query('BEGIN')
+      const started = performance.now()
+      const result = await client.query(text)
+      const ms = performance.now() - started
+      await client.query('ROLLBACK')
+      if (i >= 3) times.push(ms)
+      rows = result.rowCount ?? 0
+    }
+  })
+  times.sort((a, b) => a - b)
+  return { median: percentile(times, 50), p90: percentile(times, 90), rows }
+}
+
+// ---------------------------------------------------------------- reports
+
+const f1 = (n: number) => n.toFixed(1)
+const f2 = (n: number) => n.toFixed(2)
+const int = (n: number) => Math.round(n).toLocaleString('en-US')
+const spread = (values: number[]) => `${int(Math.min(...values))}-${int(Math.max(...values))}`
+const mid = (values: number[]) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  )
+
+async function sweep(options: Options): Promise<void> {
+  const lines = [
+    '| keys | rows | mode | claim median ms | claim p90 ms | rows/claim | claim vs 64 keys | drain msg/s (median, min-max) | drain vs 64 keys | verdict (<= 1.2x / >= 0.83x) |',
+    '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ]
+  const base = new Map<string, { claim: number; drain: number }>()
+  for (const keys of options.keys) {
+    const rows = Math.max(options.rows, keys)
+    const schema = await filledOutbox(rows, keys)
+    try {
+      const claims = {
+        single: await claimCost(schema, claimSql, false, options.claims),
+        concurrent: await claimCost(schema, claimSql, true, options.claims),
+      }
+      const drains: Record<'single' | 'concurrent', number[]> = { single: [], concurrent: [] }
+      for (let rep = 0; rep < options.reps; rep++) {
+        for (const mode of ['single', 'concurrent'] as const) {
+          const result = await drain(schema, mode, 1, options.drain)
+          drains[mode].push(result.msgPerS)
+          console.error(`keys ${keys} ${mode} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
+        }
+      }
+      for (const mode of ['single', 'concurrent'] as const) {
+        const claim = claims[mode]
+        const drained = mid(drains[mode])
+        if (!base.has(mode)) base.set(mode, { claim: claim.median, drain: drained })
+        const ref = base.get(mode) as { claim: number; drain: number }
+        const claimRatio = claim.median / ref.claim
+        const drainRatio = drained / ref.drain
+        const verdict = claimRatio <= 1.2 && drainRatio >= 1 / 1.2 ? 'met' : 'NOT met'
+        lines.push(
+          `| ${int(keys)} | ${int(rows)} | ${mode} | ${f2(claim.median)} | ${f2(claim.p90)} | ${claim.rows} | ${f2(claimRatio)}x | ${int(drained)} (${spread(drains[mode])}) | ${f2(drainRatio)}x | ${verdict} |`,
+        )
+      }
+    } finally {
+      await dropSchema(schema)
+    }
+  }
+  console.log(lines.join('\n'))
+}
+
+async function shapes(options: Options): Promise<void> {
+  if (options.before === undefined) throw new Error('--only shapes needs --before <path to sql.ts>')
+  const before = ((await import(options.before)) as { claimSql: ClaimSql }).claimSql
+  // The old shape with the key looked up by a LATERAL ... LIMIT 1 instead of a join: a third shape.
+  const lateral: ClaimSql = (table, limit, concurrent) =>
+    before(table, limit, concurrent).replace(
+      'JOIN keys AS k ON k.rank = t.rank + 1',
+      'CROSS JOIN LATERAL (SELECT * FROM keys AS k0 WHERE k0.rank = t.rank + 1 LIMIT 1) AS k',
+    )
+  const lines = [
+    '| keys | shape | claim median ms | claim p90 ms | rows/claim |',
+    '| ---: | --- | ---: | ---: | ---: |',
+  ]
+  for (const keys of options.keys) {
+    const schema = await filledOutbox(Math.max(options.rows, keys), keys)
+    try {
+      for (let rep = 0; rep < options.reps; rep++) {
+        for (const [name, sql] of [
+          ['join on rank (before)', before],
+          ['LATERAL LIMIT 1', lateral],
+          ['arrays indexed by rank (after)', claimSql],
+        ] as const) {
+          const cost = await claimCost(schema, sql, true, options.claims)
+          lines.push(
+            `| ${int(keys)} | ${name} (rep ${rep + 1}) | ${f2(cost.median)} | ${f2(cost.p90)} | ${cost.rows} |`,
+          )
+        }
+      }
+    } finally {
+      await dropSchema(schema)
+    }
+  }
+  console.log(lines.join('\n'))
+}
+
+async function scaling(options: Options): Promise<void> {
+  const keys = 10_000
+  const total = options.relays.length * options.reps * options.drain
+  const schema = await filledOutbox(Math.ceil(total * 1.1), keys)
+  const lines = [
+    `| relays (concurrent, ${int(keys)} keys) | msg/s (median, min-max) | vs 1 relay | relay CPU % of wall | PostgreSQL backends CPU % of wall | shares |`,
+    '| ---: | ---: | ---: | ---: | ---: | --- |',
+  ]
+  try {
+    const results = new Map<number, DrainResult[]>()
+    for (let rep = 0; rep < options.reps; rep++) {
+      for (const relays of options.relays) {
+        const result = await drain(schema, 'concurrent', relays, options.drain)
+        console.error(`${relays} relays rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
+        results.set(relays, [...(results.get(relays) ?? []), result])
+      }
+    }
+    const one = mid((results.get(options.relays[0] ?? 1) ?? []).map((r) => r.msgPerS))
+    for (const [relays, list] of results) {
+      const rates = list.map((r) => r.msgPerS)
+      const relayCpu = mid(list.map((r) => (r.relayCpuMs / r.wallMs) * 100))
+      const pgCpu = mid(list.map((r) => (r.pgCpuMs / r.wallMs) * 100))
+      lines.push(
+        `| ${relays} | ${int(mid(rates))} (${spread(rates)}) | ${f2(mid(rates) / one)}x | ${f1(relayCpu)} | ${f1(pgCpu)} | ${list.map((r) => r.shares.join('/')).join(', ')} |`,
+      )
+    }
+  } finally {
+    await dropSchema(schema)
+  }
+  console.log(lines.join('\n'))
+}
+
+// ---------------------------------------------------------------- arguments
+
+interface Options {
+  only: string[]
+  keys: number[]
+  rows: number
+  drain: number
+  reps: number
+  claims: number
+  relays: number[]
+  before?: string
+}
+
+function options(argv: string[]): Options {
+  const value = (name: string) => {
+    const at = argv.indexOf(`--${name}`)
+    return at === -1 ? undefined : argv[at + 1]
+  }
+  const numbers = (name: string, fallback: string) =>
+    (value(name) ?? fallback).split(',').map((n) => {
+      const parsed = Number(n)
+      if (!Number.isSafeInteger(parsed) || parsed < 1)
+        throw new Error(`--${name}: ${n} is not a positive integer`)
+      return parsed
+    })
+  const before = value('before')
+  return {
+    only: (value('only') ?? 'sweep,scaling').split(','),
+    keys: numbers('keys', '64,10000,1000000'),
+    rows: numbers('rows', '1000000')[0] as number,
+    drain: numbers('drain', '40000')[0] as number,
+    reps: numbers('reps', '3')[0] as number,
+    claims: numbers('claims', '30')[0] as number,
+    relays: numbers('relays', '1,2,4'),
+    ...(before === undefined ? {} : { before }),
+  }
+}
+
+if (process.argv[2] === 'worker') {
+  await worker(process.argv[3] as string, process.argv[4] as 'single' | 'concurrent')
+} else {
+  const opts = options(process.argv.slice(2))
+  console.log(
+    `key-sweep ${new Date().toISOString()} rows ${opts.rows} drain ${opts.drain} reps ${opts.reps} claims ${opts.claims}`,
+  )
+  if (opts.only.includes('shapes')) await shapes(opts)
+  if (opts.only.includes('sweep')) await sweep(opts)
+  if (opts.only.includes('scaling')) await scaling(opts)
+}
