@@ -2,14 +2,15 @@
 // transport (no Kafka: what is measured is the database side of the relay).
 //
 //   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes] [--keys 64,10000,1000000]
-//     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <sql.ts>]
+//     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <checkout>]
 //
 // sweep:   per key count, one outbox of `--rows` rows (one INSERT ... SELECT generate_series),
 //          the claim's cost in single and concurrent mode (N claims, each in a rolled-back
 //          transaction, client-side ms), then `--reps` drains of `--drain` rows per mode by one
 //          relay process, modes interleaved.
 // shapes:  the same claim cost for the concurrent claim's SQL of another checkout (`--before`,
-//          a path to its src/dialects/postgres/sql.ts) side by side with this one's.
+//          its root directory) side by side with this one's.
+// --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
 // scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
 //          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
 import { spawn } from 'node:child_process'
@@ -25,9 +26,14 @@ import { percentile, sleep } from './lib/stats.ts'
 const TOPIC = 'key-sweep'
 const PAYLOAD = 256
 
-function stubOutbox(schema: string) {
-  return createPgOutbox({
-    topics: { bench: defineTopic<{ key: string }>({ name: TOPIC, key: (m) => m.key }) },
+interface Library {
+  createPgOutbox: typeof createPgOutbox
+  defineTopic: typeof defineTopic
+}
+
+function stubOutbox(schema: string, library: Library = { createPgOutbox, defineTopic }) {
+  return library.createPgOutbox({
+    topics: { bench: library.defineTopic<{ key: string }>({ name: TOPIC, key: (m) => m.key }) },
     schema,
     kafka: { brokers: ['127.0.0.1:1'] },
   })
@@ -45,19 +51,32 @@ class StubTransport implements MessageTransport {
 // ---------------------------------------------------------------- worker (child process)
 
 /** A relay in its own process: "ready", waits for "go", reports its count, stops on "stop". */
-async function worker(schema: string, mode: 'single' | 'concurrent'): Promise<void> {
+async function worker(schema: string, mode: 'single' | 'concurrent', checkout?: string): Promise<void> {
   const stub = new StubTransport()
-  const relay = stubOutbox(schema).relay({ connection: DATABASE_URL, kafka: stub, mode })
+  // Another checkout's relay (`--before`), driven the same way.
+  const library: Library =
+    checkout === undefined
+      ? { createPgOutbox, defineTopic }
+      : {
+          ...((await import(`${checkout}/src/adapters/pg/index.ts`)) as Pick<Library, 'createPgOutbox'>),
+          ...((await import(`${checkout}/src/index.ts`)) as Pick<Library, 'defineTopic'>),
+        }
+  const relay = stubOutbox(schema, library).relay({ connection: DATABASE_URL, kafka: stub, mode })
   const lines = createInterface({ input: process.stdin })
   const report = setInterval(() => process.stdout.write(`sent ${stub.sent}\n`), 50)
   process.stdout.write('ready\n')
+  // CPU from "go" to "stop": the process's start (loading modules) is not the relay's work.
+  let before = process.cpuUsage()
   for await (const line of lines) {
-    if (line === 'go') await relay.start()
+    if (line === 'go') {
+      before = process.cpuUsage()
+      await relay.start()
+    }
     if (line === 'stop') break
   }
+  const cpu = process.cpuUsage(before)
   await relay.stop()
   clearInterval(report)
-  const cpu = process.cpuUsage()
   process.stdout.write(`done ${stub.sent} ${(cpu.user + cpu.system) / 1000}\n`)
   lines.close()
 }
@@ -94,17 +113,23 @@ async function drain(
   mode: 'single' | 'concurrent',
   relays: number,
   rows: number,
+  checkout?: string,
 ): Promise<DrainResult> {
   const children = Array.from({ length: relays }, () =>
-    spawn(process.execPath, [import.meta.filename, 'worker', schema, mode], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    }),
+    spawn(
+      process.execPath,
+      [import.meta.filename, 'worker', schema, mode, ...(checkout === undefined ? [] : [checkout])],
+      {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    ),
   )
   const sent = children.map(() => 0)
   const done = children.map(() => ({ sent: 0, cpuMs: 0, finished: false }))
   const ready = children.map(
     (child, i) =>
-      new Promise<void>((resolve) => {
+      new Promise<void>((resolve, reject) => {
+        child.on('exit', (code) => reject(new Error(`relay process exited with ${code}`)))
         createInterface({ input: child.stdout }).on('line', (line) => {
           const [word, a, b] = line.split(' ')
           if (word === 'ready') resolve()
@@ -119,13 +144,14 @@ async function drain(
   try {
     const started = performance.now()
     for (const child of children) child.stdin.write('go\n')
-    let pids: number[] = []
+    // Each relay has two sessions (the pipelined claim): looked for until all are seen.
     const pgTicks = new Map<number, number>()
+    let polls = 0
     while (sent.reduce((a, b) => a + b, 0) < rows) {
       await sleep(20)
-      if (pids.length < relays) {
-        pids = await backendPids(client, schema)
-        for (const pid of pids) if (!pgTicks.has(pid)) pgTicks.set(pid, ticks(pid))
+      if (pgTicks.size < 2 * relays && polls++ % 5 === 0) {
+        for (const pid of await backendPids(client, schema))
+          if (!pgTicks.has(pid)) pgTicks.set(pid, ticks(pid))
       }
     }
     const wallMs = performance.now() - started
@@ -168,29 +194,35 @@ interface ClaimCost {
   rows: number
 }
 
-/** `count` claims of 500, each in a transaction rolled back (so each finds the same outbox). */
-async function claimCost(
+/**
+ * `count` claims of 500 per shape, each in a transaction rolled back (so each finds the same
+ * outbox); the shapes take turns, so that the machine's load falls on all of them alike.
+ */
+async function claimCosts(
   schema: string,
-  sql: ClaimSql,
-  concurrent: boolean,
+  shapes: readonly { sql: ClaimSql; concurrent: boolean }[],
   count: number,
-): Promise<ClaimCost> {
-  const text = sql({ schema, table: 'outbox' }, 500, concurrent)
-  const times: number[] = []
-  let rows = 0
+): Promise<ClaimCost[]> {
+  const texts = shapes.map((shape) => shape.sql({ schema, table: 'outbox' }, 500, shape.concurrent))
+  const times: number[][] = shapes.map(() => [])
+  const rows = shapes.map(() => 0)
   await withClient(async (client) => {
     for (let i = 0; i < count + 3; i++) {
-      await client.query('BEGIN')
-      const started = performance.now()
-      const result = await client.query(text)
-      const ms = performance.now() - started
-      await client.query('ROLLBACK')
-      if (i >= 3) times.push(ms)
-      rows = result.rowCount ?? 0
+      for (const [n, text] of texts.entries()) {
+        await client.query('BEGIN')
+        const started = performance.now()
+        const result = await client.query(text)
+        const ms = performance.now() - started
+        await client.query('ROLLBACK')
+        if (i >= 3) times[n]?.push(ms)
+        rows[n] = result.rowCount ?? 0
+      }
     }
   })
-  times.sort((a, b) => a - b)
-  return { median: percentile(times, 50), p90: percentile(times, 90), rows }
+  return times.map((list, n) => {
+    list.sort((a, b) => a - b)
+    return { median: percentile(list, 50), p90: percentile(list, 90), rows: rows[n] ?? 0 }
+  })
 }
 
 // ---------------------------------------------------------------- reports
@@ -205,50 +237,82 @@ const mid = (values: number[]) =>
     50,
   )
 
+interface Variant {
+  label: string
+  mode: 'single' | 'concurrent'
+  claim: ClaimSql
+  checkout?: string
+}
+
+/** `--before <checkout>`: that checkout's concurrent claim and relay as one more variant. */
+async function variants(options: Options): Promise<Variant[]> {
+  const list: Variant[] = [
+    { label: 'single', mode: 'single', claim: claimSql },
+    { label: 'concurrent', mode: 'concurrent', claim: claimSql },
+  ]
+  if (options.before !== undefined) {
+    const sql = `${options.before}/src/dialects/postgres/sql.ts`
+    const before = ((await import(sql)) as { claimSql: ClaimSql }).claimSql
+    list.push({ label: 'concurrent, before', mode: 'concurrent', claim: before, checkout: options.before })
+  }
+  return list
+}
+
 async function sweep(options: Options): Promise<void> {
   const lines = [
-    '| keys | rows | mode | claim median ms | claim p90 ms | rows/claim | claim vs 64 keys | drain msg/s (median, min-max) | drain vs 64 keys | verdict (<= 1.2x / >= 0.83x) |',
+    '| keys | rows | mode | claim median ms | claim p90 ms | rows/claim | claim vs 64 keys | drain msg/s (median, min-max) | drain vs 64 keys | verdict (claim <= 1.2x, drain >= 0.83x) |',
     '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ]
+  const list = await variants(options)
   const base = new Map<string, { claim: number; drain: number }>()
   for (const keys of options.keys) {
     const rows = Math.max(options.rows, keys)
     const schema = await filledOutbox(rows, keys)
     try {
-      const claims = {
-        single: await claimCost(schema, claimSql, false, options.claims),
-        concurrent: await claimCost(schema, claimSql, true, options.claims),
-      }
-      const drains: Record<'single' | 'concurrent', number[]> = { single: [], concurrent: [] }
+      const costs = await claimCosts(
+        schema,
+        list.map((variant) => ({ sql: variant.claim, concurrent: variant.mode === 'concurrent' })),
+        options.claims,
+      )
+      const claims = new Map(list.map((variant, n) => [variant.label, costs[n] as ClaimCost]))
+      const drains = new Map<string, number[]>()
       for (let rep = 0; rep < options.reps; rep++) {
-        for (const mode of ['single', 'concurrent'] as const) {
-          const result = await drain(schema, mode, 1, options.drain)
-          drains[mode].push(result.msgPerS)
-          console.error(`keys ${keys} ${mode} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
+        for (const variant of list) {
+          const result = await drain(schema, variant.mode, 1, options.drain, variant.checkout)
+          drains.set(variant.label, [...(drains.get(variant.label) ?? []), result.msgPerS])
+          console.error(`keys ${keys} ${variant.label} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
         }
       }
-      for (const mode of ['single', 'concurrent'] as const) {
-        const claim = claims[mode]
-        const drained = mid(drains[mode])
-        if (!base.has(mode)) base.set(mode, { claim: claim.median, drain: drained })
-        const ref = base.get(mode) as { claim: number; drain: number }
+      for (const variant of list) {
+        const claim = claims.get(variant.label) as ClaimCost
+        const rates = drains.get(variant.label) ?? []
+        const drained = mid(rates)
+        if (!base.has(variant.label)) base.set(variant.label, { claim: claim.median, drain: drained })
+        const ref = base.get(variant.label) as { claim: number; drain: number }
         const claimRatio = claim.median / ref.claim
         const drainRatio = drained / ref.drain
-        const verdict = claimRatio <= 1.2 && drainRatio >= 1 / 1.2 ? 'met' : 'NOT met'
+        const verdict =
+          keys === options.keys[0]
+            ? 'baseline'
+            : claimRatio <= 1.2 && drainRatio >= 1 / 1.2
+              ? 'met'
+              : 'NOT met'
         lines.push(
-          `| ${int(keys)} | ${int(rows)} | ${mode} | ${f2(claim.median)} | ${f2(claim.p90)} | ${claim.rows} | ${f2(claimRatio)}x | ${int(drained)} (${spread(drains[mode])}) | ${f2(drainRatio)}x | ${verdict} |`,
+          `| ${int(keys)} | ${int(rows)} | ${variant.label} | ${f2(claim.median)} | ${f2(claim.p90)} | ${claim.rows} | ${f2(claimRatio)}x | ${int(drained)} (${spread(rates)}) | ${f2(drainRatio)}x | ${verdict} |`,
         )
       }
     } finally {
       await dropSchema(schema)
     }
+    console.error(lines.join('\n'))
   }
   console.log(lines.join('\n'))
 }
 
 async function shapes(options: Options): Promise<void> {
-  if (options.before === undefined) throw new Error('--only shapes needs --before <path to sql.ts>')
-  const before = ((await import(options.before)) as { claimSql: ClaimSql }).claimSql
+  if (options.before === undefined) throw new Error('--only shapes needs --before <checkout>')
+  const before = ((await import(`${options.before}/src/dialects/postgres/sql.ts`)) as { claimSql: ClaimSql })
+    .claimSql
   // The old shape with the key looked up by a LATERAL ... LIMIT 1 instead of a join: a third shape.
   const lateral: ClaimSql = (table, limit, concurrent) =>
     before(table, limit, concurrent).replace(
@@ -262,13 +326,19 @@ async function shapes(options: Options): Promise<void> {
   for (const keys of options.keys) {
     const schema = await filledOutbox(Math.max(options.rows, keys), keys)
     try {
+      const shapes = [
+        ['join on rank (before)', before],
+        ['LATERAL LIMIT 1', lateral],
+        ['arrays indexed by rank (after)', claimSql],
+      ] as const
       for (let rep = 0; rep < options.reps; rep++) {
-        for (const [name, sql] of [
-          ['join on rank (before)', before],
-          ['LATERAL LIMIT 1', lateral],
-          ['arrays indexed by rank (after)', claimSql],
-        ] as const) {
-          const cost = await claimCost(schema, sql, true, options.claims)
+        const costs = await claimCosts(
+          schema,
+          shapes.map(([, sql]) => ({ sql, concurrent: true })),
+          options.claims,
+        )
+        for (const [n, [name]] of shapes.entries()) {
+          const cost = costs[n] as ClaimCost
           lines.push(
             `| ${int(keys)} | ${name} (rep ${rep + 1}) | ${f2(cost.median)} | ${f2(cost.p90)} | ${cost.rows} |`,
           )
@@ -352,7 +422,7 @@ function options(argv: string[]): Options {
 }
 
 if (process.argv[2] === 'worker') {
-  await worker(process.argv[3] as string, process.argv[4] as 'single' | 'concurrent')
+  await worker(process.argv[3] as string, process.argv[4] as 'single' | 'concurrent', process.argv[5])
 } else {
   const opts = options(process.argv.slice(2))
   console.log(
