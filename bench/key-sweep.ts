@@ -1,7 +1,7 @@
 // Claims against the number of distinct keys, and relays against each other, with a stub
 // transport (no Kafka: what is measured is the database side of the relay).
 //
-//   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes] [--keys 64,10000,1000000]
+//   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes|hol] [--keys 64,10000,1000000]
 //     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <checkout>]
 //
 // sweep:   per key count, one outbox of `--rows` rows (one INSERT ... SELECT generate_series),
@@ -13,6 +13,8 @@
 // --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
 // scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
 //          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
+// hol:     one key waiting for a retry with 100,000 rows behind it: claim cost and the healthy
+//          keys' drain rate against an outbox without it (a drain that stalls ends after 30 s).
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
@@ -114,6 +116,7 @@ async function drain(
   relays: number,
   rows: number,
   checkout?: string,
+  timeoutMs = 120_000,
 ): Promise<DrainResult> {
   const children = Array.from({ length: relays }, () =>
     spawn(
@@ -147,7 +150,8 @@ async function drain(
     // Each relay has two sessions (the pipelined claim): looked for until all are seen.
     const pgTicks = new Map<number, number>()
     let polls = 0
-    while (sent.reduce((a, b) => a + b, 0) < rows) {
+    // A drain that cannot make progress (head-of-line, below) ends at `timeoutMs`: its rate is then what it got.
+    while (sent.reduce((a, b) => a + b, 0) < rows && performance.now() - started < timeoutMs) {
       await sleep(20)
       if (pgTicks.size < 2 * relays && polls++ % 5 === 0) {
         for (const pid of await backendPids(client, schema))
@@ -351,6 +355,81 @@ async function shapes(options: Options): Promise<void> {
   console.log(lines.join('\n'))
 }
 
+/**
+ * One key with a message waiting for a retry (attempts 1, due in an hour) and `stuck` younger
+ * messages of it behind, against an outbox of the healthy messages alone. `front`: the stuck key's
+ * rows come first (a burst of it); `mixed`: they alternate with the healthy ones.
+ */
+async function headOfLine(options: Options): Promise<void> {
+  const stuck = 100_000
+  const healthy = options.drain * options.reps + 10_000
+  const lines = [
+    `| layout (${int(stuck)} rows behind the retry, ${int(healthy)} healthy rows, 64 keys) | mode | claim median ms | claim p90 ms | rows/claim | healthy drain msg/s (median, min-max) | vs no retry | verdict (>= 0.9x) |`,
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+  ]
+  for (const layout of ['none', 'front', 'mixed'] as const) {
+    const schema = uniqueName('ke_hol')
+    await stubOutbox(schema).migrate(DATABASE_URL)
+    const healthyRows = (from: string) =>
+      `SELECT '${TOPIC}', convert_to('k' || (i % 64), 'UTF8'), v.b, (i % 64)::int, ${from}
+FROM generate_series(0, ${healthy - 1}) AS i, (SELECT convert_to(repeat('v', ${PAYLOAD}), 'UTF8') AS b) AS v`
+    const stuckRows = (from: string) =>
+      `SELECT '${TOPIC}', convert_to('stuck', 'UTF8'), v.b, -1, ${from}
+FROM generate_series(0, ${stuck - 1}) AS i, (SELECT convert_to(repeat('v', ${PAYLOAD}), 'UTF8') AS b) AS v`
+    await withClient(async (client) => {
+      const insert = `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash, created_at)`
+      // created_at only orders the rows of the union; ids follow it.
+      if (layout === 'none') await client.query(`${insert} ${healthyRows('now()')}`)
+      if (layout === 'front')
+        await client.query(
+          `${insert} SELECT * FROM (${stuckRows('now()')}) AS s UNION ALL (${healthyRows("now() + interval '1 s'")})`,
+        )
+      if (layout === 'mixed')
+        await client.query(
+          `${insert} SELECT topic, key, b, h, t FROM ((${stuckRows("now() + i * interval '2 us'")}) UNION ALL (${healthyRows("now() + i * interval '2 us' + interval '1 us'")})) AS m(topic, key, b, h, t) ORDER BY t`,
+        )
+      if (layout !== 'none')
+        await client.query(
+          `UPDATE "${schema}".outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id = (SELECT min(id) FROM "${schema}".outbox WHERE ordering_hash = -1)`,
+        )
+      await client.query(`VACUUM ANALYZE "${schema}".outbox`)
+    })
+    try {
+      const costs = await claimCosts(
+        schema,
+        [
+          { sql: claimSql, concurrent: false },
+          { sql: claimSql, concurrent: true },
+        ],
+        options.claims,
+      )
+      const rates: Record<'single' | 'concurrent', number[]> = { single: [], concurrent: [] }
+      for (let rep = 0; rep < options.reps; rep++) {
+        for (const mode of ['single', 'concurrent'] as const) {
+          const result = await drain(schema, mode, 1, options.drain, undefined, 30_000)
+          rates[mode].push(result.msgPerS)
+          console.error(`head-of-line ${layout} ${mode} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
+        }
+      }
+      for (const [n, mode] of (['single', 'concurrent'] as const).entries()) {
+        const cost = costs[n] as ClaimCost
+        const rate = mid(rates[mode])
+        if (layout === 'none') holBase.set(mode, rate)
+        const ratio = rate / (holBase.get(mode) ?? rate)
+        lines.push(
+          `| ${layout === 'none' ? 'no retry (baseline)' : layout} | ${mode} | ${f2(cost.median)} | ${f2(cost.p90)} | ${cost.rows} | ${int(rate)} (${spread(rates[mode])}) | ${f2(ratio)}x | ${layout === 'none' ? 'baseline' : ratio >= 0.9 ? 'met' : 'NOT met'} |`,
+        )
+      }
+    } finally {
+      await dropSchema(schema)
+    }
+    console.error(lines.join('\n'))
+  }
+  console.log(lines.join('\n'))
+}
+
+const holBase = new Map<string, number>()
+
 async function scaling(options: Options): Promise<void> {
   const keys = 10_000
   const total = options.relays.length * options.reps * options.drain
@@ -431,4 +510,5 @@ if (process.argv[2] === 'worker') {
   if (opts.only.includes('shapes')) await shapes(opts)
   if (opts.only.includes('sweep')) await sweep(opts)
   if (opts.only.includes('scaling')) await scaling(opts)
+  if (opts.only.includes('hol')) await headOfLine(opts)
 }

@@ -258,6 +258,12 @@ export function floorCondition(floor: string | undefined, column: string): strin
  * locked, as in `budgetedClaimSql`: only the prefix within the budget is locked. The keys won
  * beyond that prefix stay locked until the claim ends, as keys won beyond the row limit do.
  *
+ * The window leaves out the rows that wait behind a retry of their key, as the single claim's
+ * scan does: counted in, the younger rows of a key waiting for a retry filled the window (2,000
+ * of them behind one failed message were enough), the claim came back empty, and every other key
+ * waited for that key's retry. Their keys are then not tried either, and `n` counts only rows
+ * the claim can take.
+ *
  * Cost: the recursive step must find the next key in O(1), or the claim is quadratic in the
  * keys of the window. The keys are therefore one row of arrays in rank order, indexed by the
  * step's rank (a subscript into an array of a fixed-width type without nulls is an offset).
@@ -284,6 +290,7 @@ function concurrentClaimSql(table: OutboxTable, limit: number, from: string, bud
   const candidates = `WITH RECURSIVE candidates AS MATERIALIZED (
   SELECT o.id, o.ordering_hash${sizeColumn} FROM ${outbox} AS o
   WHERE ${from}o.available_at <= now()${heldCondition(budget?.held, 'o.id')}
+    AND ${RETRY_WAITING(outbox)}
   ORDER BY o.id
   LIMIT ${window}
 ), keys AS MATERIALIZED (
