@@ -362,7 +362,7 @@ async function shapes(options: Options): Promise<void> {
  */
 async function headOfLine(options: Options): Promise<void> {
   const stuck = 100_000
-  const healthy = options.drain * options.reps + 10_000
+  const healthy = 2 * options.drain * options.reps + 10_000
   const lines = [
     `| layout (${int(stuck)} rows behind the retry, ${int(healthy)} healthy rows, 64 keys) | mode | claim median ms | claim p90 ms | rows/claim | healthy drain msg/s (median, min-max) | vs no retry | verdict (>= 0.9x) |`,
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
