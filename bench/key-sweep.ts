@@ -4,10 +4,11 @@
 //   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes|hol] [--keys 64,10000,1000000]
 //     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <checkout>]
 //
-// sweep:   per key count, one outbox of `--rows` rows (one INSERT ... SELECT generate_series),
-//          the claim's cost in single and concurrent mode (N claims, each in a rolled-back
-//          transaction, client-side ms), then `--reps` drains of `--drain` rows per mode by one
-//          relay process, modes interleaved.
+// sweep:   per key count, one outbox of max(`--rows`, keys) rows (one INSERT ... SELECT
+//          generate_series), all filled first; the claim's cost in single and concurrent mode (N
+//          claims, each in a rolled-back transaction, client-side ms, taking turns across outboxes
+//          and modes), then `--reps` rounds of drains of `--drain` rows by one relay process, each
+//          round over every outbox and mode.
 // shapes:  the same claim cost for the concurrent claim's SQL of another checkout (`--before`,
 //          its root directory) side by side with this one's.
 // --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
@@ -202,12 +203,24 @@ interface ClaimCost {
  * `count` claims of 500 per shape, each in a transaction rolled back (so each finds the same
  * outbox); the shapes take turns, so that the machine's load falls on all of them alike.
  */
-async function claimCosts(
+function claimCosts(
   schema: string,
   shapes: readonly { sql: ClaimSql; concurrent: boolean }[],
   count: number,
 ): Promise<ClaimCost[]> {
-  const texts = shapes.map((shape) => shape.sql({ schema, table: 'outbox' }, 500, shape.concurrent))
+  return claimCostsAcross(
+    shapes.map((shape) => ({ schema, ...shape })),
+    count,
+  )
+}
+
+async function claimCostsAcross(
+  shapes: readonly { schema: string; sql: ClaimSql; concurrent: boolean }[],
+  count: number,
+): Promise<ClaimCost[]> {
+  const texts = shapes.map((shape) =>
+    shape.sql({ schema: shape.schema, table: 'outbox' }, 500, shape.concurrent),
+  )
   const times: number[][] = shapes.map(() => [])
   const rows = shapes.map(() => 0)
   await withClient(async (client) => {
@@ -262,53 +275,63 @@ async function variants(options: Options): Promise<Variant[]> {
   return list
 }
 
+/**
+ * Every key count's outbox is filled first; then the claims take turns across outboxes and
+ * variants, and each rep drains every outbox once per variant, so that the machine's load (it
+ * changes by the minute on a shared machine) falls on all key counts alike.
+ */
 async function sweep(options: Options): Promise<void> {
   const lines = [
     '| keys | rows | mode | claim median ms | claim p90 ms | rows/claim | claim vs 64 keys | drain msg/s (median, min-max) | drain vs 64 keys | verdict (claim <= 1.2x, drain >= 0.83x) |',
     '| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ]
   const list = await variants(options)
-  const base = new Map<string, { claim: number; drain: number }>()
-  for (const keys of options.keys) {
-    const rows = Math.max(options.rows, keys)
-    const schema = await filledOutbox(rows, keys)
-    try {
-      const costs = await claimCosts(
-        schema,
-        list.map((variant) => ({ sql: variant.claim, concurrent: variant.mode === 'concurrent' })),
-        options.claims,
-      )
-      const claims = new Map(list.map((variant, n) => [variant.label, costs[n] as ClaimCost]))
-      const drains = new Map<string, number[]>()
-      for (let rep = 0; rep < options.reps; rep++) {
+  const outboxes: { keys: number; rows: number; schema: string }[] = []
+  try {
+    for (const keys of options.keys) {
+      const rows = Math.max(options.rows, keys)
+      outboxes.push({ keys, rows, schema: await filledOutbox(rows, keys) })
+    }
+    const claims = new Map<string, ClaimCost>()
+    const label = (keys: number, variant: Variant) => `${keys} ${variant.label}`
+    // One client per outbox would not take turns: the shapes of all outboxes go in one list.
+    const costs = await claimCostsAcross(
+      outboxes.flatMap(({ schema }) =>
+        list.map((variant) => ({ schema, sql: variant.claim, concurrent: variant.mode === 'concurrent' })),
+      ),
+      options.claims,
+    )
+    let n = 0
+    for (const { keys } of outboxes)
+      for (const variant of list) claims.set(label(keys, variant), costs[n++] as ClaimCost)
+    const drains = new Map<string, number[]>()
+    for (let rep = 0; rep < options.reps; rep++) {
+      for (const { keys, schema } of outboxes) {
         for (const variant of list) {
           const result = await drain(schema, variant.mode, 1, options.drain, variant.checkout)
-          drains.set(variant.label, [...(drains.get(variant.label) ?? []), result.msgPerS])
+          drains.set(label(keys, variant), [...(drains.get(label(keys, variant)) ?? []), result.msgPerS])
           console.error(`keys ${keys} ${variant.label} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
         }
       }
+    }
+    const first = outboxes[0]?.keys ?? 0
+    for (const { keys, rows } of outboxes) {
       for (const variant of list) {
-        const claim = claims.get(variant.label) as ClaimCost
-        const rates = drains.get(variant.label) ?? []
-        const drained = mid(rates)
-        if (!base.has(variant.label)) base.set(variant.label, { claim: claim.median, drain: drained })
-        const ref = base.get(variant.label) as { claim: number; drain: number }
-        const claimRatio = claim.median / ref.claim
-        const drainRatio = drained / ref.drain
+        const claim = claims.get(label(keys, variant)) as ClaimCost
+        const ref = claims.get(label(first, variant)) as ClaimCost
+        const rates = drains.get(label(keys, variant)) ?? []
+        const refRate = mid(drains.get(label(first, variant)) ?? [])
+        const claimRatio = claim.median / ref.median
+        const drainRatio = mid(rates) / refRate
         const verdict =
-          keys === options.keys[0]
-            ? 'baseline'
-            : claimRatio <= 1.2 && drainRatio >= 1 / 1.2
-              ? 'met'
-              : 'NOT met'
+          keys === first ? 'baseline' : claimRatio <= 1.2 && drainRatio >= 1 / 1.2 ? 'met' : 'NOT met'
         lines.push(
-          `| ${int(keys)} | ${int(rows)} | ${variant.label} | ${f2(claim.median)} | ${f2(claim.p90)} | ${claim.rows} | ${f2(claimRatio)}x | ${int(drained)} (${spread(rates)}) | ${f2(drainRatio)}x | ${verdict} |`,
+          `| ${int(keys)} | ${int(rows)} | ${variant.label} | ${f2(claim.median)} | ${f2(claim.p90)} | ${claim.rows} | ${f2(claimRatio)}x | ${int(mid(rates))} (${spread(rates)}) | ${f2(drainRatio)}x | ${verdict} |`,
         )
       }
-    } finally {
-      await dropSchema(schema)
     }
-    console.error(lines.join('\n'))
+  } finally {
+    for (const { schema } of outboxes) await dropSchema(schema)
   }
   console.log(lines.join('\n'))
 }
