@@ -64,6 +64,21 @@ VALUES ($1, $2, 'v', $3, $4, now() + make_interval(secs => $5)) RETURNING id`
     assert.deepEqual(await claimed(false), all)
     assert.deepEqual(await claimed(true), all)
   })
+
+  it('a key waiting for a retry with more rows behind it than a claim looks at holds up no other key', async () => {
+    await withClient(async (client) => {
+      await client.query(`DELETE FROM "${schema}".outbox`)
+      await client.query(insert, ['x1-waiting', 'x', 9, 1, 3600])
+      // The concurrent claim of 100 looks at a window of 400 rows: these fill it five times over.
+      await client.query(
+        `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash) SELECT 'x-behind', 'x', 'v', 9 FROM generate_series(1, 2000)`,
+      )
+      await client.query(insert, ['y1', 'y', 10, 0, -1])
+      await client.query(insert, ['keyless', null, null, 0, -1])
+    })
+    assert.deepEqual(await claimed(false), ['y1', 'keyless'])
+    assert.deepEqual(await claimed(true), ['y1', 'keyless'])
+  })
 })
 
 /**
