@@ -14,6 +14,7 @@ import {
   readTracking,
   type TrackedMessage,
 } from '../src/testing/index.ts'
+import { checkEffects, type EffectsResult, effectInvariants } from './effects.ts'
 import { poisonKindOf, readProduced } from './producers.ts'
 import {
   type ChaosSummary,
@@ -28,6 +29,7 @@ import { topicExists } from './setup.ts'
 import { INTERNAL_TOPIC, POISON_KINDS, type PoisonKind, type TopicAccessor } from './shared.ts'
 import {
   clockSkew,
+  consumerOn,
   kafkaBrokers,
   loadAverageStart,
   outbox,
@@ -51,6 +53,8 @@ export async function verify(run: {
   codes: (number | null)[]
   drainMs: number | null
   command: string
+  /** --consumer: from the drain until every effect was applied (null: never). */
+  effectsMs: number | null
 }): Promise<number> {
   const { phases, codes, drainMs, command } = run
 
@@ -148,6 +152,16 @@ export async function verify(run: {
   }
   const duplicates = topics.reduce((sum, t) => sum + t.duplicates, 0)
   const bound = Object.values(state.boundByCause).reduce((a, b) => a + b, 0)
+  const effects: EffectsResult | undefined = consumerOn
+    ? await checkEffects({
+        committed: produced.committed,
+        rolledBack: produced.rolledBack,
+        notCommitted,
+        poisonIds,
+        kafkaDuplicates: duplicates,
+        catchUpMs: run.effectsMs,
+      })
+    : undefined
   const notResent = state.ackedAtKill.flatMap((k) => k.ids.filter((id) => (copies.get(id) ?? 0) < 2))
   const ackedTotal = state.ackedAtKill.reduce((sum, k) => sum + k.ids.length, 0)
 
@@ -222,9 +236,14 @@ export async function verify(run: {
   // Kafka outage, from Kafka answering until it acknowledged a send again.
   for (const fault of state.faults) {
     const { at, killedPid } = state.faultTimes.get(fault) as { at: number; killedPid?: number }
-    const resumed = (fault.kind === 'kafka-outage' ? state.acks : state.deliveries).find(
-      (d) => d.at >= at && d.pid !== killedPid,
-    )
+    // A consumer kill has recovered once a consumer (another one, or the next life) handles again.
+    const progress =
+      fault.kind === 'kafka-outage'
+        ? state.acks
+        : fault.kind === 'consumer-kill'
+          ? state.consumerProgress
+          : state.deliveries
+    const resumed = progress.find((d) => d.at >= at && d.pid !== killedPid)
     fault.resumeMs = resumed === undefined ? null : resumed.at - at
     if (fault.takeoverMs === null) {
       const takeover = state.leadershipTimes.find((l) => l.at >= at && l.pid !== killedPid)
@@ -269,6 +288,7 @@ export async function verify(run: {
       ? (['kafka-proxy-blackhole', 'kafka-proxy-delay', 'kafka-proxy-drop'] as const)
       : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),
+    ...(consumerOn ? (['consumer-kill'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)
   const invariants: Invariant[] = [
@@ -374,6 +394,7 @@ export async function verify(run: {
     },
   ]
 
+  if (effects) invariants.push(...effectInvariants(effects))
   const ok = invariants.every((i) => i.ok)
   const summary: ChaosSummary = {
     ok,
@@ -438,6 +459,7 @@ export async function verify(run: {
       coldStart: spread(state.coldStarts),
     },
     faults: state.faults,
+    ...(effects ? { effects } : {}),
     drainMs,
     invariants,
   }
