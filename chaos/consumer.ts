@@ -15,10 +15,13 @@ const config = JSON.parse(env('CHAOS_CONSUMER')) as ConsumerConfig
 const report = (message: ConsumerReport) => {
   if (process.connected) process.send?.(message)
 }
-const opened = await openConsumers(config, (detail) => {
+let stalled = false
+const opened = await openConsumers(config, (reason, detail) => {
+  if (stalled) return
+  stalled = true
+  report({ type: 'stalled', pid: process.pid, reason, detail: detail.slice(0, 300) })
   // Left alone it would idle for the rest of its life: exit, and the runner starts the next one.
-  report({ type: 'failed', pid: process.pid, message: `could not join its group ${detail}` })
-  setTimeout(() => process.exit(3), 100)
+  if (config.restartStalled) setTimeout(() => process.exit(3), 100)
 })
 
 const counts = (): ConsumerCounts => {

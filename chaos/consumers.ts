@@ -14,6 +14,7 @@ import {
   type ConsumerProc,
   consumerApp,
   consumerGroup,
+  consumerRestartStalled,
   dbKind,
   kafkaBrokers,
   log,
@@ -124,6 +125,7 @@ export function spawnConsumer(index: number): ConsumerProc {
     topics: topicNames,
     brokers: kafkaBrokers(),
     group: consumerGroup,
+    restartStalled: consumerRestartStalled,
   }
   const child = fork(CONSUMER_SCRIPT, [], {
     env: { ...process.env, CHAOS_CONSUMER: JSON.stringify(config) },
@@ -140,7 +142,7 @@ export function spawnConsumer(index: number): ConsumerProc {
     alive: true,
     killedByUs: false,
     stopping: false,
-    cannotJoin: false,
+    stalled: undefined,
     last: { handled: 0, duplicates: 0, deadLettered: 0, retried: 0 },
     exited: new Promise<void>((resolve) => {
       exited = resolve
@@ -160,8 +162,12 @@ export function spawnConsumer(index: number): ConsumerProc {
         retried: r.retried,
       }
       if (r.handled + r.duplicates > before) state.consumerProgress.push({ at: Date.now(), pid: proc.pid })
+    } else if (r.type === 'stalled') {
+      proc.stalled = r.reason
+      log(
+        `!! consumer #${index} life ${life}: ${r.reason}${consumerRestartStalled ? '; it exits to be restarted' : ' (--consumer-no-restart: left as it is)'}: ${r.detail}`,
+      )
     } else if (r.type === 'failed') {
-      if (/could not join/.test(r.message)) proc.cannotJoin = true
       log(`!! consumer #${index} life ${life}: ${r.message.slice(0, 300)}`)
     }
   })
@@ -169,9 +175,9 @@ export function spawnConsumer(index: number): ConsumerProc {
     proc.alive = false
     exited()
     if (proc.killedByUs || (proc.stopping && code === 0)) return
-    if (!proc.cannotJoin) state.consumerUnexpectedExits++
+    if (proc.stalled === undefined) state.consumerUnexpectedExits++
     log(
-      `!! consumer #${index} life ${life} exited on its own (${signal ?? `code ${code}`})${proc.cannotJoin ? ': could not join its group' : ''}; starting the next life`,
+      `!! consumer #${index} life ${life} exited ${proc.stalled ? `(${proc.stalled})` : `on its own (${signal ?? `code ${code}`})`}; starting the next life`,
     )
     // A second's pause: a life that cannot join while Kafka is away would otherwise fork in a loop.
     setTimeout(() => {

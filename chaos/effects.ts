@@ -10,7 +10,7 @@ import { consumerDeadLetters, type EffectRow, readEffects } from './consumers.ts
 import { readProduced } from './producers.ts'
 import type { Invariant } from './report.ts'
 import type { TopicAccessor } from './shared.ts'
-import { state } from './state.ts'
+import { consumerRestartStalled, state } from './state.ts'
 
 export interface EffectsResult {
   consumers: number
@@ -37,8 +37,11 @@ export interface EffectsResult {
   deadLetteredReported: number
   deadLetterRows: number
   unexpectedExits: number
-  /** Lives that logged they could not join their group, and exited to be restarted. */
-  couldNotJoin: number
+  /**
+   * Lives whose KafkaConsumer stopped for good while the process lived (chaos/db/consumer-db.ts
+   * STALLS), by reason: each exited to be restarted (unless --consumer-no-restart).
+   */
+  stalled: Record<string, number>
   /** From the outbox being drained (and the relays stopped) until every effect was there. */
   catchUpMs: number | null
   samples: { lost: string[]; phantom: string[]; duplicated: string[]; outOfOrder: string[] }
@@ -152,7 +155,12 @@ export async function checkEffects(ledger: {
     deadLetteredReported: lives.reduce((sum, c) => sum + c.last.deadLettered, 0),
     deadLetterRows: await consumerDeadLetters(),
     unexpectedExits: state.consumerUnexpectedExits,
-    couldNotJoin: lives.filter((c) => c.cannotJoin).length,
+    stalled: Object.fromEntries(
+      [...new Set(lives.map((c) => c.stalled).filter((r) => r !== undefined))].map((reason) => [
+        reason,
+        lives.filter((c) => c.stalled === reason).length,
+      ]),
+    ),
     catchUpMs: ledger.catchUpMs,
     samples,
   }
@@ -183,7 +191,11 @@ export function effectInvariants(e: EffectsResult): Invariant[] {
         e.deadLetteredReported === 0 &&
         e.unexpectedExits === 0 &&
         e.catchUpMs !== null,
-      detail: `${e.lives} consumer lives (${e.kills} killed -9, ${e.couldNotJoin} could not join their group and were restarted), ${e.unexpectedExits} exited on their own otherwise; ${e.deadLetterRows} consumer dead letters (${e.deadLetteredReported} reported); effects complete ${e.catchUpMs === null ? 'never' : `${e.catchUpMs} ms`} after the outbox drained`,
+      detail: `${e.lives} consumer lives (${e.kills} killed -9; stalled, ${consumerRestartStalled ? 'exited and restarted' : 'left as they were'}: ${
+        Object.entries(e.stalled)
+          .map(([reason, n]) => `${n} ${reason}`)
+          .join(', ') || 'none'
+      }), ${e.unexpectedExits} exited on their own otherwise; ${e.deadLetterRows} consumer dead letters (${e.deadLetteredReported} reported); effects complete ${e.catchUpMs === null ? 'never' : `${e.catchUpMs} ms`} after the outbox drained`,
     },
   ]
 }

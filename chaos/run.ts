@@ -49,6 +49,7 @@ import { sleep } from './shared.ts'
 import {
   clockSkew,
   consumerOn,
+  consumerRestartStalled,
   dbKind,
   dbProxy,
   kafkaBrokers,
@@ -84,6 +85,7 @@ async function main(): Promise<number> {
     ...(clockSkew ? ['--clock-skew'] : []),
     ...(consumerOn && profileName !== 'full' ? ['--consumer'] : []),
     ...(!consumerOn && profileName === 'full' && dbKind !== 'sqlite' ? ['--no-consumer'] : []),
+    ...(consumerOn && !consumerRestartStalled ? ['--consumer-no-restart'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)

@@ -204,6 +204,7 @@ export type ProducerReport =
       uncertain: number
     }
   | { type: 'failed'; pid: number; message: string }
+  | { type: 'stalled'; pid: number; reason: string; detail: string }
 
 /**
  * Where an armed relay pauses for `holdMs` (so that the runner's kill -9 lands there):
@@ -226,6 +227,8 @@ export interface ConsumerConfig {
   brokers: string[]
   /** Consumer group prefix: `<group>-orders`, `<group>-payments`. */
   group: string
+  /** Exit when a consumer of the process stops for good (chaos/db/consumer-db.ts STALLS). */
+  restartStalled: boolean
 }
 
 /** What a consumer child reports: its counts (both topics summed), every CONSUMER_REPORT_MS and at exit. */
@@ -239,6 +242,7 @@ export type ConsumerReport =
   | { type: 'loaded'; pid: number }
   | ({ type: 'counts'; pid: number; final: boolean } & ConsumerCounts)
   | { type: 'failed'; pid: number; message: string }
+  | { type: 'stalled'; pid: number; reason: string; detail: string }
 
 /** Runner → consumer. */
 export type ConsumerCommand = { type: 'stop' }

@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
     consumer: { type: 'boolean' },
+    'consumer-no-restart': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
@@ -73,7 +74,9 @@ if (args.help) {
                    database) apply an effect per message; killed -9 by the plan too and restarted;
                    every committed message's effect must be applied exactly once, in key order, and
                    no rolled-back one (on by default in the full run; --no-consumer leaves it out;
-                   not with --db sqlite)`)
+                   not with --db sqlite)
+  --consumer-no-restart  a consumer process whose Kafka consumer stopped for good (group join or fetch
+                   stream failed while Kafka was away) stays as it is instead of being restarted`)
   process.exit(0)
 }
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -123,6 +126,12 @@ if (dbKind === 'sqlite' && args.consumer === true) {
 }
 /** --consumer: how many consumer processes read the topics (each life of one is killed and restarted). */
 export const CONSUMERS = 2
+/**
+ * --consumer-no-restart: a consumer process whose KafkaConsumer stopped for good (its group join
+ * or fetch stream failed, with Kafka away) is left as it is, to show the stall, instead of exiting
+ * to be restarted as a supervisor would.
+ */
+export const consumerRestartStalled = args['consumer-no-restart'] !== true
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -368,8 +377,8 @@ export interface ConsumerProc {
   alive: boolean
   killedByUs: boolean
   stopping: boolean
-  /** It logged that it could not join its group and exited (to be restarted). */
-  cannotJoin: boolean
+  /** Why one of its consumers stopped for good (it then exits, to be restarted, unless --consumer-no-restart). */
+  stalled: string | undefined
   /** The last counts it reported (a kill -9 loses those since). */
   last: ConsumerCounts
   exited: Promise<void>

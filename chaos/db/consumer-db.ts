@@ -17,21 +17,31 @@ export interface ChaosConsumers {
 
 const ACCESSORS = ['orders', 'payments'] as const
 
-/** The consumer's own failure to start: it logs this and stays idle, so the process is restarted. */
-const CANNOT_JOIN = 'the consumer could not join its group'
+/**
+ * What a KafkaConsumer logs when it stops for good while its process lives on: joining its group
+ * failed (Kafka away at start), or its fetch stream failed (Kafka away while consuming; the member
+ * keeps heartbeating, so its partitions stay with it and nobody else reads them). Both were seen in
+ * the first --consumer runs (see the run's report): the process then exits, as a supervisor
+ * watching for these errors would make it, unless `stallsFatal` is unset (--consumer-no-restart).
+ */
+export const STALLS = {
+  'the consumer could not join its group': 'could not join its group',
+  'the Kafka consumer stream failed': 'its Kafka stream failed',
+} as const
 /** One line per distinct message per this many ms: a database restart makes every try warn. */
 const LOG_QUIET_MS = 5000
 
 /**
- * Warnings and errors on stderr, each distinct message at most once per LOG_QUIET_MS; `cannotJoin`
- * is told when a consumer gave up joining its group (it would sit idle for the rest of the life).
+ * Warnings and errors on stderr, each distinct message at most once per LOG_QUIET_MS; `stalled`
+ * is told when a consumer stopped for good (STALLS).
  */
-function chaosLogger(config: ConsumerConfig, cannotJoin: (detail: string) => void): Logger {
+function chaosLogger(config: ConsumerConfig, stalled: (reason: string, detail: string) => void): Logger {
   const last = new Map<string, number>()
   const write = (level: string) => (context: object | string, message?: string) => {
     const text = message ?? (typeof context === 'string' ? context : '')
     const detail = typeof context === 'string' ? '' : JSON.stringify(context)
-    if (text === CANNOT_JOIN) cannotJoin(detail)
+    const stall = STALLS[text as keyof typeof STALLS]
+    if (stall !== undefined) stalled(stall, detail)
     const now = Date.now()
     if (now - (last.get(text) ?? 0) < LOG_QUIET_MS) return
     last.set(text, now)
@@ -61,9 +71,9 @@ function groupOptions(config: ConsumerConfig, accessor: (typeof ACCESSORS)[numbe
 
 export async function openConsumers(
   config: ConsumerConfig,
-  cannotJoin: (detail: string) => void,
+  stalled: (reason: string, detail: string) => void,
 ): Promise<ChaosConsumers> {
-  const logger = chaosLogger(config, cannotJoin)
+  const logger = chaosLogger(config, stalled)
   const topics = chaosTopics(config.topics)
   const kafka = { brokers: config.brokers, clientId: `k-entity-chaos-consumer-${config.index}` }
   const effects = (accessor: string, message: { value: ChaosEvent | null }) => {
