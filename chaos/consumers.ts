@@ -35,6 +35,11 @@ export interface EffectRow {
   n: number
   /** The effects table's sequence: the order in which effects were first applied. */
   applied: number
+  /** Which consumer and life applied it, from which partition and offset. */
+  consumer: number
+  life: number
+  partition: number
+  offset: number
 }
 
 /** A short-lived connection of the runner's, on the database under test (as its own superuser). */
@@ -65,10 +70,11 @@ export async function prepareConsumers(): Promise<void> {
       dbKind === 'mariadb'
         ? `CREATE TABLE \`${schema}\`.${EFFECTS_TABLE} (applied BIGINT AUTO_INCREMENT PRIMARY KEY,
              id VARCHAR(64) NOT NULL UNIQUE, topic VARCHAR(16) NOT NULL, \`key\` VARCHAR(64) NOT NULL,
-             seq INT NOT NULL, consumer INT NOT NULL, life INT NOT NULL, n INT NOT NULL) ENGINE=InnoDB`
+             seq INT NOT NULL, consumer INT NOT NULL, life INT NOT NULL, kpartition INT NOT NULL,
+             koffset BIGINT NOT NULL, n INT NOT NULL) ENGINE=InnoDB`
         : `CREATE TABLE "${schema}".${EFFECTS_TABLE} (applied bigserial NOT NULL, id text PRIMARY KEY,
              topic text NOT NULL, key text NOT NULL, seq integer NOT NULL, consumer integer NOT NULL,
-             life integer NOT NULL, n integer NOT NULL)`,
+             life integer NOT NULL, kpartition integer NOT NULL, koffset bigint NOT NULL, n integer NOT NULL)`,
     ),
   )
 }
@@ -76,7 +82,7 @@ export async function prepareConsumers(): Promise<void> {
 export async function readEffects(): Promise<EffectRow[]> {
   const rows = await withDb((query) =>
     query(
-      `SELECT applied, id, topic, ${dbKind === 'mariadb' ? '`key`' : 'key'} AS k, seq, n FROM ${quoted(EFFECTS_TABLE)} ORDER BY applied`,
+      `SELECT applied, id, topic, ${dbKind === 'mariadb' ? '`key`' : 'key'} AS k, seq, n, consumer, life, kpartition, koffset FROM ${quoted(EFFECTS_TABLE)} ORDER BY applied`,
     ),
   )
   return rows.map((row) => ({
@@ -86,6 +92,10 @@ export async function readEffects(): Promise<EffectRow[]> {
     seq: Number(row.seq),
     n: Number(row.n),
     applied: Number(row.applied),
+    consumer: Number(row.consumer),
+    life: Number(row.life),
+    partition: Number(row.kpartition),
+    offset: Number(row.koffset),
   }))
 }
 

@@ -44,7 +44,15 @@ export interface EffectsResult {
   stalled: Record<string, number>
   /** From the outbox being drained (and the relays stopped) until every effect was there. */
   catchUpMs: number | null
-  samples: { lost: string[]; phantom: string[]; duplicated: string[]; outOfOrder: string[] }
+  /** Effects applied from a later copy in Kafka than the message's first one (see checkEffects). */
+  fromLaterCopy: number
+  samples: {
+    lost: string[]
+    phantom: string[]
+    duplicated: string[]
+    outOfOrder: string[]
+    fromLaterCopy: string[]
+  }
 }
 
 /**
@@ -72,6 +80,7 @@ export async function checkEffects(ledger: {
   notCommitted: Map<TopicAccessor, TrackedMessage[]>
   poisonIds: Set<string>
   kafkaDuplicates: number
+  firstCopies: Map<string, { partition: number; offset: number }>
   catchUpMs: number | null
 }): Promise<EffectsResult> {
   const rows = await readEffects()
@@ -88,6 +97,7 @@ export async function checkEffects(ledger: {
     phantom: [] as string[],
     duplicated: [] as string[],
     outOfOrder: [] as string[],
+    fromLaterCopy: [] as string[],
   }
   const sample = (list: string[], text: string) => {
     if (list.length < 10) list.push(text)
@@ -98,6 +108,18 @@ export async function checkEffects(ledger: {
     if (byId.has(id)) continue
     lost++
     sample(samples.lost, id)
+  }
+  // An effect applied from a later copy than the first (a relay's resend): the first copy was
+  // passed over without its effect, which would have been a lost effect had the relay not resent it.
+  let fromLaterCopy = 0
+  for (const row of rows) {
+    const first = ledger.firstCopies.get(row.id)
+    if (first === undefined || (first.partition === row.partition && first.offset === row.offset)) continue
+    fromLaterCopy++
+    sample(
+      samples.fromLaterCopy,
+      `${row.id} from p${row.partition}@${row.offset}, first copy p${first.partition}@${first.offset}`,
+    )
   }
   const phantomByCause = { rolledBack: 0, notCommitted: 0, poison: 0, foreign: 0 }
   let duplicated = 0
@@ -129,7 +151,10 @@ export async function checkEffects(ledger: {
     const before = highest.get(key)
     if (before && row.seq < before.seq) {
       outOfOrder++
-      sample(samples.outOfOrder, `${row.id} (${row.topic} ${row.key} seq ${row.seq} after seq ${before.seq})`)
+      sample(
+        samples.outOfOrder,
+        `${row.id} (${row.topic} ${row.key} seq ${row.seq} from p${row.partition}@${row.offset} by consumer ${row.consumer} life ${row.life}, after seq ${before.seq} from p${before.partition}@${before.offset} by consumer ${before.consumer} life ${before.life})`,
+      )
       continue
     }
     highest.set(key, row)
@@ -148,6 +173,7 @@ export async function checkEffects(ledger: {
     duplicated,
     extraApplications,
     outOfOrder,
+    fromLaterCopy,
     keys: highest.size,
     handledAtLeast: lives.reduce((sum, c) => sum + c.last.handled, 0),
     skippedByInboxAtLeast: lives.reduce((sum, c) => sum + c.last.duplicates, 0),
@@ -183,6 +209,11 @@ export function effectInvariants(e: EffectsResult): Invariant[] {
       name: 'effects in key order',
       ok: e.outOfOrder === 0,
       detail: `${e.outOfOrder} effects applied after a later message of their key on their topic, over ${e.keys} keys${list(e.samples.outOfOrder)} (must be 0)`,
+    },
+    {
+      name: 'first copies applied',
+      ok: e.fromLaterCopy === 0,
+      detail: `${e.fromLaterCopy} effects applied from a later copy than the message's first one in Kafka (its first copy passed over: without the relay's resend, a lost effect)${list(e.samples.fromLaterCopy)} (must be 0)`,
     },
     {
       name: 'consumers clean',

@@ -90,6 +90,8 @@ export async function verify(run: {
   for (const [topic, list] of produced.poison)
     for (const m of list) poisonKinds.set(m.id, poisonKindOf(topic))
   const copies = new Map<string, number>()
+  /** Where each message's first copy sits in Kafka, for the end-to-end check (--consumer). */
+  const firstCopies = new Map<string, { partition: number; offset: number }>()
   const topics: TopicResult[] = await Promise.all(
     (['orders', 'payments'] as const).map(async (accessor) => {
       const topic = topicNames[accessor]
@@ -102,7 +104,12 @@ export async function verify(run: {
         timeoutMs: 300_000,
       })
       const observed = observedFromConsumed(consumed)
-      for (const m of observed) copies.set(m.id, (copies.get(m.id) ?? 0) + 1)
+      for (const m of observed) {
+        copies.set(m.id, (copies.get(m.id) ?? 0) + 1)
+        const first = firstCopies.get(m.id)
+        if (first === undefined || Number(m.offset) < first.offset)
+          firstCopies.set(m.id, { partition: m.partition, offset: Number(m.offset) })
+      }
       const report = checkDelivery({
         expected,
         forbidden: [
@@ -159,6 +166,7 @@ export async function verify(run: {
         notCommitted,
         poisonIds,
         kafkaDuplicates: duplicates,
+        firstCopies,
         catchUpMs: run.effectsMs,
       })
     : undefined

@@ -76,9 +76,23 @@ export async function openConsumers(
   const logger = chaosLogger(config, stalled)
   const topics = chaosTopics(config.topics)
   const kafka = { brokers: config.brokers, clientId: `k-entity-chaos-consumer-${config.index}` }
-  const effects = (accessor: string, message: { value: ChaosEvent | null }) => {
+  // Where the applied copy was read (partition, offset) and by whom: an out-of-order report can
+  // then tell a first copy from a relay's resend, and which consumer life applied it.
+  const effects = (
+    accessor: string,
+    message: { value: ChaosEvent | null; partition: number; offset: bigint },
+  ) => {
     const event = message.value as ChaosEvent
-    return [event.id, accessor, event.key, event.seq, config.index, config.life]
+    return [
+      event.id,
+      accessor,
+      event.key,
+      event.seq,
+      config.index,
+      config.life,
+      message.partition,
+      String(message.offset),
+    ]
   }
   if (config.db === 'mariadb') {
     const mysql = (await import('mysql2/promise')).default
@@ -91,8 +105,8 @@ export async function openConsumers(
         db: pool,
         handler: async (message, connection) => {
           await connection.query(
-            `INSERT INTO \`${config.schema}\`.${EFFECTS_TABLE} (id, topic, \`key\`, seq, consumer, life, n)
-             VALUES (?, ?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE n = n + 1`,
+            `INSERT INTO \`${config.schema}\`.${EFFECTS_TABLE} (id, topic, \`key\`, seq, consumer, life, kpartition, koffset, n)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE n = n + 1`,
             effects(accessor, message),
           )
         },
@@ -116,8 +130,8 @@ export async function openConsumers(
       db: pool,
       handler: async (message, client) => {
         await client.query(
-          `INSERT INTO "${config.schema}".${EFFECTS_TABLE} (id, topic, key, seq, consumer, life, n)
-           VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (id) DO UPDATE SET n = ${EFFECTS_TABLE}.n + 1`,
+          `INSERT INTO "${config.schema}".${EFFECTS_TABLE} (id, topic, key, seq, consumer, life, kpartition, koffset, n)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (id) DO UPDATE SET n = ${EFFECTS_TABLE}.n + 1`,
           effects(accessor, message),
         )
       },
