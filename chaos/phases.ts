@@ -1,6 +1,7 @@
 /** One phase of the run: its relays started, its planned faults injected on time, its relays stopped. */
 
 import { injectBrokerKill } from './injectors/broker-kill.ts'
+import { injectConsumerKill } from './injectors/consumer-kill.ts'
 import { injectDbProxy } from './injectors/db-proxy.ts'
 import { injectOutage } from './injectors/kafka-outage.ts'
 import { injectKafkaProxy } from './injectors/kafka-proxy.ts'
@@ -53,6 +54,7 @@ export async function runPhase(phase: PhaseState, next: PhaseState | undefined):
       else if (step.kind === 'pg-terminate') await injectPgTerminate(phase)
       else if (step.kind === 'leader-end') await injectLeaderEnd(phase)
       else if (step.kind === 'poison') await injectPoison(phase)
+      else if (step.kind === 'consumer-kill') await injectConsumerKill(phase)
       else if (step.kind === 'pg-restart') {
         await state.db.restart(phase, step.downMs ?? 3000)
         restartedAt = Date.now()

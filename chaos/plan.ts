@@ -3,6 +3,7 @@
  * goes, and for each phase the moments and kinds of its faults (kill variants included).
  */
 import {
+  consumerOn,
   dbProxy,
   type KillVariant,
   kafkaCluster,
@@ -43,6 +44,7 @@ export function planPhases(): PhasePlan[] {
     outage: false,
     proxyFaults: dbProxy ? 1 : 0,
     kafkaProxyFaults: kafkaProxy ? 1 : 0,
+    consumerKills: consumerOn ? PROFILE.consumerKills : 0,
   }))
   ;(phases[Math.floor(random() * phases.length)] as PhasePlan).outage = true
   // On the cluster the "outage" is one broker's kill -9 and restart: one per phase, each on another broker.
@@ -69,6 +71,7 @@ export function schedule(plan: PhasePlan): Step[] {
     ...Array<ScheduledKind>(plan.pgRestart).fill('pg-restart'),
     ...Array<ScheduledKind>(plan.proxyFaults).fill('db-proxy'),
     ...Array<ScheduledKind>(plan.kafkaProxyFaults).fill('kafka-proxy'),
+    ...Array<ScheduledKind>(plan.consumerKills).fill('consumer-kill'),
   ])
   const outageAt = plan.outage ? Math.round(plan.seconds * 1000 * (0.15 + 0.2 * random())) : undefined
   // Kafka is away for the outage plus its restart (taken as at most 15 s here): no send to hold

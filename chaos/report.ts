@@ -3,6 +3,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { EffectsResult } from './effects.ts'
 
 export type FaultKind =
   | 'kill-after-ack'
@@ -26,6 +27,8 @@ export type FaultKind =
   | 'kafka-proxy-delay'
   | 'kafka-proxy-drop'
   | 'clock-skew'
+  /** --consumer: kill -9 of a consumer process (outbox.consume() with the inbox), then its next life. */
+  | 'consumer-kill'
 
 export interface FaultRecord {
   n: number
@@ -148,6 +151,8 @@ export interface ChaosSummary {
     coldStart: string
   }
   faults: FaultRecord[]
+  /** --consumer: the consumers' effects checked against the producers' ledger. */
+  effects?: EffectsResult
   drainMs: number | null
   invariants: Invariant[]
 }
@@ -210,6 +215,16 @@ export function formatSummary(s: ChaosSummary): string {
   )
   lines.push(`relay process restart (fork until running): ${s.relays.coldStart}`)
   lines.push(`drain after producers stopped: ${ms(s.drainMs)} ms`)
+  if (s.effects) {
+    const e = s.effects
+    lines.push(
+      `consumers (outbox.consume() + inbox): ${e.consumers} processes, ${e.lives} lives, ${e.kills} kill -9; effects ${e.rows} for ${e.expected} committed: lost ${e.lost}, phantom ${e.phantom}, duplicated ${e.duplicated}, out of order ${e.outOfOrder}, applied from a later copy ${e.fromLaterCopy}; skipped by the inbox >= ${e.skippedByInboxAtLeast} (Kafka extra copies ${e.kafkaDuplicates}); dead letters ${e.deadLetterRows}; stalled lives ${
+        Object.entries(e.stalled)
+          .map(([reason, n]) => `${n} ${reason}`)
+          .join(', ') || 'none'
+      }; complete ${ms(e.catchUpMs)} ms after the drain`,
+    )
+  }
   lines.push('')
   lines.push(
     `${padLeft('#', 3)}  ${pad('phase', 11)}${padLeft('at s', 7)}  ${pad('fault', 20)}${padLeft('resume ms', 10)}${padLeft('reclaim', 9)}${padLeft('takeover', 9)}${padLeft('dead-l.', 9)}  detail`,

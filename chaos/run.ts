@@ -33,9 +33,11 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { startKafkaCluster } from '../scripts/kafka-broker.ts'
 import { TcpProxy } from '../test/support/tcp-proxy.ts'
+import { prepareConsumers, startConsumers, stopConsumers, waitForEffects } from './consumers.ts'
 import { MariadbChaosDb } from './db/mariadb.ts'
 import { PostgresChaosDb } from './db/postgres.ts'
 import { SqliteChaosDb } from './db/sqlite.ts'
+import { expectedEffects } from './effects.ts'
 import { ChaosBroker, freePorts } from './faults.ts'
 import { runPhase } from './phases.ts'
 import { planPhases, schedule } from './plan.ts'
@@ -46,6 +48,8 @@ import type { ProducerCommand } from './shared.ts'
 import { sleep } from './shared.ts'
 import {
   clockSkew,
+  consumerOn,
+  consumerRestartStalled,
   dbKind,
   dbProxy,
   kafkaBrokers,
@@ -79,6 +83,9 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
+    ...(consumerOn && profileName !== 'full' ? ['--consumer'] : []),
+    ...(!consumerOn && profileName === 'full' && dbKind !== 'sqlite' ? ['--no-consumer'] : []),
+    ...(consumerOn && !consumerRestartStalled ? ['--consumer-no-restart'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)
@@ -158,6 +165,10 @@ async function main(): Promise<number> {
   }
   await createTopics(kafkaBrokers())
   log(`Kafka of this run at ${kafkaBrokers().join(',')}; topics ${topicNames.orders}, ${topicNames.payments}`)
+  if (consumerOn) {
+    await prepareConsumers()
+    startConsumers()
+  }
 
   await Promise.all(state.producers.map((p) => p.loaded))
   for (const producer of state.producers) producer.child.send({ type: 'go' } satisfies ProducerCommand)
@@ -190,7 +201,14 @@ async function main(): Promise<number> {
       : `drained in ${drainMs} ms`,
   )
   await stopRelays(lastPhase)
-  return verify({ phases, codes, drainMs, command })
+  // End to end: the consumers catch up with what was delivered, then close gracefully.
+  let effectsMs: number | null = null
+  if (consumerOn) {
+    effectsMs = await waitForEffects(await expectedEffects(), 30_000, 180_000)
+    log(effectsMs === null ? '!! effects incomplete' : `effects complete ${effectsMs} ms after the drain`)
+    await stopConsumers()
+  }
+  return verify({ phases, codes, drainMs, command, effectsMs })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,6 +220,8 @@ async function cleanup(): Promise<void> {
   cleaned = true
   for (const proc of state.relays) if (proc.alive) proc.child.kill('SIGKILL')
   for (const producer of state.producers) if (producer.child.exitCode === null) producer.child.kill('SIGKILL')
+  state.consumersStopping = true
+  for (const consumer of state.consumers) if (consumer.alive) consumer.child.kill('SIGKILL')
   await state.broker?.stop().catch((error: Error) => console.error(`stopping Kafka: ${error.message}`))
   await state.cluster
     ?.stop()

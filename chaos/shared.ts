@@ -59,6 +59,14 @@ export function chaosTopics(names: TopicNames, declared = false, replicas?: numb
   const common = {
     key: (event: ChaosEvent) => event.key,
     headers: (event: ChaosEvent) => trackingHeaders(event.id, event.seq),
+    // The ke-message-id header survives a relay's resend, so the consumers' inbox (--consumer)
+    // skips a relay duplicate like a Kafka redelivery: the default inbox key, as an app would use it.
+    messageId: true,
+    // The padding is blanks after the JSON, which JSON.parse ignores.
+    deserializer: {
+      name: 'chaos-json-padded',
+      deserialize: (bytes: Buffer) => JSON.parse(bytes.toString('utf8')) as ChaosEvent,
+    },
     serializer: {
       name: 'chaos-json-padded',
       serialize: (event: ChaosEvent) =>
@@ -196,6 +204,7 @@ export type ProducerReport =
       uncertain: number
     }
   | { type: 'failed'; pid: number; message: string }
+  | { type: 'stalled'; pid: number; reason: string; detail: string }
 
 /**
  * Where an armed relay pauses for `holdMs` (so that the runner's kill -9 lands there):
@@ -203,6 +212,43 @@ export type ProducerReport =
  * acknowledged the batch and before the relay deletes it.
  */
 export type HoldPoint = 'before-send' | 'after-ack'
+
+/** Handed to a consumer child (chaos/consumer.ts) as JSON in CHAOS_CONSUMER. */
+export interface ConsumerConfig {
+  db: ChaosDbKind
+  /** Which consumer (0, 1): its lives share it, and consumer 0 is a static group member. */
+  index: number
+  life: number
+  databaseUrl: string
+  /** PostgreSQL: the application_name of its sessions (no session fault targets it). */
+  applicationName: string
+  schema: string
+  topics: TopicNames
+  brokers: string[]
+  /** Consumer group prefix: `<group>-orders`, `<group>-payments`. */
+  group: string
+  /** Exit when a consumer of the process stops for good (chaos/db/consumer-db.ts STALLS). */
+  restartStalled: boolean
+}
+
+/** What a consumer child reports: its counts (both topics summed), every CONSUMER_REPORT_MS and at exit. */
+export interface ConsumerCounts {
+  handled: number
+  duplicates: number
+  deadLettered: number
+  retried: number
+}
+export type ConsumerReport =
+  | { type: 'loaded'; pid: number }
+  | ({ type: 'counts'; pid: number; final: boolean } & ConsumerCounts)
+  | { type: 'failed'; pid: number; message: string }
+  | { type: 'stalled'; pid: number; reason: string; detail: string }
+
+/** Runner → consumer. */
+export type ConsumerCommand = { type: 'stop' }
+
+/** The effects table the consumers' handlers write (one row per message id) and the runner checks. */
+export const EFFECTS_TABLE = 'chaos_effects'
 
 /** Runner → relay. */
 export type RelayCommand =

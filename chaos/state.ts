@@ -20,12 +20,13 @@ import type { TcpProxy } from '../test/support/tcp-proxy.ts'
 import type { ChaosDatabase, ChaosDbKind } from './db/types.ts'
 import type { ChaosBroker, OwnPostgres } from './faults.ts'
 import type { FaultRecord } from './report.ts'
-import { chaosTopics, type PoisonKind, type RelayMode, seededRandom } from './shared.ts'
+import { type ConsumerCounts, chaosTopics, type PoisonKind, type RelayMode, seededRandom } from './shared.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
 const { values: args } = parseArgs({
+  allowNegative: true,
   options: {
     short: { type: 'boolean', default: false },
     medium: { type: 'boolean', default: false },
@@ -39,6 +40,8 @@ const { values: args } = parseArgs({
     'db-proxy': { type: 'boolean', default: false },
     'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
+    consumer: { type: 'boolean' },
+    'consumer-no-restart': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
@@ -66,7 +69,14 @@ if (args.help) {
                    same three faults once per phase (with --kafka-cluster: a proxy per broker,
                    all failing together)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
-                   (always in the full run)`)
+                   (always in the full run)
+  --consumer       end to end: two consumer processes (outbox.consume() with the inbox, on the run's
+                   database) apply an effect per message; killed -9 by the plan too and restarted;
+                   every committed message's effect must be applied exactly once, in key order, and
+                   no rolled-back one (on by default in the full run; --no-consumer leaves it out;
+                   not with --db sqlite)
+  --consumer-no-restart  a consumer process whose Kafka consumer stopped for good (group join or fetch
+                   stream failed while Kafka was away) stays as it is instead of being restarted`)
   process.exit(0)
 }
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -108,6 +118,20 @@ if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
  * no relay report accounts for, not yet explained (chaos/results/2026-12-06-kafka-proxy.md).
  */
 export const kafkaProxy = args['kafka-proxy'] === true
+/** --consumer: the end-to-end consumers (see --help); on in the full run unless --no-consumer. */
+export const consumerOn = dbKind !== 'sqlite' && (args.consumer ?? profileName === 'full')
+if (dbKind === 'sqlite' && args.consumer === true) {
+  console.error('--consumer needs an outbox with consume(): use --db postgres or --db mariadb')
+  process.exit(2)
+}
+/** --consumer: how many consumer processes read the topics (each life of one is killed and restarted). */
+export const CONSUMERS = 2
+/**
+ * --consumer-no-restart: a consumer process whose KafkaConsumer stopped for good (its group join
+ * or fetch stream failed, with Kafka away) is left as it is, to show the stall, instead of exiting
+ * to be restarted as a supervisor would.
+ */
+export const consumerRestartStalled = args['consumer-no-restart'] !== true
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -135,6 +159,8 @@ export interface PhasePlan {
   proxyFaults: number
   /** --kafka-proxy: faults of the relays' Kafka link in this phase. */
   kafkaProxyFaults: number
+  /** --consumer: kill -9 of a consumer process in this phase. */
+  consumerKills: number
 }
 
 export const PROFILE = short
@@ -146,6 +172,7 @@ export const PROFILE = short
       ] as const,
       outageMs: 5_000,
       poisons: 3,
+      consumerKills: 1,
       drainTimeoutMs: 90_000,
       watchdogMs: 6 * 60_000,
       minKills: 6,
@@ -167,6 +194,7 @@ export const PROFILE = short
         ] as const,
         outageMs: 10_000,
         poisons: 3,
+        consumerKills: 2,
         drainTimeoutMs: 120_000,
         watchdogMs: 12 * 60_000,
         minKills: 10,
@@ -187,6 +215,7 @@ export const PROFILE = short
         ] as const,
         outageMs: 20_000,
         poisons: 6,
+        consumerKills: 3,
         drainTimeoutMs: 180_000,
         watchdogMs: 20 * 60_000,
         minKills: 20,
@@ -234,6 +263,8 @@ export const runId = randomBytes(3).toString('hex')
 export const schema = `ke_chaos_${runId}`
 export const relayApp = `k-entity-chaos-${runId}`
 export const producerApp = `k-entity-chaos-${runId}-producer`
+export const consumerApp = `k-entity-chaos-${runId}-consumer`
+export const consumerGroup = `chaos-${runId}`
 export const topicNames = {
   orders: `chaos-orders-${runId}`,
   payments: `chaos-payments-${runId}`,
@@ -242,6 +273,7 @@ export const topicNames = {
 export const RELAY_SCRIPT = fileURLToPath(new URL('./relay.ts', import.meta.url))
 /** --clock-skew: preloaded into relay processes (--import). */
 export const SKEWED_CLOCK = fileURLToPath(new URL('./skewed-clock.ts', import.meta.url))
+export const CONSUMER_SCRIPT = fileURLToPath(new URL('./consumer.ts', import.meta.url))
 export const PRODUCER_SCRIPT = fileURLToPath(new URL('./producer.ts', import.meta.url))
 export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url))
 
@@ -259,6 +291,7 @@ type PgRunnerOutbox = ReturnType<typeof createPgOutbox<typeof declaredTopics>>
 /** The runner's calls, the same on every database (each takes `state.db.runnerConnection()`). */
 export interface RunnerOutbox {
   migrate(connection: unknown): unknown
+  migrateInbox(connection: unknown): Promise<void>
   stats(connection: unknown): ReturnType<PgRunnerOutbox['stats']>
   deadLetters(connection: unknown): ReturnType<PgRunnerOutbox['deadLetters']>
   ensureTopics: PgRunnerOutbox['ensureTopics']
@@ -284,6 +317,7 @@ export type ScheduledKind =
   | 'pg-restart'
   | 'db-proxy'
   | 'kafka-proxy'
+  | 'consumer-kill'
 export interface Step {
   /** ms after the phase's relays run */
   at: number
@@ -330,6 +364,24 @@ export interface ProducerProc {
   outFile: string
   loaded: Promise<void>
   exited: Promise<number | null>
+}
+
+/** One life of a consumer process (--consumer): killed -9 by the plan, then the next life starts. */
+export interface ConsumerProc {
+  index: number
+  life: number
+  pid: number
+  child: ChildProcess
+  spawnedAt: number
+  loaded: boolean
+  alive: boolean
+  killedByUs: boolean
+  stopping: boolean
+  /** Why one of its consumers stopped for good (it then exits, to be restarted, unless --consumer-no-restart). */
+  stalled: string | undefined
+  /** The last counts it reported (a kill -9 loses those since). */
+  last: ConsumerCounts
+  exited: Promise<void>
 }
 
 /** Database restarts: what each held, and when the server was gone and back. */
@@ -407,6 +459,14 @@ export const state = {
   outageWindow: undefined as { from: number; to: number } | undefined,
   /** Set while Kafka is down: kills that wait for a send wait for Kafka first. */
   outageInProgress: undefined as Promise<void> | undefined,
+  /** --consumer: every life of every consumer process. */
+  consumers: [] as ConsumerProc[],
+  /** When a consumer reported more messages handled or skipped than before (its recovery after a kill). */
+  consumerProgress: [] as { at: number; pid: number }[],
+  /** Consumer lives that exited without being killed or stopped by the runner. */
+  consumerUnexpectedExits: 0,
+  /** Set once the runner stops the consumers: no more restarts. */
+  consumersStopping: false,
 }
 
 export function addAtRisk(ids: readonly string[], cause: string): void {

@@ -14,6 +14,7 @@ import {
   readTracking,
   type TrackedMessage,
 } from '../src/testing/index.ts'
+import { checkEffects, type EffectsResult, effectInvariants } from './effects.ts'
 import { poisonKindOf, readProduced } from './producers.ts'
 import {
   type ChaosSummary,
@@ -28,6 +29,7 @@ import { topicExists } from './setup.ts'
 import { INTERNAL_TOPIC, POISON_KINDS, type PoisonKind, type TopicAccessor } from './shared.ts'
 import {
   clockSkew,
+  consumerOn,
   kafkaBrokers,
   loadAverageStart,
   outbox,
@@ -51,6 +53,8 @@ export async function verify(run: {
   codes: (number | null)[]
   drainMs: number | null
   command: string
+  /** --consumer: from the drain until every effect was applied (null: never). */
+  effectsMs: number | null
 }): Promise<number> {
   const { phases, codes, drainMs, command } = run
 
@@ -86,6 +90,8 @@ export async function verify(run: {
   for (const [topic, list] of produced.poison)
     for (const m of list) poisonKinds.set(m.id, poisonKindOf(topic))
   const copies = new Map<string, number>()
+  /** Where each message's first copy sits in Kafka, for the end-to-end check (--consumer). */
+  const firstCopies = new Map<string, { partition: number; offset: number }>()
   const topics: TopicResult[] = await Promise.all(
     (['orders', 'payments'] as const).map(async (accessor) => {
       const topic = topicNames[accessor]
@@ -98,7 +104,12 @@ export async function verify(run: {
         timeoutMs: 300_000,
       })
       const observed = observedFromConsumed(consumed)
-      for (const m of observed) copies.set(m.id, (copies.get(m.id) ?? 0) + 1)
+      for (const m of observed) {
+        copies.set(m.id, (copies.get(m.id) ?? 0) + 1)
+        const first = firstCopies.get(m.id)
+        if (first === undefined || Number(m.offset) < first.offset)
+          firstCopies.set(m.id, { partition: m.partition, offset: Number(m.offset) })
+      }
       const report = checkDelivery({
         expected,
         forbidden: [
@@ -148,6 +159,17 @@ export async function verify(run: {
   }
   const duplicates = topics.reduce((sum, t) => sum + t.duplicates, 0)
   const bound = Object.values(state.boundByCause).reduce((a, b) => a + b, 0)
+  const effects: EffectsResult | undefined = consumerOn
+    ? await checkEffects({
+        committed: produced.committed,
+        rolledBack: produced.rolledBack,
+        notCommitted,
+        poisonIds,
+        kafkaDuplicates: duplicates,
+        firstCopies,
+        catchUpMs: run.effectsMs,
+      })
+    : undefined
   const notResent = state.ackedAtKill.flatMap((k) => k.ids.filter((id) => (copies.get(id) ?? 0) < 2))
   const ackedTotal = state.ackedAtKill.reduce((sum, k) => sum + k.ids.length, 0)
 
@@ -222,9 +244,14 @@ export async function verify(run: {
   // Kafka outage, from Kafka answering until it acknowledged a send again.
   for (const fault of state.faults) {
     const { at, killedPid } = state.faultTimes.get(fault) as { at: number; killedPid?: number }
-    const resumed = (fault.kind === 'kafka-outage' ? state.acks : state.deliveries).find(
-      (d) => d.at >= at && d.pid !== killedPid,
-    )
+    // A consumer kill has recovered once a consumer (another one, or the next life) handles again.
+    const progress =
+      fault.kind === 'kafka-outage'
+        ? state.acks
+        : fault.kind === 'consumer-kill'
+          ? state.consumerProgress
+          : state.deliveries
+    const resumed = progress.find((d) => d.at >= at && d.pid !== killedPid)
     fault.resumeMs = resumed === undefined ? null : resumed.at - at
     if (fault.takeoverMs === null) {
       const takeover = state.leadershipTimes.find((l) => l.at >= at && l.pid !== killedPid)
@@ -269,6 +296,7 @@ export async function verify(run: {
       ? (['kafka-proxy-blackhole', 'kafka-proxy-delay', 'kafka-proxy-drop'] as const)
       : []),
     ...(clockSkew ? (['clock-skew'] as const) : []),
+    ...(consumerOn ? (['consumer-kill'] as const) : []),
   ]
   const sum = (field: keyof TopicResult) => topics.reduce((acc, t) => acc + (t[field] as number), 0)
   const invariants: Invariant[] = [
@@ -374,6 +402,7 @@ export async function verify(run: {
     },
   ]
 
+  if (effects) invariants.push(...effectInvariants(effects))
   const ok = invariants.every((i) => i.ok)
   const summary: ChaosSummary = {
     ok,
@@ -438,6 +467,7 @@ export async function verify(run: {
       coldStart: spread(state.coldStarts),
     },
     faults: state.faults,
+    ...(effects ? { effects } : {}),
     drainMs,
     invariants,
   }

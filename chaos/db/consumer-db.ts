@@ -1,0 +1,141 @@
+/**
+ * A consumer process's database half: `outbox.consume()` with the inbox on the run's database,
+ * one consumer per delivered topic, whose handler applies the message's effect in the inbox
+ * transaction: a row per message id (a second application of the same id increments its `n`,
+ * which the runner counts as a duplicated effect). The row's `applied` number comes from a
+ * sequence, so the runner can tell the order in which effects of a key were applied.
+ * Loaded by name, so a consumer process never loads another database's driver.
+ */
+import type { KafkaConsumer } from '../../src/consumer/kafka-consumer.ts'
+import type { Logger } from '../../src/core/logger.ts'
+import { type ChaosEvent, type ConsumerConfig, chaosTopics, EFFECTS_TABLE } from '../shared.ts'
+
+export interface ChaosConsumers {
+  consumers: KafkaConsumer<ChaosEvent>[]
+  end(): Promise<void>
+}
+
+const ACCESSORS = ['orders', 'payments'] as const
+
+/**
+ * What a KafkaConsumer logs when it stops for good while its process lives on: joining its group
+ * failed (Kafka away at start), or its fetch stream failed (Kafka away while consuming; the member
+ * keeps heartbeating, so its partitions stay with it and nobody else reads them). Both were seen in
+ * the first --consumer runs (see the run's report): the process then exits, as a supervisor
+ * watching for these errors would make it, unless `stallsFatal` is unset (--consumer-no-restart).
+ */
+export const STALLS = {
+  'the consumer could not join its group': 'could not join its group',
+  'the Kafka consumer stream failed': 'its Kafka stream failed',
+} as const
+/** One line per distinct message per this many ms: a database restart makes every try warn. */
+const LOG_QUIET_MS = 5000
+
+/**
+ * Warnings and errors on stderr, each distinct message at most once per LOG_QUIET_MS; `stalled`
+ * is told when a consumer stopped for good (STALLS).
+ */
+function chaosLogger(config: ConsumerConfig, stalled: (reason: string, detail: string) => void): Logger {
+  const last = new Map<string, number>()
+  const write = (level: string) => (context: object | string, message?: string) => {
+    const text = message ?? (typeof context === 'string' ? context : '')
+    const detail = typeof context === 'string' ? '' : JSON.stringify(context)
+    const stall = STALLS[text as keyof typeof STALLS]
+    if (stall !== undefined) stalled(stall, detail)
+    const now = Date.now()
+    if (now - (last.get(text) ?? 0) < LOG_QUIET_MS) return
+    last.set(text, now)
+    process.stderr.write(
+      `consumer #${config.index} life ${config.life} ${level}: ${text} ${detail.slice(0, 300)}\n`,
+    )
+  }
+  return { error: write('error'), warn: write('warn'), info: () => {} }
+}
+
+/** Consumer options shared by both databases: quick rebalances after a kill -9, some redeliveries. */
+function groupOptions(config: ConsumerConfig, accessor: (typeof ACCESSORS)[number], logger: Logger) {
+  return {
+    groupId: `${config.group}-${accessor}`,
+    logger,
+    maxWaitMs: 100,
+    // A killed non-static member's partitions move after 6 s, not the default 30 s.
+    sessionTimeoutMs: 6000,
+    // Offsets committed a second apart: every kill leaves handled messages to be delivered again,
+    // which the inbox must skip.
+    commitIntervalMs: 1000,
+    // Consumer 0 comes back under the same name (gets its partitions back at once); consumer 1
+    // joins as a new member each life (the group waits for the dead one's session to expire).
+    ...(config.index === 0 ? { groupInstanceId: `chaos-consumer-${config.index}` } : {}),
+  }
+}
+
+export async function openConsumers(
+  config: ConsumerConfig,
+  stalled: (reason: string, detail: string) => void,
+): Promise<ChaosConsumers> {
+  const logger = chaosLogger(config, stalled)
+  const topics = chaosTopics(config.topics)
+  const kafka = { brokers: config.brokers, clientId: `k-entity-chaos-consumer-${config.index}` }
+  // Where the applied copy was read (partition, offset) and by whom: an out-of-order report can
+  // then tell a first copy from a relay's resend, and which consumer life applied it.
+  const effects = (
+    accessor: string,
+    message: { value: ChaosEvent | null; partition: number; offset: bigint },
+  ) => {
+    const event = message.value as ChaosEvent
+    return [
+      event.id,
+      accessor,
+      event.key,
+      event.seq,
+      config.index,
+      config.life,
+      message.partition,
+      String(message.offset),
+    ]
+  }
+  if (config.db === 'mariadb') {
+    const mysql = (await import('mysql2/promise')).default
+    const { createMysqlOutbox } = await import('../../src/adapters/mysql2/index.ts')
+    const pool = mysql.createPool({ uri: config.databaseUrl, connectionLimit: 6 })
+    const outbox = createMysqlOutbox({ topics, schema: config.schema, kafka })
+    const consumers = ACCESSORS.map((accessor) =>
+      outbox.consume(topics[accessor], {
+        ...groupOptions(config, accessor, logger),
+        db: pool,
+        handler: async (message, connection) => {
+          await connection.query(
+            `INSERT INTO \`${config.schema}\`.${EFFECTS_TABLE} (id, topic, \`key\`, seq, consumer, life, kpartition, koffset, n)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE n = n + 1`,
+            effects(accessor, message),
+          )
+        },
+      }),
+    )
+    return { consumers, end: () => pool.end() }
+  }
+  const pg = (await import('pg')).default
+  const { createPgOutbox } = await import('../../src/adapters/pg/index.ts')
+  const pool = new pg.Pool({
+    connectionString: config.databaseUrl,
+    application_name: config.applicationName,
+    max: 6,
+  })
+  // A database restart ends idle pooled sessions; the next checkout reconnects.
+  pool.on('error', () => {})
+  const outbox = createPgOutbox({ topics, schema: config.schema, kafka })
+  const consumers = ACCESSORS.map((accessor) =>
+    outbox.consume(topics[accessor], {
+      ...groupOptions(config, accessor, logger),
+      db: pool,
+      handler: async (message, client) => {
+        await client.query(
+          `INSERT INTO "${config.schema}".${EFFECTS_TABLE} (id, topic, key, seq, consumer, life, kpartition, koffset, n)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (id) DO UPDATE SET n = ${EFFECTS_TABLE}.n + 1`,
+          effects(accessor, message),
+        )
+      },
+    }),
+  )
+  return { consumers, end: () => pool.end() }
+}
