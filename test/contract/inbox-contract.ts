@@ -65,10 +65,16 @@ export function runInboxContract<Tx>(harness: ContractHarness<Tx>): void {
           headers: { [MESSAGE_ID_HEADER]: 'm-bad' },
         })
         await produceRaw(brokers, topic.name, messages)
+        // Kept to explain a failure: a stuck consumer says why only in its log.
+        const logged: string[] = []
+        const keep = (level: string) => (context: object | string, message?: string) => {
+          if (logged.length < 20) logged.push(`${level} ${message ?? ''} ${JSON.stringify(context)}`)
+        }
+        const logger = { error: keep('error'), warn: keep('warn'), info: () => {}, debug: () => {} }
         const consumer = outbox.consume(topic, {
           groupId: uniqueName('ke-inbox-contract'),
           db,
-          logger: false,
+          logger,
           maxWaitMs: 100,
           retry: { attempts: 2, initialDelayMs: 20 },
           handler: async (message: { value: { orderId: string; customer: string } }, tx: Tx) => {
@@ -83,7 +89,11 @@ export function runInboxContract<Tx>(harness: ContractHarness<Tx>): void {
             () =>
               consumer.counts.handled + consumer.counts.duplicates + consumer.counts.deadLettered >=
               messages.length,
-            { what: 'every message handled, skipped or dead-lettered', timeout: 60_000 },
+            {
+              what: () =>
+                `every message handled, skipped or dead-lettered (counts ${JSON.stringify(consumer.counts)}; log: ${logged.join(' | ')})`,
+              timeout: 30_000,
+            },
           )
         } finally {
           await consumer.close()
