@@ -153,6 +153,8 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
    * (or the handler's idempotence) absorbs.
    */
   async #reopen(): Promise<void> {
+    // close() is stopping this stream anyway.
+    if (this.#closing) return
     const stream = this.#stream
     const consumer = this.#consumer
     this.#onAssignment([])
