@@ -10,9 +10,12 @@ export {
   type ConsumedMessage,
   type ConsumerBaseOptions,
   type ConsumerCounts,
+  type ConsumerFilter,
   type ConsumerRetry,
   consume,
   type DeadMessage,
+  type FilterHeaderValue,
+  type FilterRecord,
   KafkaConsumer,
   type KafkaConsumerOptions,
 } from './consumer/index.ts'

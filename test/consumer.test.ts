@@ -246,6 +246,128 @@ describe('consume()', { skip: list === undefined ? 'KAFKA_BROKERS not set' : fal
     assert.deepEqual([...first, ...second].sort(), sent.map((order) => order.id).sort())
   })
 
+  it('filter by headers: only matching records reach the handler, the rest are committed and counted, an unreadable skipped one is not dead-lettered', async () => {
+    const name = await topicOf('ke-consume-filter', 2)
+    const json = defineTopic<{ n: number }>({ name })
+    const type = (value: string) => ({ 'event-type': value })
+    await produceRaw(list as string[], name, [
+      { key: 'a', value: '{"n":1}', headers: type('OrderCreated') },
+      { key: 'a', value: '{"n":2}', headers: type('OrderCancelled') },
+      { key: 'b', value: '{"n":3}', headers: type('OrderPaid') },
+      { key: 'b', value: '{"n":4}' },
+      { key: 'a', value: '{"n":5}', headers: type('ordercreated') },
+      // Unreadable and filtered out: skipped, no dead letter.
+      { key: 'b', value: 'not json', headers: type('Other') },
+      // Unreadable and kept: dead-lettered as without a filter.
+      { key: 'a', value: 'not json either', headers: type('OrderCreated') },
+      { key: 'b', value: '{"n":8}', headers: { ...type('OrderPaid'), region: 'eu' } },
+    ])
+    const handled: number[] = []
+    const dead: DeadMessage<{ n: number }>[] = []
+    const groupId = uniqueName('g')
+    const consumer = consume(json, {
+      ...quiet,
+      kafka,
+      groupId,
+      filter: { headers: { 'event-type': ['OrderCreated', Buffer.from('OrderPaid')] } },
+      handler: async (message) => {
+        handled.push((message.value as { n: number }).n)
+      },
+      onDeadLetter: (message) => {
+        dead.push(message)
+      },
+    })
+    try {
+      await waitFor(
+        () => consumer.counts.handled + consumer.counts.filtered + consumer.counts.deadLettered === 8,
+        20_000,
+        'eight records settled',
+      )
+    } finally {
+      await consumer.close()
+    }
+    assert.deepEqual(
+      handled.sort((x, y) => x - y),
+      [1, 3, 8],
+    )
+    assert.equal(consumer.counts.filtered, 4, 'cancelled, no header, lower case, unreadable Other')
+    assert.equal(dead.length, 1)
+    assert.equal(dead[0]?.value?.toString(), 'not json either')
+    // The skipped records' offsets were committed: the group's next member starts after them.
+    await produceRaw(list as string[], name, [
+      { key: 'a', value: '{"n":9}' },
+      { key: 'b', value: '{"n":10}' },
+    ])
+    const next: number[] = []
+    const second = consume(json, {
+      ...quiet,
+      kafka,
+      groupId,
+      handler: async (message) => {
+        next.push((message.value as { n: number }).n)
+      },
+    })
+    try {
+      await waitFor(() => next.length >= 2, 20_000, 'the two new records')
+      await new Promise((resolveWait) => setTimeout(resolveWait, 500))
+    } finally {
+      await second.close()
+    }
+    assert.deepEqual(
+      next.sort((x, y) => x - y),
+      [9, 10],
+    )
+  })
+
+  it('filter predicate: sees the record before deserialization; a non-boolean answer dead-letters the record', async () => {
+    const name = await topicOf('ke-consume-predicate', 1)
+    const json = defineTopic<{ n: number }>({ name })
+    await produceRaw(list as string[], name, [
+      { key: 'keep', value: '{"n":1}' },
+      { key: 'skip', value: '{"n":2}' },
+      { key: 'skip', value: 'not json' },
+      { key: 'weird', value: '{"n":4}' },
+      { key: 'keep', value: '{"n":5}' },
+    ])
+    const seen: string[] = []
+    const dead: DeadMessage<{ n: number }>[] = []
+    const consumer = consume(json, {
+      ...quiet,
+      kafka,
+      groupId: uniqueName('g'),
+      retry: { attempts: 2, initialDelayMs: 10 },
+      filter: (record) => {
+        seen.push(record.value?.toString() ?? '')
+        const key = record.key?.toString()
+        return (key === 'weird' ? 'yes' : key === 'keep') as boolean
+      },
+      handler: async () => {},
+      onDeadLetter: (message) => {
+        dead.push(message)
+      },
+    })
+    try {
+      await waitFor(
+        () => consumer.counts.handled + consumer.counts.filtered + consumer.counts.deadLettered === 5,
+        20_000,
+        'five records settled',
+      )
+    } finally {
+      await consumer.close()
+    }
+    assert.equal(consumer.counts.handled, 2)
+    assert.equal(consumer.counts.filtered, 2)
+    assert.ok(seen.includes('not json'), 'the predicate got the raw bytes')
+    assert.equal(dead.length, 1)
+    assert.equal(dead[0]?.key?.toString(), 'weird')
+    assert.equal(dead[0]?.attempts, 2)
+    assert.ok(isKEntityError(dead[0]?.error, 'KE_INVALID_ARGUMENT'))
+    assert.match(
+      String((dead[0]?.error as Error | undefined)?.message),
+      /must return true \(keep\) or false \(skip\)/,
+    )
+  })
+
   it('refuses bad options with what to do', () => {
     const orders = defineTopic<Order>({ name: 'ke-consume-options' })
     assert.throws(() => consume(orders, { kafka, groupId: '' }), /groupId/)
@@ -258,6 +380,18 @@ describe('consume()', { skip: list === undefined ? 'KAFKA_BROKERS not set' : fal
     })
     assert.throws(() => consume(custom, { kafka, groupId: 'g' }), /deserializer/)
     assert.throws(() => consume(orders, { groupId: 'g' } as never), /kafka/)
+    const filterError = (filter: unknown, pattern: RegExp) =>
+      assert.throws(
+        () => consume(orders, { kafka, groupId: 'g', filter: filter as never }),
+        (error: unknown) =>
+          isKEntityError(error, 'KE_INVALID_ARGUMENT') && pattern.test((error as Error).message),
+      )
+    filterError('OrderCreated', /'filter' must be \{ headers:/)
+    filterError({ header: { a: 'b' } }, /takes only 'headers'/)
+    filterError({ headers: {} }, /'filter.headers' is empty/)
+    filterError({ headers: { 'event-type': [] } }, /empty list/)
+    filterError({ headers: { 'event-type': 42 } }, /must be a string, a Buffer or a list/)
+    filterError({ headers: ['event-type'] }, /must be an object like/)
   })
 })
 
@@ -347,6 +481,70 @@ describe('outbox.consume() with the inbox on PostgreSQL', {
       `UPDATE "${schema}".outbox_inbox SET expires_at = now() - interval '1 second' WHERE message_key < 'id:m-2'`,
     )
     assert.equal(await outbox.purgeInbox(process.env.DATABASE_URL, { batchSize: 4 }), 12)
+  })
+
+  it('with a header filter: skipped records write no inbox row and no effect, the kept ones are applied once', async () => {
+    const name = uniqueName('ke-inbox-filter')
+    await createTopic(list as string[], name, 2)
+    topicNames.push(name)
+    const events = defineTopic<{ id: string }>({ name, key: (event) => event.id, messageId: true })
+    const filterSchema = `${schema}_f`
+    await pool.query(`CREATE SCHEMA "${filterSchema}"`)
+    await pool.query(`CREATE TABLE "${filterSchema}".effects (id text PRIMARY KEY, n integer NOT NULL)`)
+    try {
+      const outbox = createPgOutbox({ topics: { events }, schema: filterSchema, kafka })
+      await outbox.migrateInbox(process.env.DATABASE_URL)
+      const messages = []
+      for (let i = 0; i < 40; i++) {
+        const headers = { [MESSAGE_ID_HEADER]: `m-${i}`, 'event-type': i % 4 === 0 ? 'Wanted' : 'Other' }
+        messages.push({ key: `e${i % 5}`, value: JSON.stringify({ id: `e${i}` }), headers })
+        if (i % 8 === 0) messages.push({ key: `e${i % 5}`, value: JSON.stringify({ id: `e${i}` }), headers })
+      }
+      // Unreadable, not wanted: no dead-letter row.
+      messages.push({ key: 'x', value: 'not json', headers: { 'event-type': 'Other' } })
+      await produceRaw(list as string[], name, messages)
+      const consumer = outbox.consume(events, {
+        ...quiet,
+        groupId: uniqueName('g'),
+        db: pool,
+        filter: { headers: { 'event-type': 'Wanted' } },
+        handler: async (message, client) => {
+          await client.query(
+            `INSERT INTO "${filterSchema}".effects (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = effects.n + 1`,
+            [(message.value as { id: string }).id],
+          )
+        },
+      })
+      try {
+        await waitFor(
+          () =>
+            consumer.counts.handled +
+              consumer.counts.duplicates +
+              consumer.counts.filtered +
+              consumer.counts.deadLettered >=
+            messages.length,
+          30_000,
+          'every message',
+        )
+      } finally {
+        await consumer.close()
+      }
+      const effects = await pool.query(`SELECT id, n FROM "${filterSchema}".effects ORDER BY id`)
+      assert.equal(effects.rows.length, 10)
+      assert.ok(effects.rows.every((row) => row.n === 1))
+      assert.equal(consumer.counts.handled, 10)
+      assert.equal(consumer.counts.duplicates, 5)
+      assert.equal(consumer.counts.filtered, 30 + 1)
+      assert.equal(consumer.counts.deadLettered, 0)
+      const inbox = await pool.query(`SELECT count(*)::int AS n FROM "${filterSchema}".outbox_inbox`)
+      assert.equal(inbox.rows[0].n, 10, 'inbox rows only for the kept messages')
+      const dead = await pool.query(
+        `SELECT count(*)::int AS n FROM "${filterSchema}".outbox_consumer_dead_letters`,
+      )
+      assert.equal(dead.rows[0].n, 0)
+    } finally {
+      await pool.query(`DROP SCHEMA IF EXISTS "${filterSchema}" CASCADE`)
+    }
   })
 
   it('two members of one group through rebalances: each message applied once, handled by both', async () => {

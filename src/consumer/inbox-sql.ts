@@ -68,3 +68,18 @@ export async function purgeInBatches(batchSize: number, deleteBatch: () => Promi
     if (deleted < batchSize) return total
   }
 }
+
+/**
+ * The database error codes one link of an error chain carries, as text: the driver's own
+ * (`code`, `sqlState`, `errno`), a Prisma driver adapter's `originalCode`, and the `meta.code` of
+ * Prisma's "raw query failed" error (P2010), which is how `$executeRawUnsafe` in an interactive
+ * transaction reports a duplicate key: without it a redelivered message looked like a handler
+ * failure on Prisma, and its dead letter (which inserts the same key) failed without end.
+ */
+export function databaseCodes(link: Record<string, unknown>): string[] {
+  const meta = link.meta as { code?: unknown } | null | undefined
+  const prismaRaw = link.code === 'P2010' && typeof meta === 'object' && meta !== null ? meta.code : undefined
+  return [link.code, link.sqlState, link.errno, link.originalCode, prismaRaw]
+    .filter((code) => typeof code === 'string' || typeof code === 'number')
+    .map(String)
+}

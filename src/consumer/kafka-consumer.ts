@@ -37,6 +37,8 @@ export interface ConsumerCounts {
   deadLettered: number
   /** Redelivered messages the inbox recognised and skipped. */
   duplicates: number
+  /** Records the `filter` option skipped (committed without calling the handler). */
+  filtered: number
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
@@ -58,7 +60,7 @@ interface PartitionState {
 export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   readonly topic: Topic<T>
   readonly groupId: string
-  readonly counts: ConsumerCounts = { handled: 0, retried: 0, deadLettered: 0, duplicates: 0 }
+  readonly counts: ConsumerCounts = { handled: 0, retried: 0, deadLettered: 0, duplicates: 0, filtered: 0 }
   readonly #options: ResolvedConsumerOptions
   readonly #kafka: KafkaOptions | ResolvedKafkaOptions
   #processor: MessageProcessor<T> | undefined
@@ -76,6 +78,8 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   #closing = false
   #closed: Promise<void> | undefined
   #started: Promise<void> | undefined
+  /** While a failed stream is being replaced (see `#reopen`). */
+  #reopening: Promise<void> | undefined
   /** Iterator form: messages handed to the loop, each with what to call when the loop moves on. */
   readonly #deliveries: Array<{ message: ConsumedMessage<T>; settle: (done: boolean) => void }> = []
   #reader: (() => void) | undefined
@@ -132,10 +136,49 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     stream.on('error', (error: unknown) => {
       options.logger.error(
         { topic: this.topic.name, groupId: this.groupId, error: String(error) },
-        'the Kafka consumer stream failed',
+        'the Kafka consumer stream failed; reconnecting',
       )
+      this.#reopening ??= this.#reopen().finally(() => {
+        this.#reopening = undefined
+      })
     })
     if (this.#closing) await stream.close().catch(() => {})
+  }
+
+  /**
+   * A failed stream does not recover by itself (after a broker restart its fetches keep failing
+   * on a stale leader epoch and it stops), so the consumer would sit idle for good: drop it,
+   * give back every partition as a rebalance would, and join again with a fresh client until
+   * that succeeds. Records handled but not committed yet are delivered again, which the inbox
+   * (or the handler's idempotence) absorbs.
+   */
+  async #reopen(): Promise<void> {
+    // close() is stopping this stream anyway.
+    if (this.#closing) return
+    const stream = this.#stream
+    const consumer = this.#consumer
+    this.#onAssignment([])
+    // The old workers finish the message in hand first, so two never run on one partition.
+    while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
+    await stream?.close().catch(() => {})
+    await consumer?.close(true).catch(() => {})
+    for (let attempt = 1; !this.#closing; attempt++) {
+      try {
+        await this.#open()
+        this.#options.logger.warn?.(
+          { topic: this.topic.name, groupId: this.groupId, attempt },
+          'the Kafka consumer reconnected',
+        )
+        return
+      } catch (error) {
+        this.#options.logger.error(
+          { topic: this.topic.name, groupId: this.groupId, attempt, error: String(error) },
+          'the Kafka consumer could not reconnect; retrying',
+        )
+        await this.#consumer?.close(true).catch(() => {})
+        await waitOrAbort(backoffDelay(attempt, { initial: 500, max: 10_000 }), this.#abort.signal)
+      }
+    }
   }
 
   /** Partitions taken away from this member: their queued records belong to the next owner now. */
@@ -253,16 +296,20 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   /** The whole batch in one go; false if any record is unreadable or the batch failed. */
   async #processBatch(processor: MessageProcessor<T>, raws: RawRecord[]): Promise<boolean> {
     let messages: ConsumedMessage<T>[]
+    const filter = this.#options.filter
     try {
-      messages = raws.map((raw) => toMessage(this.topic, raw, 1))
+      messages = (filter === undefined ? raws : raws.filter(filter)).map((raw) =>
+        toMessage(this.topic, raw, 1),
+      )
     } catch {
       return false
     }
     try {
-      await processor.handleBatch?.(messages)
+      if (messages.length > 0) await processor.handleBatch?.(messages)
     } catch {
       return false
     }
+    this.counts.filtered += raws.length - messages.length
     this.counts.handled += messages.length
     return true
   }
@@ -277,6 +324,10 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       let message: ConsumedMessage<T> | undefined
       let error: unknown
       try {
+        if (this.#options.filter?.(raw) === false) {
+          this.counts.filtered++
+          return true
+        }
         message = toMessage(this.topic, raw, attempt)
         const result = await processor.handle(message)
         if (result === false) return false
@@ -452,6 +503,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     for (const delivery of this.#deliveries.splice(0)) delivery.settle(false)
     this.#reader?.()
     await this.#started?.catch(() => {})
+    await this.#reopening
     while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
     this.#flushCommits()
     while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])

@@ -28,18 +28,29 @@ export function partitionKey(topic: string, partition: number): string {
   return `${topic}\u0000${partition}`
 }
 
+/** A record's headers: by name (the last one of a repeated name; null kept), and in wire order. */
+export function readHeaders(raw: RawRecord): {
+  headers: Record<string, Buffer | null>
+  headerList: RecordHeader[]
+} {
+  const headerList: RecordHeader[] = []
+  const headers: Record<string, Buffer | null> = {}
+  for (const [name, value] of raw.headerEntries) {
+    const text = name.toString('utf8')
+    headerList.push([text, value ?? null])
+    headers[text] = value ?? null
+  }
+  return { headers, headerList }
+}
+
 /**
  * The typed message of a raw record. A deserializer failure is `KE_SERIALIZATION_FAILED`, which
  * the consumer treats like a handler failure: retried, then dead-lettered, never skipped silently.
  */
 export function toMessage<T>(topic: Topic<T>, raw: RawRecord, attempt: number): ConsumedMessage<T> {
-  const headerList: RecordHeader[] = []
+  const { headerList } = readHeaders(raw)
   const headers: Record<string, Buffer> = {}
-  for (const [name, value] of raw.headerEntries) {
-    const text = name.toString('utf8')
-    headerList.push([text, value ?? null])
-    headers[text] = value ?? Buffer.alloc(0)
-  }
+  for (const [name, value] of headerList) headers[name] = value ?? Buffer.alloc(0)
   let value: T | null = null
   if (raw.value !== undefined && raw.value !== null) {
     const deserializer = topic.deserializer

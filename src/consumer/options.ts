@@ -2,6 +2,7 @@ import { describe, invalidArgument } from '../core/errors.ts'
 import { type Logger, resolveLogger } from '../core/logger.ts'
 import { Topic } from '../core/topic.ts'
 import type { KafkaOptions } from '../transports/kafka/index.ts'
+import { type ConsumerFilter, type RecordFilter, resolveFilter } from './filter.ts'
 import type { ConsumedMessage } from './message.ts'
 
 /** How a failing handler is retried before its message becomes a dead letter. */
@@ -51,6 +52,13 @@ export interface ConsumerBaseOptions {
   commitIntervalMs?: number
   /** Where the consumer logs; `false` for none. Default: warnings and errors on stderr. */
   logger?: Logger | false
+  /**
+   * Only records that pass reach the handler: `{ headers: { 'event-type': 'OrderCreated' } }`
+   * (byte-equal header values; a list accepts any of them) or `(record) => boolean` on the
+   * record before deserialization. A skipped record gets no handler call, no inbox row and no
+   * dead letter; its offset is committed and it counts in `counts.filtered`. See `ConsumerFilter`.
+   */
+  filter?: ConsumerFilter
 }
 
 export interface KafkaConsumerOptions<T> extends ConsumerBaseOptions {
@@ -93,6 +101,7 @@ export interface ResolvedConsumerOptions {
   commitIntervalMs: number
   groupInstanceId: string | undefined
   logger: Logger
+  filter: RecordFilter | undefined
 }
 
 const GROUP_ID = /^[a-zA-Z0-9._-]{1,249}$/
@@ -125,6 +134,7 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
     commitIntervalMs,
     groupInstanceId,
     logger,
+    filter,
   } = options as ConsumerBaseOptions
   if (typeof groupId !== 'string' || !GROUP_ID.test(groupId)) {
     throw invalidArgument(
@@ -157,6 +167,7 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
     commitIntervalMs: count(commitIntervalMs, 'commitIntervalMs', 0, 3_600_000, 0, where),
     groupInstanceId,
     logger: resolveLogger(logger, where),
+    filter: resolveFilter(filter, where),
   }
   if (resolved.maxDelayMs < resolved.initialDelayMs) {
     throw invalidArgument(

@@ -218,7 +218,8 @@ export class SqlOutbox<
     checkTopic(topic, where)
     const resolved = resolveConsumerOptions(options, where)
     const inbox = this.#inbox(where)
-    if (typeof (this as Partial<TransactionRunner<D, X, M>>).transaction !== 'function') {
+    const runner = this.inboxRunner<D, X>()
+    if (typeof (runner as Partial<TransactionRunner<D, X, M>>).transaction !== 'function') {
       throw invalidArgument(`${where}: this outbox has no transaction(db, fn) to run the handler in`)
     }
     const kafka = this.#consumerKafka(options.kafka, where)
@@ -230,7 +231,7 @@ export class SqlOutbox<
         {
           table: this.outbox.table,
           sql: inbox,
-          runner: this,
+          runner,
           binding: (tx: X) => this.#parts.binding(tx as unknown as Tx) as TransactionAdapter,
           isRetryable: (error) => this.isRetryable(error),
           logger: resolved.logger,
@@ -246,6 +247,15 @@ export class SqlOutbox<
       )
     })
     return consumer
+  }
+
+  /**
+   * What runs the inbox's transactions: this outbox's `transaction(db, fn)`. An outbox whose
+   * `transaction` takes no db (PGlite: the outbox has its database) adapts it here; without that
+   * every message failed on `transaction(db, fn)` and so did its dead letter, without end.
+   */
+  protected inboxRunner<D, X>(): TransactionRunner<D, X, M> {
+    return this as unknown as TransactionRunner<D, X, M>
   }
 
   /** Creates the consumer inbox and its dead-letter table if missing (safe from several instances). */

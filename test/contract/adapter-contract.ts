@@ -94,6 +94,11 @@ export interface ContractContext<Tx> {
   outboxStatements?(): Promise<number>
   /** Closes connections and drops what `setup` created. */
   teardown(): Promise<void>
+  /**
+   * For the inbox contract (`inbox-contract.ts`): the outbox, what its `transaction()` takes
+   * (`db` of `outbox.consume`), and what its `migrate()` took (for `migrateInbox`).
+   */
+  inbox?: { outbox: unknown; db: unknown; target: unknown }
 }
 
 const PARTITIONS = 3

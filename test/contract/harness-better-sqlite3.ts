@@ -20,6 +20,7 @@ export const betterSqliteHarness: ContractHarness<Database.Database> = {
     const count = (table: string) =>
       (inspector.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n
     return {
+      inbox: { outbox, db: db, target: db },
       transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)

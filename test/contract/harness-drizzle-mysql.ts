@@ -24,6 +24,7 @@ export const drizzleMysqlHarness: ContractHarness<DrizzleMysqlTransaction> = {
     await outbox.migrate(db)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: db, target: db },
       transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         await tx.insert(orders).values({ id, customer })

@@ -19,6 +19,7 @@ async function setup(
   await outbox.migrate(db)
   await createOrdersTable(schema)
   return {
+    inbox: { outbox, db: db, target: db },
     transaction: (fn) => outbox.transaction(db as ReturnType<typeof drizzleNodePg>, (tx) => fn(tx)),
     async insertOrder(tx, id, customer) {
       await tx.insert(orders).values({ id, customer })

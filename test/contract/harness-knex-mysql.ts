@@ -18,6 +18,7 @@ export const knexMysqlHarness: ContractHarness<KnexMysqlTransaction> = {
     await outbox.migrate(knex)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: knex, target: knex },
       transaction: (fn) => outbox.transaction(knex, (trx) => fn(trx)),
       async insertOrder(trx, id, customer) {
         await trx.withSchema(schema).insert({ id, customer }).into('orders')

@@ -13,6 +13,7 @@ export const knexHarness: ContractHarness<KnexTransaction> = {
     await outbox.migrate(DATABASE_URL)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: knex, target: DATABASE_URL },
       transaction: (fn) => outbox.transaction(knex, (trx) => fn(trx)),
       async insertOrder(trx, id, customer) {
         await trx.withSchema(schema).insert({ id, customer }).into('orders')

@@ -50,7 +50,11 @@ export const kyselyMysqlHarness: ContractHarness<KyselyMysqlTransaction> = {
   dialect: 'mysql',
   async setup(options) {
     const { db, outbox, common } = await open(options)
-    return { ...common, transaction: (fn) => outbox.transaction(db, (trx) => fn(trx)) }
+    return {
+      ...common,
+      inbox: { outbox, db, target: MYSQL_URL },
+      transaction: (fn) => outbox.transaction(db, (trx) => fn(trx)),
+    }
   },
 }
 

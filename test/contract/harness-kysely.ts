@@ -42,7 +42,11 @@ export const kyselyHarness: ContractHarness<KyselyTransaction> = {
   dialect: 'postgres',
   async setup(options) {
     const { db, outbox, common } = await open(options)
-    return { ...common, transaction: (fn) => outbox.transaction(db, (trx) => fn(trx)) }
+    return {
+      ...common,
+      inbox: { outbox, db, target: DATABASE_URL },
+      transaction: (fn) => outbox.transaction(db, (trx) => fn(trx)),
+    }
   },
   async nested(trx, fn) {
     const name = sql.id(`ke_contract_${++savepoints}`)

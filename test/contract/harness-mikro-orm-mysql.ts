@@ -30,6 +30,7 @@ export const mikroOrmMysqlHarness: ContractHarness<SqlEntityManager> = {
       discovery: { warnWhenNoEntities: false },
     })
     return {
+      inbox: { outbox, db: orm.em.fork(), target: MYSQL_URL },
       transaction: (fn) => outbox.transaction(orm.em.fork(), (em) => fn(em)),
       // An INSERT at once, in the transaction (persist() would wait for the flush at commit).
       async insertOrder(em, id, customer) {

@@ -30,6 +30,7 @@ export const mikroOrmHarness: ContractHarness<EntityManager> = {
       discovery: { warnWhenNoEntities: false },
     })
     return {
+      inbox: { outbox, db: orm.em.fork(), target: DATABASE_URL },
       transaction: (fn) => outbox.transaction(orm.em.fork(), (em) => fn(em)),
       // An INSERT at once, in the transaction (persist() would wait for the flush at commit).
       async insertOrder(em, id, customer) {

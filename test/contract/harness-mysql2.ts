@@ -15,6 +15,7 @@ export const mysql2Harness: ContractHarness<mysql.PoolConnection> = {
     await createOrdersTable(schema)
     const pool = mysql.createPool({ uri: MYSQL_URL, connectionLimit: 10 })
     return {
+      inbox: { outbox, db: pool, target: MYSQL_URL },
       transaction: (fn) => outbox.transaction(pool, (connection) => fn(connection)),
       async insertOrder(connection, id, customer) {
         await connection.query(`INSERT INTO \`${schema}\`.orders (id, customer) VALUES (?, ?)`, [

@@ -19,6 +19,7 @@ export const nodeSqliteHarness: ContractHarness<DatabaseSync> = {
     const inspector = new DatabaseSync(file, { readOnly: true })
     const count = (table: string) => Number(inspector.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get()?.n)
     return {
+      inbox: { outbox, db: db, target: db },
       transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)

@@ -30,6 +30,7 @@ function pgContract(helperTopics: boolean): ContractHarness<pg.PoolClient> {
       const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
       const fromHelper = new WeakMap<pg.PoolClient, TopicProducers<ContractTopics>>()
       return {
+        inbox: { outbox, db: pool, target: DATABASE_URL },
         transaction: (fn) =>
           outbox.transaction(pool, (client, helper) => {
             if (helperTopics) fromHelper.set(client, helper)

@@ -31,6 +31,7 @@ export const pgliteHarness: ContractHarness<Transaction> = {
     await db.exec(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL)`)
     const scalar = async (sql: string) => ((await db.query<{ n: number }>(sql)).rows[0]?.n ?? 0) as number
     return {
+      inbox: { outbox, db: db, target: undefined },
       transaction: (fn) => outbox.transaction((tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         await tx.query(`INSERT INTO "${schema}".orders (id, customer) VALUES ($1, $2)`, [id, customer])

@@ -13,6 +13,7 @@ export const postgresJsHarness: ContractHarness<PostgresJsTransaction> = {
     await outbox.migrate(sql)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: sql, target: sql },
       transaction: (fn) => outbox.transaction(sql, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         await tx`INSERT INTO ${tx(schema)}.orders ${tx({ id, customer })}`

@@ -23,6 +23,7 @@ export const prismaMysqlHarness: ContractHarness<TestPrismaTransaction> = {
     await outbox.migrate(MYSQL_URL)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: prisma, target: MYSQL_URL },
       transaction: (fn) => outbox.transaction(prisma, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         await tx.order.create({ data: { id, customer } })

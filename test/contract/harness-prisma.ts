@@ -13,6 +13,7 @@ export const prismaHarness: ContractHarness<TestPrismaTransaction> = {
     await createOrdersTable(schema)
     const prisma = await createPrismaClient(DATABASE_URL, schema)
     return {
+      inbox: { outbox, db: prisma, target: DATABASE_URL },
       transaction: (fn) => outbox.transaction(prisma, (tx) => fn(tx)),
       async insertOrder(tx, id, customer) {
         await tx.order.create({ data: { id, customer } })

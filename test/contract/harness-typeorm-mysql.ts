@@ -45,6 +45,7 @@ export const typeormMysqlHarness: ContractHarness<EntityManager> = {
     await createOrdersTable(schema)
     await dataSource.initialize()
     return {
+      inbox: { outbox, db: dataSource, target: MYSQL_URL },
       transaction: (fn) => outbox.transaction(dataSource, (manager) => fn(manager)),
       async insertOrder(manager, id, customer) {
         await manager.insert(Orders, { id, customer })

@@ -31,6 +31,7 @@ export const typeormHarness: ContractHarness<EntityManager> = {
     await outbox.migrate(dataSource)
     await createOrdersTable(schema)
     return {
+      inbox: { outbox, db: dataSource, target: dataSource },
       transaction: (fn) => outbox.transaction(dataSource, (manager) => fn(manager)),
       async insertOrder(manager, id, customer) {
         await manager.insert(Orders, { id, customer })

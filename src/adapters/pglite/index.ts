@@ -1,4 +1,5 @@
 import { PGlite, type PGliteInterface, type PGliteOptions, type Transaction } from '@electric-sql/pglite'
+import type { TransactionRunner } from '../../consumer/inbox.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import type { RelayOptions } from '../../core/relay.ts'
@@ -107,6 +108,16 @@ export class PgliteOutbox<M extends TopicMap> extends SqlOutbox<
     const result = await this.db.transaction((tx) => fn(tx, this.in(tx)))
     this.notifyCommitted()
     return result
+  }
+
+  /** The inbox's handler transactions run on this outbox's database: `consume()`'s `db` is that database. */
+  protected override inboxRunner<D, X>(): TransactionRunner<D, X, M> {
+    return {
+      transaction: (_db, fn) =>
+        this.transaction((tx, topics) =>
+          (fn as (tx: Transaction, topics: TopicProducers<M>) => Promise<never>)(tx, topics),
+        ),
+    } as TransactionRunner<D, X, M>
   }
 
   /** Closes the Kafka producer for `outbox: false` topics, and the database if `openPgliteOutbox` created it. */

@@ -1,4 +1,4 @@
-import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
+import { databaseCodes, type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
 import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
@@ -90,7 +90,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     values: [],
   }),
   isDuplicate: (error) =>
-    errorChain(error).some((link) => link.errno === ER_DUP_ENTRY || link.code === 'ER_DUP_ENTRY'),
+    errorChain(error).some((link) => {
+      const codes = databaseCodes(link)
+      return codes.includes(String(ER_DUP_ENTRY)) || codes.includes('ER_DUP_ENTRY')
+    }),
   migrate: (table, open) =>
     withSession(open, async (session) => {
       for (const statement of statements(table)) await session.query(statement)

@@ -1,4 +1,4 @@
-import { type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
+import { databaseCodes, type InboxSql, inboxScript, purgeInBatches } from '../../consumer/inbox-sql.ts'
 import { errorChain } from '../../core/error-chain.ts'
 import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
@@ -93,8 +93,10 @@ VALUES ($1, $2, $3, $4::bigint, $5, $6, $7::jsonb, $8, $9)`,
   isDuplicate: (error) =>
     errorChain(error).some(
       (link) =>
-        (link.code === UNIQUE_VIOLATION || link.sqlState === UNIQUE_VIOLATION) &&
-        (link.constraint === undefined || String(link.constraint).endsWith('_inbox_pkey')),
+        databaseCodes(link).includes(UNIQUE_VIOLATION) &&
+        // A driver that names the constraint (node-postgres, postgres.js) must name the inbox's;
+        // Prisma's adapter gives { fields } or { index } instead, or nothing.
+        (typeof link.constraint !== 'string' || link.constraint.endsWith('_inbox_pkey')),
     ),
   migrate: (table, open) =>
     withSession(open, async (session) => {

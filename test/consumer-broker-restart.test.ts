@@ -1,0 +1,71 @@
+// Effects exactly once under kill -9 AND a broker restart: the run of
+// test/consumer-exactly-once.test.ts on a broker of its own (the shared test broker must stay up
+// for the other files), stopped for a few seconds and started again on the same data dir while a
+// consumer runs, with consumers killed before and after. At the end every counter is 1.
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
+import { type Database, killRepeatedly, mariadb, postgres } from './consumer/exactly-once.ts'
+
+const KILLS = 5
+/** The third life sees the broker go down and come back before it is killed. */
+const RESTART_DURING = [2]
+const DOWN_MS = 4000
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolvePort(port))
+    })
+  })
+}
+
+describe('outbox.consume(): effects exactly once under kill -9 and a broker restart', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'k-entity-consumer-restart-'))
+  let broker: KafkaBroker | undefined
+  let ports: { port: number; controllerPort: number }
+
+  before(async () => {
+    ports = { port: await freePort(), controllerPort: await freePort() }
+    broker = await startKafkaBroker({ dataDir, ...ports, quiet: true })
+  })
+  after(async () => {
+    await broker?.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  const run = async (database: Database, staticMember: boolean) => {
+    assert.ok(broker)
+    const result = await killRepeatedly({
+      database,
+      brokers: [broker.brokers],
+      staticMember,
+      kills: KILLS,
+      restart: {
+        lives: RESTART_DURING,
+        downMs: DOWN_MS,
+        broker: {
+          stop: async () => {
+            await broker?.stop()
+            broker = undefined
+          },
+          start: async () => {
+            broker = await startKafkaBroker({ dataDir, ...ports, quiet: true })
+          },
+        },
+      },
+    })
+    assert.equal(result.restarts, RESTART_DURING.length)
+    assert.equal(result.resumedMs.length, RESTART_DURING.length, 'the consumer went on after each restart')
+  }
+
+  it('on PostgreSQL, a new group member per life', { timeout: 240_000 }, () => run(postgres, false))
+  it('on MariaDB, a static group member', { timeout: 240_000 }, () => run(mariadb, true))
+})
