@@ -44,11 +44,16 @@ export interface ConsumerCounts {
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
 
 interface PartitionState {
+  key: string
   queue: RawRecord[]
   running: boolean
   /** Highest offset queued: after a rejoin the client fetches from the committed offset again. */
   lastSeen: bigint
   revoked: boolean
+  /** Cuts a retry's wait short when the partition is taken away. */
+  readonly revoke: AbortController
+  /** The partition's worker while it runs: the next owner's worker waits for it. */
+  worker: Promise<void> | undefined
 }
 
 /**
@@ -80,6 +85,21 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   #started: Promise<void> | undefined
   /** While a failed stream is being replaced (see `#reopen`). */
   #reopening: Promise<void> | undefined
+  /** Partitions of the latest assignment. */
+  #owned = new Set<string>()
+  /**
+   * A rebalance happened and the client has not restored the committed offsets yet: records that
+   * arrive now come from fetches sent before it (see `#onRecord`).
+   */
+  #restoring = false
+  /** Per newly assigned partition: the committed offset its first record must start from. */
+  readonly #anchors = new Map<string, bigint>()
+  /** Per partition: the lowest offset dropped while `#restoring` (see `#onOffsetsRestored`). */
+  readonly #dropped = new Map<string, bigint>()
+  /** Per partition: the anchor at which a gap already made the consumer reconnect once. */
+  readonly #gapAt = new Map<string, bigint>()
+  /** Workers of partitions taken away, until they finish the message in hand. */
+  readonly #retiring = new Map<string, Promise<void>>()
   /** Iterator form: messages handed to the loop, each with what to call when the loop moves on. */
   readonly #deliveries: Array<{ message: ConsumedMessage<T>; settle: (done: boolean) => void }> = []
   #reader: (() => void) | undefined
@@ -118,7 +138,11 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       ...(options.groupInstanceId === undefined ? {} : { groupInstanceId: options.groupInstanceId }),
     })
     this.#consumer = consumer
+    this.#stream = undefined
     consumer.on('consumer:group:join', (payload: { assignments?: GroupAssignment[] }) => {
+      if (this.#consumer !== consumer) return
+      // The first join of a client comes before its stream exists: nothing was fetched before it.
+      if (this.#stream !== undefined) this.#restoring = true
       this.#onAssignment(payload.assignments ?? [])
     })
     const stream = await consumer.consume({
@@ -132,7 +156,12 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       maxBytesPerPartition: FETCH_BYTES_PER_PARTITION,
     })
     this.#stream = stream
-    stream.on('data', (raw: RawRecord) => this.#onRecord(raw))
+    stream.on('data', (raw: RawRecord) => {
+      if (this.#stream === stream) this.#onRecord(raw)
+    })
+    stream.on('offsets', () => {
+      if (this.#stream === stream) this.#onOffsetsRestored(stream.offsetsToFetch)
+    })
     stream.on('error', (error: unknown) => {
       options.logger.error(
         { topic: this.topic.name, groupId: this.groupId, error: String(error) },
@@ -157,6 +186,10 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     if (this.#closing) return
     const stream = this.#stream
     const consumer = this.#consumer
+    // Records the old stream still delivers belong to nobody now.
+    this.#stream = undefined
+    this.#restoring = false
+    this.#dropped.clear()
     this.#onAssignment([])
     // The old workers finish the message in hand first, so two never run on one partition.
     while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
@@ -187,15 +220,78 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     for (const { topic, partitions } of assignments) {
       for (const partition of partitions) owned.add(partitionKey(topic, partition))
     }
+    for (const key of owned) {
+      if (!this.#owned.has(key)) this.#anchors.delete(key)
+    }
+    this.#owned = owned
     for (const [key, state] of this.#partitions) {
       if (owned.has(key)) continue
       this.#buffered -= state.queue.length
       state.queue.length = 0
       state.revoked = true
+      state.revoke.abort()
+      if (state.worker !== undefined) {
+        const worker = state.worker
+        this.#retiring.set(key, worker)
+        worker.finally(() => {
+          if (this.#retiring.get(key) === worker) this.#retiring.delete(key)
+        })
+      }
       this.#uncommitted.delete(key)
       this.#partitions.delete(key)
     }
     this.#maybeResume()
+  }
+
+  /**
+   * After a rebalance the client restores each partition's committed offset, but a fetch it sent
+   * before the rebalance may still answer afterwards and move the partition's position past
+   * records nobody has handled (@platformatic/kafka 2.12 pushes such a response and keeps
+   * fetching from its end). So a partition newly assigned by a rebalance must start exactly at the
+   * offset restored here; see `#onRecord`.
+   */
+  #onOffsetsRestored(offsets: Map<string, bigint>): void {
+    if (!this.#restoring) return
+    this.#restoring = false
+    for (const key of this.#owned) {
+      if (this.#partitions.has(key)) continue
+      // Without a committed offset the client keeps the position a stale fetch moved: the records
+      // dropped meanwhile must still come first.
+      const dropped = this.#dropped.get(key)
+      const offset = offsets.get(key)
+      const anchor = dropped !== undefined && (offset === undefined || dropped < offset) ? dropped : offset
+      if (anchor !== undefined && anchor >= 0n) this.#anchors.set(key, anchor)
+    }
+    this.#dropped.clear()
+  }
+
+  /** False for a record that must not start a newly assigned partition (see `#onOffsetsRestored`). */
+  #startsInOrder(key: string, raw: RawRecord): boolean {
+    // Sent before the rebalance: the client fetches this partition again from its committed offset.
+    if (this.#restoring) {
+      const dropped = this.#dropped.get(key)
+      if (dropped === undefined || raw.offset < dropped) this.#dropped.set(key, raw.offset)
+      return false
+    }
+    const anchor = this.#anchors.get(key)
+    if (anchor === undefined) return true
+    if (raw.offset < anchor) return false
+    if (raw.offset > anchor && this.#gapAt.get(key) !== anchor) {
+      // Records between the committed offset and this one were skipped by a stale fetch, or do not
+      // exist (compaction, transaction markers). A new client fetches from the committed offset
+      // with no older fetch in flight: if it meets the same gap, the gap is real.
+      this.#gapAt.set(key, anchor)
+      this.#options.logger.warn?.(
+        { topic: raw.topic, partition: raw.partition, committed: String(anchor), offset: String(raw.offset) },
+        'a rebalanced partition resumed past its committed offset; reconnecting to fetch it again',
+      )
+      this.#reopening ??= this.#reopen().finally(() => {
+        this.#reopening = undefined
+      })
+      return false
+    }
+    this.#anchors.delete(key)
+    return true
   }
 
   #onRecord(raw: RawRecord): void {
@@ -203,7 +299,16 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     const key = partitionKey(raw.topic, raw.partition)
     let state = this.#partitions.get(key)
     if (state === undefined) {
-      state = { queue: [], running: false, lastSeen: -1n, revoked: false }
+      if (!this.#startsInOrder(key, raw)) return
+      state = {
+        key,
+        queue: [],
+        running: false,
+        lastSeen: -1n,
+        revoked: false,
+        revoke: new AbortController(),
+        worker: undefined,
+      }
       this.#partitions.set(key, state)
     }
     if (raw.offset <= state.lastSeen) return
@@ -226,7 +331,11 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
 
   #startWorker(state: PartitionState): void {
     state.running = true
-    const worker = this.#drain(state)
+    // The partition's previous worker (taken away, still finishing the message in hand) first:
+    // two workers on one partition would apply its records out of order.
+    const previous = this.#retiring.get(state.key)
+    const drain = previous === undefined ? this.#drain(state) : previous.then(() => this.#drain(state))
+    const worker = drain
       .catch((error: unknown) => {
         // Not expected (#process settles every failure): the partition stops here, uncommitted,
         // and its records go to the group's next reader.
@@ -237,8 +346,10 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       })
       .finally(() => {
         state.running = false
+        state.worker = undefined
         this.#workers.delete(worker)
       })
+    state.worker = worker
     this.#workers.add(worker)
   }
 
@@ -278,7 +389,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       const raw = raws[i] as RawRecord
       let done = false
       try {
-        done = await this.#process(raw)
+        done = await this.#process(raw, state)
       } finally {
         this.#buffered--
         this.#maybeResume()
@@ -315,12 +426,13 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   }
 
   /** Handles one record with retries, then the dead letter; false if closing cut it short. */
-  async #process(raw: RawRecord): Promise<boolean> {
+  async #process(raw: RawRecord, state: PartitionState): Promise<boolean> {
     const processor = this.#processor ?? this.#iteratorProcessor
     const { attempts, initialDelayMs, maxDelayMs, logger } = this.#options
     let counted = 0
     for (let attempt = 1; ; attempt++) {
-      if (this.#closing) return false
+      // Taken away: the next owner handles it, from the committed offset.
+      if (this.#closing || state.revoked) return false
       let message: ConsumedMessage<T> | undefined
       let error: unknown
       try {
@@ -356,7 +468,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
         },
         'a consumer handler failed; retrying',
       )
-      await waitOrAbort(delay, this.#abort.signal)
+      await waitOrAbort(delay, AbortSignal.any([this.#abort.signal, state.revoke.signal]))
     }
   }
 
