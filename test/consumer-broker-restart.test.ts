@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
+import { consume } from '../src/consumer/consume.ts'
+import { defineTopic } from '../src/core/topic.ts'
 import { type Database, killRepeatedly, mariadb, postgres } from './consumer/exactly-once.ts'
+import { createTopic, produceRaw, uniqueName, waitFor } from './consumer/kafka.ts'
 
 const KILLS = 5
 /** The third life sees the broker go down and come back before it is killed. */
@@ -65,6 +68,53 @@ describe('outbox.consume(): effects exactly once under kill -9 and a broker rest
     assert.equal(result.restarts, RESTART_DURING.length)
     assert.equal(result.resumedMs.length, RESTART_DURING.length, 'the consumer went on after each restart')
   }
+
+  it('a consumer started while the broker is down joins once it is up', { timeout: 120_000 }, async () => {
+    assert.ok(broker)
+    const list = [broker.brokers]
+    const name = uniqueName('ke-consume-late')
+    await createTopic(list, name, 2)
+    await broker.stop()
+    broker = undefined
+    const events = defineTopic<{ n: number }>({ name, key: (event) => String(event.n % 5) })
+    const seen: number[] = []
+    const errors: string[] = []
+    const logger = {
+      error: (_context: unknown, message?: string) => errors.push(String(message)),
+      warn: () => {},
+      info: () => {},
+      debug: () => {},
+    }
+    const consumer = consume(events, {
+      kafka: { brokers: list },
+      groupId: uniqueName('late'),
+      logger,
+      maxWaitMs: 100,
+      handler: async (message) => {
+        seen.push((message.value as { n: number }).n)
+      },
+    })
+    try {
+      await waitFor(() => errors.length > 0, 60_000, 'a failed join while the broker is down')
+      broker = await startKafkaBroker({ dataDir, ...ports, quiet: true })
+      const messages = Array.from({ length: 50 }, (_, n) => ({
+        key: String(n % 5),
+        value: JSON.stringify({ n }),
+      }))
+      await produceRaw(list, name, messages)
+      await waitFor(() => seen.length >= 50, 90_000, 'every message after the broker came up')
+      assert.deepEqual(
+        [...seen].sort((a, b) => a - b),
+        messages.map((_, n) => n),
+      )
+      assert.ok(
+        errors.every((error) => error.includes('could not join its group; retrying')),
+        errors.join('; '),
+      )
+    } finally {
+      await consumer.close()
+    }
+  })
 
   it('on PostgreSQL, a new group member per life', { timeout: 240_000 }, () => run(postgres, false))
   it('on MariaDB, a static group member', { timeout: 240_000 }, () => run(mariadb, true))

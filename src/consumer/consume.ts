@@ -46,7 +46,7 @@ export function consume<T>(topic: Topic<T>, options: KafkaConsumerOptions<T>): K
   consumer.start().catch((error: unknown) => {
     resolved.logger.error(
       { topic: topic.name, groupId: resolved.groupId, error: String(error) },
-      'the consumer could not join its group',
+      'the consumer failed to start',
     )
   })
   return consumer

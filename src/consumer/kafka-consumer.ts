@@ -118,10 +118,36 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#processor = processor
   }
 
-  /** Joins the group and starts fetching; resolves once the stream is open (idempotent). */
+  /**
+   * Joins the group and starts fetching; resolves once the stream is open, or once the consumer
+   * is closed (idempotent). Kafka may be away when the consumer starts: it keeps trying, with
+   * backoff, as it does after a failed stream (see `#reopen`).
+   */
   start(): Promise<void> {
-    this.#started ??= this.#open()
+    this.#started ??= this.#openUntilJoined()
     return this.#started
+  }
+
+  async #openUntilJoined(): Promise<void> {
+    for (let attempt = 1; !this.#closing; attempt++) {
+      try {
+        await this.#open()
+        if (attempt > 1) {
+          this.#options.logger.warn?.(
+            { topic: this.topic.name, groupId: this.groupId, attempt },
+            'the consumer joined its group',
+          )
+        }
+        return
+      } catch (error) {
+        this.#options.logger.error(
+          { topic: this.topic.name, groupId: this.groupId, attempt, error: String(error) },
+          'the consumer could not join its group; retrying',
+        )
+        await this.#consumer?.close(true).catch(() => {})
+        await waitOrAbort(backoffDelay(attempt, { initial: 500, max: 10_000 }), this.#abort.signal)
+      }
+    }
   }
 
   async #open(): Promise<void> {

@@ -243,7 +243,7 @@ export class SqlOutbox<
     consumer.start().catch((error: unknown) => {
       resolved.logger.error(
         { topic: topic.name, groupId: resolved.groupId, error: String(error) },
-        'the consumer could not join its group',
+        'the consumer failed to start',
       )
     })
     return consumer
