@@ -55,7 +55,9 @@ export interface EarlySettle {
  * Resolves with the acknowledged records once the send is overdue (`overdueAfter` ms since
  * `started`, and `SETTLE_GRACE_MS` since its first acknowledgement) while part of it is
  * acknowledged and part is not; never resolves otherwise. `stop()` ends the watch (the send
- * settled as a whole).
+ * settled as a whole). Once it resolved, later acknowledgements go to `follow`'s callback: one
+ * broker's partitions acknowledged after the early settle must not wait for another broker's,
+ * which may take the client's retries or a request timeout to fail.
  */
 export class EarlyWatch {
   readonly #acknowledged = new Set<number>()
@@ -65,6 +67,10 @@ export class EarlyWatch {
   #firstAck: number | undefined
   #timer: NodeJS.Timeout | undefined
   #stopped = false
+  #fired = false
+  /** Acknowledged after the watch resolved, before `follow` was called. */
+  #after: number[] = []
+  #follower: ((indexes: readonly number[]) => void) | undefined
   #resolve: ((settle: EarlySettle) => void) | undefined
   readonly settled: Promise<EarlySettle>
 
@@ -79,16 +85,28 @@ export class EarlyWatch {
 
   /** The transport's progress report (see `SendProgress`). */
   acknowledged(indexes: readonly number[]): void {
-    if (this.#stopped) return
-    for (const index of indexes) {
-      if (Number.isInteger(index) && index >= 0 && index < this.#count) this.#acknowledged.add(index)
+    const valid = indexes.filter((index) => Number.isInteger(index) && index >= 0 && index < this.#count)
+    if (this.#fired) {
+      if (this.#follower === undefined) this.#after.push(...valid)
+      else if (valid.length > 0) this.#follower(valid)
+      return
     }
+    if (this.#stopped) return
+    for (const index of valid) this.#acknowledged.add(index)
     if (this.#acknowledged.size === 0) return
     this.#firstAck ??= performance.now()
     if (this.#timer === undefined) {
       const due = Math.max(this.#started + this.#overdueAfter, this.#firstAck + SETTLE_GRACE_MS)
       this.#timer = setTimeout(() => this.#fire(), Math.max(0, due - performance.now()))
     }
+  }
+
+  /** After the watch resolved: `onAcknowledged` gets every acknowledgement since, then each as it comes. */
+  follow(onAcknowledged: (indexes: readonly number[]) => void): void {
+    this.#follower = onAcknowledged
+    const after = this.#after
+    this.#after = []
+    if (after.length > 0) onAcknowledged(after)
   }
 
   stop(): void {
@@ -100,6 +118,7 @@ export class EarlyWatch {
     if (this.#stopped) return
     if (this.#acknowledged.size === 0 || this.#acknowledged.size >= this.#count) return
     this.#stopped = true
+    this.#fired = true
     this.#resolve?.({ acknowledged: new Set(this.#acknowledged) })
   }
 }
