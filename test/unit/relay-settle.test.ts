@@ -4,7 +4,7 @@
 // Pure logic, with in-memory fakes; test/kafka-cluster.test.ts covers a real broker kill.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { SETTLE_EARLY_MIN_MS, SendTimes } from '../../src/core/relay/settle.ts'
+import { SETTLE_EARLY_MIN_MS, SendTimes, STALL_MEMORY_MS } from '../../src/core/relay/settle.ts'
 import { countedAttempts, HELD_ATTEMPTS } from '../../src/core/seams.ts'
 import { OutboxRelay } from '../../src/index.ts'
 import { Events, FakeOutbox, FakeStore, PartitionedKafka, singleStore, until } from './fakes.ts'
@@ -182,5 +182,15 @@ describe('SendTimes', () => {
     assert.equal(times.overdueAfter(), 300, 'a few slow sends do not move it')
     for (let i = 0; i < 64; i++) times.record(9000)
     assert.equal(times.overdueAfter(), 5000)
+  })
+
+  it('while partitions stall, the shortest threshold, whatever the history; then the history again', () => {
+    const times = new SendTimes()
+    for (let i = 0; i < 64; i++) times.record(450)
+    assert.equal(times.overdueAfter(1000), 900)
+    times.stalled(1000)
+    assert.equal(times.overdueAfter(1001), SETTLE_EARLY_MIN_MS)
+    assert.equal(times.overdueAfter(1000 + STALL_MEMORY_MS - 1), SETTLE_EARLY_MIN_MS)
+    assert.equal(times.overdueAfter(1000 + STALL_MEMORY_MS), 900)
   })
 })

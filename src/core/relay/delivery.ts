@@ -124,8 +124,10 @@ export class Delivery {
       } else outcome = first
     }
     throwIfInternal(outcome)
-    if (watch !== undefined && 'failed' in outcome && outcome.failed.length === 0) {
-      this.#sendTimes.record(performance.now() - started)
+    if (watch !== undefined && 'failed' in outcome) {
+      if (outcome.failed.length === 0) this.#sendTimes.record(performance.now() - started)
+      // Part acknowledged, part not (settled early, or failed in time): some partitions stall.
+      else if (outcome.failed.length < messages.length) this.#sendTimes.stalled(performance.now())
     }
     return outcome
   }
