@@ -54,6 +54,7 @@ if (!Number.isFinite(AFTER_KILL_MS) || AFTER_KILL_MS <= 0)
 if (values['settle-early'] !== 'true' && values['settle-early'] !== 'false')
   throw new Error(`--settle-early must be true or false, got ${values['settle-early']}`)
 const SETTLE_EARLY = values['settle-early'] === 'true'
+const TIMELINE = process.env.BENCH_TIMELINE === '1'
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const KEYS = 64
 const TICK_MS = 20
@@ -66,6 +67,8 @@ const PARTITIONS = 6
  */
 class AckTimes implements MessageTransport {
   readonly acks = new Map<string, number>()
+  /** Per tracking id, when the relay first handed it to the transport: splits commit→ack in two. */
+  readonly handed = new Map<string, number>()
   readonly inner: MessageTransport
   readonly landsWithinMs: number | undefined
 
@@ -77,17 +80,27 @@ class AckTimes implements MessageTransport {
   #record(records: readonly OutboxRecord[], indexes: Iterable<number>): void {
     const at = Date.now()
     for (const index of indexes) {
-      const record = records[index] as OutboxRecord
-      const id = record.headers.find(([name]) => name === 'ke-check-id')?.[1]?.toString()
+      const id = trackingId(records[index] as OutboxRecord)
       if (id !== undefined && !this.acks.has(id)) this.acks.set(id, at)
     }
   }
 
+  /** With BENCH_TIMELINE=1: every send, when it was called, its size and when it settled. */
+  readonly sends: { at: number; count: number; acks: number[]; settled?: number; failed?: number }[] = []
+
   async send(records: readonly OutboxRecord[], progress?: SendProgress): Promise<void> {
+    const now = Date.now()
+    const entry = { at: now, count: records.length, acks: [] as number[] } as (typeof this.sends)[number]
+    this.sends.push(entry)
+    for (const record of records) {
+      const id = trackingId(record)
+      if (id !== undefined && !this.handed.has(id)) this.handed.set(id, now)
+    }
     let failed: SendFailure[] = []
     try {
       await this.inner.send(records, {
         acknowledged: (indexes) => {
+          entry.acks.push(Date.now() - now)
           this.#record(records, indexes)
           progress?.acknowledged(indexes)
         },
@@ -97,6 +110,8 @@ class AckTimes implements MessageTransport {
         (error as { failed?: SendFailure[] }).failed ?? records.map((_, index) => ({ index }) as SendFailure)
       throw error
     } finally {
+      entry.settled = Date.now() - now
+      entry.failed = failed.length
       const unsent = new Set(failed.map((f) => f.index))
       this.#record(
         records,
@@ -108,6 +123,10 @@ class AckTimes implements MessageTransport {
   close(): Promise<void> {
     return this.inner.close()
   }
+}
+
+function trackingId(record: OutboxRecord): string | undefined {
+  return record.headers.find(([name]) => name === 'ke-check-id')?.[1]?.toString()
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -172,10 +191,21 @@ try {
   })
   await raw.send({ messages: [{ topic: topicName, key: 'warm', value: 'warm' }] })
   let held = 0
+  const timeline: { at: number; text: string }[] = []
   const relay = outbox.relay({
     connection: DATABASE_URL,
     pollingInterval: 10,
     onEvent: (event) => {
+      if (TIMELINE) {
+        const { type, ...rest } = event as { type: string } & Record<string, unknown>
+        const brief =
+          type === 'delivered'
+            ? `count ${rest.count} claim ${Math.round(rest.claimMs as number)} send ${Math.round(rest.sendMs as number)} delete ${Math.round(rest.deleteMs as number)} total ${Math.round(rest.durationMs as number)}`
+            : type === 'held'
+              ? `${(rest.ids as string[]).length} ids, ${String(rest.error).slice(0, 80)}`
+              : JSON.stringify(rest).slice(0, 160)
+        timeline.push({ at: Date.now(), text: `${type} ${brief}` })
+      }
       if (event.type === 'held') held += event.ids.length
     },
   })
@@ -254,6 +284,15 @@ try {
     [...relayCommits]
       .filter(([, c]) => c.at >= killedAt && which(partitionOf(c.key)))
       .map(([id, c]) => (transport.acks.get(id) ?? Number.NaN) - c.at)
+  /** The relay's latency split at the hand-over to the transport: outbox wait, then Kafka. */
+  const relaySplit = (which: (p: number) => boolean) => {
+    const after = [...relayCommits].filter(([, c]) => c.at >= killedAt && which(partitionOf(c.key)))
+    const waited = after.map(([id, c]) => (transport.handed.get(id) ?? Number.NaN) - c.at)
+    const kafka = after.map(
+      ([id]) => (transport.acks.get(id) ?? Number.NaN) - (transport.handed.get(id) ?? Number.NaN),
+    )
+    return `commit→handed to transport ${summary(waited)}; handed→ack ${summary(kafka)}`
+  }
   const rawAfter = (which: (p: number) => boolean) =>
     rawTimes.filter((x) => x.at >= killedAt && which(partitionOf(x.key))).map((x) => x.ms)
   const isLive = (p: number) => live.has(p)
@@ -270,8 +309,21 @@ try {
     `raw,   live partitions: ${summary(rawAfter(isLive))}`,
     `relay, dead broker's partitions: ${summary(relayAfter(isDead))}`,
     `raw,   dead broker's partitions: ${summary(rawAfter(isDead))}`,
+    `relay, live partitions, split: ${relaySplit(isLive)}`,
+    `relay, dead partitions, split: ${relaySplit(isDead)}`,
     `relay unacknowledged ${relayCommits.size - transport.acks.size}; raw messages in failed sends (sent again) ${rawFailures}`,
   ]
+  if (TIMELINE) {
+    const window = (at: number) => at >= killedAt - 500 && at <= killedAt + 5000
+    for (const send of transport.sends.filter((x) => window(x.at)))
+      timeline.push({
+        at: send.at,
+        text: `send ${send.count} acks at +${send.acks.join(',+')} settled +${send.settled} failed ${send.failed}`,
+      })
+    timeline.sort((a, b) => a.at - b.at)
+    for (const { at, text } of timeline.filter((x) => window(x.at)))
+      lines.push(`  t${at - killedAt >= 0 ? '+' : ''}${at - killedAt} ms ${text}`)
+  }
   console.log(lines.join('\n'))
 } finally {
   await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined)

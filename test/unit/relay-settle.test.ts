@@ -4,7 +4,7 @@
 // Pure logic, with in-memory fakes; test/kafka-cluster.test.ts covers a real broker kill.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { SETTLE_EARLY_MIN_MS, SendTimes } from '../../src/core/relay/settle.ts'
+import { SETTLE_EARLY_MIN_MS, SendTimes, STALL_MEMORY_MS } from '../../src/core/relay/settle.ts'
 import { countedAttempts, HELD_ATTEMPTS } from '../../src/core/seams.ts'
 import { OutboxRelay } from '../../src/index.ts'
 import { Events, FakeOutbox, FakeStore, PartitionedKafka, singleStore, until } from './fakes.ts'
@@ -32,10 +32,10 @@ function assertKeyOrder(kafka: PartitionedKafka, expected: Map<number, string[]>
   for (const [key, ids] of expected) assert.deepEqual(kafka.order(key), ids, `key ${key}`)
 }
 
-async function setup(pipelined: boolean, landsWithinMs: number | undefined) {
+async function setup(pipelined: boolean, landsWithinMs: number | undefined, partitions = 2) {
   const outbox = new FakeOutbox()
   const store = pipelined ? new FakeStore(outbox, { pipelined: true }) : singleStore(outbox)
-  const kafka = new PartitionedKafka(2, landsWithinMs)
+  const kafka = new PartitionedKafka(partitions, landsWithinMs)
   const events = new Events()
   const relay = new OutboxRelay(store, kafka, { ...fast, onEvent: events.onEvent })
   return { outbox, store, kafka, events, relay }
@@ -82,6 +82,29 @@ for (const pipelined of [false, true]) {
             store.other?.calls.some((c) => c.op === 'complete') === true ||
             store.calls.some((c) => c.op === 'complete'),
         )
+      } finally {
+        await relay.stop()
+      }
+    })
+
+    it('a partition acknowledged after the early settle is deleted at once, not when the slowest partition answers', async () => {
+      // Three partitions: 1 comes back (its in-sync replicas shrank), 2 stays stalled (its
+      // leader is dead and the client has not given up yet).
+      const { outbox, kafka, events, relay } = await setup(pipelined, 60_000, 3)
+      kafka.stall(1)
+      kafka.stall(2)
+      outbox.add(KEYS, 4)
+      const expected = idsByKey(outbox)
+      await relay.start()
+      try {
+        await until(() => partitionRows(outbox, kafka, 0).length === 0)
+        kafka.release(1, 'ack')
+        await until(() => partitionRows(outbox, kafka, 1).length === 0)
+        assert.equal(partitionRows(outbox, kafka, 2).length, 8, "partition 2's rows all wait")
+        kafka.release(2, 'ack')
+        await until(() => outbox.rows.length === 0)
+        assertKeyOrder(kafka, expected)
+        assert.equal(events.of('message-failed').length, 0, 'no attempt was used')
       } finally {
         await relay.stop()
       }
@@ -159,5 +182,15 @@ describe('SendTimes', () => {
     assert.equal(times.overdueAfter(), 300, 'a few slow sends do not move it')
     for (let i = 0; i < 64; i++) times.record(9000)
     assert.equal(times.overdueAfter(), 5000)
+  })
+
+  it('while partitions stall, the shortest threshold, whatever the history; then the history again', () => {
+    const times = new SendTimes()
+    for (let i = 0; i < 64; i++) times.record(450)
+    assert.equal(times.overdueAfter(1000), 900)
+    times.stalled(1000)
+    assert.equal(times.overdueAfter(1001), SETTLE_EARLY_MIN_MS)
+    assert.equal(times.overdueAfter(1000 + STALL_MEMORY_MS - 1), SETTLE_EARLY_MIN_MS)
+    assert.equal(times.overdueAfter(1000 + STALL_MEMORY_MS), 900)
   })
 })

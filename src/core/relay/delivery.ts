@@ -113,12 +113,21 @@ export class Delivery {
       const first = await Promise.race([whole, watch.settled])
       watch.stop()
       if ('acknowledged' in first) {
-        outcome = this.#settledEarly(messages, first.acknowledged, whole, started, landsWithin as number)
+        outcome = this.#settledEarly(
+          messages,
+          first.acknowledged,
+          whole,
+          started,
+          landsWithin as number,
+          watch,
+        )
       } else outcome = first
     }
     throwIfInternal(outcome)
-    if (watch !== undefined && 'failed' in outcome && outcome.failed.length === 0) {
-      this.#sendTimes.record(performance.now() - started)
+    if (watch !== undefined && 'failed' in outcome) {
+      if (outcome.failed.length === 0) this.#sendTimes.record(performance.now() - started)
+      // Part acknowledged, part not (settled early, or failed in time): some partitions stall.
+      else if (outcome.failed.length < messages.length) this.#sendTimes.stalled(performance.now())
     }
     return outcome
   }
@@ -151,8 +160,11 @@ export class Delivery {
     whole: Promise<SendOutcome>,
     started: number,
     landsWithin: number,
+    watch: EarlyWatch,
   ): SendOutcome {
     const outstanding = messages.map((_, index) => index).filter((index) => !acknowledged.has(index))
+    const rest = new HeldRest(messages, outstanding)
+    watch.follow((indexes) => this.#lateAcknowledged(messages, rest.acknowledged(indexes), started))
     const error = new KEntityError(
       ErrorCodes.TRANSPORT_FAILED,
       `Kafka acknowledged ${acknowledged.size} of a batch of ${messages.length} but not yet the other ${outstanding.length} after ${Math.round(performance.now() - started)} ms: they are held until their acknowledgement comes, or for ${Math.ceil(landsWithin)} ms (after which Kafka can no longer write them)`,
@@ -166,10 +178,24 @@ export class Delivery {
       kafkaAnswered: true,
       holdMs: Math.ceil(landsWithin),
     }))
-    const rest = whole.then((outcome) => this.#lateOutcome(messages, outstanding, outcome, started))
-    this.#outstanding.add(rest)
-    void rest.finally(() => this.#outstanding.delete(rest))
+    const answered = whole.then((outcome) => this.#lateOutcome(messages, rest, outcome, started))
+    this.#outstanding.add(answered)
+    void answered.finally(() => this.#outstanding.delete(answered))
     return { failed }
+  }
+
+  /** Held rows Kafka acknowledged after the early settle, as each produce call returns: deleted with the next write. */
+  #lateAcknowledged(messages: StoredMessage[], indexes: readonly number[], started: number): void {
+    if (indexes.length === 0) return
+    const landed = indexes.map((index) => messages[index] as StoredMessage)
+    this.lastSendOk = this.now()
+    this.#late.push({
+      ids: landed.map((m) => m.id),
+      topics: this.topicsOf(landed),
+      started,
+      sendMs: performance.now() - started,
+    })
+    this.onLate?.()
   }
 
   /**
@@ -183,25 +209,23 @@ export class Delivery {
    * p50 44 s), where main's relay took 1-6 s. A retryable failure only; a refusal for good
    * waits for its hold to end and is then tried and dead-lettered as usual.
    */
-  #lateOutcome(
-    messages: StoredMessage[],
-    outstanding: number[],
-    outcome: SendOutcome,
-    started: number,
-  ): void {
+  #lateOutcome(messages: StoredMessage[], rest: HeldRest, outcome: SendOutcome, started: number): void {
     const failed = new Map<number, { error: unknown; retryable: boolean }>()
     if ('rejected' in outcome) {
       const retryable = isRetryable(outcome.rejected)
-      for (const index of outstanding) failed.set(index, { error: outcome.rejected, retryable })
+      for (const index of rest.outstanding) failed.set(index, { error: outcome.rejected, retryable })
     } else for (const failure of outcome.failed) failed.set(failure.index, failure)
+    rest.close()
     const blocked = new Set<number>()
     const ids: string[] = []
     const again: FailedDelivery[] = []
     const landed: StoredMessage[] = []
-    for (const index of outstanding) {
+    for (const index of rest.outstanding) {
       const message = messages[index] as StoredMessage
       const hash = message.orderingHash
       if (hash !== null && blocked.has(hash)) continue
+      // Already deleted (or on its way) as its produce call returned.
+      if (rest.reported.has(index)) continue
       const failure = failed.get(index)
       if (failure !== undefined) {
         if (hash !== null) blocked.add(hash)
@@ -368,6 +392,51 @@ export class Delivery {
       throw new RelayStageError('acknowledge', error)
     }
     late.done(true)
+  }
+}
+
+/**
+ * The records of a send settled early that Kafka had not acknowledged then. A late
+ * acknowledgement is passed on at once only for records whose key has no earlier record still
+ * unanswered: if that earlier one failed, it is sent again, and the later one already deleted
+ * would then sit before it in the partition. (One partition's records are one record batch,
+ * acknowledged together, so this holds back nothing in practice; it is a safeguard.)
+ */
+class HeldRest {
+  readonly outstanding: readonly number[]
+  /** Passed on as acknowledged (see `acknowledged`). */
+  readonly reported = new Set<number>()
+  readonly #messages: readonly StoredMessage[]
+  readonly #acked = new Set<number>()
+  #closed = false
+
+  constructor(messages: readonly StoredMessage[], outstanding: number[]) {
+    this.#messages = messages
+    this.outstanding = outstanding
+  }
+
+  /** Records these acknowledgements; returns the indexes that may be deleted now, in order. */
+  acknowledged(indexes: readonly number[]): number[] {
+    if (this.#closed) return []
+    for (const index of indexes) this.#acked.add(index)
+    const waiting = new Set<number>()
+    const ready: number[] = []
+    for (const index of this.outstanding) {
+      const hash = (this.#messages[index] as StoredMessage).orderingHash
+      if (!this.#acked.has(index)) {
+        if (hash !== null) waiting.add(hash)
+        continue
+      }
+      if (this.reported.has(index) || (hash !== null && waiting.has(hash))) continue
+      this.reported.add(index)
+      ready.push(index)
+    }
+    return ready
+  }
+
+  /** The send's whole answer is in: it decides the rest, and later reports are ignored. */
+  close(): void {
+    this.#closed = true
   }
 }
 

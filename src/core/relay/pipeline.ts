@@ -155,17 +155,22 @@ export class Pipeline {
     const deferred = this.#deferredAck
     if (deferred?.store === store && store.completeAndClaim !== undefined && store.healthy) {
       this.#deferredAck = undefined
+      // Taken before any await: the batch this claim runs beside may settle early meanwhile, and
+      // its late acknowledgements are of rows its own session still holds locked until it writes
+      // the hold. Deleted here, they would make this session wait for that one, which waits for
+      // this claim (until the query timeout).
+      const late = this.#delivery.lateDelete(false)
       // Without an await here the query leaves before the caller's send encodes its batch, so
       // PostgreSQL works on the claim meanwhile.
       if (this.#acking !== undefined) {
         try {
           await this.settleAcks()
         } catch (error) {
+          late.done(false)
           this.#startAck(deferred)
           return { error }
         }
       }
-      const late = this.#delivery.lateDelete(false)
       const ids = late.ids.length > 0 ? [...deferred.ids, ...late.ids] : deferred.ids
       try {
         const started = performance.now()

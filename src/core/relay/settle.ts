@@ -26,10 +26,19 @@ const SETTLE_EARLY_MAX_MS = 5000
  */
 export const SETTLE_GRACE_MS = 20
 
+/**
+ * How long after a sign that some partitions stall (a send settled early, or partly failed while
+ * the rest was acknowledged) the shortest overdue threshold applies, in ms. Healthy sends in
+ * between do not end it: the stalled partitions' keys come back into batches after their hold,
+ * and each such batch would wait the full threshold again while its live part is long done.
+ */
+export const STALL_MEMORY_MS = 10_000
+
 /** Durations of recent sends that Kafka acknowledged whole, for the overdue threshold. */
 export class SendTimes {
   readonly #samples: number[] = []
   #next = 0
+  #stalledAt = Number.NEGATIVE_INFINITY
 
   record(ms: number): void {
     if (this.#samples.length < SAMPLES) this.#samples.push(ms)
@@ -37,8 +46,20 @@ export class SendTimes {
     this.#next = (this.#next + 1) % SAMPLES
   }
 
-  /** How long a send may take before its unacknowledged part is overdue, in ms. */
-  overdueAfter(): number {
+  /** Some partitions stall now (see `STALL_MEMORY_MS`); `at` by `performance.now()`. */
+  stalled(at: number): void {
+    this.#stalledAt = at
+  }
+
+  /**
+   * How long a send may take before its unacknowledged part is overdue, in ms: twice the recent
+   * p90, or the shortest while partitions stall. On a loaded machine the p90 alone reached about
+   * 900 ms, so each batch's live part waited that long behind a dead broker's part (measured in
+   * bench/broker-kill.ts); the cost of the short threshold is a part held needlessly, which its
+   * own acknowledgement frees as soon as it comes.
+   */
+  overdueAfter(now = performance.now()): number {
+    if (now - this.#stalledAt < STALL_MEMORY_MS) return SETTLE_EARLY_MIN_MS
     if (this.#samples.length === 0) return SETTLE_EARLY_MIN_MS
     const sorted = [...this.#samples].sort((a, b) => a - b)
     const at = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * PERCENTILE))] as number
@@ -55,7 +76,9 @@ export interface EarlySettle {
  * Resolves with the acknowledged records once the send is overdue (`overdueAfter` ms since
  * `started`, and `SETTLE_GRACE_MS` since its first acknowledgement) while part of it is
  * acknowledged and part is not; never resolves otherwise. `stop()` ends the watch (the send
- * settled as a whole).
+ * settled as a whole). Once it resolved, later acknowledgements go to `follow`'s callback: one
+ * broker's partitions acknowledged after the early settle must not wait for another broker's,
+ * which may take the client's retries or a request timeout to fail.
  */
 export class EarlyWatch {
   readonly #acknowledged = new Set<number>()
@@ -65,6 +88,10 @@ export class EarlyWatch {
   #firstAck: number | undefined
   #timer: NodeJS.Timeout | undefined
   #stopped = false
+  #fired = false
+  /** Acknowledged after the watch resolved, before `follow` was called. */
+  #after: number[] = []
+  #follower: ((indexes: readonly number[]) => void) | undefined
   #resolve: ((settle: EarlySettle) => void) | undefined
   readonly settled: Promise<EarlySettle>
 
@@ -79,16 +106,28 @@ export class EarlyWatch {
 
   /** The transport's progress report (see `SendProgress`). */
   acknowledged(indexes: readonly number[]): void {
-    if (this.#stopped) return
-    for (const index of indexes) {
-      if (Number.isInteger(index) && index >= 0 && index < this.#count) this.#acknowledged.add(index)
+    const valid = indexes.filter((index) => Number.isInteger(index) && index >= 0 && index < this.#count)
+    if (this.#fired) {
+      if (this.#follower === undefined) this.#after.push(...valid)
+      else if (valid.length > 0) this.#follower(valid)
+      return
     }
+    if (this.#stopped) return
+    for (const index of valid) this.#acknowledged.add(index)
     if (this.#acknowledged.size === 0) return
     this.#firstAck ??= performance.now()
     if (this.#timer === undefined) {
       const due = Math.max(this.#started + this.#overdueAfter, this.#firstAck + SETTLE_GRACE_MS)
       this.#timer = setTimeout(() => this.#fire(), Math.max(0, due - performance.now()))
     }
+  }
+
+  /** After the watch resolved: `onAcknowledged` gets every acknowledgement since, then each as it comes. */
+  follow(onAcknowledged: (indexes: readonly number[]) => void): void {
+    this.#follower = onAcknowledged
+    const after = this.#after
+    this.#after = []
+    if (after.length > 0) onAcknowledged(after)
   }
 
   stop(): void {
@@ -100,6 +139,7 @@ export class EarlyWatch {
     if (this.#stopped) return
     if (this.#acknowledged.size === 0 || this.#acknowledged.size >= this.#count) return
     this.#stopped = true
+    this.#fired = true
     this.#resolve?.({ acknowledged: new Set(this.#acknowledged) })
   }
 }
