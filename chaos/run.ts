@@ -83,7 +83,8 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
-    ...(consumerOn ? ['--consumer'] : []),
+    ...(consumerOn && profileName !== 'full' ? ['--consumer'] : []),
+    ...(!consumerOn && profileName === 'full' && dbKind !== 'sqlite' ? ['--no-consumer'] : []),
     ...(consumerOn && !consumerRestartStalled ? ['--consumer-no-restart'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`

@@ -2,12 +2,10 @@
 // MariaDB (`--db mariadb`), run as a test so CI runs it. It starts and restarts its own Kafka
 // broker (and database server), so it is spawned without KAFKA_BROKERS.
 // --consumer (the end-to-end check: consumer processes with the inbox, killed -9, every effect
-// exactly once and in key order) is not here yet: it costs little (effects complete about 1 s
-// after the drain), but it finds a consumer bug now and then: on 2026-12-07 the MariaDB short run
-// (seed 1919351705) had 14 effects applied out of key order (and both full runs had it, see
-// docs-cchaos.md on branch s25-cchaos); the PostgreSQL short runs passed (seeds 994394406,
-// 1240731918). Add '--consumer' to both runs below once src/consumer keeps a key's order across
-// rebalances; `npm run chaos -- --short --consumer` runs it meanwhile.
+// exactly once and in key order) runs on PostgreSQL: effects are complete about 1 s after the
+// drain. Not on MariaDB yet: its runs have twice shown a relay-side order failure not yet
+// explained (RELIABILITY.md, "What this does not cover"), and the consumer part adds two processes
+// of load on top; `npm run chaos -- --short --db mariadb --consumer` runs it.
 // --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
 // --kafka-proxy is not here either: with it each short phase holds 7 faults in 20 s, and in 1 of 2
@@ -63,7 +61,7 @@ describe('chaos, short form', () => {
     {
       timeout: 420_000,
     },
-    () => runShort(['--db-proxy', '--clock-skew']),
+    () => runShort(['--db-proxy', '--clock-skew', '--consumer']),
   )
 
   it(
