@@ -57,7 +57,7 @@ describe('chaos, short form', () => {
   })
 
   it(
-    'relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks: nothing lost, reordered or made up',
+    'relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks, consumers killed -9: nothing lost, reordered or made up, every effect applied once',
     {
       timeout: 420_000,
     },
