@@ -124,18 +124,19 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
    * backoff, as it does after a failed stream (see `#reopen`).
    */
   start(): Promise<void> {
-    this.#started ??= this.#openUntilJoined()
+    this.#started ??= this.#openUntilJoined(false)
     return this.#started
   }
 
-  async #openUntilJoined(): Promise<void> {
+  /** Opens a client and its stream, with backoff until it succeeds or the consumer closes. */
+  async #openUntilJoined(reconnecting: boolean): Promise<void> {
     for (let attempt = 1; !this.#closing; attempt++) {
       try {
         await this.#open()
-        if (attempt > 1) {
+        if (reconnecting || attempt > 1) {
           this.#options.logger.warn?.(
             { topic: this.topic.name, groupId: this.groupId, attempt },
-            'the consumer joined its group',
+            reconnecting ? 'the Kafka consumer reconnected' : 'the consumer joined its group',
           )
         }
         return
@@ -221,23 +222,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
     await stream?.close().catch(() => {})
     await consumer?.close(true).catch(() => {})
-    for (let attempt = 1; !this.#closing; attempt++) {
-      try {
-        await this.#open()
-        this.#options.logger.warn?.(
-          { topic: this.topic.name, groupId: this.groupId, attempt },
-          'the Kafka consumer reconnected',
-        )
-        return
-      } catch (error) {
-        this.#options.logger.error(
-          { topic: this.topic.name, groupId: this.groupId, attempt, error: String(error) },
-          'the Kafka consumer could not reconnect; retrying',
-        )
-        await this.#consumer?.close(true).catch(() => {})
-        await waitOrAbort(backoffDelay(attempt, { initial: 500, max: 10_000 }), this.#abort.signal)
-      }
-    }
+    await this.#openUntilJoined(true)
   }
 
   /** Partitions taken away from this member: their queued records belong to the next owner now. */
