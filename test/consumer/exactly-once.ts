@@ -174,6 +174,15 @@ export interface KillRun {
   kills: number
   /** Restart the broker while these lives (0-based) run, before they are killed. */
   restart?: { broker: RestartableBroker; lives: number[]; downMs: number }
+  /** Distinct messages; DISTINCT unless a longer run (scripts/consumer-long-run.ts) asks for more. */
+  distinct?: number
+  /** Messages per send and the pause after each: 40 and 500 ms (about 80 a second) by default. */
+  sendBatch?: number
+  sendPauseMs?: number
+  /** How long each life runs after its first message before it is killed: 1-3 s by default. */
+  lifeMs?: { min: number; max: number }
+  /** Called after each life is killed, so a long run can show where it is. */
+  onLife?: (life: number, counts: Counts, elapsedMs: number) => void
 }
 
 export interface KillResult {
@@ -192,6 +201,10 @@ export interface KillResult {
 
 export async function killRepeatedly(run: KillRun): Promise<KillResult> {
   const { database, brokers: list, staticMember, kills } = run
+  const distinct = run.distinct ?? DISTINCT
+  const batch = run.sendBatch ?? 40
+  const pauseMs = run.sendPauseMs ?? 500
+  const life = run.lifeMs ?? { min: 1000, max: 3000 }
   const schema = uniqueName('ke_eo').replaceAll('-', '_')
   const topic = uniqueName('ke-eo')
   await database.setUp(schema)
@@ -208,7 +221,7 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
       GROUP_INSTANCE: staticMember ? 'ke-eo-member' : '',
     }
     const sends: { key: string; value: string; headers: Record<string, string> }[] = []
-    for (let i = 0; i < DISTINCT; i++) {
+    for (let i = 0; i < distinct; i++) {
       const message = {
         key: `k${i % 97}`,
         value: JSON.stringify({ id: `e${i}` }),
@@ -221,23 +234,25 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
     // broker is down a send fails and is tried again: a batch half written before the failure is
     // then written twice, which is one more redelivery for the inbox to skip.
     let produced = false
+    let producedAt = 0
     let failedSends = 0
     let sending = 0
     const producing = (async () => {
-      for (let start = 0; start < sends.length; start += 40) {
+      for (let start = 0; start < sends.length; start += batch) {
         sending = start
         for (;;) {
           try {
-            await produceRaw(list, topic, sends.slice(start, start + 40))
+            await produceRaw(list, topic, sends.slice(start, start + batch))
             break
           } catch {
             failedSends++
             await sleep(500)
           }
         }
-        await sleep(500)
+        await sleep(pauseMs)
       }
       produced = true
+      producedAt = Date.now()
     })()
     const started = Date.now()
     const lives: Counts[] = []
@@ -250,7 +265,7 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
         // Once everything was produced and handled there is nothing left to show progress on.
         await waitFor(() => child.progress > 0 || produced, 60_000, `progress of consumer life ${kill + 1}`)
         waits.push(Date.now() - born)
-        await sleep(1000 + Math.random() * 2000)
+        await sleep(life.min + Math.random() * (life.max - life.min))
         if (run.restart?.lives.includes(kill)) {
           // The same consumer process lives through the outage and must go on by itself.
           await run.restart.broker.stop()
@@ -260,7 +275,7 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
           // The first message sent after the broker came back (the batch being sent may have
           // been written before it stopped): its counter can only come from this process, the
           // others are dead, so seeing it proves this consumer fetched again after the restart.
-          const after = sends[Math.min(sending + 40, sends.length - 1)] as { value: string }
+          const after = sends[Math.min(sending + batch, sends.length - 1)] as { value: string }
           const { id } = JSON.parse(after.value) as { id: string }
           const deadline = Date.now() + 90_000
           while (!(await database.has(schema, id))) {
@@ -280,11 +295,14 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
       child.process.kill('SIGKILL')
       await child.exited
       lives.push(child.last)
+      run.onLife?.(kill + 1, child.last, Date.now() - started)
     }
     const final = new Child(env)
     let tally = await database.tally(schema)
-    const deadline = Date.now() + 90_000
-    while (!(produced && tally.rows === DISTINCT) && Date.now() < deadline) {
+    // 90 s for the last consumer to catch up once everything is sent (a long run may still be
+    // sending when its kills are done).
+    const caughtUp = () => produced && tally.rows === distinct
+    while (!caughtUp() && (!produced || Date.now() < producedAt + 90_000)) {
       await sleep(250)
       tally = await database.tally(schema)
     }
@@ -296,18 +314,18 @@ export async function killRepeatedly(run: KillRun): Promise<KillResult> {
     tally = await database.tally(schema)
     const duplicates = lives.reduce((sum, life) => sum + life.duplicates, 0)
     const handled = lives.reduce((sum, life) => sum + life.handled, 0)
-    const resent = Math.ceil(DISTINCT / RESENT_EVERY)
+    const resent = Math.ceil(distinct / RESENT_EVERY)
     const restarts = run.restart?.lives.length ?? 0
     const seconds = Math.round((Date.now() - started) / 1000)
     console.log(
-      `${database.name} (${staticMember ? 'static member' : 'new member per life'}): ${DISTINCT} distinct messages (+${resent} sent twice), ${kills} kill -9, ${restarts} broker restarts, ${lives.length} consumer lives, ${seconds} s; ` +
+      `${database.name} (${staticMember ? 'static member' : 'new member per life'}): ${distinct} distinct messages (+${resent} sent twice), ${kills} kill -9, ${restarts} broker restarts, ${lives.length} consumer lives, ${seconds} s; ` +
         `handled ${handled} (at least, as printed before each kill), skipped by the inbox ${duplicates} ` +
         `(of them Kafka redeliveries after kills${restarts > 0 ? ' and sends repeated during the outage' : ''}: ${duplicates - resent}); failed sends retried ${failedSends}; ` +
         `ms from start to first message per life: ${waits.join(', ')}; ms from broker up to the first message sent after it handled: ${resumedMs.join(', ') || 'n/a'}; ` +
         `counters: ${tally.rows} rows, sum ${tally.sum}, max ${tally.max}; final stderr: ${final.stderr.trim() || 'none'}`,
     )
-    assert.equal(tally.rows, DISTINCT, 'every message has its counter')
-    assert.equal(tally.sum, DISTINCT, 'no counter was incremented twice')
+    assert.equal(tally.rows, distinct, 'every message has its counter')
+    assert.equal(tally.sum, distinct, 'no counter was incremented twice')
     assert.equal(tally.max, 1)
     // Counts printed 50 ms apart are lost with each kill, so only "some" can be asserted here.
     assert.ok(duplicates > 0, 'the inbox skipped messages seen before')
