@@ -71,12 +71,12 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
 /** Locks the key-lock slots, in ascending order (see insertStatements). */
 export function keyLocksSql(table: OutboxTable, slots: readonly number[]): string {
   const sorted = [...slots].sort((a, b) => a - b)
-  return `SELECT k.slot FROM ${lookUp(sorted, 'slot')} STRAIGHT_JOIN ${qualified(table, '_key_locks')} AS k ON k.slot = f.slot FOR UPDATE`
+  return `SELECT k.slot FROM ${lookUp(sorted, 'slot')} ${byKey(qualified(table, '_key_locks'), 'k', 'slot')} FOR UPDATE`
 }
 
 /** Dead letters by id, as a FROM clause naming them `d` (see `lookUp`). */
 export function deadLettersByIdSql(table: OutboxTable, ids: readonly string[]): string {
-  return `${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${qualified(table, '_dead_letters')} AS d ON d.id = f.id`
+  return `${lookUp(idList(ids), 'id')} ${byKey(qualified(table, '_dead_letters'), 'd', 'id')}`
 }
 
 /**
@@ -84,20 +84,37 @@ export function deadLettersByIdSql(table: OutboxTable, ids: readonly string[]): 
  * statement that locks outbox or lock rows by id goes through this: InnoDB locks each row a
  * statement reads, and for `WHERE id IN (...)` the optimizer picks a full scan once the list is
  * a large part of a small table (a relay keeping up leaves a small table). A scan would wait for
- * rows other relays hold (deadlocks), and its passing locks would make other relays' SKIP LOCKED
- * skip rows that are free, letting them send a younger message of a key before an older one.
- * STRAIGHT_JOIN fixes the plan: the list drives, the table is read by eq_ref on its key. The
- * list holds only integers the dialect produced, so it is inlined as a JSON literal.
+ * rows other relays hold (deadlocks), and its locks would make other relays' SKIP LOCKED skip rows
+ * that are free, letting them send a younger message of a key before an older one. The list
+ * drives (STRAIGHT_JOIN) and the table is read through its key (`byKey`). The list holds only
+ * integers the dialect produced, so it is inlined as a JSON literal.
  */
 function lookUp(values: readonly (number | string)[], column: string): string {
   return `JSON_TABLE('[${values.join(',')}]', '$[*]' COLUMNS (${column} BIGINT PATH '$')) AS f`
 }
 
+/**
+ * The join of a `lookUp` list to `table` by its primary key. STRAIGHT_JOIN alone fixes only the
+ * join order: on a table of a few rows (statistics of a relay that keeps up) MariaDB 10.11 read
+ * the outbox with a full scan through a join buffer instead of eq_ref, and a locking statement
+ * kept every row it read locked until its transaction ended. A claim whose send was slow (a
+ * missing topic's 500 ms) so held rows of keys it never took; the relays that held those keys
+ * skipped them and sent their younger messages first (report-mariaorder.md). FORCE INDEX fixes the
+ * access too.
+ */
+function byKey(table: string, alias: string, column: string): string {
+  return `STRAIGHT_JOIN ${table} AS ${alias} FORCE INDEX (PRIMARY) ON ${alias}.${column} = f.${column}`
+}
+
 const CLAIMED_COLUMNS = `CAST(o.id AS CHAR) AS id, o.topic, o.\`key\`, o.value, CAST(o.headers AS CHAR) AS headers,
   o.ordering_hash, o.attempts`
 
-const RETRY_WAITING = (outbox: string) => `NOT EXISTS (
-    SELECT 1 FROM ${outbox} AS older
+/**
+ * Inside a claim's locking statement this probe locks what it reads too, so it must read only the
+ * key's failed rows (the retry index), never scan the outbox (see `byKey`).
+ */
+const RETRY_WAITING = (table: OutboxTable) => `NOT EXISTS (
+    SELECT 1 FROM ${qualified(table)} AS older FORCE INDEX (\`${table.table}_retry_idx\`)
     WHERE older.retry_hash = o.ordering_hash AND older.id < o.id
       AND older.available_at > UTC_TIMESTAMP(6)
   )`
@@ -122,7 +139,7 @@ export function candidatesSql(table: OutboxTable, count: number): string {
   COALESCE(LENGTH(o.\`key\`), 0) + COALESCE(LENGTH(o.value), 0) + COALESCE(LENGTH(o.headers), 0) AS bytes
 FROM ${outbox} AS o FORCE INDEX (PRIMARY)
 WHERE o.available_at <= UTC_TIMESTAMP(6)
-  AND ${RETRY_WAITING(outbox)}
+  AND ${RETRY_WAITING(table)}
 ORDER BY o.id
 LIMIT ${Math.trunc(count)}`
 }
@@ -154,7 +171,7 @@ export function withinBudget<C extends { bytes?: unknown }>(
  * slots are a table of their own, so a relay sending to Kafka never holds up producers.
  */
 export function claimSlotsSql(table: OutboxTable, slots: readonly number[]): string {
-  return `SELECT c.slot FROM ${lookUp(slots, 'slot')} STRAIGHT_JOIN ${qualified(table, '_claim_locks')} AS c ON c.slot = f.slot FOR UPDATE SKIP LOCKED`
+  return `SELECT c.slot FROM ${lookUp(slots, 'slot')} ${byKey(qualified(table, '_claim_locks'), 'c', 'slot')} FOR UPDATE SKIP LOCKED`
 }
 
 /**
@@ -167,9 +184,9 @@ export function claimSlotsSql(table: OutboxTable, slots: readonly number[]): str
 export function claimIdsSql(table: OutboxTable, ids: readonly string[], skipLocked: boolean): string {
   const outbox = qualified(table)
   return `SELECT ${CLAIMED_COLUMNS}
-FROM ${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id
+FROM ${lookUp(idList(ids), 'id')} ${byKey(outbox, 'o', 'id')}
 WHERE o.available_at <= UTC_TIMESTAMP(6)
-  AND ${RETRY_WAITING(outbox)}
+  AND ${RETRY_WAITING(table)}
 ORDER BY o.id
 FOR UPDATE${skipLocked ? ' SKIP LOCKED' : ''}`
 }
@@ -183,7 +200,7 @@ export function idList(ids: readonly string[]): readonly string[] {
 }
 
 export function deleteSql(table: OutboxTable, ids: readonly string[]): string {
-  return `DELETE o FROM ${lookUp(idList(ids), 'id')} STRAIGHT_JOIN ${qualified(table)} AS o ON o.id = f.id`
+  return `DELETE o FROM ${lookUp(idList(ids), 'id')} ${byKey(qualified(table), 'o', 'id')}`
 }
 
 /** Error history kept per message (the oldest entries are dropped first). */
@@ -213,7 +230,7 @@ export function failureStatements(table: OutboxTable, failures: readonly FailedD
     }
   }
   const outbox = qualified(table)
-  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_in_ms BIGINT PATH '$[2]', counted INT PATH '$[3]')) AS f STRAIGHT_JOIN ${outbox} AS o ON o.id = f.id`
+  const rows = `JSON_TABLE(CONVERT(? USING utf8mb4), '$[*]' COLUMNS (id BIGINT PATH '$[0]', error LONGTEXT PATH '$[1]', retry_in_ms BIGINT PATH '$[2]', counted INT PATH '$[3]')) AS f ${byKey(outbox, 'o', 'id')}`
   const history = `JSON_ARRAY_APPEND(IF(JSON_LENGTH(o.errors) >= ${ERROR_HISTORY}, JSON_REMOVE(o.errors, '$[0]'), o.errors), '$', JSON_OBJECT('at', DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ'), 'error', f.error))`
   const statements: SqlStatement[] = []
   if (retried.length > 0) {
