@@ -3,9 +3,9 @@
 // broker (and database server), so it is spawned without KAFKA_BROKERS.
 // --consumer (the end-to-end check: consumer processes with the inbox, killed -9, every effect
 // exactly once and in key order) runs on PostgreSQL: effects are complete about 1 s after the
-// drain. Not on MariaDB yet: its runs have twice shown a relay-side order failure not yet
-// explained (RELIABILITY.md, "What this does not cover"), and the consumer part adds two processes
-// of load on top; `npm run chaos -- --short --db mariadb --consumer` runs it.
+// drain. Not on MariaDB yet: the consumer part adds two processes of load to its longer run, and
+// its runs with it showed a relay-side order failure, fixed since (RELIABILITY.md, "What this does
+// not cover"); `npm run chaos -- --short --db mariadb --consumer` runs it.
 // --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
 // --kafka-proxy is not here either: with it each short phase holds 7 faults in 20 s, and in 1 of 2
