@@ -83,8 +83,7 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
-    ...(consumerOn && profileName !== 'full' ? ['--consumer'] : []),
-    ...(!consumerOn && profileName === 'full' && dbKind !== 'sqlite' ? ['--no-consumer'] : []),
+    ...(consumerOn ? ['--consumer'] : []),
     ...(consumerOn && !consumerRestartStalled ? ['--consumer-no-restart'] : []),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
