@@ -11,10 +11,10 @@
 // one on MariaDB. Env: DATABASE_URL, MYSQL_URL. Exits 1 if a counter is not 1 or a message was
 // never handled; the summary line is printed either way.
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { freePorts } from '../src/dev/kafka/ports.ts'
 import {
   type Database,
   type KillResult,
@@ -90,17 +90,6 @@ const restartLives = Array.from({ length: RESTARTS }, (_, i) =>
   Math.floor(((i + 1) * KILLS) / (RESTARTS + 1)),
 )
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolvePort(port))
-    })
-  })
-}
-
 const load = () =>
   loadavg()
     .map((n) => n.toFixed(2))
@@ -108,7 +97,10 @@ const load = () =>
 
 async function runOn(database: Database): Promise<KillResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'k-entity-consumer-long-run-'))
-  const ports = { port: await freePort(), controllerPort: await freePort() }
+  const ports = await freePorts(2).then(([port, controllerPort]) => ({
+    port: port as number,
+    controllerPort: controllerPort as number,
+  }))
   let broker: KafkaBroker | undefined = await startKafkaBroker({ dataDir, ...ports, quiet: true })
   const staticMember = values.member === 'default' ? database.name === 'mariadb' : values.member === 'static'
   console.log(

@@ -4,13 +4,13 @@
 // consumer runs, with consumers killed before and after. At the end every counter is 1.
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { consume } from '../src/consumer/consume.ts'
 import { defineTopic } from '../src/core/topic.ts'
+import { freePorts } from '../src/dev/kafka/ports.ts'
 import { type Database, killRepeatedly, mariadb, postgres } from './consumer/exactly-once.ts'
 import { createTopic, produceRaw, uniqueName, waitFor } from './consumer/kafka.ts'
 
@@ -19,24 +19,16 @@ const KILLS = 5
 const RESTART_DURING = [2]
 const DOWN_MS = 4000
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolvePort(port))
-    })
-  })
-}
-
 describe('outbox.consume(): effects exactly once under kill -9 and a broker restart', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'k-entity-consumer-restart-'))
   let broker: KafkaBroker | undefined
   let ports: { port: number; controllerPort: number }
 
   before(async () => {
-    ports = { port: await freePort(), controllerPort: await freePort() }
+    ports = await freePorts(2).then(([port, controllerPort]) => ({
+      port: port as number,
+      controllerPort: controllerPort as number,
+    }))
     broker = await startKafkaBroker({ dataDir, ...ports, quiet: true })
   })
   after(async () => {
