@@ -310,6 +310,10 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     const key = partitionKey(raw.topic, raw.partition)
     let state = this.#partitions.get(key)
     if (state === undefined) {
+      // A fetch sent before a rebalance can answer after it with records of a partition that is
+      // another member's now: handling them would apply a later offset before that member applies
+      // the earlier ones.
+      if (!this.#owned.has(key)) return
       if (!this.#startsInOrder(key, raw)) return
       state = {
         key,
@@ -625,16 +629,37 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#current = undefined
     for (const delivery of this.#deliveries.splice(0)) delivery.settle(false)
     this.#reader?.()
-    await this.#started?.catch(() => {})
-    await this.#reopening
-    while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
-    this.#flushCommits()
-    while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])
+    let stage = 'joining the group'
+    // A close that hangs is otherwise silent: say what it waits for.
+    const slow = setInterval(() => {
+      this.#options.logger.warn?.(
+        { topic: this.topic.name, groupId: this.groupId, waitingFor: stage, workers: this.#workers.size },
+        'the consumer is still closing',
+      )
+    }, 10_000)
+    slow.unref()
     try {
-      await this.#stream?.close()
+      // Without a stream the client is joining (at start or reconnecting), which can take a whole
+      // rebalance or a broker's retries: dropping it ends the join at once.
+      if (this.#stream === undefined) await this.#consumer?.close(true).catch(() => {})
+      await this.#started?.catch(() => {})
+      stage = 'a reconnect'
+      await this.#reopening
+      stage = 'messages in hand'
+      while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
+      stage = 'offset commits'
+      this.#flushCommits()
+      while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])
+      stage = 'leaving the group'
+      try {
+        await this.#stream?.close()
+      } finally {
+        await this.#consumer?.close(true)
+        stage = 'the processor'
+        await this.#processor?.close?.()
+      }
     } finally {
-      await this.#consumer?.close(true)
-      await this.#processor?.close?.()
+      clearInterval(slow)
     }
   }
 }
