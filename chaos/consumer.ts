@@ -15,22 +15,16 @@ const config = JSON.parse(env('CHAOS_CONSUMER')) as ConsumerConfig
 const report = (message: ConsumerReport) => {
   if (process.connected) process.send?.(message)
 }
-let stalled = false
-const opened = await openConsumers(config, (reason, detail) => {
-  if (stalled) return
-  stalled = true
-  report({ type: 'stalled', pid: process.pid, reason, detail: detail.slice(0, 300) })
-  // Left alone it would idle for the rest of its life: exit, and the runner starts the next one.
-  if (config.restartStalled) setTimeout(() => process.exit(3), 100)
-})
+const opened = await openConsumers(config)
 
 const counts = (): ConsumerCounts => {
-  const sum: ConsumerCounts = { handled: 0, duplicates: 0, deadLettered: 0, retried: 0 }
+  const sum: ConsumerCounts = { handled: 0, duplicates: 0, deadLettered: 0, retried: 0, reconnects: 0 }
   for (const consumer of opened.consumers) {
     sum.handled += consumer.counts.handled
     sum.duplicates += consumer.counts.duplicates
     sum.deadLettered += consumer.counts.deadLettered
     sum.retried += consumer.counts.retried
+    sum.reconnects += consumer.counts.reconnects
   }
   return sum
 }

@@ -14,7 +14,6 @@ import {
   type ConsumerProc,
   consumerApp,
   consumerGroup,
-  consumerRestartStalled,
   dbKind,
   kafkaBrokers,
   log,
@@ -135,7 +134,6 @@ export function spawnConsumer(index: number): ConsumerProc {
     topics: topicNames,
     brokers: kafkaBrokers(),
     group: consumerGroup,
-    restartStalled: consumerRestartStalled,
   }
   const child = fork(CONSUMER_SCRIPT, [], {
     env: { ...process.env, CHAOS_CONSUMER: JSON.stringify(config) },
@@ -152,8 +150,7 @@ export function spawnConsumer(index: number): ConsumerProc {
     alive: true,
     killedByUs: false,
     stopping: false,
-    stalled: undefined,
-    last: { handled: 0, duplicates: 0, deadLettered: 0, retried: 0 },
+    last: { handled: 0, duplicates: 0, deadLettered: 0, retried: 0, reconnects: 0 },
     exited: new Promise<void>((resolve) => {
       exited = resolve
     }),
@@ -170,13 +167,9 @@ export function spawnConsumer(index: number): ConsumerProc {
         duplicates: r.duplicates,
         deadLettered: r.deadLettered,
         retried: r.retried,
+        reconnects: r.reconnects,
       }
       if (r.handled + r.duplicates > before) state.consumerProgress.push({ at: Date.now(), pid: proc.pid })
-    } else if (r.type === 'stalled') {
-      proc.stalled = r.reason
-      log(
-        `!! consumer #${index} life ${life}: ${r.reason}${consumerRestartStalled ? '; it exits to be restarted' : ' (--consumer-no-restart: left as it is)'}: ${r.detail}`,
-      )
     } else if (r.type === 'failed') {
       log(`!! consumer #${index} life ${life}: ${r.message.slice(0, 300)}`)
     }
@@ -185,9 +178,9 @@ export function spawnConsumer(index: number): ConsumerProc {
     proc.alive = false
     exited()
     if (proc.killedByUs || (proc.stopping && code === 0)) return
-    if (proc.stalled === undefined) state.consumerUnexpectedExits++
+    state.consumerUnexpectedExits++
     log(
-      `!! consumer #${index} life ${life} exited ${proc.stalled ? `(${proc.stalled})` : `on its own (${signal ?? `code ${code}`})`}; starting the next life`,
+      `!! consumer #${index} life ${life} exited on its own (${signal ?? `code ${code}`}); starting the next life`,
     )
     // A second's pause: a life that cannot join while Kafka is away would otherwise fork in a loop.
     setTimeout(() => {

@@ -218,11 +218,7 @@ export function formatSummary(s: ChaosSummary): string {
   if (s.effects) {
     const e = s.effects
     lines.push(
-      `consumers (outbox.consume() + inbox): ${e.consumers} processes, ${e.lives} lives, ${e.kills} kill -9; effects ${e.rows} for ${e.expected} committed: lost ${e.lost}, phantom ${e.phantom}, duplicated ${e.duplicated}, out of order ${e.outOfOrder}, applied from a later copy ${e.fromLaterCopy}; skipped by the inbox >= ${e.skippedByInboxAtLeast} (Kafka extra copies ${e.kafkaDuplicates}); dead letters ${e.deadLetterRows}; stalled lives ${
-        Object.entries(e.stalled)
-          .map(([reason, n]) => `${n} ${reason}`)
-          .join(', ') || 'none'
-      }; complete ${ms(e.catchUpMs)} ms after the drain`,
+      `consumers (outbox.consume() + inbox): ${e.consumers} processes, ${e.lives} lives, ${e.kills} kill -9; effects ${e.rows} for ${e.expected} committed: lost ${e.lost}, phantom ${e.phantom}, duplicated ${e.duplicated}, out of order ${e.outOfOrder}, applied from a later copy ${e.fromLaterCopy}; skipped by the inbox >= ${e.skippedByInboxAtLeast} (Kafka extra copies ${e.kafkaDuplicates}); dead letters ${e.deadLetterRows}; reconnects >= ${e.reconnectsAtLeast}; complete ${ms(e.catchUpMs)} ms after the drain`,
     )
   }
   lines.push('')

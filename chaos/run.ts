@@ -49,7 +49,6 @@ import { sleep } from './shared.ts'
 import {
   clockSkew,
   consumerOn,
-  consumerRestartStalled,
   dbKind,
   dbProxy,
   kafkaBrokers,
@@ -83,8 +82,7 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
-    ...(consumerOn ? ['--consumer'] : []),
-    ...(consumerOn && !consumerRestartStalled ? ['--consumer-no-restart'] : []),
+    ...(consumerOn || dbKind === 'sqlite' ? [] : ['--no-consumer']),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)

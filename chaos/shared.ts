@@ -204,7 +204,6 @@ export type ProducerReport =
       uncertain: number
     }
   | { type: 'failed'; pid: number; message: string }
-  | { type: 'stalled'; pid: number; reason: string; detail: string }
 
 /**
  * Where an armed relay pauses for `holdMs` (so that the runner's kill -9 lands there):
@@ -227,8 +226,6 @@ export interface ConsumerConfig {
   brokers: string[]
   /** Consumer group prefix: `<group>-orders`, `<group>-payments`. */
   group: string
-  /** Exit when a consumer of the process stops for good (chaos/db/consumer-db.ts STALLS). */
-  restartStalled: boolean
 }
 
 /** What a consumer child reports: its counts (both topics summed), every CONSUMER_REPORT_MS and at exit. */
@@ -237,12 +234,12 @@ export interface ConsumerCounts {
   duplicates: number
   deadLettered: number
   retried: number
+  reconnects: number
 }
 export type ConsumerReport =
   | { type: 'loaded'; pid: number }
   | ({ type: 'counts'; pid: number; final: boolean } & ConsumerCounts)
   | { type: 'failed'; pid: number; message: string }
-  | { type: 'stalled'; pid: number; reason: string; detail: string }
 
 /** Runner → consumer. */
 export type ConsumerCommand = { type: 'stop' }

@@ -41,7 +41,6 @@ const { values: args } = parseArgs({
     'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
     consumer: { type: 'boolean' },
-    'consumer-no-restart': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
@@ -73,10 +72,8 @@ if (args.help) {
   --consumer       end to end: two consumer processes (outbox.consume() with the inbox, on the run's
                    database) apply an effect per message; killed -9 by the plan too and restarted;
                    every committed message's effect must be applied exactly once, in key order, and
-                   no rolled-back one (not on by default while the order finding of RELIABILITY.md
-                   is open; not with --db sqlite)
-  --consumer-no-restart  a consumer process whose Kafka consumer stopped for good (group join or fetch
-                   stream failed while Kafka was away) stays as it is instead of being restarted`)
+                   no rolled-back one (on by default; --no-consumer leaves it out; not with
+                   --db sqlite)`)
   process.exit(0)
 }
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -118,23 +115,14 @@ if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
  * no relay report accounts for, not yet explained (chaos/results/2026-12-06-kafka-proxy.md).
  */
 export const kafkaProxy = args['kafka-proxy'] === true
-/**
- * --consumer: the end-to-end consumers (see --help). Not on by default while a run with them can
- * still apply effects out of key order across consumer processes (RELIABILITY.md, open).
- */
-export const consumerOn = dbKind !== 'sqlite' && args.consumer === true
+/** --consumer: the end-to-end consumers (see --help); on unless --no-consumer. */
+export const consumerOn = dbKind !== 'sqlite' && args.consumer !== false
 if (dbKind === 'sqlite' && args.consumer === true) {
   console.error('--consumer needs an outbox with consume(): use --db postgres or --db mariadb')
   process.exit(2)
 }
 /** --consumer: how many consumer processes read the topics (each life of one is killed and restarted). */
 export const CONSUMERS = 2
-/**
- * --consumer-no-restart: a consumer process whose KafkaConsumer stopped for good (its group join
- * or fetch stream failed, with Kafka away) is left as it is, to show the stall, instead of exiting
- * to be restarted as a supervisor would.
- */
-export const consumerRestartStalled = args['consumer-no-restart'] !== true
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */
 export const CLOCK_SKEW_MS = 15 * 60_000
 /** --db-proxy, --kafka-proxy: how long each proxy fault lasts before the proxy forwards again. */
@@ -380,8 +368,6 @@ export interface ConsumerProc {
   alive: boolean
   killedByUs: boolean
   stopping: boolean
-  /** Why one of its consumers stopped for good (it then exits, to be restarted, unless --consumer-no-restart). */
-  stalled: string | undefined
   /** The last counts it reported (a kill -9 loses those since). */
   last: ConsumerCounts
   exited: Promise<void>

@@ -1,10 +1,9 @@
 // The short form of the fault-injection suite (`npm run chaos -- --short`), on PostgreSQL and on
 // MariaDB (`--db mariadb`), run as a test so CI runs it. It starts and restarts its own Kafka
 // broker (and database server), so it is spawned without KAFKA_BROKERS.
-// --consumer (the end-to-end check: consumer processes with the inbox, killed -9, every effect
-// exactly once and in key order) is not here yet: a full MariaDB run with it (seed 2026120704)
-// still had effects applied out of key order across two consumer processes around a rebalance
-// (RELIABILITY.md, open). `npm run chaos -- --short --consumer` runs it.
+// Both runs include the end-to-end consumers (on by default): two consumer processes with the
+// inbox, killed -9 by the plan, must apply every committed message's effect exactly once and in
+// key order.
 // --db-proxy and --clock-skew add about 30 s; the three-broker cluster (--kafka-cluster) does not fit
 // here (its four JVMs start in about 45 s and each broker restart takes 15-20 s on a 2-core machine).
 // --kafka-proxy is not here either: with it each short phase holds 7 faults in 20 s, and in 1 of 2
@@ -56,7 +55,7 @@ describe('chaos, short form', () => {
   })
 
   it(
-    'relay kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks: nothing lost, reordered or made up',
+    'relay and consumer kills, a Kafka outage, ended sessions, poison messages, a partitioned, slowed and reset database link, skewed relay clocks: nothing lost, reordered or made up, every effect applied once in key order',
     {
       timeout: 420_000,
     },

@@ -17,31 +17,15 @@ export interface ChaosConsumers {
 
 const ACCESSORS = ['orders', 'payments'] as const
 
-/**
- * What a KafkaConsumer logs when it stops for good while its process lives on: joining its group
- * failed (Kafka away at start), or its fetch stream failed (Kafka away while consuming; the member
- * keeps heartbeating, so its partitions stay with it and nobody else reads them). Both were seen in
- * the first --consumer runs (see the run's report): the process then exits, as a supervisor
- * watching for these errors would make it, unless `stallsFatal` is unset (--consumer-no-restart).
- */
-export const STALLS = {
-  'the consumer could not join its group': 'could not join its group',
-  'the Kafka consumer stream failed': 'its Kafka stream failed',
-} as const
 /** One line per distinct message per this many ms: a database restart makes every try warn. */
 const LOG_QUIET_MS = 5000
 
-/**
- * Warnings and errors on stderr, each distinct message at most once per LOG_QUIET_MS; `stalled`
- * is told when a consumer stopped for good (STALLS).
- */
-function chaosLogger(config: ConsumerConfig, stalled: (reason: string, detail: string) => void): Logger {
+/** Warnings and errors on stderr, each distinct message at most once per LOG_QUIET_MS. */
+function chaosLogger(config: ConsumerConfig): Logger {
   const last = new Map<string, number>()
   const write = (level: string) => (context: object | string, message?: string) => {
     const text = message ?? (typeof context === 'string' ? context : '')
     const detail = typeof context === 'string' ? '' : JSON.stringify(context)
-    const stall = STALLS[text as keyof typeof STALLS]
-    if (stall !== undefined) stalled(stall, detail)
     const now = Date.now()
     if (now - (last.get(text) ?? 0) < LOG_QUIET_MS) return
     last.set(text, now)
@@ -69,11 +53,8 @@ function groupOptions(config: ConsumerConfig, accessor: (typeof ACCESSORS)[numbe
   }
 }
 
-export async function openConsumers(
-  config: ConsumerConfig,
-  stalled: (reason: string, detail: string) => void,
-): Promise<ChaosConsumers> {
-  const logger = chaosLogger(config, stalled)
+export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsumers> {
+  const logger = chaosLogger(config)
   const topics = chaosTopics(config.topics)
   const kafka = { brokers: config.brokers, clientId: `k-entity-chaos-consumer-${config.index}` }
   // Where the applied copy was read (partition, offset) and by whom: an out-of-order report can

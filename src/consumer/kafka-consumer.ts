@@ -39,9 +39,16 @@ export interface ConsumerCounts {
   duplicates: number
   /** Records the `filter` option skipped (committed without calling the handler). */
   filtered: number
+  /**
+   * Times the consumer dropped its Kafka client and joined its group again: its fetch stream
+   * failed (a broker restart), or a rebalanced partition resumed past its committed offset.
+   */
+  reconnects: number
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
+/** How long close() waits for offset commits in flight. */
+const COMMIT_WAIT_MS = 5000
 
 interface PartitionState {
   key: string
@@ -65,7 +72,14 @@ interface PartitionState {
 export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   readonly topic: Topic<T>
   readonly groupId: string
-  readonly counts: ConsumerCounts = { handled: 0, retried: 0, deadLettered: 0, duplicates: 0, filtered: 0 }
+  readonly counts: ConsumerCounts = {
+    handled: 0,
+    retried: 0,
+    deadLettered: 0,
+    duplicates: 0,
+    filtered: 0,
+    reconnects: 0,
+  }
   readonly #options: ResolvedConsumerOptions
   readonly #kafka: KafkaOptions | ResolvedKafkaOptions
   #processor: MessageProcessor<T> | undefined
@@ -133,6 +147,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     for (let attempt = 1; !this.#closing; attempt++) {
       try {
         await this.#open()
+        if (reconnecting) this.counts.reconnects++
         if (reconnecting || attempt > 1) {
           this.#options.logger.warn?.(
             { topic: this.topic.name, groupId: this.groupId, attempt },
@@ -222,6 +237,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
     await stream?.close().catch(() => {})
     await consumer?.close(true).catch(() => {})
+    // A closed stream never settles the commits it still had queued (@platformatic/kafka 2.12):
+    // waiting for them would make close() hang.
+    this.#commits.clear()
     await this.#openUntilJoined(true)
   }
 
@@ -541,6 +559,32 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#uncommitted.clear()
   }
 
+  /**
+   * Waits for the commits in flight, at most `ms`: one the client never answers (its coordinator
+   * is gone, or its stream was replaced) must not hold close() up. An offset left uncommitted only
+   * means its messages are delivered again, which the inbox (or the handler's idempotence) absorbs.
+   */
+  async #commitsSettled(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), ms)
+    })
+    try {
+      while (this.#commits.size > 0) {
+        const settled = Promise.allSettled([...this.#commits]).then(() => false)
+        if (await Promise.race([settled, expired])) {
+          this.#options.logger.warn?.(
+            { topic: this.topic.name, groupId: this.groupId, pending: this.#commits.size, waitedMs: ms },
+            'offset commits did not finish while closing; their messages will be delivered again',
+          )
+          return
+        }
+      }
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
   #commitNow(raw: RawRecord): void {
     const commit = Promise.resolve(raw.commit() as Promise<void> | undefined).catch((error: unknown) => {
       // Typically a rebalance took the partition away: its next owner starts from the last
@@ -649,7 +693,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       while (this.#workers.size > 0) await Promise.allSettled([...this.#workers])
       stage = 'offset commits'
       this.#flushCommits()
-      while (this.#commits.size > 0) await Promise.allSettled([...this.#commits])
+      await this.#commitsSettled(COMMIT_WAIT_MS)
       stage = 'leaving the group'
       try {
         await this.#stream?.close()
