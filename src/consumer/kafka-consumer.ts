@@ -90,6 +90,8 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   readonly #commits = new Set<Promise<void>>()
   /** With `commitIntervalMs`: the last record done per partition, not committed yet. */
   readonly #uncommitted = new Map<string, RawRecord>()
+  /** Per owned partition: the last record whose offset was sent for commit (see `#recommit`). */
+  readonly #lastCommitted = new Map<string, RawRecord>()
   #commitTimer: NodeJS.Timeout | undefined
   readonly #abort = new AbortController()
   #buffered = 0
@@ -186,6 +188,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       // The first join of a client comes before its stream exists: nothing was fetched before it.
       if (this.#stream !== undefined) this.#restoring = true
       this.#onAssignment(payload.assignments ?? [])
+      this.#recommit()
     })
     const stream = await consumer.consume({
       topics: [this.topic.name],
@@ -240,6 +243,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     // A closed stream never settles the commits it still had queued (@platformatic/kafka 2.12):
     // waiting for them would make close() hang.
     this.#commits.clear()
+    this.#lastCommitted.clear()
     await this.#openUntilJoined(true)
   }
 
@@ -267,6 +271,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
         })
       }
       this.#uncommitted.delete(key)
+      this.#lastCommitted.delete(key)
       this.#partitions.delete(key)
     }
     this.#maybeResume()
@@ -585,7 +590,20 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     }
   }
 
+  /**
+   * A commit asked for while the client is rejoining its group is queued, not sent, and with
+   * autocommit off @platformatic/kafka 2.12 sends it only with the next commit: a partition that
+   * gets no more records would keep its last offsets uncommitted (and redelivered after the next
+   * rebalance or restart). Once the group is joined again, asking once more sends the queue.
+   */
+  #recommit(): void {
+    for (const [key, raw] of this.#lastCommitted) {
+      if (this.#owned.has(key)) this.#commitNow(raw)
+    }
+  }
+
   #commitNow(raw: RawRecord): void {
+    this.#lastCommitted.set(partitionKey(raw.topic, raw.partition), raw)
     const commit = Promise.resolve(raw.commit() as Promise<void> | undefined).catch((error: unknown) => {
       // Typically a rebalance took the partition away: its next owner starts from the last
       // committed offset and the inbox (or the handler's idempotence) absorbs the repeat.
