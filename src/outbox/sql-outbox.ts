@@ -223,7 +223,8 @@ export class SqlOutbox<
    * together with an inbox row per message: effects exactly once, even across crashes and
    * rebalances; the Kafka offset is committed after the database commit. Started at once; run
    * `migrateInbox()` first. Available on outboxes whose `transaction(db, fn)` takes a db and a
-   * function (node-postgres, postgres.js, Kysely, Knex, Drizzle, TypeORM, MikroORM, Prisma, mysql2).
+   * function (node-postgres, postgres.js, Kysely, Knex, Drizzle, TypeORM, MikroORM, Prisma, mysql2);
+   * SQLite outboxes declare their own, with a synchronous handler (`SqliteOutbox.consume`).
    */
   consume<T, D, X>(
     this: this & TransactionRunner<D, X, M>,
