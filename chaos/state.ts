@@ -282,7 +282,8 @@ type PgRunnerOutbox = ReturnType<typeof createPgOutbox<typeof declaredTopics>>
 /** The runner's calls, the same on every database (each takes `state.db.runnerConnection()`). */
 export interface RunnerOutbox {
   migrate(connection: unknown): unknown
-  migrateInbox(connection: unknown): Promise<void>
+  /** At once on SQLite. */
+  migrateInbox(connection: unknown): void | Promise<void>
   stats(connection: unknown): ReturnType<PgRunnerOutbox['stats']>
   deadLetters(connection: unknown): ReturnType<PgRunnerOutbox['deadLetters']>
   ensureTopics: PgRunnerOutbox['ensureTopics']

@@ -6,6 +6,7 @@ export type {
   TopicStatus,
 } from './admin/types.ts'
 export type { InboxConsumerOptions } from './consumer/inbox.ts'
+export type { SyncInboxConsumerOptions } from './consumer/inbox-sync.ts'
 export {
   type ConsumedMessage,
   type ConsumerBaseOptions,

@@ -44,8 +44,11 @@ export interface InboxSql<Session> {
   purgeBatch(table: OutboxTable, limit: number): SqlStatement
   /** Whether `error` (or one it wraps) is the inbox key's duplicate-key violation. */
   isDuplicate(error: unknown): boolean
-  /** Creates the inbox tables if missing (safe to run from several instances at once). */
-  migrate(table: OutboxTable, open: () => Session): Promise<void>
+  /**
+   * Creates the inbox tables if missing (safe to run from several instances at once); at once on
+   * a synchronous driver.
+   */
+  migrate(table: OutboxTable, open: () => Session): void | Promise<void>
   script(table: OutboxTable): string
   /** Deletes expired rows `batchSize` at a time until none is left; returns how many. */
   purge(table: OutboxTable, open: () => Session, batchSize: number): Promise<number>

@@ -4,7 +4,7 @@ import type { TopicMap, TopicProducers } from '../core/outbox.ts'
 import type { OutboxTable, TransactionAdapter } from '../core/seams.ts'
 import { MESSAGE_ID_HEADER } from '../core/topic.ts'
 import type { KafkaOptions } from '../transports/kafka/index.ts'
-import type { InboxSql } from './inbox-sql.ts'
+import type { InboxDeadLetter, InboxEntry, InboxSql } from './inbox-sql.ts'
 import type { MessageProcessor } from './kafka-consumer.ts'
 import type { ConsumedMessage } from './message.ts'
 import type { ConsumerBaseOptions, DeadMessage } from './options.ts'
@@ -57,18 +57,19 @@ export interface InboxContext<D, X, M extends TopicMap> {
 
 const DAY_MS = 86_400_000
 const MAX_KEY_LENGTH = 255
-const PURGE_BATCH = 5000
+export const PURGE_BATCH = 5000
 
 /** Marks the inbox insert's duplicate-key failure, so that a handler's own one is not taken for it. */
-class Duplicate {}
+export class Duplicate {}
 
 export function checkInboxOptions(
   options: InboxConsumerOptions<unknown, unknown, unknown, TopicMap>,
   where: string,
+  signature = '(message, tx, topics) => Promise<void>',
 ) {
   if (typeof options.handler !== 'function') {
     throw invalidArgument(
-      `${where}: 'handler' must be a function (message, tx, topics) => Promise<void>, got ${describe(options.handler)}`,
+      `${where}: 'handler' must be a function ${signature}, got ${describe(options.handler)}`,
     )
   }
   if (options.db === undefined || options.db === null) {
@@ -109,6 +110,82 @@ export function defaultInboxKey(message: ConsumedMessage<unknown>): string {
   return `at:${message.topic}/${message.partition}/${message.offset}`
 }
 
+/** What the async and the synchronous inbox processors share: the rows they write per message. */
+export interface InboxRows<T> {
+  /** The inbox row of a message; throws KE_INVALID_ARGUMENT for a bad `inboxKey()` result. */
+  entryOf(message: ConsumedMessage<T>): InboxEntry
+  /** The inbox row of a dead message (keyed by its place in the topic when it has no message). */
+  deadEntryOf(dead: DeadMessage<T>): InboxEntry
+  deadLetterOf(dead: DeadMessage<T>): InboxDeadLetter
+}
+
+export function inboxRows<T>(
+  options: { inboxKey?: ((message: ConsumedMessage<T>) => string) | undefined },
+  group: string,
+  retentionMs: number,
+): InboxRows<T> {
+  const keyOf = options.inboxKey ?? defaultInboxKey
+  const entryOf = (message: ConsumedMessage<T>): InboxEntry => {
+    const key = keyOf(message)
+    if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
+      throw invalidArgument(
+        `inboxKey() must return a string of 1-${MAX_KEY_LENGTH} characters, got ${describe(key)}`,
+      )
+    }
+    return {
+      group,
+      key,
+      topic: message.topic,
+      partition: message.partition,
+      offset: message.offset,
+      retentionMs,
+    }
+  }
+  return {
+    entryOf,
+    // An unreadable record has no message for inboxKey(): its place in the topic keys it.
+    deadEntryOf: (dead) =>
+      dead.message !== undefined
+        ? entryOf(dead.message)
+        : {
+            group,
+            key: `at:${dead.topic}/${dead.partition}/${dead.offset}`,
+            topic: dead.topic,
+            partition: dead.partition,
+            offset: dead.offset,
+            retentionMs,
+          },
+    deadLetterOf: (dead) => ({
+      group,
+      topic: dead.topic,
+      partition: dead.partition,
+      offset: dead.offset,
+      key: dead.key,
+      value: dead.value,
+      headers: dead.message?.headerList ?? [],
+      error: dead.error instanceof Error ? dead.error.message : String(dead.error),
+      attempts: dead.attempts,
+    }),
+  }
+}
+
+/** The inbox row's duplicate key as `Duplicate`, any other failure as it is. */
+export function markDuplicate(sql: InboxSql<unknown>, error: unknown): unknown {
+  return sql.isDuplicate(error) ? new Duplicate() : error
+}
+
+/** Deletes one batch of expired rows every `every` ms (0: never); returns what stops it. */
+export function purgeEvery(every: number, purgeOnce: () => Promise<unknown>, logger: Logger): () => void {
+  if (every === 0) return () => {}
+  const timer = setInterval(() => {
+    purgeOnce().catch((error: unknown) =>
+      logger.warn({ error: String(error) }, 'purging expired inbox rows failed'),
+    )
+  }, every)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
 /**
  * Handles each message in one transaction with its inbox row (a batch: all rows in one INSERT,
  * then the handlers): the row goes in first, as a plain INSERT, so a message handled before fails at once on the primary key (or, if another member
@@ -122,61 +199,23 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
 ): MessageProcessor<T> {
   const { retention, purge, batchSize } = checkInboxOptions(options as never, 'outbox.consume()')
   const { table, sql, runner, binding, logger } = context
-  const keyOf = (options.inboxKey ?? defaultInboxKey) as (message: ConsumedMessage<T>) => string
-  const entryOf = (message: ConsumedMessage<T>) => {
-    const key = keyOf(message)
-    if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
-      throw invalidArgument(
-        `inboxKey() must return a string of 1-${MAX_KEY_LENGTH} characters, got ${describe(key)}`,
-      )
-    }
-    return {
-      group,
-      key,
-      topic: message.topic,
-      partition: message.partition,
-      offset: message.offset,
-      retentionMs: retention,
-    }
-  }
-  const insertEntry = async (adapter: TransactionAdapter, message: ConsumedMessage<T>) => {
-    try {
-      await adapter.execute(sql.insert(table, entryOf(message)))
-    } catch (error) {
-      if (sql.isDuplicate(error)) throw new Duplicate()
-      throw error
-    }
-  }
-  const insertRaw = async (adapter: TransactionAdapter, dead: DeadMessage<T>) => {
-    const key = `at:${dead.topic}/${dead.partition}/${dead.offset}`
-    const entry = {
-      group,
-      key,
-      topic: dead.topic,
-      partition: dead.partition,
-      offset: dead.offset,
-      retentionMs: retention,
-    }
+  const rows = inboxRows(options, group, retention)
+  const insertEntry = async (adapter: TransactionAdapter, entry: InboxEntry) => {
     try {
       await adapter.execute(sql.insert(table, entry))
     } catch (error) {
-      if (sql.isDuplicate(error)) throw new Duplicate()
-      throw error
+      throw markDuplicate(sql, error)
     }
   }
-  let timer: NodeJS.Timeout | undefined
-  if (purge > 0) {
-    timer = setInterval(() => {
-      runner
-        .transaction(options.db, (tx) => binding(tx).execute(sql.purgeBatch(table, PURGE_BATCH)))
-        .catch((error: unknown) => logger.warn({ error: String(error) }, 'purging expired inbox rows failed'))
-    }, purge)
-    timer.unref()
-  }
+  const stopPurge = purgeEvery(
+    purge,
+    () => runner.transaction(options.db, (tx) => binding(tx).execute(sql.purgeBatch(table, PURGE_BATCH))),
+    logger,
+  )
   return {
     batchSize,
     async handleBatch(messages) {
-      const entries = messages.map(entryOf)
+      const entries = messages.map(rows.entryOf)
       await runner.transaction(options.db, async (tx, topics) => {
         // One round trip for the batch's rows, ahead of every handler: a key seen before fails
         // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
@@ -188,7 +227,7 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
     async handle(message): Promise<'duplicate' | undefined> {
       try {
         await runner.transaction(options.db, async (tx, topics) => {
-          await insertEntry(binding(tx), message)
+          await insertEntry(binding(tx), rows.entryOf(message))
           await options.handler(message, tx, topics)
         })
         return undefined
@@ -201,22 +240,8 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
       try {
         await runner.transaction(options.db, async (tx) => {
           const adapter = binding(tx)
-          // An unreadable record has no message for inboxKey(): its place in the topic keys it.
-          if (dead.message !== undefined) await insertEntry(adapter, dead.message)
-          else await insertRaw(adapter, dead)
-          await adapter.execute(
-            sql.deadLetter(table, {
-              group,
-              topic: dead.topic,
-              partition: dead.partition,
-              offset: dead.offset,
-              key: dead.key,
-              value: dead.value,
-              headers: dead.message?.headerList ?? [],
-              error: dead.error instanceof Error ? dead.error.message : String(dead.error),
-              attempts: dead.attempts,
-            }),
-          )
+          await insertEntry(adapter, rows.deadEntryOf(dead))
+          await adapter.execute(sql.deadLetter(table, rows.deadLetterOf(dead)))
         })
       } catch (error) {
         // Handled (or dead-lettered) already, by this member before a crash or by another one.
@@ -226,7 +251,7 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
     // A database that is down or a deadlock is no fault of the message: retried without end.
     countsAsAttempt: (error) => !context.isRetryable(error),
     async close() {
-      clearInterval(timer)
+      stopPurge()
     },
   }
 }

@@ -2,14 +2,14 @@ import { composeAdmin } from '../admin/admin.ts'
 import type { OutboxAdmin } from '../admin/types.ts'
 import { type InboxConsumerOptions, inboxProcessor, type TransactionRunner } from '../consumer/inbox.ts'
 import type { InboxSql } from '../consumer/inbox-sql.ts'
-import { KafkaConsumer } from '../consumer/kafka-consumer.ts'
+import { KafkaConsumer, type MessageProcessor } from '../consumer/kafka-consumer.ts'
 import { checkTopic, resolveConsumerOptions } from '../consumer/options.ts'
 import type { DeadLetters, OutboxStats } from '../core/dead-letters.ts'
 import { describe, invalidArgument } from '../core/errors.ts'
 import { type Logger, resolveLogger } from '../core/logger.ts'
 import { Outbox, type SyncTopicProducers, type TopicMap, type TopicProducers } from '../core/outbox.ts'
 import type { OutboxRelay } from '../core/relay.ts'
-import type { SyncTransactionAdapter, TransactionAdapter } from '../core/seams.ts'
+import type { OutboxTable, SyncTransactionAdapter, TransactionAdapter } from '../core/seams.ts'
 import type { Topic } from '../core/topic.ts'
 import {
   checkKafkaSetting,
@@ -53,6 +53,22 @@ export type ProducersOf<M extends TopicMap, Sync extends boolean> = Sync extends
 
 /** What `migrate()` returns: the result itself on a synchronous driver. */
 export type MigrationOf<Sync extends boolean> = Sync extends true ? MigrationResult : Promise<MigrationResult>
+
+/** What `migrateInbox()` returns: nothing to wait for on a synchronous driver. */
+export type InboxMigrationOf<Sync extends boolean> = Sync extends true ? undefined : Promise<void>
+
+/** `consume()`'s options where handlers are awaited; a synchronous driver's outbox declares its own. */
+export type AsyncInboxOptions<Sync extends boolean, O> = Sync extends true ? never : O
+
+/** What `consume()` gives the inbox processor of every outbox, whatever runs its transactions. */
+export interface InboxParts<Sync extends boolean> {
+  table: OutboxTable
+  sql: InboxSql<unknown>
+  /** The app's transaction handle as the adapter the inbox writes through. */
+  binding(tx: unknown): Sync extends true ? SyncTransactionAdapter : TransactionAdapter
+  isRetryable: (error: unknown) => boolean
+  logger: Logger
+}
 
 /**
  * The outbox on a SQL database, whatever the database and the driver: typed producers bound to
@@ -207,39 +223,31 @@ export class SqlOutbox<
    * together with an inbox row per message: effects exactly once, even across crashes and
    * rebalances; the Kafka offset is committed after the database commit. Started at once; run
    * `migrateInbox()` first. Available on outboxes whose `transaction(db, fn)` takes a db and a
-   * function (node-postgres, postgres.js, Kysely, Knex, Drizzle, TypeORM, MikroORM, Prisma, mysql2).
+   * function (node-postgres, postgres.js, Kysely, Knex, Drizzle, TypeORM, MikroORM, Prisma, mysql2);
+   * SQLite outboxes declare their own, with a synchronous handler (`SqliteOutbox.consume`).
    */
   consume<T, D, X>(
     this: this & TransactionRunner<D, X, M>,
     topic: Topic<T>,
-    options: InboxConsumerOptions<T, D, X, M>,
+    options: AsyncInboxOptions<Sync, InboxConsumerOptions<T, D, X, M>>,
   ): KafkaConsumer<T> {
     const where = 'outbox.consume()'
     checkTopic(topic, where)
     const resolved = resolveConsumerOptions(options, where)
-    const inbox = this.#inbox(where)
-    const runner = this.inboxRunner<D, X>()
-    if (typeof (runner as Partial<TransactionRunner<D, X, M>>).transaction !== 'function') {
-      throw invalidArgument(`${where}: this outbox has no transaction(db, fn) to run the handler in`)
-    }
+    const sql = this.#inbox(where)
     const kafka = this.#consumerKafka(options.kafka, where)
-    const consumer = new KafkaConsumer(
-      topic,
-      kafka,
-      resolved,
-      inboxProcessor(
-        {
-          table: this.outbox.table,
-          sql: inbox,
-          runner,
-          binding: (tx: X) => this.#parts.binding(tx as unknown as Tx) as TransactionAdapter,
-          isRetryable: (error) => this.isRetryable(error),
-          logger: resolved.logger,
-        },
-        options,
-        resolved.groupId,
-      ),
+    const processor = this.inboxProcessor(
+      options as InboxConsumerOptions<T, unknown, unknown, M>,
+      {
+        table: this.outbox.table,
+        sql,
+        binding: (tx: unknown) => this.#parts.binding(tx as Tx),
+        isRetryable: (error) => this.isRetryable(error),
+        logger: resolved.logger,
+      },
+      resolved.groupId,
     )
+    const consumer = new KafkaConsumer(topic, kafka, resolved, processor)
     consumer.start().catch((error: unknown) => {
       resolved.logger.error(
         { topic: topic.name, groupId: resolved.groupId, error: String(error) },
@@ -247,6 +255,26 @@ export class SqlOutbox<
       )
     })
     return consumer
+  }
+
+  /**
+   * The inbox's processor for `consume()`: handlers awaited in this outbox's `transaction(db, fn)`
+   * (see `inboxRunner`). A synchronous driver's outbox runs them its own way.
+   */
+  protected inboxProcessor<T>(
+    options: InboxConsumerOptions<T, unknown, unknown, M>,
+    parts: InboxParts<Sync>,
+    group: string,
+  ): MessageProcessor<T> {
+    const runner = this.inboxRunner<unknown, unknown>()
+    if (typeof (runner as Partial<TransactionRunner<unknown, unknown, M>>).transaction !== 'function') {
+      throw invalidArgument('outbox.consume(): this outbox has no transaction(db, fn) to run the handler in')
+    }
+    return inboxProcessor(
+      { ...parts, runner, binding: parts.binding as (tx: unknown) => TransactionAdapter },
+      options,
+      group,
+    )
   }
 
   /**
@@ -258,10 +286,21 @@ export class SqlOutbox<
     return this as unknown as TransactionRunner<D, X, M>
   }
 
-  /** Creates the consumer inbox and its dead-letter table if missing (safe from several instances). */
-  async migrateInbox(target?: Target): Promise<void> {
-    const { sessions } = this.#parts
-    await this.#inbox('migrateInbox()').migrate(this.outbox.table, sessions(target, 'migrate'))
+  /**
+   * Creates the consumer inbox and its dead-letter table if missing (safe from several instances);
+   * at once on a synchronous driver (SQLite), as `migrate()` does.
+   */
+  migrateInbox(target?: Target): InboxMigrationOf<Sync> {
+    const { dialect, sessions } = this.#parts
+    const run = () => this.#inbox('migrateInbox()').migrate(this.outbox.table, sessions(target, 'migrate'))
+    if (dialect.capabilities.synchronous) {
+      run()
+      return undefined as InboxMigrationOf<Sync>
+    }
+    // Async: a refused call rejects, as it always did, rather than throwing.
+    return (async () => {
+      await run()
+    })() as InboxMigrationOf<Sync>
   }
 
   /** The inbox tables as a SQL script, for applying with your own migration tool. */
@@ -283,9 +322,9 @@ export class SqlOutbox<
 
   #inbox(where: string): InboxSql<Session> {
     const { dialect } = this.#parts
-    if (dialect.inbox === undefined || dialect.capabilities.synchronous) {
+    if (dialect.inbox === undefined) {
       throw invalidArgument(
-        `${where}: consumers with an inbox are not available on ${dialect.database} yet; use PostgreSQL or MySQL/MariaDB, or consume() without an inbox`,
+        `${where}: consumers with an inbox are not available on ${dialect.database} yet; use PostgreSQL, MySQL/MariaDB or SQLite, or consume() without an inbox`,
       )
     }
     return dialect.inbox

@@ -4,9 +4,13 @@
 // inbox transaction and is SIGKILLed again and again while messages flow.
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
-import { resolve } from 'node:path'
+import { rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import BetterSqlite from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
+import { createBetterSqliteOutbox } from '../../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../../src/adapters/pg/index.ts'
 import { defineTopic, MESSAGE_ID_HEADER } from '../../src/core/topic.ts'
@@ -26,7 +30,7 @@ export interface Counts {
 }
 
 export interface Database {
-  name: 'postgres' | 'mariadb'
+  name: 'postgres' | 'mariadb' | 'sqlite'
   url: (schema: string) => string
   setUp(schema: string): Promise<void>
   tally(schema: string): Promise<{ rows: number; sum: number; max: number }>
@@ -120,6 +124,51 @@ export const mariadb: Database = {
   async migrateInbox(schema, topic) {
     const outbox = createMysqlOutbox({ topics: { events: defineTopic({ name: topic }) }, schema })
     await outbox.migrateInbox(MYSQL_URL)
+  },
+}
+
+/** A database file per run (the schema names it), shared by the consumer lives and the checks. */
+const sqliteFile = (schema: string) => join(tmpdir(), `${schema}.db`)
+
+function withSqlite<R>(schema: string, use: (db: BetterSqlite.Database) => R): R {
+  const db = new BetterSqlite(sqliteFile(schema))
+  try {
+    db.pragma('busy_timeout = 5000')
+    return use(db)
+  } finally {
+    db.close()
+  }
+}
+
+export const sqlite: Database = {
+  name: 'sqlite',
+  url: sqliteFile,
+  async setUp(schema) {
+    withSqlite(schema, (db) => {
+      db.pragma('journal_mode = WAL')
+      db.exec('CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+    })
+  },
+  async has(schema, id) {
+    return withSqlite(schema, (db) => db.prepare('SELECT 1 FROM counters WHERE id = ?').get(id) !== undefined)
+  },
+  async tally(schema) {
+    return withSqlite(
+      schema,
+      (db) =>
+        db
+          .prepare(
+            'SELECT count(*) AS rows, coalesce(sum(n), 0) AS sum, coalesce(max(n), 0) AS max FROM counters',
+          )
+          .get() as { rows: number; sum: number; max: number },
+    )
+  },
+  async tearDown(schema) {
+    for (const suffix of ['', '-wal', '-shm']) rmSync(`${sqliteFile(schema)}${suffix}`, { force: true })
+  },
+  async migrateInbox(schema, topic) {
+    const outbox = createBetterSqliteOutbox({ topics: { events: defineTopic({ name: topic }) }, schema })
+    outbox.migrateInbox(sqliteFile(schema))
   },
 }
 

@@ -96,9 +96,15 @@ export interface ContractContext<Tx> {
   teardown(): Promise<void>
   /**
    * For the inbox contract (`inbox-contract.ts`): the outbox, what its `transaction()` takes
-   * (`db` of `outbox.consume`), and what its `migrate()` took (for `migrateInbox`).
+   * (`db` of `outbox.consume`), and what its `migrate()` took (for `migrateInbox`). Where the
+   * handler must be synchronous (SQLite), `insertOrder` is the synchronous form of the context's.
    */
-  inbox?: { outbox: unknown; db: unknown; target: unknown }
+  inbox?: {
+    outbox: unknown
+    db: unknown
+    target: unknown
+    insertOrder?: (tx: Tx, id: string, customer: string) => void
+  }
 }
 
 const PARTITIONS = 3

@@ -5,6 +5,11 @@ import { asyncProducers, databaseFile, inSavepoint, removeDatabaseFile } from '.
 
 let savepoints = 0
 
+/** The business write of the contracts, synchronous as a SQLite inbox handler must be. */
+function insertOrder(tx: Database.Database, id: string, customer: string): void {
+  tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)
+}
+
 /** better-sqlite3: the app's Database handle, in WAL mode, shared by the app and the relay. */
 export const betterSqliteHarness: ContractHarness<Database.Database> = {
   name: 'better-sqlite3',
@@ -20,11 +25,9 @@ export const betterSqliteHarness: ContractHarness<Database.Database> = {
     const count = (table: string) =>
       (inspector.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n
     return {
-      inbox: { outbox, db: db, target: db },
+      inbox: { outbox, db: db, target: db, insertOrder },
       transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
-      async insertOrder(tx, id, customer) {
-        tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)
-      },
+      insertOrder: async (tx, id, customer) => insertOrder(tx, id, customer),
       producers: (tx) => asyncProducers(outbox.in(tx)),
       async produceOutsideTransaction(event) {
         outbox.in(db).orders.produce(event)

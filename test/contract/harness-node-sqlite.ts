@@ -5,6 +5,11 @@ import { asyncProducers, databaseFile, inSavepoint, removeDatabaseFile } from '.
 
 let savepoints = 0
 
+/** The business write of the contracts, synchronous as a SQLite inbox handler must be. */
+function insertOrder(tx: DatabaseSync, id: string, customer: string): void {
+  tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)
+}
+
 /** node:sqlite: the app's DatabaseSync handle, in WAL mode, shared by the app and the relay. */
 export const nodeSqliteHarness: ContractHarness<DatabaseSync> = {
   name: 'node:sqlite',
@@ -19,11 +24,9 @@ export const nodeSqliteHarness: ContractHarness<DatabaseSync> = {
     const inspector = new DatabaseSync(file, { readOnly: true })
     const count = (table: string) => Number(inspector.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get()?.n)
     return {
-      inbox: { outbox, db: db, target: db },
+      inbox: { outbox, db: db, target: db, insertOrder },
       transaction: (fn) => outbox.transaction(db, (tx) => fn(tx)),
-      async insertOrder(tx, id, customer) {
-        tx.prepare('INSERT INTO orders (id, customer) VALUES (?, ?)').run(id, customer)
-      },
+      insertOrder: async (tx, id, customer) => insertOrder(tx, id, customer),
       producers: (tx) => asyncProducers(outbox.in(tx)),
       async produceOutsideTransaction(event) {
         outbox.in(db).orders.produce(event)

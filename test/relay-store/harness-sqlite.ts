@@ -156,4 +156,4 @@ function sqliteHarness<Db extends SqliteDb>(driver: Driver<Db>): StoreHarness {
 }
 
 export const betterSqliteHarness = sqliteHarness(betterSqlite3)
-export const nodeSqliteHarness = sqliteHarness(nodeSqlite as Driver<SqliteDb>)
+export const nodeSqliteHarness = sqliteHarness(nodeSqlite as unknown as Driver<SqliteDb>)

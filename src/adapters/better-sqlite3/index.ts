@@ -5,6 +5,7 @@ import type { TopicMap } from '../../core/outbox.ts'
 import type { SqliteConnection } from '../../dialects/sqlite/index.ts'
 import {
   type SqliteDriver,
+  type SqliteInboxConsumerOptions,
   SqliteOutbox,
   type SqliteOutboxOptions,
   type SqliteRelayOptions,
@@ -90,6 +91,7 @@ export function createBetterSqliteOutbox<M extends TopicMap>(
 }
 
 export type {
+  SqliteInboxConsumerOptions,
   SqliteOutboxOptions as BetterSqliteOutboxOptions,
   SqliteRelayOptions as BetterSqliteRelayOptions,
   SqliteTopicProducers,

@@ -4,6 +4,7 @@ import type { TopicMap } from '../../core/outbox.ts'
 import type { SqliteConnection } from '../../dialects/sqlite/index.ts'
 import {
   type SqliteDriver,
+  type SqliteInboxConsumerOptions,
   SqliteOutbox,
   type SqliteOutboxOptions,
   type SqliteRelayOptions,
@@ -106,6 +107,7 @@ export function createNodeSqliteOutbox<M extends TopicMap>(
 }
 
 export type {
+  SqliteInboxConsumerOptions,
   SqliteOutboxOptions as NodeSqliteOutboxOptions,
   SqliteRelayOptions as NodeSqliteRelayOptions,
   SqliteTopicProducers,

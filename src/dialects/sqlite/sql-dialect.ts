@@ -3,6 +3,7 @@ import type { SqlStatement, SyncTransactionAdapter } from '../../core/seams.ts'
 import type { SessionOpener, SqlDialect, SqlRelayOptions } from '../../outbox/parts.ts'
 import type { SqliteConnection } from './connection.ts'
 import { sqliteDeadLetters, sqliteStats } from './dead-letters.ts'
+import { sqliteInbox } from './inbox.ts'
 import { sqliteDialect } from './index.ts'
 import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
@@ -60,6 +61,7 @@ export function sqliteSql(openFile: (filename: string) => SqliteConnection): Sql
       return new SqliteRelayStore({ table, connect: open, busyTimeout, openLock: openFile })
     },
     endpoint: (target) => (typeof target === 'string' ? target : undefined),
+    inbox: sqliteInbox,
   }
 }
 
