@@ -57,8 +57,17 @@ export type MigrationOf<Sync extends boolean> = Sync extends true ? MigrationRes
 /** What `migrateInbox()` returns: nothing to wait for on a synchronous driver. */
 export type InboxMigrationOf<Sync extends boolean> = Sync extends true ? undefined : Promise<void>
 
-/** `consume()`'s options where handlers are awaited; a synchronous driver's outbox declares its own. */
-export type AsyncInboxOptions<Sync extends boolean, O> = Sync extends true ? never : O
+/**
+ * `consume()`'s options where handlers are awaited; an outbox on a synchronous driver, or whose
+ * `transaction()` takes no db (`OwnConsume`), declares its own.
+ */
+export type AsyncInboxOptions<Sync extends boolean, O, OwnConsume extends boolean = false> = [
+  OwnConsume,
+] extends [true]
+  ? never
+  : Sync extends true
+    ? never
+    : O
 
 /** What `consume()` gives the inbox processor of every outbox, whatever runs its transactions. */
 export interface InboxParts<Sync extends boolean> {
@@ -83,6 +92,8 @@ export class SqlOutbox<
   Session = unknown,
   R extends SqlRelayOptions = SqlRelayOptions,
   Sync extends boolean = false,
+  /** The subclass declares its own `consume()` signature (PGlite: `transaction(fn)` takes no db). */
+  OwnConsume extends boolean = false,
 > {
   readonly outbox: Outbox<M>
   readonly #parts: SqlOutboxParts<Tx, Target, Session, R, Sync>
@@ -229,7 +240,7 @@ export class SqlOutbox<
   consume<T, D, X>(
     this: this & TransactionRunner<D, X, M>,
     topic: Topic<T>,
-    options: AsyncInboxOptions<Sync, InboxConsumerOptions<T, D, X, M>>,
+    options: AsyncInboxOptions<Sync, InboxConsumerOptions<T, D, X, M>, OwnConsume>,
   ): KafkaConsumer<T> {
     const where = 'outbox.consume()'
     checkTopic(topic, where)

@@ -1,9 +1,11 @@
 import { PGlite, type PGliteInterface, type PGliteOptions, type Transaction } from '@electric-sql/pglite'
-import type { TransactionRunner } from '../../consumer/inbox.ts'
+import type { InboxConsumerOptions, TransactionRunner } from '../../consumer/inbox.ts'
+import type { KafkaConsumer } from '../../consumer/kafka-consumer.ts'
 import { describe, ErrorCodes, invalidArgument, KEntityError } from '../../core/errors.ts'
 import { Outbox, type TopicMap, type TopicProducers } from '../../core/outbox.ts'
 import type { RelayOptions } from '../../core/relay.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
+import type { Topic } from '../../core/topic.ts'
 import { pgliteSessions, pgliteSql } from '../../dialects/pglite/sql-dialect.ts'
 import { postgresDialect } from '../../dialects/postgres/index.ts'
 import type { PostgresOutboxOptions } from '../../dialects/postgres/postgres-outbox.ts'
@@ -61,6 +63,12 @@ export interface PgliteRelayOptions
   mode?: 'single'
 }
 
+/** `outbox.consume()`'s options on PGlite: the handler's `tx` is PGlite's; `db` may be left out. */
+export type PgliteInboxConsumerOptions<T, M extends TopicMap> = Omit<
+  InboxConsumerOptions<T, PGliteInterface, Transaction, M>,
+  'db'
+> & { db?: PGliteInterface }
+
 /**
  * The PGlite adapter: the outbox inside an embedded PostgreSQL (WebAssembly), with the relay
  * in the same process on the same database. The relay never keeps a transaction open while it
@@ -79,7 +87,9 @@ export class PgliteOutbox<M extends TopicMap> extends SqlOutbox<
   Transaction,
   PGliteInterface,
   Promise<PgSession>,
-  PgliteRelayOptions
+  PgliteRelayOptions,
+  false,
+  true
 > {
   readonly db: PGliteInterface
   readonly #ownsDatabase: boolean
@@ -108,6 +118,15 @@ export class PgliteOutbox<M extends TopicMap> extends SqlOutbox<
     const result = await this.db.transaction((tx) => fn(tx, this.in(tx)))
     this.notifyCommitted()
     return result
+  }
+
+  /**
+   * A consumer whose handler runs in a transaction of this outbox's database with the message's
+   * inbox row (see `SqlOutbox.consume`). `db` may be left out: it can only be this database.
+   */
+  override consume<T>(topic: Topic<T>, options: PgliteInboxConsumerOptions<T, M>): KafkaConsumer<T> {
+    const withDb = typeof options === 'object' && options !== null ? { db: this.db, ...options } : options
+    return super.consume(topic, withDb as never)
   }
 
   /** The inbox's handler transactions run on this outbox's database: `consume()`'s `db` is that database. */
