@@ -18,7 +18,8 @@
 // - steady: the rows were written after the last checkpoint, as when the relay keeps up;
 // - after a CHECKPOINT: the first change to each page writes the whole page (full-page writes),
 //   as for a backlog that outlived a checkpoint.
-// Each case runs `--reps` times on fresh tables; the table shows the median and the spread.
+// Each case runs `--reps` times on fresh tables; the table shows the median and the spread, and
+// the claims' server-side execution time (EXPLAIN ANALYZE, so the rows are not sent) side by side.
 import { randomBytes } from 'node:crypto'
 import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
@@ -35,6 +36,8 @@ interface Wal {
   records: number
   fpi: number
   bytes: number
+  /** Server-side execution time of each claim, ms (EXPLAIN ANALYZE, so without sending rows). */
+  claimMs: number[]
 }
 
 const { values } = parseArgs({
@@ -65,7 +68,7 @@ try {
           `${payload} B ${checkpoint ? 'checkpoint' : 'steady'} rep ${rep + 1}: ${SIDES.map((side) => `${side} ${(result[side].bytes / ROWS).toFixed(1)} B/msg`).join(', ')}\n`,
         )
       }
-      const row = `| ${payload} B | ${checkpoint ? 'after a CHECKPOINT' : 'steady'} | ${perMessage(runs, 'locked')} | ${perMessage(runs, 'unlocked')} | ${perMessage(runs, 'bare')} | ${ratio(runs, 'locked')} | **${ratio(runs, 'unlocked')}** | ${fpi(runs)} |`
+      const row = `| ${payload} B | ${checkpoint ? 'after a CHECKPOINT' : 'steady'} | ${perMessage(runs, 'locked')} | ${perMessage(runs, 'unlocked')} | ${perMessage(runs, 'bare')} | ${ratio(runs, 'locked')} | **${ratio(runs, 'unlocked')}** | ${fpi(runs)} | ${claimTime(runs)} |`
       rows.push(row)
       process.stderr.write(`${row}\n`)
     }
@@ -79,9 +82,9 @@ console.log(
     .join(' ')}`,
 )
 console.log(
-  '| payload | state | locked claim + delete, WAL B/msg | unlocked claim + delete, WAL B/msg | bare DELETE, WAL B/msg | locked / bare | unlocked / bare | full-page images per msg, locked / unlocked / bare |',
+  '| payload | state | locked claim + delete, WAL B/msg | unlocked claim + delete, WAL B/msg | bare DELETE, WAL B/msg | locked / bare | unlocked / bare | full-page images per msg, locked / unlocked / bare | claim server ms, median of all batches, locked / unlocked |',
 )
-console.log('|---|---|---|---|---|---|---|---|')
+console.log('|---|---|---|---|---|---|---|---|---|')
 for (const row of rows) console.log(row)
 
 function median(values: number[]): number {
@@ -118,6 +121,12 @@ function ratio(runs: Record<Side, Wal>[], side: Side): string {
     runs.map((run) => run[side].bytes / run.bare.bytes),
     2,
   )}x`
+}
+
+/** Claims of every repetition together: side by side, batch by batch, so load hits both alike. */
+function claimTime(runs: Record<Side, Wal>[]): string {
+  const side = (name: Side) => median(runs.flatMap((run) => run[name].claimMs)).toFixed(2)
+  return `${side('locked')} / ${side('unlocked')}`
 }
 
 function fpi(runs: Record<Side, Wal>[]): string {
@@ -163,9 +172,9 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
     await client.query(`VACUUM ANALYZE "${schema}".outbox, "${schema}".unlocked, "${schema}".bare`)
     if (checkpoint) await client.query('CHECKPOINT')
     const wal: Record<Side, Wal> = {
-      locked: { records: 0, fpi: 0, bytes: 0 },
-      unlocked: { records: 0, fpi: 0, bytes: 0 },
-      bare: { records: 0, fpi: 0, bytes: 0 },
+      locked: { records: 0, fpi: 0, bytes: 0, claimMs: [] },
+      unlocked: { records: 0, fpi: 0, bytes: 0, claimMs: [] },
+      bare: { records: 0, fpi: 0, bytes: 0, claimMs: [] },
     }
     const budget = { maxBytes: RELAY_DEFAULTS.maxBytesPerPoll }
     // The pipelined relay's steady state: the other session holds the previous batch, whose ids
@@ -194,6 +203,7 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
           if (claimed.rows !== ids.length)
             throw new Error(`${side} claim took ${claimed.rows} rows, expected ${ids.length}`)
           add(wal[side], claimed)
+          wal[side].claimMs.push(claimed.ms)
         }
         add(wal[side], await explainWal(deleteSql(tables[side], ids)))
         await client.query('COMMIT')
@@ -208,20 +218,23 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
   }
 }
 
-function add(total: Wal, wal: Wal): void {
+function add(total: Wal, wal: Omit<Wal, 'claimMs'>): void {
   total.records += wal.records
   total.fpi += wal.fpi
   total.bytes += wal.bytes
 }
 
-async function explainWal(sql: string): Promise<Wal & { rows: number }> {
+async function explainWal(sql: string): Promise<Omit<Wal, 'claimMs'> & { rows: number; ms: number }> {
   const result = await client.query(`EXPLAIN (ANALYZE, WAL, TIMING OFF, FORMAT JSON) ${sql}`)
-  const row = result.rows[0] as { 'QUERY PLAN': [{ Plan: Record<string, number> }] }
+  const row = result.rows[0] as {
+    'QUERY PLAN': [{ Plan: Record<string, number>; 'Execution Time': number }]
+  }
   const plan = row['QUERY PLAN'][0].Plan
   return {
     records: plan['WAL Records'] ?? 0,
     fpi: plan['WAL FPI'] ?? 0,
     bytes: plan['WAL Bytes'] ?? 0,
     rows: plan['Actual Rows'] ?? 0,
+    ms: row['QUERY PLAN'][0]['Execution Time'],
   }
 }
