@@ -38,6 +38,8 @@ interface Wal {
   bytes: number
   /** Server-side execution time of each claim, ms (EXPLAIN ANALYZE, so without sending rows). */
   claimMs: number[]
+  /** WAL of the VACUUM after the drain, bytes (undefined: not measured, see `vacuumWal`). */
+  vacuumBytes?: number
 }
 
 const { values } = parseArgs({
@@ -68,7 +70,7 @@ try {
           `${payload} B ${checkpoint ? 'checkpoint' : 'steady'} rep ${rep + 1}: ${SIDES.map((side) => `${side} ${(result[side].bytes / ROWS).toFixed(1)} B/msg`).join(', ')}\n`,
         )
       }
-      const row = `| ${payload} B | ${checkpoint ? 'after a CHECKPOINT' : 'steady'} | ${perMessage(runs, 'locked')} | ${perMessage(runs, 'unlocked')} | ${perMessage(runs, 'bare')} | ${ratio(runs, 'locked')} | **${ratio(runs, 'unlocked')}** | ${fpi(runs)} | ${claimTime(runs)} |`
+      const row = `| ${payload} B | ${checkpoint ? 'after a CHECKPOINT' : 'steady'} | ${perMessage(runs, 'locked')} | ${perMessage(runs, 'unlocked')} | ${perMessage(runs, 'bare')} | ${ratio(runs, 'locked')} | **${ratio(runs, 'unlocked')}** | ${fpi(runs)} | ${claimTime(runs)} | ${withVacuum(runs)} |`
       rows.push(row)
       process.stderr.write(`${row}\n`)
     }
@@ -82,9 +84,9 @@ console.log(
     .join(' ')}`,
 )
 console.log(
-  '| payload | state | locked claim + delete, WAL B/msg | unlocked claim + delete, WAL B/msg | bare DELETE, WAL B/msg | locked / bare | unlocked / bare | full-page images per msg, locked / unlocked / bare | claim server ms, median of all batches, locked / unlocked |',
+  '| payload | state | locked claim + delete, WAL B/msg | unlocked claim + delete, WAL B/msg | bare DELETE, WAL B/msg | locked / bare | unlocked / bare | full-page images per msg, locked / unlocked / bare | claim server ms, median of all batches, locked / unlocked | with the VACUUM after: WAL B/msg locked / unlocked / bare; locked / bare, unlocked / bare |',
 )
-console.log('|---|---|---|---|---|---|---|---|---|')
+console.log('|---|---|---|---|---|---|---|---|---|---|')
 for (const row of rows) console.log(row)
 
 function median(values: number[]): number {
@@ -121,6 +123,23 @@ function ratio(runs: Record<Side, Wal>[], side: Side): string {
     runs.map((run) => run[side].bytes / run.bare.bytes),
     2,
   )}x`
+}
+
+function withVacuum(runs: Record<Side, Wal>[]): string {
+  if (runs.some((run) => SIDES.some((side) => run[side].vacuumBytes === undefined))) return 'not measured'
+  const total = (run: Record<Side, Wal>, side: Side) => run[side].bytes + (run[side].vacuumBytes ?? 0)
+  const perMessage = SIDES.map((side) =>
+    spread(
+      runs.map((run) => total(run, side) / ROWS),
+      0,
+    ),
+  ).join(' / ')
+  const against = (side: Side) =>
+    spread(
+      runs.map((run) => total(run, side) / total(run, 'bare')),
+      2,
+    )
+  return `${perMessage}; ${against('locked')}x, ${against('unlocked')}x`
 }
 
 /** Claims of every repetition together: side by side, batch by batch, so load hits both alike. */
@@ -180,11 +199,14 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
     // The pipelined relay's steady state: the other session holds the previous batch, whose ids
     // the unlocked claim leaves out (already deleted here, so the claim finds the same rows).
     let held: string[] = []
+    // Every id, read once before the drain: a query per batch would visit the pages the last
+    // batch emptied and prune them (a WAL record per page) outside the measured statements.
+    const all = (await client.query(`SELECT id::text AS id FROM "${schema}".outbox ORDER BY id`)).rows.map(
+      (r) => r.id as string,
+    )
     for (let batch = 0; ; batch++) {
       // The ids the claims are about to take: the oldest BATCH rows (nothing else is locked).
-      const ids = (
-        await client.query(`SELECT id::text AS id FROM "${schema}".outbox ORDER BY id LIMIT ${BATCH}`)
-      ).rows.map((r) => r.id as string)
+      const ids = all.slice(batch * BATCH, (batch + 1) * BATCH)
       if (ids.length === 0) break
       for (let turn = 0; turn < SIDES.length; turn++) {
         const side = SIDES[(batch + turn) % SIDES.length] as Side
@@ -210,11 +232,58 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
       }
       held = ids
     }
+    await vacuumWal(schema, tables, wal)
     return wal
   } finally {
     await client.query('ROLLBACK').catch(() => {})
     await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {})
     await outbox.close()
+  }
+}
+
+/**
+ * The VACUUM that removes what the drain left (dead tuples, their index entries), which the
+ * DELETE's own WAL does not include: a claim that reads past the pages a batch emptied prunes
+ * them on the way (a Heap2 PRUNE record per page) and VACUUM then has less to do, so the sides
+ * compare fairly only with it. EXPLAIN cannot measure VACUUM: its records are read back with
+ * pg_walinspect (PostgreSQL 15+, superuser), by the relation files of each side. Tables are
+ * vacuumed one after the other, so they see about the same oldest snapshot on a shared server.
+ */
+async function vacuumWal(schema: string, tables: Record<Side, { table: string }>, wal: Record<Side, Wal>) {
+  try {
+    await client.query(`CREATE EXTENSION IF NOT EXISTS pg_walinspect SCHEMA "${schema}"`)
+  } catch (error) {
+    process.stderr.write(`wal: VACUUM not measured (pg_walinspect: ${(error as Error).message})\n`)
+    return
+  }
+  await client.query(`CREATE TABLE "${schema}".flush (n int)`)
+  const files: Record<Side, string[]> = { locked: [], unlocked: [], bare: [] }
+  for (const side of SIDES) {
+    const relation = `'"${schema}".${tables[side].table}'::regclass`
+    const result = await client.query(
+      `SELECT pg_relation_filenode(oid)::text AS file FROM pg_class WHERE oid = ${relation}
+         OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = ${relation})
+         OR oid = (SELECT reltoastrelid FROM pg_class WHERE oid = ${relation})
+         OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = (SELECT reltoastrelid FROM pg_class WHERE oid = ${relation}))`,
+    )
+    files[side] = result.rows.map((r) => r.file as string)
+  }
+  const lsn = async () =>
+    (await client.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l as string
+  const start = await lsn()
+  for (const side of SIDES) await client.query(`VACUUM "${schema}".${tables[side].table}`)
+  const end = await lsn()
+  // A commit flushes the WAL up to it, so the records are readable.
+  await client.query(`INSERT INTO "${schema}".flush VALUES (1)`)
+  const records = await client.query(
+    `SELECT record_length AS length, block_ref FROM "${schema}".pg_get_wal_records_info_till_end_of_wal('${start}')
+     WHERE start_lsn < '${end}' AND block_ref IS NOT NULL`,
+  )
+  for (const side of SIDES) {
+    const mine = files[side].map((file) => new RegExp(`/${file}(\\D|$)`))
+    wal[side].vacuumBytes = records.rows
+      .filter((r) => mine.some((pattern) => pattern.test(r.block_ref as string)))
+      .reduce((sum, r) => sum + Number(r.length), 0)
   }
 }
 
