@@ -20,6 +20,9 @@
 //   as for a backlog that outlived a checkpoint.
 // Each case runs `--reps` times on fresh tables; the table shows the median and the spread, and
 // the claims' server-side execution time (EXPLAIN ANALYZE, so the rows are not sent) side by side.
+// Last column: the totals with the VACUUM after the drain, read back with pg_walinspect (see
+// `vacuumWal`; "not measured" without it). A claim that walks past the pages the last batch
+// emptied prunes them (a Heap2 PRUNE record per page), work the bare side leaves to VACUUM.
 import { randomBytes } from 'node:crypto'
 import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
@@ -251,11 +254,21 @@ async function runCase(payload: number, checkpoint: boolean): Promise<Record<Sid
  */
 async function vacuumWal(schema: string, tables: Record<Side, { table: string }>, wal: Record<Side, Wal>) {
   try {
-    await client.query(`CREATE EXTENSION IF NOT EXISTS pg_walinspect SCHEMA "${schema}"`)
+    await vacuumWalOf(schema, tables, wal)
   } catch (error) {
-    process.stderr.write(`wal: VACUUM not measured (pg_walinspect: ${(error as Error).message})\n`)
-    return
+    for (const side of SIDES) wal[side].vacuumBytes = undefined
+    process.stderr.write(`wal: VACUUM not measured (${(error as Error).message})\n`)
   }
+}
+
+async function vacuumWalOf(schema: string, tables: Record<Side, { table: string }>, wal: Record<Side, Wal>) {
+  // Where the extension lives: this schema, unless it was installed elsewhere before.
+  await client.query(`CREATE EXTENSION IF NOT EXISTS pg_walinspect SCHEMA "${schema}"`)
+  const walinspect = (
+    await client.query(
+      "SELECT extnamespace::regnamespace::text AS name FROM pg_extension WHERE extname = 'pg_walinspect'",
+    )
+  ).rows[0]?.name as string
   await client.query(`CREATE TABLE "${schema}".flush (n int)`)
   const files: Record<Side, string[]> = { locked: [], unlocked: [], bare: [] }
   for (const side of SIDES) {
@@ -276,11 +289,12 @@ async function vacuumWal(schema: string, tables: Record<Side, { table: string }>
   // A commit flushes the WAL up to it, so the records are readable.
   await client.query(`INSERT INTO "${schema}".flush VALUES (1)`)
   const records = await client.query(
-    `SELECT record_length AS length, block_ref FROM "${schema}".pg_get_wal_records_info_till_end_of_wal('${start}')
+    `SELECT record_length AS length, block_ref FROM ${walinspect}.pg_get_wal_records_info_till_end_of_wal('${start}')
      WHERE start_lsn < '${end}' AND block_ref IS NOT NULL`,
   )
   for (const side of SIDES) {
-    const mine = files[side].map((file) => new RegExp(`/${file}(\\D|$)`))
+    // "rel <tablespace>/<database>/<file>": the file is the last of the three numbers.
+    const mine = files[side].map((file) => new RegExp(`/${file}(?![\\d/])`))
     wal[side].vacuumBytes = records.rows
       .filter((r) => mine.some((pattern) => pattern.test(r.block_ref as string)))
       .reduce((sum, r) => sum + Number(r.length), 0)
