@@ -92,6 +92,96 @@ describe('pipelined relay', () => {
     )
   })
 
+  it("single/exclusive claims lock no rows: the two sessions leave out each other's rows by id, even when their claims start together; concurrent claims still lock", async () => {
+    const { schema, outbox, ordersTable } = await orderOutbox(1, 'ke_unlocked')
+    await runOrderWorkload({
+      pool,
+      outbox,
+      ordersTable,
+      transactions: 6,
+      messagesPerTransaction: 10,
+      writers: 1,
+      keysPerWriter: 4,
+      rollbackRate: 0,
+    })
+    const leader = exclusiveStore(schema)
+    const companion = leader.companion()
+    const ids = (messages: { id: string }[]) => messages.map((m) => Number(m.id))
+    try {
+      await leader.connect()
+      await companion.connect()
+      assert.equal(await leader.tryAcquireLeadership(), true)
+      // The companion takes the fence at its first claim; afterwards its claims go straight out.
+      assert.equal((await companion.claim(1)).length, 1)
+      await companion.abandon()
+
+      // Both claims on their way at once: the second waits for the first and leaves its rows out.
+      const [first, ahead] = await Promise.all([leader.claim(10), companion.claim(10)])
+      assert.equal(first.length, 10)
+      assert.equal(ahead.length, 10)
+      assert.deepEqual(
+        ids(ahead).filter((id) => ids(first).includes(id)),
+        [],
+        'no row is claimed by both sessions',
+      )
+      await withClient(async (client) => {
+        await client.query('BEGIN')
+        const free = await client.query(`SELECT id FROM "${schema}".outbox FOR UPDATE NOWAIT`)
+        await client.query('ROLLBACK')
+        assert.equal(free.rowCount, 60, 'another session can lock every row: the claims hold none')
+      })
+
+      // The leader's delete and its next claim in one statement: the companion's rows stay out.
+      const third = await leader.completeAndClaim(
+        first.map((m) => m.id),
+        10,
+      )
+      assert.equal(third.length, 10)
+      assert.deepEqual(
+        ids(third).filter((id) => ids(ahead).includes(id) || ids(first).includes(id)),
+        [],
+        'the next claim skips the rows the companion holds and the rows just deleted',
+      )
+      assert.ok(Math.min(...ids(third)) > Math.max(...ids(ahead)), 'oldest first after the companion batch')
+      await companion.complete(ahead.map((m) => m.id))
+      await leader.complete(third.map((m) => m.id))
+      assert.equal(await countRows(schema), 30)
+    } finally {
+      await leader.close()
+      await companion.close()
+    }
+
+    const concurrent = new PostgresRelayStore({
+      table: { schema, table: 'outbox' },
+      connect: openSession,
+      claimTimeout: 30_000,
+      sessionIdleTimeout: 0,
+      concurrent: true,
+      listen: false,
+      exclusive: false,
+    })
+    try {
+      await concurrent.connect()
+      assert.equal(await concurrent.tryAcquireLeadership(), true)
+      const claimed = await concurrent.claim(10)
+      assert.ok(claimed.length > 0)
+      await withClient(async (client) => {
+        await client.query('BEGIN')
+        await assert.rejects(
+          client.query(
+            `SELECT id FROM "${schema}".outbox WHERE id = ${Number(claimed[0]?.id)} FOR UPDATE NOWAIT`,
+          ),
+          (error: { code?: string }) => error.code === '55P03',
+          'a concurrent claim holds its rows locked',
+        )
+        await client.query('ROLLBACK')
+      })
+      await concurrent.abandon()
+    } finally {
+      await concurrent.close()
+    }
+  })
+
   it('exclusive mode: a new leader waits at the fence until every session of the old leader is gone', async () => {
     const { schema, outbox, ordersTable } = await orderOutbox(1, 'ke_fence')
     await runOrderWorkload({

@@ -94,8 +94,10 @@ export function countedAttempts(attempts: number): number {
 
 /**
  * Dialect seam, relay side: one database session owned by one relay. A claim holds the claimed
- * rows (row locks in an open transaction) until `complete` or `abandon`; if the session dies,
- * the database releases them, so a relay that lost its session can never delete rows.
+ * rows (in an open transaction: row locks, or, where the leader lock already keeps other relays
+ * out, ids the relay's other session leaves out, as PostgreSQL's single/exclusive claim does)
+ * until `complete` or `abandon`; if the session dies, the database releases them, so a relay
+ * that lost its session can never delete rows.
  */
 export interface RelayStore {
   connect(): Promise<void>

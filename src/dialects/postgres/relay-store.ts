@@ -18,7 +18,7 @@ import {
   relayQueryTimeout,
   withQueryTimeout,
 } from './session.ts'
-import { CLAIM_COLUMNS, claimSql, deleteSql, failuresStatement } from './sql.ts'
+import { CLAIM_COLUMNS, claimSql, deleteSql, failuresStatement, type UnlockedClaim } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
   table: OutboxTable
@@ -50,6 +50,13 @@ export interface PostgresRelayStoreOptions {
   role?: 'primary' | 'companion'
   /** Shared by a relay's sessions: the lowest id its claims look at (see `ClaimFloor`). */
   floor?: ClaimFloor
+  /**
+   * Single and exclusive mode: claims lock their rows (`FOR UPDATE SKIP LOCKED`) as concurrent
+   * ones do. Default false: the leader lock and the fence already keep other relays out, and the
+   * row locks cost as much WAL as the delete (see `UnlockedClaim`). Ignored in concurrent mode,
+   * whose claims always lock.
+   */
+  rowLocks?: boolean
 }
 
 /**
@@ -120,6 +127,8 @@ export class PostgresRelayStore implements RelayStore {
   #busy = 0
   /** Counts claims, so a heartbeat stops with the claim it was started for. */
   #claims = 0
+  /** The claim on its way on this session (settled once its rows are in `#held`). */
+  #claiming: Promise<void> | undefined
 
   readonly #floor: ClaimFloor
 
@@ -275,6 +284,26 @@ export class PostgresRelayStore implements RelayStore {
    * committed). As binary COPY where the session can read it, as rows otherwise.
    */
   async #openClaim(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
+    // Without row locks nothing in the database keeps the two sessions' claims apart, only the
+    // ids each leaves out: a claim must not start while the other session's is on its way (the
+    // pipeline never overlaps them; this keeps it so whatever calls the store).
+    // Awaited only when there is one: an await here would hold the query back until the caller's
+    // send has encoded its batch (see `Pipeline.#claimAhead`).
+    const other = this.#sibling === undefined ? undefined : this.#sibling.#claiming
+    if (other !== undefined && this.#unlocked() !== undefined) await other
+    const claiming = this.#claimNow(before, limit, maxBytes)
+    const settled = claiming.then(
+      () => {},
+      () => {},
+    )
+    this.#claiming = settled
+    void settled.then(() => {
+      if (this.#claiming === settled) this.#claiming = undefined
+    })
+    return claiming
+  }
+
+  async #claimNow(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
     const claim = this.#claimSql(limit, maxBytes)
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
@@ -307,8 +336,27 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   #claimSql(limit: number, maxBytes: number | undefined): string {
+    const unlocked = this.#unlocked()
     const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld(maxBytes) }
-    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget)
+    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget, unlocked)
+  }
+
+  /**
+   * A claim without row locks, which leaves out by id every row the relay's other session holds:
+   * from its claim until the statement that ends it (delete and COMMIT) has returned, even while
+   * that statement runs, since a row it deletes stays visible to a snapshot taken before its
+   * COMMIT. Once that session is lost its rows are no longer left out, as its row locks would be
+   * gone with it: a batch it claimed ahead is dropped unsent (see `Pipeline.relay`), one already
+   * on its way to Kafka is sent again by the next claim, oldest first (duplicates, in key order,
+   * as after any failed delete), and a delete its last statement may still commit on the server
+   * removes only rows Kafka acknowledged.
+   */
+  #unlocked(): UnlockedClaim | undefined {
+    if (this.#options.concurrent || !this.#options.exclusive || this.#options.rowLocks === true)
+      return undefined
+    const sibling = this.#sibling
+    if (sibling === undefined || !sibling.#healthy) return { held: [] }
+    return { held: sibling.#held }
   }
 
   /**
@@ -470,6 +518,8 @@ export class PostgresRelayStore implements RelayStore {
   #loseClaim(): void {
     this.#claimLost ||= this.#inClaim
     this.#inClaim = false
+    this.#held = []
+    this.#heldBytes = 0
   }
 }
 

@@ -143,9 +143,30 @@ const ROW_BYTES = (alias: string) =>
   `coalesce(octet_length(${alias}.key), 0) + coalesce(octet_length(${alias}.value), 0) + coalesce(pg_column_size(${alias}.headers), 0)`
 
 /**
+ * A single/exclusive claim that takes no row locks (see `claimSql`): the rows the relay's other
+ * session holds are left out by id instead of by SKIP LOCKED.
+ */
+export interface UnlockedClaim {
+  /**
+   * Every id the relay's other session holds, from its claim until the statement that ends that
+   * claim (its delete and COMMIT) has returned; empty when it holds none. Unlike
+   * `ClaimBudget.held`, never a subset: these rows are skipped by nothing else.
+   */
+  held: readonly string[]
+}
+
+/**
  * Oldest first, skipping rows another session holds, and never a message whose key has an
  * older message waiting for a retry (that would overtake it). Rows stay locked by this
  * session's transaction until the batch is acknowledged or released.
+ *
+ * `unlocked` (single/exclusive mode only): the same rows without `FOR UPDATE SKIP LOCKED`. A row
+ * lock is a heap write that PostgreSQL logs (a 54-byte LOCK record per row, as much WAL as the
+ * row's DELETE), and in these modes it keeps nothing apart that is not kept apart otherwise:
+ * another relay cannot claim while this relay's sessions hold the leader lock and the fence, and
+ * they lose both only with the session, which also ends the claim; the relay's own two sessions
+ * are kept apart by `unlocked.held`. Concurrent relays keep the row locks: only they separate
+ * keyless rows, and drop rows another relay deleted after the claim's snapshot.
  */
 export function claimSql(
   table: OutboxTable,
@@ -153,17 +174,32 @@ export function claimSql(
   concurrent = false,
   floor?: string,
   budget?: ClaimBudget,
+  unlocked?: UnlockedClaim,
 ): string {
-  if (concurrent) return concurrentClaimSql(table, limit, floorCondition(floor, 'o.id'), budget)
+  if (concurrent) {
+    if (unlocked !== undefined) throw internalError('a concurrent claim must lock its rows')
+    return concurrentClaimSql(table, limit, floorCondition(floor, 'o.id'), budget)
+  }
   const outbox = qualified(table)
-  if (budget !== undefined) return budgetedClaimSql(table, limit, floor, budget)
+  if (budget !== undefined)
+    return budgetedClaimSql(
+      table,
+      limit,
+      floor,
+      unlocked === undefined ? budget : { ...budget, held: unlocked.held },
+      unlocked,
+    )
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()
+WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
-LIMIT ${Math.trunc(limit)}
-FOR UPDATE OF o SKIP LOCKED`
+LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
+}
+
+/** Locking clause of a single/exclusive claim. */
+function rowLocks(unlocked: UnlockedClaim | undefined): string {
+  return unlocked === undefined ? '\nFOR UPDATE OF o SKIP LOCKED' : ''
 }
 
 /**
@@ -188,6 +224,7 @@ function budgetedClaimSql(
   limit: number,
   floor: string | undefined,
   budget: ClaimBudget,
+  unlocked: UnlockedClaim | undefined,
 ): string {
   const outbox = qualified(table)
   const sized = `SELECT o.id, ${ROW_BYTES('o')} AS bytes
@@ -198,11 +235,10 @@ function budgetedClaimSql(
     LIMIT ${2 * Math.trunc(limit)}`
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id')}${withinBudget(sized, budget)} AND o.available_at <= now()
+WHERE ${floorCondition(floor, 'o.id')}${withinBudget(sized, budget)} AND o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
-LIMIT ${Math.trunc(limit)}
-FOR UPDATE OF o SKIP LOCKED`
+LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
 }
 
 /**
