@@ -14,8 +14,9 @@
 // --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
 // scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
 //          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
-// hol:     one key waiting for a retry with 100,000 rows behind it: claim cost and the healthy
-//          keys' drain rate against an outbox without it (a drain that stalls ends after 30 s).
+// hol:     one key waiting for a retry with 100,000 rows behind it: the healthy keys' drain rate
+//          against an outbox without it (a drain that stalls ends after 30 s), then the claim's
+//          cost as the relay makes it (its rows parked by then, see src/dialects/postgres/parking.ts).
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
@@ -418,14 +419,8 @@ FROM generate_series(0, ${stuck - 1}) AS i, (SELECT convert_to(repeat('v', ${PAY
       await client.query(`VACUUM ANALYZE "${schema}".outbox`)
     })
     try {
-      const costs = await claimCosts(
-        schema,
-        [
-          { sql: claimSql, concurrent: false },
-          { sql: claimSql, concurrent: true },
-        ],
-        options.claims,
-      )
+      // The relay parks the waiting key's rows at its first claim (see parking.ts): the first
+      // drain pays for the move, and the claims are timed after the drains, as the relay makes them.
       const rates: Record<'single' | 'concurrent', number[]> = { single: [], concurrent: [] }
       for (let rep = 0; rep < options.reps; rep++) {
         for (const mode of ['single', 'concurrent'] as const) {
@@ -434,6 +429,22 @@ FROM generate_series(0, ${stuck - 1}) AS i, (SELECT convert_to(repeat('v', ${PAY
           console.error(`head-of-line ${layout} ${mode} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
         }
       }
+      const parked: ClaimSql = (table, limit, concurrent) =>
+        claimSql(table, limit, concurrent, undefined, undefined, true)
+      const costs = await claimCosts(
+        schema,
+        [
+          { sql: parked, concurrent: false },
+          { sql: parked, concurrent: true },
+        ],
+        options.claims,
+      )
+      const parkedRows = await withClient(
+        async (client) =>
+          (await client.query(`SELECT count(*)::int AS n FROM "${schema}".outbox_parked`)).rows[0]
+            ?.n as number,
+      )
+      console.error(`head-of-line ${layout}: ${int(parkedRows)} rows parked after the drains`)
       for (const [n, mode] of (['single', 'concurrent'] as const).entries()) {
         const cost = costs[n] as ClaimCost
         const rate = mid(rates[mode])

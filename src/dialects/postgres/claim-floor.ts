@@ -1,5 +1,6 @@
 import type { OutboxTable } from '../../core/seams.ts'
 import { qualified } from './names.ts'
+import { lowestParkedSql } from './parking.ts'
 import type { PgQueryResult } from './session.ts'
 import { floorCondition } from './sql.ts'
 
@@ -39,6 +40,8 @@ export class ClaimFloor {
   #busy = false
   /** The sequence's quoted name, or null when no bound can be kept; undefined until probed. */
   #sequence: string | null | undefined
+  /** The outbox has a parked table, whose rows come back with their ids (see parking.ts). */
+  #parked = false
 
   constructor(table: OutboxTable) {
     this.#table = table
@@ -47,6 +50,11 @@ export class ClaimFloor {
   /** The bound for the next claim, if there is one. */
   get value(): string | undefined {
     return this.#floor
+  }
+
+  /** Parked rows count as live: the bound stays at or below the lowest of them. */
+  set parked(parked: boolean) {
+    this.#parked = parked
   }
 
   /** The relay deleted rows: the bound can move. */
@@ -118,9 +126,13 @@ export class ClaimFloor {
     const settled = pending !== undefined && busy.rows[0]?.busy === false
     const from = floorCondition(this.#floor, 'id')
     // After the check, in a statement of its own: its snapshot sees every commit of V.
-    const low = settled
+    const outboxLow = settled
       ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
       : 'NULL'
+    const low =
+      settled && this.#parked
+        ? `LEAST(${outboxLow}, (SELECT l FROM (SELECT ${lowestParkedSql(this.#table)} AS l) AS parked WHERE l <= ${pending.last}))`
+        : outboxLow
     // Also drops this transaction's cached view of pg_stat_activity, read next.
     const read = await run(lastValueSql(sequence, low))
     const last = String(read.rows[0]?.last)

@@ -8,6 +8,7 @@ import {
 import type { OutboxTable } from '../../core/seams.ts'
 import { decodeHeaders } from '../shared/stored-columns.ts'
 import { keyLockSlotSql, lockClass, qualified, wakeChannel } from './names.ts'
+import { hasParkedTable, parkedTable } from './parking.ts'
 import { lastResult, type PgSession } from './session.ts'
 
 type OpenSession = () => Promise<PgSession>
@@ -102,9 +103,13 @@ SELECT count(*)::int AS n, pg_notify('${wakeChannel(table)}', '') FROM moved`,
 export async function postgresStats(table: OutboxTable, open: OpenSession): Promise<OutboxStats> {
   return withSession(open, async (session) => {
     const outbox = qualified(table)
+    // Parked rows are pending too (see parking.ts); a schema not yet migrated has none.
+    const parked = (await hasParkedTable(session, table))
+      ? ` + (SELECT count(*) FROM ${parkedTable(table)})`
+      : ''
     const result = lastResult(
       await session.query(`SELECT
-  (SELECT count(*) FROM ${outbox})::int AS pending,
+  ((SELECT count(*) FROM ${outbox})${parked})::int AS pending,
   (SELECT count(*) FROM ${outbox} WHERE attempts > 0)::int AS retrying,
   (SELECT count(*) FROM ${qualified(table, '_dead_letters')})::int AS dead,
   COALESCE((SELECT (extract(epoch FROM now() - created_at) * 1000)::bigint FROM ${outbox} ORDER BY id LIMIT 1), 0) AS oldest`),

@@ -55,5 +55,29 @@ export function postgresMigrations(table: OutboxTable): Migration[] {
         `CREATE INDEX ${index('dead_letters_topic_idx')} ON ${qualified(table, '_dead_letters')} (topic, id)`,
       ],
     },
+    {
+      version: 3,
+      name: 'parked rows',
+      statements: [
+        // The rows of a key waiting behind a retry, moved out of the claim's way (see parking.ts),
+        // with their outbox ids: id order stays each key's order when they come back. The primary
+        // key serves the claim's "a parked row of my key is older" probe and the moves of one key.
+        `CREATE TABLE IF NOT EXISTS ${qualified(table, '_parked')} (
+  id bigint NOT NULL,
+  topic text NOT NULL,
+  key bytea,
+  value bytea,
+  headers jsonb,
+  ordering_hash integer NOT NULL,
+  attempts integer NOT NULL,
+  available_at timestamptz NOT NULL,
+  created_at timestamptz NOT NULL,
+  last_error text,
+  errors jsonb NOT NULL,
+  PRIMARY KEY (ordering_hash, id)
+)`,
+        `ALTER TABLE ${qualified(table, '_parked')} SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0)`,
+      ],
+    },
   ]
 }

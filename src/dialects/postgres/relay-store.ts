@@ -9,6 +9,7 @@ import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
 import { classifyFailure } from './errors.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
+import { parkedTableExistsSql, parkSql, UNPARK_ROWS, unparkSql } from './parking.ts'
 import {
   claimSilence,
   lastResult,
@@ -18,7 +19,7 @@ import {
   relayQueryTimeout,
   withQueryTimeout,
 } from './session.ts'
-import { CLAIM_COLUMNS, claimSql, deleteSql, failuresStatement } from './sql.ts'
+import { CLAIM_COLUMNS, claimSql, deleteSql, failuresStatement, floorCondition } from './sql.ts'
 
 export interface PostgresRelayStoreOptions {
   table: OutboxTable
@@ -64,6 +65,11 @@ const NOTIFIED_POLL_MS = 5
 /** The other session's rows are left out of a budget's sum by id once they weigh a quarter of it. */
 const HELD_SHARE_WORTH_EXCLUDING = 4
 const NOTIFIED_FOR_MS = 100
+/**
+ * How often a relay session looks for a key to park or rows to bring back (see parking.ts), in
+ * ms, besides right after a batch that acknowledged a retried message or recorded a failure.
+ */
+const PARKING_STEP_MS = 1000
 
 /**
  * Set on every relay session. A claim-floor statement needs a snapshot of its own, whatever the
@@ -122,6 +128,12 @@ export class PostgresRelayStore implements RelayStore {
   #claims = 0
 
   readonly #floor: ClaimFloor
+  /** The outbox has its parked table (schema version 3): claims respect it and the relay parks. */
+  #parking = false
+  /** When the next parking step runs, by `performance.now()`. */
+  #parkingDueAt = 0
+  /** Ids of the open claim that had failed before: acknowledging one may free parked rows. */
+  #retried: ReadonlySet<string> = new Set()
 
   constructor(options: PostgresRelayStoreOptions) {
     this.#floor = options.floor ?? new ClaimFloor(options.table)
@@ -161,9 +173,12 @@ export class PostgresRelayStore implements RelayStore {
     this.#fenced = false
     const listen = this.#options.listen ? `; LISTEN ${wakeChannel(this.#options.table)}` : ''
     const started = await this.#run(
-      `${RELAY_PLANNER_SETTINGS}; SET idle_in_transaction_session_timeout = ${claimSilence(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex; ${RELAY_KEEPALIVE_SETTINGS}${listen}; SELECT pg_backend_pid() AS pid, (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS statement_timeout`,
+      `${RELAY_PLANNER_SETTINGS}; SET idle_in_transaction_session_timeout = ${claimSilence(this.#options.claimTimeout)}; SET idle_session_timeout = ${Math.trunc(this.#options.sessionIdleTimeout)}; SET bytea_output = hex; ${RELAY_KEEPALIVE_SETTINGS}${listen}; SELECT pg_backend_pid() AS pid, (SELECT setting FROM pg_settings WHERE name = 'statement_timeout') AS statement_timeout, ${parkedTableExistsSql(this.#options.table)} AS parking`,
     )
     this.#pid = started.rows[0]?.pid as number | undefined
+    this.#parking = started.rows[0]?.parking === true
+    this.#floor.parked = this.#parking
+    this.#parkingDueAt = 0
     this.#queryTimeout = relayQueryTimeout(Number(started.rows[0]?.statement_timeout ?? 0))
     // Whatever was committed while no one listened is found by the first claim.
     this.#notified = true
@@ -276,9 +291,17 @@ export class PostgresRelayStore implements RelayStore {
    */
   async #openClaim(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
+    if (this.#parking && performance.now() >= this.#parkingDueAt) {
+      // In the claim's transaction: a relay that dies before it ends rolls the moves back.
+      await this.#parkingStep(before)
+      before = ''
+    }
     const claim = this.#claimSql(limit, maxBytes)
-    const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
+    const messages = await this.#use((session) =>
+      readClaim(session, before === '' ? '' : `${before}; `, claim),
+    )
     this.#inClaim = true
+    this.#retried = new Set(messages.filter((message) => message.attempts > 0).map((message) => message.id))
     this.#claimLost = false
     this.#held = messages.map((message) => message.id)
     this.#heldBytes = maxBytes === undefined ? 0 : messages.reduce((sum, m) => sum + messageBytes(m), 0)
@@ -298,6 +321,25 @@ export class PostgresRelayStore implements RelayStore {
     return messages
   }
 
+  /**
+   * `before` (which opens the claim's transaction), then a park and an unpark (see parking.ts).
+   * A step that brought back as many rows as it may is followed by another at the next claim.
+   */
+  async #parkingStep(before: string): Promise<void> {
+    const table = this.#options.table
+    const result = await this.#run(
+      `${before}; ${parkSql(table, floorCondition(this.#floor.value, 'id'))}; ${unparkSql(table)}`,
+    )
+    const unparked = Number(result.rows[0]?.unparked ?? 0)
+    this.#parkingDueAt = unparked >= UNPARK_ROWS ? 0 : performance.now() + PARKING_STEP_MS
+  }
+
+  /** A key may have to be parked (a failure) or may be free (a retried message acknowledged). */
+  #parkingSoon(acknowledged: readonly string[], failures: readonly FailedDelivery[] | undefined): void {
+    if ((failures !== undefined && failures.length > 0) || acknowledged.some((id) => this.#retried.has(id)))
+      this.#parkingDueAt = 0
+  }
+
   /** A companion claims only once it holds what its mode requires on its own session (see above). */
   async #admitCompanion(): Promise<boolean> {
     if (this.#options.concurrent) return this.#leader || this.tryAcquireLeadership()
@@ -308,7 +350,14 @@ export class PostgresRelayStore implements RelayStore {
 
   #claimSql(limit: number, maxBytes: number | undefined): string {
     const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld(maxBytes) }
-    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget)
+    return claimSql(
+      this.#options.table,
+      limit,
+      this.#options.concurrent,
+      this.#floor.value,
+      budget,
+      this.#parking,
+    )
   }
 
   /**
@@ -325,6 +374,7 @@ export class PostgresRelayStore implements RelayStore {
 
   async complete(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
     if (!this.#inClaim) throw noOpenClaim('complete()', this.#claimLost)
+    this.#parkingSoon(acknowledged, failures)
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
@@ -354,6 +404,7 @@ export class PostgresRelayStore implements RelayStore {
       return this.claim(limit, maxBytes)
     }
     this.#notified = false
+    this.#parkingSoon(acknowledged, undefined)
     // The open claim ends here: by the query's COMMIT, or with the session if the query fails.
     this.#inClaim = false
     const messages = await this.#openClaim(
@@ -373,6 +424,8 @@ export class PostgresRelayStore implements RelayStore {
   /** The late answer for held rows (see `RelayStore.completeHeld`), outside any claim. */
   async completeHeld(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void> {
     if (this.#inClaim) throw internalError('completeHeld() while a claim is open on this relay session')
+    // Held rows come from earlier claims, which may have been retried messages.
+    if (acknowledged.length > 0 || (failures !== undefined && failures.length > 0)) this.#parkingDueAt = 0
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
@@ -424,6 +477,7 @@ export class PostgresRelayStore implements RelayStore {
       await this.#run(sql)
     } finally {
       this.#inClaim = false
+      this.#retried = new Set()
       this.#held = []
       this.#heldBytes = 0
     }

@@ -3,6 +3,7 @@ import type { OutboxStatus, RelayNodeStatus } from '../../admin/types.ts'
 import { internalError } from '../../core/errors.ts'
 import type { OutboxTable } from '../../core/seams.ts'
 import { lockClass, qualified } from './names.ts'
+import { hasParkedTable, parkedTable } from './parking.ts'
 import { lastResult, type PgSession } from './session.ts'
 
 type OpenSession = () => Promise<PgSession>
@@ -45,7 +46,10 @@ FROM (SELECT topic FROM ${dead} ORDER BY id LIMIT ${limit}) AS sample GROUP BY t
     }
     const rows = (i: number) => results[i]?.rows ?? []
     const head = rows(0)[0]
-    const pending = await overflowing(run, topics(rows(1)), cap, outbox)
+    const pending = withParked(
+      await overflowing(run, topics(rows(1)), cap, outbox),
+      await parkedSample(session, table, cap, run),
+    )
     const deadSample = await overflowing(run, topics(rows(3)), cap, dead)
     return buildStatus({
       at: head?.at as Date,
@@ -62,6 +66,47 @@ FROM (SELECT topic FROM ${dead} ORDER BY id LIMIT ${limit}) AS sample GROUP BY t
 }
 
 type Run = (text: string, values?: unknown[]) => Promise<Record<string, unknown>[]>
+
+/**
+ * The parked rows (see parking.ts), which are pending too: a sample of at most `cap + 1` of
+ * them, with the table's estimated size when it overflows. None on a schema not yet migrated.
+ */
+async function parkedSample(
+  session: PgSession,
+  table: OutboxTable,
+  cap: number,
+  run: Run,
+): Promise<CappedSample | undefined> {
+  if (!(await hasParkedTable(session, table))) return undefined
+  const parked = parkedTable(table)
+  const sampled = await run(
+    `SELECT topic, count(*)::int AS n, (extract(epoch FROM now() - min(created_at)) * 1000)::bigint AS oldest
+FROM (SELECT topic, created_at FROM ${parked} LIMIT ${Math.trunc(cap) + 1}) AS sample GROUP BY topic`,
+  )
+  return overflowing(run, topics(sampled), cap, parked)
+}
+
+/** Outbox and parked samples as one: counts added per topic, the oldest of both kept. */
+function withParked(outbox: CappedSample, parked: CappedSample | undefined): CappedSample {
+  if (parked === undefined || parked.topics.length === 0) return outbox
+  const merged = new Map(outbox.topics.map((topic) => [topic.topic, { ...topic }]))
+  for (const topic of parked.topics) {
+    const known = merged.get(topic.topic)
+    if (known === undefined) merged.set(topic.topic, { ...topic })
+    else {
+      known.count += topic.count
+      if (topic.oldestMs !== undefined)
+        known.oldestMs = Math.max(known.oldestMs ?? topic.oldestMs, topic.oldestMs)
+    }
+  }
+  const sum = (sample: CappedSample) =>
+    sample.estimate ?? sample.topics.reduce((total, topic) => total + topic.count, 0)
+  const overflowed = outbox.estimate !== undefined || parked.estimate !== undefined
+  return {
+    topics: [...merged.values()],
+    ...(overflowed ? { estimate: sum(outbox) + sum(parked) } : {}),
+  }
+}
 
 function topics(rows: Record<string, unknown>[]): SampledTopic[] {
   return rows.map((row) => ({
