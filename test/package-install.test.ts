@@ -375,7 +375,7 @@ describe('the packed package, installed into an empty app', () => {
         cwd: app,
         env: childEnv({ DATABASE_URL }),
       })
-      assert.deepEqual((JSON.parse(stdout) as { applied: number[] }).applied, [1, 2])
+      assert.deepEqual((JSON.parse(stdout) as { applied: number[] }).applied, [1, 2, 3])
       const status = await run(
         process.execPath,
         ['--no-experimental-strip-types', bin, 'status', '--json', '--schema', cliSchema],

@@ -82,6 +82,6 @@ export const pgliteHarness: StoreHarness = {
   },
   // One WebAssembly session serialises every commit and claim: a smaller atomicity run.
   load: { atomicityTransactions: 200, orderedMessages: 5000 },
-  migrations: [1, 2],
+  migrations: [1, 2, 3],
   setup,
 }

@@ -180,6 +180,6 @@ export const postgresHarness: StoreHarness = {
     deadlock: { driverCode: '40P01', produceFails: ErrorCodes.TRANSACTION_ABORTED },
   },
   load: { atomicityTransactions: 1000, orderedMessages: 10_000 },
-  migrations: [1, 2],
+  migrations: [1, 2, 3],
   setup,
 }
