@@ -37,7 +37,7 @@ export const PARK_REACH_ROWS = 100_000
  * cost about 2 s of database work together (loaded 2-core machine), a claim behind them 250 ms.
  */
 export const PARK_MIN_WAIT_MS = 2000
-/** Rows one step brings back; a step that reached it is followed by another at the next claim. */
+/** Rows one step brings back; the rest come back at the next steps. */
 export const UNPARK_ROWS = 50_000
 
 /** The columns a move carries, id apart (the outbox's id is an identity, set explicitly on unpark). */
@@ -130,10 +130,11 @@ INSERT INTO ${parkedTable(table)} (id, ${COLUMNS}) SELECT id, ${COLUMNS} FROM mo
 /**
  * Brings back, oldest first per key, up to `UNPARK_ROWS` parked rows of the keys that no failed
  * row (attempts > 0) of the outbox is older than, with their ids. Answers one row: how many came
- * back. Rows left parked (the bound, or rows another session is moving) stay behind the parked
- * test, so a partial move keeps the order.
+ * back (`counted`; without it, no row: the relay runs it ahead of its claim in one query). Rows
+ * left parked (the bound, or rows another session is moving) stay behind the parked test, so a
+ * partial move keeps the order.
  */
-export function unparkSql(table: OutboxTable): string {
+export function unparkSql(table: OutboxTable, counted = true): string {
   const outbox = qualified(table)
   const parked = parkedTable(table)
   return `WITH free AS MATERIALIZED (
@@ -152,9 +153,14 @@ export function unparkSql(table: OutboxTable): string {
   RETURNING p.id, ${COLUMNS.split(', ')
     .map((column) => `p.${column}`)
     .join(', ')}
-), back AS (
+)
+${
+  counted
+    ? `, back AS (
   INSERT INTO ${outbox} (id, ${COLUMNS}) OVERRIDING SYSTEM VALUE SELECT id, ${COLUMNS} FROM moved
   RETURNING 1
 )
 SELECT count(*)::int AS unparked FROM back`
+    : `INSERT INTO ${outbox} (id, ${COLUMNS}) OVERRIDING SYSTEM VALUE SELECT id, ${COLUMNS} FROM moved`
+}`
 }

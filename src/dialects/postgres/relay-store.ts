@@ -9,7 +9,7 @@ import { BinaryClaimDecoder, binaryClaimSql } from './binary-claim.ts'
 import { ClaimFloor } from './claim-floor.ts'
 import { classifyFailure } from './errors.ts'
 import { lockClass, qualified, wakeChannel } from './names.ts'
-import { parkedTableExistsSql, parkSql, UNPARK_ROWS, unparkSql } from './parking.ts'
+import { parkedTableExistsSql, parkSql, unparkSql } from './parking.ts'
 import {
   claimSilence,
   lastResult,
@@ -291,15 +291,9 @@ export class PostgresRelayStore implements RelayStore {
    */
   async #openClaim(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
-    if (this.#parking && performance.now() >= this.#parkingDueAt) {
-      // In the claim's transaction: a relay that dies before it ends rolls the moves back.
-      await this.#parkingStep(before)
-      before = ''
-    }
     const claim = this.#claimSql(limit, maxBytes)
-    const messages = await this.#use((session) =>
-      readClaim(session, before === '' ? '' : `${before}; `, claim),
-    )
+    const steps = this.#parkingSteps()
+    const messages = await this.#use((session) => readClaim(session, `${before}; ${steps}`, claim))
     this.#inClaim = true
     this.#retried = new Set(messages.filter((message) => message.attempts > 0).map((message) => message.id))
     this.#claimLost = false
@@ -322,16 +316,16 @@ export class PostgresRelayStore implements RelayStore {
   }
 
   /**
-   * `before` (which opens the claim's transaction), then a park and an unpark (see parking.ts).
-   * A step that brought back as many rows as it may is followed by another at the next claim.
+   * A park and an unpark (see parking.ts), when due, as statements ending in "; ": they go in the
+   * claim's query, after its BEGIN, so they cost no round trip of their own and a relay that dies
+   * before the claim ends rolls them back. Rows left parked by an unpark's bound come back at the
+   * next step, while the relay sends the ones that came back.
    */
-  async #parkingStep(before: string): Promise<void> {
+  #parkingSteps(): string {
+    if (!this.#parking || performance.now() < this.#parkingDueAt) return ''
+    this.#parkingDueAt = performance.now() + PARKING_STEP_MS
     const table = this.#options.table
-    const result = await this.#run(
-      `${before}; ${parkSql(table, floorCondition(this.#floor.value, 'id'))}; ${unparkSql(table)}`,
-    )
-    const unparked = Number(result.rows[0]?.unparked ?? 0)
-    this.#parkingDueAt = unparked >= UNPARK_ROWS ? 0 : performance.now() + PARKING_STEP_MS
+    return `${parkSql(table, floorCondition(this.#floor.value, 'id'))}; ${unparkSql(table, false)}; `
   }
 
   /** A key may have to be parked (a failure) or may be free (a retried message acknowledged). */
