@@ -4,6 +4,7 @@ import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { createAdmin } from '../src/admin/index.ts'
+import { ClaimFloor } from '../src/dialects/postgres/claim-floor.ts'
 import { migrate, migrationScript } from '../src/dialects/postgres/migrate.ts'
 import { PARK_MIN_ROWS, parkSql, unparkSql } from '../src/dialects/postgres/parking.ts'
 import { RELAY_PLANNER_SETTINGS } from '../src/dialects/postgres/relay-store.ts'
@@ -216,6 +217,52 @@ describe('parking statements (PostgreSQL)', () => {
     await withClient((client) => client.query(`DELETE FROM "${schema}".outbox WHERE topic = 'f-waiting'`))
     await dying(unparkSql(table))
     assert.deepEqual(await counts(schema), { outbox: 0, parked: 400 })
+  })
+
+  it("the claim floor never passes a parked id: rows come back at or above every claim's start", async () => {
+    const { schema, table } = await migratedOutbox('ke_park')
+    await withClient(async (client) => {
+      await client.query(
+        `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash, attempts, available_at) VALUES ('f-waiting', 'k1', 'v', 1, 1, now() + interval '1 hour')`,
+      )
+      await client.query(rows(schema, 'behind', 1, 300))
+      await client.query(rows(schema, 'other', 2, 50))
+    })
+    await inTransaction(parkSql(table, ''))
+    // The waiting message is acknowledged: the outbox's lowest live id is now an 'other' row.
+    await withClient((client) => client.query(`DELETE FROM "${schema}".outbox WHERE topic = 'f-waiting'`))
+    const lowestParked = await withClient(
+      async (client) =>
+        (await client.query(`SELECT min(id)::text AS id FROM "${schema}".outbox_parked`)).rows[0]
+          ?.id as string,
+    )
+    const floor = new ClaimFloor(table)
+    floor.parked = true
+    const session = new pg.Client({ connectionString: DATABASE_URL })
+    await session.connect()
+    try {
+      // The floor waits for every transaction of the database that was running at a step.
+      await waitFor(
+        async () => {
+          floor.noteDeleted(1)
+          await floor.step((text) => session.query(text))
+          return floor.value !== undefined
+        },
+        { timeout: 30_000, interval: 200, what: 'a claim floor' },
+      )
+      assert.equal(floor.value, lowestParked)
+      await inTransaction(unparkSql(table))
+      await session.query(RELAY_PLANNER_SETTINGS)
+      await session.query('BEGIN')
+      const claimed = (await session.query(claimSql(table, 1000, false, floor.value, undefined, true))).rows
+      await session.query('ROLLBACK')
+      assert.deepEqual(
+        claimed.map((row: { topic: string }) => row.topic),
+        [...Array(300).fill('behind'), ...Array(50).fill('other')],
+      )
+    } finally {
+      await session.end()
+    }
   })
 
   it('the migration adds the parked table to an existing install, once; stats and status count parked rows', async () => {
