@@ -70,6 +70,14 @@ const NOTIFIED_FOR_MS = 100
  * ms, besides right after a batch that acknowledged a retried message or recorded a failure.
  */
 const PARKING_STEP_MS = 1000
+/**
+ * After a claim query that carried the steps failed, the steps pause this long (ms), doubling up
+ * to `PARKING_PAUSE_MAX_MS` while it goes on: parking only saves work, and a server whose
+ * statement_timeout is shorter than a park must not fail every claim. Claims stay correct
+ * meanwhile (they always respect parked rows); parked rows come back after the pause.
+ */
+const PARKING_PAUSE_MS = 60_000
+const PARKING_PAUSE_MAX_MS = 600_000
 
 /**
  * Set on every relay session. A claim-floor statement needs a snapshot of its own, whatever the
@@ -132,6 +140,9 @@ export class PostgresRelayStore implements RelayStore {
   #parking = false
   /** When the next parking step runs, by `performance.now()`. */
   #parkingDueAt = 0
+  /** Steps pause after a failed claim query that carried them; kept across reconnects. */
+  #parkingPausedUntil = 0
+  #parkingPause = 0
   /** Ids of the open claim that had failed before: acknowledging one may free parked rows. */
   #retried: ReadonlySet<string> = new Set()
 
@@ -293,7 +304,13 @@ export class PostgresRelayStore implements RelayStore {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
     const claim = this.#claimSql(limit, maxBytes)
     const steps = this.#parkingSteps()
-    const messages = await this.#use((session) => readClaim(session, `${before}; ${steps}`, claim))
+    const messages = await this.#use((session) => readClaim(session, `${before}; ${steps}`, claim)).catch(
+      (error: unknown) => {
+        if (steps !== '') this.#pauseParking()
+        throw error
+      },
+    )
+    if (steps !== '') this.#parkingPause = 0
     this.#inClaim = true
     this.#retried = new Set(messages.filter((message) => message.attempts > 0).map((message) => message.id))
     this.#claimLost = false
@@ -322,10 +339,16 @@ export class PostgresRelayStore implements RelayStore {
    * next step, while the relay sends the ones that came back.
    */
   #parkingSteps(): string {
-    if (!this.#parking || performance.now() < this.#parkingDueAt) return ''
+    const now = performance.now()
+    if (!this.#parking || now < this.#parkingDueAt || now < this.#parkingPausedUntil) return ''
     this.#parkingDueAt = performance.now() + PARKING_STEP_MS
     const table = this.#options.table
     return `${parkSql(table, floorCondition(this.#floor.value, 'id'))}; ${unparkSql(table, false)}; `
+  }
+
+  #pauseParking(): void {
+    this.#parkingPause = Math.min(Math.max(this.#parkingPause * 2, PARKING_PAUSE_MS), PARKING_PAUSE_MAX_MS)
+    this.#parkingPausedUntil = performance.now() + this.#parkingPause
   }
 
   /** A key may have to be parked (a failure) or may be free (a retried message acknowledged). */
