@@ -157,3 +157,82 @@ describe('the inbox batch with a message handled before, on MySQL/MariaDB', { sk
     assert.deepEqual(ids, Array.from({ length: 20 }, (_, i) => `e${i}`).sort(), 'one outbox row per message')
   })
 })
+
+describe('inbox batches opened while the batch before commits, on MySQL/MariaDB', { skip }, () => {
+  const url = process.env.MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
+  const schema = uniqueName('ke_inbox_early').replaceAll('-', '_')
+  const pool = mysql.createPool({ uri: url, connectionLimit: 4 })
+  const name = uniqueName('ke-inbox-early-my')
+  after(async () => {
+    await pool.query(`DROP DATABASE IF EXISTS \`${schema}\``)
+    await pool.end()
+    await deleteTopic(list as string[], name)
+  })
+
+  it('applies a backlog in offset order when a batch fails behind an early one', async () => {
+    const events = defineTopic<Event>({ name, key: (event) => event.id })
+    const outbox = createMysqlOutbox({ topics: { events }, schema, kafka })
+    await outbox.migrateInbox(url)
+    // AUTO_INCREMENT numbers the effects in the order their INSERTs ran: a batch whose handlers
+    // ran before the failed batch before it was applied one by one would show up out of order.
+    await pool.query(
+      `CREATE TABLE \`${schema}\`.effects (seq BIGINT AUTO_INCREMENT PRIMARY KEY, id VARCHAR(20) NOT NULL) ENGINE=InnoDB`,
+    )
+    await createTopic(list as string[], name, 1)
+    const total = 120
+    await produceRaw(
+      list as string[],
+      name,
+      Array.from({ length: total }, (_, i) => message(i)),
+    )
+    // Connections held at once by this one-partition consumer: 2 means a batch opened its
+    // transaction while the one before it was still committing.
+    let open = 0
+    let mostOpen = 0
+    const counted = new Proxy(pool, {
+      get(target, prop, receiver) {
+        if (prop !== 'getConnection') return Reflect.get(target, prop, receiver)
+        return async () => {
+          const connection = await target.getConnection()
+          mostOpen = Math.max(mostOpen, ++open)
+          const release = connection.release.bind(connection)
+          connection.release = () => {
+            open--
+            release()
+          }
+          return connection
+        }
+      },
+    })
+    const failing = new Set(['e25', 'e71'])
+    const consumer = outbox.consume(events, {
+      ...quiet,
+      groupId: uniqueName('g'),
+      db: counted,
+      batchSize: 10,
+      handler: async (consumed, connection) => {
+        const id = (consumed.value as Event).id
+        await connection.query(`INSERT INTO \`${schema}\`.effects (id) VALUES (?)`, [id])
+        // Fails its batch once; handled alone it succeeds.
+        if (failing.delete(id)) throw new Error(`${id} fails its batch`)
+      },
+    })
+    try {
+      await waitFor(() => consumer.counts.handled >= total, 60_000, `the ${total} messages`)
+    } finally {
+      await consumer.close()
+    }
+    const [rows] = await pool.query(`SELECT id FROM \`${schema}\`.effects ORDER BY seq`)
+    assert.deepEqual(
+      (rows as { id: string }[]).map((row) => row.id),
+      Array.from({ length: total }, (_, i) => `e${i}`),
+      'every effect once, in offset order',
+    )
+    assert.equal(consumer.counts.duplicates, 0)
+    assert.equal(failing.size, 0, 'both failing messages were met')
+    assert.ok(
+      mostOpen >= 2,
+      `a batch opened while the one before committed (most connections at once: ${mostOpen})`,
+    )
+  })
+})
