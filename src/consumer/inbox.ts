@@ -175,18 +175,14 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
   }
   return {
     batchSize,
-    async handleBatch(messages, order) {
+    async handleBatch(messages) {
       const entries = messages.map(entryOf)
       await runner.transaction(options.db, async (tx, topics) => {
-        // The connection and BEGIN overlapped the batch before's COMMIT; its effects must be
-        // committed (and visible) before this batch writes or reads anything.
-        await order?.previous
         // One round trip for the batch's rows, ahead of every handler: a key seen before fails
         // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
         // a driver may send held writes) rolls all back and the consumer handles each alone.
         await binding(tx).execute(sql.insertMany(table, entries))
         for (const message of messages) await options.handler(message, tx, topics)
-        order?.committing()
       })
     },
     async handle(message): Promise<'duplicate' | undefined> {

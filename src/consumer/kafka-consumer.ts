@@ -20,26 +20,12 @@ export interface MessageProcessor<T> {
   /**
    * Handles several records of one partition at once (one transaction), all or none; throwing
    * (a failure, a record seen before) makes the consumer handle each of them alone instead.
-   * With `order`, the batch before it may still be committing: see BatchOrder.
    */
-  handleBatch?(messages: ConsumedMessage<T>[], order?: BatchOrder): Promise<void>
+  handleBatch?(messages: ConsumedMessage<T>[]): Promise<void>
   /** Most records per `handleBatch` call (default 1: no batches). */
   readonly batchSize?: number
   /** Called once the consumer has stopped. */
   close?(): Promise<void>
-}
-
-/**
- * How a batch follows the one before it on its partition, which may still be committing when
- * this one starts: the batch may take its connection and open its transaction meanwhile, but it
- * must not run a statement (not even its inbox INSERT, which would take a snapshot under
- * REPEATABLE READ on PostgreSQL) before `previous` resolves, and must fail without committing if
- * `previous` rejects (the batch before did not commit; its messages are handled again first).
- */
-export interface BatchOrder {
-  readonly previous: Promise<void>
-  /** Called once the handlers are done and the batch is about to commit: the next one may start. */
-  committing(): void
 }
 
 /** What a consumer has done since it started. */
@@ -56,15 +42,6 @@ export interface ConsumerCounts {
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
-
-/** A batch of one partition on its way (see `#drain`). */
-interface PendingBatch {
-  readonly raws: RawRecord[]
-  /** Resolves when its handlers are done and it commits (see BatchOrder). */
-  readonly committing: Promise<void>
-  /** True once committed; false if it failed or was never handed over (unreadable record). */
-  readonly done: Promise<boolean>
-}
 
 interface PartitionState {
   key: string
@@ -394,101 +371,26 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   async #drain(state: PartitionState): Promise<void> {
     const processor = this.#processor
     const batchSize = processor?.batchSize ?? 1
-    const batches = batchSize > 1 && processor?.handleBatch !== undefined
     // The stream hands over a fetch's records one by one: wait for the rest of them, or the
     // first record of every burst would be handled alone, in a transaction of its own.
     if (batchSize > 1) await new Promise((resolve) => setImmediate(resolve))
-    // A batch whose handlers are done, maybe still committing: when a full batch waits, it opens
-    // its transaction meanwhile (a wait for a connection and the BEGIN round trip off the
-    // partition's path), and is settled after it, so offsets and fallbacks keep their order.
-    let pending: PendingBatch | undefined
-    try {
-      while (!this.#closing && !state.revoked) {
-        if (batches && processor !== undefined && state.queue.length > 1) {
-          const raws = state.queue.splice(0, batchSize)
-          const previous = pending
-          const batch = this.#startBatch(state, processor, raws, previous)
-          pending = batch
-          if (previous !== undefined) {
-            if (await previous.done) {
-              this.#committed(previous)
-            } else {
-              // This batch sees the one before fail and rolls back before any statement; the
-              // failed one's records go one by one, then this one's, in front of the queue.
-              pending = undefined
-              const complete = await batch.done
-              if (!(await this.#processEach(state, previous.raws))) {
-                this.#buffered -= raws.length
-                this.#maybeResume()
-                return
-              }
-              if (complete) this.#committed(batch)
-              else state.queue.unshift(...raws)
-              continue
-            }
-          }
-          await Promise.race([batch.committing, batch.done])
-          // Only a full batch opens early: a partial one would go smaller than if it waited for
-          // the commit, and more transactions cost more than the overlap saves.
-          if (state.queue.length < batchSize) await batch.done
+    while (!this.#closing && !state.revoked) {
+      if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
+        const raws = state.queue.splice(0, batchSize)
+        if (await this.#processBatch(processor, raws)) {
+          this.#buffered -= raws.length
+          this.#maybeResume()
+          this.#commit(raws[raws.length - 1] as RawRecord)
           continue
         }
-        if (pending !== undefined) {
-          const last = pending
-          pending = undefined
-          if (!(await this.#finish(state, last))) return
-          continue
-        }
-        const raw = state.queue.shift()
-        if (raw === undefined) return
-        if (!(await this.#processEach(state, [raw]))) return
+        // One of them failed (or was seen before): each alone, in order, with its own retries.
+        if (!(await this.#processEach(state, raws))) return
+        continue
       }
-    } finally {
-      if (pending !== undefined) await this.#finish(state, pending)
+      const raw = state.queue.shift()
+      if (raw === undefined) return
+      if (!(await this.#processEach(state, [raw]))) return
     }
-  }
-
-  /** Starts a batch in its own transaction, which writes nothing before `previous` has committed. */
-  #startBatch(
-    state: PartitionState,
-    processor: MessageProcessor<T>,
-    raws: RawRecord[],
-    previous: PendingBatch | undefined,
-  ): PendingBatch {
-    let committing: () => void = () => {}
-    const ready = new Promise<void>((resolve) => {
-      committing = resolve
-    })
-    const gate =
-      previous === undefined
-        ? Promise.resolve()
-        : previous.done.then((ok) => {
-            if (!ok) throw new Error('the batch before this one did not commit')
-            // Opened early but not started yet: left to the partition's next reader.
-            if (this.#closing || state.revoked)
-              throw new Error('the consumer is closing or lost the partition')
-          })
-    // Awaited only by the batch's transaction, which a batch with an unreadable record never opens.
-    gate.catch(() => {})
-    const done = this.#processBatch(processor, raws, { previous: gate, committing })
-    return { raws, committing: ready, done }
-  }
-
-  /** A batch committed: its records leave the in-flight count and its last offset is committed. */
-  #committed(batch: PendingBatch): void {
-    this.#buffered -= batch.raws.length
-    this.#maybeResume()
-    this.#commit(batch.raws[batch.raws.length - 1] as RawRecord)
-  }
-
-  /** Waits for a batch; if it failed, handles its records one by one. False if closing cut that short. */
-  async #finish(state: PartitionState, batch: PendingBatch): Promise<boolean> {
-    if (await batch.done) {
-      this.#committed(batch)
-      return true
-    }
-    // One of them failed (or was seen before): each alone, in order, with its own retries.
-    return this.#processEach(state, batch.raws)
   }
 
   /** Records one by one; false when closing (or a rebalance) stopped it, leaving the rest uncommitted. */
@@ -518,11 +420,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   }
 
   /** The whole batch in one go; false if any record is unreadable or the batch failed. */
-  async #processBatch(
-    processor: MessageProcessor<T>,
-    raws: RawRecord[],
-    order: BatchOrder,
-  ): Promise<boolean> {
+  async #processBatch(processor: MessageProcessor<T>, raws: RawRecord[]): Promise<boolean> {
     let messages: ConsumedMessage<T>[]
     const filter = this.#options.filter
     try {
@@ -533,7 +431,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       return false
     }
     try {
-      if (messages.length > 0) await processor.handleBatch?.(messages, order)
+      if (messages.length > 0) await processor.handleBatch?.(messages)
     } catch {
       return false
     }
