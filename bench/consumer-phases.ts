@@ -3,9 +3,10 @@
 // transaction (waiting for a connection, START TRANSACTION, the inbox INSERT, the handlers,
 // COMMIT) and to count the rows per batch and the transactions running at once.
 // Usage: KAFKA_BROKERS=host:port node bench/consumer-phases.ts [--messages=20000] [--partitions=4]
-//          [--reps=2] [--batch-size=200] [--max-in-flight=1000] [--insert=json|values|both]
-// --insert=both alternates the batch INSERT's JSON_TABLE form (the library's) with the VALUES form
-// it replaced, one run each per repetition, in one process.
+//          [--reps=2] [--batch-size=200] [--max-in-flight=1000] [--variants=bare,text,library]
+// Variants, alternating in order per repetition in one process: `bare` (consume(), no inbox),
+// `text` (the inbox with every batch INSERT sent as text, as before full batches were prepared),
+// `library` (the inbox as it is).
 // MYSQL_URL (default mysql://root@127.0.0.1:3306/test).
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
@@ -24,7 +25,7 @@ const { values } = parseArgs({
     reps: { type: 'string', default: '2' },
     'batch-size': { type: 'string', default: '200' },
     'max-in-flight': { type: 'string', default: '1000' },
-    insert: { type: 'string', default: 'values' },
+    variants: { type: 'string', default: 'bare,text,library' },
   },
 })
 const total = Number(values.messages)
@@ -71,7 +72,6 @@ function wrapPool(pool: mysql.Pool, phases: () => Phases): mysql.Pool {
         const p = phases()
         const connection = await p.time('getConnection', () => target.getConnection())
         let began = 0
-        let opened = 0
         let inserted = 0
         return new Proxy(connection, {
           get(c, name) {
@@ -82,7 +82,6 @@ function wrapPool(pool: mysql.Pool, phases: () => Phases): mysql.Pool {
                 p.openSamples.push(p.open)
                 began = performance.now()
                 const result = await p.time('begin', () => c.beginTransaction())
-                opened = performance.now()
                 return result
               }
             }
@@ -103,16 +102,13 @@ function wrapPool(pool: mysql.Pool, phases: () => Phases): mysql.Pool {
                 return p.time('rollback', () => c.rollback())
               }
             }
-            if (name === 'query') {
+            if (name === 'query' || name === 'execute') {
               return async (text: string, args?: unknown[]) => {
                 const isInbox = typeof text === 'string' && text.includes('_inbox')
-                // From BEGIN's answer to the INSERT: the wait for the batch before to commit.
-                if (isInbox) p.add('open, waiting', performance.now() - opened)
-                if (isInbox)
-                  p.rows.push(
-                    args?.length === 3 ? JSON.parse(String(args[2])).length : (args?.length ?? 0) / 6,
-                  )
-                const result = await p.time(isInbox ? 'insert' : 'query', () => c.query(text, args))
+                if (isInbox) p.rows.push((args?.length ?? 0) / 6)
+                const result = await p.time(isInbox ? 'insert' : 'query', () =>
+                  name === 'query' ? c.query(text, args) : c.execute(text, args as never),
+                )
                 if (isInbox) inserted = performance.now()
                 return result
               }
@@ -142,12 +138,12 @@ try {
   const messages = []
   for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
   await produceRaw(brokers, topic, messages)
-  const json = mysqlInbox.insertMany
-  const forms = values.insert === 'both' ? ['json', 'values'] : (values.insert as string).split(',')
+  const library = mysqlInbox.insertMany
+  const forms = (values.variants as string).split(',')
   for (let run = 0; run < reps * forms.length; run++) {
     const rep = Math.floor(run / forms.length)
     const form = (rep % 2 === 0 ? forms : [...forms].reverse())[run % forms.length] as string
-    if (form !== 'bare') mysqlInbox.insertMany = form === 'values' ? insertManyValues : json
+    if (form !== 'bare') mysqlInbox.insertMany = form === 'text' ? insertManyValues : library
     await pool.query(`TRUNCATE TABLE \`${schema}\`.outbox_inbox`)
     current = new Phases()
     let began: number | undefined

@@ -36,9 +36,10 @@ export interface InboxSql<Session> {
   insert(table: OutboxTable, entry: InboxEntry): SqlStatement
   /**
    * The rows of a batch (one group, one retention) as one multi-row INSERT: it fails as a whole
-   * if any key is there already (or repeats within the batch).
+   * if any key is there already (or repeats within the batch). `recurring`: a full batch, whose
+   * statement runs again and again on the same sessions, so a dialect may have it prepared.
    */
-  insertMany(table: OutboxTable, entries: readonly InboxEntry[]): SqlStatement
+  insertMany(table: OutboxTable, entries: readonly InboxEntry[], recurring?: boolean): SqlStatement
   deadLetter(table: OutboxTable, dead: InboxDeadLetter): SqlStatement
   /** Deletes at most `limit` expired rows. */
   purgeBatch(table: OutboxTable, limit: number): SqlStatement

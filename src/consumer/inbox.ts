@@ -181,7 +181,7 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
         // One round trip for the batch's rows, ahead of every handler: a key seen before fails
         // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
         // a driver may send held writes) rolls all back and the consumer handles each alone.
-        await binding(tx).execute(sql.insertMany(table, entries))
+        await binding(tx).execute(sql.insertMany(table, entries, entries.length === batchSize))
         for (const message of messages) await options.handler(message, tx, topics)
       })
     },

@@ -50,6 +50,20 @@ describe('inbox insertMany()', () => {
     assert.match(statement.text, /^INSERT INTO `shop`\.`outbox_inbox` /)
   })
 
+  it('MySQL/MariaDB: only a full batch (recurring) is named, so mysql2 prepares it once per connection', () => {
+    const full = mysqlInbox.insertMany(table, entries, true)
+    const partial = mysqlInbox.insertMany(table, entries, false)
+    assert.equal(full.name, 'ke_inbox_3')
+    assert.equal(partial.name, undefined)
+    assert.equal(mysqlInbox.insertMany(table, entries).name, undefined)
+    assert.equal(full.text, partial.text)
+    assert.deepEqual(full.values, partial.values)
+  })
+
+  it("PostgreSQL: a full batch stays unnamed (no prepared statement on the app's client)", () => {
+    assert.equal(postgresInbox.insertMany(table, entries, true).name, undefined)
+  })
+
   it('refuses an empty batch as an internal error', () => {
     for (const inbox of [postgresInbox, mysqlInbox]) {
       assert.throws(

@@ -31,7 +31,9 @@ export function mysql2Transaction(connection: Mysql2TransactionConnection): Tran
       )
     },
     async execute(statement: SqlStatement) {
-      await conn.query(statement.text, statement.values)
+      // A named statement is one that recurs: mysql2 prepares it once per connection and keeps it.
+      if (statement.name !== undefined) await conn.execute(statement.text, statement.values as never)
+      else await conn.query(statement.text, statement.values)
     },
   }
 }

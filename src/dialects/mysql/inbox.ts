@@ -47,7 +47,7 @@ export const mysqlInbox: InboxSql<Promise<MysqlSession>> = {
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)`,
     values: [entry.group, entry.key, entry.topic, entry.partition, String(entry.offset), entry.retentionMs],
   }),
-  insertMany: (table, entries) => {
+  insertMany: (table, entries, recurring) => {
     if (entries.length === 0) throw internalError('mysqlInbox.insertMany() got no entries')
     const values: unknown[] = []
     for (const entry of entries) {
@@ -61,11 +61,14 @@ VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)`,
       )
     }
     const row = '(?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)'
-    return {
-      text: `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, \`partition\`, \`offset\`, expires_at)
-VALUES ${Array.from(entries, () => row).join(',\n')}`,
-      values,
-    }
+    const text = `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, \`partition\`, \`offset\`, expires_at)
+VALUES ${Array.from(entries, () => row).join(',\n')}`
+    // A full batch's statement recurs on every connection: prepared once per connection, it is
+    // not parsed again, and its values go in binary (the INSERT took 12-30% less time on MariaDB
+    // 10.11, bench/mysql-inbox-insert.ts). Only the full size: one prepared statement per
+    // connection and batch size, not one per size a batch happened to have, since the server
+    // bounds them for everyone (max_prepared_stmt_count).
+    return recurring === true ? { text, values, name: `ke_inbox_${entries.length}` } : { text, values }
   },
   deadLetter: (table, dead) => {
     const headers = encodeHeaders([...dead.headers])
