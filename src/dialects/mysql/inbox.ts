@@ -64,10 +64,11 @@ VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL (? * 1000) MICROSECOND)`,
     const text = `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, \`partition\`, \`offset\`, expires_at)
 VALUES ${Array.from(entries, () => row).join(',\n')}`
     // A full batch's statement recurs on every connection: prepared once per connection, it is
-    // not parsed again, and its values go in binary (the INSERT took 12-30% less time on MariaDB
-    // 10.11, bench/mysql-inbox-insert.ts). Only the full size: one prepared statement per
-    // connection and batch size, not one per size a batch happened to have, since the server
-    // bounds them for everyone (max_prepared_stmt_count).
+    // not parsed again and its values go in binary (on MariaDB 10.11 the INSERT took 12-35% less
+    // time without Kafka, bench/mysql-inbox-insert.ts; 9% less in the consumer, a median of 10
+    // alternating pairs with a wide spread, bench/consumer-phases.ts). Only the full size: one
+    // prepared statement per connection and batch size, not one per size a batch happened to
+    // have, since the server bounds them for all its clients together (max_prepared_stmt_count).
     return recurring === true ? { text, values, name: `ke_inbox_${entries.length}` } : { text, values }
   },
   deadLetter: (table, dead) => {
