@@ -32,10 +32,27 @@ export function mysql2Transaction(connection: Mysql2TransactionConnection): Tran
     },
     async execute(statement: SqlStatement) {
       // A named statement is one that recurs: mysql2 prepares it once per connection and keeps it.
-      if (statement.name !== undefined) await conn.execute(statement.text, statement.values as never)
-      else await conn.query(statement.text, statement.values)
+      if (statement.name !== undefined && typeof conn.execute === 'function') {
+        try {
+          await conn.execute(statement.text, statement.values as never)
+          return
+        } catch (error) {
+          // The server refused to prepare it (its prepared statements are all taken, or a proxy
+          // does not pass them on): nothing ran, so the same statement goes as text instead.
+          if (!isPrepareRefused(error)) throw error
+        }
+      }
+      await conn.query(statement.text, statement.values)
     },
   }
+}
+
+/** ER_MAX_PREPARED_STMT_COUNT_REACHED, ER_UNSUPPORTED_PS. */
+const PREPARE_REFUSED = new Set([1461, 1295])
+
+function isPrepareRefused(error: unknown): boolean {
+  const errno = (error as { errno?: unknown } | null)?.errno
+  return typeof errno === 'number' && PREPARE_REFUSED.has(errno)
 }
 
 const mysql2Driver: MysqlDriver<Mysql2TransactionConnection, Mysql2Connection> = {
