@@ -14,6 +14,7 @@ import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startKafkaBroker } from '../scripts/kafka-broker.ts'
 import type { RunReport } from './lib/report.ts'
+import { midpointMedian as median } from './lib/stats.ts'
 
 const ROOT = resolve(import.meta.dirname, '..')
 
@@ -85,14 +86,6 @@ function figuresOf(report: RunReport): Figures {
     }
   }
   return figures
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
 async function main(): Promise<number> {

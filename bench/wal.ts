@@ -31,6 +31,7 @@ import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { claimSql, deleteSql } from '../src/dialects/postgres/sql.ts'
 import { bufferSerializer, defineTopic, RELAY_DEFAULTS } from '../src/index.ts'
 import { DATABASE_URL, machineInfo, uniqueName } from './lib/env.ts'
+import { midpointMedian as median } from './lib/stats.ts'
 
 const KEYS = 64
 const BATCH = RELAY_DEFAULTS.maxMessagesPerPoll
@@ -91,14 +92,6 @@ console.log(
 )
 console.log('|---|---|---|---|---|---|---|---|---|---|')
 for (const row of rows) console.log(row)
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-}
 
 /** Median over the repetitions, and the spread (min-max) when the repetitions differ. */
 function spread(values: number[], digits: number): string {

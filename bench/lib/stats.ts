@@ -19,6 +19,15 @@ export function median(values: readonly number[]): number {
   )
 }
 
+/** The middle value, or the mean of the two middle ones for an even count. */
+export function midpointMedian(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
 export function mean(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN
   let sum = 0
