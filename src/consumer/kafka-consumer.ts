@@ -44,6 +44,11 @@ export interface ConsumerCounts {
    * failed (a broker restart), or a rebalanced partition resumed past its committed offset.
    */
   reconnects: number
+  /**
+   * Transactions that handled messages of one partition together (the inbox's `batchSize`).
+   * A batch that failed is not counted: its messages were then handled one by one.
+   */
+  batches: number
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
@@ -79,6 +84,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     duplicates: 0,
     filtered: 0,
     reconnects: 0,
+    batches: 0,
   }
   readonly #options: ResolvedConsumerOptions
   readonly #kafka: KafkaOptions | ResolvedKafkaOptions
@@ -455,11 +461,18 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     }
     try {
       if (messages.length > 0) await processor.handleBatch?.(messages)
-    } catch {
+    } catch (error) {
+      // Usually a message seen before or a handler's own failure, both dealt with one by one;
+      // anything else failing every batch would cost a transaction per message unseen.
+      this.#options.logger.debug?.(
+        { topic: this.topic.name, groupId: this.groupId, messages: messages.length, error: String(error) },
+        'a batch failed; handling its messages one by one',
+      )
       return false
     }
     this.counts.filtered += raws.length - messages.length
     this.counts.handled += messages.length
+    if (messages.length > 0) this.counts.batches++
     return true
   }
 

@@ -55,20 +55,29 @@ VALUES ($1, $2, $3, $4, $5::bigint, now() + $6::bigint * interval '1 millisecond
       String(entry.retentionMs),
     ],
   }),
+  // Parallel arrays through unnest keep the text constant whatever the batch's size, so it is
+  // prepared once per connection: a VALUES list of 200 rows (800 parameters) is parsed and planned
+  // anew per batch, which took 3-4 times as long as the insertion itself.
   insertMany: (table, entries) => {
     const first = entries[0]
     if (first === undefined) throw internalError('postgresInbox.insertMany() got no entries')
-    // Group and retention are the batch's own: sent once, as $1 and $2.
-    const values: unknown[] = [first.group, String(first.retentionMs)]
-    const rows = entries.map((entry) => {
-      const at = values.length
-      values.push(entry.key, entry.topic, entry.partition, String(entry.offset))
-      return `($1, $${at + 1}, $${at + 2}, $${at + 3}, $${at + 4}::bigint, now() + $2::bigint * interval '1 millisecond')`
-    })
+    const keys: string[] = []
+    const topics: string[] = []
+    const partitions: number[] = []
+    const offsets: string[] = []
+    for (const entry of entries) {
+      keys.push(entry.key)
+      topics.push(entry.topic)
+      partitions.push(entry.partition)
+      offsets.push(String(entry.offset))
+    }
     return {
+      name: `ke_inbox_insert_${table.schema}_${table.table}`,
       text: `INSERT INTO ${qualified(table, '_inbox')} (consumer_group, message_key, topic, partition, "offset", expires_at)
-VALUES ${rows.join(',\n')}`,
-      values,
+SELECT $1, m.key, m.topic, m.partition, m."offset", now() + $2::bigint * interval '1 millisecond'
+FROM unnest($3::text[], $4::text[], $5::int[], $6::bigint[]) AS m(key, topic, partition, "offset")`,
+      // Group and retention are the batch's own: sent once.
+      values: [first.group, String(first.retentionMs), keys, topics, partitions, offsets],
     }
   },
   deadLetter: (table, dead) => ({
