@@ -1,6 +1,6 @@
 // Consumer throughput with the inbox against a bare consumer of the same client (issue 21).
-// Usage: KAFKA_BROKERS=host:port node bench/consumer.ts [--messages=10000] [--partitions=4] [--reps=3]
-//          [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
+// Usage: [KAFKA_BROKERS=host:port] node bench/consumer.ts [--messages=30000] [--partitions=4] [--reps=3]
+//          [--warmup=1] [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
 // Per database, one topic of 256-byte messages read again and again, each run by a new consumer
 // group from the start; four variants, their order alternating between repetitions:
 //   bare:           consume(), handler does nothing
@@ -9,9 +9,12 @@
 //   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
 // A run is timed from its first handled message to its last, so the group join is left out (it
 // is the broker's, the same for every variant). Ratios are taken per repetition (the variants of
-// one repetition ran side by side), then their median and spread are printed.
-// DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), MYSQL_URL (default
-// mysql://root@127.0.0.1:3306/test).
+// one repetition ran side by side), then their median and spread are printed. The warm-up
+// repetitions run every variant first and are not counted: the first run of each was up to 5x
+// slower than the next (JIT, the broker's page cache, the database's buffers and plans).
+// KAFKA_BROKERS (default: a broker of its own, started and stopped here), DATABASE_URL (default
+// postgres://postgres@127.0.0.1:5432/test), MYSQL_URL (default mysql://root@127.0.0.1:3306/test).
+import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
@@ -21,12 +24,14 @@ import { consume } from '../src/consumer/consume.ts'
 import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
 import { defineTopic } from '../src/core/topic.ts'
 import { createTopic, deleteTopic, produceRaw, uniqueName } from '../test/consumer/kafka.ts'
+import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
   options: {
-    messages: { type: 'string', default: '10000' },
+    messages: { type: 'string', default: '30000' },
     partitions: { type: 'string', default: '4' },
     reps: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '1' },
     database: { type: 'string', default: 'both' },
     'batch-size': { type: 'string', default: '200' },
     'max-in-flight': { type: 'string', default: '1000' },
@@ -35,6 +40,7 @@ const { values } = parseArgs({
 const total = Number(values.messages)
 const partitions = Number(values.partitions)
 const reps = Number(values.reps)
+const warmup = Number(values.warmup)
 const batchSize = Number(values['batch-size'])
 const maxInFlight = Number(values['max-in-flight'])
 const databases = values.database === 'both' ? ['postgres', 'mysql'] : [values.database]
@@ -50,15 +56,16 @@ for (const [name, n] of [
     process.exit(1)
   }
 }
+if (!Number.isInteger(warmup) || warmup < 0) {
+  console.error('--warmup must be an integer >= 0')
+  process.exit(1)
+}
 if (!databases.every((d) => d === 'postgres' || d === 'mysql')) {
   console.error('--database must be postgres, mysql or both')
   process.exit(1)
 }
-const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean)
-if (brokers.length === 0) {
-  console.error('set KAFKA_BROKERS (e.g. from `KAFKA_PORT=19592 npm run kafka start`)')
-  process.exit(1)
-}
+const broker = await benchBrokers()
+const brokers = broker.brokers
 const kafka = { brokers, clientId: 'k-entity-bench-consumer' }
 const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
 const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
@@ -145,8 +152,12 @@ function mariadb(topic: string, schema: string): Database & { setUp(): Promise<v
   }
 }
 
-/** msg/s from the first handled message to the last. */
-async function run(db: Database, topic: string, variant: Variant): Promise<number> {
+/** msg/s from the first handled message to the last, and the transactions that handled them. */
+async function run(
+  db: Database,
+  topic: string,
+  variant: Variant,
+): Promise<{ rate: number; batches: number }> {
   await db.reset()
   const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
   let began: number | undefined
@@ -176,7 +187,7 @@ async function run(db: Database, topic: string, variant: Variant): Promise<numbe
   }
   const seconds = (performance.now() - (began ?? 0)) / 1000
   await consumer.close()
-  return total / seconds
+  return { rate: total / seconds, batches: consumer.counts.batches }
 }
 
 const median = (xs: number[]) => {
@@ -199,16 +210,20 @@ async function bench(kind: string): Promise<void> {
     for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
     await produceRaw(brokers, topic, messages)
     const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
-    for (let rep = 0; rep < reps; rep++) {
+    for (let rep = -warmup; rep < reps; rep++) {
       const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
       for (const variant of order) {
-        const rate = await run(db, topic, variant)
-        rates.get(variant)?.push(rate)
-        console.log(`  rep ${rep + 1} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s`)
+        const { rate, batches } = await run(db, topic, variant)
+        if (rep >= 0) rates.get(variant)?.push(rate)
+        const label = rep < 0 ? 'warm-up' : `rep ${rep + 1}`
+        const mean = batches > 0 ? `  (${batches} batches, mean ${Math.round(total / batches)} messages)` : ''
+        console.log(
+          `  ${label.padEnd(7)} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s${mean}`,
+        )
       }
     }
     console.log(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps (median, min-max)`,
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max)`,
     )
     for (const variant of VARIANTS) {
       const xs = rates.get(variant) as number[]
@@ -233,4 +248,13 @@ async function bench(kind: string): Promise<void> {
   }
 }
 
-for (const kind of databases) await bench(kind)
+try {
+  console.log(
+    `consumer: ${cpus().length} CPUs, load ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')}`,
+  )
+  for (const kind of databases) await bench(kind)
+} finally {
+  await broker.stop()
+}
