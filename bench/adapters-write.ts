@@ -1,0 +1,168 @@
+// The write path of every adapter against its own plain transaction (issue 19: <= 1.3x for every
+// adapter other than pg's `transaction()`, whose row in bench/run.ts has its own target).
+// Usage: node bench/adapters-write.ts [--rounds=12] [--block=50] [--database=postgres,mysql,sqlite]
+//          [--only=substring of an adapter's name]
+// Each adapter is set up as the adapter contract sets it up (test/contract/harness-*.ts: the
+// outbox migrated, an `orders` table beside it), and runs `--rounds` rounds of `--block`
+// transactions of each variant, alternating one by one:
+//   plain:   the adapter's transaction as the app runs it (through `outbox.transaction()`, which
+//            is the data layer's own transaction when nothing is produced), one order row
+//   outbox:  the same transaction, the order row and one message produced through the adapter
+// Per round the ratio of the two variants' median transaction times; printed: their median and
+// spread over the rounds.
+// No relay runs and nothing reaches Kafka: this is the cost a writer pays.
+import { loadavg } from 'node:os'
+import { parseArgs } from 'node:util'
+import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
+import { betterSqliteHarness } from '../test/contract/harness-better-sqlite3.ts'
+import { drizzleNodePgHarness, drizzlePostgresJsHarness } from '../test/contract/harness-drizzle.ts'
+import { drizzleMysqlHarness } from '../test/contract/harness-drizzle-mysql.ts'
+import { knexHarness } from '../test/contract/harness-knex.ts'
+import { knexMysqlHarness } from '../test/contract/harness-knex-mysql.ts'
+import { kyselyHarness } from '../test/contract/harness-kysely.ts'
+import { kyselyMysqlHarness } from '../test/contract/harness-kysely-mysql.ts'
+import { mikroOrmHarness } from '../test/contract/harness-mikro-orm.ts'
+import { mikroOrmMysqlHarness } from '../test/contract/harness-mikro-orm-mysql.ts'
+import { mysql2Harness } from '../test/contract/harness-mysql2.ts'
+import { nodeSqliteHarness } from '../test/contract/harness-node-sqlite.ts'
+import { pgHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import { pgliteHarness } from '../test/contract/harness-pglite.ts'
+import { postgresJsHarness } from '../test/contract/harness-postgres-js.ts'
+import { prismaHarness } from '../test/contract/harness-prisma.ts'
+import { prismaMysqlHarness } from '../test/contract/harness-prisma-mysql.ts'
+import { typeormHarness } from '../test/contract/harness-typeorm.ts'
+import { typeormMysqlHarness } from '../test/contract/harness-typeorm-mysql.ts'
+import { uniqueName } from '../test/support/env.ts'
+import { orderTopic } from '../test/support/workload.ts'
+import { median } from './lib/stats.ts'
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '12' },
+    block: { type: 'string', default: '50' },
+    database: { type: 'string', default: 'postgres,mysql,sqlite' },
+    only: { type: 'string' },
+  },
+})
+const rounds = Number(values.rounds)
+const block = Number(values.block)
+for (const [name, n] of [
+  ['rounds', rounds],
+  ['block', block],
+] as const) {
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${name} must be a positive integer`)
+    process.exit(1)
+  }
+}
+const databases = new Set(values.database.split(','))
+for (const d of databases) {
+  if (d !== 'postgres' && d !== 'mysql' && d !== 'sqlite') {
+    console.error(`--database takes postgres, mysql and sqlite, comma-separated; got ${d}`)
+    process.exit(1)
+  }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: harnesses differ in their transaction handle
+const HARNESSES: ContractHarness<any>[] = [
+  pgHarness,
+  pgHelperTopicsHarness,
+  postgresJsHarness,
+  kyselyHarness,
+  knexHarness,
+  drizzleNodePgHarness,
+  drizzlePostgresJsHarness,
+  typeormHarness,
+  mikroOrmHarness,
+  prismaHarness,
+  pgliteHarness,
+  mysql2Harness,
+  kyselyMysqlHarness,
+  knexMysqlHarness,
+  drizzleMysqlHarness,
+  typeormMysqlHarness,
+  mikroOrmMysqlHarness,
+  prismaMysqlHarness,
+  betterSqliteHarness,
+  nodeSqliteHarness,
+]
+const selected = HARNESSES.filter(
+  (h) => databases.has(h.dialect) && (values.only === undefined || h.name.includes(values.only)),
+)
+if (selected.length === 0) {
+  console.error(`no adapter matches --database=${values.database} --only=${values.only ?? ''}`)
+  process.exit(1)
+}
+
+type Variant = 'plain' | 'outbox'
+const spread = (xs: number[]) => `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`
+
+// biome-ignore lint/suspicious/noExplicitAny: see HARNESSES
+async function measure(harness: ContractHarness<any>): Promise<string[]> {
+  const topics: ContractTopics = { orders: orderTopic(uniqueName('ke-bench-write')) }
+  // Nothing connects to Kafka here: no relay runs, and producing writes to the outbox table only.
+  const ctx = await harness.setup({ topics, schema: uniqueName('ke_bench_w'), brokers: ['127.0.0.1:9'] })
+  let n = 0
+  const once = async (variant: Variant): Promise<number> => {
+    const id = `order-${n++}`
+    const customer = `customer-${n % 64}`
+    const start = performance.now()
+    await ctx.transaction(async (tx) => {
+      await ctx.insertOrder(tx, id, customer)
+      if (variant === 'outbox') await ctx.producers(tx).orders.produce({ orderId: id, customer, seq: n })
+    })
+    return performance.now() - start
+  }
+  try {
+    // Connections, prepared statements and the JIT: not counted.
+    for (let i = 0; i < block; i++) {
+      await once('plain')
+      await once('outbox')
+    }
+    const ratios: number[] = []
+    const ms: Record<Variant, number[]> = { plain: [], outbox: [] }
+    for (let round = 0; round < rounds; round++) {
+      // Alternating per transaction, which goes first alternating too: the machine's load drifts
+      // within seconds, and a pair's two transactions see the same. Medians drop GC pauses.
+      const took: Record<Variant, number[]> = { plain: [], outbox: [] }
+      for (let i = 0; i < block; i++) {
+        const order: Variant[] = (round + i) % 2 === 0 ? ['plain', 'outbox'] : ['outbox', 'plain']
+        for (const variant of order) took[variant].push(await once(variant))
+      }
+      ms.plain.push(median(took.plain))
+      ms.outbox.push(median(took.outbox))
+      ratios.push(median(took.outbox) / median(took.plain))
+    }
+    const verdict = median(ratios) <= 1.3 ? 'met' : 'NOT met'
+    return [
+      harness.name,
+      harness.dialect,
+      median(ms.plain).toFixed(3),
+      median(ms.outbox).toFixed(3),
+      `${median(ratios).toFixed(2)}x (${spread(ratios)})`,
+      verdict,
+    ]
+  } finally {
+    await ctx.teardown()
+  }
+}
+
+console.log(
+  `adapters write path: ${rounds} rounds of ${block} transactions per variant, load ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')}`,
+)
+const rows: string[][] = []
+for (const harness of selected) {
+  const row = await measure(harness)
+  console.log(`  ${row.join(' | ')}`)
+  rows.push(row)
+}
+console.log('\n| adapter | database | plain ms/tx | + 1 message ms/tx | ratio (median, spread) | <= 1.3x |')
+console.log('|---|---|---|---|---|---|')
+for (const row of rows) console.log(`| ${row.join(' | ')} |`)
+console.log(
+  `load at the end ${loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')}`,
+)
