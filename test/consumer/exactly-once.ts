@@ -12,6 +12,7 @@ import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createBetterSqliteOutbox } from '../../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../../src/adapters/mysql2/index.ts'
+import { createNodeSqliteOutbox } from '../../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../../src/adapters/pg/index.ts'
 import { defineTopic, MESSAGE_ID_HEADER } from '../../src/core/topic.ts'
 import { createTopic, deleteTopic, produceRaw, uniqueName, waitFor } from './kafka.ts'
@@ -30,7 +31,8 @@ export interface Counts {
 }
 
 export interface Database {
-  name: 'postgres' | 'mariadb' | 'sqlite'
+  /** What the child consumer (test/fixtures/inbox-consumer.ts) takes as DB. */
+  name: 'postgres' | 'mariadb' | 'sqlite' | 'node-sqlite'
   url: (schema: string) => string
   setUp(schema: string): Promise<void>
   tally(schema: string): Promise<{ rows: number; sum: number; max: number }>
@@ -140,37 +142,52 @@ function withSqlite<R>(schema: string, use: (db: BetterSqlite.Database) => R): R
   }
 }
 
-export const sqlite: Database = {
-  name: 'sqlite',
-  url: sqliteFile,
-  async setUp(schema) {
-    withSqlite(schema, (db) => {
-      db.pragma('journal_mode = WAL')
-      db.exec('CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
-    })
-  },
-  async has(schema, id) {
-    return withSqlite(schema, (db) => db.prepare('SELECT 1 FROM counters WHERE id = ?').get(id) !== undefined)
-  },
-  async tally(schema) {
-    return withSqlite(
-      schema,
-      (db) =>
-        db
-          .prepare(
-            'SELECT count(*) AS rows, coalesce(sum(n), 0) AS sum, coalesce(max(n), 0) AS max FROM counters',
-          )
-          .get() as { rows: number; sum: number; max: number },
-    )
-  },
-  async tearDown(schema) {
-    for (const suffix of ['', '-wal', '-shm']) rmSync(`${sqliteFile(schema)}${suffix}`, { force: true })
-  },
-  async migrateInbox(schema, topic) {
-    const outbox = createBetterSqliteOutbox({ topics: { events: defineTopic({ name: topic }) }, schema })
-    outbox.migrateInbox(sqliteFile(schema))
-  },
+/**
+ * SQLite through `driver`: the child consumes with that driver's outbox, and the inbox is
+ * migrated with it; the checks read the file through better-sqlite3, the format is the same.
+ */
+function sqliteDatabase(name: 'sqlite' | 'node-sqlite'): Database {
+  return {
+    name,
+    url: sqliteFile,
+    async setUp(schema) {
+      withSqlite(schema, (db) => {
+        db.pragma('journal_mode = WAL')
+        db.exec('CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+      })
+    },
+    async has(schema, id) {
+      return withSqlite(
+        schema,
+        (db) => db.prepare('SELECT 1 FROM counters WHERE id = ?').get(id) !== undefined,
+      )
+    },
+    async tally(schema) {
+      return withSqlite(
+        schema,
+        (db) =>
+          db
+            .prepare(
+              'SELECT count(*) AS rows, coalesce(sum(n), 0) AS sum, coalesce(max(n), 0) AS max FROM counters',
+            )
+            .get() as { rows: number; sum: number; max: number },
+      )
+    },
+    async tearDown(schema) {
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${sqliteFile(schema)}${suffix}`, { force: true })
+    },
+    async migrateInbox(schema, topic) {
+      const options = { topics: { events: defineTopic({ name: topic }) }, schema }
+      const outbox = name === 'sqlite' ? createBetterSqliteOutbox(options) : createNodeSqliteOutbox(options)
+      outbox.migrateInbox(sqliteFile(schema))
+    },
+  }
 }
+
+/** SQLite with better-sqlite3. */
+export const sqlite = sqliteDatabase('sqlite')
+/** SQLite with Node's built-in node:sqlite (Node 22.13+ without a flag; the engines floor is 22.22). */
+export const nodeSqlite = sqliteDatabase('node-sqlite')
 
 /** A child consumer and the last counts it printed. */
 export class Child {
