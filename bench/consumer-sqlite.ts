@@ -19,11 +19,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DatabaseSync } from 'node:sqlite'
 import { parseArgs } from 'node:util'
 import BetterSqlite from 'better-sqlite3'
 import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
-import { createNodeSqliteOutbox } from '../src/adapters/node-sqlite/index.ts'
 import { consume } from '../src/consumer/consume.ts'
 import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
 import { defineTopic, type Topic } from '../src/core/topic.ts'
@@ -132,7 +130,10 @@ function betterSqlite(file: string, events: Topic<Event>): SqliteBench {
   }
 }
 
-function nodeSqlite(file: string, events: Topic<Event>): SqliteBench {
+async function nodeSqlite(file: string, events: Topic<Event>): Promise<SqliteBench> {
+  // Loaded when used: on Node 22 node:sqlite prints an ExperimentalWarning once loaded.
+  const { DatabaseSync } = await import('node:sqlite')
+  const { createNodeSqliteOutbox } = await import('../src/adapters/node-sqlite/index.ts')
   const db = new DatabaseSync(file)
   db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}`)
   db.exec('CREATE TABLE effects (id INTEGER PRIMARY KEY)')
@@ -215,7 +216,8 @@ async function bench(driver: DriverName): Promise<void> {
   const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
   let db: SqliteBench | undefined
   try {
-    db = (driver === 'better-sqlite3' ? betterSqlite : nodeSqlite)(join(dir, 'bench.db'), events)
+    const file = join(dir, 'bench.db')
+    db = driver === 'better-sqlite3' ? betterSqlite(file, events) : await nodeSqlite(file, events)
     await createTopic(brokers, topic, partitions)
     const pad = 'x'.repeat(256 - 30)
     const messages = []

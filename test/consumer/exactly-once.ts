@@ -12,7 +12,6 @@ import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createBetterSqliteOutbox } from '../../src/adapters/better-sqlite3/index.ts'
 import { createMysqlOutbox } from '../../src/adapters/mysql2/index.ts'
-import { createNodeSqliteOutbox } from '../../src/adapters/node-sqlite/index.ts'
 import { createPgOutbox } from '../../src/adapters/pg/index.ts'
 import { defineTopic, MESSAGE_ID_HEADER } from '../../src/core/topic.ts'
 import { createTopic, deleteTopic, produceRaw, uniqueName, waitFor } from './kafka.ts'
@@ -178,8 +177,13 @@ function sqliteDatabase(name: 'sqlite' | 'node-sqlite'): Database {
     },
     async migrateInbox(schema, topic) {
       const options = { topics: { events: defineTopic({ name: topic }) }, schema }
-      const outbox = name === 'sqlite' ? createBetterSqliteOutbox(options) : createNodeSqliteOutbox(options)
-      outbox.migrateInbox(sqliteFile(schema))
+      if (name === 'sqlite') {
+        createBetterSqliteOutbox(options).migrateInbox(sqliteFile(schema))
+        return
+      }
+      // Loaded when used: on Node 22 node:sqlite prints an ExperimentalWarning once loaded.
+      const { createNodeSqliteOutbox } = await import('../../src/adapters/node-sqlite/index.ts')
+      createNodeSqliteOutbox(options).migrateInbox(sqliteFile(schema))
     },
   }
 }
