@@ -11,7 +11,7 @@ import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
 import { consume } from '../src/consumer/consume.ts'
 import { defineTopic } from '../src/core/topic.ts'
 import { freePorts } from '../src/dev/kafka/ports.ts'
-import { type Database, killRepeatedly, mariadb, postgres } from './consumer/exactly-once.ts'
+import { type Database, killRepeatedly, mariadb, postgres, sqlite } from './consumer/exactly-once.ts'
 import { createTopic, produceRaw, uniqueName, waitFor } from './consumer/kafka.ts'
 
 const KILLS = 5
@@ -110,4 +110,9 @@ describe('outbox.consume(): effects exactly once under kill -9 and a broker rest
 
   it('on PostgreSQL, a new group member per life', { timeout: 240_000 }, () => run(postgres, false))
   it('on MariaDB, a static group member', { timeout: 240_000 }, () => run(mariadb, true))
+  // The SQLite lives share one database file; a new member per life, as the kill test without
+  // a restart (test/consumer-exactly-once.test.ts) runs better-sqlite3 as a static one.
+  it('on SQLite (better-sqlite3), a new group member per life', { timeout: 240_000 }, () =>
+    run(sqlite, false),
+  )
 })

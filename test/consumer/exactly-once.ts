@@ -30,7 +30,8 @@ export interface Counts {
 }
 
 export interface Database {
-  name: 'postgres' | 'mariadb' | 'sqlite'
+  /** What the child consumer (test/fixtures/inbox-consumer.ts) takes as DB. */
+  name: 'postgres' | 'mariadb' | 'sqlite' | 'node-sqlite'
   url: (schema: string) => string
   setUp(schema: string): Promise<void>
   tally(schema: string): Promise<{ rows: number; sum: number; max: number }>
@@ -140,37 +141,57 @@ function withSqlite<R>(schema: string, use: (db: BetterSqlite.Database) => R): R
   }
 }
 
-export const sqlite: Database = {
-  name: 'sqlite',
-  url: sqliteFile,
-  async setUp(schema) {
-    withSqlite(schema, (db) => {
-      db.pragma('journal_mode = WAL')
-      db.exec('CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
-    })
-  },
-  async has(schema, id) {
-    return withSqlite(schema, (db) => db.prepare('SELECT 1 FROM counters WHERE id = ?').get(id) !== undefined)
-  },
-  async tally(schema) {
-    return withSqlite(
-      schema,
-      (db) =>
-        db
-          .prepare(
-            'SELECT count(*) AS rows, coalesce(sum(n), 0) AS sum, coalesce(max(n), 0) AS max FROM counters',
-          )
-          .get() as { rows: number; sum: number; max: number },
-    )
-  },
-  async tearDown(schema) {
-    for (const suffix of ['', '-wal', '-shm']) rmSync(`${sqliteFile(schema)}${suffix}`, { force: true })
-  },
-  async migrateInbox(schema, topic) {
-    const outbox = createBetterSqliteOutbox({ topics: { events: defineTopic({ name: topic }) }, schema })
-    outbox.migrateInbox(sqliteFile(schema))
-  },
+/**
+ * SQLite through `driver`: the child consumes with that driver's outbox, and the inbox is
+ * migrated with it; the checks read the file through better-sqlite3, the format is the same.
+ */
+function sqliteDatabase(name: 'sqlite' | 'node-sqlite'): Database {
+  return {
+    name,
+    url: sqliteFile,
+    async setUp(schema) {
+      withSqlite(schema, (db) => {
+        db.pragma('journal_mode = WAL')
+        db.exec('CREATE TABLE counters (id TEXT PRIMARY KEY, n INTEGER NOT NULL)')
+      })
+    },
+    async has(schema, id) {
+      return withSqlite(
+        schema,
+        (db) => db.prepare('SELECT 1 FROM counters WHERE id = ?').get(id) !== undefined,
+      )
+    },
+    async tally(schema) {
+      return withSqlite(
+        schema,
+        (db) =>
+          db
+            .prepare(
+              'SELECT count(*) AS rows, coalesce(sum(n), 0) AS sum, coalesce(max(n), 0) AS max FROM counters',
+            )
+            .get() as { rows: number; sum: number; max: number },
+      )
+    },
+    async tearDown(schema) {
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${sqliteFile(schema)}${suffix}`, { force: true })
+    },
+    async migrateInbox(schema, topic) {
+      const options = { topics: { events: defineTopic({ name: topic }) }, schema }
+      if (name === 'sqlite') {
+        createBetterSqliteOutbox(options).migrateInbox(sqliteFile(schema))
+        return
+      }
+      // Loaded when used: on Node 22 node:sqlite prints an ExperimentalWarning once loaded.
+      const { createNodeSqliteOutbox } = await import('../../src/adapters/node-sqlite/index.ts')
+      createNodeSqliteOutbox(options).migrateInbox(sqliteFile(schema))
+    },
+  }
 }
+
+/** SQLite with better-sqlite3. */
+export const sqlite = sqliteDatabase('sqlite')
+/** SQLite with Node's built-in node:sqlite (Node 22.13+ without a flag; the engines floor is 22.22). */
+export const nodeSqlite = sqliteDatabase('node-sqlite')
 
 /** A child consumer and the last counts it printed. */
 export class Child {

@@ -1,0 +1,266 @@
+// Consumer throughput with the inbox against a bare consumer of the same client, on SQLite
+// (issue 21): bench/consumer.ts's method for PostgreSQL and MariaDB, applied to a database file.
+// Usage: KAFKA_BROKERS=host:port node bench/consumer-sqlite.ts [--messages=20000] [--partitions=4]
+//          [--reps=5] [--driver=better-sqlite3|node-sqlite|both] [--batch-size=200]
+//          [--max-in-flight=1000] [--synchronous=normal|full]
+// Per driver, one database file in WAL mode in a temp dir made for the run (deleted at the end)
+// and one topic of 256-byte messages read again and again, each run by a new consumer group from
+// the start; four variants, their order alternating between repetitions:
+//   bare:           consume(), handler does nothing
+//   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
+//   bare + write:   consume(), handler writes one row with its own autocommit statement
+//   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
+// Every variant uses the app's one handle (SQLite has no pool), with one prepared INSERT. A run is
+// timed from its first handled message to its last, so the group join is left out. A warm-up
+// repetition runs first and is not counted (the first runs pay for JIT, page cache and the
+// broker's first reads of the topic). Ratios are taken per repetition (the variants of one
+// repetition ran side by side), then their median and spread are printed.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import BetterSqlite from 'better-sqlite3'
+import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
+import { consume } from '../src/consumer/consume.ts'
+import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
+import { defineTopic, type Topic } from '../src/core/topic.ts'
+import { createTopic, deleteTopic, produceRaw, uniqueName } from '../test/consumer/kafka.ts'
+import { midpointMedian } from './lib/stats.ts'
+
+const { values } = parseArgs({
+  options: {
+    messages: { type: 'string', default: '20000' },
+    partitions: { type: 'string', default: '4' },
+    reps: { type: 'string', default: '5' },
+    driver: { type: 'string', default: 'both' },
+    'batch-size': { type: 'string', default: '200' },
+    'max-in-flight': { type: 'string', default: '1000' },
+    synchronous: { type: 'string', default: 'normal' },
+  },
+})
+const total = Number(values.messages)
+const partitions = Number(values.partitions)
+const reps = Number(values.reps)
+const batchSize = Number(values['batch-size'])
+const maxInFlight = Number(values['max-in-flight'])
+const DRIVERS = ['better-sqlite3', 'node-sqlite'] as const
+type DriverName = (typeof DRIVERS)[number]
+const drivers = values.driver === 'both' ? [...DRIVERS] : [values.driver]
+for (const [name, n] of [
+  ['messages', total],
+  ['partitions', partitions],
+  ['reps', reps],
+  ['batch-size', batchSize],
+  ['max-in-flight', maxInFlight],
+] as const) {
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${name} must be a positive integer`)
+    process.exit(1)
+  }
+}
+if (!drivers.every((d): d is DriverName => (DRIVERS as readonly string[]).includes(d as string))) {
+  console.error('--driver must be better-sqlite3, node-sqlite or both')
+  process.exit(1)
+}
+// NORMAL is what WAL is usually run with (a commit is durable at the next checkpoint's fsync, not
+// its own); FULL fsyncs the WAL on every commit, which an autocommit per message pays per message.
+const synchronous = values.synchronous.toUpperCase()
+if (synchronous !== 'NORMAL' && synchronous !== 'FULL') {
+  console.error('--synchronous must be normal or full')
+  process.exit(1)
+}
+const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean)
+if (brokers.length === 0) {
+  console.error('set KAFKA_BROKERS (e.g. from `KAFKA_PORT=19620 npm run kafka start`)')
+  process.exit(1)
+}
+const kafka = { brokers, clientId: 'k-entity-bench-consumer-sqlite' }
+const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
+const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
+type Variant = (typeof VARIANTS)[number]
+type Event = { id: number; pad: string }
+/** PRAGMA synchronous reads back as a number. */
+const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA']
+/** SQLite has no schemas: the outbox's schema is the prefix of its tables' names. */
+const SCHEMA = 'ke_bench'
+const INBOX_TABLE = `"${SCHEMA}_outbox_inbox"`
+
+/** What differs between the drivers: the handle, its outbox and its prepared INSERT. */
+interface SqliteBench {
+  name: string
+  consumeInbox(groupId: string, write: boolean, first: () => void): KafkaConsumer<Event>
+  insert(id: number): void
+  /** The handle's settings as read back, so the output says what was measured. */
+  settings(): string
+  reset(): void
+  close(): void
+}
+
+function betterSqlite(file: string, events: Topic<Event>): SqliteBench {
+  const db = new BetterSqlite(file)
+  db.pragma('journal_mode = WAL')
+  db.pragma(`synchronous = ${synchronous}`)
+  db.exec('CREATE TABLE effects (id INTEGER PRIMARY KEY)')
+  const outbox = createBetterSqliteOutbox({ topics: { events }, schema: SCHEMA, kafka })
+  outbox.migrateInbox(db)
+  const insert = db.prepare('INSERT INTO effects (id) VALUES (?)')
+  return {
+    name: `SQLite (better-sqlite3 ${versionOf('better-sqlite3')}, SQLite ${db.prepare('SELECT sqlite_version() AS v').pluck().get()})`,
+    consumeInbox: (groupId, write, first) =>
+      outbox.consume(events, {
+        ...common,
+        groupId,
+        db,
+        batchSize,
+        handler: (message) => {
+          first()
+          if (write) insert.run((message.value as Event).id)
+        },
+      }),
+    insert: (id) => {
+      insert.run(id)
+    },
+    settings: () =>
+      `journal_mode ${db.pragma('journal_mode', { simple: true })}, synchronous ${SYNCHRONOUS_NAMES[Number(db.pragma('synchronous', { simple: true }))]}`,
+    reset() {
+      db.exec(`DELETE FROM effects; DELETE FROM ${INBOX_TABLE}`)
+    },
+    close: () => db.close(),
+  }
+}
+
+async function nodeSqlite(file: string, events: Topic<Event>): Promise<SqliteBench> {
+  // Loaded when used: on Node 22 node:sqlite prints an ExperimentalWarning once loaded.
+  const { DatabaseSync } = await import('node:sqlite')
+  const { createNodeSqliteOutbox } = await import('../src/adapters/node-sqlite/index.ts')
+  const db = new DatabaseSync(file)
+  db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}`)
+  db.exec('CREATE TABLE effects (id INTEGER PRIMARY KEY)')
+  const outbox = createNodeSqliteOutbox({ topics: { events }, schema: SCHEMA, kafka })
+  outbox.migrateInbox(db)
+  const insert = db.prepare('INSERT INTO effects (id) VALUES (?)')
+  const pragma = (name: string) => Object.values(db.prepare(`PRAGMA ${name}`).get() ?? {})[0]
+  return {
+    name: `SQLite (node:sqlite, Node ${process.versions.node}, SQLite ${process.versions.sqlite})`,
+    consumeInbox: (groupId, write, first) =>
+      outbox.consume(events, {
+        ...common,
+        groupId,
+        db,
+        batchSize,
+        handler: (message) => {
+          first()
+          if (write) insert.run((message.value as Event).id)
+        },
+      }),
+    insert: (id) => {
+      insert.run(id)
+    },
+    settings: () =>
+      `journal_mode ${pragma('journal_mode')}, synchronous ${SYNCHRONOUS_NAMES[Number(pragma('synchronous'))]}`,
+    reset() {
+      db.exec(`DELETE FROM effects; DELETE FROM ${INBOX_TABLE}`)
+    },
+    close: () => db.close(),
+  }
+}
+
+function versionOf(pkg: string): string {
+  return (createRequire(import.meta.url)(`${pkg}/package.json`) as { version: string }).version
+}
+
+/** msg/s from the first handled message to the last. */
+async function run(db: SqliteBench, events: Topic<Event>, variant: Variant): Promise<number> {
+  db.reset()
+  let began: number | undefined
+  const first = () => {
+    began ??= performance.now()
+  }
+  const groupId = uniqueName(variant.replaceAll(/\W+/g, '-'))
+  const consumer =
+    variant === 'bare'
+      ? consume(events, { ...common, kafka, groupId, handler: async () => first() })
+      : variant === 'bare + write'
+        ? consume(events, {
+            ...common,
+            kafka,
+            groupId,
+            handler: async (message) => {
+              first()
+              db.insert((message.value as Event).id)
+            },
+          })
+        : db.consumeInbox(groupId, variant === 'inbox + write', first)
+  const deadline = performance.now() + 300_000
+  while (consumer.counts.handled < total) {
+    if (performance.now() > deadline)
+      throw new Error(`${variant}: ${consumer.counts.handled} of ${total} in 300 s`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  const seconds = (performance.now() - (began ?? 0)) / 1000
+  await consumer.close()
+  return total / seconds
+}
+
+const spread = (xs: number[], digits: number) =>
+  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')
+
+async function bench(driver: DriverName): Promise<void> {
+  const topic = uniqueName('ke-bench-consumer-sqlite')
+  const dir = mkdtempSync(join(tmpdir(), 'k-entity-bench-consumer-sqlite-'))
+  const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
+  let db: SqliteBench | undefined
+  try {
+    const file = join(dir, 'bench.db')
+    db = driver === 'better-sqlite3' ? betterSqlite(file, events) : await nodeSqlite(file, events)
+    await createTopic(brokers, topic, partitions)
+    const pad = 'x'.repeat(256 - 30)
+    const messages = []
+    for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
+    await produceRaw(brokers, topic, messages)
+    const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
+    console.log(`${db.name}: ${db.settings()}; load average at start ${load()}`)
+    for (let rep = 0; rep <= reps; rep++) {
+      const warmUp = rep === 0
+      const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
+      for (const variant of order) {
+        const rate = await run(db, events, variant)
+        if (!warmUp) rates.get(variant)?.push(rate)
+        console.log(
+          `  ${warmUp ? 'warm-up' : `rep ${rep}  `} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s`,
+        )
+      }
+    }
+    console.log(
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after a warm-up (median, min-max); load average at end ${load()}`,
+    )
+    for (const variant of VARIANTS) {
+      const xs = rates.get(variant) as number[]
+      console.log(
+        `  ${variant.padEnd(14)} ${String(Math.round(midpointMedian(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
+      )
+    }
+    const ratio = (a: Variant, b: Variant) => {
+      const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
+      return { median: midpointMedian(xs), text: `${midpointMedian(xs).toFixed(2)}x (${spread(xs, 2)})` }
+    }
+    const own = ratio('inbox', 'bare')
+    console.log(`  inbox / bare:                 ${own.text}`)
+    console.log(`  inbox + write / bare + write: ${ratio('inbox + write', 'bare + write').text}`)
+    console.log(`  inbox + write / bare:         ${ratio('inbox + write', 'bare').text}`)
+    console.log(
+      `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
+    )
+  } finally {
+    db?.close()
+    rmSync(dir, { recursive: true, force: true })
+    await deleteTopic(brokers, topic).catch(() => {})
+  }
+}
+
+for (const driver of drivers) await bench(driver as DriverName)
