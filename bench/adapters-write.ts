@@ -14,24 +14,8 @@
 import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
-import { betterSqliteHarness } from '../test/contract/harness-better-sqlite3.ts'
-import { drizzleNodePgHarness, drizzlePostgresJsHarness } from '../test/contract/harness-drizzle.ts'
-import { drizzleMysqlHarness } from '../test/contract/harness-drizzle-mysql.ts'
-import { knexHarness } from '../test/contract/harness-knex.ts'
-import { knexMysqlHarness } from '../test/contract/harness-knex-mysql.ts'
-import { kyselyHarness } from '../test/contract/harness-kysely.ts'
-import { kyselyMysqlHarness } from '../test/contract/harness-kysely-mysql.ts'
-import { mikroOrmHarness } from '../test/contract/harness-mikro-orm.ts'
-import { mikroOrmMysqlHarness } from '../test/contract/harness-mikro-orm-mysql.ts'
-import { mysql2Harness } from '../test/contract/harness-mysql2.ts'
-import { nodeSqliteHarness } from '../test/contract/harness-node-sqlite.ts'
-import { pgHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
-import { pgliteHarness } from '../test/contract/harness-pglite.ts'
-import { postgresJsHarness } from '../test/contract/harness-postgres-js.ts'
-import { prismaHarness } from '../test/contract/harness-prisma.ts'
-import { prismaMysqlHarness } from '../test/contract/harness-prisma-mysql.ts'
-import { typeormHarness } from '../test/contract/harness-typeorm.ts'
-import { typeormMysqlHarness } from '../test/contract/harness-typeorm-mysql.ts'
+import { pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import { EVERY_ADAPTER } from '../test/contract/harnesses.ts'
 import { uniqueName } from '../test/support/env.ts'
 import { orderTopic } from '../test/support/workload.ts'
 import { median } from './lib/stats.ts'
@@ -63,29 +47,8 @@ for (const d of databases) {
   }
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: harnesses differ in their transaction handle
-const HARNESSES: ContractHarness<any>[] = [
-  pgHarness,
-  pgHelperTopicsHarness,
-  postgresJsHarness,
-  kyselyHarness,
-  knexHarness,
-  drizzleNodePgHarness,
-  drizzlePostgresJsHarness,
-  typeormHarness,
-  mikroOrmHarness,
-  prismaHarness,
-  pgliteHarness,
-  mysql2Harness,
-  kyselyMysqlHarness,
-  knexMysqlHarness,
-  drizzleMysqlHarness,
-  typeormMysqlHarness,
-  mikroOrmMysqlHarness,
-  prismaMysqlHarness,
-  betterSqliteHarness,
-  nodeSqliteHarness,
-]
+// node-postgres twice: producing through `in(client)` and through the topics `transaction()` hands over.
+const HARNESSES = [...EVERY_ADAPTER.slice(0, 1), pgHelperTopicsHarness, ...EVERY_ADAPTER.slice(1)]
 const selected = HARNESSES.filter(
   (h) => databases.has(h.dialect) && (values.only === undefined || h.name.includes(values.only)),
 )

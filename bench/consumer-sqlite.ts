@@ -1,20 +1,16 @@
 // Consumer throughput with the inbox against a bare consumer of the same client, on SQLite
 // (issue 21): bench/consumer.ts's method for PostgreSQL and MariaDB, applied to a database file.
-// Usage: KAFKA_BROKERS=host:port node bench/consumer-sqlite.ts [--messages=20000] [--partitions=4]
-//          [--reps=5] [--driver=better-sqlite3|node-sqlite|both] [--batch-size=200]
+// Usage: [KAFKA_BROKERS=host:port] node bench/consumer-sqlite.ts [--messages=20000] [--partitions=4]
+//          [--reps=5] [--warmup=1] [--driver=better-sqlite3|node-sqlite|both] [--batch-size=200]
 //          [--max-in-flight=1000] [--synchronous=normal|full]
 // Per driver, one database file in WAL mode in a temp dir made for the run (deleted at the end)
 // and one topic of 256-byte messages read again and again, each run by a new consumer group from
-// the start; four variants, their order alternating between repetitions:
-//   bare:           consume(), handler does nothing
-//   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
-//   bare + write:   consume(), handler writes one row with its own autocommit statement
-//   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
-// Every variant uses the app's one handle (SQLite has no pool), with one prepared INSERT. A run is
-// timed from its first handled message to its last, so the group join is left out. A warm-up
-// repetition runs first and is not counted (the first runs pay for JIT, page cache and the
-// broker's first reads of the topic). Ratios are taken per repetition (the variants of one
-// repetition ran side by side), then their median and spread are printed.
+// the start; the four variants of bench/lib/consumer-bench.ts, their order alternating between
+// repetitions. Every variant uses the app's one handle (SQLite has no pool), with one prepared
+// INSERT. A run is timed from its first handled message to its last, so the group join is left
+// out. Ratios are taken per repetition (the variants of one repetition ran side by side), then
+// their median and spread are printed, after warm-up repetitions that are not counted.
+// KAFKA_BROKERS: default, a broker of its own, started and stopped here.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { loadavg, tmpdir } from 'node:os'
@@ -22,17 +18,23 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import BetterSqlite from 'better-sqlite3'
 import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
-import { consume } from '../src/consumer/consume.ts'
-import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
 import { defineTopic, type Topic } from '../src/core/topic.ts'
-import { createTopic, deleteTopic, produceRaw, uniqueName } from '../test/consumer/kafka.ts'
-import { midpointMedian } from './lib/stats.ts'
+import { createTopic, deleteTopic, uniqueName } from '../test/consumer/kafka.ts'
+import {
+  type ConsumerBenchDatabase,
+  type Event,
+  fillTopic,
+  repetitions,
+  summarize,
+} from './lib/consumer-bench.ts'
+import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
   options: {
     messages: { type: 'string', default: '20000' },
     partitions: { type: 'string', default: '4' },
     reps: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
     driver: { type: 'string', default: 'both' },
     'batch-size': { type: 'string', default: '200' },
     'max-in-flight': { type: 'string', default: '1000' },
@@ -42,6 +44,7 @@ const { values } = parseArgs({
 const total = Number(values.messages)
 const partitions = Number(values.partitions)
 const reps = Number(values.reps)
+const warmup = Number(values.warmup)
 const batchSize = Number(values['batch-size'])
 const maxInFlight = Number(values['max-in-flight'])
 const DRIVERS = ['better-sqlite3', 'node-sqlite'] as const
@@ -59,6 +62,10 @@ for (const [name, n] of [
     process.exit(1)
   }
 }
+if (!Number.isInteger(warmup) || warmup < 0) {
+  console.error('--warmup must be an integer >= 0')
+  process.exit(1)
+}
 if (!drivers.every((d): d is DriverName => (DRIVERS as readonly string[]).includes(d as string))) {
   console.error('--driver must be better-sqlite3, node-sqlite or both')
   process.exit(1)
@@ -70,16 +77,10 @@ if (synchronous !== 'NORMAL' && synchronous !== 'FULL') {
   console.error('--synchronous must be normal or full')
   process.exit(1)
 }
-const brokers = (process.env.KAFKA_BROKERS ?? '').split(',').filter(Boolean)
-if (brokers.length === 0) {
-  console.error('set KAFKA_BROKERS (e.g. from `KAFKA_PORT=19620 npm run kafka start`)')
-  process.exit(1)
-}
+const broker = await benchBrokers()
+const brokers = broker.brokers
 const kafka = { brokers, clientId: 'k-entity-bench-consumer-sqlite' }
 const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
-const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
-type Variant = (typeof VARIANTS)[number]
-type Event = { id: number; pad: string }
 /** PRAGMA synchronous reads back as a number. */
 const SYNCHRONOUS_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA']
 /** SQLite has no schemas: the outbox's schema is the prefix of its tables' names. */
@@ -87,10 +88,8 @@ const SCHEMA = 'ke_bench'
 const INBOX_TABLE = `"${SCHEMA}_outbox_inbox"`
 
 /** What differs between the drivers: the handle, its outbox and its prepared INSERT. */
-interface SqliteBench {
+interface SqliteBench extends ConsumerBenchDatabase {
   name: string
-  consumeInbox(groupId: string, write: boolean, first: () => void): KafkaConsumer<Event>
-  insert(id: number): void
   /** The handle's settings as read back, so the output says what was measured. */
   settings(): string
   reset(): void
@@ -118,9 +117,7 @@ function betterSqlite(file: string, events: Topic<Event>): SqliteBench {
           if (write) insert.run((message.value as Event).id)
         },
       }),
-    insert: (id) => {
-      insert.run(id)
-    },
+    writeAutocommit: (id) => insert.run(id),
     settings: () =>
       `journal_mode ${db.pragma('journal_mode', { simple: true })}, synchronous ${SYNCHRONOUS_NAMES[Number(db.pragma('synchronous', { simple: true }))]}`,
     reset() {
@@ -154,9 +151,7 @@ async function nodeSqlite(file: string, events: Topic<Event>): Promise<SqliteBen
           if (write) insert.run((message.value as Event).id)
         },
       }),
-    insert: (id) => {
-      insert.run(id)
-    },
+    writeAutocommit: (id) => insert.run(id),
     settings: () =>
       `journal_mode ${pragma('journal_mode')}, synchronous ${SYNCHRONOUS_NAMES[Number(pragma('synchronous'))]}`,
     reset() {
@@ -170,41 +165,6 @@ function versionOf(pkg: string): string {
   return (createRequire(import.meta.url)(`${pkg}/package.json`) as { version: string }).version
 }
 
-/** msg/s from the first handled message to the last. */
-async function run(db: SqliteBench, events: Topic<Event>, variant: Variant): Promise<number> {
-  db.reset()
-  let began: number | undefined
-  const first = () => {
-    began ??= performance.now()
-  }
-  const groupId = uniqueName(variant.replaceAll(/\W+/g, '-'))
-  const consumer =
-    variant === 'bare'
-      ? consume(events, { ...common, kafka, groupId, handler: async () => first() })
-      : variant === 'bare + write'
-        ? consume(events, {
-            ...common,
-            kafka,
-            groupId,
-            handler: async (message) => {
-              first()
-              db.insert((message.value as Event).id)
-            },
-          })
-        : db.consumeInbox(groupId, variant === 'inbox + write', first)
-  const deadline = performance.now() + 300_000
-  while (consumer.counts.handled < total) {
-    if (performance.now() > deadline)
-      throw new Error(`${variant}: ${consumer.counts.handled} of ${total} in 300 s`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-  const seconds = (performance.now() - (began ?? 0)) / 1000
-  await consumer.close()
-  return total / seconds
-}
-
-const spread = (xs: number[], digits: number) =>
-  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
 const load = () =>
   loadavg()
     .map((x) => x.toFixed(2))
@@ -219,42 +179,12 @@ async function bench(driver: DriverName): Promise<void> {
     const file = join(dir, 'bench.db')
     db = driver === 'better-sqlite3' ? betterSqlite(file, events) : await nodeSqlite(file, events)
     await createTopic(brokers, topic, partitions)
-    const pad = 'x'.repeat(256 - 30)
-    const messages = []
-    for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
-    await produceRaw(brokers, topic, messages)
-    const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
+    await fillTopic(brokers, topic, total)
     console.log(`${db.name}: ${db.settings()}; load average at start ${load()}`)
-    for (let rep = 0; rep <= reps; rep++) {
-      const warmUp = rep === 0
-      const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
-      for (const variant of order) {
-        const rate = await run(db, events, variant)
-        if (!warmUp) rates.get(variant)?.push(rate)
-        console.log(
-          `  ${warmUp ? 'warm-up' : `rep ${rep}  `} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s`,
-        )
-      }
-    }
-    console.log(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after a warm-up (median, min-max); load average at end ${load()}`,
-    )
-    for (const variant of VARIANTS) {
-      const xs = rates.get(variant) as number[]
-      console.log(
-        `  ${variant.padEnd(14)} ${String(Math.round(midpointMedian(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
-      )
-    }
-    const ratio = (a: Variant, b: Variant) => {
-      const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
-      return { median: midpointMedian(xs), text: `${midpointMedian(xs).toFixed(2)}x (${spread(xs, 2)})` }
-    }
-    const own = ratio('inbox', 'bare')
-    console.log(`  inbox / bare:                 ${own.text}`)
-    console.log(`  inbox + write / bare + write: ${ratio('inbox + write', 'bare + write').text}`)
-    console.log(`  inbox + write / bare:         ${ratio('inbox + write', 'bare').text}`)
-    console.log(
-      `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
+    const rates = await repetitions(db, events, { total, reps, warmup, kafka, common })
+    summarize(
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max); load average at end ${load()}`,
+      rates,
     )
   } finally {
     db?.close()
@@ -263,4 +193,8 @@ async function bench(driver: DriverName): Promise<void> {
   }
 }
 
-for (const driver of drivers) await bench(driver as DriverName)
+try {
+  for (const driver of drivers) await bench(driver as DriverName)
+} finally {
+  await broker.stop()
+}

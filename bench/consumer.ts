@@ -2,16 +2,12 @@
 // Usage: [KAFKA_BROKERS=host:port] node bench/consumer.ts [--messages=30000] [--partitions=4] [--reps=3]
 //          [--warmup=1] [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
 // Per database, one topic of 256-byte messages read again and again, each run by a new consumer
-// group from the start; four variants, their order alternating between repetitions:
-//   bare:           consume(), handler does nothing
-//   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
-//   bare + write:   consume(), handler writes one row with its own autocommit statement
-//   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
+// group from the start; the four variants of bench/lib/consumer-bench.ts, their order alternating
+// between repetitions.
 // A run is timed from its first handled message to its last, so the group join is left out (it
 // is the broker's, the same for every variant). Ratios are taken per repetition (the variants of
-// one repetition ran side by side), then their median and spread are printed. The warm-up
-// repetitions run every variant first and are not counted: the first run of each was up to 5x
-// slower than the next (JIT, the broker's page cache, the database's buffers and plans).
+// one repetition ran side by side), then their median and spread are printed, after warm-up
+// repetitions that are not counted.
 // KAFKA_BROKERS (default: a broker of its own, started and stopped here), DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/test), MYSQL_URL (default mysql://root@127.0.0.1:3306/test).
 import { cpus, loadavg } from 'node:os'
@@ -20,10 +16,15 @@ import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
-import { consume } from '../src/consumer/consume.ts'
-import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
 import { defineTopic } from '../src/core/topic.ts'
-import { createTopic, deleteTopic, produceRaw, uniqueName } from '../test/consumer/kafka.ts'
+import { createTopic, deleteTopic, uniqueName } from '../test/consumer/kafka.ts'
+import {
+  type ConsumerBenchDatabase,
+  type Event,
+  fillTopic,
+  repetitions,
+  summarize,
+} from './lib/consumer-bench.ts'
 import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
@@ -68,16 +69,10 @@ const broker = await benchBrokers()
 const brokers = broker.brokers
 const kafka = { brokers, clientId: 'k-entity-bench-consumer' }
 const common = { logger: false as const, maxWaitMs: 100, maxInFlight }
-const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
-type Variant = (typeof VARIANTS)[number]
-type Event = { id: number; pad: string }
 
 /** What differs between the databases: the pool, the effect's INSERT and the cleanup. */
-interface Database {
+interface Database extends ConsumerBenchDatabase {
   name: string
-  consumeInbox(groupId: string, write: boolean, first: () => void): KafkaConsumer<Event>
-  writeAutocommit(id: number): Promise<unknown>
-  reset(): Promise<void>
   drop(): Promise<void>
 }
 
@@ -152,52 +147,6 @@ function mariadb(topic: string, schema: string): Database & { setUp(): Promise<v
   }
 }
 
-/** msg/s from the first handled message to the last, and the transactions that handled them. */
-async function run(
-  db: Database,
-  topic: string,
-  variant: Variant,
-): Promise<{ rate: number; batches: number }> {
-  await db.reset()
-  const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
-  let began: number | undefined
-  const first = () => {
-    began ??= performance.now()
-  }
-  const groupId = uniqueName(variant.replaceAll(/\W+/g, '-'))
-  const consumer =
-    variant === 'bare'
-      ? consume(events, { ...common, kafka, groupId, handler: async () => first() })
-      : variant === 'bare + write'
-        ? consume(events, {
-            ...common,
-            kafka,
-            groupId,
-            handler: async (message) => {
-              first()
-              await db.writeAutocommit((message.value as Event).id)
-            },
-          })
-        : db.consumeInbox(groupId, variant === 'inbox + write', first)
-  const deadline = performance.now() + 300_000
-  while (consumer.counts.handled < total) {
-    if (performance.now() > deadline)
-      throw new Error(`${variant}: ${consumer.counts.handled} of ${total} in 300 s`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-  const seconds = (performance.now() - (began ?? 0)) / 1000
-  await consumer.close()
-  return { rate: total / seconds, batches: consumer.counts.batches }
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
-}
-const spread = (xs: number[], digits: number) =>
-  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
-
 async function bench(kind: string): Promise<void> {
   const topic = uniqueName('ke-bench-consumer')
   const schema = uniqueName('ke_bench_consumer').replaceAll('-', '_')
@@ -205,42 +154,21 @@ async function bench(kind: string): Promise<void> {
   try {
     await createTopic(brokers, topic, partitions)
     await db.setUp()
-    const pad = 'x'.repeat(256 - 30)
-    const messages = []
-    for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
-    await produceRaw(brokers, topic, messages)
-    const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
-    for (let rep = -warmup; rep < reps; rep++) {
-      const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
-      for (const variant of order) {
-        const { rate, batches } = await run(db, topic, variant)
-        if (rep >= 0) rates.get(variant)?.push(rate)
-        const label = rep < 0 ? 'warm-up' : `rep ${rep + 1}`
-        const mean = batches > 0 ? `  (${batches} batches, mean ${Math.round(total / batches)} messages)` : ''
-        console.log(
-          `  ${label.padEnd(7)} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s${mean}`,
-        )
-      }
-    }
-    console.log(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max)`,
+    await fillTopic(brokers, topic, total)
+    const rates = await repetitions(
+      db,
+      defineTopic<Event>({ name: topic, key: (event) => String(event.id) }),
+      {
+        total,
+        reps,
+        warmup,
+        kafka,
+        common,
+      },
     )
-    for (const variant of VARIANTS) {
-      const xs = rates.get(variant) as number[]
-      console.log(
-        `  ${variant.padEnd(14)} ${String(Math.round(median(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
-      )
-    }
-    const ratio = (a: Variant, b: Variant) => {
-      const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
-      return { median: median(xs), text: `${median(xs).toFixed(2)}x (${spread(xs, 2)})` }
-    }
-    const own = ratio('inbox', 'bare')
-    console.log(`  inbox / bare:                 ${own.text}`)
-    console.log(`  inbox + write / bare + write: ${ratio('inbox + write', 'bare + write').text}`)
-    console.log(`  inbox + write / bare:         ${ratio('inbox + write', 'bare').text}`)
-    console.log(
-      `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
+    summarize(
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max)`,
+      rates,
     )
   } finally {
     await db.drop().catch((error: unknown) => console.error(String(error)))

@@ -1,0 +1,132 @@
+// What bench/consumer.ts (PostgreSQL, MariaDB) and bench/consumer-sqlite.ts share: the four
+// variants, one timed run of a variant, the repetitions with their warm-up, and the summary.
+import { consume } from '../../src/consumer/consume.ts'
+import type { KafkaConsumer } from '../../src/consumer/kafka-consumer.ts'
+import type { Topic } from '../../src/core/topic.ts'
+import type { KafkaOptions } from '../../src/transports/kafka/index.ts'
+import { produceRaw, uniqueName } from '../../test/consumer/kafka.ts'
+import { midpointMedian } from './stats.ts'
+
+//   bare:           consume(), handler does nothing
+//   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
+//   bare + write:   consume(), handler writes one row with its own autocommit statement
+//   inbox + write:  outbox.consume(), the same row inside the inbox's transaction
+export const VARIANTS = ['bare', 'inbox', 'bare + write', 'inbox + write'] as const
+export type Variant = (typeof VARIANTS)[number]
+export type Event = { id: number; pad: string }
+
+/** What differs per database: the inbox consumer, the bare variant's write, and the cleanup. */
+export interface ConsumerBenchDatabase {
+  consumeInbox(groupId: string, write: boolean, first: () => void): KafkaConsumer<Event>
+  /** One effect row in autocommit (the `bare + write` variant). */
+  writeAutocommit(id: number): unknown
+  reset(): unknown
+}
+
+export interface ConsumerBenchOptions {
+  total: number
+  reps: number
+  warmup: number
+  kafka: KafkaOptions
+  /** Options every consumer of the run gets (logger, maxWaitMs, maxInFlight). */
+  common: { logger: false; maxWaitMs: number; maxInFlight: number }
+}
+
+/** `total` messages of 256 bytes, keyed by id, into `topic`. */
+export async function fillTopic(brokers: string[], topic: string, total: number): Promise<void> {
+  const pad = 'x'.repeat(256 - 30)
+  const messages = []
+  for (let id = 0; id < total; id++) messages.push({ key: String(id), value: JSON.stringify({ id, pad }) })
+  await produceRaw(brokers, topic, messages)
+}
+
+/** msg/s from the first handled message to the last, and the transactions that handled them. */
+async function run(
+  db: ConsumerBenchDatabase,
+  events: Topic<Event>,
+  variant: Variant,
+  options: ConsumerBenchOptions,
+): Promise<{ rate: number; batches: number }> {
+  const { total, kafka, common } = options
+  await db.reset()
+  let began: number | undefined
+  const first = () => {
+    began ??= performance.now()
+  }
+  const groupId = uniqueName(variant.replaceAll(/\W+/g, '-'))
+  const consumer =
+    variant === 'bare'
+      ? consume(events, { ...common, kafka, groupId, handler: async () => first() })
+      : variant === 'bare + write'
+        ? consume(events, {
+            ...common,
+            kafka,
+            groupId,
+            handler: async (message) => {
+              first()
+              await db.writeAutocommit((message.value as Event).id)
+            },
+          })
+        : db.consumeInbox(groupId, variant === 'inbox + write', first)
+  const deadline = performance.now() + 300_000
+  while (consumer.counts.handled < total) {
+    if (performance.now() > deadline)
+      throw new Error(`${variant}: ${consumer.counts.handled} of ${total} in 300 s`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  const seconds = (performance.now() - (began ?? 0)) / 1000
+  await consumer.close()
+  return { rate: total / seconds, batches: consumer.counts.batches }
+}
+
+/**
+ * Every variant per repetition, their order alternating; the warm-up repetitions come first and
+ * are not counted (the first run of each was up to 5x slower than the next: JIT, the broker's
+ * page cache, the database's buffers and plans). Returns each variant's rates.
+ */
+export async function repetitions(
+  db: ConsumerBenchDatabase,
+  events: Topic<Event>,
+  options: ConsumerBenchOptions,
+): Promise<Map<Variant, number[]>> {
+  const rates = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]))
+  for (let rep = -options.warmup; rep < options.reps; rep++) {
+    const order = rep % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()
+    for (const variant of order) {
+      const { rate, batches } = await run(db, events, variant, options)
+      if (rep >= 0) rates.get(variant)?.push(rate)
+      const label = rep < 0 ? 'warm-up' : `rep ${rep + 1}`
+      const mean =
+        batches > 0 ? `  (${batches} batches, mean ${Math.round(options.total / batches)} messages)` : ''
+      console.log(
+        `  ${label.padEnd(7)} ${variant.padEnd(14)} ${String(Math.round(rate)).padStart(7)} msg/s${mean}`,
+      )
+    }
+  }
+  return rates
+}
+
+const spread = (xs: number[], digits: number) =>
+  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
+
+/** Medians and spreads per variant, the ratios per repetition, and the target's verdict. */
+export function summarize(title: string, rates: Map<Variant, number[]>): void {
+  console.log(title)
+  for (const variant of VARIANTS) {
+    const xs = rates.get(variant) as number[]
+    console.log(
+      `  ${variant.padEnd(14)} ${String(Math.round(midpointMedian(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
+    )
+  }
+  const ratio = (a: Variant, b: Variant) => {
+    const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
+    return { median: midpointMedian(xs), text: `${midpointMedian(xs).toFixed(2)}x (${spread(xs, 2)})` }
+  }
+  const own = ratio('inbox', 'bare')
+  console.log(`  inbox / bare:                 ${own.text}`)
+  console.log(`  inbox + write / bare + write: ${ratio('inbox + write', 'bare + write').text}`)
+  console.log(`  inbox + write / bare:         ${ratio('inbox + write', 'bare').text}`)
+  console.log(
+    `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
+  )
+}
