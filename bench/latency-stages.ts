@@ -50,9 +50,13 @@ function beforeTree(rev: string): string {
   const dir = join(tmpdir(), 'k-entity-latency-before', commit.slice(0, 12))
   if (!existsSync(join(dir, 'src'))) {
     mkdirSync(dir, { recursive: true })
-    execFileSync('sh', ['-c', `git archive ${commit} src package.json tsconfig.json | tar -x -C '${dir}'`], {
-      cwd: ROOT,
-    })
+    execFileSync(
+      'sh',
+      ['-c', `git archive ${commit} src scripts package.json tsconfig.json | tar -x -C '${dir}'`],
+      {
+        cwd: ROOT,
+      },
+    )
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'))
   }
   // Always this checkout's bench code, so both sides are measured the same way.

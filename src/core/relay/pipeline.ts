@@ -242,22 +242,37 @@ export class Pipeline {
   /**
    * The session for a claim that is not a claim ahead: one with no delete in flight (or failed
    * and not yet reported) and none deferred, the first session preferred, so the claim need not
-   * wait. When both are busy, every delete is settled first (rethrowing a failure) and the first
-   * session claims.
+   * wait. When both are busy, the first delete to finish frees its session; a failed one is
+   * rethrown (after every delete settled). Without a usable companion, the first session only.
    */
   async #freeSession(): Promise<RelayStore> {
-    const idle = (store: RelayStore) => !this.#acking.has(store) && this.#deferredAck?.store !== store
-    if (idle(this.#store)) return this.#store
     const companion = this.companion
-    if (idle(companion) && performance.now() >= this.#companionDownUntil) {
-      try {
-        if (!companion.healthy) await companion.connect()
-        return companion
-      } catch {
-        // No companion for now (e.g. the server is out of connections): the first session only.
-        await companion.close().catch(() => {})
-        this.#companionDownUntil = performance.now() + COMPANION_RETRY_MS
+    for (;;) {
+      const idle = (store: RelayStore) => !this.#acking.has(store) && this.#deferredAck?.store !== store
+      if (idle(this.#store)) return this.#store
+      if (performance.now() < this.#companionDownUntil) break
+      if (idle(companion)) {
+        try {
+          if (!companion.healthy) await companion.connect()
+          return companion
+        } catch {
+          // No companion for now (e.g. the server is out of connections): the first session only.
+          await companion.close().catch(() => {})
+          this.#companionDownUntil = performance.now() + COMPANION_RETRY_MS
+          break
+        }
       }
+      this.#startDeferredAck()
+      if (this.#acking.size === 0) continue
+      const failed = await Promise.race(
+        [...this.#acking.values()].map((acking) =>
+          acking.then(
+            () => false,
+            () => true,
+          ),
+        ),
+      )
+      if (failed) break
     }
     await this.settleAcks()
     return this.#store
