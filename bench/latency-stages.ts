@@ -163,7 +163,17 @@ async function main(): Promise<void> {
     brokers = [broker.brokers]
   }
   const warmupTopic = topicName('warmup')
-  const results: Record<string, { total: Distribution; stages?: StageBreakdown; load: string }[]> = {}
+  const results: Record<
+    string,
+    {
+      total: Distribution
+      stages: StageBreakdown | undefined
+      load: string
+      achieved: number
+      cpu: number | undefined
+      roundTrips: number | undefined
+    }[]
+  > = {}
   const raws: { latency: Distribution; load: string }[] = []
   try {
     await createTopic(brokers, warmupTopic)
@@ -193,7 +203,14 @@ async function main(): Promise<void> {
             stages: true,
             ...(config.tree === 'after' ? {} : { workerModule: workers.get(config.tree) as string }),
           })
-          const entry = { total: run.latency, stages: run.stages, load: loadBefore }
+          const entry = {
+            total: run.latency,
+            stages: run.stages,
+            load: loadBefore,
+            achieved: run.achievedRate,
+            cpu: run.relayCpuPercent,
+            roundTrips: run.roundTripsPerMessage,
+          }
           const runs = results[config.label] ?? []
           runs.push(entry)
           results[config.label] = runs
@@ -219,20 +236,20 @@ async function main(): Promise<void> {
       }
     }
     console.log(
-      `\n| configuration | run | p50 ms | p99 ms | wait p50/p99 | claim p50/p99 | send p50/p99 | load (1/5/15 min) |`,
+      `\n| configuration | run | achieved msg/s | p50 ms | p99 ms | wait p50/p99 | claim p50/p99 | send p50/p99 | relay CPU | PG round trips/msg | load (1/5/15 min) |`,
     )
-    console.log('|---|---|---|---|---|---|---|---|')
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|')
     for (const [label, runs] of Object.entries(results)) {
       runs.forEach((r, i) => {
         const s = r.stages
         console.log(
-          `| ${label} | ${i + 1} | ${ms(r.total.p50)} | ${ms(r.total.p99)} | ${s ? pair(s.wait) : '-'} | ${s ? pair(s.claim) : '-'} | ${s ? pair(s.send) : '-'} | ${r.load} |`,
+          `| ${label} | ${i + 1} | ${Math.round(r.achieved)} | ${ms(r.total.p50)} | ${ms(r.total.p99)} | ${s ? pair(s.wait) : '-'} | ${s ? pair(s.claim) : '-'} | ${s ? pair(s.send) : '-'} | ${r.cpu === undefined ? '-' : `${Math.round(r.cpu)}%`} | ${r.roundTrips === undefined ? '-' : r.roundTrips.toFixed(3)} | ${r.load} |`,
         )
       })
     }
     for (const [i, r] of raws.entries()) {
       console.log(
-        `| raw producer, single sends | ${i + 1} | ${ms(r.latency.p50)} | ${ms(r.latency.p99)} | - | - | - | ${r.load} |`,
+        `| raw producer, single sends | ${i + 1} | - | ${ms(r.latency.p50)} | ${ms(r.latency.p99)} | - | - | - | - | - | ${r.load} |`,
       )
     }
     console.log(
@@ -242,7 +259,14 @@ async function main(): Promise<void> {
         results: Object.fromEntries(
           Object.entries(results).map(([label, runs]) => [
             label,
-            runs.map((r) => ({ p50: round(r.total.p50), p99: round(r.total.p99), load: r.load })),
+            runs.map((r) => ({
+              achieved: Math.round(r.achieved),
+              p50: round(r.total.p50),
+              p99: round(r.total.p99),
+              cpu: r.cpu === undefined ? null : round(r.cpu, 1),
+              roundTrips: r.roundTrips === undefined ? null : round(r.roundTrips, 3),
+              load: r.load,
+            })),
           ]),
         ),
         raw: raws.map((r) => ({ p50: round(r.latency.p50), p99: round(r.latency.p99), load: r.load })),
