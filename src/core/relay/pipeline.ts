@@ -250,6 +250,9 @@ export class Pipeline {
    */
   async #freeSession(): Promise<RelayStore> {
     const companion = this.companion
+    // A delete deferred to ride with a claim ahead gets none now: it runs on its own, or its
+    // session's claim stays open (and its rows in the outbox) for as long as claims come back empty.
+    this.#startDeferredAck()
     for (;;) {
       const idle = (store: RelayStore) => !this.#acking.has(store) && this.#deferredAck?.store !== store
       if (idle(this.#store)) return this.#store
