@@ -19,22 +19,25 @@ async function waited(store: PostgresRelayStore, ms: number, found: number): Pro
 describe('PostgreSQL relay wake-up (LISTEN)', () => {
   const schema = uniqueName('ke_wake')
   const table = { schema, table: 'outbox' }
-  const store = new PostgresRelayStore({
-    table,
-    connect: () => connectSession({ connectionString: DATABASE_URL }),
-    claimTimeout: 60_000,
-    sessionIdleTimeout: 0,
-    concurrent: false,
-    listen: true,
-    exclusive: true,
+  const relayStore = (eagerClaims: boolean) =>
+    new PostgresRelayStore({
+      table,
+      connect: () => connectSession({ connectionString: DATABASE_URL }),
+      claimTimeout: 60_000,
+      sessionIdleTimeout: 0,
+      concurrent: false,
+      listen: true,
+      eagerClaims,
+      exclusive: true,
+    })
+  const store = relayStore(true)
+  const outbox = createPgOutbox({
+    topics: { t: defineTopic({ name: 'wake' }) },
+    schema,
+    kafka: { brokers: ['127.0.0.1:9'] },
   })
 
   before(async () => {
-    const outbox = createPgOutbox({
-      topics: { t: defineTopic({ name: 'wake' }) },
-      schema,
-      kafka: { brokers: ['127.0.0.1:9'] },
-    })
     await outbox.migrate(DATABASE_URL)
     await store.connect()
     assert.equal(await store.tryAcquireLeadership(), true)
@@ -50,7 +53,7 @@ describe('PostgreSQL relay wake-up (LISTEN)', () => {
     assert.ok((await waited(store, 300, 5)) >= 250, 'no commit notified: the interval holds')
   })
 
-  it('while commits are notified, a batch that found messages is followed by a claim at once; an empty one waits the short poll', async () => {
+  it("listen: 'eager', while commits are notified: a batch that found messages is followed by a claim at once; an empty one waits the short poll", async () => {
     await withClient((client) => client.query(`SELECT pg_notify($1, '')`, [wakeChannel(table)]))
     // Let the notification arrive, then claim (it clears the flag a notification sets, as a poll does).
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -67,5 +70,36 @@ describe('PostgreSQL relay wake-up (LISTEN)', () => {
     await new Promise((resolve) => setTimeout(resolve, 150))
     assert.deepEqual(await store.claim(1), [])
     assert.ok((await waited(store, 300, 5)) >= 250, 'the notified window is over')
+  })
+
+  it('listen: true, while commits are notified: a batch that found messages still waits the short poll', async () => {
+    // Its own session (the eager one above is the leader): a standby would not shorten its waits.
+    await store.close()
+    const plain = relayStore(false)
+    try {
+      await plain.connect()
+      assert.equal(await plain.tryAcquireLeadership(), true)
+      assert.deepEqual(await plain.claim(1), [])
+      await withClient((client) => client.query(`SELECT pg_notify($1, '')`, [wakeChannel(table)]))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      assert.deepEqual(await plain.claim(1), [])
+      const spaced = await waited(plain, 300, 5)
+      assert.ok(spaced >= 4 && spaced < 100, `the short poll: ${spaced.toFixed(1)} ms`)
+    } finally {
+      await plain.close()
+    }
+  })
+
+  it("the relay option listen takes true, false or 'eager', and refuses anything else", () => {
+    for (const listen of [true, false, 'eager'] as const) {
+      const relay = outbox.relay({ connection: DATABASE_URL, listen })
+      void relay.stop({ timeout: 0 }).catch(() => {})
+    }
+    for (const listen of ['yes', 1, 'EAGER']) {
+      assert.throws(() => outbox.relay({ connection: DATABASE_URL, listen: listen as never }), {
+        code: 'KE_INVALID_ARGUMENT',
+        message: /listen.*true, false or 'eager'/,
+      })
+    }
   })
 })

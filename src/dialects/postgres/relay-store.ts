@@ -39,6 +39,11 @@ export interface PostgresRelayStoreOptions {
   /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
   listen: boolean
   /**
+   * With `listen`: while notifications come, a batch that found messages is followed by a claim
+   * at once instead of after `NOTIFIED_POLL_MS` (relay option `listen: 'eager'`).
+   */
+  eagerClaims?: boolean
+  /**
    * Single and exclusive mode: the relay leads through the leader lock, and its claims are fenced
    * so a new leader never overtakes its sessions.
    */
@@ -445,11 +450,12 @@ export class PostgresRelayStore implements RelayStore {
     const active = now < this.#activeUntil && !standby
     if (active) ms = Math.min(ms, NOTIFIED_POLL_MS)
     return new Promise<void>((resolve) => {
-      // While commits flow, a batch that found messages is followed by a claim at once: whatever
-      // committed during its claim and send waits for no timer. At 1,000 msg/s the 5 ms poll
-      // (or, notified, the delete before it) was most of the wait between COMMIT and the claim.
-      // It ends with the first empty claim, so an idle relay polls no more than before.
-      if (signal.aborted || (this.#notified && !standby) || (active && found > 0)) return resolve()
+      // Eager: while commits flow, a batch that found messages is followed by a claim at once, so
+      // whatever committed during its claim and send waits for no timer: at 1,000 msg/s the 5 ms
+      // poll was most of the wait between COMMIT and the claim. It ends with the first empty
+      // claim, so an idle relay polls no more than without it.
+      const eager = active && found > 0 && this.#options.eagerClaims === true
+      if (signal.aborted || (this.#notified && !standby) || eager) return resolve()
       const timer = setTimeout(done, ms)
       signal.addEventListener('abort', done, { once: true })
       if (!standby) this.#onNotify = done
