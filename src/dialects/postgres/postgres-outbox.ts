@@ -47,10 +47,11 @@ export interface PostgresRelayOptions<Target> extends RelayOptions {
    * LISTEN for commit notifications and poll at once when one arrives (default true). Polling
    * stays the safety net: notifications are lost while disconnected and behind poolers.
    * `'eager'`: also, while notifications come, claim again at once after every batch that found
-   * messages, instead of after a 5 ms poll: lower commit-to-Kafka latency (p50 at 1,000 msg/s
-   * about 2-5 ms lower in bench/latency-stages.ts) for about twice the claims (PostgreSQL round
-   * trips per message 0.2 -> 0.4-0.5) and a little more relay CPU. It stops at the first empty
-   * claim, so an idle relay polls no more than with `true`.
+   * messages, instead of after a 5 ms poll. At 1,000 msg/s (bench/latency-stages.ts, loaded
+   * 2-core machine) its commit-to-Kafka p50 was about 2 ms lower (4.2-6.4 ms against 6.2-8.7),
+   * its p99 not lower (the relay's GC pauses set it), for about twice the claims (PostgreSQL
+   * round trips per message 0.4-0.5 against 0.2) and a few points more relay CPU. It stops at
+   * the first empty claim, so an idle relay polls no more than with `true`.
    */
   listen?: boolean | 'eager'
 }
