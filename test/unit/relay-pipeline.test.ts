@@ -3,7 +3,6 @@
 // during a send. Pure logic; test/pg-pipeline.test.ts covers the same on PostgreSQL and Kafka.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import type { FailedDelivery } from '../../src/core/seams.ts'
 import { OutboxRelay, type SendFailure, type StoredMessage } from '../../src/index.ts'
 import { Events, FakeKafka, FakeOutbox, FakeStore, singleStore, storedBytes, until } from './fakes.ts'
 
@@ -153,54 +152,6 @@ describe('pipelined relay, in memory', () => {
       assert.equal(relay.isRunning, false)
     })
   }
-
-  it("after a short batch, the next claim runs on the companion while the first session's delete is still on its way", async (t) => {
-    const outbox = new FakeOutbox()
-    let release: () => void = () => {}
-    const gate = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    let firstDelete: string[] | undefined
-    /** The first session's first delete waits until the test opens the gate. */
-    class SlowDelete extends FakeStore {
-      override async complete(acknowledged: readonly string[], failures?: FailedDelivery[]): Promise<void> {
-        if (firstDelete === undefined) {
-          firstDelete = [...acknowledged]
-          await gate
-        }
-        return super.complete(acknowledged, failures)
-      }
-    }
-    const store = new SlowDelete(outbox, { pipelined: true })
-    const kafka = new FakeKafka()
-    const relay = new OutboxRelay(store, kafka, fast)
-    let expected = new Map<number, string[]>()
-    t.after(() => relay.stop())
-    await relay.start()
-    try {
-      outbox.add([0, 1, 2], 1)
-      await until(() => firstDelete !== undefined)
-      // Later messages of the same keys, committed while the first batch's delete hangs.
-      outbox.add([0, 1, 2], 1)
-      expected = idsByKey(outbox)
-      await until(() => kafka.sends.length === 2)
-      const [first, second] = kafka.sends.map((batch) => batch.map((m) => m.id))
-      assert.deepEqual(first, firstDelete)
-      assert.deepEqual(
-        store.other?.calls.flatMap((c) => (c.op === 'claim' && c.ids.length > 0 ? [c.ids] : [])),
-        [second],
-        'the companion claimed the second batch',
-      )
-      for (const id of second ?? []) assert.ok(!first?.includes(id), `${id} was claimed twice`)
-      for (const id of first ?? []) assert.ok(outbox.row(id), `${id} was deleted before its delete returned`)
-    } finally {
-      release()
-    }
-    await until(() => outbox.rows.length === 0)
-    await relay.stop()
-    assertKeyOrder(kafka, expected)
-    assert.equal(kafka.log.length, 6, 'each message sent once')
-  })
 
   describe('byte budget (maxBytesPerPoll)', () => {
     const KB = 1024

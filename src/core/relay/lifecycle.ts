@@ -178,7 +178,7 @@ export class OutboxRelay {
     // Closing the session rolls back an unfinished claim (its messages stay in the outbox);
     // closing the producer aborts a send that is still waiting for the broker.
     await this.#store.close().catch(() => {})
-    await this.#pipeline?.closeCompanion()
+    await this.#pipeline?.companion.close().catch(() => {})
     await this.#transport.close().catch(() => {})
     await waitAtMost(this.#running, 5000)
     this.#leadership.set(false)

@@ -21,12 +21,6 @@ interface DeferredAck {
   timing: BatchTiming
 }
 
-/**
- * After the companion failed to connect for a short batch's claim (see `Pipeline.#freeSession`),
- * how long short batches stay on the first session before trying it again, in ms.
- */
-const COMPANION_RETRY_MS = 5000
-
 /** A claim ahead's result; it never rejects (see `Pipeline.#claimAhead`). */
 interface ClaimAhead {
   messages?: StoredMessage[]
@@ -42,12 +36,6 @@ interface ClaimAhead {
  * Only a full batch (by count or bytes, see `FullBatch`) claims ahead: a short one means the
  * outbox is (nearly) drained. The batch ahead has the same byte budget, so the relay holds at
  * most two batches' worth of rows.
- *
- * A short batch's delete does not hold up the next claim either: that claim runs on the session
- * whose delete is not in flight (see `#freeSession`), after the batch before it was acknowledged,
- * as any claim after a short batch is. Its session leaves out the rows being deleted until their
- * delete returns, as a claim ahead does, so order and the two-batch bound are those of the claim
- * ahead. At 1,000 msg/s the delete (1-3 ms) was on the path from every commit to its ack.
  */
 export class Pipeline {
   readonly #store: RelayStore
@@ -59,12 +47,8 @@ export class Pipeline {
   readonly #isLeader: () => boolean
   /** A batch claimed ahead, to be sent once the batch before it was acknowledged by Kafka. */
   #ahead: ClaimedBatch | undefined
-  /** Deletion of batches Kafka acknowledged, still running, per session; settled before the next claim on it. */
-  readonly #acking = new Map<RelayStore, Promise<void>>()
-  /** Until when short batches do not try the companion again (see `COMPANION_RETRY_MS`). */
-  #companionDownUntil = Number.NEGATIVE_INFINITY
-  /** The companion's connect started for short batches, in the background (see `#freeSession`). */
-  #companionConnecting: Promise<void> | undefined
+  /** Deletion of batches Kafka acknowledged, still running; settled before the next claim on its session. */
+  #acking: Promise<void> | undefined
   /**
    * An acknowledged batch whose delete waits to go with the next claim on its session, in the
    * same round trip (`RelayStore.completeAndClaim`); `settleAcks` runs it alone if no claim comes.
@@ -102,10 +86,10 @@ export class Pipeline {
     if (current !== undefined && !current.store.healthy) current = undefined
     this.sentAhead = current !== undefined
     if (current === undefined) {
-      const session = await this.#freeSession()
+      await this.settleAcks()
       const claiming = performance.now()
-      const claimed = await session.claim(limits.messages, limits.bytes)
-      current = { store: session, messages: claimed, claimMs: performance.now() - claiming }
+      const claimed = await this.#store.claim(limits.messages, limits.bytes)
+      current = { store: this.#store, messages: claimed, claimMs: performance.now() - claiming }
     }
     if (current.messages.length === 0) return { count: 0, full: false }
     const { store, messages } = current
@@ -178,7 +162,7 @@ export class Pipeline {
       const late = this.#delivery.lateDelete(false)
       // Without an await here the query leaves before the caller's send encodes its batch, so
       // PostgreSQL works on the claim meanwhile.
-      if (this.#acking.size > 0) {
+      if (this.#acking !== undefined) {
         try {
           await this.settleAcks()
         } catch (error) {
@@ -206,12 +190,11 @@ export class Pipeline {
       }
     }
     try {
-      if (this.#acking.size > 0 || this.#deferredAck !== undefined) await this.settleAcks()
+      if (this.#acking !== undefined || this.#deferredAck !== undefined) await this.settleAcks()
     } catch (error) {
       return { error }
     }
     try {
-      if (store === this.companion) await this.#companionConnecting
       if (!store.healthy) await store.connect()
       const started = performance.now()
       const messages = await store.claim(limits.messages, limits.bytes)
@@ -230,53 +213,9 @@ export class Pipeline {
       acknowledged.timing.deleteMs = performance.now() - started
       this.#delivered(acknowledged)
     })
-    const earlier = this.#acking.get(acknowledged.store)
-    const all = earlier ? Promise.all([earlier, acking]).then(() => {}) : acking
-    this.#acking.set(acknowledged.store, all)
-    // A failed delete stays until settleAcks rethrows it; the session counts as busy meanwhile.
-    all.then(
-      () => {
-        if (this.#acking.get(acknowledged.store) === all) this.#acking.delete(acknowledged.store)
-      },
-      () => {},
-    )
-  }
-
-  /**
-   * The session for a claim that is not a claim ahead: one with no delete in flight (or failed
-   * and not yet reported) and none deferred, the first session preferred, so the claim need not
-   * wait. When both are busy, the first delete to finish frees its session; a failed one is
-   * rethrown (after every delete settled). Without a usable companion, the first session only.
-   */
-  async #freeSession(): Promise<RelayStore> {
-    const companion = this.companion
-    // A delete deferred to ride with a claim ahead gets none now: it runs on its own, or its
-    // session's claim stays open (and its rows in the outbox) for as long as claims come back empty.
-    this.#startDeferredAck()
-    for (;;) {
-      const idle = (store: RelayStore) => !this.#acking.has(store) && this.#deferredAck?.store !== store
-      if (idle(this.#store)) return this.#store
-      if (performance.now() < this.#companionDownUntil) break
-      if (idle(companion)) {
-        if (companion.healthy && this.#companionConnecting === undefined) return companion
-        // Connected in the background, not on the way from a commit to its ack: a new session
-        // (and, exclusive, its fence) took 50 ms under load, the p99 of a 5 s run.
-        this.#connectCompanion()
-      }
-      this.#startDeferredAck()
-      if (this.#acking.size === 0) continue
-      const failed = await Promise.race(
-        [...this.#acking.values()].map((acking) =>
-          acking.then(
-            () => false,
-            () => true,
-          ),
-        ),
-      )
-      if (failed) break
-    }
-    await this.settleAcks()
-    return this.#store
+    this.#acking = this.#acking ? Promise.all([this.#acking, acking]).then(() => {}) : acking
+    // Observed by the next settleAcks; until then it must not count as unhandled.
+    this.#acking.catch(() => {})
   }
 
   #delivered(acknowledged: DeferredAck): void {
@@ -289,36 +228,12 @@ export class Pipeline {
     if (deferred) this.#startAck(deferred)
   }
 
-  #connectCompanion(): void {
-    const companion = this.companion
-    if (this.#companionConnecting !== undefined || companion.healthy) return
-    const connecting = companion.connect().then(
-      () => {},
-      async () => {
-        // No companion for now (e.g. the server is out of connections): the first session only.
-        await companion.close().catch(() => {})
-        this.#companionDownUntil = performance.now() + COMPANION_RETRY_MS
-      },
-    )
-    this.#companionConnecting = connecting
-    void connecting.finally(() => {
-      if (this.#companionConnecting === connecting) this.#companionConnecting = undefined
-    })
-  }
-
-  /** Closes the companion session, after a connect still on its way. */
-  async closeCompanion(): Promise<void> {
-    await this.#companionConnecting
-    await this.companion.close().catch(() => {})
-  }
-
   /** Waits for the deletes in flight (starting a deferred one); rethrows their failure. */
   async settleAcks(): Promise<void> {
     this.#startDeferredAck()
-    const acking = [...this.#acking.values()]
-    this.#acking.clear()
-    const failed = (await Promise.allSettled(acking)).find((result) => result.status === 'rejected')
-    if (failed !== undefined) throw failed.reason
+    const acking = this.#acking
+    this.#acking = undefined
+    if (acking) await acking
   }
 
   /**
@@ -331,7 +246,6 @@ export class Pipeline {
     const ahead = this.#ahead
     this.#ahead = undefined
     if (ahead) await ahead.store.abandon().catch(() => {})
-    await this.#companionConnecting
     if (this.companion.healthy && (!this.#store.healthy || !this.#isLeader())) {
       await this.companion.close().catch(() => {})
     }

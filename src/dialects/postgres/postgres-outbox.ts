@@ -47,11 +47,11 @@ export interface PostgresRelayOptions<Target> extends RelayOptions {
    * LISTEN for commit notifications and poll at once when one arrives (default true). Polling
    * stays the safety net: notifications are lost while disconnected and behind poolers.
    * `'eager'`: also, while notifications come, claim again at once after every batch that found
-   * messages, instead of after a 5 ms poll. At 1,000 msg/s (bench/latency-stages.ts, loaded
-   * 2-core machine) its commit-to-Kafka p50 was about 2 ms lower (4.2-6.4 ms against 6.2-8.7),
-   * its p99 not lower (the relay's GC pauses set it), for about twice the claims (PostgreSQL
-   * round trips per message 0.4-0.5 against 0.2) and a few points more relay CPU. It stops at
-   * the first empty claim, so an idle relay polls no more than with `true`.
+   * messages, instead of after a 5 ms poll. At 1,000 msg/s (bench/latency-stages.ts on a loaded
+   * 2-core machine, bench/results/2026-12-07-latency-stages.md) its commit-to-Kafka p50 was 1-4
+   * ms lower, its p99 not reliably (pauses of the relay process set it), for 2-3 times the claims
+   * (PostgreSQL round trips per message 0.4-0.65 against 0.2) and a few points more relay CPU.
+   * It stops at the first empty claim, so an idle relay polls no more than with `true`.
    */
   listen?: boolean | 'eager'
 }

@@ -281,9 +281,6 @@ export class PostgresRelayStore implements RelayStore {
     if (this.#inClaim) throw internalError('a claim is already open on this relay session')
     this.#notified = false
     if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
-    // The notification flag lives on the listening session; a companion's claim also sees every
-    // commit notified before it, so the relay need not poll again for them.
-    if (this.#primary !== undefined) this.#primary.#notified = false
     return this.#openClaim('BEGIN', limit, maxBytes)
   }
 
