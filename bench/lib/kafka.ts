@@ -51,21 +51,35 @@ export function warmupRecord(topic: string): OutboxRecord {
 export class AckRecordingTransport implements MessageTransport {
   readonly inner: MessageTransport
   readonly acks = new Map<string, number>()
+  /**
+   * With `recordSends`: every acknowledged send in call order (wall-clock start and ack), and
+   * which of them carried each message, so a message's latency can be split into its stages.
+   */
+  readonly sends: SendTiming[] = []
+  readonly sendOf = new Map<string, number>()
+  readonly #recordSends: boolean
   recording = true
 
-  constructor(inner: MessageTransport) {
+  constructor(inner: MessageTransport, recordSends = false) {
     this.inner = inner
+    this.#recordSends = recordSends
   }
 
   async send(records: readonly OutboxRecord[]): Promise<void> {
+    const start = wallNow()
     await this.inner.send(records)
     if (!this.recording) return
     const at = wallNow()
+    const index = this.sends.length
+    if (this.#recordSends) this.sends.push({ start, ack: at, count: records.length })
     for (const record of records) {
       for (const [name, value] of record.headers) {
         if (name === TRACKING_ID_HEADER && value !== null) {
           const id = value.toString('utf8')
-          if (!this.acks.has(id)) this.acks.set(id, at)
+          if (!this.acks.has(id)) {
+            this.acks.set(id, at)
+            if (this.#recordSends) this.sendOf.set(id, index)
+          }
         }
       }
     }
@@ -74,6 +88,13 @@ export class AckRecordingTransport implements MessageTransport {
   close(): Promise<void> {
     return this.inner.close()
   }
+}
+
+export interface SendTiming {
+  /** Wall-clock ms when the relay called send, and when it resolved. */
+  start: number
+  ack: number
+  count: number
 }
 
 /** Batches sent to the warm-up topic before a measurement (connection, producer id, JIT). */

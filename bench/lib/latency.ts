@@ -13,6 +13,7 @@ import type { RelayEvent } from '../../src/index.ts'
 import type { BenchContext } from './context.ts'
 import type { Resources } from './env.ts'
 import { AckRecordingTransport, warmTransport } from './kafka.ts'
+import { type StageBreakdown, stageBreakdown } from './latency-stages.ts'
 import { peerStorage, setupPeer } from './peer.ts'
 import { type Distribution, distribution, sleep, wallNow } from './stats.ts'
 import type { WorkerResult } from './worker.ts'
@@ -37,6 +38,10 @@ export interface LatencyOptions {
   outboxOptions?: Record<string, unknown>
   /** How long to wait after the load for the last acknowledgements (default COMPLETION_TIMEOUT_MS). */
   completionTimeoutMs?: number
+  /** Child placement: split each message's latency into stages (see latency-stages.ts). */
+  stages?: boolean
+  /** Child placement: the worker.ts to run the relay with (default this tree's). */
+  workerModule?: string
 }
 
 export interface LatencyRun {
@@ -52,6 +57,8 @@ export interface LatencyRun {
   relayCpuPercent: number | undefined
   roundTripsPerMessage: number | undefined
   errors: string[]
+  /** With `stages`: where the time went (undefined when the relay's record could not be joined). */
+  stages?: StageBreakdown
 }
 
 /** How long to wait, after the load ends, for the last messages to be acknowledged. */
@@ -128,8 +135,10 @@ export async function measureLatency(
               warmupTopic: ctx.warmupTopic,
               relay: options.relayOptions ?? {},
               recordAcks: true,
+              stages: options.stages === true,
               progress: true,
             },
+        options.workerModule,
       )
       worker.onProgress((count) => {
         delivered = count
@@ -232,6 +241,7 @@ export async function measureLatency(
         result && seconds ? ((result.cpuUserS + result.cpuSystemS) / seconds) * 100 : undefined,
       roundTripsPerMessage: result ? result.roundTrips / Math.max(1, commits.size) : undefined,
       errors,
+      ...(result?.stages ? { stages: stageBreakdown(commits, result.stages) } : {}),
     }
   } finally {
     worker?.kill()

@@ -20,6 +20,12 @@ import {
   warmupBatch,
   warmupRecord,
 } from './kafka.ts'
+import {
+  type DeliveredTiming,
+  deliveredTiming,
+  ProcessPauses,
+  type RelayStageRecord,
+} from './latency-stages.ts'
 import { startPeerListener } from './peer.ts'
 import { ignoreClient, installQueryCounter, queryCounts, resetQueryCounts } from './query-counter.ts'
 import { type ServiceCpu, serviceCpu, serviceCpuSince } from './service-cpu.ts'
@@ -38,6 +44,8 @@ export interface RelayJob {
   /** Stop by itself once this many messages were delivered (otherwise wait for 'stop'). */
   stopAfter?: number
   recordAcks?: boolean
+  /** With recordAcks: also record what bench/lib/latency-stages.ts needs to split the latency. */
+  stages?: boolean
   progress?: boolean
 }
 
@@ -87,6 +95,8 @@ export interface WorkerResult {
   statements: number
   errors: string[]
   acks?: [string, number][]
+  /** See RelayJob.stages. */
+  stages?: RelayStageRecord
   /** Kind-specific counters (the peer: handler calls, abandoned messages, started attempts). */
   extra?: Record<string, number>
 }
@@ -229,9 +239,11 @@ async function runRelay(job: RelayJob): Promise<WorkerResult> {
   installQueryCounter()
   await warmClaims(job)
   const warm = await warmTransport(job.brokers, job.warmupTopic, job.topic)
-  const ackTransport = job.recordAcks ? new AckRecordingTransport(warm) : undefined
+  const ackTransport = job.recordAcks ? new AckRecordingTransport(warm, job.stages === true) : undefined
   const transport: MessageTransport = ackTransport ?? warm
   const tracker = newTracker()
+  const delivered: DeliveredTiming[] = []
+  const pauses = job.stages ? new ProcessPauses() : undefined
   let reached: () => void = () => {}
   const stopAfterReached = new Promise<void>((resolve) => {
     reached = resolve
@@ -243,6 +255,7 @@ async function runRelay(job: RelayJob): Promise<WorkerResult> {
     kafka: transport,
     onEvent: (event: RelayEvent) => {
       if (event.type === 'delivered') {
+        if (pauses) delivered.push(deliveredTiming(event))
         tracker.delivered += event.count
         tracker.batches++
         tracker.lastAt = wallNow()
@@ -258,9 +271,18 @@ async function runRelay(job: RelayJob): Promise<WorkerResult> {
   const stopped = stopSignal(stopAfterReached)
   resetQueryCounts()
   const clock = startClock()
+  pauses?.start()
   await relay.start()
   await stopped
   const result = finish(tracker, clock, ackTransport?.acks)
+  if (pauses && ackTransport) {
+    result.stages = {
+      sends: ackTransport.sends,
+      sendOf: [...ackTransport.sendOf],
+      delivered,
+      ...pauses.stop(),
+    }
+  }
   await relay.stop()
   return result
 }

@@ -12,8 +12,9 @@ export class Worker {
   delivered = 0
   #onProgress: ((delivered: number) => void) | undefined
 
-  constructor(job: Job) {
-    this.#child = spawn(process.execPath, [WORKER], {
+  /** `module`: another tree's worker.ts (bench/latency-stages.ts runs an earlier relay beside this one). */
+  constructor(job: Job, module = WORKER) {
+    this.#child = spawn(process.execPath, [module], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...process.env, K_ENTITY_BENCH_JOB: JSON.stringify(job) },
     })

@@ -142,8 +142,12 @@ export interface RelayStore {
    * the relay waits for every send to settle as a whole.
    */
   completeHeld?(acknowledged: readonly string[], failures?: readonly FailedDelivery[]): Promise<void>
-  /** Resolves after `ms`, or earlier when the store learns new messages were committed. */
-  waitForWork(ms: number, signal: AbortSignal): Promise<void>
+  /**
+   * Resolves after `ms`, or earlier when the store learns new messages were committed. `found`:
+   * how many messages the batch before this wait dealt with (0 after an empty claim or a
+   * failure); a store that knows commits are flowing may poll again at once after a non-empty one.
+   */
+  waitForWork(ms: number, signal: AbortSignal, found?: number): Promise<void>
   /** Closes the session; an open claim is rolled back by the database. */
   close(): Promise<void>
   /** True while the session is usable; false after the connection failed. */

@@ -62,7 +62,7 @@ export function refuseRelayOptions(dialect: Dialect, options: SqlRelayOptions): 
       `relay option 'pipeline' is not available on ${database}: its relay has no second session to claim the next batch while Kafka has the current one; drop the option (the relay sends one batch at a time)`,
     )
   }
-  if (options.listen === true && !capabilities.listen) {
+  if ((options.listen === true || options.listen === 'eager') && !capabilities.listen) {
     throw invalidArgument(
       `relay option 'listen' is not available on ${database}: it has no commit notifications to listen for; drop the option (the relay polls every pollingInterval, and at once after outbox.transaction() commits in this process)`,
     )

@@ -29,7 +29,7 @@ export interface SqlRelayOptions extends RelayOptions {
   connection?: unknown
   kafka?: KafkaSetting
   claimTimeout?: number
-  listen?: boolean
+  listen?: boolean | 'eager'
   busyTimeout?: number
 }
 

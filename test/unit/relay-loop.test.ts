@@ -147,6 +147,42 @@ describe('relay loop pacing', () => {
   })
 })
 
+describe('relay loop wake-up', () => {
+  it('tells the store how many messages the batch before each wait found (0 after an empty claim)', async () => {
+    const claims = [3, 0, 7, 10, 2]
+    let claimed = 0
+    const found: (number | undefined)[] = []
+    let finish: () => void = () => {}
+    const done = new Promise<void>((resolve) => {
+      finish = resolve
+    })
+    const store = inMemoryStore({
+      async claim() {
+        const count = claims[claimed++] ?? 0
+        if (claimed > claims.length) finish()
+        return messages(count)
+      },
+      async waitForWork(_ms, _signal, count) {
+        if (claimed <= claims.length) found.push(count)
+      },
+    })
+    const relay = new OutboxRelay(
+      store,
+      { send: async () => {}, close: async () => {} },
+      {
+        maxMessagesPerPoll: 10,
+        pollingInterval: 5,
+        logger: false,
+      },
+    )
+    await relay.start()
+    await done
+    await relay.stop()
+    // The full batch of 10 claims again at once, without a wait.
+    assert.deepEqual(found, [3, 0, 7, 2])
+  })
+})
+
 describe('isolating a bad message', () => {
   it('bisects the batch: about log2(n) sends, only the bad message fails, only its key waits', async () => {
     const batch = messages(100, (i) => i % 4)

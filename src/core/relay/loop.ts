@@ -78,6 +78,7 @@ export class RelayLoop {
     while (!this.#stopping) {
       const pollStarted = performance.now()
       let pause = this.#options.pollingInterval
+      let found = 0
       let stage: 'connect' | 'claim' = 'connect'
       try {
         if (!this.#store.healthy) {
@@ -94,6 +95,7 @@ export class RelayLoop {
           pause = this.#options.leaderCheckInterval
         } else {
           const { count, full } = this.#pipeline ? await this.#pipeline.relay() : await this.relayBatch(true)
+          found = count
           // An empty poll is no proof of recovery: failed messages are parked until their retry time.
           if (count > 0) this.#failures = 0
           // Nothing claimed, so no claim is open on this session: late acknowledgements that no
@@ -130,7 +132,7 @@ export class RelayLoop {
         if (!this.#store.healthy) this.#leadership.set(false)
       }
       if (this.#stopping) break
-      await this.#pause(pause)
+      await this.#pause(pause, found)
     }
     await this.#pipeline?.settle()
     if (fatal === undefined) await this.#deleteLateBeforeStop()
@@ -199,7 +201,8 @@ export class RelayLoop {
     return Math.min(this.#options.pollingInterval, CONTENDED_PAUSE_MS * 2 ** Math.min(this.#emptyPolls, 16))
   }
 
-  async #pause(ms: number): Promise<void> {
+  /** `found`: messages the batch before it dealt with (see `RelayStore.waitForWork`). */
+  async #pause(ms: number, found: number): Promise<void> {
     if (this.#wakeRequested) {
       this.#wakeRequested = false
       return
@@ -207,7 +210,7 @@ export class RelayLoop {
     const controller = new AbortController()
     this.#sleep = controller
     try {
-      await this.#store.waitForWork(ms, controller.signal)
+      await this.#store.waitForWork(ms, controller.signal, found)
     } catch {
       // A broken wake-up channel must not stop the relay; polling still works.
       await new Promise((resolve) => setTimeout(resolve, ms))

@@ -39,6 +39,11 @@ export interface PostgresRelayStoreOptions {
   /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
   listen: boolean
   /**
+   * With `listen`: while notifications come, a batch that found messages is followed by a claim
+   * at once instead of after `NOTIFIED_POLL_MS` (relay option `listen: 'eager'`).
+   */
+  eagerClaims?: boolean
+  /**
    * Single and exclusive mode: the relay leads through the leader lock, and its claims are fenced
    * so a new leader never overtakes its sessions.
    */
@@ -430,7 +435,7 @@ export class PostgresRelayStore implements RelayStore {
     this.#floor.noteDeleted(acknowledged.length)
   }
 
-  waitForWork(ms: number, signal: AbortSignal): Promise<void> {
+  waitForWork(ms: number, signal: AbortSignal, found = 0): Promise<void> {
     // A standby waits only to try the leader lock again: commits are the leader's to relay, and
     // waking it for each would turn every NOTIFY into a lock attempt.
     const standby = !this.#leader
@@ -439,9 +444,15 @@ export class PostgresRelayStore implements RelayStore {
     // a topic can take 300 ms) must not use up the window in which neighbours commit.
     if (this.#notifiedSinceWait) this.#activeUntil = now + NOTIFIED_FOR_MS
     this.#notifiedSinceWait = false
-    if (now < this.#activeUntil && !standby) ms = Math.min(ms, NOTIFIED_POLL_MS)
+    const active = now < this.#activeUntil && !standby
+    if (active) ms = Math.min(ms, NOTIFIED_POLL_MS)
     return new Promise<void>((resolve) => {
-      if (signal.aborted || (this.#notified && !standby)) return resolve()
+      // Eager: while commits flow, a batch that found messages is followed by a claim at once, so
+      // whatever committed during its claim and send waits for no timer: at 1,000 msg/s the 5 ms
+      // poll was most of the wait between COMMIT and the claim. It ends with the first empty
+      // claim, so an idle relay polls no more than without it.
+      const eager = active && found > 0 && this.#options.eagerClaims === true
+      if (signal.aborted || (this.#notified && !standby) || eager) return resolve()
       const timer = setTimeout(done, ms)
       signal.addEventListener('abort', done, { once: true })
       if (!standby) this.#onNotify = done

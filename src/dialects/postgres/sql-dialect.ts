@@ -39,8 +39,10 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
     producer: (options) => postgresDialectFor(options.notify !== false, notifyEveryCommit),
     relayStore(table, open, options: SqlRelayOptions) {
       const claimTimeout = checkedClaimTimeout(options)
-      if (options.listen !== undefined && typeof options.listen !== 'boolean') {
-        throw invalidArgument(`relay option 'listen' must be true or false, got ${describe(options.listen)}`)
+      if (options.listen !== undefined && typeof options.listen !== 'boolean' && options.listen !== 'eager') {
+        throw invalidArgument(
+          `relay option 'listen' must be true, false or 'eager', got ${describe(options.listen)}`,
+        )
       }
       return new PostgresRelayStore({
         table,
@@ -49,7 +51,8 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
         // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
         sessionIdleTimeout: options.mode !== 'concurrent' ? Math.max(10_000, relayIdle(options) * 5) : 0,
         concurrent: options.mode === 'concurrent',
-        listen: options.listen ?? true,
+        listen: options.listen !== false,
+        eagerClaims: options.listen === 'eager',
         // 'single' (the default) leads through the same lock as 'exclusive' (see RelayOptions.mode).
         exclusive: options.mode !== 'concurrent',
       })
