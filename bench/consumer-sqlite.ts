@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import BetterSqlite from 'better-sqlite3'
 import { createBetterSqliteOutbox } from '../src/adapters/better-sqlite3/index.ts'
+import type { KafkaConsumer } from '../src/consumer/kafka-consumer.ts'
 import { defineTopic, type Topic } from '../src/core/topic.ts'
 import { createTopic, deleteTopic, uniqueName } from '../test/consumer/kafka.ts'
 import {
@@ -96,6 +97,30 @@ interface SqliteBench extends ConsumerBenchDatabase {
   close(): void
 }
 
+/** Both drivers' inbox consumer: the no-op handler, or the one prepared INSERT per message. */
+function inboxVariant(
+  consume: (options: {
+    logger: false
+    maxWaitMs: number
+    maxInFlight: number
+    groupId: string
+    batchSize: number
+    handler: (message: { value: unknown }) => void
+  }) => KafkaConsumer<Event>,
+  insert: { run(id: number): unknown },
+): SqliteBench['consumeInbox'] {
+  return (groupId, write, first) =>
+    consume({
+      ...common,
+      groupId,
+      batchSize,
+      handler: (message) => {
+        first()
+        if (write) insert.run((message.value as Event).id)
+      },
+    })
+}
+
 function betterSqlite(file: string, events: Topic<Event>): SqliteBench {
   const db = new BetterSqlite(file)
   db.pragma('journal_mode = WAL')
@@ -106,17 +131,7 @@ function betterSqlite(file: string, events: Topic<Event>): SqliteBench {
   const insert = db.prepare('INSERT INTO effects (id) VALUES (?)')
   return {
     name: `SQLite (better-sqlite3 ${versionOf('better-sqlite3')}, SQLite ${db.prepare('SELECT sqlite_version() AS v').pluck().get()})`,
-    consumeInbox: (groupId, write, first) =>
-      outbox.consume(events, {
-        ...common,
-        groupId,
-        db,
-        batchSize,
-        handler: (message) => {
-          first()
-          if (write) insert.run((message.value as Event).id)
-        },
-      }),
+    consumeInbox: inboxVariant((options) => outbox.consume(events, { ...options, db }), insert),
     writeAutocommit: (id) => insert.run(id),
     settings: () =>
       `journal_mode ${db.pragma('journal_mode', { simple: true })}, synchronous ${SYNCHRONOUS_NAMES[Number(db.pragma('synchronous', { simple: true }))]}`,
@@ -140,17 +155,7 @@ async function nodeSqlite(file: string, events: Topic<Event>): Promise<SqliteBen
   const pragma = (name: string) => Object.values(db.prepare(`PRAGMA ${name}`).get() ?? {})[0]
   return {
     name: `SQLite (node:sqlite, Node ${process.versions.node}, SQLite ${process.versions.sqlite})`,
-    consumeInbox: (groupId, write, first) =>
-      outbox.consume(events, {
-        ...common,
-        groupId,
-        db,
-        batchSize,
-        handler: (message) => {
-          first()
-          if (write) insert.run((message.value as Event).id)
-        },
-      }),
+    consumeInbox: inboxVariant((options) => outbox.consume(events, { ...options, db }), insert),
     writeAutocommit: (id) => insert.run(id),
     settings: () =>
       `journal_mode ${pragma('journal_mode')}, synchronous ${SYNCHRONOUS_NAMES[Number(pragma('synchronous'))]}`,
