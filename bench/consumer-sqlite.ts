@@ -25,48 +25,24 @@ import {
   type ConsumerBenchDatabase,
   type Event,
   fillTopic,
+  parseSizes,
   repetitions,
+  sizeOptions,
   summarize,
 } from './lib/consumer-bench.ts'
 import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
   options: {
-    messages: { type: 'string', default: '20000' },
-    partitions: { type: 'string', default: '4' },
-    reps: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '1' },
+    ...sizeOptions({ messages: 20000, reps: 5 }),
     driver: { type: 'string', default: 'both' },
-    'batch-size': { type: 'string', default: '200' },
-    'max-in-flight': { type: 'string', default: '1000' },
     synchronous: { type: 'string', default: 'normal' },
   },
 })
-const total = Number(values.messages)
-const partitions = Number(values.partitions)
-const reps = Number(values.reps)
-const warmup = Number(values.warmup)
-const batchSize = Number(values['batch-size'])
-const maxInFlight = Number(values['max-in-flight'])
+const { total, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
 const DRIVERS = ['better-sqlite3', 'node-sqlite'] as const
 type DriverName = (typeof DRIVERS)[number]
 const drivers = values.driver === 'both' ? [...DRIVERS] : [values.driver]
-for (const [name, n] of [
-  ['messages', total],
-  ['partitions', partitions],
-  ['reps', reps],
-  ['batch-size', batchSize],
-  ['max-in-flight', maxInFlight],
-] as const) {
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`--${name} must be a positive integer`)
-    process.exit(1)
-  }
-}
-if (!Number.isInteger(warmup) || warmup < 0) {
-  console.error('--warmup must be an integer >= 0')
-  process.exit(1)
-}
 if (!drivers.every((d): d is DriverName => (DRIVERS as readonly string[]).includes(d as string))) {
   console.error('--driver must be better-sqlite3, node-sqlite or both')
   process.exit(1)

@@ -22,45 +22,21 @@ import {
   type ConsumerBenchDatabase,
   type Event,
   fillTopic,
+  parseSizes,
   repetitions,
+  sizeOptions,
   summarize,
 } from './lib/consumer-bench.ts'
 import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
   options: {
-    messages: { type: 'string', default: '30000' },
-    partitions: { type: 'string', default: '4' },
-    reps: { type: 'string', default: '3' },
-    warmup: { type: 'string', default: '1' },
+    ...sizeOptions({ messages: 30000, reps: 3 }),
     database: { type: 'string', default: 'both' },
-    'batch-size': { type: 'string', default: '200' },
-    'max-in-flight': { type: 'string', default: '1000' },
   },
 })
-const total = Number(values.messages)
-const partitions = Number(values.partitions)
-const reps = Number(values.reps)
-const warmup = Number(values.warmup)
-const batchSize = Number(values['batch-size'])
-const maxInFlight = Number(values['max-in-flight'])
+const { total, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
 const databases = values.database === 'both' ? ['postgres', 'mysql'] : [values.database]
-for (const [name, n] of [
-  ['messages', total],
-  ['partitions', partitions],
-  ['reps', reps],
-  ['batch-size', batchSize],
-  ['max-in-flight', maxInFlight],
-] as const) {
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`--${name} must be a positive integer`)
-    process.exit(1)
-  }
-}
-if (!Number.isInteger(warmup) || warmup < 0) {
-  console.error('--warmup must be an integer >= 0')
-  process.exit(1)
-}
 if (!databases.every((d) => d === 'postgres' || d === 'mysql')) {
   console.error('--database must be postgres, mysql or both')
   process.exit(1)

@@ -130,3 +130,44 @@ export function summarize(title: string, rates: Map<Variant, number[]>): void {
     `  target inbox / bare >= 0.5x: ${own.median >= 0.5 ? 'MET' : 'NOT MET'} (${own.median.toFixed(2)}x)`,
   )
 }
+
+/** The size options both consumer benches take, with their defaults (for `parseArgs`). */
+export function sizeOptions(defaults: { messages: number; reps: number }) {
+  return {
+    messages: { type: 'string', default: String(defaults.messages) },
+    partitions: { type: 'string', default: '4' },
+    reps: { type: 'string', default: String(defaults.reps) },
+    warmup: { type: 'string', default: '1' },
+    'batch-size': { type: 'string', default: '200' },
+    'max-in-flight': { type: 'string', default: '1000' },
+  } as const
+}
+
+/** The size options as numbers; exits with a message naming the first bad one. */
+export function parseSizes(values: Record<keyof ReturnType<typeof sizeOptions>, string>) {
+  const sizes = {
+    total: Number(values.messages),
+    partitions: Number(values.partitions),
+    reps: Number(values.reps),
+    warmup: Number(values.warmup),
+    batchSize: Number(values['batch-size']),
+    maxInFlight: Number(values['max-in-flight']),
+  }
+  for (const [name, n] of [
+    ['messages', sizes.total],
+    ['partitions', sizes.partitions],
+    ['reps', sizes.reps],
+    ['batch-size', sizes.batchSize],
+    ['max-in-flight', sizes.maxInFlight],
+  ] as const) {
+    if (!Number.isInteger(n) || n < 1) {
+      console.error(`--${name} must be a positive integer`)
+      process.exit(1)
+    }
+  }
+  if (!Number.isInteger(sizes.warmup) || sizes.warmup < 0) {
+    console.error('--warmup must be an integer >= 0')
+    process.exit(1)
+  }
+  return sizes
+}
