@@ -11,14 +11,14 @@
 // Per round the ratio of the two variants' median transaction times; printed: their median and
 // spread over the rounds.
 // No relay runs and nothing reaches Kafka: this is the cost a writer pays.
-import { loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
 import { pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
 import { EVERY_ADAPTER } from '../test/contract/harnesses.ts'
 import { uniqueName } from '../test/support/env.ts'
 import { orderTopic } from '../test/support/workload.ts'
-import { median } from './lib/stats.ts'
+import { loadAverage } from './lib/env.ts'
+import { median, minMax } from './lib/stats.ts'
 
 const { values } = parseArgs({
   options: {
@@ -58,9 +58,8 @@ if (selected.length === 0) {
 }
 
 type Variant = 'plain' | 'outbox'
-const spread = (xs: number[]) => `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}`
 
-// biome-ignore lint/suspicious/noExplicitAny: see HARNESSES
+// biome-ignore lint/suspicious/noExplicitAny: as EVERY_ADAPTER's, each harness has its own handle type
 async function measure(harness: ContractHarness<any>): Promise<string[]> {
   const topics: ContractTopics = { orders: orderTopic(uniqueName('ke-bench-write')) }
   // Nothing connects to Kafka here: no relay runs, and producing writes to the outbox table only.
@@ -92,9 +91,11 @@ async function measure(harness: ContractHarness<any>): Promise<string[]> {
         const order: Variant[] = (round + i) % 2 === 0 ? ['plain', 'outbox'] : ['outbox', 'plain']
         for (const variant of order) took[variant].push(await once(variant))
       }
-      ms.plain.push(median(took.plain))
-      ms.outbox.push(median(took.outbox))
-      ratios.push(median(took.outbox) / median(took.plain))
+      const plain = median(took.plain)
+      const outbox = median(took.outbox)
+      ms.plain.push(plain)
+      ms.outbox.push(outbox)
+      ratios.push(outbox / plain)
     }
     const verdict = median(ratios) <= 1.3 ? 'met' : 'NOT met'
     return [
@@ -102,7 +103,7 @@ async function measure(harness: ContractHarness<any>): Promise<string[]> {
       harness.dialect,
       median(ms.plain).toFixed(3),
       median(ms.outbox).toFixed(3),
-      `${median(ratios).toFixed(2)}x (${spread(ratios)})`,
+      `${median(ratios).toFixed(2)}x (${minMax(ratios, 2)})`,
       verdict,
     ]
   } finally {
@@ -111,9 +112,7 @@ async function measure(harness: ContractHarness<any>): Promise<string[]> {
 }
 
 console.log(
-  `adapters write path: ${rounds} rounds of ${block} transactions per variant, load ${loadavg()
-    .map((x) => x.toFixed(1))
-    .join(' ')}`,
+  `adapters write path: ${rounds} rounds of ${block} transactions per variant, load ${loadAverage()}`,
 )
 const rows: string[][] = []
 for (const harness of selected) {
@@ -124,8 +123,4 @@ for (const harness of selected) {
 console.log('\n| adapter | database | plain ms/tx | + 1 message ms/tx | ratio (median, spread) | <= 1.3x |')
 console.log('|---|---|---|---|---|---|')
 for (const row of rows) console.log(`| ${row.join(' | ')} |`)
-console.log(
-  `load at the end ${loadavg()
-    .map((x) => x.toFixed(1))
-    .join(' ')}`,
-)
+console.log(`load at the end ${loadAverage()}`)

@@ -13,7 +13,7 @@
 // KAFKA_BROKERS: default, a broker of its own, started and stopped here.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { loadavg, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import BetterSqlite from 'better-sqlite3'
@@ -30,7 +30,9 @@ import {
   sizeOptions,
   summarize,
 } from './lib/consumer-bench.ts'
+import { loadAverage } from './lib/env.ts'
 import { benchBrokers } from './lib/kafka.ts'
+import { parseSqliteOptions, type SqliteDriver } from './lib/sqlite-options.ts'
 
 const { values } = parseArgs({
   options: {
@@ -40,20 +42,7 @@ const { values } = parseArgs({
   },
 })
 const { total, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
-const DRIVERS = ['better-sqlite3', 'node-sqlite'] as const
-type DriverName = (typeof DRIVERS)[number]
-const drivers = values.driver === 'both' ? [...DRIVERS] : [values.driver]
-if (!drivers.every((d): d is DriverName => (DRIVERS as readonly string[]).includes(d as string))) {
-  console.error('--driver must be better-sqlite3, node-sqlite or both')
-  process.exit(1)
-}
-// NORMAL is what WAL is usually run with (a commit is durable at the next checkpoint's fsync, not
-// its own); FULL fsyncs the WAL on every commit, which an autocommit per message pays per message.
-const synchronous = values.synchronous.toUpperCase()
-if (synchronous !== 'NORMAL' && synchronous !== 'FULL') {
-  console.error('--synchronous must be normal or full')
-  process.exit(1)
-}
+const { drivers, synchronous } = parseSqliteOptions(values)
 const broker = await benchBrokers()
 const brokers = broker.brokers
 const kafka = { brokers, clientId: 'k-entity-bench-consumer-sqlite' }
@@ -146,12 +135,7 @@ function versionOf(pkg: string): string {
   return (createRequire(import.meta.url)(`${pkg}/package.json`) as { version: string }).version
 }
 
-const load = () =>
-  loadavg()
-    .map((x) => x.toFixed(2))
-    .join(' ')
-
-async function bench(driver: DriverName): Promise<void> {
+async function bench(driver: SqliteDriver): Promise<void> {
   const topic = uniqueName('ke-bench-consumer-sqlite')
   const dir = mkdtempSync(join(tmpdir(), 'k-entity-bench-consumer-sqlite-'))
   const events = defineTopic<Event>({ name: topic, key: (event) => String(event.id) })
@@ -161,10 +145,10 @@ async function bench(driver: DriverName): Promise<void> {
     db = driver === 'better-sqlite3' ? betterSqlite(file, events) : await nodeSqlite(file, events)
     await createTopic(brokers, topic, partitions)
     await fillTopic(brokers, topic, total)
-    console.log(`${db.name}: ${db.settings()}; load average at start ${load()}`)
+    console.log(`${db.name}: ${db.settings()}; load average at start ${loadAverage()}`)
     const rates = await repetitions(db, events, { total, reps, warmup, kafka, common })
     summarize(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max); load average at end ${load()}`,
+      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max); load average at end ${loadAverage()}`,
       rates,
     )
   } finally {
@@ -175,7 +159,7 @@ async function bench(driver: DriverName): Promise<void> {
 }
 
 try {
-  for (const driver of drivers) await bench(driver as DriverName)
+  for (const driver of drivers) await bench(driver)
 } finally {
   await broker.stop()
 }

@@ -10,7 +10,7 @@
 // repetitions that are not counted.
 // KAFKA_BROKERS (default: a broker of its own, started and stopped here), DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/test), MYSQL_URL (default mysql://root@127.0.0.1:3306/test).
-import { cpus, loadavg } from 'node:os'
+import { cpus } from 'node:os'
 import { parseArgs } from 'node:util'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
@@ -27,6 +27,7 @@ import {
   sizeOptions,
   summarize,
 } from './lib/consumer-bench.ts'
+import { loadAverage } from './lib/env.ts'
 import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
@@ -153,11 +154,7 @@ async function bench(kind: string): Promise<void> {
 }
 
 try {
-  console.log(
-    `consumer: ${cpus().length} CPUs, load ${loadavg()
-      .map((x) => x.toFixed(1))
-      .join(' ')}`,
-  )
+  console.log(`consumer: ${cpus().length} CPUs, load ${loadAverage()}`)
   for (const kind of databases) await bench(kind)
 } finally {
   await broker.stop()

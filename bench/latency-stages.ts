@@ -12,11 +12,11 @@
 // this checkout's outbox, so a change on the writers' side is not compared by it.
 import { execFileSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, symlinkSync } from 'node:fs'
-import { loadavg, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type KafkaBroker, startKafkaBroker } from '../scripts/kafka-broker.ts'
-import { createTopic, DATABASE_URL, deleteTopics, Resources, topicName } from './lib/env.ts'
+import { createTopic, DATABASE_URL, deleteTopics, loadAverage, Resources, topicName } from './lib/env.ts'
 import { rawProducer, toKafkaMessage, warmupBatch, warmupRecord } from './lib/kafka.ts'
 import { measureLatency } from './lib/latency.ts'
 import type { StageBreakdown } from './lib/latency-stages.ts'
@@ -66,12 +66,6 @@ function beforeTree(rev: string): string {
 
 const ms = (value: number) => (Number.isFinite(value) ? value.toFixed(1) : String(value))
 const pair = (d: Distribution) => `${ms(d.p50)}/${ms(d.p99)}`
-
-function load(): string {
-  return loadavg()
-    .map((value) => value.toFixed(2))
-    .join(' ')
-}
 
 /**
  * The floor: single-message sends of the bench's records at `rate` (open loop, each one on its
@@ -185,14 +179,14 @@ async function main(): Promise<void> {
       warmupTopic,
       log,
     }
-    log(`latency stages at ${rate} msg/s, ${durationMs} ms per run, ${reps} reps; load ${load()}`)
+    log(`latency stages at ${rate} msg/s, ${durationMs} ms per run, ${reps} reps; load ${loadAverage()}`)
     for (let rep = 0; rep < reps; rep++) {
       // Alternating order, so neither side always runs first after the other's leftovers.
       const order = rep % 2 === 0 ? configs : [...configs].reverse()
       for (const config of order) {
         const res = new Resources(brokers)
         try {
-          const loadBefore = load()
+          const loadBefore = loadAverage()
           const run = await measureLatency(ctx, res, {
             label: config.label,
             rate,
@@ -226,7 +220,7 @@ async function main(): Promise<void> {
         const topic = topicName('rawfloor')
         await createTopic(brokers, topic)
         try {
-          const loadBefore = load()
+          const loadBefore = loadAverage()
           const latency = await rawFloor(brokers, warmupTopic, topic, rate, durationMs)
           raws.push({ latency, load: loadBefore })
           log(`rep ${rep + 1} raw producer, single sends: p50/p99 ${pair(latency)} ms, load ${loadBefore}`)

@@ -14,6 +14,7 @@ import { betterSqliteConnection } from '../src/adapters/better-sqlite3/index.ts'
 import type { InboxEntry } from '../src/consumer/inbox-sql.ts'
 import type { SqliteConnection } from '../src/dialects/sqlite/connection.ts'
 import { sqliteInbox } from '../src/dialects/sqlite/inbox.ts'
+import { parseSqliteOptions, type SqliteDriver } from './lib/sqlite-options.ts'
 import { midpointMedian } from './lib/stats.ts'
 
 const { values } = parseArgs({
@@ -38,23 +39,13 @@ for (const [name, n] of [
     process.exit(1)
   }
 }
-const DRIVERS = ['better-sqlite3', 'node-sqlite'] as const
-const drivers = values.driver === 'both' ? [...DRIVERS] : [values.driver]
-if (!drivers.every((d) => (DRIVERS as readonly string[]).includes(d as string))) {
-  console.error('--driver must be better-sqlite3, node-sqlite or both')
-  process.exit(1)
-}
-const synchronous = values.synchronous.toUpperCase()
-if (synchronous !== 'NORMAL' && synchronous !== 'FULL') {
-  console.error('--synchronous must be normal or full')
-  process.exit(1)
-}
+const { drivers, synchronous } = parseSqliteOptions(values)
 const table = { schema: 'ke_bench', table: 'outbox' }
 const topic = 'ke-bench-consumer-sqlite-0123456789'
 const PHASES = ['begin', 'build', 'insert', 'commit'] as const
 type Phase = (typeof PHASES)[number]
 
-async function open(driver: string, file: string): Promise<SqliteConnection> {
+async function open(driver: SqliteDriver, file: string): Promise<SqliteConnection> {
   if (driver === 'better-sqlite3') return betterSqliteConnection(new BetterSqlite(file))
   // Loaded when used: on Node 22 node:sqlite prints an ExperimentalWarning once loaded.
   const { DatabaseSync } = await import('node:sqlite')

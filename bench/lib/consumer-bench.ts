@@ -5,7 +5,7 @@ import type { KafkaConsumer } from '../../src/consumer/kafka-consumer.ts'
 import type { Topic } from '../../src/core/topic.ts'
 import type { KafkaOptions } from '../../src/transports/kafka/index.ts'
 import { produceRaw, uniqueName } from '../../test/consumer/kafka.ts'
-import { midpointMedian } from './stats.ts'
+import { midpointMedian, minMax } from './stats.ts'
 
 //   bare:           consume(), handler does nothing
 //   inbox:          outbox.consume(), handler does nothing: the inbox's own cost (the >= 0.5x target)
@@ -106,21 +106,18 @@ export async function repetitions(
   return rates
 }
 
-const spread = (xs: number[], digits: number) =>
-  `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`
-
 /** Medians and spreads per variant, the ratios per repetition, and the target's verdict. */
 export function summarize(title: string, rates: Map<Variant, number[]>): void {
   console.log(title)
   for (const variant of VARIANTS) {
     const xs = rates.get(variant) as number[]
     console.log(
-      `  ${variant.padEnd(14)} ${String(Math.round(midpointMedian(xs))).padStart(7)} msg/s  (${spread(xs, 0)})`,
+      `  ${variant.padEnd(14)} ${String(Math.round(midpointMedian(xs))).padStart(7)} msg/s  (${minMax(xs, 0)})`,
     )
   }
   const ratio = (a: Variant, b: Variant) => {
     const xs = (rates.get(a) as number[]).map((x, i) => x / ((rates.get(b) as number[])[i] as number))
-    return { median: midpointMedian(xs), text: `${midpointMedian(xs).toFixed(2)}x (${spread(xs, 2)})` }
+    return { median: midpointMedian(xs), text: `${midpointMedian(xs).toFixed(2)}x (${minMax(xs, 2)})` }
   }
   const own = ratio('inbox', 'bare')
   console.log(`  inbox / bare:                 ${own.text}`)

@@ -1,7 +1,7 @@
 // Where the benchmark runs: database, Kafka, names, and the machine description for the report.
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { cpus, totalmem } from 'node:os'
+import { cpus, loadavg, totalmem } from 'node:os'
 import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
 import { KAFKA_VERSION } from '../../scripts/kafka-broker.ts'
@@ -94,6 +94,13 @@ export class Resources {
     for (const schema of this.#schemas.splice(0)) await dropSchema(schema).catch(() => {})
     await deleteTopics(this.#brokers, this.#topics.splice(0))
   }
+}
+
+/** The 1, 5 and 15 minute load averages, for printing beside a figure. */
+export function loadAverage(): string {
+  return loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ')
 }
 
 export interface MachineInfo {

@@ -28,6 +28,11 @@ export function midpointMedian(values: readonly number[]): number {
     : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
+/** "min-max" of the values, each with `digits` decimals: the spread printed beside a median. */
+export function minMax(values: readonly number[], digits: number): string {
+  return `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`
+}
+
 export function mean(values: readonly number[]): number {
   if (values.length === 0) return Number.NaN
   let sum = 0

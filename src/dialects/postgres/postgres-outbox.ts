@@ -47,12 +47,9 @@ export interface PostgresRelayOptions<Target> extends RelayOptions {
    * LISTEN for commit notifications and poll at once when one arrives (default true). Polling
    * stays the safety net: notifications are lost while disconnected and behind poolers.
    * `'eager'`: also, while notifications come, claim again at once after every batch that found
-   * messages, instead of after a 5 ms poll. At 1,000 msg/s (bench/latency-stages.ts on a loaded
-   * 2-core machine, bench/results/2026-12-07-latency-stages.md) its commit-to-Kafka p50 was
-   * about 3 ms lower and its p99 0.6-2.7 ms lower at low load (not reliably under load, where
-   * pauses of the relay process set it), for about twice the claims (PostgreSQL round trips per
-   * message 0.5-0.65 against 0.27) and 7-8 points more of a core for the relay.
-   * It stops at the first empty claim, so an idle relay polls no more than with `true`.
+   * messages, instead of after a 5 ms poll: a few ms less from commit to Kafka for about twice
+   * the claims (BENCHMARKS.md, scenario 3). It stops at the first empty claim, so an idle relay
+   * polls no more than with `true`.
    */
   listen?: boolean | 'eager'
 }
