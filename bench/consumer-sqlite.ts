@@ -1,8 +1,8 @@
 // Consumer throughput with the inbox against a bare consumer of the same client, on SQLite
 // (issue 21): bench/consumer.ts's method for PostgreSQL and MariaDB, applied to a database file.
-// Usage: [KAFKA_BROKERS=host:port] node bench/consumer-sqlite.ts [--messages=20000] [--partitions=4]
-//          [--reps=5] [--warmup=1] [--driver=better-sqlite3|node-sqlite|both] [--batch-size=200]
-//          [--max-in-flight=1000] [--synchronous=normal|full]
+// Usage: [KAFKA_BROKERS=host:port] node bench/consumer-sqlite.ts [--messages=200000] [--write-messages=30000] [--partitions=4]
+//          [--reps=5] [--warmup=1] [--driver=better-sqlite3|node-sqlite|both] [--batch-size=500]
+//          [--max-in-flight=10000] [--synchronous=normal|full]
 // Per driver, one database file in WAL mode in a temp dir made for the run (deleted at the end)
 // and one topic of 256-byte messages read again and again, each run by a new consumer group from
 // the start; the four variants of bench/lib/consumer-bench.ts, their order alternating between
@@ -36,12 +36,12 @@ import { parseSqliteOptions, type SqliteDriver } from './lib/sqlite-options.ts'
 
 const { values } = parseArgs({
   options: {
-    ...sizeOptions({ messages: 20000, reps: 5 }),
+    ...sizeOptions({ messages: 200000, reps: 5 }),
     driver: { type: 'string', default: 'both' },
     synchronous: { type: 'string', default: 'normal' },
   },
 })
-const { total, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
+const { total, writeTotal, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
 const { drivers, synchronous } = parseSqliteOptions(values)
 const broker = await benchBrokers()
 const brokers = broker.brokers
@@ -146,9 +146,9 @@ async function bench(driver: SqliteDriver): Promise<void> {
     await createTopic(brokers, topic, partitions)
     await fillTopic(brokers, topic, total)
     console.log(`${db.name}: ${db.settings()}; load average at start ${loadAverage()}`)
-    const rates = await repetitions(db, events, { total, reps, warmup, kafka, common })
+    const rates = await repetitions(db, events, { total, writeTotal, reps, warmup, kafka, common })
     summarize(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max); load average at end ${loadAverage()}`,
+      `${db.name}: ${total} messages of 256 bytes (${writeTotal} with a write), ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max); load average at end ${loadAverage()}`,
       rates,
     )
   } finally {

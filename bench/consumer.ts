@@ -1,6 +1,6 @@
 // Consumer throughput with the inbox against a bare consumer of the same client (issue 21).
-// Usage: [KAFKA_BROKERS=host:port] node bench/consumer.ts [--messages=30000] [--partitions=4] [--reps=3]
-//          [--warmup=1] [--database=postgres|mysql|both] [--batch-size=200] [--max-in-flight=1000]
+// Usage: [KAFKA_BROKERS=host:port] node bench/consumer.ts [--messages=200000] [--write-messages=30000] [--partitions=4] [--reps=5]
+//          [--warmup=1] [--database=postgres|mysql|both] [--batch-size=500] [--max-in-flight=10000]
 // Per database, one topic of 256-byte messages read again and again, each run by a new consumer
 // group from the start; the four variants of bench/lib/consumer-bench.ts, their order alternating
 // between repetitions.
@@ -32,11 +32,11 @@ import { benchBrokers } from './lib/kafka.ts'
 
 const { values } = parseArgs({
   options: {
-    ...sizeOptions({ messages: 30000, reps: 3 }),
+    ...sizeOptions({ messages: 200000, reps: 5 }),
     database: { type: 'string', default: 'both' },
   },
 })
-const { total, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
+const { total, writeTotal, partitions, reps, warmup, batchSize, maxInFlight } = parseSizes(values)
 const databases = values.database === 'both' ? ['postgres', 'mysql'] : [values.database]
 if (!databases.every((d) => d === 'postgres' || d === 'mysql')) {
   console.error('--database must be postgres, mysql or both')
@@ -137,6 +137,7 @@ async function bench(kind: string): Promise<void> {
       defineTopic<Event>({ name: topic, key: (event) => String(event.id) }),
       {
         total,
+        writeTotal,
         reps,
         warmup,
         kafka,
@@ -144,7 +145,7 @@ async function bench(kind: string): Promise<void> {
       },
     )
     summarize(
-      `${db.name}: ${total} messages of 256 bytes, ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max)`,
+      `${db.name}: ${total} messages of 256 bytes (${writeTotal} with a write), ${partitions} partitions, batchSize ${batchSize}, maxInFlight ${maxInFlight}, ${reps} reps after ${warmup} warm-up (median, min-max)`,
       rates,
     )
   } finally {

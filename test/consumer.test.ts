@@ -200,6 +200,65 @@ describe('consume()', { skip: list === undefined ? 'KAFKA_BROKERS not set' : fal
     assert.ok(early.length > 0, 'other partitions were handled while the poison message was retried')
   })
 
+  it('stops fetching at maxInFlightBytes and at maxInFlight while a handler is stuck, then handles everything', async () => {
+    const name = await topicOf('ke-consume-bounded', 2)
+    const payload = 'x'.repeat(10_000)
+    const sent = Array.from({ length: 300 }, (_, seq) => ({
+      id: `m${seq}`,
+      key: `k${seq % 8}`,
+      seq,
+      payload,
+    }))
+    await produceRaw(
+      list as string[],
+      name,
+      sent.map((order) => ({ key: order.key, value: JSON.stringify(order) })),
+    )
+    const orders = defineTopic<Order>({ name, key: (order) => order.key })
+    for (const bound of [
+      { maxInFlightBytes: 100_000, limit: (f: { bytes: number }) => f.bytes, most: 100_000 },
+      { maxInFlight: 20, limit: (f: { records: number }) => f.records, most: 20 },
+    ]) {
+      let release: () => void = () => {}
+      const stuck = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      let handled = 0
+      const consumer = consume(orders, {
+        ...quiet,
+        kafka,
+        groupId: uniqueName('g'),
+        ...('maxInFlight' in bound
+          ? { maxInFlight: bound.maxInFlight }
+          : { maxInFlightBytes: bound.maxInFlightBytes }),
+        handler: async () => {
+          await stuck
+          handled++
+        },
+      })
+      try {
+        await waitFor(() => consumer.inFlight.records > 0, 30_000, 'a first fetch')
+        // Long enough for an unbounded consumer to fetch the whole topic (3 MB) several times over.
+        let peak = 0
+        for (let i = 0; i < 20; i++) {
+          peak = Math.max(peak, bound.limit(consumer.inFlight))
+          await new Promise((resolve) => setTimeout(resolve, 100))
+        }
+        // Past the bound by at most one fetch: 64 KiB per partition, or 6 of these records each.
+        const slack = 'maxInFlight' in bound ? 2 * 7 : 2 * 65_536 + 20_000
+        assert.ok(peak >= bound.most / 2, `fetched up to the bound (peak ${peak})`)
+        assert.ok(peak <= bound.most + slack, `stopped at the bound: peak ${peak}, bound ${bound.most}`)
+        assert.equal(handled, 0)
+        release()
+        await waitFor(() => handled >= sent.length, 60_000, 'every message once released')
+        assert.deepEqual(consumer.inFlight, { records: 0, bytes: 0 })
+      } finally {
+        release()
+        await consumer.close()
+      }
+    }
+  })
+
   it('shuts down gracefully: what was handled is committed, the next member gets exactly the rest', async () => {
     const name = await topicOf('ke-consume-shutdown', 3)
     const orders = defineTopic<Order>({ name, key: (order) => order.key })
@@ -372,6 +431,10 @@ describe('consume()', { skip: list === undefined ? 'KAFKA_BROKERS not set' : fal
     const orders = defineTopic<Order>({ name: 'ke-consume-options' })
     assert.throws(() => consume(orders, { kafka, groupId: '' }), /groupId/)
     assert.throws(() => consume(orders, { kafka, groupId: 'g', maxInFlight: 0 }), /maxInFlight/)
+    assert.throws(
+      () => consume(orders, { kafka, groupId: 'g', maxInFlightBytes: 100 }),
+      /'maxInFlightBytes' must be an integer from 1024/,
+    )
     assert.throws(() => consume(orders, { kafka, groupId: 'g', retry: { attempts: 0 } }), /retry.attempts/)
     assert.throws(() => consume({} as never, { kafka, groupId: 'g' }), /defineTopic/)
     const custom = defineTopic<number>({

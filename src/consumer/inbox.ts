@@ -34,12 +34,13 @@ export interface InboxConsumerOptions<T, D, X, M extends TopicMap> extends Consu
   /** How long an inbox row keeps its key from being handled again, in ms (default 7 days). */
   inboxRetentionMs?: number
   /**
-   * Most messages of one partition handled in one transaction (default 200): the handler still
-   * gets them one at a time, their inbox rows and effects commit together, and the transaction
-   * is not paid per message. A batch is what waits in the partition's queue, never waited for,
-   * so it is also bounded by `maxInFlight` shared among the partitions. If any of them fails or
-   * was seen before, the transaction rolls back and each is handled alone (with its retries and
-   * dead letter). 1: a transaction per message.
+   * Most messages of one partition handled in one transaction (default 500, as Kafka's own
+   * `max.poll.records`): the handler still gets them one at a time, their inbox rows and effects
+   * commit together, and the transaction is not paid per message. A batch is what waits in the
+   * partition's queue, never waited for, so it is also bounded by `maxInFlight` and
+   * `maxInFlightBytes` shared among the partitions. If any of them fails or was seen before, the
+   * transaction rolls back and each is handled alone (with its retries and dead letter). 1: a
+   * transaction per message.
    */
   batchSize?: number
   /** How often the consumer deletes one batch of expired inbox rows, in ms (default 60000; 0: never). */
@@ -94,7 +95,7 @@ export function checkInboxOptions(
       `${where}: 'purgeIntervalMs' must be an integer from 0 (never) to ${DAY_MS}, got ${describe(options.purgeIntervalMs)}`,
     )
   }
-  const batchSize = options.batchSize ?? 200
+  const batchSize = options.batchSize ?? 500
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
     throw invalidArgument(
       `${where}: 'batchSize' must be an integer from 1 to 10000, got ${describe(options.batchSize)}`,

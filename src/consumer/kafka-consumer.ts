@@ -6,6 +6,7 @@ import { waitOrAbort } from '../core/wait.ts'
 import { type KafkaOptions, kafkaClientBase, type ResolvedKafkaOptions } from '../transports/kafka/index.ts'
 import { type ConsumedMessage, partitionKey, type RawRecord, toMessage } from './message.ts'
 import type { DeadMessage, ResolvedConsumerOptions } from './options.ts'
+import { RecordQueue, recordBytes } from './record-queue.ts'
 
 /**
  * What the consumer does with each message. `handle` throws to have the message retried; it
@@ -57,7 +58,7 @@ const COMMIT_WAIT_MS = 5000
 
 interface PartitionState {
   key: string
-  queue: RawRecord[]
+  queue: RecordQueue
   running: boolean
   /** Highest offset queued: after a rejoin the client fetches from the committed offset again. */
   lastSeen: bigint
@@ -100,7 +101,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   readonly #lastCommitted = new Map<string, RawRecord>()
   #commitTimer: NodeJS.Timeout | undefined
   readonly #abort = new AbortController()
+  /** Records fetched and not done yet (queued or in hand), and their bytes: see `maxInFlight`. */
   #buffered = 0
+  #bufferedBytes = 0
   #paused = false
   #closing = false
   #closed: Promise<void> | undefined
@@ -138,6 +141,14 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#kafka = kafka
     this.#options = options
     this.#processor = processor
+  }
+
+  /**
+   * Records fetched and not done yet (queued, or in a handler's hands) and their bytes: what
+   * `maxInFlight` and `maxInFlightBytes` bound.
+   */
+  get inFlight(): { records: number; bytes: number } {
+    return { records: this.#buffered, bytes: this.#bufferedBytes }
   }
 
   /**
@@ -265,8 +276,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     this.#owned = owned
     for (const [key, state] of this.#partitions) {
       if (owned.has(key)) continue
-      this.#buffered -= state.queue.length
-      state.queue.length = 0
+      this.#release(state.queue.clear())
       state.revoked = true
       state.revoke.abort()
       if (state.worker !== undefined) {
@@ -346,7 +356,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       if (!this.#startsInOrder(key, raw)) return
       state = {
         key,
-        queue: [],
+        queue: new RecordQueue(),
         running: false,
         lastSeen: -1n,
         revoked: false,
@@ -359,15 +369,30 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     state.lastSeen = raw.offset
     state.queue.push(raw)
     this.#buffered++
-    if (this.#buffered >= this.#options.maxInFlight && !this.#paused) {
+    this.#bufferedBytes += recordBytes(raw)
+    const { maxInFlight, maxInFlightBytes } = this.#options
+    if ((this.#buffered >= maxInFlight || this.#bufferedBytes >= maxInFlightBytes) && !this.#paused) {
       this.#paused = true
       this.#stream?.pause()
     }
     if (!state.running) this.#startWorker(state)
   }
 
+  /** Records done (handled, skipped, or given back): their room in the in-flight bounds is free again. */
+  #release(raws: readonly RawRecord[]): void {
+    this.#buffered -= raws.length
+    for (const raw of raws) this.#bufferedBytes -= recordBytes(raw)
+    this.#maybeResume()
+  }
+
   #maybeResume(): void {
-    if (this.#paused && !this.#closing && this.#buffered <= this.#options.maxInFlight / 2) {
+    const { maxInFlight, maxInFlightBytes } = this.#options
+    if (
+      this.#paused &&
+      !this.#closing &&
+      this.#buffered <= maxInFlight / 2 &&
+      this.#bufferedBytes <= maxInFlightBytes / 2
+    ) {
       this.#paused = false
       this.#stream?.resume()
     }
@@ -405,10 +430,9 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     if (batchSize > 1) await new Promise((resolve) => setImmediate(resolve))
     while (!this.#closing && !state.revoked) {
       if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
-        const raws = state.queue.splice(0, batchSize)
+        const raws = state.queue.take(batchSize)
         if (await this.#processBatch(processor, raws)) {
-          this.#buffered -= raws.length
-          this.#maybeResume()
+          this.#release(raws)
           this.#commit(raws[raws.length - 1] as RawRecord)
           continue
         }
@@ -426,8 +450,7 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
   async #processEach(state: PartitionState, raws: RawRecord[]): Promise<boolean> {
     for (let i = 0; i < raws.length; i++) {
       if (this.#closing || state.revoked) {
-        this.#buffered -= raws.length - i
-        this.#maybeResume()
+        this.#release(raws.slice(i))
         return false
       }
       const raw = raws[i] as RawRecord
@@ -435,12 +458,10 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
       try {
         done = await this.#process(raw, state)
       } finally {
-        this.#buffered--
-        this.#maybeResume()
+        this.#release([raw])
       }
       if (!done) {
-        this.#buffered -= raws.length - i - 1
-        this.#maybeResume()
+        this.#release(raws.slice(i + 1))
         return false
       }
       this.#commit(raw)

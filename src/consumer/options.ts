@@ -25,10 +25,18 @@ export interface ConsumerBaseOptions {
    */
   from?: 'earliest' | 'latest'
   /**
-   * Most records fetched but not yet handled, across partitions (default 1000): past it the
-   * consumer stops fetching until half of them are done, so a slow handler bounds memory.
+   * Most records fetched but not yet handled, across partitions (default 10000): past it the
+   * consumer stops fetching until half of them are done. With an inbox, room for two batches per
+   * partition keeps the batches full (see `batchSize`).
    */
   maxInFlight?: number
+  /**
+   * Most bytes (keys, values and headers) of records fetched but not yet handled, across
+   * partitions (default 64 MiB): past it the consumer stops fetching until half of them are done,
+   * so memory is bounded whatever the payloads' size. One fetch (64 KiB per partition, or a single
+   * larger record) can go past it.
+   */
+  maxInFlightBytes?: number
   /** Handler retries with backoff before the dead letter (see `ConsumerRetry`). */
   retry?: ConsumerRetry
   /** Longest wait of one fetch request for new records, in ms (default 500). */
@@ -93,6 +101,7 @@ export interface ResolvedConsumerOptions {
   groupId: string
   from: 'earliest' | 'latest'
   maxInFlight: number
+  maxInFlightBytes: number
   attempts: number
   initialDelayMs: number
   maxDelayMs: number
@@ -128,6 +137,7 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
     groupId,
     from,
     maxInFlight,
+    maxInFlightBytes,
     retry,
     maxWaitMs,
     sessionTimeoutMs,
@@ -158,7 +168,8 @@ export function resolveConsumerOptions(options: unknown, where: string): Resolve
   const resolved: ResolvedConsumerOptions = {
     groupId,
     from: from ?? 'earliest',
-    maxInFlight: count(maxInFlight, 'maxInFlight', 1, 1_000_000, 1000, where),
+    maxInFlight: count(maxInFlight, 'maxInFlight', 1, 1_000_000, 10_000, where),
+    maxInFlightBytes: count(maxInFlightBytes, 'maxInFlightBytes', 1024, 2 ** 34, 64 * 1024 * 1024, where),
     attempts: count(retry?.attempts, 'retry.attempts', 1, 1000, 5, where),
     initialDelayMs: count(retry?.initialDelayMs, 'retry.initialDelayMs', 0, 3_600_000, 200, where),
     maxDelayMs: count(retry?.maxDelayMs, 'retry.maxDelayMs', 0, 3_600_000, 10_000, where),
