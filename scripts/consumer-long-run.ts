@@ -4,7 +4,8 @@
 // At the end every counter must be exactly 1. Not a test file: npm test does not pick it up.
 //
 // Usage: scripts/node-env.sh node scripts/consumer-long-run.ts [--messages 30000] [--kills 30]
-//   [--restarts 3] [--minutes 10] [--database postgres|mariadb|both] [--member default|static|new]
+//   [--restarts 3] [--minutes 10] [--database postgres|mariadb|both|sqlite|node-sqlite|all]
+//   [--member default|static|new]
 //   [--down-ms 4000]
 // `--minutes` paces the producer and the lives so sending and killing both span about that long.
 // `--member default` is what the tests use: a new group member per life on PostgreSQL, a static
@@ -20,7 +21,9 @@ import {
   type KillResult,
   killRepeatedly,
   mariadb,
+  nodeSqlite,
   postgres,
+  sqlite,
 } from '../test/consumer/exactly-once.ts'
 import { type KafkaBroker, startKafkaBroker } from './kafka-broker.ts'
 
@@ -66,10 +69,16 @@ const DATABASES: Record<string, Database[]> = {
   postgres: [postgres],
   mariadb: [mariadb],
   both: [postgres, mariadb],
+  // SQLite: the consumer children share one WAL database file (better-sqlite3, or node:sqlite).
+  sqlite: [sqlite],
+  'node-sqlite': [nodeSqlite],
+  all: [postgres, mariadb, sqlite, nodeSqlite],
 }
-const databases = DATABASES[values.database]
+const databases = Object.hasOwn(DATABASES, values.database) ? DATABASES[values.database] : undefined
 if (!databases) {
-  console.error(`--database must be postgres, mariadb or both, got ${values.database}`)
+  console.error(
+    `--database must be postgres, mariadb, both, sqlite, node-sqlite or all, got ${values.database}`,
+  )
   process.exit(2)
 }
 if (!['default', 'static', 'new'].includes(values.member)) {
