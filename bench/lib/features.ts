@@ -17,6 +17,8 @@ export interface Features {
   wakeUpOption: string | undefined
   /** The outbox has a `notify` option (NOTIFY sent by producing transactions). */
   outboxNotifyOption: boolean
+  /** The relay accepts `listen: 'eager'` (claims again at once after a batch while notified). */
+  eagerWakeUp: boolean
 }
 
 const SRC = resolve(import.meta.dirname, '..', '..', 'src')
@@ -81,5 +83,13 @@ export function detectFeatures(): Features {
     if (typeof value === 'boolean') pollingOnly[name] = false
   }
   const outboxNotifyOption = /\bnotify\?\s*:\s*boolean/.test(source('dialects/postgres/postgres-outbox.ts'))
-  return { concurrent, wakeUp: wakeUp?.options, pollingOnly, wakeUpOption: wakeUp?.how, outboxNotifyOption }
+  const eagerWakeUp = relayAccepts({ listen: 'eager' } as never)
+  return {
+    concurrent,
+    wakeUp: wakeUp?.options,
+    pollingOnly,
+    wakeUpOption: wakeUp?.how,
+    outboxNotifyOption,
+    eagerWakeUp,
+  }
 }

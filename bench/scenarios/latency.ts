@@ -108,6 +108,13 @@ export const latency: Scenario = {
         options: wakeUp ? { placement: 'child', relayOptions: { ...wakeUp } } : undefined,
       },
       {
+        id: 'listenEager',
+        label: "LISTEN/NOTIFY wake-up, listen: 'eager', default polling",
+        options: ctx.features.eagerWakeUp
+          ? { placement: 'child', relayOptions: { listen: 'eager' } }
+          : undefined,
+      },
+      {
         id: 'inprocess',
         label: 'in-process wake-up by transaction(), default polling',
         options: { placement: 'inprocess', relayOptions: { ...pollingOnly }, outboxOptions: quiet },
@@ -162,14 +169,17 @@ export const latency: Scenario = {
       tables: [table],
       targets: configs
         .filter((config) => config.id !== 'pollDefault' && config.id !== 'poll10notify')
-        .map((config) => {
+        .flatMap((config) => {
           const p99 = p99At1000.get(config.id)
-          return {
+          const measured = p99 === undefined ? NOT_IMPLEMENTED : fmtMs(p99, ' ms')
+          // The raised target applies to the database wake-up rows.
+          const limits = config.id.startsWith('listen') ? [25, 10] : [25]
+          return limits.map((limit) => ({
             name: `p99 commit-to-ack at 1,000 msg/s, ${config.label}`,
-            target: '<= 25 ms',
-            measured: p99 === undefined ? NOT_IMPLEMENTED : fmtMs(p99, ' ms'),
-            met: p99 === undefined ? null : p99 <= 25,
-          }
+            target: `<= ${limit} ms${limit === 10 ? ' (raised)' : ''}`,
+            measured,
+            met: p99 === undefined ? null : p99 <= limit,
+          }))
         }),
       data: { durationMs, rows: data },
     }
