@@ -12,7 +12,7 @@ import {
   purgeEvery,
 } from './inbox.ts'
 import type { InboxEntry, InboxSql } from './inbox-sql.ts'
-import type { MessageProcessor } from './kafka-consumer.ts'
+import { BatchHandlerError, type MessageProcessor } from './kafka-consumer.ts'
 import type { ConsumedMessage } from './message.ts'
 
 /**
@@ -124,7 +124,13 @@ export function syncInboxProcessor<T, D, M extends TopicMap>(
         // The batch's rows first, in one statement: a key seen before fails the batch before any
         // handler runs; the consumer then handles each message alone.
         binding(db).execute(sql.insertMany(table, entries))
-        for (const message of messages) callHandler(message, db, topics)
+        for (const [index, message] of messages.entries()) {
+          try {
+            callHandler(message, db, topics)
+          } catch (error) {
+            throw new BatchHandlerError(index, error)
+          }
+        }
       })
     },
     async handle(message): Promise<'duplicate' | undefined> {

@@ -5,7 +5,7 @@ import type { OutboxTable, TransactionAdapter } from '../core/seams.ts'
 import { MESSAGE_ID_HEADER } from '../core/topic.ts'
 import type { KafkaOptions } from '../transports/kafka/index.ts'
 import type { InboxDeadLetter, InboxEntry, InboxSql } from './inbox-sql.ts'
-import type { MessageProcessor } from './kafka-consumer.ts'
+import { BatchHandlerError, type MessageProcessor } from './kafka-consumer.ts'
 import type { ConsumedMessage } from './message.ts'
 import type { ConsumerBaseOptions, DeadMessage } from './options.ts'
 
@@ -39,8 +39,10 @@ export interface InboxConsumerOptions<T, D, X, M extends TopicMap> extends Consu
    * commit together, and the transaction is not paid per message. A batch is what waits in the
    * partition's queue, never waited for, so it is also bounded by `maxInFlight` and
    * `maxInFlightBytes` shared among the partitions. If any of them fails or was seen before, the
-   * transaction rolls back and each is handled alone (with its retries and dead letter). 1: a
-   * transaction per message.
+   * transaction rolls back and the batch is handled again in parts: the messages before a failed
+   * handler as a batch, that message alone (with its retries and dead letter), the rest as a
+   * batch; or, for a message seen before, halves until the repeat is alone. 1: a transaction per
+   * message.
    */
   batchSize?: number
   /** How often the consumer deletes one batch of expired inbox rows, in ms (default 60000; 0: never). */
@@ -222,7 +224,13 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
         // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
         // a driver may send held writes) rolls all back and the consumer handles each alone.
         await binding(tx).execute(sql.insertMany(table, entries))
-        for (const message of messages) await options.handler(message, tx, topics)
+        for (const [index, message] of messages.entries()) {
+          try {
+            await options.handler(message, tx, topics)
+          } catch (error) {
+            throw new BatchHandlerError(index, error)
+          }
+        }
       })
     },
     async handle(message): Promise<'duplicate' | undefined> {

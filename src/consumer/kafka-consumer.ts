@@ -4,6 +4,7 @@ import { ErrorCodes, isKEntityError, KEntityError } from '../core/errors.ts'
 import type { Topic } from '../core/topic.ts'
 import { waitOrAbort } from '../core/wait.ts'
 import { type KafkaOptions, kafkaClientBase, type ResolvedKafkaOptions } from '../transports/kafka/index.ts'
+import { type BatchSteps, handleInParts } from './failed-batch.ts'
 import { type ConsumedMessage, partitionKey, type RawRecord, toMessage } from './message.ts'
 import type { DeadMessage, ResolvedConsumerOptions } from './options.ts'
 import { RecordQueue, recordBytes } from './record-queue.ts'
@@ -20,7 +21,9 @@ export interface MessageProcessor<T> {
   countsAsAttempt?(error: unknown): boolean
   /**
    * Handles several records of one partition at once (one transaction), all or none; throwing
-   * (a failure, a record seen before) makes the consumer handle each of them alone instead.
+   * (a failure, a record seen before) makes the consumer narrow the failure down in smaller
+   * batches and alone (see `handleInParts`). A `BatchHandlerError` says which message's handler
+   * failed.
    */
   handleBatch?(messages: ConsumedMessage<T>[]): Promise<void>
   /** Most records per `handleBatch` call (default 1: no batches). */
@@ -47,9 +50,25 @@ export interface ConsumerCounts {
   reconnects: number
   /**
    * Transactions that handled messages of one partition together (the inbox's `batchSize`).
-   * A batch that failed is not counted: its messages were then handled one by one.
+   * A batch that failed is not counted: its messages were then handled in smaller batches and
+   * alone (see `handleInParts`).
    */
   batches: number
+}
+
+/** A batch failed in the handler of `messages[index]`: the messages before it passed theirs. */
+export class BatchHandlerError extends Error {
+  readonly index: number
+  constructor(index: number, cause: unknown) {
+    super(
+      `the handler of message ${index} of a batch failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+      {
+        cause,
+      },
+    )
+    this.name = 'BatchHandlerError'
+    this.index = index
+  }
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
@@ -428,16 +447,24 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     // The stream hands over a fetch's records one by one: wait for the rest of them, or the
     // first record of every burst would be handled alone, in a transaction of its own.
     if (batchSize > 1) await new Promise((resolve) => setImmediate(resolve))
+    const steps: BatchSteps<RawRecord> = {
+      batch: async (records) => {
+        const failure = await this.#processBatch(processor as MessageProcessor<T>, records)
+        if (failure === undefined) {
+          this.#release(records)
+          this.#commit(records[records.length - 1] as RawRecord)
+        }
+        return failure
+      },
+      alone: (records) => this.#processEach(state, records),
+      stopped: () => this.#closing || state.revoked,
+      drop: (records) => this.#release(records),
+    }
     while (!this.#closing && !state.revoked) {
       if (batchSize > 1 && processor?.handleBatch !== undefined && state.queue.length > 1) {
         const raws = state.queue.take(batchSize)
-        if (await this.#processBatch(processor, raws)) {
-          this.#release(raws)
-          this.#commit(raws[raws.length - 1] as RawRecord)
-          continue
-        }
-        // One of them failed (or was seen before): each alone, in order, with its own retries.
-        if (!(await this.#processEach(state, raws))) return
+        const failure = await steps.batch(raws)
+        if (failure !== undefined && !(await handleInParts(raws, failure.at, steps))) return
         continue
       }
       const raw = state.queue.shift()
@@ -469,32 +496,43 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     return true
   }
 
-  /** The whole batch in one go; false if any record is unreadable or the batch failed. */
-  async #processBatch(processor: MessageProcessor<T>, raws: RawRecord[]): Promise<boolean> {
-    let messages: ConsumedMessage<T>[]
+  /**
+   * The whole batch in one go: undefined if it was handled, else where it failed (`at`: the index
+   * in `raws` of the record whose handler failed, when known).
+   */
+  async #processBatch(
+    processor: MessageProcessor<T>,
+    raws: RawRecord[],
+  ): Promise<{ at: number | undefined } | undefined> {
+    const messages: ConsumedMessage<T>[] = []
+    /** Per message, its record's index in `raws` (the filter leaves some out). */
+    const kept: number[] = []
     const filter = this.#options.filter
-    try {
-      messages = (filter === undefined ? raws : raws.filter(filter)).map((raw) =>
-        toMessage(this.topic, raw, 1),
-      )
-    } catch {
-      return false
+    for (let i = 0; i < raws.length; i++) {
+      const raw = raws[i] as RawRecord
+      try {
+        if (filter !== undefined && !filter(raw)) continue
+        messages.push(toMessage(this.topic, raw, 1))
+      } catch {
+        // Unreadable (or its filter threw): alone, it gets its retries and dead letter.
+        return { at: i }
+      }
+      kept.push(i)
     }
     try {
       if (messages.length > 0) await processor.handleBatch?.(messages)
     } catch (error) {
-      // Usually a message seen before or a handler's own failure, both dealt with one by one;
-      // anything else failing every batch would cost a transaction per message unseen.
+      // Usually a message seen before or a handler's own failure (see handleInParts).
       this.#options.logger.debug?.(
         { topic: this.topic.name, groupId: this.groupId, messages: messages.length, error: String(error) },
-        'a batch failed; handling its messages one by one',
+        'a batch failed; handling it in parts',
       )
-      return false
+      return { at: error instanceof BatchHandlerError ? kept[error.index] : undefined }
     }
     this.counts.filtered += raws.length - messages.length
     this.counts.handled += messages.length
     if (messages.length > 0) this.counts.batches++
-    return true
+    return undefined
   }
 
   /** Handles one record with retries, then the dead letter; false if closing cut it short. */
