@@ -4,10 +4,11 @@
  * effects to catch up with the producers, and the graceful stop.
  */
 import { fork } from 'node:child_process'
+import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
 import type { ConsumerCommand, ConsumerConfig, ConsumerReport } from './shared.ts'
-import { EFFECTS_TABLE, sleep } from './shared.ts'
+import { EFFECTS_TABLE, SQLITE_BUSY_TIMEOUT_MS, sleep } from './shared.ts'
 import {
   CONSUMER_SCRIPT,
   CONSUMERS,
@@ -43,6 +44,21 @@ export interface EffectRow {
 
 /** A short-lived connection of the runner's, on the database under test (as its own superuser). */
 async function withDb<T>(fn: (query: (sql: string) => Promise<Record<string, unknown>[]>) => Promise<T>) {
+  if (dbKind === 'sqlite') {
+    // Its own handle on the run's file; the busy timeout as the producers', for the DDL (reads in
+    // WAL mode do not wait for the writers).
+    const db = new Database(state.db.runnerConnection() as string, { timeout: SQLITE_BUSY_TIMEOUT_MS })
+    try {
+      return await fn(async (sql) => {
+        const statement = db.prepare(sql)
+        if (statement.reader) return statement.all() as Record<string, unknown>[]
+        statement.run()
+        return []
+      })
+    } finally {
+      db.close()
+    }
+  }
   if (dbKind === 'mariadb') {
     const connection = await mysql.createConnection({ uri: state.db.runnerConnection() as string })
     try {
@@ -71,7 +87,12 @@ export async function prepareConsumers(): Promise<void> {
              id VARCHAR(64) NOT NULL UNIQUE, topic VARCHAR(16) NOT NULL, \`key\` VARCHAR(64) NOT NULL,
              seq INT NOT NULL, consumer INT NOT NULL, life INT NOT NULL, kpartition INT NOT NULL,
              koffset BIGINT NOT NULL, n INT NOT NULL) ENGINE=InnoDB`
-        : `CREATE TABLE "${schema}".${EFFECTS_TABLE} (applied bigserial NOT NULL, id text PRIMARY KEY,
+        : dbKind === 'sqlite'
+          ? `CREATE TABLE ${quoted(EFFECTS_TABLE)} (applied INTEGER PRIMARY KEY AUTOINCREMENT,
+               id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, "key" TEXT NOT NULL, seq INTEGER NOT NULL,
+               consumer INTEGER NOT NULL, life INTEGER NOT NULL, kpartition INTEGER NOT NULL,
+               koffset INTEGER NOT NULL, n INTEGER NOT NULL)`
+          : `CREATE TABLE "${schema}".${EFFECTS_TABLE} (applied bigserial NOT NULL, id text PRIMARY KEY,
              topic text NOT NULL, key text NOT NULL, seq integer NOT NULL, consumer integer NOT NULL,
              life integer NOT NULL, kpartition integer NOT NULL, koffset bigint NOT NULL, n integer NOT NULL)`,
     ),
@@ -81,7 +102,7 @@ export async function prepareConsumers(): Promise<void> {
 export async function readEffects(): Promise<EffectRow[]> {
   const rows = await withDb((query) =>
     query(
-      `SELECT applied, id, topic, ${dbKind === 'mariadb' ? '`key`' : 'key'} AS k, seq, n, consumer, life, kpartition, koffset FROM ${quoted(EFFECTS_TABLE)} ORDER BY applied`,
+      `SELECT applied, id, topic, ${dbKind === 'mariadb' ? '`key`' : '"key"'} AS k, seq, n, consumer, life, kpartition, koffset FROM ${quoted(EFFECTS_TABLE)} ORDER BY applied`,
     ),
   )
   return rows.map((row) => ({
@@ -106,7 +127,13 @@ export async function consumerDeadLetters(): Promise<number> {
   return Number(rows[0]?.n ?? 0)
 }
 
-const quoted = (table: string) => (dbKind === 'mariadb' ? `\`${schema}\`.${table}` : `"${schema}".${table}`)
+/** A table of the run's schema; SQLite has none, so the name takes it as a prefix (as the outbox's do). */
+const quoted = (table: string) =>
+  dbKind === 'mariadb'
+    ? `\`${schema}\`.${table}`
+    : dbKind === 'sqlite'
+      ? `"${schema}_${table}"`
+      : `"${schema}".${table}`
 
 async function effectCount(): Promise<number> {
   const rows = await withDb((query) => query(`SELECT count(*) AS n FROM ${quoted(EFFECTS_TABLE)}`))

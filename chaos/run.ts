@@ -25,7 +25,7 @@
  * while a producer session is in its COMMIT), and ends relay sessions with KILL CONNECTION: the
  * database-specific parts are chaos/db/{postgres,mariadb,sqlite}.ts and the children's halves
  * beside them. SQLite (short or medium): one WAL file, every phase one relay in mode single,
- * relay kills, the Kafka outage and poison only.
+ * relay and consumer kills, the Kafka outage and poison only.
  * Exit code 0 only if every invariant holds. Results: printed, and JSON in chaos/results/.
  */
 
@@ -82,7 +82,7 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
-    ...(consumerOn || dbKind === 'sqlite' ? [] : ['--no-consumer']),
+    ...(consumerOn ? [] : ['--no-consumer']),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`
   console.log(`chaos: ${profileName} run ${runId}, seed ${seed} (same plan again: ${command})`)

@@ -247,6 +247,12 @@ export type ConsumerCommand = { type: 'stop' }
 /** The effects table the consumers' handlers write (one row per message id) and the runner checks. */
 export const EFFECTS_TABLE = 'chaos_effects'
 
+/**
+ * Longest a SQLite handle of the run waits for another process's write lock (the relay's delete,
+ * a producer's or a consumer's transaction).
+ */
+export const SQLITE_BUSY_TIMEOUT_MS = 30_000
+
 /** Runner → relay. */
 export type RelayCommand =
   | { type: 'go' }

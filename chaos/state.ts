@@ -53,7 +53,8 @@ if (args.help) {
   --db NAME        postgres (default: pg adapter), mariadb (mysql2 adapter, the run's own
                    mariadbd, SIGKILLed while producers COMMIT; session faults are KILL CONNECTION)
                    or sqlite (better-sqlite3, one WAL file; every phase one relay, mode single;
-                   relay kills, Kafka outage, poison; --short or --medium without --db-proxy)
+                   relay and consumer kills, Kafka outage, poison; --short or --medium without
+                   --db-proxy)
   --keep           keep the run's database (stopped) / schema
   --trace FILE     every relay report as a JSON line
   --shared-db      DATABASE_URL (MYSQL_URL with --db mariadb) instead of an own server (no restarts)
@@ -72,8 +73,7 @@ if (args.help) {
   --consumer       end to end: two consumer processes (outbox.consume() with the inbox, on the run's
                    database) apply an effect per message; killed -9 by the plan too and restarted;
                    every committed message's effect must be applied exactly once, in key order, and
-                   no rolled-back one (on by default; --no-consumer leaves it out; not with
-                   --db sqlite)`)
+                   no rolled-back one (on by default, with every --db; --no-consumer leaves it out)`)
   process.exit(0)
 }
 /** --sabotage drop|reorder: every relay process misbehaves once, to show the run then fails. */
@@ -113,11 +113,7 @@ if (dbKind === 'sqlite' && (dbProxy || args['shared-db'] === true)) {
 /** Always in the full run, like the database link faults. */
 export const kafkaProxy = args['kafka-proxy'] === true || profileName === 'full'
 /** --consumer: the end-to-end consumers (see --help); on unless --no-consumer. */
-export const consumerOn = dbKind !== 'sqlite' && args.consumer !== false
-if (dbKind === 'sqlite' && args.consumer === true) {
-  console.error('--consumer needs an outbox with consume(): use --db postgres or --db mariadb')
-  process.exit(2)
-}
+export const consumerOn = args.consumer !== false
 /** --consumer: how many consumer processes read the topics (each life of one is killed and restarted). */
 export const CONSUMERS = 2
 /** --clock-skew: relay n runs this far ahead (n odd) or behind (n even). */

@@ -8,7 +8,13 @@
  */
 import type { KafkaConsumer } from '../../src/consumer/kafka-consumer.ts'
 import type { Logger } from '../../src/core/logger.ts'
-import { type ChaosEvent, type ConsumerConfig, chaosTopics, EFFECTS_TABLE } from '../shared.ts'
+import {
+  type ChaosEvent,
+  type ConsumerConfig,
+  chaosTopics,
+  EFFECTS_TABLE,
+  SQLITE_BUSY_TIMEOUT_MS,
+} from '../shared.ts'
 
 export interface ChaosConsumers {
   consumers: KafkaConsumer<ChaosEvent>[]
@@ -36,7 +42,7 @@ function chaosLogger(config: ConsumerConfig): Logger {
   return { error: write('error'), warn: write('warn'), info: () => {} }
 }
 
-/** Consumer options shared by both databases: quick rebalances after a kill -9, some redeliveries. */
+/** Consumer options shared by every database: quick rebalances after a kill -9, some redeliveries. */
 function groupOptions(config: ConsumerConfig, accessor: (typeof ACCESSORS)[number], logger: Logger) {
   return {
     groupId: `${config.group}-${accessor}`,
@@ -94,6 +100,36 @@ export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsum
       }),
     )
     return { consumers, end: () => pool.end() }
+  }
+  if (config.db === 'sqlite') {
+    const Database = (await import('better-sqlite3')).default
+    const { createBetterSqliteOutbox } = await import('../../src/adapters/better-sqlite3/index.ts')
+    // One handle for both consumers, as the producers have: better-sqlite3 waits for the write
+    // lock synchronously, so a second handle of this process would wait on the first for the
+    // whole timeout. The outbox runs the consumers' transactions on it one after the other.
+    const db = new Database(config.databaseUrl, { timeout: SQLITE_BUSY_TIMEOUT_MS })
+    const outbox = createBetterSqliteOutbox({ topics, schema: config.schema, kafka })
+    // The effects table exists before any consumer starts (the runner creates it).
+    const insert = db.prepare(
+      `INSERT INTO "${config.schema}_${EFFECTS_TABLE}" (id, topic, "key", seq, consumer, life, kpartition, koffset, n)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1`,
+    )
+    const consumers = ACCESSORS.map((accessor) =>
+      outbox.consume(topics[accessor], {
+        ...groupOptions(config, accessor, logger),
+        db,
+        // Synchronous, in the inbox transaction on `db` (the handle the statement was prepared on).
+        handler: (message) => {
+          insert.run(...effects(accessor, message))
+        },
+      }),
+    )
+    return {
+      consumers,
+      end: async () => {
+        db.close()
+      },
+    }
   }
   const pg = (await import('pg')).default
   const { createPgOutbox } = await import('../../src/adapters/pg/index.ts')

@@ -6,16 +6,13 @@ import Database from 'better-sqlite3'
 import { createBetterSqliteOutbox } from '../../src/adapters/better-sqlite3/index.ts'
 import { orderingHash } from '../../src/core/record.ts'
 import { encodeHeaders } from '../../src/dialects/shared/stored-columns.ts'
-import { type ChaosEvent, INTERNAL_TOPIC, producerTopics } from '../shared.ts'
+import { type ChaosEvent, INTERNAL_TOPIC, producerTopics, SQLITE_BUSY_TIMEOUT_MS } from '../shared.ts'
 import type { ChaosTx, OpenProducerDb } from './producer-db.ts'
-
-/** Longest a write waits for the other processes' write lock: the relay's delete, the other producer. */
-const BUSY_TIMEOUT_MS = 30_000
 
 export const openProducerDb: OpenProducerDb = (config) => {
   const topicMap = producerTopics(config.topics)
   const outbox = createBetterSqliteOutbox({ topics: topicMap, schema: config.schema })
-  const db = new Database(config.databaseUrl, { timeout: BUSY_TIMEOUT_MS })
+  const db = new Database(config.databaseUrl, { timeout: SQLITE_BUSY_TIMEOUT_MS })
   // better-sqlite3 waits for a lock synchronously, blocking the event loop: a second handle of
   // this process waiting on the first would wait for the whole timeout. So one handle, and the
   // writers' transactions (either style) one after the other.

@@ -1,9 +1,10 @@
 /**
  * The chaos run on SQLite through the better-sqlite3 adapter (--db sqlite, short or medium): one
- * database file in WAL mode, written by the producer processes and read by the relay process,
- * each with its own handle. SQLite relays only in mode 'single' (the dialect refuses the others),
- * so every phase runs one relay; there is no server to crash and no session to end, so the faults
- * are relay kills (in every variant), the Kafka outage and the poison messages.
+ * database file in WAL mode, written by the producer processes, the relay process and the consumer
+ * processes (their inbox and effects), each with its own handle. SQLite relays only in mode
+ * 'single' (the dialect refuses the others), so every phase runs one relay; there is no server to
+ * crash and no session to end, so the faults are relay kills (in every variant), consumer kills,
+ * the Kafka outage and the poison messages.
  */
 import { mkdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
