@@ -1,3 +1,17 @@
+/**
+ * Thrown by a processor's `handleBatch` when the handler of `messages[index]` failed: the messages
+ * before it passed theirs, so only that one needs handling alone.
+ */
+export class BatchHandlerError extends Error {
+  readonly index: number
+  constructor(index: number, cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    super(`the handler of message ${index} of a batch failed: ${reason}`, { cause })
+    this.name = 'BatchHandlerError'
+    this.index = index
+  }
+}
+
 /** A failed part this small is handled one record at a time. */
 export const ALONE = 4
 

@@ -2,6 +2,7 @@ import { invalidArgument } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import type { SyncTopicProducers, TopicMap } from '../core/outbox.ts'
 import type { OutboxTable, SyncTransactionAdapter } from '../core/seams.ts'
+import { BatchHandlerError } from './failed-batch.ts'
 import {
   checkInboxOptions,
   Duplicate,
@@ -12,7 +13,7 @@ import {
   purgeEvery,
 } from './inbox.ts'
 import type { InboxEntry, InboxSql } from './inbox-sql.ts'
-import { BatchHandlerError, type MessageProcessor } from './kafka-consumer.ts'
+import type { MessageProcessor } from './kafka-consumer.ts'
 import type { ConsumedMessage } from './message.ts'
 
 /**
@@ -122,7 +123,7 @@ export function syncInboxProcessor<T, D, M extends TopicMap>(
       const entries = messages.map(rows.entryOf)
       await runner.transaction(options.db, (db, topics) => {
         // The batch's rows first, in one statement: a key seen before fails the batch before any
-        // handler runs; the consumer then handles each message alone.
+        // handler runs; the consumer then handles the batch again in parts.
         binding(db).execute(sql.insertMany(table, entries))
         for (const [index, message] of messages.entries()) {
           try {

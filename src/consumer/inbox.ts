@@ -4,8 +4,9 @@ import type { TopicMap, TopicProducers } from '../core/outbox.ts'
 import type { OutboxTable, TransactionAdapter } from '../core/seams.ts'
 import { MESSAGE_ID_HEADER } from '../core/topic.ts'
 import type { KafkaOptions } from '../transports/kafka/index.ts'
+import { BatchHandlerError } from './failed-batch.ts'
 import type { InboxDeadLetter, InboxEntry, InboxSql } from './inbox-sql.ts'
-import { BatchHandlerError, type MessageProcessor } from './kafka-consumer.ts'
+import type { MessageProcessor } from './kafka-consumer.ts'
 import type { ConsumedMessage } from './message.ts'
 import type { ConsumerBaseOptions, DeadMessage } from './options.ts'
 
@@ -222,7 +223,7 @@ export function inboxProcessor<T, D, X, M extends TopicMap>(
       await runner.transaction(options.db, async (tx, topics) => {
         // One round trip for the batch's rows, ahead of every handler: a key seen before fails
         // it before any handler runs, and whatever fails (here, in a handler or at COMMIT, where
-        // a driver may send held writes) rolls all back and the consumer handles each alone.
+        // a driver may send held writes) rolls all back and the consumer handles the batch again in parts.
         await binding(tx).execute(sql.insertMany(table, entries))
         for (const [index, message] of messages.entries()) {
           try {

@@ -4,7 +4,7 @@ import { ErrorCodes, isKEntityError, KEntityError } from '../core/errors.ts'
 import type { Topic } from '../core/topic.ts'
 import { waitOrAbort } from '../core/wait.ts'
 import { type KafkaOptions, kafkaClientBase, type ResolvedKafkaOptions } from '../transports/kafka/index.ts'
-import { type BatchSteps, handleInParts } from './failed-batch.ts'
+import { BatchHandlerError, type BatchSteps, handleInParts } from './failed-batch.ts'
 import { type ConsumedMessage, partitionKey, type RawRecord, toMessage } from './message.ts'
 import type { DeadMessage, ResolvedConsumerOptions } from './options.ts'
 import { RecordQueue, recordBytes } from './record-queue.ts'
@@ -54,21 +54,6 @@ export interface ConsumerCounts {
    * alone (see `handleInParts`).
    */
   batches: number
-}
-
-/** A batch failed in the handler of `messages[index]`: the messages before it passed theirs. */
-export class BatchHandlerError extends Error {
-  readonly index: number
-  constructor(index: number, cause: unknown) {
-    super(
-      `the handler of message ${index} of a batch failed: ${cause instanceof Error ? cause.message : String(cause)}`,
-      {
-        cause,
-      },
-    )
-    this.name = 'BatchHandlerError'
-    this.index = index
-  }
 }
 
 const FETCH_BYTES_PER_PARTITION = 64 * 1024
