@@ -45,6 +45,14 @@ const pool = new pg.Pool({ connectionString: url, max: 6 })
 const topic = uniqueName('ke-bench-repeats')
 const schema = uniqueName('ke_bench_repeats').replaceAll('-', '_')
 
+/** What this bench uses of an outbox loaded from a checkout (typed by neither side's sources). */
+interface CheckoutOutbox {
+  consume(
+    topic: unknown,
+    options: object,
+  ): { counts: { handled: number; duplicates: number; batches: number }; close(): Promise<void> }
+}
+
 type Sent = { key: string; value: string; headers: { [name: string]: string } }
 const pad = 'x'.repeat(200)
 const record = (id: number): Sent => ({
@@ -69,13 +77,19 @@ try {
   await produceRaw(broker.brokers, topic, records)
   await pool.query(`CREATE SCHEMA "${schema}"`)
   const rates = new Map<string, number[]>(roots.map((root) => [root, []]))
+  // Each checkout's outbox, made (and its inbox migrated) once.
+  const outboxes = new Map<string, { outbox: CheckoutOutbox; events: unknown }>()
+  for (const root of roots) {
+    const { createPgOutbox } = await import(`${root}/src/adapters/pg/index.ts`)
+    const { defineTopic } = await import(`${root}/src/core/topic.ts`)
+    const events = defineTopic({ name: topic })
+    const outbox = createPgOutbox({ topics: { events }, schema, kafka: { brokers: broker.brokers } })
+    await outbox.migrateInbox(url)
+    outboxes.set(root, { outbox, events })
+  }
   for (let rep = 0; rep < reps; rep++) {
     for (const root of rep % 2 === 0 ? roots : [...roots].reverse()) {
-      const { createPgOutbox } = await import(`${root}/src/adapters/pg/index.ts`)
-      const { defineTopic } = await import(`${root}/src/core/topic.ts`)
-      const events = defineTopic({ name: topic })
-      const outbox = createPgOutbox({ topics: { events }, schema, kafka: { brokers: broker.brokers } })
-      await outbox.migrateInbox(url)
+      const { outbox, events } = outboxes.get(root) as { outbox: CheckoutOutbox; events: unknown }
       await pool.query(`TRUNCATE "${schema}".outbox_inbox`)
       let began: number | undefined
       const consumer = outbox.consume(events, {

@@ -8,7 +8,7 @@ import Database from 'better-sqlite3'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
 import type { ConsumerCommand, ConsumerConfig, ConsumerReport } from './shared.ts'
-import { EFFECTS_TABLE, SQLITE_BUSY_TIMEOUT_MS, sleep } from './shared.ts'
+import { EFFECTS_TABLE, SQLITE_BUSY_TIMEOUT_MS, schemaTable, sleep } from './shared.ts'
 import {
   CONSUMER_SCRIPT,
   CONSUMERS,
@@ -83,7 +83,7 @@ export async function prepareConsumers(): Promise<void> {
   await withDb((query) =>
     query(
       dbKind === 'mariadb'
-        ? `CREATE TABLE \`${schema}\`.${EFFECTS_TABLE} (applied BIGINT AUTO_INCREMENT PRIMARY KEY,
+        ? `CREATE TABLE ${quoted(EFFECTS_TABLE)} (applied BIGINT AUTO_INCREMENT PRIMARY KEY,
              id VARCHAR(64) NOT NULL UNIQUE, topic VARCHAR(16) NOT NULL, \`key\` VARCHAR(64) NOT NULL,
              seq INT NOT NULL, consumer INT NOT NULL, life INT NOT NULL, kpartition INT NOT NULL,
              koffset BIGINT NOT NULL, n INT NOT NULL) ENGINE=InnoDB`
@@ -92,7 +92,7 @@ export async function prepareConsumers(): Promise<void> {
                id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, "key" TEXT NOT NULL, seq INTEGER NOT NULL,
                consumer INTEGER NOT NULL, life INTEGER NOT NULL, kpartition INTEGER NOT NULL,
                koffset INTEGER NOT NULL, n INTEGER NOT NULL)`
-          : `CREATE TABLE "${schema}".${EFFECTS_TABLE} (applied bigserial NOT NULL, id text PRIMARY KEY,
+          : `CREATE TABLE ${quoted(EFFECTS_TABLE)} (applied bigserial NOT NULL, id text PRIMARY KEY,
              topic text NOT NULL, key text NOT NULL, seq integer NOT NULL, consumer integer NOT NULL,
              life integer NOT NULL, kpartition integer NOT NULL, koffset bigint NOT NULL, n integer NOT NULL)`,
     ),
@@ -127,13 +127,7 @@ export async function consumerDeadLetters(): Promise<number> {
   return Number(rows[0]?.n ?? 0)
 }
 
-/** A table of the run's schema; SQLite has none, so the name takes it as a prefix (as the outbox's do). */
-const quoted = (table: string) =>
-  dbKind === 'mariadb'
-    ? `\`${schema}\`.${table}`
-    : dbKind === 'sqlite'
-      ? `"${schema}_${table}"`
-      : `"${schema}".${table}`
+const quoted = (table: string) => schemaTable(dbKind, schema, table)
 
 async function effectCount(): Promise<number> {
   const rows = await withDb((query) => query(`SELECT count(*) AS n FROM ${quoted(EFFECTS_TABLE)}`))

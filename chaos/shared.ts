@@ -247,6 +247,13 @@ export type ConsumerCommand = { type: 'stop' }
 /** The effects table the consumers' handlers write (one row per message id) and the runner checks. */
 export const EFFECTS_TABLE = 'chaos_effects'
 
+/** A table of the run's schema, quoted; SQLite has no schemas, so its name takes it as a prefix (as the outbox's do). */
+export function schemaTable(db: ChaosDbKind, schema: string, table: string): string {
+  if (db === 'mariadb') return `\`${schema}\`.${table}`
+  if (db === 'sqlite') return `"${schema}_${table}"`
+  return `"${schema}".${table}`
+}
+
 /**
  * Longest a SQLite handle of the run waits for another process's write lock (the relay's delete,
  * a producer's or a consumer's transaction).

@@ -82,7 +82,7 @@ async function run(
   // A batch can take the count past `total`.
   const handled = consumer.counts.handled
   await consumer.close()
-  return { rate: handled / seconds, batches: consumer.counts.batches, handled: consumer.counts.handled }
+  return { rate: handled / seconds, batches: consumer.counts.batches, handled }
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   chaosTopics,
   EFFECTS_TABLE,
   SQLITE_BUSY_TIMEOUT_MS,
+  schemaTable,
 } from '../shared.ts'
 
 export interface ChaosConsumers {
@@ -63,6 +64,7 @@ export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsum
   const logger = chaosLogger(config)
   const topics = chaosTopics(config.topics)
   const kafka = { brokers: config.brokers, clientId: `k-entity-chaos-consumer-${config.index}` }
+  const effectsTable = schemaTable(config.db, config.schema, EFFECTS_TABLE)
   // Where the applied copy was read (partition, offset) and by whom: an out-of-order report can
   // then tell a first copy from a relay's resend, and which consumer life applied it.
   const effects = (
@@ -92,7 +94,7 @@ export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsum
         db: pool,
         handler: async (message, connection) => {
           await connection.query(
-            `INSERT INTO \`${config.schema}\`.${EFFECTS_TABLE} (id, topic, \`key\`, seq, consumer, life, kpartition, koffset, n)
+            `INSERT INTO ${effectsTable} (id, topic, \`key\`, seq, consumer, life, kpartition, koffset, n)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE n = n + 1`,
             effects(accessor, message),
           )
@@ -111,7 +113,7 @@ export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsum
     const outbox = createBetterSqliteOutbox({ topics, schema: config.schema, kafka })
     // The effects table exists before any consumer starts (the runner creates it).
     const insert = db.prepare(
-      `INSERT INTO "${config.schema}_${EFFECTS_TABLE}" (id, topic, "key", seq, consumer, life, kpartition, koffset, n)
+      `INSERT INTO ${effectsTable} (id, topic, "key", seq, consumer, life, kpartition, koffset, n)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1`,
     )
     const consumers = ACCESSORS.map((accessor) =>
@@ -147,7 +149,7 @@ export async function openConsumers(config: ConsumerConfig): Promise<ChaosConsum
       db: pool,
       handler: async (message, client) => {
         await client.query(
-          `INSERT INTO "${config.schema}".${EFFECTS_TABLE} (id, topic, key, seq, consumer, life, kpartition, koffset, n)
+          `INSERT INTO ${effectsTable} (id, topic, key, seq, consumer, life, kpartition, koffset, n)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (id) DO UPDATE SET n = ${EFFECTS_TABLE}.n + 1`,
           effects(accessor, message),
         )
