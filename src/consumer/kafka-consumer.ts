@@ -204,6 +204,20 @@ export class KafkaConsumer<T> implements AsyncIterable<ConsumedMessage<T>> {
     })
     this.#consumer = consumer
     this.#stream = undefined
+    // The client emits 'error' when its own rejoin fails (the coordinator moved or is away during
+    // a broker outage): unhandled, that event ends the process. Once joined, recover as from a
+    // failed stream; before that, the join's own rejection is retried by #openUntilJoined.
+    consumer.on('error', (error: unknown) => {
+      if (this.#consumer !== consumer) return
+      options.logger.error(
+        { topic: this.topic.name, groupId: this.groupId, error: String(error) },
+        'the Kafka consumer failed; reconnecting',
+      )
+      if (this.#stream === undefined || this.#closing) return
+      this.#reopening ??= this.#reopen().finally(() => {
+        this.#reopening = undefined
+      })
+    })
     consumer.on('consumer:group:join', (payload: { assignments?: GroupAssignment[] }) => {
       if (this.#consumer !== consumer) return
       // The first join of a client comes before its stream exists: nothing was fetched before it.
