@@ -130,6 +130,115 @@ describe('claim floor (PostgreSQL)', () => {
     await outbox.close()
   })
 
+  it('starts claims past the rows a retry holds back, for as long as the retry waits', async () => {
+    const { schema, table, outbox } = await freshOutbox('ke_floor_blocked')
+    const session = new pg.Client({ connectionString: DATABASE_URL })
+    await session.connect()
+    const filtered = async (claim: string) => {
+      await session.query('BEGIN')
+      try {
+        const plan = await session.query(`EXPLAIN (ANALYZE, FORMAT TEXT) ${claim}`)
+        const text = plan.rows.map((r) => r['QUERY PLAN']).join('\n')
+        return [...text.matchAll(/Rows Removed by Filter: (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0)
+      } finally {
+        await session.query('ROLLBACK')
+      }
+    }
+    try {
+      await withClient(async (c) => {
+        // ids 1..501: key 7, the first waiting an hour for its retry; 502..511: other keys.
+        await c.query(
+          `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash) SELECT 't', 'k7'::bytea, 'v', 7 FROM generate_series(1, 501)`,
+        )
+        await c.query(
+          `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash) SELECT 't', convert_to('h' || i, 'UTF8'), 'v', i + 100 FROM generate_series(1, 10) AS i`,
+        )
+        await c.query(
+          `UPDATE "${schema}".outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id = 1`,
+        )
+      })
+      const floor = new ClaimFloor(table)
+      const run = (text: string) => session.query(text)
+      await floor.step(run)
+      await floor.step(run)
+      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '502', waiting: ['1'] } })
+      const first = async (start = floor.start, concurrent = false) =>
+        (await claimIn(session, claimSql(table, 5, concurrent, start)))[0]?.id
+      assert.equal(await first(), '502', 'the healthy rows come first')
+      assert.equal(await first(floor.start, true), '502', 'in the concurrent claim too')
+      // (The plan's other filters, the same in both, read the small table in full.)
+      const walked =
+        (await filtered(claimSql(table, 5, false, floor.value))) -
+        (await filtered(claimSql(table, 5, false, floor.start)))
+      assert.ok(
+        walked >= 500,
+        `from the floor, a claim walks the waiting key's rows; past them, none (${walked})`,
+      )
+
+      // A later step keeps the run, and walks on from its end.
+      await withClient((c) => c.query(`DELETE FROM "${schema}".outbox WHERE id BETWEEN 502 AND 506`))
+      floor.noteDeleted(5)
+      await floor.step(run)
+      await floor.step(run)
+      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '507', waiting: ['1'] } })
+
+      // Once the retry is due, claims start at the floor again: the key's rows go first, in order.
+      await withClient((c) => c.query(`UPDATE "${schema}".outbox SET available_at = now() WHERE id = 1`))
+      assert.equal(await first(), '1')
+      // Or once it is gone (delivered, or a dead letter): its key's next row goes first.
+      await withClient((c) => c.query(`DELETE FROM "${schema}".outbox WHERE id = 1`))
+      assert.equal(await first(), '2')
+      assert.equal(await first(floor.start, true), '2')
+      floor.noteDeleted(1)
+      await floor.step(run)
+      await floor.step(run)
+      assert.equal(floor.start, '2', 'nothing waits: no run')
+    } finally {
+      await session.end()
+    }
+    await outbox.close()
+  })
+
+  it('a relay delivers the healthy keys while one key waits, then that key in order', async (t) => {
+    const { schema, topic, outbox } = await freshOutbox('ke_floor_wait')
+    await createTopic(topic, 4)
+    const stuck = Array.from({ length: 300 }, (_, i) => ({ id: `s${i}`, key: 'stuck', seq: i }))
+    const healthy = Array.from({ length: 600 }, (_, i) => ({ id: `h${i}`, key: `k${i % 8}`, seq: i >> 3 }))
+    await withClient(async (c) => {
+      await c.query('BEGIN')
+      await outbox.in(c).t.produceMany(stuck)
+      await c.query('COMMIT')
+      await c.query('BEGIN')
+      await outbox.in(c).t.produceMany(healthy)
+      await c.query('COMMIT')
+      await c.query(
+        `UPDATE "${schema}".outbox SET attempts = 1, available_at = now() + interval '3 s' WHERE id = (SELECT min(id) FROM "${schema}".outbox)`,
+      )
+    })
+    let delivered = 0
+    const relay = outbox.relay({
+      connection: DATABASE_URL,
+      maxMessagesPerPoll: 20,
+      pollingInterval: 20,
+      onEvent: (e: RelayEvent) => {
+        if (e.type === 'delivered') delivered += e.count
+      },
+    })
+    t.after(() => relay.stop())
+    await relay.start()
+    await waitFor(async () => delivered >= healthy.length, { what: 'healthy keys relayed', timeout: 20_000 })
+    assert.equal(await countRows(schema), stuck.length, 'the waiting key stays behind its retry')
+    await waitFor(async () => (await countRows(schema)) === 0, {
+      what: 'waiting key relayed',
+      timeout: 20_000,
+    })
+    await relay.stop()
+    const all = [...stuck, ...healthy]
+    const consumed = await readTopic({ brokers: kafkaBrokers(), topic, expectedCount: all.length })
+    const report = checkDelivery({ expected: all, observed: observedFromConsumed(consumed) })
+    assert.ok(report.ok, formatReport(report))
+  })
+
   it('is off for a sequence with a cache, where ids are not handed out in order', async () => {
     const { schema, table, outbox } = await freshOutbox('ke_floor_cache')
     await withClient((c) => c.query(`ALTER TABLE "${schema}".outbox ALTER COLUMN id SET CACHE 20`))

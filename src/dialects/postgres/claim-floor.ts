@@ -1,7 +1,7 @@
 import type { OutboxTable } from '../../core/seams.ts'
 import { qualified } from './names.ts'
 import type { PgQueryResult } from './session.ts'
-import { floorCondition } from './sql.ts'
+import { type BlockedRun, type ClaimStart, floorCondition, RETRY_WAITING, WAITING } from './sql.ts'
 
 /**
  * A lower bound for the claim's scan of the primary key: every id below it is gone for good.
@@ -25,6 +25,13 @@ import { floorCondition } from './sql.ts'
  * A long transaction anywhere in the database holds step 2 back: claims then scan as before.
  * Requires sequence CACHE 1 (the identity's default): with a cache, a session could hand out an
  * id below S after V was read. Otherwise, or without the right to read the sequence, no bound.
+ *
+ * The same settled ids give a second, higher start while a retry holds rows back (`BlockedRun`):
+ * a message waiting for its retry keeps the floor at its id, and every claim used to walk its
+ * key's younger rows behind it, 100,000 rows of one key cost each claim 250 ms for the whole
+ * backoff (bench/key-sweep.ts --only hol). A step after a retry walks them once, and claims start
+ * past them for as long as each message that holds them back still waits. Only a few waiting
+ * messages are worth a probe in every claim (`MAX_WAITING`): beyond that, claims walk as before.
  */
 export class ClaimFloor {
   readonly #table: OutboxTable
@@ -34,6 +41,20 @@ export class ClaimFloor {
   #stepAt = Number.NEGATIVE_INFINITY
   /** Rows the relay deleted since the latest step. */
   #deletedSinceStep = 0
+  /** Rows held back by a retry, past the floor (see `BlockedRun`). */
+  #blocked: BlockedRun | undefined
+  /**
+   * Steps still taken `STEP_MS` apart because a blocked run may have formed that no settled step
+   * has looked for: the relay scheduled a retry, or it starts on a table where an earlier relay's
+   * retries may hold rows back. Bounded, so that a long transaction elsewhere, which keeps every
+   * step unsettled, does not keep the relay stepping ten times a second.
+   */
+  #eagerSteps = EAGER_STEPS
+  /** Every id up to it is final (see step 2 above), the bound of a blocked run's walk. */
+  #settledLast: string | undefined
+  #walkAt = Number.NEGATIVE_INFINITY
+  /** Rows the relay deleted since the blocked run was last walked: its end can move. */
+  #deletedSinceWalk = 0
   /** The sequence's last value at the latest step: ids going back (a restarted sequence) drop the floor. */
   #lastSeen: bigint | undefined
   #busy = false
@@ -49,14 +70,31 @@ export class ClaimFloor {
     return this.#floor
   }
 
+  /** Where the next claim's scan starts: the floor, and the rows a retry holds back past it. */
+  get start(): ClaimStart | undefined {
+    const floor = this.#floor
+    if (floor === undefined) return undefined
+    const blocked = this.#blocked
+    return blocked === undefined || BigInt(blocked.past) <= BigInt(floor) ? floor : { floor, blocked }
+  }
+
   /** The relay deleted rows: the bound can move. */
   noteDeleted(rows: number): void {
     this.#deletedSinceStep += rows
+    this.#deletedSinceWalk += rows
+  }
+
+  /** The relay scheduled retries: rows behind them may be held back, worth a step to find. */
+  noteRetried(): void {
+    this.#eagerSteps = EAGER_STEPS
   }
 
   /** Forgets the floor (a new session may face a recreated table); the next steps find it again. */
   reset(): void {
     this.#floor = undefined
+    this.#blocked = undefined
+    this.#settledLast = undefined
+    this.#eagerSteps = EAGER_STEPS
     this.#pending = undefined
     this.#lastSeen = undefined
   }
@@ -69,8 +107,21 @@ export class ClaimFloor {
    */
   due(now = performance.now()): boolean {
     if (this.#busy || this.#sequence === null) return false
+    return this.#stepDue(now) || this.#walkDue(now)
+  }
+
+  #stepDue(now: number): boolean {
     const since = now - this.#stepAt
-    return since >= (this.#deletedSinceStep >= STEP_ROWS ? STEP_MS : IDLE_STEP_MS)
+    return since >= (this.#deletedSinceStep >= STEP_ROWS || this.#eagerSteps > 0 ? STEP_MS : IDLE_STEP_MS)
+  }
+
+  /**
+   * The end of a blocked run moves as the relay deletes the rows after it, which are settled
+   * already: walked on between steps, or with interleaved keys every claim would walk the rows
+   * deleted since the last step and the waiting key's rows among them.
+   */
+  #walkDue(now: number): boolean {
+    return this.#blocked !== undefined && this.#deletedSinceWalk > 0 && now - this.#walkAt >= WALK_MS
   }
 
   /**
@@ -98,8 +149,12 @@ export class ClaimFloor {
     if (this.#sequence === undefined) this.#sequence = await probeSequence(this.#table, run)
     const sequence = this.#sequence
     if (sequence === null) return
-    this.#stepAt = performance.now()
-    const moved = this.#deletedSinceStep > 0 || this.#floor === undefined
+    // Only the walk, when that alone is due; a step otherwise (also when called while not due).
+    const now = performance.now()
+    if (!this.#stepDue(now) && this.#walkDue(now)) return this.#walk(run)
+    this.#stepAt = now
+    const moved = this.#deletedSinceStep > 0 || this.#floor === undefined || this.#eagerSteps > 0
+    this.#eagerSteps = Math.max(0, this.#eagerSteps - 1)
     this.#deletedSinceStep = 0
     if (!moved) {
       // Nothing deleted and a floor known: only check that the sequence did not go back.
@@ -129,6 +184,9 @@ export class ClaimFloor {
       const found = read.rows[0]?.low
       const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
       if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
+      this.#settledLast = pending.last
+      this.#eagerSteps = 0
+      await this.#walk(run)
     }
     // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
     // Autovacuum never inserts into the outbox, and vacuuming a large table must not hold it back.
@@ -137,6 +195,47 @@ export class ClaimFloor {
     )
     const noted = parseRunning(listed.rows[0]?.running)
     this.#pending = noted === undefined ? undefined : { last, running: noted }
+  }
+
+  /**
+   * The rows from `floor` that a retry holds back, up to the first row a claim could take (or the
+   * last settled id): one statement, so the walk and the waiting rows it passed share a snapshot
+   * and a `now()`. It starts where the previous run ended while that run still holds (every row of
+   * it still waits), so each row is walked about once, however long the retry waits.
+   */
+  async #walk(run: RunQuery): Promise<void> {
+    const floor = this.#floor
+    const last = this.#settledLast
+    this.#walkAt = performance.now()
+    this.#deletedSinceWalk = 0
+    const t0 = performance.now() // PROBE
+    this.#blocked =
+      floor === undefined || last === undefined ? undefined : await this.#blockedRun(run, floor, last)
+    if (process.env.KE_PROBE) console.error(`PROBE walk ${(performance.now() - t0).toFixed(1)}ms floor=${floor} last=${last} -> ${JSON.stringify(this.#blocked)}`) // PROBE
+  }
+
+  async #blockedRun(run: RunQuery, floor: string, last: string): Promise<BlockedRun | undefined> {
+    const outbox = qualified(this.#table)
+    const from = floorCondition(
+      this.#blocked === undefined ? floor : { floor, blocked: this.#blocked },
+      'o.id',
+      this.#table,
+    )
+    const read = await run(`SELECT r.past::text AS past, (
+  SELECT array_to_string(array_agg(w.id ORDER BY w.id), ',') FROM (
+    SELECT w.id FROM ${outbox} AS w WHERE ${WAITING('w')} AND w.id >= ${floor} AND w.id < r.past LIMIT ${MAX_WAITING + 1}
+  ) AS w
+) AS waiting
+FROM (SELECT coalesce((
+  SELECT min(o.id) FROM ${outbox} AS o
+  WHERE ${from}o.id <= ${last} AND NOT (${WAITING('o')}) AND ${RETRY_WAITING(outbox)}
+), ${last} + 1) AS past) AS r`)
+    const row = read.rows[0]
+    const past = row?.past
+    const waiting = typeof row?.waiting === 'string' ? row.waiting.split(',') : []
+    if (typeof past !== 'string' || !/^\d+$/.test(past) || BigInt(past) <= BigInt(floor)) return undefined
+    if (waiting.length === 0 || waiting.length > MAX_WAITING) return undefined
+    return { past, waiting }
   }
 
   /** Records the sequence's last value; false (and no floor any more) if it went back. */
@@ -160,6 +259,15 @@ export class ClaimFloor {
  */
 const STEP_ROWS = 2000
 const STEP_MS = 100
+/**
+ * Waiting messages a blocked run may hang on: each costs every claim a primary-key probe. A few
+ * keys retrying is the case worth it; a broken topic with thousands is not helped.
+ */
+const MAX_WAITING = 64
+/** Steps taken `STEP_MS` apart after a retry, at most, until one is settled. */
+const EAGER_STEPS = 10
+/** How often a blocked run's end may be walked on while the relay deletes rows (ms). */
+const WALK_MS = 20
 /** How often a step is taken otherwise (ms). */
 const IDLE_STEP_MS = 1000
 

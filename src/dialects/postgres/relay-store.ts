@@ -311,7 +311,9 @@ export class PostgresRelayStore implements RelayStore {
   async #claimNow(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
     const claim = this.#claimSql(limit, maxBytes)
+    const t0 = performance.now() // PROBE
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
+    if (process.env.KE_PROBE) console.error(`PROBE claim ${(performance.now() - t0).toFixed(1)}ms rows=${messages.length} first=${messages[0]?.id} start=${JSON.stringify(this.#floor.start)}`) // PROBE
     this.#inClaim = true
     this.#claimLost = false
     this.#held = messages.map((message) => message.id)
@@ -343,7 +345,7 @@ export class PostgresRelayStore implements RelayStore {
   #claimSql(limit: number, maxBytes: number | undefined): string {
     const unlocked = this.#unlocked()
     const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld(maxBytes) }
-    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.value, budget, unlocked)
+    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.start, budget, unlocked)
   }
 
   /**
@@ -381,6 +383,7 @@ export class PostgresRelayStore implements RelayStore {
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
+      this.#floor.noteRetried()
     }
     await this.#endClaim(
       acknowledged.length > 0 ? `${deleteSql(this.#options.table, acknowledged)}; COMMIT` : 'COMMIT',
@@ -429,6 +432,7 @@ export class PostgresRelayStore implements RelayStore {
     if (failures !== undefined && failures.length > 0) {
       const statement = failuresStatement(this.#options.table, failures)
       await this.#run(statement.text, statement.values)
+      this.#floor.noteRetried()
     }
     if (acknowledged.length === 0) return
     await this.#run(deleteSql(this.#options.table, acknowledged))

@@ -108,6 +108,9 @@ FROM (SELECT pg_advisory_xact_lock($6::int, ${keyLockSlotSql('$5::int')})) AS ke
 export const CLAIM_COLUMNS = ['id', 'topic', 'key', 'value', 'headers', 'ordering_hash', 'attempts'] as const
 const CLAIM_SELECT = CLAIM_COLUMNS.map((column) => `o.${column}`).join(', ')
 
+/** The row waits for a retry (the test `RETRY_WAITING` makes of older rows). */
+export const WAITING = (alias: string) => `${alias}.attempts > 0 AND ${alias}.available_at > now()`
+
 /**
  * "No older message of this row's key is waiting for a retry". The first test runs once per
  * claim (PostgreSQL makes it an InitPlan) and is true whenever nothing at all is waiting, the
@@ -115,7 +118,7 @@ const CLAIM_SELECT = CLAIM_COLUMNS.map((column) => `o.${column}`).join(', ')
  * 500-row claim's server CPU. It cannot change the answer: a row that makes the probe fail also
  * makes the first test false.
  */
-const RETRY_WAITING = (outbox: string) => `(NOT EXISTS (
+export const RETRY_WAITING = (outbox: string) => `(NOT EXISTS (
     SELECT 1 FROM ${outbox} AS waiting WHERE waiting.attempts > 0 AND waiting.available_at > now()
   ) OR NOT EXISTS (
     SELECT 1 FROM ${outbox} AS older
@@ -172,13 +175,13 @@ export function claimSql(
   table: OutboxTable,
   limit: number,
   concurrent = false,
-  floor?: string,
+  floor?: ClaimStart,
   budget?: ClaimBudget,
   unlocked?: UnlockedClaim,
 ): string {
   if (concurrent) {
     if (unlocked !== undefined) throw internalError('a concurrent claim must lock its rows')
-    return concurrentClaimSql(table, limit, floorCondition(floor, 'o.id'), budget)
+    return concurrentClaimSql(table, limit, floorCondition(floor, 'o.id', table), budget)
   }
   const outbox = qualified(table)
   if (budget !== undefined)
@@ -191,7 +194,7 @@ export function claimSql(
     )
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
+WHERE ${floorCondition(floor, 'o.id', table)}o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
@@ -222,20 +225,20 @@ function rowLocks(unlocked: UnlockedClaim | undefined): string {
 function budgetedClaimSql(
   table: OutboxTable,
   limit: number,
-  floor: string | undefined,
+  floor: ClaimStart | undefined,
   budget: ClaimBudget,
   unlocked: UnlockedClaim | undefined,
 ): string {
   const outbox = qualified(table)
   const sized = `SELECT o.id, ${ROW_BYTES('o')} AS bytes
     FROM ${outbox} AS o
-    WHERE ${floorCondition(floor, 'o.id')}o.available_at <= now()${heldCondition(budget.held, 'o.id')}
+    WHERE ${floorCondition(floor, 'o.id', table)}o.available_at <= now()${heldCondition(budget.held, 'o.id')}
       AND ${RETRY_WAITING(outbox)}
     ORDER BY o.id
     LIMIT ${2 * Math.trunc(limit)}`
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id')}${withinBudget(sized, budget)} AND o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
+WHERE ${floorCondition(floor, 'o.id', table)}${withinBudget(sized, budget)} AND o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
   AND ${RETRY_WAITING(outbox)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
@@ -268,9 +271,39 @@ function maxBytes(value: number): number {
   return value
 }
 
-/** `floor`: every id below it is gone for good (see `ClaimFloor`), so the scan starts there. */
-export function floorCondition(floor: string | undefined, column: string): string {
-  return floor === undefined ? '' : `${column} >= ${bigintText(floor, 'claim floor')} AND `
+/**
+ * Where a claim's scan of the primary key starts (see `ClaimFloor`): a bare id is a floor, below
+ * which every row is gone for good.
+ */
+export type ClaimStart = string | { floor: string; blocked?: BlockedRun }
+
+/**
+ * Rows that a retry holds back: every row from the floor up to `past` (excluded) waits for its
+ * retry or is younger than one of `waiting` of its key, and no other row can appear there (its ids
+ * are settled). So while every row of `waiting` still waits, nothing there can be claimed and the
+ * scan starts at `past`; once one of them is due or gone, at the floor again.
+ */
+export interface BlockedRun {
+  past: string
+  waiting: readonly string[]
+}
+
+/**
+ * The scan's lower bound. With a blocked run, a one-row InitPlan picks the bound, so the index
+ * scan still starts at it (a runtime key): a claim behind a key waiting for a retry does not
+ * walk that key's younger rows, however many there are. Its cost is one primary-key probe per
+ * waiting row, which `ClaimFloor` keeps few.
+ */
+export function floorCondition(start: ClaimStart | undefined, column: string, table?: OutboxTable): string {
+  if (start === undefined) return ''
+  if (typeof start === 'string') return `${column} >= ${bigintText(start, 'claim floor')} AND `
+  const floor = bigintText(start.floor, 'claim floor')
+  const blocked = start.blocked
+  if (blocked === undefined || blocked.waiting.length === 0 || table === undefined)
+    return `${column} >= ${floor} AND `
+  const past = bigintText(blocked.past, 'blocked run end')
+  return `${column} >= (SELECT CASE WHEN count(*) = ${blocked.waiting.length} THEN ${past} ELSE ${floor} END::bigint
+    FROM ${qualified(table)} AS w WHERE w.id = ANY(${idArrayLiteral(blocked.waiting)}) AND ${WAITING('w')}) AND `
 }
 
 /**
