@@ -311,9 +311,7 @@ export class PostgresRelayStore implements RelayStore {
   async #claimNow(before: string, limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#floor.due()) await this.#floor.step((text) => this.#run(text))
     const claim = this.#claimSql(limit, maxBytes)
-    const t0 = performance.now() // PROBE
     const messages = await this.#use((session) => readClaim(session, `${before}; `, claim))
-    if (process.env.KE_PROBE) console.error(`PROBE claim ${(performance.now() - t0).toFixed(1)}ms rows=${messages.length} first=${messages[0]?.id} start=${JSON.stringify(this.#floor.start)}`) // PROBE
     this.#inClaim = true
     this.#claimLost = false
     this.#held = messages.map((message) => message.id)

@@ -295,15 +295,18 @@ export interface BlockedRun {
  * waiting row, which `ClaimFloor` keeps few.
  */
 export function floorCondition(start: ClaimStart | undefined, column: string, table?: OutboxTable): string {
-  if (start === undefined) return ''
-  if (typeof start === 'string') return `${column} >= ${bigintText(start, 'claim floor')} AND `
+  return start === undefined ? '' : `${column} >= ${scanStart(start, table)} AND `
+}
+
+/** The lowest id a scan from `start` must read, as an SQL expression (see `floorCondition`). */
+export function scanStart(start: ClaimStart, table?: OutboxTable): string {
+  if (typeof start === 'string') return bigintText(start, 'claim floor')
   const floor = bigintText(start.floor, 'claim floor')
   const blocked = start.blocked
-  if (blocked === undefined || blocked.waiting.length === 0 || table === undefined)
-    return `${column} >= ${floor} AND `
+  if (blocked === undefined || blocked.waiting.length === 0 || table === undefined) return floor
   const past = bigintText(blocked.past, 'blocked run end')
-  return `${column} >= (SELECT CASE WHEN count(*) = ${blocked.waiting.length} THEN ${past} ELSE ${floor} END::bigint
-    FROM ${qualified(table)} AS w WHERE w.id = ANY(${idArrayLiteral(blocked.waiting)}) AND ${WAITING('w')}) AND `
+  return `(SELECT CASE WHEN count(*) = ${blocked.waiting.length} THEN ${past} ELSE ${floor} END::bigint
+    FROM ${qualified(table)} AS w WHERE w.id = ANY(${idArrayLiteral(blocked.waiting)}) AND ${WAITING('w')})`
 }
 
 /**
