@@ -3,6 +3,7 @@
 //
 //   scripts/node-env.sh node bench/key-sweep.ts [--only sweep|scaling|shapes|hol] [--keys 64,10000,1000000]
 //     [--rows 1000000] [--drain 40000] [--reps 3] [--claims 30] [--relays 1,2,4] [--before <checkout>]
+//     [--layouts none,front,mixed]
 //
 // sweep:   per key count, one outbox of max(`--rows`, keys) rows (one INSERT ... SELECT
 //          generate_series), all filled first; the claim's cost in single and concurrent mode (N
@@ -65,7 +66,17 @@ async function worker(schema: string, mode: 'single' | 'concurrent', checkout?: 
           ...((await import(`${checkout}/src/adapters/pg/index.ts`)) as Pick<Library, 'createPgOutbox'>),
           ...((await import(`${checkout}/src/index.ts`)) as Pick<Library, 'defineTopic'>),
         }
-  const relay = stubOutbox(schema, library).relay({ connection: DATABASE_URL, kafka: stub, mode })
+  // KEY_SWEEP_EVENTS=1: the relay's events on stderr, to see what a slow drain was doing.
+  const onEvent =
+    process.env.KEY_SWEEP_EVENTS === '1'
+      ? (event: unknown) => console.error(`${mode} ${performance.now().toFixed(0)} ${JSON.stringify(event)}`)
+      : undefined
+  const relay = stubOutbox(schema, library).relay({
+    connection: DATABASE_URL,
+    kafka: stub,
+    mode,
+    ...(onEvent === undefined ? {} : { onEvent }),
+  })
   const lines = createInterface({ input: process.stdin })
   const report = setInterval(() => process.stdout.write(`sent ${stub.sent}\n`), 10)
   process.stdout.write('ready\n')
@@ -400,7 +411,7 @@ async function headOfLine(options: Options): Promise<void> {
     `| layout (${int(stuck)} rows behind the retry, ${int(healthy)} healthy rows, 64 keys) | mode | claim from id 1: median ms | p90 ms | claim from the relay's start: median ms | p90 ms | rows/claim | healthy drain msg/s (median, min-max) | vs no retry | after its first fifth: msg/s | vs no retry | verdict (after the first fifth >= 0.9x) |`,
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ]
-  for (const layout of ['none', 'front', 'mixed'] as const) {
+  for (const layout of (['none', 'front', 'mixed'] as const).filter((l) => options.layouts.includes(l))) {
     const schema = uniqueName('ke_hol')
     await stubOutbox(schema).migrate(DATABASE_URL)
     const healthyRows = (from: string) =>
@@ -431,7 +442,15 @@ FROM generate_series(0, ${stuck - 1}) AS i, (SELECT convert_to(repeat('v', ${PAY
       // Where a running relay's claims start: its floor, and past the rows the retry holds back.
       const floor = new ClaimFloor({ schema, table: 'outbox' })
       await withClient(async (client) => {
-        for (let step = 0; step < 2; step++) await floor.step((text) => client.query(text))
+        // Two steps find the floor; more walk on until the blocked run ends where a relay's would.
+        let past: string | undefined
+        for (let step = 0; step < 12; step++) {
+          await floor.step((text) => client.query(text))
+          const start = floor.start
+          const now = typeof start === 'object' ? start.blocked?.past : undefined
+          if (step >= 1 && now === past) break
+          past = now
+        }
       })
       const start = floor.start
       const fromStart: ClaimSql = (table, limit, concurrent) => claimSql(table, limit, concurrent, start)
@@ -522,6 +541,8 @@ interface Options {
   reps: number
   claims: number
   relays: number[]
+  /** hol: the layouts to drain (none, front, mixed). */
+  layouts: string[]
   before?: string
 }
 
@@ -546,6 +567,7 @@ function options(argv: string[]): Options {
     reps: numbers('reps', '3')[0] as number,
     claims: numbers('claims', '30')[0] as number,
     relays: numbers('relays', '1,2,4'),
+    layouts: (value('layouts') ?? 'none,front,mixed').split(','),
     ...(before === undefined ? {} : { before }),
   }
 }

@@ -55,6 +55,8 @@ export class ClaimFloor {
   #walkAt = Number.NEGATIVE_INFINITY
   /** Rows the relay deleted since the blocked run was last walked: its end can move. */
   #deletedSinceWalk = 0
+  /** The last walk stopped at its `WALK_IDS` before the first row a claim could take. */
+  #walkOpen = false
   /** The sequence's last value at the latest step: ids going back (a restarted sequence) drop the floor. */
   #lastSeen: bigint | undefined
   #busy = false
@@ -93,6 +95,7 @@ export class ClaimFloor {
   reset(): void {
     this.#floor = undefined
     this.#blocked = undefined
+    this.#walkOpen = false
     this.#settledLast = undefined
     this.#pending = undefined
     this.#lastSeen = undefined
@@ -120,7 +123,11 @@ export class ClaimFloor {
    * deleted since the last step and the waiting key's rows among them.
    */
   #walkDue(now: number): boolean {
-    return this.#blocked !== undefined && this.#deletedSinceWalk > 0 && now - this.#walkAt >= WALK_MS
+    return (
+      this.#blocked !== undefined &&
+      (this.#deletedSinceWalk > 0 || this.#walkOpen) &&
+      now - this.#walkAt >= WALK_MS
+    )
   }
 
   /**
@@ -224,20 +231,25 @@ export class ClaimFloor {
       this.#table,
     )
     // At most `WALK_IDS` ids per walk, so a walk's time is bounded however many rows wait; the
-    // next walk goes on from where this one stopped.
-    const read = await run(`WITH s AS (SELECT ${start} AS id, least(${start} + ${WALK_IDS}, ${last}) AS upto)
-SELECT r.past::text AS past, (
+    // next walk goes on from where this one stopped (`open`).
+    const read = await run(`WITH s AS (SELECT ${start} AS id, least(${start} + ${WALK_IDS}, ${last}) AS upto),
+r AS (
+  SELECT coalesce(f.found, s.upto + 1) AS past, f.found IS NULL AND s.upto < ${last} AS open
+  FROM s, (SELECT (
+    SELECT min(o.id) FROM ${outbox} AS o
+    WHERE o.id >= (SELECT id FROM s) AND o.id <= (SELECT upto FROM s) AND NOT (${WAITING('o')}) AND ${RETRY_WAITING(outbox)}
+  ) AS found) AS f
+)
+SELECT r.past::text AS past, r.open, (
   SELECT array_to_string(array_agg(w.id ORDER BY w.id), ',') FROM (
     SELECT w.id FROM ${outbox} AS w WHERE ${WAITING('w')} AND w.id >= ${floor} AND w.id < r.past LIMIT ${MAX_WAITING + 1}
   ) AS w
 ) AS waiting
-FROM (SELECT coalesce((
-  SELECT min(o.id) FROM ${outbox} AS o
-  WHERE o.id >= (SELECT id FROM s) AND o.id <= (SELECT upto FROM s) AND NOT (${WAITING('o')}) AND ${RETRY_WAITING(outbox)}
-), (SELECT upto FROM s) + 1) AS past) AS r`)
+FROM r`)
     const row = read.rows[0]
     const past = row?.past
     const waiting = typeof row?.waiting === 'string' ? row.waiting.split(',') : []
+    this.#walkOpen = row?.open === true
     if (typeof past !== 'string' || !/^\d+$/.test(past) || BigInt(past) <= BigInt(floor)) return undefined
     if (waiting.length === 0 || waiting.length > MAX_WAITING) return undefined
     return { past, waiting }
@@ -269,8 +281,8 @@ const STEP_MS = 100
  * keys retrying is the case worth it; a broken topic with thousands is not helped.
  */
 const MAX_WAITING = 64
-/** Ids a walk of a blocked run reads at most: about 0.1 s of a loaded server's time. */
-const WALK_IDS = 50_000
+/** Ids a walk of a blocked run reads at most: 0.2-0.4 s of this machine's PostgreSQL at most. */
+const WALK_IDS = 200_000
 /** Steps taken `STEP_MS` apart after a retry, at most, until one is settled. */
 const EAGER_STEPS = 10
 /** How often a blocked run's end may be walked on while the relay deletes rows (ms). */
