@@ -44,12 +44,14 @@ export class ClaimFloor {
   /** Rows held back by a retry, past the floor (see `BlockedRun`). */
   #blocked: BlockedRun | undefined
   /**
-   * Steps still taken `STEP_MS` apart because the relay scheduled a retry, and a blocked run may
-   * have formed that no settled step has looked for. Bounded, so that a long transaction
+   * Steps still taken `STEP_MS` apart because a blocked run may have formed that no settled step
+   * has looked for: the relay scheduled a retry, or it starts, maybe behind an earlier relay's
+   * retries (the first claims of a relay started behind 100,000 rows of a waiting key took 1.2 s
+   * with the second step a second after the first). Bounded, so that a long transaction
    * elsewhere, which keeps every step unsettled, does not keep the relay stepping ten times a
    * second.
    */
-  #eagerSteps = 0
+  #eagerSteps = STARTING_STEPS
   /** Every id up to it is final (see step 2 above), the bound of a blocked run's walk. */
   #settledLast: string | undefined
   #walkAt = Number.NEGATIVE_INFINITY
@@ -97,6 +99,7 @@ export class ClaimFloor {
     this.#blocked = undefined
     this.#walkOpen = false
     this.#settledLast = undefined
+    this.#eagerSteps = STARTING_STEPS
     this.#pending = undefined
     this.#lastSeen = undefined
   }
@@ -285,6 +288,8 @@ const MAX_WAITING = 64
 const WALK_IDS = 200_000
 /** Steps taken `STEP_MS` apart after a retry, at most, until one is settled. */
 const EAGER_STEPS = 10
+/** The same at the start: the first step and the one that can settle it. */
+const STARTING_STEPS = 2
 /** How often a blocked run's end may be walked on while the relay deletes rows (ms). */
 const WALK_MS = 20
 /** How often a step is taken otherwise (ms). */
