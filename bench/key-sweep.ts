@@ -402,7 +402,8 @@ async function shapes(options: Options): Promise<void> {
 /**
  * One key with a message waiting for a retry (attempts 1, due in an hour) and `stuck` younger
  * messages of it behind, against an outbox of the healthy messages alone. `front`: the stuck key's
- * rows come first (a burst of it); `mixed`: they alternate with the healthy ones.
+ * rows come first (a burst of it); `mixed`: they are spread evenly among the healthy ones (one
+ * in every 4.1 rows with `--drain 50000 --reps 3`), so every drain meets the same mix.
  */
 async function headOfLine(options: Options): Promise<void> {
   const stuck = 100_000
@@ -430,7 +431,7 @@ FROM generate_series(0, ${stuck - 1}) AS i, (SELECT convert_to(repeat('v', ${PAY
         )
       if (layout === 'mixed')
         await client.query(
-          `${insert} SELECT topic, key, b, h, t FROM ((${stuckRows("now() + i * interval '2 us'")}) UNION ALL (${healthyRows("now() + i * interval '2 us' + interval '1 us'")})) AS m(topic, key, b, h, t) ORDER BY t`,
+          `${insert} SELECT topic, key, b, h, t FROM ((${stuckRows(`now() + i * interval '${(2 * healthy) / stuck} us'`)}) UNION ALL (${healthyRows("now() + i * interval '2 us' + interval '1 us'")})) AS m(topic, key, b, h, t) ORDER BY t`,
         )
       if (layout !== 'none')
         await client.query(
