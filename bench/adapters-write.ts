@@ -13,7 +13,10 @@
 // No relay runs and nothing reaches Kafka: this is the cost a writer pays.
 import { parseArgs } from 'node:util'
 import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
-import { pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import { drizzleNodePgHarness, drizzleNodePgHelperTopicsHarness } from '../test/contract/harness-drizzle.ts'
+import { knexHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
+import { pgHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import { typeormHarness, typeormHelperTopicsHarness } from '../test/contract/harness-typeorm.ts'
 import { EVERY_ADAPTER } from '../test/contract/harnesses.ts'
 import { uniqueName } from '../test/support/env.ts'
 import { orderTopic } from '../test/support/workload.ts'
@@ -47,8 +50,19 @@ for (const d of databases) {
   }
 }
 
-// node-postgres twice: producing through `in(client)` and through the topics `transaction()` hands over.
-const HARNESSES = [...EVERY_ADAPTER.slice(0, 1), pgHelperTopicsHarness, ...EVERY_ADAPTER.slice(1)]
+// Adapters whose `transaction()` holds writes on node-postgres twice: producing through `in(tx)`
+// (written at produce()) and through the topics `transaction()` hands over (held until COMMIT).
+// biome-ignore lint/suspicious/noExplicitAny: as EVERY_ADAPTER's, each harness has its own handle type
+const HELPER_TOPICS = new Map<ContractHarness<any>, ContractHarness<any>>([
+  [pgHarness, pgHelperTopicsHarness],
+  [knexHarness, knexHelperTopicsHarness],
+  [drizzleNodePgHarness, drizzleNodePgHelperTopicsHarness],
+  [typeormHarness, typeormHelperTopicsHarness],
+])
+const HARNESSES = EVERY_ADAPTER.flatMap((h) => {
+  const helper = HELPER_TOPICS.get(h)
+  return helper === undefined ? [h] : [h, helper]
+})
 const selected = HARNESSES.filter(
   (h) => databases.has(h.dialect) && (values.only === undefined || h.name.includes(values.only)),
 )

@@ -4,7 +4,8 @@ import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js'
 import pg from 'pg'
 import postgres from 'postgres'
 import { createDrizzleOutbox, type DrizzleTransaction } from '../../src/adapters/drizzle/index.ts'
-import type { ContractContext, ContractHarness, ContractSetup } from './adapter-contract.ts'
+import type { TopicProducers } from '../../src/index.ts'
+import type { ContractContext, ContractHarness, ContractSetup, ContractTopics } from './adapter-contract.ts'
 import { createOrdersTable, DATABASE_URL, dropSchema, postgresInspection } from './postgres-support.ts'
 
 type DrizzleDb = ReturnType<typeof drizzleNodePg> | ReturnType<typeof drizzlePostgresJs>
@@ -13,18 +14,24 @@ async function setup(
   { topics, schema, brokers }: ContractSetup,
   db: DrizzleDb,
   close: () => Promise<void>,
+  helperTopics = false,
 ): Promise<ContractContext<DrizzleTransaction>> {
   const orders = pgSchema(schema).table('orders', { id: text().primaryKey(), customer: text().notNull() })
   const outbox = createDrizzleOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.migrate(db)
   await createOrdersTable(schema)
+  const fromHelper = new WeakMap<DrizzleTransaction, TopicProducers<ContractTopics>>()
   return {
     inbox: { outbox, db: db, target: db },
-    transaction: (fn) => outbox.transaction(db as ReturnType<typeof drizzleNodePg>, (tx) => fn(tx)),
+    transaction: (fn) =>
+      outbox.transaction(db as ReturnType<typeof drizzleNodePg>, (tx, helper) => {
+        if (helperTopics) fromHelper.set(tx, helper)
+        return fn(tx)
+      }),
     async insertOrder(tx, id, customer) {
       await tx.insert(orders).values({ id, customer })
     },
-    producers: (tx) => outbox.in(tx),
+    producers: (tx) => fromHelper.get(tx) ?? outbox.in(tx),
     async produceOutsideTransaction(event) {
       // @ts-expect-error the Drizzle db is not a transaction, and the types say so
       await outbox.in(db).orders.produce(event)
@@ -60,4 +67,16 @@ export const drizzlePostgresJsHarness: ContractHarness<DrizzleTransaction> = {
     return setup(options, drizzlePostgresJs(sql), () => sql.end())
   },
   nested,
+}
+
+/** Drizzle on node-postgres through `outbox.transaction(db, fn)` with the topics it hands to `fn`. */
+export const drizzleNodePgHelperTopicsHarness: ContractHarness<DrizzleTransaction> = {
+  name: 'drizzle (node-postgres, topics of transaction(), written with the next query or COMMIT)',
+  dialect: 'postgres',
+  async setup(options) {
+    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
+    return setup(options, drizzleNodePg(pool), () => pool.end(), true)
+  },
+  nested,
+  holdsWrites: true,
 }
