@@ -13,10 +13,18 @@
 // No relay runs and nothing reaches Kafka: this is the cost a writer pays.
 import { parseArgs } from 'node:util'
 import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
-import { drizzleNodePgHarness, drizzleNodePgHelperTopicsHarness } from '../test/contract/harness-drizzle.ts'
-import { knexHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
-import { pgHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
-import { typeormHarness, typeormHelperTopicsHarness } from '../test/contract/harness-typeorm.ts'
+import {
+  drizzleNodePgHarness,
+  drizzleNodePgHeldInHarness,
+  drizzleNodePgHelperTopicsHarness,
+} from '../test/contract/harness-drizzle.ts'
+import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
+import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import {
+  typeormHarness,
+  typeormHeldInHarness,
+  typeormHelperTopicsHarness,
+} from '../test/contract/harness-typeorm.ts'
 import { EVERY_ADAPTER } from '../test/contract/harnesses.ts'
 import { uniqueName } from '../test/support/env.ts'
 import { orderTopic } from '../test/support/workload.ts'
@@ -50,19 +58,17 @@ for (const d of databases) {
   }
 }
 
-// Adapters whose `transaction()` holds writes on node-postgres twice: producing through `in(tx)`
-// (written at produce()) and through the topics `transaction()` hands over (held until COMMIT).
+// Adapters that hold writes on node-postgres, several times: producing through `in(tx)` (written
+// at produce()), through the topics `transaction()` hands over (held until the COMMIT), and
+// through `in(tx, { holdWrites: true })` in the data layer's own transaction.
 // biome-ignore lint/suspicious/noExplicitAny: as EVERY_ADAPTER's, each harness has its own handle type
-const HELPER_TOPICS = new Map<ContractHarness<any>, ContractHarness<any>>([
-  [pgHarness, pgHelperTopicsHarness],
-  [knexHarness, knexHelperTopicsHarness],
-  [drizzleNodePgHarness, drizzleNodePgHelperTopicsHarness],
-  [typeormHarness, typeormHelperTopicsHarness],
+const HOLDING_VARIANTS = new Map<ContractHarness<any>, ContractHarness<any>[]>([
+  [pgHarness, [pgHelperTopicsHarness, pgHeldInHarness]],
+  [knexHarness, [knexHelperTopicsHarness, knexHeldInHarness]],
+  [drizzleNodePgHarness, [drizzleNodePgHelperTopicsHarness, drizzleNodePgHeldInHarness]],
+  [typeormHarness, [typeormHelperTopicsHarness, typeormHeldInHarness]],
 ])
-const HARNESSES = EVERY_ADAPTER.flatMap((h) => {
-  const helper = HELPER_TOPICS.get(h)
-  return helper === undefined ? [h] : [h, helper]
-})
+const HARNESSES = EVERY_ADAPTER.flatMap((h) => [h, ...(HOLDING_VARIANTS.get(h) ?? [])])
 const selected = HARNESSES.filter(
   (h) => databases.has(h.dialect) && (values.only === undefined || h.name.includes(values.only)),
 )

@@ -2,6 +2,7 @@
 import { runAdapterContract } from './contract/adapter-contract.ts'
 import {
   drizzleNodePgHarness,
+  drizzleNodePgHeldInHarness,
   drizzleNodePgHelperTopicsHarness,
   drizzlePostgresJsHarness,
 } from './contract/harness-drizzle.ts'
@@ -12,7 +13,11 @@ import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from './contract/ha
 import { pgliteHarness } from './contract/harness-pglite.ts'
 import { postgresJsHarness } from './contract/harness-postgres-js.ts'
 import { prismaHarness } from './contract/harness-prisma.ts'
-import { typeormHarness, typeormHelperTopicsHarness } from './contract/harness-typeorm.ts'
+import {
+  typeormHarness,
+  typeormHeldInHarness,
+  typeormHelperTopicsHarness,
+} from './contract/harness-typeorm.ts'
 
 runAdapterContract(pgHarness)
 runAdapterContract(pgHelperTopicsHarness)
@@ -25,9 +30,11 @@ runAdapterContract(knexHelperTopicsHarness)
 runAdapterContract(knexHeldInHarness)
 runAdapterContract(drizzleNodePgHarness)
 runAdapterContract(drizzleNodePgHelperTopicsHarness)
+runAdapterContract(drizzleNodePgHeldInHarness)
 runAdapterContract(drizzlePostgresJsHarness)
 runAdapterContract(typeormHarness)
 runAdapterContract(typeormHelperTopicsHarness)
+runAdapterContract(typeormHeldInHarness)
 runAdapterContract(mikroOrmHarness)
 runAdapterContract(prismaHarness)
 runAdapterContract(pgliteHarness)

@@ -9,11 +9,20 @@ interface Order {
   customer: string
 }
 
-function typeormContract(helperTopics: boolean): ContractHarness<EntityManager> {
+/** Where the contract's messages are produced: `in(manager)`, the topics of `transaction()`, or `in(manager, { holdWrites: true })`. */
+type Producing = 'in' | 'helper topics' | 'held in'
+
+const NAMES: Record<Producing, string> = {
+  in: 'typeorm',
+  'helper topics': 'typeorm (topics of transaction(), written with the next query or COMMIT)',
+  'held in':
+    "typeorm (dataSource.transaction() and in(manager, { holdWrites: true }), written with the next query or TypeORM's COMMIT)",
+}
+
+function typeormContract(producing: Producing): ContractHarness<EntityManager> {
+  const helperTopics = producing === 'helper topics'
   return {
-    name: helperTopics
-      ? 'typeorm (topics of transaction(), written with the next query or COMMIT)'
-      : 'typeorm',
+    name: NAMES[producing],
     dialect: 'postgres',
     async setup({ topics, schema, brokers }) {
       const Orders = new EntitySchema<Order>({
@@ -37,14 +46,17 @@ function typeormContract(helperTopics: boolean): ContractHarness<EntityManager> 
       return {
         inbox: { outbox, db: dataSource, target: dataSource },
         transaction: (fn) =>
-          outbox.transaction(dataSource, (manager, helper) => {
-            if (helperTopics) fromHelper.set(manager, helper)
-            return fn(manager)
-          }),
+          producing === 'held in'
+            ? dataSource.transaction((manager) => fn(manager))
+            : outbox.transaction(dataSource, (manager, helper) => {
+                if (helperTopics) fromHelper.set(manager, helper)
+                return fn(manager)
+              }),
         async insertOrder(manager, id, customer) {
           await manager.insert(Orders, { id, customer })
         },
-        producers: (manager) => fromHelper.get(manager) ?? outbox.in(manager),
+        producers: (manager) =>
+          fromHelper.get(manager) ?? outbox.in(manager, { holdWrites: producing === 'held in' }),
         // dataSource.manager has no query runner of its own: every query runs in autocommit.
         produceOutsideTransaction: (event) => outbox.in(dataSource.manager).orders.produce(event),
         relay: (options) => outbox.relay({ ...options, connection: dataSource }),
@@ -58,12 +70,15 @@ function typeormContract(helperTopics: boolean): ContractHarness<EntityManager> 
     },
     // TypeORM turns a transaction inside a transaction into SAVEPOINT typeorm_<depth>.
     nested: (manager, fn) => manager.transaction((inner) => fn(inner)),
-    holdsWrites: helperTopics,
+    holdsWrites: producing !== 'in',
   }
 }
 
 /** TypeORM 1.x on its postgres driver; entities defined with EntitySchema (no decorators). */
-export const typeormHarness = typeormContract(false)
+export const typeormHarness = typeormContract('in')
 
 /** TypeORM through `outbox.transaction(dataSource, fn)` with the topics it hands to `fn`. */
-export const typeormHelperTopicsHarness = typeormContract(true)
+export const typeormHelperTopicsHarness = typeormContract('helper topics')
+
+/** TypeORM: the app's own `dataSource.transaction()`, producing with `in(manager, { holdWrites: true })`. */
+export const typeormHeldInHarness = typeormContract('held in')
