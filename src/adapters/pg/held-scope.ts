@@ -107,8 +107,14 @@ function abortAware(inner: TransactionAdapter, client: Partial<pg.ClientBase>): 
   return {
     dialect: inner.dialect,
     assertInTransaction() {
-      if (client.getTransactionStatus?.() === 'E') throw abortedTransaction()
-      return inner.assertInTransaction()
+      // The layer's own check first: a handle whose transaction ended may reach a client that
+      // now runs another transaction, whose state says nothing of this one.
+      const checkStatus = () => {
+        if (client.getTransactionStatus?.() === 'E') throw abortedTransaction()
+      }
+      const checked = inner.assertInTransaction()
+      if (checked instanceof Promise) return checked.then(checkStatus)
+      checkStatus()
     },
     execute: (statement: SqlStatement) => inner.execute(statement),
   }
