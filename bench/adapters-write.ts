@@ -13,7 +13,18 @@
 // No relay runs and nothing reaches Kafka: this is the cost a writer pays.
 import { parseArgs } from 'node:util'
 import type { ContractHarness, ContractTopics } from '../test/contract/adapter-contract.ts'
-import { pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import {
+  drizzleNodePgHarness,
+  drizzleNodePgHeldInHarness,
+  drizzleNodePgHelperTopicsHarness,
+} from '../test/contract/harness-drizzle.ts'
+import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
+import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import {
+  typeormHarness,
+  typeormHeldInHarness,
+  typeormHelperTopicsHarness,
+} from '../test/contract/harness-typeorm.ts'
 import { EVERY_ADAPTER } from '../test/contract/harnesses.ts'
 import { uniqueName } from '../test/support/env.ts'
 import { orderTopic } from '../test/support/workload.ts'
@@ -47,8 +58,17 @@ for (const d of databases) {
   }
 }
 
-// node-postgres twice: producing through `in(client)` and through the topics `transaction()` hands over.
-const HARNESSES = [...EVERY_ADAPTER.slice(0, 1), pgHelperTopicsHarness, ...EVERY_ADAPTER.slice(1)]
+// Adapters that hold writes on node-postgres, several times: producing through `in(tx)` (written
+// at produce()), through the topics `transaction()` hands over (held until the COMMIT), and
+// through `in(tx, { holdWrites: true })` in the data layer's own transaction.
+// biome-ignore lint/suspicious/noExplicitAny: as EVERY_ADAPTER's, each harness has its own handle type
+const HOLDING_VARIANTS = new Map<ContractHarness<any>, ContractHarness<any>[]>([
+  [pgHarness, [pgHelperTopicsHarness, pgHeldInHarness]],
+  [knexHarness, [knexHelperTopicsHarness, knexHeldInHarness]],
+  [drizzleNodePgHarness, [drizzleNodePgHelperTopicsHarness, drizzleNodePgHeldInHarness]],
+  [typeormHarness, [typeormHelperTopicsHarness, typeormHeldInHarness]],
+])
+const HARNESSES = EVERY_ADAPTER.flatMap((h) => [h, ...(HOLDING_VARIANTS.get(h) ?? [])])
 const selected = HARNESSES.filter(
   (h) => databases.has(h.dialect) && (values.only === undefined || h.name.includes(values.only)),
 )

@@ -1,24 +1,40 @@
 // The adapter contract for every PostgreSQL data layer; one call per harness covers a new one.
 import { runAdapterContract } from './contract/adapter-contract.ts'
-import { drizzleNodePgHarness, drizzlePostgresJsHarness } from './contract/harness-drizzle.ts'
-import { knexHarness } from './contract/harness-knex.ts'
+import {
+  drizzleNodePgHarness,
+  drizzleNodePgHeldInHarness,
+  drizzleNodePgHelperTopicsHarness,
+  drizzlePostgresJsHarness,
+} from './contract/harness-drizzle.ts'
+import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from './contract/harness-knex.ts'
 import { kyselyControlledHarness, kyselyHarness } from './contract/harness-kysely.ts'
 import { mikroOrmHarness } from './contract/harness-mikro-orm.ts'
-import { pgHarness, pgHelperTopicsHarness } from './contract/harness-pg.ts'
+import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from './contract/harness-pg.ts'
 import { pgliteHarness } from './contract/harness-pglite.ts'
 import { postgresJsHarness } from './contract/harness-postgres-js.ts'
 import { prismaHarness } from './contract/harness-prisma.ts'
-import { typeormHarness } from './contract/harness-typeorm.ts'
+import {
+  typeormHarness,
+  typeormHeldInHarness,
+  typeormHelperTopicsHarness,
+} from './contract/harness-typeorm.ts'
 
 runAdapterContract(pgHarness)
 runAdapterContract(pgHelperTopicsHarness)
+runAdapterContract(pgHeldInHarness)
 runAdapterContract(postgresJsHarness)
 runAdapterContract(kyselyHarness)
 runAdapterContract(kyselyControlledHarness)
 runAdapterContract(knexHarness)
+runAdapterContract(knexHelperTopicsHarness)
+runAdapterContract(knexHeldInHarness)
 runAdapterContract(drizzleNodePgHarness)
+runAdapterContract(drizzleNodePgHelperTopicsHarness)
+runAdapterContract(drizzleNodePgHeldInHarness)
 runAdapterContract(drizzlePostgresJsHarness)
 runAdapterContract(typeormHarness)
+runAdapterContract(typeormHelperTopicsHarness)
+runAdapterContract(typeormHeldInHarness)
 runAdapterContract(mikroOrmHarness)
 runAdapterContract(prismaHarness)
 runAdapterContract(pgliteHarness)

@@ -5,7 +5,7 @@
  * transaction helper the same way. An adapter supplies a `DataLayer`.
  */
 import { describe, invalidArgument } from '../core/errors.ts'
-import type { TopicMap } from '../core/outbox.ts'
+import type { TopicMap, TopicProducers } from '../core/outbox.ts'
 import type { OutboxTable, TransactionAdapter } from '../core/seams.ts'
 import type { MysqlSession } from '../dialects/mysql/session.ts'
 import { mysqlSql } from '../dialects/mysql/sql-dialect.ts'
@@ -14,6 +14,7 @@ import type { PgSession } from '../dialects/postgres/session.ts'
 import { postgresSql } from '../dialects/postgres/sql-dialect.ts'
 import type { SessionPurpose } from '../outbox/parts.ts'
 import { SqlOutbox } from '../outbox/sql-outbox.ts'
+import { HeldTransactionScope, holdingOnLayer } from './pg/held-scope.ts'
 
 /** The SQL databases a data layer adapter may speak. */
 export type SqlDatabase = 'postgres' | 'mysql'
@@ -40,6 +41,13 @@ export interface DataLayer<Tx> {
   assertDatabase(handle: unknown, expected: SqlDatabase): void
   /** The transaction binding on `database`; `table` is the outbox table (for probes). */
   binding(tx: Tx, database: SqlDatabase, table: () => OutboxTable): TransactionAdapter
+  /**
+   * The node-postgres client a PostgreSQL transaction runs on, where the layer lets it be
+   * reached: the transaction helper then holds the outbox writes until the layer's COMMIT, which
+   * carries them in its round trip. Absent, or not a plain node-postgres client (pipeline mode,
+   * native, postgres.js, PGlite), writes go at produce().
+   */
+  pgClient?(tx: Tx): unknown
   /** The session opener on each database. */
   openSession(database: SqlDatabase, target: unknown, purpose: SessionPurpose): LayerSession
 }
@@ -60,6 +68,36 @@ function databaseOf<Tx>(
   return forced ?? (detected as SqlDatabase)
 }
 
+export interface DataLayerOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * On PostgreSQL through node-postgres, `transaction()` holds its messages until the client's
+   * next query (sent just ahead of it) or the data layer's COMMIT (sent in the same round trip),
+   * through a named prepared statement of the connection, instead of one INSERT round trip per
+   * produce() (default true). A write that fails then rejects that query or the COMMIT instead
+   * of `produce()`, and the transaction is rolled back; validation and serialization errors still
+   * throw from `produce()`. `in(tx)` writes at produce() unless given `{ holdWrites: true }`.
+   *
+   * Set false behind a transaction-mode pooler that does not keep prepared statements per client
+   * (PgBouncer before 1.21, or with `max_prepared_statements = 0`), or to see write errors at
+   * `produce()`.
+   */
+  writeWithCommit?: boolean
+}
+
+/** Options of `in(tx, options)`. */
+export interface DataLayerInOptions {
+  /**
+   * On PostgreSQL through node-postgres: hold the messages until the transaction's next query or
+   * its COMMIT, sent in that COMMIT's round trip, instead of writing each at `produce()` (default
+   * false: one round trip per produce(), and a failing write rejects `produce()` itself). A
+   * failing write then rejects that query or the COMMIT, and the transaction is rolled back. The
+   * COMMIT must go through the data layer (it sends it through the client's `query`); a COMMIT
+   * sent past it is refused, the transaction rolled back and nothing of it committed. Needs
+   * `writeWithCommit` (the default); on other drivers writes go at produce() anyway.
+   */
+  holdWrites?: boolean
+}
+
 /**
  * The SQL outbox on the database of the data layer's handle (`db` in the options), or
  * `forced` (the `/mysql` subpaths), or PostgreSQL. Relay options are PostgreSQL's, the widest:
@@ -75,8 +113,9 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
   /** The database this outbox speaks. */
   readonly database: SqlDatabase
   readonly #layer: DataLayer<Tx>
+  readonly #writeWithCommit: boolean
 
-  constructor(options: PostgresOutboxOptions<M>, layer: DataLayer<Tx>, forced?: SqlDatabase) {
+  constructor(options: DataLayerOutboxOptions<M>, layer: DataLayer<Tx>, forced?: SqlDatabase) {
     const database = databaseOf(layer, options, forced)
     // The table exists once super() validated the options; bindings read it only later.
     let table: OutboxTable | undefined
@@ -88,30 +127,106 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
     table = this.outbox.table
     this.database = database
     this.#layer = layer
+    const { writeWithCommit } = options
+    if (writeWithCommit !== undefined && typeof writeWithCommit !== 'boolean') {
+      throw invalidArgument(`'writeWithCommit' must be true or false, got ${describe(writeWithCommit)}`)
+    }
+    this.#writeWithCommit = writeWithCommit ?? true
   }
 
   /**
    * The transaction helper's frame: `handle` must be the layer's root instance on this outbox's
-   * database and `fn` a function; `run` opens the transaction and calls `fn`; relays of this
-   * process are woken after the commit.
+   * database and `fn` a function; `run` opens the transaction and calls `body` in it, which calls
+   * `fn` with the transaction's topics; relays of this process are woken after the commit.
    */
-  protected async runTransaction<R>(handle: unknown, fn: unknown, run: () => Promise<R>): Promise<R> {
+  protected async runTransaction<R>(
+    handle: unknown,
+    fn: unknown,
+    run: (body: (tx: Tx) => Promise<R>) => Promise<R>,
+  ): Promise<R> {
     const layer = this.#layer
     if (!layer.isHandle(handle)) {
       throw invalidArgument(
         `transaction() needs the ${layer.root}${layer.nests ? ' or one of its transactions' : ''}, got ${describe(handle)}`,
       )
     }
-    if (!layer.nests && layer.isTransaction(handle)) {
+    const nested = layer.isTransaction(handle)
+    if (!layer.nests && nested) {
       throw invalidArgument(
         `transaction() needs the ${layer.root} (not a transaction), got ${describe(handle)}; inside a transaction use outbox.in(trx)`,
       )
     }
     layer.assertDatabase(handle, this.database)
     if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
-    const result = await run()
+    const body = fn as (tx: Tx, topics: TopicProducers<M>) => Promise<R>
+    // A savepoint's RELEASE is no COMMIT: a write failing ahead of it would fail only the
+    // savepoint, which the app may catch, and the outer COMMIT would then roll back silently.
+    const scope = this.#holds() && !nested ? new HeldTransactionScope() : undefined
+    let result: R
+    try {
+      result = await run(async (tx) => {
+        if (scope === undefined) return body(tx, this.in(tx))
+        const adapter = scope.open(await layer.pgClient?.(tx), this.#binding(tx))
+        const value = await body(tx, this.producersOn(adapter))
+        await scope.beforeCommit()
+        return value
+      })
+    } catch (error) {
+      throw scope === undefined ? error : scope.explain(error)
+    } finally {
+      scope?.close()
+    }
     this.notifyCommitted()
     return result
+  }
+
+  /**
+   * Typed producers bound to the app's open transaction `tx`. Each `produce()` writes its
+   * messages in it at once; `{ holdWrites: true }` holds them for the transaction's next query or
+   * its COMMIT instead (see `DataLayerInOptions`).
+   */
+  override in(tx: Tx, options?: DataLayerInOptions): TopicProducers<M> {
+    if (!this.#holdOption(options) || !this.#holds()) return super.in(tx)
+    const layer = this.#layer
+    return this.producersOn(
+      holdingOnLayer(
+        this.#binding(tx),
+        () => layer.pgClient?.(tx),
+        (state) => state.wake.add(this.#wake),
+      ),
+    )
+  }
+
+  /** One function per outbox, so a transaction's held writes wake its relays once. */
+  readonly #wake = () => this.notifyCommitted()
+
+  #holdOption(options: DataLayerInOptions | undefined): boolean {
+    if (options === undefined) return false
+    if (typeof options !== 'object' || options === null) {
+      throw invalidArgument(
+        `in(tx, options): options must be an object like { holdWrites: true }, got ${describe(options)}`,
+      )
+    }
+    const { holdWrites } = options
+    if (holdWrites !== undefined && typeof holdWrites !== 'boolean') {
+      throw invalidArgument(
+        `in(tx, { holdWrites }): 'holdWrites' must be true or false, got ${describe(holdWrites)}`,
+      )
+    }
+    if (holdWrites === true && !this.#writeWithCommit) {
+      throw invalidArgument(
+        'in(tx, { holdWrites: true }) needs writeWithCommit, which this outbox was created without (held writes go through a prepared statement of the connection): drop holdWrites, or create the outbox without writeWithCommit: false',
+      )
+    }
+    return holdWrites === true
+  }
+
+  #holds(): boolean {
+    return this.#writeWithCommit && this.database === 'postgres' && this.#layer.pgClient !== undefined
+  }
+
+  #binding(tx: Tx): TransactionAdapter {
+    return this.#layer.binding(tx, this.database, () => this.outbox.table)
   }
 }
 

@@ -16,7 +16,8 @@
  * headers and payloads; produce without a transaction and with a handle whose transaction ended
  * (both KE_NO_TRANSACTION, nothing written); PostgreSQL only: produce after a failed statement
  * (KE_TRANSACTION_ABORTED); 50 concurrent transactions with 20% rolled back while a relay runs;
- * and, when the harness has `nested`, a rolled-back savepoint taking its messages with it.
+ * when the harness has `nested`, a rolled-back savepoint taking its messages with it; and, when it
+ * `holdsWrites`, a held write that fails failing the whole transaction, caught or not.
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
@@ -29,7 +30,7 @@ import {
   readTopic,
   type TrackedMessage,
 } from '../../src/testing/index.ts'
-import { createTopic, kafkaBrokers, uniqueName, waitFor } from '../support/env.ts'
+import { createTopic, kafkaBrokers, uniqueName, waitFor, withClient } from '../support/env.ts'
 import { type OrderEvent, orderTopic, RollbackOnPurpose } from '../support/workload.ts'
 
 /** The one topic map every contract test uses: `orders`, keyed by customer, with tracking headers. */
@@ -64,6 +65,12 @@ export interface ContractHarness<Tx> {
    * not registered for this harness).
    */
   nested?: <R>(tx: Tx, fn: (inner: Tx) => Promise<R>) => Promise<R>
+  /**
+   * `producers` are the topics of the adapter's `transaction()` helper, which hold their writes
+   * until the transaction's next query or its COMMIT (PostgreSQL on node-postgres): registers the
+   * cases of a held write that fails.
+   */
+  holdsWrites?: boolean
 }
 
 export interface ContractContext<Tx> {
@@ -301,6 +308,8 @@ export function runAdapterContract<Tx>(harness: ContractHarness<Tx>): void {
       })
     })
 
+    if (harness.holdsWrites === true && harness.dialect === 'postgres') heldWriteCases(harness)
+
     const nested = harness.nested
     if (nested !== undefined) {
       it('a rolled-back nested transaction (savepoint) takes its messages with it', async () => {
@@ -346,6 +355,7 @@ interface TestScope<Tx> {
   ctx: ContractContext<Tx>
   topic: string
   brokers: string[]
+  schema: string
 }
 
 const relays = new Set<OutboxRelay>()
@@ -362,13 +372,10 @@ async function withContext<Tx>(
   const brokers = kafkaBrokers()
   const topic = uniqueName('contract').replaceAll('_', '-')
   await createTopic(topic, PARTITIONS, brokers)
-  const ctx = await harness.setup({
-    topics: { orders: orderTopic(topic) },
-    schema: uniqueName('ke_contract'),
-    brokers,
-  })
+  const schema = uniqueName('ke_contract')
+  const ctx = await harness.setup({ topics: { orders: orderTopic(topic) }, schema, brokers })
   try {
-    await body({ ctx, topic, brokers })
+    await body({ ctx, topic, brokers, schema })
   } finally {
     for (const relay of relays) await relay.stop()
     relays.clear()
@@ -443,5 +450,64 @@ export function outerRollbackCase<Tx>(harness: ContractHarness<Tx>, brokers: str
     } finally {
       await ctx.teardown()
     }
+  })
+}
+
+/**
+ * A held write reaches the database only with a later statement of the transaction: if it fails
+ * there, the whole transaction must fail, never a COMMIT that the server turns into a rollback
+ * while the app believes it committed. The outbox table is moved away (on a connection of the
+ * test's own, before the transaction touches it) so that the write fails.
+ */
+function heldWriteCases<Tx>(harness: ContractHarness<Tx>): void {
+  const withoutOutbox = async (schema: string, body: () => Promise<void>) => {
+    const rename = (from: string, to: string) =>
+      withClient((client) => client.query(`ALTER TABLE "${schema}".${from} RENAME TO ${to}`))
+    await rename('outbox', 'outbox_away')
+    try {
+      await body()
+    } finally {
+      await rename('outbox_away', 'outbox')
+    }
+  }
+
+  it('a held write that fails with the COMMIT fails the transaction, and nothing of it is stored', async () => {
+    await withContext(harness, async ({ ctx, schema }) => {
+      await withoutOutbox(schema, () =>
+        assert.rejects(
+          ctx.transaction(async (tx) => {
+            await ctx.insertOrder(tx, 'order-held-last', 'gina')
+            await ctx.producers(tx).orders.produce({ orderId: 'order-held-last', customer: 'gina', seq: 1 })
+          }),
+          (error: unknown) => {
+            assert.equal((error as { code?: unknown }).code, ErrorCodes.NOT_MIGRATED, String(error))
+            return true
+          },
+        ),
+      )
+      assert.equal(await ctx.countOrders(), 0)
+      assert.equal(await ctx.countOutbox(), 0)
+    })
+  })
+
+  it("a held write that fails ahead of the app's next query fails the transaction even when the app catches that query's error", async () => {
+    await withContext(harness, async ({ ctx, schema }) => {
+      await withoutOutbox(schema, () =>
+        assert.rejects(
+          ctx.transaction(async (tx) => {
+            await ctx.insertOrder(tx, 'order-first', 'hana')
+            await ctx.producers(tx).orders.produce({ orderId: 'order-first', customer: 'hana', seq: 1 })
+            // The write rides on this statement and fails; an app may catch such an error and go on.
+            await assert.rejects(ctx.insertOrder(tx, 'order-second', 'hana'))
+          }),
+          (error: unknown) => {
+            assert.equal((error as { code?: unknown }).code, ErrorCodes.NOT_MIGRATED, String(error))
+            return true
+          },
+        ),
+      )
+      assert.equal(await ctx.countOrders(), 0)
+      assert.equal(await ctx.countOutbox(), 0)
+    })
   })
 }

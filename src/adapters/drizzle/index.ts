@@ -9,8 +9,13 @@ import type { AnyMySql2Connection } from 'drizzle-orm/mysql2'
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
-import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
+import type { PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  type DataLayer,
+  DataLayerOutbox,
+  type DataLayerOutboxOptions,
+  type SqlDatabase,
+} from '../data-layer.ts'
 import { openMysql2Session } from '../driver-sessions.ts'
 import { mysql2ClientOptions } from '../mysql2/client-options.ts'
 import type { Mysql2Connection } from '../mysql2/session.ts'
@@ -36,7 +41,7 @@ export type DrizzleMysqlConnection = Mysql2Connection | AnyMySql2Connection | { 
 /** Where they connect on either database (see `DrizzleRelayConnection` for PostgreSQL). */
 export type DrizzleConnection = DrizzleRelayConnection | DrizzleMysqlConnection
 
-export interface DrizzleOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+export interface DrizzleOutboxOptions<M extends TopicMap> extends DataLayerOutboxOptions<M> {
   /**
    * The app's Drizzle db: the outbox speaks its database (drizzle-orm on PostgreSQL, or
    * drizzle-orm/mysql2). Without it the outbox is for PostgreSQL (`createDrizzleMysqlOutbox`
@@ -73,6 +78,9 @@ export const drizzleLayer: DataLayer<DrizzleTransaction | DrizzleMysqlTransactio
   databaseOf: drizzleDatabase,
   assertDatabase: (handle, expected) => assertDrizzleDatabase(handle, expected, 'the Drizzle db'),
   binding: drizzleTransaction,
+  // The node-postgres driver's transaction runs on a session of the client it checked out; the
+  // postgres.js driver's session holds a postgres.js `sql`, which writes at produce().
+  pgClient: (tx) => (tx as { _?: { session?: { client?: unknown } } })._?.session?.client,
   async openSession(database, target, purpose) {
     if (database === 'postgres') {
       return openDrizzleSession(target as DrizzleRelayConnection | undefined, `k-entity-${purpose}`)
@@ -129,7 +137,7 @@ export class DrizzleOutbox<M extends TopicMap, Target = DrizzleRelayConnection> 
     fn: (tx: MySqlTransaction<Q, P, F, S>, topics: TopicProducers<M>) => Promise<R>,
   ): Promise<R>
   transaction(db: DrizzleRoot, fn: DrizzleBody<M>): Promise<unknown> {
-    return this.runTransaction(db, fn, () => db.transaction((tx) => fn(tx, this.in(tx))))
+    return this.runTransaction(db, fn, (body) => db.transaction(body))
   }
 }
 

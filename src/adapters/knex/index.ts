@@ -2,9 +2,9 @@ import type { Knex } from 'knex'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { MysqlSession } from '../../dialects/mysql/session.ts'
-import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import type { PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
 import type { SessionPurpose } from '../../outbox/parts.ts'
-import { type DataLayer, DataLayerOutbox } from '../data-layer.ts'
+import { type DataLayer, DataLayerOutbox, type DataLayerOutboxOptions } from '../data-layer.ts'
 import { openMysql2Session, openPgSession } from '../driver-sessions.ts'
 import { connectionOptions } from '../mysql2/client-options.ts'
 import type { Mysql2Connection } from '../mysql2/session.ts'
@@ -29,7 +29,7 @@ export { type KnexDatabase, type KnexTransaction, knexTransaction, toKnexBinding
  */
 export type KnexConnection = PgRelayConnection | Knex | Mysql2Connection
 
-export interface KnexOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+export interface KnexOutboxOptions<M extends TopicMap> extends DataLayerOutboxOptions<M> {
   /**
    * The app's Knex instance: the outbox speaks its database (client `pg` or `mysql2`). Without
    * it the outbox is for PostgreSQL (`createKnexMysqlOutbox` for MySQL/MariaDB).
@@ -61,6 +61,8 @@ const knex: DataLayer<KnexTransaction> = {
   databaseOf: (handle) => knexDatabase(handle as Knex),
   assertDatabase: (handle, expected) => assertKnexDatabase(handle as Knex, expected),
   binding: knexTransaction,
+  // Inside a transaction Knex hands out the transaction's own connection.
+  pgClient: (trx) => trx.client.acquireConnection(),
   openSession: (database, target, purpose) =>
     database === 'postgres'
       ? openPgSession(target as PgRelayConnection | undefined, purpose)
@@ -92,11 +94,12 @@ export class KnexOutbox<M extends TopicMap, Target = PgRelayConnection> extends 
   }
 
   /**
-   * Runs `fn` in `knex.transaction()`: COMMIT if it resolves, ROLLBACK if it throws.
-   * After the commit, relays of this process are woken at once.
+   * Runs `fn` in `knex.transaction()`: COMMIT if it resolves, ROLLBACK if it throws. On
+   * node-postgres the messages ride on the transaction's next query or its COMMIT (see
+   * `writeWithCommit`). After the commit, relays of this process are woken at once.
    */
   transaction<R>(db: Knex, fn: (trx: KnexTransaction, topics: TopicProducers<M>) => Promise<R>): Promise<R> {
-    return this.runTransaction(db, fn, () => db.transaction((trx) => fn(trx, this.in(trx))))
+    return this.runTransaction(db, fn, (body) => db.transaction(body))
   }
 }
 

@@ -31,10 +31,28 @@ export interface HeldConnection {
   /** Called once the app's own COMMIT of held writes succeeds (the outboxes' in-process wake-up). */
   readonly wake: Set<() => void>
   /**
-   * Set while `transaction()` owns the client: it sends BEGIN, COMMIT and ROLLBACK itself, and
-   * awaits the flushes before its COMMIT.
+   * Set while a transaction helper owns the client: it awaits the flushes before its COMMIT, so a
+   * failed one fails the transaction even if the app caught the error of the query it rode on.
    */
-  helper: { flushes: Promise<void>[] } | undefined
+  helper: TransactionHelper | undefined
+  /**
+   * The error of held writes that failed ahead of an app's query in the current transaction. The
+   * server then answers the app's plain COMMIT with a rollback and no error; if the app caught
+   * that query's error and commits anyway, its COMMIT is made to reject with this one.
+   */
+  failedFlush: unknown
+}
+
+export interface TransactionHelper {
+  flushes: Promise<void>[]
+  /**
+   * The data layer underneath sends BEGIN, COMMIT and ROLLBACK through the client's `query`
+   * (Knex, Drizzle...): its plain COMMIT carries the held writes and its ROLLBACK drops them, as
+   * the app's own do without a helper. Unset, the helper sends them itself past that `query`.
+   */
+  endsThroughQuery?: boolean
+  /** The error of held writes that failed with the COMMIT, which the layer may wrap in its own. */
+  commitFailure?: unknown
 }
 
 const connections = new WeakMap<object, HeldConnection>()
@@ -61,6 +79,7 @@ export function heldConnection(client: pg.ClientBase): HeldConnection | undefine
     buffer: new CommitBuffer(),
     wake: new Set(),
     helper: undefined,
+    failedFlush: undefined,
   }
   if (!guardConnection(state)) return undefined
   Object.defineProperty(client, 'query', {
@@ -151,6 +170,7 @@ function guardConnection(state: HeldConnection): boolean {
 function dropHeld(state: HeldConnection): void {
   state.buffer.discard()
   state.wake.clear()
+  state.failedFlush = undefined
 }
 
 /**
@@ -187,7 +207,7 @@ export function holdingAdapter(
     dialect: inner.dialect,
     assertInTransaction() {
       checkOpen()
-      inner.assertInTransaction()
+      return inner.assertInTransaction()
     },
     async execute(statement: SqlStatement) {
       checkOpen()
@@ -238,23 +258,24 @@ function transactionEnded(): KEntityError {
 }
 
 function intercept(state: HeldConnection, args: unknown[]): unknown {
-  const { client, query, buffer } = state
-  if (state.helper === undefined) {
+  const { client, query, buffer, helper } = state
+  if (helper === undefined || helper.endsThroughQuery === true) {
     const end = transactionEnd(args)
-    if (end === 'rollback') {
-      buffer.discard()
-      state.wake.clear()
+    if (end?.kind === 'rollback') {
+      dropHeld(state)
       return query.apply(client, args)
     }
-    if (end === 'commit' && (!buffer.empty || state.wake.size > 0)) {
-      return reply(args, commit(state, args[0] as string))
+    if (end?.kind === 'commit' && (!buffer.empty || state.wake.size > 0 || state.failedFlush !== undefined)) {
+      return reply(args, commit(state, end.text))
     }
   }
   const held = buffer.drain()
   if (held === undefined) return query.apply(client, args)
   const flush = sendHeld(state, held, false)
-  // The app's query reports a failed flush; this only keeps it from counting as "unhandled".
-  flush.catch(() => {})
+  // The app's query reports a failed flush (and so does its COMMIT, see `commit`).
+  flush.catch((error: unknown) => {
+    state.failedFlush = error
+  })
   state.helper?.flushes.push(flush)
   return afterFlush(state, args, flush)
 }
@@ -262,9 +283,19 @@ function intercept(state: HeldConnection, args: unknown[]): unknown {
 /**
  * The app's own COMMIT, with the held writes ahead of it in one round trip. If a write fails,
  * the server skips the COMMIT: the transaction is rolled back here, as a failed COMMIT leaves
- * no transaction open, and the app's COMMIT rejects with the write's error.
+ * no transaction open, and the app's COMMIT rejects with the write's error. So it does after
+ * held writes failed earlier in the transaction, which the server would otherwise answer with
+ * a rollback and no error.
  */
 async function commit(state: HeldConnection, text: string): Promise<pg.QueryResult> {
+  const failed = state.failedFlush
+  state.failedFlush = undefined
+  // Still aborted by that failure (no ROLLBACK TO SAVEPOINT since): this COMMIT would roll back.
+  if (failed !== undefined && state.client.getTransactionStatus?.() === 'E') {
+    dropHeld(state)
+    await (state.query.call(state.client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
+    throw failed
+  }
   const held = state.buffer.drain()
   const wakes = [...state.wake]
   state.wake.clear()
@@ -276,6 +307,7 @@ async function commit(state: HeldConnection, text: string): Promise<pg.QueryResu
   try {
     await sendHeld(state, held, true)
   } catch (error) {
+    if (state.helper !== undefined) state.helper.commitFailure = error
     await (state.query.call(state.client, 'ROLLBACK') as Promise<unknown>).catch(() => {})
     throw error
   }
@@ -326,17 +358,37 @@ const COMMIT = /^\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*$/i
 const ROLLBACK = /^\s*(?:rollback|abort)(?:\s+(?:work|transaction))?\s*;?\s*$/i
 
 /**
- * Whether the call is a plain COMMIT or ROLLBACK of the transaction. Anything else (values, a
- * config object, `ROLLBACK TO SAVEPOINT`, `COMMIT AND CHAIN`) flushes ahead of itself like any
+ * Whether the call is a plain COMMIT or ROLLBACK of the transaction, as text or as a query config
+ * without values (data layers send `{ text: 'COMMIT;', values: [] }`). Anything else (values, a
+ * statement name, `ROLLBACK TO SAVEPOINT`, `COMMIT AND CHAIN`) flushes ahead of itself like any
  * other query, which is always correct, only one round trip slower.
  */
-function transactionEnd(args: unknown[]): 'commit' | 'rollback' | undefined {
-  const [text, ...rest] = args
-  if (typeof text !== 'string' || text.length > 32) return undefined
-  // Query wrappers often pass an empty values array: (text, []) and (text, [], callback).
-  if (Array.isArray(rest[0]) && rest[0].length === 0) rest.shift()
+function transactionEnd(args: unknown[]): { kind: 'commit' | 'rollback'; text: string } | undefined {
+  const [first, ...rest] = args
+  const text = typeof first === 'string' ? first : configText(first)
+  if (text === undefined || text.length > 32) return undefined
+  // Query wrappers often pass no values as an empty array or undefined: (text, []), (text,
+  // undefined) and (text, [], callback).
+  if (rest[0] === undefined || (Array.isArray(rest[0]) && rest[0].length === 0)) rest.shift()
   if (rest.length > 1 || (rest.length === 1 && typeof rest[0] !== 'function')) return undefined
-  if (COMMIT.test(text)) return 'commit'
-  if (ROLLBACK.test(text)) return 'rollback'
+  if (COMMIT.test(text)) return { kind: 'commit', text }
+  if (ROLLBACK.test(text)) return { kind: 'rollback', text }
   return undefined
+}
+
+/** Config keys that only shape result rows, which a COMMIT or ROLLBACK has none of (Drizzle sets them). */
+const ROW_SHAPING = new Set(['types', 'rowMode'])
+
+/** The text of a query config that carries nothing but text, empty values and row shaping. */
+function configText(config: unknown): string | undefined {
+  if (typeof config !== 'object' || config === null || Object.getPrototypeOf(config) !== Object.prototype) {
+    return undefined
+  }
+  const { text, values, ...others } = config as { text?: unknown; values?: unknown }
+  if (typeof text !== 'string') return undefined
+  if (values !== undefined && !(Array.isArray(values) && values.length === 0)) return undefined
+  for (const [key, value] of Object.entries(others)) {
+    if (value !== undefined && !ROW_SHAPING.has(key)) return undefined
+  }
+  return text
 }

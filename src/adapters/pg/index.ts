@@ -253,6 +253,7 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
       ended = true
       state.helper = undefined
       state.wake.clear()
+      state.failedFlush = undefined
     }
   }
 

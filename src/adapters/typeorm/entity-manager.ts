@@ -43,26 +43,23 @@ export function activeQueryRunner(manager: EntityManager): QueryRunner {
 }
 
 /**
- * The body of every TypeORM adapter's `transaction()` helper: `fn` in `target.transaction()`,
+ * The body of every TypeORM adapter's `transaction()` helper: `run` in `target.transaction()`,
  * COMMIT if it resolves, ROLLBACK if it throws. Given the manager of an open transaction, TypeORM
  * makes it a savepoint inside it.
  */
-export async function runTypeOrmTransaction<P, R>(
+export async function runTypeOrmTransaction<R>(
   target: DataSource | EntityManager,
-  fn: (manager: EntityManager, topics: P) => Promise<R>,
   options: { isolationLevel?: TypeOrmIsolationLevel },
-  producers: (manager: EntityManager) => P,
+  run: (manager: EntityManager) => Promise<R>,
 ): Promise<R> {
   if (typeof target !== 'object' || target === null || typeof target.transaction !== 'function') {
     throw invalidArgument(
       `transaction() needs a TypeORM DataSource or EntityManager, got ${describe(target)}`,
     )
   }
-  if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a function, got ${describe(fn)}`)
   if (typeof options !== 'object' || options === null) {
     throw invalidArgument(`transaction() options must be an object, got ${describe(options)}`)
   }
-  const run = (manager: EntityManager) => fn(manager, producers(manager))
   return options.isolationLevel === undefined
     ? target.transaction(run)
     : target.transaction(options.isolationLevel, run)

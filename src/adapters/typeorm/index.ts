@@ -1,7 +1,12 @@
 import type { DataSource, EntityManager } from 'typeorm'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
-import type { PostgresOutboxOptions, PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
-import { type DataLayer, DataLayerOutbox, type SqlDatabase } from '../data-layer.ts'
+import type { PostgresRelayOptions } from '../../dialects/postgres/postgres-outbox.ts'
+import {
+  type DataLayer,
+  DataLayerOutbox,
+  type DataLayerOutboxOptions,
+  type SqlDatabase,
+} from '../data-layer.ts'
 import { typeOrmTransaction } from './bindings.ts'
 import {
   openTypeOrmMysqlSession,
@@ -21,7 +26,7 @@ import {
 
 export { type TypeOrmConnection, type TypeOrmIsolationLevel, typeOrmTransaction }
 
-export interface TypeOrmOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+export interface TypeOrmOutboxOptions<M extends TopicMap> extends DataLayerOutboxOptions<M> {
   /**
    * The app's DataSource: the outbox speaks its database (type 'postgres', or 'mysql'/'mariadb').
    * Without it the outbox is for PostgreSQL (`createTypeOrmMysqlOutbox` for MySQL/MariaDB).
@@ -41,6 +46,9 @@ const typeOrm: DataLayer<EntityManager> = {
   databaseOf: (handle) => typeOrmDatabase(dataSourceType(handle as DataSource)),
   assertDatabase: (handle, expected) => assertTypeOrmDatabase(handle as DataSource, expected),
   binding: (manager, database) => typeOrmTransaction(manager, database),
+  // The postgres driver's query runner holds the pool client it checked out for the transaction.
+  pgClient: (manager) =>
+    (manager.queryRunner as { databaseConnection?: unknown } | undefined)?.databaseConnection,
   openSession: (database, target, purpose) =>
     database === 'postgres'
       ? openTypeOrmPgSession(target, purpose)
@@ -73,17 +81,16 @@ export class TypeOrmOutbox<M extends TopicMap, Target = TypeOrmConnection> exten
 
   /**
    * Runs `fn` in `target.transaction()`: COMMIT if it resolves, ROLLBACK if it throws. Given the
-   * manager of an open transaction, TypeORM makes this a savepoint inside it. After the commit,
-   * relays of this process are woken at once.
+   * manager of an open transaction, TypeORM makes this a savepoint inside it. Given the
+   * DataSource of a 'postgres' type, the messages ride on the transaction's next query or its
+   * COMMIT (see `writeWithCommit`). After the commit, relays of this process are woken at once.
    */
   transaction<R>(
     target: DataSource | EntityManager,
     fn: (manager: EntityManager, topics: TopicProducers<M>) => Promise<R>,
     options: { isolationLevel?: TypeOrmIsolationLevel } = {},
   ): Promise<R> {
-    return this.runTransaction(target, fn, () =>
-      runTypeOrmTransaction(target, fn, options, (manager) => this.in(manager)),
-    )
+    return this.runTransaction(target, fn, (body) => runTypeOrmTransaction(target, options, body))
   }
 }
 
