@@ -236,12 +236,11 @@ export class ClaimFloor {
     // At most `WALK_IDS` ids per walk, so a walk's time is bounded however many rows wait; the
     // next walk goes on from where this one stopped (`open`).
     const read = await run(`WITH s AS (SELECT ${start} AS id, least(${start} + ${WALK_IDS}, ${last}) AS upto),
-r AS (
-  SELECT coalesce(f.found, s.upto + 1) AS past, f.found IS NULL AND s.upto < ${last} AS open
-  FROM s, (SELECT (
-    SELECT min(o.id) FROM ${outbox} AS o
-    WHERE o.id >= (SELECT id FROM s) AND o.id <= (SELECT upto FROM s) AND NOT (${WAITING('o')}) AND ${RETRY_WAITING(outbox)}
-  ) AS found) AS f
+f AS MATERIALIZED (
+  SELECT min(o.id) AS found FROM ${outbox} AS o
+  WHERE o.id >= (SELECT id FROM s) AND o.id <= (SELECT upto FROM s) AND NOT (${WAITING('o')}) AND ${RETRY_WAITING(outbox)}
+), r AS (
+  SELECT coalesce(f.found, s.upto + 1) AS past, f.found IS NULL AND s.upto < ${last} AS open FROM s, f
 )
 SELECT r.past::text AS past, r.open, (
   SELECT array_to_string(array_agg(w.id ORDER BY w.id), ',') FROM (
