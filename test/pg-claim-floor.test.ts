@@ -161,7 +161,7 @@ describe('claim floor (PostgreSQL)', () => {
       const run = (text: string) => session.query(text)
       await floor.step(run)
       await floor.step(run)
-      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '502', waiting: ['1'] } })
+      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '502', waiting: ['1'], hashes: [7] } })
       const first = async (start = floor.start, concurrent = false) =>
         (await claimIn(session, claimSql(table, 5, concurrent, start)))[0]?.id
       assert.equal(await first(), '502', 'the healthy rows come first')
@@ -175,12 +175,42 @@ describe('claim floor (PostgreSQL)', () => {
         `from the floor, a claim walks the waiting key's rows; past them, none (${walked})`,
       )
 
+      // While the run holds, a row of the waiting key produced since the walk (512) stays behind
+      // it, and a retry past the run (503, key h2) holds back its key's younger row (513), in
+      // every claim.
+      const claimed = async (concurrent: boolean, budget?: { maxBytes: number }) =>
+        (await claimIn(session, claimSql(table, 100, concurrent, floor.start, budget))).map((r) => r.id)
+      const healthy = ['502', '503', '504', '505', '506', '507', '508', '509', '510', '511']
+      await withClient((c) =>
+        c.query(
+          `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash) VALUES ('t', 'k7'::bytea, 'v', 7)`,
+        ),
+      )
+      for (const concurrent of [false, true]) {
+        assert.deepEqual(await claimed(concurrent), healthy)
+        assert.deepEqual(await claimed(concurrent, { maxBytes: 1_000_000 }), healthy)
+      }
+      await withClient(async (c) => {
+        await c.query(
+          `INSERT INTO "${schema}".outbox (topic, key, value, ordering_hash) VALUES ('t', convert_to('h2', 'UTF8'), 'v', 102)`,
+        )
+        await c.query(
+          `UPDATE "${schema}".outbox SET attempts = 1, available_at = now() + interval '1 hour' WHERE id = 503`,
+        )
+      })
+      for (const concurrent of [false, true]) {
+        const expected = healthy.filter((id) => id !== '503')
+        assert.deepEqual(await claimed(concurrent), expected)
+        assert.deepEqual(await claimed(concurrent, { maxBytes: 1_000_000 }), expected)
+      }
+      await withClient((c) => c.query(`DELETE FROM "${schema}".outbox WHERE id IN (503, 512, 513)`))
+
       // A later step keeps the run, and walks on from its end.
       await withClient((c) => c.query(`DELETE FROM "${schema}".outbox WHERE id BETWEEN 502 AND 506`))
       floor.noteDeleted(5)
       await floor.step(run)
       await floor.step(run)
-      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '507', waiting: ['1'] } })
+      assert.deepEqual(floor.start, { floor: '1', blocked: { past: '507', waiting: ['1'], hashes: [7] } })
 
       // Once the retry is due, claims start at the floor again: the key's rows go first, in order.
       await withClient((c) => c.query(`UPDATE "${schema}".outbox SET available_at = now() WHERE id = 1`))

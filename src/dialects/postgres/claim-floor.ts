@@ -242,19 +242,22 @@ f AS MATERIALIZED (
 ), r AS (
   SELECT coalesce(f.found, s.upto + 1) AS past, f.found IS NULL AND s.upto < ${last} AS open FROM s, f
 )
-SELECT r.past::text AS past, r.open, (
-  SELECT array_to_string(array_agg(w.id ORDER BY w.id), ',') FROM (
-    SELECT w.id FROM ${outbox} AS w WHERE ${WAITING('w')} AND w.id >= ${floor} AND w.id < r.past LIMIT ${MAX_WAITING + 1}
+SELECT r.past::text AS past, r.open, w.ids AS waiting, w.hashes
+FROM r, LATERAL (
+  SELECT array_to_string(array_agg(w.id ORDER BY w.id), ',') AS ids, array_to_string(array_agg(DISTINCT w.ordering_hash), ',') AS hashes
+  FROM (
+    SELECT w.id, w.ordering_hash FROM ${outbox} AS w WHERE ${WAITING('w')} AND w.id >= ${floor} AND w.id < r.past LIMIT ${MAX_WAITING + 1}
   ) AS w
-) AS waiting
-FROM r`)
+) AS w`)
     const row = read.rows[0]
     const past = row?.past
     const waiting = typeof row?.waiting === 'string' ? row.waiting.split(',') : []
     this.#walkOpen = row?.open === true
     if (typeof past !== 'string' || !/^\d+$/.test(past) || BigInt(past) <= BigInt(floor)) return undefined
     if (waiting.length === 0 || waiting.length > MAX_WAITING) return undefined
-    return { past, waiting }
+    const hashes =
+      typeof row?.hashes === 'string' && row.hashes !== '' ? row.hashes.split(',').map(Number) : []
+    return { past, waiting, hashes }
   }
 
   /** Records the sequence's last value; false (and no floor any more) if it went back. */
