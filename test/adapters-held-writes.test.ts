@@ -11,7 +11,7 @@ import { createDrizzleOutbox } from '../src/adapters/drizzle/index.ts'
 import { createKnexOutbox } from '../src/adapters/knex/index.ts'
 import { createTypeOrmOutbox } from '../src/adapters/typeorm/index.ts'
 import { ErrorCodes } from '../src/index.ts'
-import { DATABASE_URL, dropSchema, uniqueName, withClient } from './support/env.ts'
+import { DATABASE_URL, dropSchema, uniqueName, withoutOutbox } from './support/env.ts'
 import { orderTopic, RollbackOnPurpose } from './support/workload.ts'
 
 const schemas: string[] = []
@@ -29,18 +29,6 @@ function outboxOptions() {
     schema,
     topics: { orders: orderTopic(uniqueName('ke-held')) },
     kafka: { brokers: ['127.0.0.1:9'] },
-  }
-}
-
-/** Moves the outbox table away, so that a write fails wherever it is sent. */
-async function withoutOutbox(schema: string, body: () => Promise<void>): Promise<void> {
-  const rename = (from: string, to: string) =>
-    withClient((client) => client.query(`ALTER TABLE "${schema}".${from} RENAME TO ${to}`))
-  await rename('outbox', 'outbox_away')
-  try {
-    await body()
-  } finally {
-    await rename('outbox_away', 'outbox')
   }
 }
 

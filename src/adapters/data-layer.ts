@@ -14,7 +14,7 @@ import type { PgSession } from '../dialects/postgres/session.ts'
 import { postgresSql } from '../dialects/postgres/sql-dialect.ts'
 import type { SessionPurpose } from '../outbox/parts.ts'
 import { SqlOutbox } from '../outbox/sql-outbox.ts'
-import { HeldTransactionScope, holdingOnLayer } from './pg/held-scope.ts'
+import { HeldTransactionScope, holdingOnLayer, holdWritesOption } from './pg/held-scope.ts'
 
 /** The SQL databases a data layer adapter may speak. */
 export type SqlDatabase = 'postgres' | 'mysql'
@@ -186,7 +186,7 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
    * its COMMIT instead (see `DataLayerInOptions`).
    */
   override in(tx: Tx, options?: DataLayerInOptions): TopicProducers<M> {
-    if (!this.#holdOption(options) || !this.#holds()) return super.in(tx)
+    if (!holdWritesOption(options, this.#writeWithCommit, 'tx') || !this.#holds()) return super.in(tx)
     const layer = this.#layer
     return this.producersOn(
       holdingOnLayer(
@@ -199,27 +199,6 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
 
   /** One function per outbox, so a transaction's held writes wake its relays once. */
   readonly #wake = () => this.notifyCommitted()
-
-  #holdOption(options: DataLayerInOptions | undefined): boolean {
-    if (options === undefined) return false
-    if (typeof options !== 'object' || options === null) {
-      throw invalidArgument(
-        `in(tx, options): options must be an object like { holdWrites: true }, got ${describe(options)}`,
-      )
-    }
-    const { holdWrites } = options
-    if (holdWrites !== undefined && typeof holdWrites !== 'boolean') {
-      throw invalidArgument(
-        `in(tx, { holdWrites }): 'holdWrites' must be true or false, got ${describe(holdWrites)}`,
-      )
-    }
-    if (holdWrites === true && !this.#writeWithCommit) {
-      throw invalidArgument(
-        'in(tx, { holdWrites: true }) needs writeWithCommit, which this outbox was created without (held writes go through a prepared statement of the connection): drop holdWrites, or create the outbox without writeWithCommit: false',
-      )
-    }
-    return holdWrites === true
-  }
 
   #holds(): boolean {
     return this.#writeWithCommit && this.database === 'postgres' && this.#layer.pgClient !== undefined

@@ -30,7 +30,7 @@ import {
   readTopic,
   type TrackedMessage,
 } from '../../src/testing/index.ts'
-import { createTopic, kafkaBrokers, uniqueName, waitFor, withClient } from '../support/env.ts'
+import { createTopic, kafkaBrokers, uniqueName, waitFor, withoutOutbox } from '../support/env.ts'
 import { type OrderEvent, orderTopic, RollbackOnPurpose } from '../support/workload.ts'
 
 /** The one topic map every contract test uses: `orders`, keyed by customer, with tracking headers. */
@@ -460,17 +460,6 @@ export function outerRollbackCase<Tx>(harness: ContractHarness<Tx>, brokers: str
  * test's own, before the transaction touches it) so that the write fails.
  */
 function heldWriteCases<Tx>(harness: ContractHarness<Tx>): void {
-  const withoutOutbox = async (schema: string, body: () => Promise<void>) => {
-    const rename = (from: string, to: string) =>
-      withClient((client) => client.query(`ALTER TABLE "${schema}".${from} RENAME TO ${to}`))
-    await rename('outbox', 'outbox_away')
-    try {
-      await body()
-    } finally {
-      await rename('outbox_away', 'outbox')
-    }
-  }
-
   it('a held write that fails with the COMMIT fails the transaction, and nothing of it is stored', async () => {
     await withContext(harness, async ({ ctx, schema }) => {
       await withoutOutbox(schema, () =>

@@ -106,3 +106,15 @@ export function recordQueries(which: (applicationName: string | undefined) => bo
     },
   }
 }
+
+/** Moves the outbox table of `schema` away while `body` runs, so that a write fails wherever it is sent. */
+export async function withoutOutbox(schema: string, body: () => Promise<void>): Promise<void> {
+  const rename = (from: string, to: string) =>
+    withClient((client) => client.query(`ALTER TABLE "${schema}".${from} RENAME TO ${to}`))
+  await rename('outbox', 'outbox_away')
+  try {
+    await body()
+  } finally {
+    await rename('outbox_away', 'outbox')
+  }
+}

@@ -1,4 +1,5 @@
 import type pg from 'pg'
+import { describe, invalidArgument } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import { abortedTransaction } from '../../dialects/postgres/transaction.ts'
 import {
@@ -147,4 +148,29 @@ export function holdingOnLayer(
     assertInTransaction: async () => (await resolve()).assertInTransaction(),
     execute: async (statement: SqlStatement) => (await resolve()).execute(statement),
   }
+}
+
+/**
+ * The `holdWrites` of `in(handle, options)`, checked: true only when given and allowed. `handle`
+ * names the first argument in messages (`client` for node-postgres, `tx` for a data layer).
+ */
+export function holdWritesOption(options: unknown, writeWithCommit: boolean, handle: string): boolean {
+  if (options === undefined) return false
+  if (typeof options !== 'object' || options === null) {
+    throw invalidArgument(
+      `in(${handle}, options): options must be an object like { holdWrites: true }, got ${describe(options)}`,
+    )
+  }
+  const { holdWrites } = options as { holdWrites?: unknown }
+  if (holdWrites !== undefined && typeof holdWrites !== 'boolean') {
+    throw invalidArgument(
+      `in(${handle}, { holdWrites }): 'holdWrites' must be true or false, got ${describe(holdWrites)}`,
+    )
+  }
+  if (holdWrites === true && !writeWithCommit) {
+    throw invalidArgument(
+      `in(${handle}, { holdWrites: true }) needs writeWithCommit, which this outbox was created without (held writes go through a prepared statement of the connection): drop holdWrites, or create the outbox without writeWithCommit: false`,
+    )
+  }
+  return holdWrites === true
 }

@@ -22,6 +22,7 @@ import {
   sendHeld,
   wakingAdapter,
 } from './held-connection.ts'
+import { holdWritesOption } from './held-scope.ts'
 import { withPoolClient } from './pool-client.ts'
 import { connectSession } from './session.ts'
 
@@ -162,7 +163,7 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
    * them for the client's next query or its COMMIT instead (see `PgInOptions`).
    */
   override in(client: PgTransactionClient, options?: PgInOptions): TopicProducers<M> {
-    const hold = this.#holdOption(options)
+    const hold = holdWritesOption(options, this.#writeWithCommit, 'client')
     const inner = pgTransaction(client)
     // Written at once or held, the app's own COMMIT through the wrapped query wakes this
     // process's relays (a relay without LISTEN would otherwise wait for its polling interval).
@@ -170,27 +171,6 @@ export class PgOutbox<M extends TopicMap> extends PostgresOutbox<M, PgTransactio
     if (state === undefined) return this.producersOn(inner)
     const onWrite = () => state.wake.add(this.#wake)
     return this.producersOn(hold ? holdingAdapter(state, inner, onWrite) : wakingAdapter(inner, onWrite))
-  }
-
-  #holdOption(options: PgInOptions | undefined): boolean {
-    if (options === undefined) return false
-    if (typeof options !== 'object' || options === null) {
-      throw invalidArgument(
-        `in(client, options): options must be an object like { holdWrites: true }, got ${describe(options)}`,
-      )
-    }
-    const { holdWrites } = options
-    if (holdWrites !== undefined && typeof holdWrites !== 'boolean') {
-      throw invalidArgument(
-        `in(client, { holdWrites }): 'holdWrites' must be true or false, got ${describe(holdWrites)}`,
-      )
-    }
-    if (holdWrites === true && !this.#writeWithCommit) {
-      throw invalidArgument(
-        'in(client, { holdWrites: true }) needs writeWithCommit, which this outbox was created without (held writes go through a prepared statement of the connection): drop holdWrites, or create the outbox without writeWithCommit: false',
-      )
-    }
-    return holdWrites === true
   }
 
   /** One function per outbox, so a transaction's writes wake its relays once. */
