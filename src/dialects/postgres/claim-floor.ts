@@ -44,14 +44,19 @@ export class ClaimFloor {
   /** Rows held back by a retry, past the floor (see `BlockedRun`). */
   #blocked: BlockedRun | undefined
   /**
-   * Steps still taken `STEP_MS` apart because a blocked run may have formed that no settled step
-   * has looked for: the relay scheduled a retry, or it starts, maybe behind an earlier relay's
-   * retries (the first claims of a relay started behind 100,000 rows of a waiting key took 1.2 s
-   * with the second step a second after the first). Bounded, so that a long transaction
+   * Steps still taken `STEP_MS` apart because the relay scheduled a retry, and a blocked run may
+   * have formed that no settled step has looked for. Bounded, so that a long transaction
    * elsewhere, which keeps every step unsettled, does not keep the relay stepping ten times a
    * second.
    */
-  #eagerSteps = STARTING_STEPS
+  #eagerSteps = 0
+  /**
+   * The same at the relay's start, while a step finds rows waiting for a retry: it may start
+   * behind an earlier relay's retries (the first claims of a relay started behind 100,000 rows of
+   * a waiting key took 1.2 s with its second step a second after the first). With nothing
+   * waiting, a relay's start costs no more steps than before.
+   */
+  #startingSteps = STARTING_STEPS
   /** Every id up to it is final (see step 2 above), the bound of a blocked run's walk. */
   #settledLast: string | undefined
   #walkAt = Number.NEGATIVE_INFINITY
@@ -99,7 +104,7 @@ export class ClaimFloor {
     this.#blocked = undefined
     this.#walkOpen = false
     this.#settledLast = undefined
-    this.#eagerSteps = STARTING_STEPS
+    this.#startingSteps = STARTING_STEPS
     this.#pending = undefined
     this.#lastSeen = undefined
   }
@@ -117,7 +122,8 @@ export class ClaimFloor {
 
   #stepDue(now: number): boolean {
     const since = now - this.#stepAt
-    return since >= (this.#deletedSinceStep >= STEP_ROWS || this.#eagerSteps > 0 ? STEP_MS : IDLE_STEP_MS)
+    const eager = this.#eagerSteps > 0 || this.#startingSteps > 0
+    return since >= (this.#deletedSinceStep >= STEP_ROWS || eager ? STEP_MS : IDLE_STEP_MS)
   }
 
   /**
@@ -162,12 +168,17 @@ export class ClaimFloor {
     const now = performance.now()
     if (!this.#stepDue(now) && this.#walkDue(now)) return this.#walk(run)
     this.#stepAt = now
-    const moved = this.#deletedSinceStep > 0 || this.#floor === undefined || this.#eagerSteps > 0
+    const moved =
+      this.#deletedSinceStep > 0 ||
+      this.#floor === undefined ||
+      this.#eagerSteps > 0 ||
+      this.#startingSteps > 0
     this.#eagerSteps = Math.max(0, this.#eagerSteps - 1)
+    this.#startingSteps = Math.max(0, this.#startingSteps - 1)
     this.#deletedSinceStep = 0
     if (!moved) {
       // Nothing deleted and a floor known: only check that the sequence did not go back.
-      const read = await run(lastValueSql(sequence, 'NULL'))
+      const read = await run(lastValueSql(sequence, 'NULL', 'false'))
       this.#noteLast(String(read.rows[0]?.last))
       return
     }
@@ -188,10 +199,9 @@ export class ClaimFloor {
     // Also drops this transaction's cached view of pg_stat_activity, read next.
     // Whether any row waits for a retry, in the same statement: no walk (and no round trip for
     // it) when none does, the usual case.
-    const waits = settled
-      ? `EXISTS (SELECT 1 FROM ${qualified(this.#table)} AS w WHERE ${WAITING('w')})`
-      : 'false'
+    const waits = `EXISTS (SELECT 1 FROM ${qualified(this.#table)} AS w WHERE ${WAITING('w')})`
     const read = await run(lastValueSql(sequence, low, waits))
+    if (read.rows[0]?.waits !== true) this.#startingSteps = 0
     const last = String(read.rows[0]?.last)
     if (!this.#noteLast(last)) return
     if (settled) {
@@ -200,6 +210,7 @@ export class ClaimFloor {
       if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
       this.#settledLast = pending.last
       this.#eagerSteps = 0
+      this.#startingSteps = 0
       if (read.rows[0]?.waits === true || this.#blocked !== undefined) await this.#walk(run)
     }
     // Read after the sequence: whatever took an id up to `last` has finished or is listed here.
@@ -298,7 +309,7 @@ const WALK_MS = 20
 const IDLE_STEP_MS = 1000
 
 /** The sequence's last value handed out (`low` first, evaluated in the same snapshot). */
-function lastValueSql(sequence: string, low: string, waits = 'false'): string {
+function lastValueSql(sequence: string, low: string, waits: string): string {
   return `SELECT ${low}::text AS low, ${waits} AS waits, CASE WHEN is_called THEN last_value ELSE last_value - 1 END::text AS last, pg_stat_clear_snapshot() IS NULL AS cleared FROM ${sequence}`
 }
 
