@@ -10,7 +10,7 @@ import { DataSource } from 'typeorm'
 import { createDrizzleOutbox } from '../src/adapters/drizzle/index.ts'
 import { createKnexOutbox } from '../src/adapters/knex/index.ts'
 import { createTypeOrmOutbox } from '../src/adapters/typeorm/index.ts'
-import { ErrorCodes } from '../src/index.ts'
+import { ErrorCodes, type TopicProducers } from '../src/index.ts'
 import { DATABASE_URL, dropSchema, uniqueName, withoutOutbox } from './support/env.ts'
 import { orderTopic, RollbackOnPurpose } from './support/workload.ts'
 
@@ -37,6 +37,27 @@ const notMigrated = (error: unknown) => {
   return true
 }
 
+/**
+ * With the outbox table away, `transaction` runs a callback whose produce() must reject by
+ * itself (the write went at produce(), not held until COMMIT); the callback then rolls back.
+ */
+async function writesAtProduce(
+  schema: string,
+  transaction: (
+    fn: (tx: unknown, topics: TopicProducers<{ orders: ReturnType<typeof orderTopic> }>) => Promise<never>,
+  ) => Promise<unknown>,
+): Promise<void> {
+  await withoutOutbox(schema, () =>
+    assert.rejects(
+      transaction(async (_tx, topics) => {
+        await assert.rejects(topics.orders.produce(event), notMigrated)
+        throw new RollbackOnPurpose()
+      }),
+      RollbackOnPurpose,
+    ),
+  )
+}
+
 describe('data layers on PostgreSQL: where transaction() still writes at produce()', () => {
   it('Knex with writeWithCommit: false: a failing write rejects produce() itself', async () => {
     const options = outboxOptions()
@@ -44,15 +65,7 @@ describe('data layers on PostgreSQL: where transaction() still writes at produce
     const outbox = createKnexOutbox({ ...options, writeWithCommit: false })
     try {
       await outbox.migrate(DATABASE_URL)
-      await withoutOutbox(options.schema, () =>
-        assert.rejects(
-          outbox.transaction(knex, async (_trx, topics) => {
-            await assert.rejects(topics.orders.produce(event), notMigrated)
-            throw new RollbackOnPurpose()
-          }),
-          RollbackOnPurpose,
-        ),
-      )
+      await writesAtProduce(options.schema, (fn) => outbox.transaction(knex, fn))
     } finally {
       await knex.destroy()
       await outbox.close()
@@ -66,15 +79,7 @@ describe('data layers on PostgreSQL: where transaction() still writes at produce
     const outbox = createDrizzleOutbox(options)
     try {
       await outbox.migrate(db)
-      await withoutOutbox(options.schema, () =>
-        assert.rejects(
-          outbox.transaction(db, async (_tx, topics) => {
-            await assert.rejects(topics.orders.produce(event), notMigrated)
-            throw new RollbackOnPurpose()
-          }),
-          RollbackOnPurpose,
-        ),
-      )
+      await writesAtProduce(options.schema, (fn) => outbox.transaction(db, fn))
     } finally {
       await sql.end()
       await outbox.close()
@@ -88,16 +93,8 @@ describe('data layers on PostgreSQL: where transaction() still writes at produce
     const outbox = createTypeOrmOutbox(options)
     try {
       await outbox.migrate(dataSource)
-      await withoutOutbox(options.schema, () =>
-        assert.rejects(
-          dataSource.transaction((manager) =>
-            outbox.transaction(manager, async (_inner, topics) => {
-              await assert.rejects(topics.orders.produce(event), notMigrated)
-              throw new RollbackOnPurpose()
-            }),
-          ),
-          RollbackOnPurpose,
-        ),
+      await writesAtProduce(options.schema, (fn) =>
+        dataSource.transaction((manager) => outbox.transaction(manager, fn)),
       )
     } finally {
       await dataSource.destroy()

@@ -4,9 +4,9 @@ import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js'
 import pg from 'pg'
 import postgres from 'postgres'
 import { createDrizzleOutbox, type DrizzleTransaction } from '../../src/adapters/drizzle/index.ts'
-import type { TopicProducers } from '../../src/index.ts'
-import type { ContractContext, ContractHarness, ContractSetup, ContractTopics } from './adapter-contract.ts'
+import type { ContractContext, ContractHarness, ContractSetup } from './adapter-contract.ts'
 import { createOrdersTable, DATABASE_URL, dropSchema, postgresInspection } from './postgres-support.ts'
+import { holdsWrites, type Producing, producingWays } from './producing.ts'
 
 type DrizzleDb = ReturnType<typeof drizzleNodePg> | ReturnType<typeof drizzlePostgresJs>
 
@@ -14,27 +14,23 @@ async function setup(
   { topics, schema, brokers }: ContractSetup,
   db: DrizzleDb,
   close: () => Promise<void>,
-  producing: 'in' | 'helper topics' | 'held in' = 'in',
+  producing: Producing = 'in',
 ): Promise<ContractContext<DrizzleTransaction>> {
-  const helperTopics = producing === 'helper topics'
   const orders = pgSchema(schema).table('orders', { id: text().primaryKey(), customer: text().notNull() })
   const outbox = createDrizzleOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
   await outbox.migrate(db)
   await createOrdersTable(schema)
-  const fromHelper = new WeakMap<DrizzleTransaction, TopicProducers<ContractTopics>>()
+  const nodePg = db as ReturnType<typeof drizzleNodePg>
   return {
     inbox: { outbox, db: db, target: db },
-    transaction: (fn) =>
-      producing === 'held in'
-        ? (db as ReturnType<typeof drizzleNodePg>).transaction((tx) => fn(tx)).catch(unwrapCommitError)
-        : outbox.transaction(db as ReturnType<typeof drizzleNodePg>, (tx, helper) => {
-            if (helperTopics) fromHelper.set(tx, helper)
-            return fn(tx)
-          }),
+    ...producingWays<DrizzleTransaction>(
+      producing,
+      { transaction: (fn) => outbox.transaction(nodePg, fn), in: (tx, options) => outbox.in(tx, options) },
+      (fn) => nodePg.transaction((tx) => fn(tx)).catch(unwrapCommitError),
+    ),
     async insertOrder(tx, id, customer) {
       await tx.insert(orders).values({ id, customer })
     },
-    producers: (tx) => fromHelper.get(tx) ?? outbox.in(tx, { holdWrites: producing === 'held in' }),
     async produceOutsideTransaction(event) {
       // @ts-expect-error the Drizzle db is not a transaction, and the types say so
       await outbox.in(db).orders.produce(event)
@@ -61,15 +57,21 @@ function unwrapCommitError(error: unknown): never {
 // Drizzle runs a nested transaction as a savepoint on both drivers.
 const nested: ContractHarness<DrizzleTransaction>['nested'] = (tx, fn) => tx.transaction((inner) => fn(inner))
 
-export const drizzleNodePgHarness: ContractHarness<DrizzleTransaction> = {
-  name: 'drizzle (node-postgres)',
-  dialect: 'postgres',
-  async setup(options) {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
-    return setup(options, drizzleNodePg(pool), () => pool.end())
-  },
-  nested,
+/** Drizzle on node-postgres, producing `producing`'s way. */
+function drizzleNodePgContract(producing: Producing, name: string): ContractHarness<DrizzleTransaction> {
+  return {
+    name,
+    dialect: 'postgres',
+    async setup(options) {
+      const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
+      return setup(options, drizzleNodePg(pool), () => pool.end(), producing)
+    },
+    nested,
+    holdsWrites: holdsWrites(producing),
+  }
 }
+
+export const drizzleNodePgHarness = drizzleNodePgContract('in', 'drizzle (node-postgres)')
 
 export const drizzlePostgresJsHarness: ContractHarness<DrizzleTransaction> = {
   name: 'drizzle (postgres.js)',
@@ -82,25 +84,13 @@ export const drizzlePostgresJsHarness: ContractHarness<DrizzleTransaction> = {
 }
 
 /** Drizzle on node-postgres through `outbox.transaction(db, fn)` with the topics it hands to `fn`. */
-export const drizzleNodePgHelperTopicsHarness: ContractHarness<DrizzleTransaction> = {
-  name: 'drizzle (node-postgres, topics of transaction(), written with the next query or COMMIT)',
-  dialect: 'postgres',
-  async setup(options) {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
-    return setup(options, drizzleNodePg(pool), () => pool.end(), 'helper topics')
-  },
-  nested,
-  holdsWrites: true,
-}
+export const drizzleNodePgHelperTopicsHarness = drizzleNodePgContract(
+  'helper topics',
+  'drizzle (node-postgres, topics of transaction(), written with the next query or COMMIT)',
+)
 
 /** Drizzle on node-postgres: the app's own `db.transaction()`, producing with `in(tx, { holdWrites: true })`. */
-export const drizzleNodePgHeldInHarness: ContractHarness<DrizzleTransaction> = {
-  name: "drizzle (node-postgres, db.transaction() and in(tx, { holdWrites: true }), written with the next query or Drizzle's COMMIT)",
-  dialect: 'postgres',
-  async setup(options) {
-    const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10 })
-    return setup(options, drizzleNodePg(pool), () => pool.end(), 'held in')
-  },
-  nested,
-  holdsWrites: true,
-}
+export const drizzleNodePgHeldInHarness = drizzleNodePgContract(
+  'held in',
+  "drizzle (node-postgres, db.transaction() and in(tx, { holdWrites: true }), written with the next query or Drizzle's COMMIT)",
+)

@@ -1,11 +1,8 @@
 import createKnex from 'knex'
 import { createKnexOutbox, type KnexTransaction } from '../../src/adapters/knex/index.ts'
-import type { TopicProducers } from '../../src/index.ts'
-import type { ContractHarness, ContractTopics } from './adapter-contract.ts'
+import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, DATABASE_URL, dropSchema, postgresInspection } from './postgres-support.ts'
-
-/** Where the contract's messages are produced: `in(trx)`, the topics of `transaction()`, or `in(trx, { holdWrites: true })`. */
-type Producing = 'in' | 'helper topics' | 'held in'
+import { holdsWrites, type Producing, producingWays } from './producing.ts'
 
 const NAMES: Record<Producing, string> = {
   in: 'knex (pg)',
@@ -15,7 +12,6 @@ const NAMES: Record<Producing, string> = {
 }
 
 function knexContract(producing: Producing): ContractHarness<KnexTransaction> {
-  const helperTopics = producing === 'helper topics'
   return {
     name: NAMES[producing],
     dialect: 'postgres',
@@ -24,20 +20,19 @@ function knexContract(producing: Producing): ContractHarness<KnexTransaction> {
       const outbox = createKnexOutbox({ topics, schema, kafka: { brokers, autoCreateTopics: true } })
       await outbox.migrate(DATABASE_URL)
       await createOrdersTable(schema)
-      const fromHelper = new WeakMap<KnexTransaction, TopicProducers<ContractTopics>>()
       return {
         inbox: { outbox, db: knex, target: DATABASE_URL },
-        transaction: (fn) =>
-          producing === 'held in'
-            ? knex.transaction((trx) => fn(trx))
-            : outbox.transaction(knex, (trx, helper) => {
-                if (helperTopics) fromHelper.set(trx, helper)
-                return fn(trx)
-              }),
+        ...producingWays<KnexTransaction>(
+          producing,
+          {
+            transaction: (fn) => outbox.transaction(knex, fn),
+            in: (trx, options) => outbox.in(trx, options),
+          },
+          (fn) => knex.transaction((trx) => fn(trx)),
+        ),
         async insertOrder(trx, id, customer) {
           await trx.withSchema(schema).insert({ id, customer }).into('orders')
         },
-        producers: (trx) => fromHelper.get(trx) ?? outbox.in(trx, { holdWrites: producing === 'held in' }),
         async produceOutsideTransaction(event) {
           // @ts-expect-error the knex instance is not a transaction, and the types say so
           await outbox.in(knex).orders.produce(event)
@@ -53,7 +48,7 @@ function knexContract(producing: Producing): ContractHarness<KnexTransaction> {
     },
     // Knex runs a nested transaction as a savepoint.
     nested: (trx, fn) => trx.transaction((inner) => fn(inner)),
-    holdsWrites: producing !== 'in',
+    holdsWrites: holdsWrites(producing),
   }
 }
 

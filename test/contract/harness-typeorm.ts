@@ -1,16 +1,13 @@
 import { DataSource, type EntityManager, EntitySchema } from 'typeorm'
 import { createTypeOrmOutbox } from '../../src/adapters/typeorm/index.ts'
-import type { TopicProducers } from '../../src/index.ts'
-import type { ContractHarness, ContractTopics } from './adapter-contract.ts'
+import type { ContractHarness } from './adapter-contract.ts'
 import { createOrdersTable, DATABASE_URL, dropSchema, postgresInspection } from './postgres-support.ts'
+import { holdsWrites, type Producing, producingWays } from './producing.ts'
 
 interface Order {
   id: string
   customer: string
 }
-
-/** Where the contract's messages are produced: `in(manager)`, the topics of `transaction()`, or `in(manager, { holdWrites: true })`. */
-type Producing = 'in' | 'helper topics' | 'held in'
 
 const NAMES: Record<Producing, string> = {
   in: 'typeorm',
@@ -20,7 +17,6 @@ const NAMES: Record<Producing, string> = {
 }
 
 function typeormContract(producing: Producing): ContractHarness<EntityManager> {
-  const helperTopics = producing === 'helper topics'
   return {
     name: NAMES[producing],
     dialect: 'postgres',
@@ -42,21 +38,19 @@ function typeormContract(producing: Producing): ContractHarness<EntityManager> {
       // Through the DataSource: the migration session is opened from its connection options.
       await outbox.migrate(dataSource)
       await createOrdersTable(schema)
-      const fromHelper = new WeakMap<EntityManager, TopicProducers<ContractTopics>>()
       return {
         inbox: { outbox, db: dataSource, target: dataSource },
-        transaction: (fn) =>
-          producing === 'held in'
-            ? dataSource.transaction((manager) => fn(manager))
-            : outbox.transaction(dataSource, (manager, helper) => {
-                if (helperTopics) fromHelper.set(manager, helper)
-                return fn(manager)
-              }),
+        ...producingWays<EntityManager>(
+          producing,
+          {
+            transaction: (fn) => outbox.transaction(dataSource, fn),
+            in: (manager, options) => outbox.in(manager, options),
+          },
+          (fn) => dataSource.transaction((manager) => fn(manager)),
+        ),
         async insertOrder(manager, id, customer) {
           await manager.insert(Orders, { id, customer })
         },
-        producers: (manager) =>
-          fromHelper.get(manager) ?? outbox.in(manager, { holdWrites: producing === 'held in' }),
         // dataSource.manager has no query runner of its own: every query runs in autocommit.
         produceOutsideTransaction: (event) => outbox.in(dataSource.manager).orders.produce(event),
         relay: (options) => outbox.relay({ ...options, connection: dataSource }),
@@ -70,7 +64,7 @@ function typeormContract(producing: Producing): ContractHarness<EntityManager> {
     },
     // TypeORM turns a transaction inside a transaction into SAVEPOINT typeorm_<depth>.
     nested: (manager, fn) => manager.transaction((inner) => fn(inner)),
-    holdsWrites: producing !== 'in',
+    holdsWrites: holdsWrites(producing),
   }
 }
 

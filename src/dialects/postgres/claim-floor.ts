@@ -1,7 +1,7 @@
 import type { OutboxTable } from '../../core/seams.ts'
 import { qualified } from './names.ts'
 import type { PgQueryResult } from './session.ts'
-import { type BlockedRun, type ClaimStart, floorCondition, RETRY_WAITING, scanStart, WAITING } from './sql.ts'
+import { type BlockedRun, type ClaimStart, claimScan, RETRY_WAITING, scanStart, WAITING } from './sql.ts'
 
 /**
  * A lower bound for the claim's scan of the primary key: every id below it is gone for good.
@@ -44,19 +44,17 @@ export class ClaimFloor {
   /** Rows held back by a retry, past the floor (see `BlockedRun`). */
   #blocked: BlockedRun | undefined
   /**
-   * Steps still taken `STEP_MS` apart because the relay scheduled a retry, and a blocked run may
-   * have formed that no settled step has looked for. Bounded, so that a long transaction
-   * elsewhere, which keeps every step unsettled, does not keep the relay stepping ten times a
-   * second.
+   * Steps still taken `STEP_MS` apart while a blocked run may have formed that no settled step
+   * has looked for. Armed two ways:
+   * - the relay scheduled a retry (`EAGER_STEPS`);
+   * - the relay starts (`STARTING_STEPS`), possibly behind an earlier relay's retries (the first
+   *   claims of a relay started behind 100,000 rows of a waiting key took 1.2 s with its second
+   *   step a second after the first). Those end at a step that finds no row waiting, so that a
+   *   relay's start costs no more steps than before when nothing waits.
+   * Bounded, so that a long transaction elsewhere, which keeps every step unsettled, does not keep
+   * the relay stepping ten times a second.
    */
-  #eagerSteps = 0
-  /**
-   * The same at the relay's start, while a step finds rows waiting for a retry: it may start
-   * behind an earlier relay's retries (the first claims of a relay started behind 100,000 rows of
-   * a waiting key took 1.2 s with its second step a second after the first). With nothing
-   * waiting, a relay's start costs no more steps than before.
-   */
-  #startingSteps = STARTING_STEPS
+  #eager: { steps: number; whileWaiting: boolean } = { steps: STARTING_STEPS, whileWaiting: true }
   /** Every id up to it is final (see step 2 above), the bound of a blocked run's walk. */
   #settledLast: string | undefined
   #walkAt = Number.NEGATIVE_INFINITY
@@ -95,7 +93,7 @@ export class ClaimFloor {
 
   /** The relay scheduled retries: rows behind them may be held back, worth a step to find. */
   noteRetried(): void {
-    this.#eagerSteps = EAGER_STEPS
+    this.#eager = { steps: EAGER_STEPS, whileWaiting: false }
   }
 
   /** Forgets the floor (a new session may face a recreated table); the next steps find it again. */
@@ -104,7 +102,9 @@ export class ClaimFloor {
     this.#blocked = undefined
     this.#walkOpen = false
     this.#settledLast = undefined
-    this.#startingSteps = STARTING_STEPS
+    // Steps a retry armed go on; they outlast the start's.
+    if (this.#eager.whileWaiting || this.#eager.steps === 0)
+      this.#eager = { steps: STARTING_STEPS, whileWaiting: true }
     this.#pending = undefined
     this.#lastSeen = undefined
   }
@@ -122,7 +122,7 @@ export class ClaimFloor {
 
   #stepDue(now: number): boolean {
     const since = now - this.#stepAt
-    const eager = this.#eagerSteps > 0 || this.#startingSteps > 0
+    const eager = this.#eager.steps > 0
     return since >= (this.#deletedSinceStep >= STEP_ROWS || eager ? STEP_MS : IDLE_STEP_MS)
   }
 
@@ -168,13 +168,8 @@ export class ClaimFloor {
     const now = performance.now()
     if (!this.#stepDue(now) && this.#walkDue(now)) return this.#walk(run)
     this.#stepAt = now
-    const moved =
-      this.#deletedSinceStep > 0 ||
-      this.#floor === undefined ||
-      this.#eagerSteps > 0 ||
-      this.#startingSteps > 0
-    this.#eagerSteps = Math.max(0, this.#eagerSteps - 1)
-    this.#startingSteps = Math.max(0, this.#startingSteps - 1)
+    const moved = this.#deletedSinceStep > 0 || this.#floor === undefined || this.#eager.steps > 0
+    this.#eager.steps = Math.max(0, this.#eager.steps - 1)
     this.#deletedSinceStep = 0
     if (!moved) {
       // Nothing deleted and a floor known: only check that the sequence did not go back.
@@ -191,7 +186,7 @@ export class ClaimFloor {
       `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(${running}::text[])) OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) AS busy`,
     )
     const settled = pending !== undefined && busy.rows[0]?.busy === false
-    const from = floorCondition(this.#floor, 'id')
+    const from = claimScan(this.#floor, 'id').condition
     // After the check, in a statement of its own: its snapshot sees every commit of V.
     const low = settled
       ? `(SELECT min(id) FROM ${qualified(this.#table)} WHERE ${from}id <= ${pending.last})`
@@ -201,7 +196,7 @@ export class ClaimFloor {
     // it) when none does, the usual case.
     const waits = `EXISTS (SELECT 1 FROM ${qualified(this.#table)} AS w WHERE ${WAITING('w')})`
     const read = await run(lastValueSql(sequence, low, waits))
-    if (read.rows[0]?.waits !== true) this.#startingSteps = 0
+    if (read.rows[0]?.waits !== true && this.#eager.whileWaiting) this.#eager.steps = 0
     const last = String(read.rows[0]?.last)
     if (!this.#noteLast(last)) return
     if (settled) {
@@ -209,8 +204,7 @@ export class ClaimFloor {
       const next = typeof found === 'string' ? BigInt(found) : BigInt(pending.last) + 1n
       if (this.#floor === undefined || next > BigInt(this.#floor)) this.#floor = next.toString()
       this.#settledLast = pending.last
-      this.#eagerSteps = 0
-      this.#startingSteps = 0
+      this.#eager.steps = 0
       if (read.rows[0]?.waits === true || this.#blocked !== undefined) await this.#walk(run)
     }
     // Read after the sequence: whatever took an id up to `last` has finished or is listed here.

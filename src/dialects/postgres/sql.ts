@@ -118,7 +118,7 @@ export const WAITING = (alias: string) => `${alias}.attempts > 0 AND ${alias}.av
  * 500-row claim's server CPU. It cannot change the answer: a row that makes the probe fail also
  * makes the first test false.
  *
- * `from`: the start of a scan past a blocked run (see `floorCondition`). The first test then
+ * `from`: the start of a scan past a blocked run (see `claimScan`). The first test then
  * looks only for waiting rows from there on, so that rows a retry holds back behind the run do
  * not cost every other row its probe: the rows those hold back are left out by their key's hash.
  */
@@ -185,28 +185,22 @@ export function claimSql(
 ): string {
   if (concurrent) {
     if (unlocked !== undefined) throw internalError('a concurrent claim must lock its rows')
-    return concurrentClaimSql(
-      table,
-      limit,
-      floorCondition(floor, 'o.id', table),
-      budget,
-      blockedStart(floor, table),
-    )
+    return concurrentClaimSql(table, limit, claimScan(floor, 'o.id', table), budget)
   }
   const outbox = qualified(table)
-  const from = blockedStart(floor, table)
+  const scan = claimScan(floor, 'o.id', table)
   if (budget !== undefined)
     return budgetedClaimSql(
       table,
       limit,
-      floor,
+      scan,
       unlocked === undefined ? budget : { ...budget, held: unlocked.held },
       unlocked,
     )
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id', table)}o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
-  AND ${RETRY_WAITING(outbox, from)}
+WHERE ${scan.condition}o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
+  AND ${RETRY_WAITING(outbox, scan.from)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
 }
@@ -236,22 +230,21 @@ function rowLocks(unlocked: UnlockedClaim | undefined): string {
 function budgetedClaimSql(
   table: OutboxTable,
   limit: number,
-  floor: ClaimStart | undefined,
+  scan: ClaimScan,
   budget: ClaimBudget,
   unlocked: UnlockedClaim | undefined,
 ): string {
   const outbox = qualified(table)
-  const from = blockedStart(floor, table)
   const sized = `SELECT o.id, ${ROW_BYTES('o')} AS bytes
     FROM ${outbox} AS o
-    WHERE ${floorCondition(floor, 'o.id', table)}o.available_at <= now()${heldCondition(budget.held, 'o.id')}
-      AND ${RETRY_WAITING(outbox, from)}
+    WHERE ${scan.condition}o.available_at <= now()${heldCondition(budget.held, 'o.id')}
+      AND ${RETRY_WAITING(outbox, scan.from)}
     ORDER BY o.id
     LIMIT ${2 * Math.trunc(limit)}`
   return `SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
-WHERE ${floorCondition(floor, 'o.id', table)}${withinBudget(sized, budget)} AND o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
-  AND ${RETRY_WAITING(outbox, from)}
+WHERE ${scan.condition}${withinBudget(sized, budget)} AND o.available_at <= now()${heldCondition(unlocked?.held, 'o.id')}
+  AND ${RETRY_WAITING(outbox, scan.from)}
 ORDER BY o.id
 LIMIT ${Math.trunc(limit)}${rowLocks(unlocked)}`
 }
@@ -307,41 +300,38 @@ export interface BlockedRun {
 }
 
 /**
- * The scan's lower bound. With a blocked run, a one-row InitPlan picks the bound, so the index
- * scan still starts at it (a runtime key): a claim behind a key waiting for a retry does not
- * walk that key's younger rows, however many there are. Its cost is one primary-key probe per
- * waiting row, which `ClaimFloor` keeps few.
+ * A claim's scan from `start`. `condition`: its lower bound on `column`, then `AND`. With a
+ * blocked run, a one-row InitPlan picks the bound, so the index scan still starts at it (a
+ * runtime key): a claim behind a key waiting for a retry does not walk that key's younger rows,
+ * however many there are. Its cost is one primary-key probe per waiting row, which `ClaimFloor`
+ * keeps few. `from`: the same bound for `RETRY_WAITING`, only past a blocked run.
  */
-export function floorCondition(start: ClaimStart | undefined, column: string, table?: OutboxTable): string {
-  if (start === undefined) return ''
-  const bound = `${column} >= ${scanStart(start, table)} AND `
+export interface ClaimScan {
+  condition: string
+  from?: string
+}
+
+export function claimScan(start: ClaimStart | undefined, column: string, table?: OutboxTable): ClaimScan {
+  if (start === undefined) return { condition: '' }
+  const floor = bigintText(typeof start === 'string' ? start : start.floor, 'claim floor')
   const blocked = typeof start === 'string' ? undefined : start.blocked
-  if (
-    blocked === undefined ||
-    blocked.waiting.length === 0 ||
-    blocked.hashes.length === 0 ||
-    table === undefined
-  )
-    return bound
+  if (blocked === undefined || blocked.waiting.length === 0 || table === undefined)
+    return { condition: `${column} >= ${floor} AND ` }
+  const holds = runHolds(table, blocked)
+  const from = `(SELECT CASE WHEN ${holds} THEN ${bigintText(blocked.past, 'blocked run end')} ELSE ${floor} END::bigint)`
+  const bound = `${column} >= ${from} AND `
+  if (blocked.hashes.length === 0) return { condition: bound, from }
   const hash = column.replace(/\bid$/, 'ordering_hash')
   const hashes = `'{${blocked.hashes.map(int32).join(',')}}'::int[]`
-  return `${bound}(${hash} IS NULL OR ${hash} <> ALL(${hashes}) OR NOT ${runHolds(table, blocked)}) AND `
+  return { condition: `${bound}(${hash} IS NULL OR ${hash} <> ALL(${hashes}) OR NOT ${holds}) AND `, from }
 }
 
-/** The start of a scan past a blocked run, for `RETRY_WAITING`; undefined from a bare floor. */
-function blockedStart(start: ClaimStart | undefined, table: OutboxTable): string | undefined {
-  if (start === undefined || typeof start === 'string') return undefined
-  const blocked = start.blocked
-  return blocked === undefined || blocked.waiting.length === 0 ? undefined : scanStart(start, table)
-}
-
-/** The lowest id a scan from `start` must read, as an SQL expression (see `floorCondition`). */
-export function scanStart(start: ClaimStart, table?: OutboxTable): string {
-  if (typeof start === 'string') return bigintText(start, 'claim floor')
-  const floor = bigintText(start.floor, 'claim floor')
-  const blocked = start.blocked
-  if (blocked === undefined || blocked.waiting.length === 0 || table === undefined) return floor
-  return `(SELECT CASE WHEN ${runHolds(table, blocked)} THEN ${bigintText(blocked.past, 'blocked run end')} ELSE ${floor} END::bigint)`
+/** The lowest id a scan from `start` must read, as an SQL expression (see `claimScan`). */
+export function scanStart(start: ClaimStart, table: OutboxTable): string {
+  return (
+    claimScan(start, 'id', table).from ??
+    bigintText(typeof start === 'string' ? start : start.floor, 'claim floor')
+  )
 }
 
 /** Every message that holds the run back still waits (see `BlockedRun`). */
@@ -395,9 +385,8 @@ function int32(value: number): number {
 function concurrentClaimSql(
   table: OutboxTable,
   limit: number,
-  from: string,
+  scan: ClaimScan,
   budget?: ClaimBudget,
-  start?: string,
 ): string {
   const outbox = qualified(table)
   const batch = Math.trunc(limit)
@@ -413,8 +402,8 @@ function concurrentClaimSql(
   const moreBytes = budget === undefined ? '' : ` AND t.bytes < ${maxBytes(budget.maxBytes)}`
   const candidates = `WITH RECURSIVE candidates AS MATERIALIZED (
   SELECT o.id, o.ordering_hash${sizeColumn} FROM ${outbox} AS o
-  WHERE ${from}o.available_at <= now()${heldCondition(budget?.held, 'o.id')}
-    AND ${RETRY_WAITING(outbox, start)}
+  WHERE ${scan.condition}o.available_at <= now()${heldCondition(budget?.held, 'o.id')}
+    AND ${RETRY_WAITING(outbox, scan.from)}
   ORDER BY o.id
   LIMIT ${window}
 ), keys AS MATERIALIZED (
@@ -436,7 +425,7 @@ function concurrentClaimSql(
   // The candidates as `o`: they carry what the retry test reads, so no row is looked up again.
   const mine = `SELECT o.id, o.bytes FROM candidates AS o
     WHERE (o.ordering_hash IS NULL OR o.ordering_hash IN (SELECT h FROM won))
-      AND ${RETRY_WAITING(outbox, start)}
+      AND ${RETRY_WAITING(outbox, scan.from)}
     ORDER BY o.id
     LIMIT ${batch}`
   return `${candidates}
@@ -444,7 +433,7 @@ SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 JOIN candidates AS c ON c.id = o.id
 WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))${budget === undefined ? '' : `\n  AND ${withinBudget(mine, budget)}`}
-  AND ${RETRY_WAITING(outbox, start)}
+  AND ${RETRY_WAITING(outbox, scan.from)}
 ORDER BY o.id
 LIMIT ${batch}
 FOR UPDATE OF o SKIP LOCKED`
