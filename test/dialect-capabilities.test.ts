@@ -40,14 +40,11 @@ describe('capability flags refuse what a database cannot do', () => {
     refused(() => outbox.relay({ busyTimeout: 10 } as never), /'busyTimeout' does not apply to PostgreSQL/)
   })
 
-  it('MySQL/MariaDB refuses pipeline, listen and notify, naming the option and what to do', () => {
+  it('MySQL/MariaDB takes every mode and pipelining; refuses listen and notify, naming the option and what to do', () => {
     const outbox = createMysqlOutbox({ topics, kafka })
-    relays.push(outbox.relay({ mode: 'concurrent', pipeline: false }))
-    refused(
-      () => outbox.relay({ pipeline: true }),
-      /'pipeline' is not available on MySQL\/MariaDB/,
-      /drop the option/,
-    )
+    for (const mode of ['single', 'exclusive', 'concurrent'] as const) {
+      relays.push(outbox.relay({ mode, pipeline: true }), outbox.relay({ mode, pipeline: false }))
+    }
     refused(() => outbox.relay({ listen: true } as never), /'listen' is not available on MySQL\/MariaDB/)
     refused(
       () => outbox.relay({ busyTimeout: 10 } as never),

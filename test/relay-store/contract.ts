@@ -911,9 +911,7 @@ export function runRelayStoreContract(harness: StoreHarness): void {
         await assertDelivered(ctx, topicName, workload.committed)
       })
     } else {
-      it('pipeline: true is refused where the store cannot pipeline, never ignored', {
-        todo: 'issue 22: pipeline: true is silently ignored on MySQL, SQLite and PGlite today',
-      }, async (t) => {
+      it('pipeline: true is refused where the store cannot pipeline, never ignored', async (t) => {
         const { ctx } = await orders(t, harness, 1)
         assert.throws(() => ctx.relay({ pipeline: true }), { code: ErrorCodes.INVALID_ARGUMENT })
       })

@@ -135,14 +135,20 @@ async function setup<M extends TopicMap>(options: StoreSetupOptions<M>): Promise
           tagDatabase(tag),
         ])
       ).map((row) => Number(row.id))
-      assert.equal(ids.length, 1, `one session of relay ${tag}: ${JSON.stringify(ids)}`)
-      const id = ids[0] as number
+      let id: number
       if (holding === 'leader') {
+        // A pipelined relay has a second session (its companion): the one with the lock is killed.
         const [lock] = await rowsOf<{ holder: number | null }>('SELECT IS_USED_LOCK(?) AS holder', [
           leaderLock,
         ])
-        assert.equal(Number(lock?.holder), id, `relay ${tag} holds the leader lock on its session`)
+        id = Number(lock?.holder)
+        assert.ok(
+          ids.includes(id),
+          `relay ${tag} holds the leader lock on its session: ${JSON.stringify(ids)}`,
+        )
       } else {
+        assert.equal(ids.length, 1, `one session of relay ${tag}: ${JSON.stringify(ids)}`)
+        id = ids[0] as number
         // Its claim is open for as long as its send is held; INNODB_TRX may lag ~100 ms behind.
         await waitFor(
           async () =>
@@ -183,7 +189,7 @@ export const mysqlHarness: StoreHarness = {
     fencing: true,
     parallelTransactions: true,
     listen: false,
-    pipeline: false,
+    pipeline: true,
     directTopics: 'sent',
     idempotentScript: true,
     syncTransactions: false,

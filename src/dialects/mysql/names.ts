@@ -12,7 +12,10 @@ const MAX_LOCK_NAME = 64
  * Name of a server-wide user lock (GET_LOCK) of one outbox. Readable when it fits, so a DBA can
  * find the holder with `SELECT IS_USED_LOCK('k-entity:app.outbox:leader')`; hashed otherwise.
  */
-export function lockName(table: OutboxTable, purpose: 'leader' | 'migrate' | `member${number}`): string {
+export function lockName(
+  table: OutboxTable,
+  purpose: 'leader' | 'fence' | 'migrate' | `member${number}`,
+): string {
   const readable = `k-entity:${table.schema}.${table.table}:${purpose}`
   if (readable.length <= MAX_LOCK_NAME) return readable
   let hash = 0x811c9dc5

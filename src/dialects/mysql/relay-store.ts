@@ -34,9 +34,14 @@ export interface MysqlRelayStoreOptions {
   claimTimeout?: number
   /** Several relays share the outbox: claims also take per-key claim locks (see `#claimConcurrent`). */
   concurrent: boolean
+  /** A companion claims ahead for the relay's other session (see `companion()`), never leads. */
+  role?: 'primary' | 'companion'
 }
 
-/** Most concurrent relays one outbox can run on MySQL (each holds one member lock). */
+/**
+ * Most concurrent relay sessions one outbox can run on MySQL (each holds one member lock): 32
+ * relays, or 16 pipelined ones (a companion holds a member lock of its own).
+ */
 const MEMBER_LOCKS = 32
 
 export function memberLocks(table: OutboxTable): string[] {
@@ -62,6 +67,16 @@ export class MysqlRelayStore implements RelayStore {
   #busy = 0
   /** Counts claims, so a heartbeat stops with the claim it was started for. */
   #claims = 0
+  /** The server's id of this session's connection, by which a companion checks that its primary leads. */
+  #connectionId: number | undefined
+  /** Set on a companion: the store whose leadership its claims rely on. */
+  #primary: MysqlRelayStore | undefined
+  /** The relay's other session (primary and companion know each other), whose rows claims leave out. */
+  #sibling: MysqlRelayStore | undefined
+  /** Ids of the open claim, until the statement that ends it has returned. */
+  #held: readonly string[] = []
+  /** Companion, single/exclusive: holds the fence on its session. */
+  #fenced = false
 
   constructor(options: MysqlRelayStoreOptions) {
     this.#options = options
@@ -100,9 +115,13 @@ export class MysqlRelayStore implements RelayStore {
     await this.#run(
       `SET SESSION wait_timeout = ${seconds}, net_read_timeout = ${seconds}, net_write_timeout = ${seconds}, innodb_lock_wait_timeout = ${seconds}, lock_wait_timeout = ${seconds}`,
     )
+    const id = await this.#run('SELECT CONNECTION_ID() AS id')
+    this.#connectionId = Number(id.rows[0]?.id)
   }
 
   async tryAcquireLeadership(): Promise<boolean> {
+    if (this.#options.role === 'companion' && !this.#options.concurrent)
+      throw internalError("a single/exclusive relay's companion never leads")
     if (this.#leader && this.#healthy) return true
     this.#leader = this.#options.concurrent ? await this.#joinConcurrent() : await this.#takeLeader()
     if (this.#leader) this.#heldBy = undefined
@@ -115,6 +134,11 @@ export class MysqlRelayStore implements RelayStore {
    * checks after taking the leader lock that none is held, while a concurrent relay checks after
    * taking its member lock that the leader lock is free. Whichever took its lock second sees the
    * other's and lets its own go, so the two can never both claim (at worst both retry).
+   *
+   * The fence counts as a member: a companion of a leader holds it (see `#enterFence`), so a new
+   * leader waits until every session of the old one is gone. Its companion may hold rows of a
+   * later batch that it could still send: a new leader resending the older batch after it would
+   * put a key's messages out of order.
    */
   async #takeLeader(): Promise<boolean> {
     const leader = lockName(this.#options.table, 'leader')
@@ -123,7 +147,7 @@ export class MysqlRelayStore implements RelayStore {
       this.#heldBy = 'leader'
       return false
     }
-    const members = memberLocks(this.#options.table)
+    const members = [...memberLocks(this.#options.table), lockName(this.#options.table, 'fence')]
     const used = await this.#run(
       `SELECT COALESCE(${members.map(() => 'IS_USED_LOCK(?)').join(', ')}) AS member`,
       members,
@@ -155,8 +179,61 @@ export class MysqlRelayStore implements RelayStore {
     return false
   }
 
+  /**
+   * A second session of this relay, for claiming ahead (`pipeline`). Its claims leave out the rows
+   * this session holds, by id; the relay sends them only after this session's batch was
+   * acknowledged by Kafka, and releases them if it was not, so per-key order holds.
+   */
+  companion(): MysqlRelayStore {
+    if (this.#options.role === 'companion') throw internalError('a companion has no companion')
+    const companion = new MysqlRelayStore({ ...this.#options, role: 'companion' })
+    companion.#primary = this
+    companion.#sibling = this
+    this.#sibling = companion
+    return companion
+  }
+
+  /**
+   * Single/exclusive, companion: takes the fence, then checks that its primary's session still
+   * holds the leader lock. In that order, a leader elected after the check finds the fence taken
+   * (see `#takeLeader`) and waits for this session. If the primary no longer leads (its session
+   * died before the relay noticed), the fence is let go and nothing is claimed.
+   */
+  async #enterFence(): Promise<boolean> {
+    const fence = lockName(this.#options.table, 'fence')
+    const result = await this.#run('SELECT GET_LOCK(?, 0) AS fenced, IS_USED_LOCK(?) AS leader', [
+      fence,
+      lockName(this.#options.table, 'leader'),
+    ])
+    const row = result.rows[0]
+    const fenced = Number(row?.fenced) === 1
+    const leading = this.#primary === undefined ? false : this.#primary.#holdsLock(row?.leader)
+    if (fenced && leading) return true
+    if (fenced) await this.#run('SELECT RELEASE_LOCK(?)', [fence])
+    return false
+  }
+
+  /** This healthy session is the one `holder` (IS_USED_LOCK's answer) names. */
+  #holdsLock(holder: unknown): boolean {
+    return this.#healthy && this.#connectionId !== undefined && Number(holder) === this.#connectionId
+  }
+
+  /** A companion claims only once it holds what its mode requires on its own session (see above). */
+  async #admitCompanion(): Promise<boolean> {
+    if (this.#options.concurrent) return this.#leader || this.tryAcquireLeadership()
+    if (!this.#fenced) this.#fenced = await this.#enterFence()
+    return this.#fenced
+  }
+
+  /** The rows the relay's other session holds, left out of this session's claims. */
+  #siblingHeld(): readonly string[] {
+    const sibling = this.#sibling
+    return sibling === undefined || !sibling.#healthy ? [] : sibling.#held
+  }
+
   async claim(limit: number, maxBytes?: number): Promise<StoredMessage[]> {
     if (this.#inClaim) throw internalError('a claim is already open on this relay session')
+    if (this.#options.role === 'companion' && !(await this.#admitCompanion())) return []
     await this.#run('START TRANSACTION')
     this.#inClaim = true
     this.#claimLost = false
@@ -164,9 +241,10 @@ export class MysqlRelayStore implements RelayStore {
     try {
       const ids = this.#options.concurrent
         ? await this.#concurrentCandidates(limit, maxBytes)
-        : withinBudget((await this.#run(candidatesSql(this.#options.table, limit))).rows, maxBytes).map(
-            (row) => String(row.id),
-          )
+        : withinBudget(
+            (await this.#run(candidatesSql(this.#options.table, limit, this.#siblingHeld()))).rows,
+            maxBytes,
+          ).map((row) => String(row.id))
       rows =
         ids.length === 0
           ? []
@@ -179,6 +257,7 @@ export class MysqlRelayStore implements RelayStore {
       await this.#endClaim('COMMIT')
       return []
     }
+    this.#held = rows.map((row) => String(row.id))
     // The server ends a session silent for `sessionTimeout`; a healthy relay whose batch is slow
     // in Kafka keeps its claim (see `keepClaimAlive`).
     const claim = ++this.#claims
@@ -203,7 +282,7 @@ export class MysqlRelayStore implements RelayStore {
    */
   async #concurrentCandidates(limit: number, maxBytes: number | undefined): Promise<string[]> {
     const table = this.#options.table
-    const candidates = (await this.#run(candidatesSql(table, limit * 2))).rows
+    const candidates = (await this.#run(candidatesSql(table, limit * 2, this.#siblingHeld()))).rows
     const slots = new Set<number>()
     for (const row of candidates) {
       if (row.ordering_hash !== null) slots.add(keyLockSlot(Number(row.ordering_hash)))
@@ -252,6 +331,7 @@ export class MysqlRelayStore implements RelayStore {
     this.#session = undefined
     this.#healthy = false
     this.#leader = false
+    this.#fenced = false
     this.#loseClaim()
     if (session) await session.end().catch(() => {})
   }
@@ -261,6 +341,7 @@ export class MysqlRelayStore implements RelayStore {
       await this.#run(sql)
     } finally {
       this.#inClaim = false
+      this.#held = []
     }
   }
 
@@ -291,11 +372,13 @@ export class MysqlRelayStore implements RelayStore {
     if (this.#session !== session) return
     this.#healthy = false
     this.#leader = false
+    this.#fenced = false
     this.#loseClaim()
   }
 
   #loseClaim(): void {
     this.#claimLost ||= this.#inClaim
     this.#inClaim = false
+    this.#held = []
   }
 }

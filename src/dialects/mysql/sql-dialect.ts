@@ -11,14 +11,14 @@ import { type MysqlSession, relaySilence } from './session.ts'
 import { mysqlStatus } from './status.ts'
 
 /**
- * MySQL 8 / MariaDB 10.6+: every relay mode (named locks bound to the session); no companion
- * session for pipelining and no commit notifications.
+ * MySQL 8 / MariaDB 10.6+: every relay mode (named locks bound to the session), pipelining on a
+ * companion session; no commit notifications.
  */
 export const mysqlSql: SqlDialect<Promise<MysqlSession>> = {
   database: 'MySQL/MariaDB',
   capabilities: {
     modes: ['single', 'exclusive', 'concurrent'],
-    pipeline: false,
+    pipeline: true,
     listen: false,
     synchronous: false,
     relayOptions: ['connection', 'claimTimeout', 'leaderCheckInterval'],

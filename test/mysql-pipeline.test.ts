@@ -1,0 +1,179 @@
+// The pipelined relay on MySQL/MariaDB: a companion session claims the next batch while Kafka has
+// the current one, and a new leader waits until every session of the old one is gone.
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import mysql from 'mysql2/promise'
+import { createMysqlOutbox } from '../src/adapters/mysql2/index.ts'
+import { openMysql2Session } from '../src/adapters/mysql2/session.ts'
+import type { OutboxTable } from '../src/core/seams.ts'
+import { MysqlRelayStore } from '../src/dialects/mysql/relay-store.ts'
+import { defineTopic } from '../src/index.ts'
+import { dropDatabase, MYSQL_URL } from './contract/mysql-support.ts'
+
+const database = `kentity_pipeline_${process.pid}`
+const table: OutboxTable = { schema: database, table: 'outbox' }
+/** The relay sessions connect to a database of their own, by which this test finds them. */
+const relayDatabase = `${database}_relay`
+
+let admin: mysql.Connection
+
+function relayUrl(): string {
+  const url = new URL(MYSQL_URL)
+  url.pathname = `/${relayDatabase}`
+  return url.toString()
+}
+
+function store(concurrent: boolean): MysqlRelayStore {
+  return new MysqlRelayStore({
+    table,
+    connect: () => openMysql2Session(relayUrl(), 'relay'),
+    sessionTimeout: 30_000,
+    concurrent,
+  })
+}
+
+/** A fresh outbox of `count` rows over `keys` ordering hashes (row i has hash i % keys); returns their ids. */
+async function outboxWith(count: number, keys: number): Promise<string[]> {
+  await admin.query(`DELETE FROM \`${database}\`.outbox`)
+  const rows = Array.from({ length: count }, (_, i) => ['t', `k${i % keys}`, `v${i}`, 1000 + (i % keys)])
+  await admin.query(`INSERT INTO \`${database}\`.outbox (topic, \`key\`, value, ordering_hash) VALUES ?`, [
+    rows,
+  ])
+  const [ids] = (await admin.query(
+    `SELECT CAST(o.id AS CHAR) AS id FROM \`${database}\`.outbox AS o ORDER BY o.id`,
+  )) as [{ id: string }[], unknown]
+  return ids.map((row) => row.id)
+}
+
+before(async () => {
+  admin = await mysql.createConnection(MYSQL_URL)
+  await dropDatabase(database)
+  await dropDatabase(relayDatabase)
+  const outbox = createMysqlOutbox({
+    topics: { t: defineTopic<string>({ name: 't', key: (s) => s }) },
+    schema: database,
+  })
+  await outbox.migrate(MYSQL_URL)
+  await outbox.close()
+  await admin.query(`CREATE DATABASE \`${relayDatabase}\``)
+})
+
+after(async () => {
+  await dropDatabase(database)
+  await dropDatabase(relayDatabase)
+  await admin.end()
+})
+
+describe('pipelined relay on MySQL/MariaDB', () => {
+  it("single/exclusive: the companion's claim leaves out the leader's rows by id and takes the next ones without waiting", async () => {
+    const ids = await outboxWith(30, 4)
+    const leader = store(false)
+    const companion = leader.companion()
+    try {
+      await leader.connect()
+      await companion.connect()
+      assert.equal(await leader.tryAcquireLeadership(), true)
+      const first = await leader.claim(10)
+      const ahead = await companion.claim(10)
+      assert.deepEqual(
+        first.map((m) => m.id),
+        ids.slice(0, 10),
+      )
+      assert.deepEqual(
+        ahead.map((m) => m.id),
+        ids.slice(10, 20),
+        'the next ten, although the first ten are still there and locked',
+      )
+      // Once the leader's delete has committed, nothing of its batch is left out any more.
+      await leader.complete(first.map((m) => m.id))
+      await companion.complete([])
+      const next = await companion.claim(100)
+      assert.deepEqual(
+        next.map((m) => m.id),
+        ids.slice(10),
+      )
+      await companion.abandon()
+    } finally {
+      await leader.close()
+      await companion.close()
+    }
+  })
+
+  it('exclusive: a new leader waits at the fence until every session of the old leader is gone', async () => {
+    const ids = await outboxWith(40, 4)
+    const oldLeader = store(false)
+    const oldCompanion = oldLeader.companion()
+    const candidate = store(false)
+    try {
+      await oldLeader.connect()
+      await oldCompanion.connect()
+      await candidate.connect()
+      assert.equal(await oldLeader.tryAcquireLeadership(), true)
+      const first = await oldLeader.claim(10)
+      const ahead = await oldCompanion.claim(10)
+      assert.equal(first.length, 10)
+      assert.equal(ahead.length, 10, 'the companion claimed the next batch, skipping the leader rows')
+      assert.equal(await candidate.tryAcquireLeadership(), false, 'the leader lock is held')
+      assert.equal(candidate.heldBy, 'leader')
+
+      // The leader session ends; its companion still holds rows of the next batch.
+      await oldLeader.close()
+      assert.equal(
+        await candidate.tryAcquireLeadership(),
+        false,
+        'no leader while the old companion lives: its rows would be overtaken',
+      )
+      await oldCompanion.close()
+      assert.equal(await candidate.tryAcquireLeadership(), true, 'leader once the old relay is gone')
+      const taken = await candidate.claim(100)
+      assert.deepEqual(
+        taken.map((m) => m.id),
+        ids,
+        'the new leader starts at the oldest row',
+      )
+      await candidate.abandon()
+
+      // A companion whose primary's session died before the relay noticed must not claim.
+      const stale = oldLeader.companion()
+      await stale.connect()
+      try {
+        assert.deepEqual(await stale.claim(10), [], 'a companion of a deposed leader claims nothing')
+        assert.equal(await candidate.tryAcquireLeadership(), true, 'and leaves the fence free')
+      } finally {
+        await stale.close()
+      }
+    } finally {
+      await oldLeader.close()
+      await oldCompanion.close()
+      await candidate.close()
+    }
+  })
+
+  it('concurrent: the companion joins as a member of its own and claims keys the primary does not hold', async () => {
+    // More keys than the primary's batch holds: the companion can win only keys it does not hold.
+    await outboxWith(64, 32)
+    const primary = store(true)
+    const companion = primary.companion()
+    try {
+      await primary.connect()
+      await companion.connect()
+      assert.equal(await primary.tryAcquireLeadership(), true)
+      const first = await primary.claim(8)
+      const ahead = await companion.claim(8)
+      assert.ok(first.length > 0 && ahead.length > 0, `claimed ${first.length} and ${ahead.length}`)
+      const keysOf = (batch: typeof first) => new Set(batch.map((m) => m.key?.toString()))
+      const shared = [...keysOf(ahead)].filter((key) => keysOf(first).has(key))
+      assert.deepEqual(shared, [], 'no key is held by both sessions')
+      const firstIds = new Set(first.map((m) => m.id))
+      assert.ok(
+        ahead.every((m) => !firstIds.has(m.id)),
+        'no row is held by both sessions',
+      )
+      await primary.abandon()
+      await companion.abandon()
+    } finally {
+      await primary.close()
+      await companion.close()
+    }
+  })
+})
