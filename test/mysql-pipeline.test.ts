@@ -9,6 +9,7 @@ import type { OutboxTable } from '../src/core/seams.ts'
 import { MysqlRelayStore } from '../src/dialects/mysql/relay-store.ts'
 import { defineTopic } from '../src/index.ts'
 import { dropDatabase, MYSQL_URL } from './contract/mysql-support.ts'
+import { assertLeaderWaitsAtFence } from './support/pipeline-fence.ts'
 
 const database = `kentity_pipeline_${process.pid}`
 const table: OutboxTable = { schema: database, table: 'outbox' }
@@ -100,53 +101,8 @@ describe('pipelined relay on MySQL/MariaDB', () => {
   })
 
   it('exclusive: a new leader waits at the fence until every session of the old leader is gone', async () => {
-    const ids = await outboxWith(40, 4)
-    const oldLeader = store(false)
-    const oldCompanion = oldLeader.companion()
-    const candidate = store(false)
-    try {
-      await oldLeader.connect()
-      await oldCompanion.connect()
-      await candidate.connect()
-      assert.equal(await oldLeader.tryAcquireLeadership(), true)
-      const first = await oldLeader.claim(10)
-      const ahead = await oldCompanion.claim(10)
-      assert.equal(first.length, 10)
-      assert.equal(ahead.length, 10, 'the companion claimed the next batch, skipping the leader rows')
-      assert.equal(await candidate.tryAcquireLeadership(), false, 'the leader lock is held')
-      assert.equal(candidate.heldBy, 'leader')
-
-      // The leader session ends; its companion still holds rows of the next batch.
-      await oldLeader.close()
-      assert.equal(
-        await candidate.tryAcquireLeadership(),
-        false,
-        'no leader while the old companion lives: its rows would be overtaken',
-      )
-      await oldCompanion.close()
-      assert.equal(await candidate.tryAcquireLeadership(), true, 'leader once the old relay is gone')
-      const taken = await candidate.claim(100)
-      assert.deepEqual(
-        taken.map((m) => m.id),
-        ids,
-        'the new leader starts at the oldest row',
-      )
-      await candidate.abandon()
-
-      // A companion whose primary's session died before the relay noticed must not claim.
-      const stale = oldLeader.companion()
-      await stale.connect()
-      try {
-        assert.deepEqual(await stale.claim(10), [], 'a companion of a deposed leader claims nothing')
-        assert.equal(await candidate.tryAcquireLeadership(), true, 'and leaves the fence free')
-      } finally {
-        await stale.close()
-      }
-    } finally {
-      await oldLeader.close()
-      await oldCompanion.close()
-      await candidate.close()
-    }
+    await outboxWith(40, 4)
+    await assertLeaderWaitsAtFence(() => store(false), 40)
   })
 
   it('concurrent: the companion joins as a member of its own and claims keys the primary does not hold', async () => {

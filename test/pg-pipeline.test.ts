@@ -6,6 +6,7 @@ import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/ind
 import type { RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
 import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
+import { assertLeaderWaitsAtFence } from './support/pipeline-fence.ts'
 import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
@@ -197,47 +198,6 @@ describe('pipelined relay', () => {
       keysPerWriter: 4,
       rollbackRate: 0,
     })
-    const oldLeader = exclusiveStore(schema)
-    const oldCompanion = oldLeader.companion()
-    const candidate = exclusiveStore(schema)
-    try {
-      await oldLeader.connect()
-      await oldCompanion.connect()
-      await candidate.connect()
-      assert.equal(await oldLeader.tryAcquireLeadership(), true)
-      const first = await oldLeader.claim(10)
-      const ahead = await oldCompanion.claim(10)
-      assert.equal(first.length, 10)
-      assert.equal(ahead.length, 10, 'the companion claimed the next batch, skipping the leader rows')
-      assert.ok(Number(ahead[0]?.id) > Number(first.at(-1)?.id))
-      assert.equal(await candidate.tryAcquireLeadership(), false, 'the leader lock is held')
-
-      // The leader session ends; its companion still holds rows of the next batch.
-      await oldLeader.close()
-      assert.equal(
-        await candidate.tryAcquireLeadership(),
-        false,
-        'no leader while the old companion lives: its rows would be overtaken',
-      )
-      await oldCompanion.close()
-      assert.equal(await candidate.tryAcquireLeadership(), true, 'leader once the old relay is gone')
-      const taken = await candidate.claim(100)
-      assert.equal(Number(taken[0]?.id), Number(first[0]?.id), 'the new leader starts at the oldest row')
-      assert.equal(taken.length, 40)
-      await candidate.abandon()
-
-      // A companion whose primary's session died before the relay noticed must not claim.
-      const stale = oldLeader.companion()
-      await stale.connect()
-      try {
-        assert.deepEqual(await stale.claim(10), [], 'a companion of a deposed leader claims nothing')
-      } finally {
-        await stale.close()
-      }
-    } finally {
-      await oldLeader.close()
-      await oldCompanion.close()
-      await candidate.close()
-    }
+    await assertLeaderWaitsAtFence(() => exclusiveStore(schema), 40)
   })
 })
