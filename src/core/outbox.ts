@@ -151,13 +151,19 @@ export class Outbox<M extends TopicMap> {
   }
 
   async #store(adapter: TransactionAdapter, records: OutboxRecord[]): Promise<void> {
+    const statements = this.dialect.insert(this.table, records)
+    const first = statements[0]
+    // A first statement that also tells whether a transaction is open saves the check its own
+    // round trip (MySQL's key locks); nothing that could outlive the transaction runs before it.
+    const checked = first?.checksTransaction === true && adapter.executeChecked !== undefined
     // The check may ask the database (MySQL's status flags): a session it lost is named too.
     try {
-      await adapter.assertInTransaction()
+      if (checked && first !== undefined) await adapter.executeChecked?.(first)
+      else await adapter.assertInTransaction()
     } catch (error) {
       throw this.#explain(error)
     }
-    for (const statement of this.dialect.insert(this.table, records)) {
+    for (const statement of checked ? statements.slice(1) : statements) {
       try {
         await adapter.execute(statement)
       } catch (error) {

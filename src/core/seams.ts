@@ -12,6 +12,12 @@ export interface SqlStatement {
   values: unknown[]
   /** Name for a server-side prepared statement, where the driver supports it. */
   name?: string
+  /**
+   * Its answer tells whether a transaction is open (MySQL: an OK packet with the server's status
+   * flags), and run outside one it leaves nothing behind: `TransactionAdapter.executeChecked` may
+   * run it in place of the separate check.
+   */
+  checksTransaction?: true
 }
 
 /**
@@ -24,6 +30,11 @@ export interface TransactionAdapter {
   /** Throws `KE_NO_TRANSACTION` (or `KE_TRANSACTION_ABORTED`) when no usable transaction is open. */
   assertInTransaction(): void | Promise<void>
   execute(statement: SqlStatement): Promise<void>
+  /**
+   * Optional: runs a statement marked `checksTransaction` and then fails as `assertInTransaction`
+   * would, from that statement's answer: the check costs no round trip of its own.
+   */
+  executeChecked?(statement: SqlStatement): Promise<void>
 }
 
 /**

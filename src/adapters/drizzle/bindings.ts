@@ -135,16 +135,19 @@ function postgresBinding(tx: DrizzleTransaction, table: () => OutboxTable): Tran
 function mysqlBinding(tx: DrizzleMysqlTransaction): TransactionAdapter {
   return {
     dialect: 'mysql',
-    async assertInTransaction() {
-      const [status] = (await tx.execute(TRANSACTION_PROBE)) as unknown as [mysql.ResultSetHeader | undefined]
-      assertTransactionStatus(
-        status?.serverStatus,
-        'this Drizzle transaction already committed or rolled back, or MySQL ended it on its own (a deadlock, or a statement that commits implicitly such as DDL)',
-      )
-    },
+    assertInTransaction: () => checked(TRANSACTION_PROBE),
     async execute(statement: SqlStatement) {
       await tx.execute(toDrizzleMysqlSql(statement))
     },
+    executeChecked: (statement) => checked(toDrizzleMysqlSql(statement)),
+  }
+
+  async function checked(query: string | SQL): Promise<void> {
+    const [status] = (await tx.execute(query)) as unknown as [mysql.ResultSetHeader | undefined]
+    assertTransactionStatus(
+      status?.serverStatus,
+      'this Drizzle transaction already committed or rolled back, or MySQL ended it on its own (a deadlock, or a statement that commits implicitly such as DDL)',
+    )
   }
 }
 

@@ -102,17 +102,20 @@ function postgresBinding(trx: KnexTransaction): TransactionAdapter {
 function mysqlBinding(trx: KnexTransaction): TransactionAdapter {
   return {
     dialect: 'mysql',
-    async assertInTransaction() {
-      assertLiveHandle(trx)
-      const [status] = (await trx.raw(TRANSACTION_PROBE)) as [mysql.ResultSetHeader | undefined]
-      assertTransactionStatus(
-        status?.serverStatus,
-        'MySQL ended the transaction of this trx on its own (a deadlock, or a statement that commits implicitly such as DDL)',
-      )
-    },
+    assertInTransaction: () => checked(TRANSACTION_PROBE, []),
     async execute(statement: SqlStatement) {
       await trx.raw(statement.text, checkedBindings(statement))
     },
+    executeChecked: (statement) => checked(statement.text, checkedBindings(statement)),
+  }
+
+  async function checked(text: string, bindings: readonly Knex.RawBinding[]): Promise<void> {
+    assertLiveHandle(trx)
+    const [status] = (await trx.raw(text, bindings)) as [mysql.ResultSetHeader | undefined]
+    assertTransactionStatus(
+      status?.serverStatus,
+      'MySQL ended the transaction of this trx on its own (a deadlock, or a statement that commits implicitly such as DDL)',
+    )
   }
 }
 

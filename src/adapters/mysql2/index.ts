@@ -21,18 +21,20 @@ export type { Mysql2Connection, Mysql2TransactionConnection }
 /** Wraps the app's mysql2 connection, checked to be inside a transaction (see TRANSACTION_PROBE). */
 export function mysql2Transaction(connection: Mysql2TransactionConnection): TransactionAdapter {
   const conn = promiseConnection(connection)
+  const checked = async (text: string, values?: unknown[]) => {
+    const [result] = await conn.query(text, values)
+    assertTransactionStatus(
+      (result as mysql.ResultSetHeader).serverStatus,
+      'call beginTransaction() on this connection first (or use outbox.transaction(pool, fn))',
+    )
+  }
   return {
     dialect: 'mysql',
-    async assertInTransaction() {
-      const [result] = await conn.query(TRANSACTION_PROBE)
-      assertTransactionStatus(
-        (result as mysql.ResultSetHeader).serverStatus,
-        'call beginTransaction() on this connection first (or use outbox.transaction(pool, fn))',
-      )
-    },
+    assertInTransaction: () => checked(TRANSACTION_PROBE),
     async execute(statement: SqlStatement) {
       await conn.query(statement.text, statement.values)
     },
+    executeChecked: (statement) => checked(statement.text, statement.values),
   }
 }
 

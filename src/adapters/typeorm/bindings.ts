@@ -53,13 +53,16 @@ function postgresBinding(manager: EntityManager): TransactionAdapter {
 function mysqlBinding(manager: EntityManager): TransactionAdapter {
   return {
     dialect: 'mysql',
-    async assertInTransaction() {
-      const result: unknown = await activeQueryRunner(manager).query(TRANSACTION_PROBE)
-      assertTransactionStatus((result as { serverStatus?: unknown } | undefined)?.serverStatus, HINT)
-    },
+    assertInTransaction: () => checked(TRANSACTION_PROBE, []),
     async execute(statement: SqlStatement) {
       await activeQueryRunner(manager).query(statement.text, statement.values)
     },
+    executeChecked: (statement) => checked(statement.text, statement.values),
+  }
+
+  async function checked(text: string, values: unknown[]): Promise<void> {
+    const result: unknown = await activeQueryRunner(manager).query(text, values)
+    assertTransactionStatus((result as { serverStatus?: unknown } | undefined)?.serverStatus, HINT)
   }
 }
 

@@ -36,7 +36,8 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
   for (const record of records) {
     if (record.orderingHash !== null) slots.add(keyLockSlot(record.orderingHash))
   }
-  if (slots.size > 0) statements.push({ text: keyLocksSql(table, [...slots]), values: [] })
+  if (slots.size > 0)
+    statements.push({ text: keyLocksSql(table, [...slots]), values: [], checksTransaction: true })
   let rows: string[] = []
   let values: unknown[] = []
   let bytes = 0
@@ -68,10 +69,15 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
   return statements
 }
 
-/** Locks the key-lock slots, in ascending order (see insertStatements). */
+/**
+ * Locks the key-lock slots, in ascending order (see insertStatements). A `DO` of a locking
+ * subquery: it locks the same rows as the SELECT would, but is answered with an OK packet, whose
+ * status flags tell whether a transaction is open (`TRANSACTION_PROBE`), so a producer's check
+ * rides on it (`checksTransaction`). Outside a transaction its locks end with it.
+ */
 export function keyLocksSql(table: OutboxTable, slots: readonly number[]): string {
   const sorted = [...slots].sort((a, b) => a - b)
-  return `SELECT k.slot FROM ${lookUp(sorted, 'slot')} ${byKey(qualified(table, '_key_locks'), 'k', 'slot')} FOR UPDATE`
+  return `DO (SELECT COUNT(*) FROM ${lookUp(sorted, 'slot')} ${byKey(qualified(table, '_key_locks'), 'k', 'slot')} FOR UPDATE)`
 }
 
 /** Dead letters by id, as a FROM clause naming them `d` (see `lookUp`). */

@@ -14,7 +14,8 @@ const SERVER_STATUS_AUTOCOMMIT = 0x0002
  * TRANSACTION until COMMIT or ROLLBACK, also after a deadlock silently ended the transaction)
  * and SERVER_STATUS_AUTOCOMMIT. Cost: one extra round trip per produce call (about 0.1 ms on a
  * local server), paid before anything is written, so a forgotten BEGIN can never autocommit an
- * outbox row on its own.
+ * outbox row on its own. Keyed messages skip it where the adapter reads the key locks' own OK
+ * packet (`keyLocksSql`, `TransactionAdapter.executeChecked`).
  */
 export const TRANSACTION_PROBE = 'DO 0'
 
