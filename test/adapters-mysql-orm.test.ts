@@ -472,7 +472,7 @@ describe('Prisma adapter on MySQL/MariaDB (@prisma/adapter-mariadb)', () => {
     }
     await outbox.in(tx).json.produce({ k: 'k', text: 'one' })
     await outbox.in(tx).json.produce({ k: 'k', text: 'two' })
-    assert.deepEqual(statements, ['SAVEPOINT', 'DO', 'INSERT', 'DO', 'INSERT'])
+    assert.deepEqual(statements, ['SAVEPOINT', 'UPDATE', 'INSERT', 'UPDATE', 'INSERT'])
   })
 
   it('dead letters, replay, purge and stats run on the mariadb session', async (t) => {

@@ -70,14 +70,16 @@ export function insertStatements(table: OutboxTable, records: readonly OutboxRec
 }
 
 /**
- * Locks the key-lock slots, in ascending order (see insertStatements). A `DO` of a locking
- * subquery: it locks the same rows as the SELECT would, but is answered with an OK packet, whose
- * status flags tell whether a transaction is open (`TRANSACTION_PROBE`), so a producer's check
- * rides on it (`checksTransaction`). Outside a transaction its locks end with it.
+ * Locks the key-lock slots, in ascending order (see insertStatements). An UPDATE that changes
+ * nothing: it locks the same rows as `SELECT ... FOR UPDATE`, but is answered with an OK packet,
+ * whose status flags tell whether a transaction is open (`TRANSACTION_PROBE`), so a producer's
+ * check rides on it (`checksTransaction`). Outside a transaction its locks end with it. Not a `DO`
+ * of a locking subquery: DO turns the subquery's errors into warnings, so a lock wait timeout
+ * let the INSERT go ahead without the lock (test/database-errors.test.ts).
  */
 export function keyLocksSql(table: OutboxTable, slots: readonly number[]): string {
   const sorted = [...slots].sort((a, b) => a - b)
-  return `DO (SELECT COUNT(*) FROM ${lookUp(sorted, 'slot')} ${byKey(qualified(table, '_key_locks'), 'k', 'slot')} FOR UPDATE)`
+  return `UPDATE ${lookUp(sorted, 'slot')} ${byKey(qualified(table, '_key_locks'), 'k', 'slot')} SET k.slot = k.slot`
 }
 
 /** Dead letters by id, as a FROM clause naming them `d` (see `lookUp`). */
