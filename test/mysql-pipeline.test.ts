@@ -33,6 +33,24 @@ function store(concurrent: boolean): MysqlRelayStore {
   })
 }
 
+/** A relay store and its companion, both connected, for `fn`; closed afterwards. */
+async function withPipelinedPair(
+  concurrent: boolean,
+  fn: (primary: MysqlRelayStore, companion: MysqlRelayStore) => Promise<void>,
+): Promise<void> {
+  const primary = store(concurrent)
+  const companion = primary.companion()
+  try {
+    await primary.connect()
+    await companion.connect()
+    assert.equal(await primary.tryAcquireLeadership(), true)
+    await fn(primary, companion)
+  } finally {
+    await primary.close()
+    await companion.close()
+  }
+}
+
 /** A fresh outbox of `count` rows over `keys` ordering hashes (row i has hash i % keys); returns their ids. */
 async function outboxWith(count: number, keys: number): Promise<string[]> {
   await admin.query(`DELETE FROM \`${database}\`.outbox`)
@@ -68,12 +86,7 @@ after(async () => {
 describe('pipelined relay on MySQL/MariaDB', () => {
   it("single/exclusive: the companion's claim leaves out the leader's rows by id and takes the next ones without waiting", async () => {
     const ids = await outboxWith(30, 4)
-    const leader = store(false)
-    const companion = leader.companion()
-    try {
-      await leader.connect()
-      await companion.connect()
-      assert.equal(await leader.tryAcquireLeadership(), true)
+    await withPipelinedPair(false, async (leader, companion) => {
       const first = await leader.claim(10)
       const ahead = await companion.claim(10)
       assert.deepEqual(
@@ -94,10 +107,7 @@ describe('pipelined relay on MySQL/MariaDB', () => {
         ids.slice(10),
       )
       await companion.abandon()
-    } finally {
-      await leader.close()
-      await companion.close()
-    }
+    })
   })
 
   it('exclusive: a new leader waits at the fence until every session of the old leader is gone', async () => {
@@ -108,12 +118,7 @@ describe('pipelined relay on MySQL/MariaDB', () => {
   it('concurrent: the companion joins as a member of its own and claims keys the primary does not hold', async () => {
     // More keys than the primary's batch holds: the companion can win only keys it does not hold.
     await outboxWith(64, 32)
-    const primary = store(true)
-    const companion = primary.companion()
-    try {
-      await primary.connect()
-      await companion.connect()
-      assert.equal(await primary.tryAcquireLeadership(), true)
+    await withPipelinedPair(true, async (primary, companion) => {
       const first = await primary.claim(8)
       const ahead = await companion.claim(8)
       assert.ok(first.length > 0 && ahead.length > 0, `claimed ${first.length} and ${ahead.length}`)
@@ -127,9 +132,6 @@ describe('pipelined relay on MySQL/MariaDB', () => {
       )
       await primary.abandon()
       await companion.abandon()
-    } finally {
-      await primary.close()
-      await companion.close()
-    }
+    })
   })
 })
