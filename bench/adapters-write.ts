@@ -20,6 +20,7 @@ import {
 } from '../test/contract/harness-drizzle.ts'
 import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
 import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
+import { postgresJsHarness, postgresJsHelperTopicsHarness } from '../test/contract/harness-postgres-js.ts'
 import {
   typeormHarness,
   typeormHeldInHarness,
@@ -64,6 +65,7 @@ for (const d of databases) {
 // biome-ignore lint/suspicious/noExplicitAny: as EVERY_ADAPTER's, each harness has its own handle type
 const HOLDING_VARIANTS = new Map<ContractHarness<any>, ContractHarness<any>[]>([
   [pgHarness, [pgHelperTopicsHarness, pgHeldInHarness]],
+  [postgresJsHarness, [postgresJsHelperTopicsHarness]],
   [knexHarness, [knexHelperTopicsHarness, knexHeldInHarness]],
   [drizzleNodePgHarness, [drizzleNodePgHelperTopicsHarness, drizzleNodePgHeldInHarness]],
   [typeormHarness, [typeormHelperTopicsHarness, typeormHeldInHarness]],

@@ -11,7 +11,7 @@ import { kyselyControlledHarness, kyselyHarness } from './contract/harness-kysel
 import { mikroOrmHarness } from './contract/harness-mikro-orm.ts'
 import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from './contract/harness-pg.ts'
 import { pgliteHarness } from './contract/harness-pglite.ts'
-import { postgresJsHarness } from './contract/harness-postgres-js.ts'
+import { postgresJsHarness, postgresJsHelperTopicsHarness } from './contract/harness-postgres-js.ts'
 import { prismaHarness } from './contract/harness-prisma.ts'
 import {
   typeormHarness,
@@ -23,6 +23,7 @@ runAdapterContract(pgHarness)
 runAdapterContract(pgHelperTopicsHarness)
 runAdapterContract(pgHeldInHarness)
 runAdapterContract(postgresJsHarness)
+runAdapterContract(postgresJsHelperTopicsHarness)
 runAdapterContract(kyselyHarness)
 runAdapterContract(kyselyControlledHarness)
 runAdapterContract(knexHarness)

@@ -10,6 +10,7 @@ import {
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
 import { noTransaction, probedTransaction } from '../../dialects/postgres/transaction.ts'
+import { PostgresJsHeldScope } from './held-transaction.ts'
 import { openPostgresJsSession, type PostgresJsConnection } from './session.ts'
 
 /** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
@@ -45,6 +46,19 @@ export function postgresJsTransaction(
   )
 }
 
+export interface PostgresJsOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
+  /**
+   * `transaction()` holds its messages until the app's next statement on `tx` or the COMMIT and
+   * sends them just ahead of it, pipelined on the connection: messages produced last add no round
+   * trip, and none is spent checking the transaction (default true). A write that fails then
+   * fails that statement (PostgreSQL aborts the transaction) and `transaction()` rejects with the
+   * write's error, nothing of the transaction committed; validation and serialization errors
+   * still throw from `produce()`. Inside a `tx.savepoint()` callback, messages are written at
+   * produce(). Set false to see write errors at `produce()`. `in(tx)` always writes at produce().
+   */
+  writeWithCommit?: boolean
+}
+
 /**
  * The postgres.js adapter.
  *
@@ -62,7 +76,9 @@ export class PostgresJsOutbox<M extends TopicMap> extends PostgresOutbox<
   PostgresJsTransaction,
   PostgresJsConnection
 > {
-  constructor(options: PostgresOutboxOptions<M>) {
+  readonly #writeWithCommit: boolean
+
+  constructor(options: PostgresJsOutboxOptions<M>) {
     // The driver needs the outbox table for its probe; it exists only once super() validated it.
     let table: OutboxTable | undefined
     const driver: PostgresDriver<PostgresJsTransaction, PostgresJsConnection> = {
@@ -71,11 +87,18 @@ export class PostgresJsOutbox<M extends TopicMap> extends PostgresOutbox<
     }
     super(options, driver)
     table = this.outbox.table
+    if (options.writeWithCommit !== undefined && typeof options.writeWithCommit !== 'boolean') {
+      throw invalidArgument(
+        `'writeWithCommit' must be true or false, got ${describe(options.writeWithCommit)}`,
+      )
+    }
+    this.#writeWithCommit = options.writeWithCommit ?? true
   }
 
   /**
-   * Runs `fn` in `sql.begin()`: COMMIT if it resolves, ROLLBACK if it throws. After the commit,
-   * relays of this process are woken at once.
+   * Runs `fn` in `sql.begin()`: COMMIT if it resolves, ROLLBACK if it throws. Messages are sent
+   * just ahead of the next statement on `tx`, or of the COMMIT, in the same flight (see
+   * `writeWithCommit`). After the commit, relays of this process are woken at once.
    */
   async transaction<R>(
     // biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance
@@ -88,20 +111,40 @@ export class PostgresJsOutbox<M extends TopicMap> extends PostgresOutbox<
       )
     }
     if (typeof fn !== 'function') throw invalidArgument(`transaction() needs a callback, got ${describe(fn)}`)
-    const result = (await sql.begin((tx) => fn(tx, this.in(tx)))) as R
+    if (!this.#writeWithCommit) {
+      const result = (await sql.begin((tx) => fn(tx, this.in(tx)))) as R
+      this.notifyCommitted()
+      return result
+    }
+    let scope: PostgresJsHeldScope | undefined
+    let result: R
+    try {
+      result = (await sql.begin(async (tx) => {
+        scope = new PostgresJsHeldScope(tx)
+        const value = await settle(fn(scope.handle(), this.producersOn(scope.adapter())))
+        await scope.beforeCommit()
+        return value
+      })) as R
+    } catch (error) {
+      throw scope === undefined ? error : scope.explain(error)
+    } finally {
+      scope?.close()
+    }
+    await scope?.settled()
     this.notifyCommitted()
     return result
   }
 }
 
+/** What `sql.begin()` does with its callback's result: an array of queries runs as one. */
+function settle<R>(result: R | Promise<R>): Promise<R> {
+  return Array.isArray(result) ? (Promise.all(result) as Promise<R>) : Promise.resolve(result)
+}
+
 export function createPostgresJsOutbox<M extends TopicMap>(
-  options: PostgresOutboxOptions<M>,
+  options: PostgresJsOutboxOptions<M>,
 ): PostgresJsOutbox<M> {
   return new PostgresJsOutbox(options)
 }
 
-export type {
-  PostgresJsConnection,
-  PostgresOutboxOptions as PostgresJsOutboxOptions,
-  PostgresRelayOptions as PostgresJsRelayOptions,
-}
+export type { PostgresJsConnection, PostgresRelayOptions as PostgresJsRelayOptions }
