@@ -17,6 +17,8 @@ import {
   drizzleNodePgHarness,
   drizzleNodePgHeldInHarness,
   drizzleNodePgHelperTopicsHarness,
+  drizzlePostgresJsHarness,
+  drizzlePostgresJsHelperTopicsHarness,
 } from '../test/contract/harness-drizzle.ts'
 import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from '../test/contract/harness-knex.ts'
 import { pgHarness, pgHeldInHarness, pgHelperTopicsHarness } from '../test/contract/harness-pg.ts'
@@ -66,6 +68,7 @@ for (const d of databases) {
 const HOLDING_VARIANTS = new Map<ContractHarness<any>, ContractHarness<any>[]>([
   [pgHarness, [pgHelperTopicsHarness, pgHeldInHarness]],
   [postgresJsHarness, [postgresJsHelperTopicsHarness]],
+  [drizzlePostgresJsHarness, [drizzlePostgresJsHelperTopicsHarness]],
   [knexHarness, [knexHelperTopicsHarness, knexHeldInHarness]],
   [drizzleNodePgHarness, [drizzleNodePgHelperTopicsHarness, drizzleNodePgHeldInHarness]],
   [typeormHarness, [typeormHelperTopicsHarness, typeormHeldInHarness]],

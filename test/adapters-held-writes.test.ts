@@ -1,6 +1,5 @@
-// The data layers' held writes on node-postgres beyond the adapter contract: where writes still
-// go at produce() (writeWithCommit: false, a driver that is not node-postgres, a savepoint), and
-// the options' checks. A write that fails at produce() is told by the outbox table being away.
+// The data layers' held writes on PostgreSQL beyond the adapter contract: where writes still go
+// at produce() (writeWithCommit: false, a savepoint), and the options' checks. A write that fails at produce() is told by the outbox table being away.
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { drizzle as drizzlePostgresJs } from 'drizzle-orm/postgres-js'
@@ -72,11 +71,11 @@ describe('data layers on PostgreSQL: where transaction() still writes at produce
     }
   })
 
-  it('Drizzle on postgres.js (no node-postgres client to hold on): a failing write rejects produce() itself', async () => {
+  it('Drizzle on postgres.js with writeWithCommit: false: a failing write rejects produce() itself', async () => {
     const options = outboxOptions()
     const sql = postgres(DATABASE_URL, { max: 2, onnotice: () => {} })
     const db = drizzlePostgresJs(sql)
-    const outbox = createDrizzleOutbox(options)
+    const outbox = createDrizzleOutbox({ ...options, writeWithCommit: false })
     try {
       await outbox.migrate(db)
       await writesAtProduce(options.schema, (fn) => outbox.transaction(db, fn))

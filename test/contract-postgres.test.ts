@@ -5,6 +5,7 @@ import {
   drizzleNodePgHeldInHarness,
   drizzleNodePgHelperTopicsHarness,
   drizzlePostgresJsHarness,
+  drizzlePostgresJsHelperTopicsHarness,
 } from './contract/harness-drizzle.ts'
 import { knexHarness, knexHeldInHarness, knexHelperTopicsHarness } from './contract/harness-knex.ts'
 import { kyselyControlledHarness, kyselyHarness } from './contract/harness-kysely.ts'
@@ -33,6 +34,7 @@ runAdapterContract(drizzleNodePgHarness)
 runAdapterContract(drizzleNodePgHelperTopicsHarness)
 runAdapterContract(drizzleNodePgHeldInHarness)
 runAdapterContract(drizzlePostgresJsHarness)
+runAdapterContract(drizzlePostgresJsHelperTopicsHarness)
 runAdapterContract(typeormHarness)
 runAdapterContract(typeormHelperTopicsHarness)
 runAdapterContract(typeormHeldInHarness)

@@ -1,10 +1,13 @@
-// postgres.js `transaction()` holds its messages until the app's next statement or the COMMIT:
+// postgres.js `transaction()` (and Drizzle's on postgres.js) holds its messages until the app's next statement or the COMMIT:
 // what is sent, in which order, and that savepoints (postgres.js's own and the app's SQL) keep
 // their messages in or out as a write at produce() would. Delivery through Kafka is covered by the
 // adapter contract (the "topics of transaction()" harness).
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, it } from 'node:test'
+import { sql as drizzleSql } from 'drizzle-orm'
+import { drizzle } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
+import { createDrizzleOutbox } from '../src/adapters/drizzle/index.ts'
 import { createPostgresJsOutbox } from '../src/adapters/postgres-js/index.ts'
 import { defineTopic, ErrorCodes } from '../src/index.ts'
 import { countRows, DATABASE_URL, dropSchema, uniqueName } from './support/env.ts'
@@ -185,5 +188,44 @@ describe('postgres.js transaction(): writes held until the next statement or the
         return true
       },
     )
+  })
+})
+
+describe('Drizzle on postgres.js: transaction() holds its writes the same way', () => {
+  const drizzleOutbox = createDrizzleOutbox({ topics, schema, kafka })
+  after(() => drizzleOutbox.close())
+
+  it('sends the message with the COMMIT, and one produced in a rolled-back nested transaction is gone with it', async () => {
+    const db = drizzle(sql)
+    await drizzleOutbox.transaction(db, async (tx, t) => {
+      await tx.execute(drizzleSql`INSERT INTO ${drizzleSql.raw(schema)}.orders VALUES ('a')`)
+      await t.orders.produce({ id: 'a' })
+      await assert.rejects(
+        tx.transaction(async (inner) => {
+          await inner.execute(drizzleSql`INSERT INTO ${drizzleSql.raw(schema)}.orders VALUES ('dropped')`)
+          await t.orders.produce({ id: 'dropped' })
+          throw new Error('rolled back on purpose')
+        }),
+        /on purpose/,
+      )
+      await t.orders.produce({ id: 'b' })
+    })
+    assert.deepEqual(sent, [
+      'BEGIN',
+      'INSERT orders',
+      'INSERT outbox',
+      'SAVEPOINT "S0"',
+      'INSERT orders',
+      'INSERT outbox',
+      'ROLLBACK TO',
+      'INSERT outbox',
+      'COMMIT',
+    ])
+    const ids = await sql.unsafe(`SELECT convert_from(key, 'UTF8') AS id FROM ${schema}.outbox ORDER BY id`)
+    assert.deepEqual(
+      ids.map((row) => row.id),
+      ['a', 'b'],
+    )
+    assert.equal(await countRows(schema, 'orders'), 1)
   })
 })

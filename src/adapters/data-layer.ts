@@ -15,6 +15,7 @@ import { postgresSql } from '../dialects/postgres/sql-dialect.ts'
 import type { SessionPurpose } from '../outbox/parts.ts'
 import { SqlOutbox } from '../outbox/sql-outbox.ts'
 import { HeldTransactionScope, holdingOnLayer, holdWritesOption } from './pg/held-scope.ts'
+import { PostgresJsHeldScope, type PostgresJsTransaction } from './postgres-js/held-transaction.ts'
 
 /** The SQL databases a data layer adapter may speak. */
 export type SqlDatabase = 'postgres' | 'mysql'
@@ -48,6 +49,13 @@ export interface DataLayer<Tx> {
    * native, postgres.js, PGlite), writes go at produce().
    */
   pgClient?(tx: Tx): unknown
+  /**
+   * Where the layer runs PostgreSQL on postgres.js: makes the statements the layer sends through
+   * `tx` go through `route(client)` instead of `client`, the postgres.js transaction `sql` under
+   * it, and says whether it could. The transaction helper then holds the outbox writes until the
+   * layer's next statement or its COMMIT (see `PostgresJsHeldScope`).
+   */
+  routePostgresJs?(tx: Tx, route: (client: PostgresJsTransaction) => PostgresJsTransaction): boolean
   /** The session opener on each database. */
   openSession(database: SqlDatabase, target: unknown, purpose: SessionPurpose): LayerSession
 }
@@ -73,7 +81,9 @@ export interface DataLayerOutboxOptions<M extends TopicMap> extends PostgresOutb
    * On PostgreSQL through node-postgres, `transaction()` holds its messages until the client's
    * next query (sent just ahead of it) or the data layer's COMMIT (sent in the same round trip),
    * through a named prepared statement of the connection, instead of one INSERT round trip per
-   * produce() (default true). A write that fails then rejects that query or the COMMIT instead
+   * produce() (default true). Through postgres.js (Drizzle), it holds them until the layer's next
+   * statement or its COMMIT and sends them just ahead of it, pipelined; inside a nested
+   * transaction (a savepoint) it writes at produce(). A write that fails then rejects that query or the COMMIT instead
    * of `produce()`, and the transaction is rolled back; validation and serialization errors still
    * throw from `produce()`. `in(tx)` writes at produce() unless given `{ holdWrites: true }`.
    *
@@ -162,22 +172,41 @@ export class DataLayerOutbox<M extends TopicMap, Tx, Target> extends SqlOutbox<
     // A savepoint's RELEASE is no COMMIT: a write failing ahead of it would fail only the
     // savepoint, which the app may catch, and the outer COMMIT would then roll back silently.
     const scope = this.#holds() && !nested ? new HeldTransactionScope() : undefined
+    let routed: PostgresJsHeldScope | undefined
     let result: R
     try {
       result = await run(async (tx) => {
         if (scope === undefined) return body(tx, this.in(tx))
+        routed = this.#routedScope(tx)
+        if (routed !== undefined) {
+          const value = await body(tx, this.producersOn(routed.adapter()))
+          await routed.beforeCommit()
+          return value
+        }
         const adapter = scope.open(await layer.pgClient?.(tx), this.#binding(tx))
         const value = await body(tx, this.producersOn(adapter))
         await scope.beforeCommit()
         return value
       })
     } catch (error) {
-      throw scope === undefined ? error : scope.explain(error)
+      throw routed?.explain(error) ?? (scope === undefined ? error : scope.explain(error))
     } finally {
+      routed?.close()
       scope?.close()
     }
+    await routed?.settled()
     this.notifyCommitted()
     return result
+  }
+
+  /** The held writes of a transaction on postgres.js, if the layer routes its statements. */
+  #routedScope(tx: Tx): PostgresJsHeldScope | undefined {
+    let scope: PostgresJsHeldScope | undefined
+    const routed = this.#layer.routePostgresJs?.(tx, (client) => {
+      scope = new PostgresJsHeldScope(client)
+      return scope.handle()
+    })
+    return routed === true ? scope : undefined
   }
 
   /**

@@ -73,15 +73,30 @@ function drizzleNodePgContract(producing: Producing, name: string): ContractHarn
 
 export const drizzleNodePgHarness = drizzleNodePgContract('in', 'drizzle (node-postgres)')
 
-export const drizzlePostgresJsHarness: ContractHarness<DrizzleTransaction> = {
-  name: 'drizzle (postgres.js)',
-  dialect: 'postgres',
-  async setup(options) {
-    const sql = postgres(DATABASE_URL, { max: 10, onnotice: () => {} })
-    return setup(options, drizzlePostgresJs(sql), () => sql.end())
-  },
-  nested,
+/** Drizzle on postgres.js, producing `producing`'s way (`in(tx, { holdWrites })` holds nothing there). */
+function drizzlePostgresJsContract(
+  producing: Exclude<Producing, 'held in'>,
+  name: string,
+): ContractHarness<DrizzleTransaction> {
+  return {
+    name,
+    dialect: 'postgres',
+    async setup(options) {
+      const sql = postgres(DATABASE_URL, { max: 10, onnotice: () => {} })
+      return setup(options, drizzlePostgresJs(sql), () => sql.end(), producing)
+    },
+    nested,
+    holdsWrites: holdsWrites(producing),
+  }
 }
+
+export const drizzlePostgresJsHarness = drizzlePostgresJsContract('in', 'drizzle (postgres.js)')
+
+/** Drizzle on postgres.js through `outbox.transaction(db, fn)` with the topics it hands to `fn`. */
+export const drizzlePostgresJsHelperTopicsHarness = drizzlePostgresJsContract(
+  'helper topics',
+  'drizzle (postgres.js, topics of transaction(), written with the next statement or COMMIT)',
+)
 
 /** Drizzle on node-postgres through `outbox.transaction(db, fn)` with the topics it hands to `fn`. */
 export const drizzleNodePgHelperTopicsHarness = drizzleNodePgContract(

@@ -19,6 +19,7 @@ import {
 import { openMysql2Session } from '../driver-sessions.ts'
 import { mysql2ClientOptions } from '../mysql2/client-options.ts'
 import type { Mysql2Connection } from '../mysql2/session.ts'
+import { isPostgresJsTransaction } from '../postgres-js/held-transaction.ts'
 import {
   assertDrizzleDatabase,
   type DrizzleMysqlTransaction,
@@ -71,6 +72,11 @@ function mysqlTarget(target: unknown): Mysql2Connection | undefined {
   return target as Mysql2Connection | undefined
 }
 
+/** The session under a Drizzle transaction (the same object as its `session`), whose `client` runs its statements. */
+function drizzleSession(tx: unknown): { client?: unknown } | undefined {
+  return (tx as { _?: { session?: { client?: unknown } } } | null)?._?.session
+}
+
 export const drizzleLayer: DataLayer<DrizzleTransaction | DrizzleMysqlTransaction> = {
   root: 'Drizzle db',
   isHandle: (value) => drizzleDatabase(value) !== undefined,
@@ -79,8 +85,15 @@ export const drizzleLayer: DataLayer<DrizzleTransaction | DrizzleMysqlTransactio
   assertDatabase: (handle, expected) => assertDrizzleDatabase(handle, expected, 'the Drizzle db'),
   binding: drizzleTransaction,
   // The node-postgres driver's transaction runs on a session of the client it checked out; the
-  // postgres.js driver's session holds a postgres.js `sql`, which writes at produce().
-  pgClient: (tx) => (tx as { _?: { session?: { client?: unknown } } })._?.session?.client,
+  // postgres.js driver's session holds the postgres.js `sql` of its transaction, through which
+  // every statement of `tx` (and its nested transactions' savepoints) goes.
+  pgClient: (tx) => drizzleSession(tx)?.client,
+  routePostgresJs(tx, route) {
+    const session = drizzleSession(tx)
+    if (session === undefined || !isPostgresJsTransaction(session.client)) return false
+    session.client = route(session.client)
+    return true
+  },
   async openSession(database, target, purpose) {
     if (database === 'postgres') {
       return openDrizzleSession(target as DrizzleRelayConnection | undefined, `k-entity-${purpose}`)

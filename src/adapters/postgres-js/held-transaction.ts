@@ -10,8 +10,20 @@ import {
 } from '../../dialects/postgres/transaction.ts'
 import { explainMissingTable } from '../../outbox/not-migrated.ts'
 
+/** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
 // biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance
-type Tx = postgres.TransactionSql<any>
+export type PostgresJsTransaction = postgres.TransactionSql<any>
+type Tx = PostgresJsTransaction
+
+/** A postgres.js transaction `sql` (of `sql.begin()` or `savepoint()`), told by its shape. */
+export function isPostgresJsTransaction(value: unknown): value is Tx {
+  const fields = value as { unsafe?: unknown; savepoint?: unknown }
+  return (
+    typeof value === 'function' &&
+    typeof fields.unsafe === 'function' &&
+    typeof fields.savepoint === 'function'
+  )
+}
 
 /**
  * The outbox writes of one `transaction(sql, fn)` on postgres.js, held until the app's next

@@ -10,12 +10,12 @@ import {
   type PostgresRelayOptions,
 } from '../../dialects/postgres/postgres-outbox.ts'
 import { noTransaction, probedTransaction } from '../../dialects/postgres/transaction.ts'
-import { PostgresJsHeldScope } from './held-transaction.ts'
+import {
+  isPostgresJsTransaction,
+  PostgresJsHeldScope,
+  type PostgresJsTransaction,
+} from './held-transaction.ts'
 import { openPostgresJsSession, type PostgresJsConnection } from './session.ts'
-
-/** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
-// biome-ignore lint/suspicious/noExplicitAny: any custom type map of the app's postgres.js instance
-export type PostgresJsTransaction = postgres.TransactionSql<any>
 
 /**
  * A postgres.js transaction is the `sql` passed to the callback of `sql.begin()` (or of
@@ -33,7 +33,7 @@ export function postgresJsTransaction(
       `expected the postgres.js transaction passed to sql.begin(async (tx) => ...), got ${describe(tx)}`,
     )
   }
-  if (typeof (tx as { savepoint?: unknown }).savepoint !== 'function') {
+  if (!isPostgresJsTransaction(tx)) {
     const refuse = () => {
       throw noTransaction(
         'this is the root postgres.js sql (or a reserved connection), not a transaction. Produce with the tx of sql.begin(async (tx) => ...) or use outbox.transaction(sql, fn)',
@@ -147,4 +147,4 @@ export function createPostgresJsOutbox<M extends TopicMap>(
   return new PostgresJsOutbox(options)
 }
 
-export type { PostgresJsConnection, PostgresRelayOptions as PostgresJsRelayOptions }
+export type { PostgresJsConnection, PostgresJsTransaction, PostgresRelayOptions as PostgresJsRelayOptions }
