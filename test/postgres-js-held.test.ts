@@ -131,6 +131,31 @@ describe('postgres.js transaction(): writes held until the next statement or the
     assert.equal(await countRows(schema, 'orders'), 1)
   })
 
+  it('a write that fails inside tx.savepoint() fails that savepoint only, as a write through its own sql would', async () => {
+    const blocker = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
+    try {
+      await outbox.transaction(sql, async (tx, t) => {
+        await tx`SET LOCAL lock_timeout = '100ms'`
+        await blocker.begin(async (other) => {
+          await other.unsafe(`LOCK TABLE ${schema}.outbox IN ACCESS EXCLUSIVE MODE`)
+          await assert.rejects(
+            tx.savepoint(() => t.orders.produce({ id: 'dropped' })),
+            (error: unknown) => (error as { code?: unknown }).code === '55P03',
+          )
+        })
+        await tx`SET LOCAL lock_timeout = 0`
+        await t.orders.produce({ id: 'kept' })
+      })
+    } finally {
+      await blocker.end()
+    }
+    const ids = await sql.unsafe(`SELECT convert_from(key, 'UTF8') AS id FROM ${schema}.outbox`)
+    assert.deepEqual(
+      ids.map((row) => row.id),
+      ['kept'],
+    )
+  })
+
   it('a callback that returns an array of queries runs them, as sql.begin() does', async () => {
     // Returned, not resolved: postgres.js runs an array only when the callback returns one.
     const results = await outbox.transaction(sql, ((tx: postgres.TransactionSql) => [

@@ -33,8 +33,8 @@ export function isPostgresJsTransaction(value: unknown): value is Tx {
  *
  * Written ahead of every later statement, as if at produce(), a message stays inside any
  * savepoint the app opened or rolled back with SQL of its own (`tx\`ROLLBACK TO ...\``). While
- * a `tx.savepoint()` callback runs, whose statements (and whose ROLLBACK TO, sent by postgres.js
- * itself) do not pass through the handle given to the app, messages are written at produce().
+ * a `tx.savepoint()` callback runs, messages are written at produce(), through that savepoint's
+ * `sql`: postgres.js sends the ROLLBACK TO of a failed callback itself, past any handle.
  *
  * A write that fails fails the transaction, as any failed statement of a `sql.begin()` does in
  * postgres.js: one sent ahead of an app's statement is awaited before the COMMIT, which is then
@@ -50,7 +50,8 @@ export class PostgresJsHeldScope {
   /** Writes sent ahead of the app's statements, then those sent with the COMMIT. */
   #sent: Promise<unknown>[] = []
   #failure: unknown
-  #savepoints = 0
+  /** The `sql` of each `savepoint()` callback running, innermost last. */
+  #savepoints: Tx[] = []
   #aborted = false
   #ended = false
 
@@ -126,12 +127,13 @@ export class PostgresJsHeldScope {
         this.#assertOpen()
         if (this.#failure !== undefined) throw this.explain(this.#failure)
         if (this.#aborted) throw abortedTransaction()
-        if (this.#savepoints === 0) {
+        const savepoint = this.#savepoints.at(-1)
+        if (savepoint === undefined) {
           this.#held.push(statement)
           return
         }
         try {
-          await this.#run(statement)
+          await this.#run(statement, savepoint)
         } catch (error) {
           throw sqlState(error) === IN_FAILED_SQL_TRANSACTION ? abortedTransaction(error) : error
         }
@@ -201,8 +203,8 @@ export class PostgresJsHeldScope {
     }
   }
 
-  #run(statement: SqlStatement): Promise<unknown> {
-    return this.#tx
+  #run(statement: SqlStatement, sql = this.#tx): Promise<unknown> {
+    return sql
       .unsafe(statement.text, withArrayLiterals(statement.values) as postgres.ParameterOrJSON<never>[], {
         prepare: true,
       })
@@ -211,25 +213,27 @@ export class PostgresJsHeldScope {
 
   /**
    * `target.savepoint([name,] fn)`: writes go at produce() while `fn` runs inside the savepoint.
-   * When `fn` fails, postgres.js rolls back to the savepoint, which leaves the transaction usable.
+   * When `fn` fails, postgres.js rolls back to the savepoint, which leaves the transaction as it
+   * was before it.
    */
   #savepoint(target: Tx, args: unknown[]): unknown {
     this.#flush()
     const last = args.length - 1
     const fn = args[last]
     if (typeof fn !== 'function') return Reflect.apply(target.savepoint, target, args)
+    const aborted = this.#aborted
     const inside = async (sql: Tx) => {
-      this.#savepoints++
+      this.#savepoints.push(sql)
       try {
         const result = fn(this.#watched(sql))
         return await (Array.isArray(result) ? Promise.all(result) : result)
       } finally {
-        this.#savepoints--
+        this.#savepoints.splice(this.#savepoints.lastIndexOf(sql), 1)
       }
     }
     const done = Reflect.apply(target.savepoint, target, [...args.slice(0, last), inside]) as Promise<unknown>
     return done.catch((error: unknown) => {
-      this.#aborted = false
+      this.#aborted = aborted
       throw error
     })
   }
