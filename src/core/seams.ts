@@ -121,9 +121,11 @@ export interface RelayStore {
   tryAcquireLeadership(): Promise<boolean>
   /**
    * Why the last `tryAcquireLeadership()` returned false: another single/exclusive relay leads
-   * (`'leader'`) or concurrent relays run (`'concurrent'`). Undefined when unknown.
+   * (`'leader'`), concurrent relays run (`'concurrent'`), or concurrent relays whose claims lock
+   * another kind of lock (keys, or slots of another count) run (`'claim-locks'`). Undefined when
+   * unknown.
    */
-  readonly heldBy?: 'leader' | 'concurrent'
+  readonly heldBy?: 'leader' | 'concurrent' | 'claim-locks'
   /**
    * Opens a claim on up to `limit` rows; a claim that finds none leaves no claim open.
    * `maxBytes`: the rows are taken oldest first until the next one would bring the batch's key,

@@ -9,6 +9,7 @@ const DIALECT_RELAY_OPTIONS: readonly DialectRelayOption[] = [
   'listen',
   'busyTimeout',
   'leaderCheckInterval',
+  'claimSlots',
 ]
 
 interface Dialect {

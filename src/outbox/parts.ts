@@ -31,6 +31,7 @@ export interface SqlRelayOptions extends RelayOptions {
   claimTimeout?: number
   listen?: boolean | 'eager'
   busyTimeout?: number
+  claimSlots?: number
 }
 
 /** The options a dialect may or may not read (see `Capabilities.relayOptions`). */
@@ -40,6 +41,7 @@ export type DialectRelayOption =
   | 'listen'
   | 'busyTimeout'
   | 'leaderCheckInterval'
+  | 'claimSlots'
 
 /**
  * What a database can do. An option asking for something missing here is refused with an

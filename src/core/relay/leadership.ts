@@ -64,18 +64,20 @@ export class Leadership {
    * standby, which is how that mode is meant to run; loud for the other modes, where it means
    * two relays were configured in ways that cannot share one outbox.
    */
-  #reportStandby(heldBy: 'leader' | 'concurrent'): void {
+  #reportStandby(heldBy: 'leader' | 'concurrent' | 'claim-locks'): void {
     const mode = this.#mode
     const reason =
-      heldBy === 'leader'
-        ? mode === 'concurrent'
-          ? `another relay leads this outbox (mode 'single' or 'exclusive'), so this concurrent relay waits and claims nothing: relays of one outbox cannot mix modes. Run every relay with mode: 'concurrent' to share the work, or stop the leader`
-          : mode === 'single'
-            ? `another relay already holds this outbox, so this 'single' relay stands by and claims nothing until it goes. To run a standby on purpose use mode: 'exclusive' on every relay; to share the work use mode: 'concurrent' on every relay (PostgreSQL and MySQL/MariaDB; SQLite has one relay per outbox)`
-            : `another relay leads this outbox; this exclusive relay stands by`
-        : mode === 'concurrent'
-          ? 'as many concurrent relays as this database can admit already run on this outbox; this one waits for one of them to stop'
-          : `concurrent relays are running on this outbox, so this '${mode}' relay waits and claims nothing: relays of one outbox cannot mix modes. Use mode: 'concurrent' on every relay to share the work, or stop the concurrent relays`
+      heldBy === 'claim-locks'
+        ? `concurrent relays whose claims lock other locks run on this outbox (per key, or claimSlots of another count), so this relay waits and claims nothing: their locks would not keep a key's messages on one relay. Give every concurrent relay of this outbox the same claimSlots (or none)`
+        : heldBy === 'leader'
+          ? mode === 'concurrent'
+            ? `another relay leads this outbox (mode 'single' or 'exclusive'), so this concurrent relay waits and claims nothing: relays of one outbox cannot mix modes. Run every relay with mode: 'concurrent' to share the work, or stop the leader`
+            : mode === 'single'
+              ? `another relay already holds this outbox, so this 'single' relay stands by and claims nothing until it goes. To run a standby on purpose use mode: 'exclusive' on every relay; to share the work use mode: 'concurrent' on every relay (PostgreSQL and MySQL/MariaDB; SQLite has one relay per outbox)`
+              : `another relay leads this outbox; this exclusive relay stands by`
+          : mode === 'concurrent'
+            ? 'as many concurrent relays as this database can admit already run on this outbox; this one waits for one of them to stop'
+            : `concurrent relays are running on this outbox, so this '${mode}' relay waits and claims nothing: relays of one outbox cannot mix modes. Use mode: 'concurrent' on every relay to share the work, or stop the concurrent relays`
     this.#emit({ type: 'leadership', leader: false, reason })
     this.#log.standby(reason, mode !== 'exclusive' || heldBy === 'concurrent')
   }

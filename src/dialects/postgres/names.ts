@@ -11,7 +11,7 @@ export function qualified(table: OutboxTable, suffix = ''): string {
  */
 export function lockClass(
   table: OutboxTable,
-  purpose: 'key' | 'claim' | 'leader' | 'fence' | 'migrate',
+  purpose: 'key' | 'claim' | 'claim-slot' | 'leader' | 'fence' | 'migrate',
 ): number {
   let hash = 0x811c9dc5
   for (const char of `k-entity:${table.schema}.${table.table}:${purpose}`) {

@@ -52,6 +52,18 @@ export interface PostgresRelayOptions<Target> extends RelayOptions {
    * polls no more than with `true`.
    */
   listen?: boolean | 'eager'
+  /**
+   * Mode `'concurrent'` only: a claim's try-locks are per slot of the key's hash (`claimSlots`
+   * slots, a power of two from 2 to 1024) instead of one per key, so a claim tries at most that
+   * many locks however many distinct keys its batch holds (one per key by default: up to 500 when
+   * every message has a key of its own). A relay holding a slot holds every key in it, so it
+   * should be at least 4x the number of relays: 64 suits up to 16.
+   *
+   * Every concurrent relay of the outbox must use the same value: relays with another value (or
+   * none) wait and claim nothing while these run, and these wait while those run. A relay of a
+   * version before this option does not see them: upgrade every relay before setting it.
+   */
+  claimSlots?: number
 }
 
 /**

@@ -36,6 +36,8 @@ export interface PostgresRelayStoreOptions {
   sessionIdleTimeout: number
   /** Several relays share the outbox: claims also take per-key locks (see `claimSql`). */
   concurrent: boolean
+  /** Concurrent mode: the claims' try-locks are per slot of this many, not per key (relay option `claimSlots`). */
+  claimSlots?: number
   /** LISTEN for commit notifications so an idle relay wakes at once instead of at its next poll. */
   listen: boolean
   /**
@@ -103,7 +105,7 @@ export class PostgresRelayStore implements RelayStore {
   /** Single/exclusive: this session holds the leader lock. Concurrent: it holds its share of it. */
   #leader = false
   /** Why the last attempt to lead (or, concurrent, to join) failed. */
-  #heldBy: 'leader' | 'concurrent' | undefined
+  #heldBy: 'leader' | 'concurrent' | 'claim-locks' | undefined
   #inClaim = false
   /** The open claim ended with its session (see `noOpenClaim`); cleared by the next claim. */
   #claimLost = false
@@ -146,7 +148,7 @@ export class PostgresRelayStore implements RelayStore {
     return this.#healthy
   }
 
-  get heldBy(): 'leader' | 'concurrent' | undefined {
+  get heldBy(): 'leader' | 'concurrent' | 'claim-locks' | undefined {
     return this.#heldBy
   }
 
@@ -234,15 +236,38 @@ export class PostgresRelayStore implements RelayStore {
    * too: it holds rows of its own, which a leader must not overtake). Once granted, no leader can
    * start until it is let go; a former leader's session that still holds the fence may still
    * hold claimed rows, so the relay waits for it to be gone, as a new leader would.
+   *
+   * Relays whose claims lock keys and relays whose claims lock slots (`claimSlots`), or slots of
+   * another count, would not see each other's locks, so they exclude each other here. A relay
+   * locking slots also holds a share of the leader lock's slot-count entry (objid = the count);
+   * a relay locking keys holds none. After taking its own locks, each reads pg_locks: a relay
+   * locking keys backs off if any slot-count entry is held, one locking slots if a concurrent
+   * session holds the leader lock without its own slot count (a relay locking keys, of this
+   * version or an earlier one) or another slot count is held. Each reads after its own
+   * distinguishing lock is granted, so of two relays of different kinds joining at once at
+   * least one sees the other. A relay of an earlier version that joins after a relay locking
+   * slots does not read: every relay must run a version that knows `claimSlots` before any
+   * uses it.
    */
   async #joinConcurrent(): Promise<boolean> {
     const leader = lockClass(this.#options.table, 'leader')
     const fence = lockClass(this.#options.table, 'fence')
+    const slots = this.#options.claimSlots
+    const entries = (objid: string) => `${advisoryLocks(leader, objid)} AND mode = 'ShareLock'`
+    const otherKind =
+      slots === undefined
+        ? `EXISTS (SELECT 1 FROM ${entries('<> 0')})`
+        : `CASE WHEN pg_try_advisory_lock_shared(${leader}, ${Math.trunc(slots)}) THEN EXISTS (SELECT 1 FROM ${entries(`NOT IN (0, ${Math.trunc(slots)})`)}) OR EXISTS (SELECT 1 FROM ${entries('= 0')} AND pid NOT IN (SELECT pid FROM ${entries(`= ${Math.trunc(slots)}`)})) END`
+    const leave =
+      slots === undefined
+        ? `pg_advisory_unlock_shared(${leader}, 0)`
+        : `CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN pg_advisory_unlock_shared(${leader}, ${Math.trunc(slots)}) END`
     const result = await this.#run(
-      `SELECT CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN 'leader' WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'fenced' END ELSE 'joined' END AS state`,
+      `SELECT CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN 'leader' WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'fenced' END WHEN ${otherKind} THEN CASE WHEN ${leave} THEN 'claim-locks' END ELSE 'joined' END AS state`,
     )
-    if (result.rows[0]?.state === 'joined') return true
-    this.#heldBy = 'leader'
+    const state = result.rows[0]?.state
+    if (state === 'joined') return true
+    this.#heldBy = state === 'claim-locks' ? 'claim-locks' : 'leader'
     return false
   }
 
@@ -343,7 +368,15 @@ export class PostgresRelayStore implements RelayStore {
   #claimSql(limit: number, maxBytes: number | undefined): string {
     const unlocked = this.#unlocked()
     const budget = maxBytes === undefined ? undefined : { maxBytes, held: this.#siblingHeld(maxBytes) }
-    return claimSql(this.#options.table, limit, this.#options.concurrent, this.#floor.start, budget, unlocked)
+    return claimSql(
+      this.#options.table,
+      limit,
+      this.#options.concurrent,
+      this.#floor.start,
+      budget,
+      unlocked,
+      this.#options.claimSlots,
+    )
   }
 
   /**
@@ -537,8 +570,9 @@ export class PostgresRelayStore implements RelayStore {
 }
 
 /** The granted advisory locks `(lockClass, 0)` of this database, in any session. */
-function advisoryLocks(lockClass: number): string {
-  return `pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid::text::bigint = ${lockClass >>> 0} AND objid::text::bigint = 0 AND objsubid = 2`
+/** The granted advisory locks of (`lockClass`, an objid matching `objid`) in this database. */
+function advisoryLocks(lockClass: number, objid = '= 0'): string {
+  return `pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid::text::bigint = ${lockClass >>> 0} AND objid::text::bigint ${objid} AND objsubid = 2`
 }
 
 /**

@@ -9,6 +9,7 @@ import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
+import { MAX_CLAIM_SLOTS } from './sql.ts'
 import { postgresStatus } from './status.ts'
 
 /** PostgreSQL: every relay mode, pipelining on a companion session, LISTEN/NOTIFY. */
@@ -17,8 +18,31 @@ export const POSTGRES_CAPABILITIES = {
   pipeline: true,
   listen: true,
   synchronous: false,
-  relayOptions: ['connection', 'claimTimeout', 'listen', 'leaderCheckInterval'],
+  relayOptions: ['connection', 'claimTimeout', 'listen', 'leaderCheckInterval', 'claimSlots'],
 } as const
+
+/** Relay option `claimSlots`: only in concurrent mode, a power of two from 2 to `MAX_CLAIM_SLOTS`. */
+function checkedClaimSlots(options: SqlRelayOptions): number | undefined {
+  const { claimSlots } = options
+  if (claimSlots === undefined) return undefined
+  if (
+    typeof claimSlots !== 'number' ||
+    !Number.isInteger(claimSlots) ||
+    claimSlots < 2 ||
+    claimSlots > MAX_CLAIM_SLOTS ||
+    (claimSlots & (claimSlots - 1)) !== 0
+  ) {
+    throw invalidArgument(
+      `relay option 'claimSlots' must be a power of two from 2 to ${MAX_CLAIM_SLOTS} (64 suits up to 16 relays), got ${describe(claimSlots)}`,
+    )
+  }
+  if (options.mode !== 'concurrent') {
+    throw invalidArgument(
+      `relay option 'claimSlots' applies to mode 'concurrent' only (a single or exclusive relay takes no per-key locks); drop it, or use mode: 'concurrent'`,
+    )
+  }
+  return claimSlots
+}
 
 /**
  * The PostgreSQL dialect part. `notifyEveryCommit`: a NOTIFY with every write, unspaced (see
@@ -44,6 +68,7 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
           `relay option 'listen' must be true, false or 'eager', got ${describe(options.listen)}`,
         )
       }
+      const claimSlots = checkedClaimSlots(options)
       return new PostgresRelayStore({
         table,
         connect: open,
@@ -51,6 +76,7 @@ export function postgresSql(notifyEveryCommit = false): SqlDialect<Promise<PgSes
         // Long enough that a healthy relay (which speaks at least once per interval) never hits it.
         sessionIdleTimeout: options.mode !== 'concurrent' ? Math.max(10_000, relayIdle(options) * 5) : 0,
         concurrent: options.mode === 'concurrent',
+        claimSlots,
         listen: options.listen !== false,
         eagerClaims: options.listen === 'eager',
         // 'single' (the default) leads through the same lock as 'exclusive' (see RelayOptions.mode).

@@ -172,7 +172,8 @@ export interface UnlockedClaim {
  * row's DELETE), and in these modes it keeps nothing apart that is not kept apart otherwise:
  * another relay cannot claim while this relay's sessions hold the leader lock and the fence, and
  * they lose both only with the session, which also ends the claim; the relay's own two sessions
- * are kept apart by `unlocked.held`. Concurrent relays keep the row locks: only they separate
+ * are kept apart by `unlocked.held`. `slots`: a concurrent claim's try-locks are per claim slot
+ * (see `concurrentClaimSql`). Concurrent relays keep the row locks: only they separate
  * keyless rows, and drop rows another relay deleted after the claim's snapshot.
  */
 export function claimSql(
@@ -182,10 +183,11 @@ export function claimSql(
   floor?: ClaimStart,
   budget?: ClaimBudget,
   unlocked?: UnlockedClaim,
+  slots?: number,
 ): string {
   if (concurrent) {
     if (unlocked !== undefined) throw internalError('a concurrent claim must lock its rows')
-    return concurrentClaimSql(table, limit, claimScan(floor, 'o.id', table), budget)
+    return concurrentClaimSql(table, limit, claimScan(floor, 'o.id', table), budget, slots)
   }
   const outbox = qualified(table)
   const scan = claimScan(floor, 'o.id', table)
@@ -381,14 +383,24 @@ function int32(value: number): number {
  * 2,000 distinct keys, client-side median: join 73 ms, LATERAL 12 ms, arrays 8 ms; 64 keys: all
  * about 6 ms (bench/key-sweep.ts --only shapes, loaded 2-core machine). Each array_agg sorts on
  * its own: ordering the input in a sub-select is not guaranteed to reach the aggregate.
+ *
+ * With `slots` (relay option `claimSlots`), the try-locks are per claim slot, the ordering hash
+ * modulo `slots`, not per key: a relay holding a slot holds every key in it. Everything above
+ * holds with "slot" for "key", and a claim tries at most `slots` locks whatever the number of
+ * distinct keys, where per-key locks cost one try-lock per key of the batch (500 when every row
+ * has a key of its own). The lock ids differ from the per-key ones, so relays of the two kinds
+ * must never run together: `PostgresRelayStore` keeps them apart when they join.
  */
 function concurrentClaimSql(
   table: OutboxTable,
   limit: number,
   scan: ClaimScan,
   budget?: ClaimBudget,
+  slots?: number,
 ): string {
   const outbox = qualified(table)
+  const group = (hash: string) => (slots === undefined ? hash : `(${hash} & ${claimSlotMask(slots)})`)
+  const lockClassOf = lockClass(table, slots === undefined ? 'claim' : 'claim-slot')
   const batch = Math.trunc(limit)
   const window = batch * 4
   const sizeColumn = budget === undefined ? '' : `, ${ROW_BYTES('o')} AS bytes`
@@ -408,8 +420,8 @@ function concurrentClaimSql(
   LIMIT ${window}
 ), keys AS MATERIALIZED (
   SELECT array_agg(h ORDER BY first) AS h, array_agg(n ORDER BY first) AS n${keyArrays}, count(*)::int AS size FROM (
-    SELECT ordering_hash AS h, count(*) AS n${keyBytes}, min(id) AS first FROM candidates
-    WHERE ordering_hash IS NOT NULL GROUP BY ordering_hash
+    SELECT ${group('ordering_hash')} AS h, count(*) AS n${keyBytes}, min(id) AS first FROM candidates
+    WHERE ordering_hash IS NOT NULL GROUP BY 1
   ) AS per_key
 ), tried AS (
   SELECT 0 AS rank, NULL::int AS h, false AS won, (SELECT count(*) FROM candidates WHERE ordering_hash IS NULL) AS total${startBytes}
@@ -417,14 +429,14 @@ function concurrentClaimSql(
   SELECT t.rank + 1, k.h[t.rank + 1], l.won, t.total + CASE WHEN l.won THEN k.n[t.rank + 1] ELSE 0 END${nextBytes}
   FROM tried AS t
   CROSS JOIN keys AS k
-  CROSS JOIN LATERAL (SELECT pg_try_advisory_xact_lock(${lockClass(table, 'claim')}, k.h[t.rank + 1]) AS won) AS l
+  CROSS JOIN LATERAL (SELECT pg_try_advisory_xact_lock(${lockClassOf}, k.h[t.rank + 1]) AS won) AS l
   WHERE t.rank < k.size AND t.total < ${batch}${moreBytes}
 ), won AS MATERIALIZED (
   SELECT h FROM tried WHERE won
 )`
   // The candidates as `o`: they carry what the retry test reads, so no row is looked up again.
   const mine = `SELECT o.id, o.bytes FROM candidates AS o
-    WHERE (o.ordering_hash IS NULL OR o.ordering_hash IN (SELECT h FROM won))
+    WHERE (o.ordering_hash IS NULL OR ${group('o.ordering_hash')} IN (SELECT h FROM won))
       AND ${RETRY_WAITING(outbox, scan.from)}
     ORDER BY o.id
     LIMIT ${batch}`
@@ -432,12 +444,22 @@ function concurrentClaimSql(
 SELECT ${CLAIM_SELECT}
 FROM ${outbox} AS o
 JOIN candidates AS c ON c.id = o.id
-WHERE (c.ordering_hash IS NULL OR c.ordering_hash IN (SELECT h FROM won))${budget === undefined ? '' : `\n  AND ${withinBudget(mine, budget)}`}
+WHERE (c.ordering_hash IS NULL OR ${group('c.ordering_hash')} IN (SELECT h FROM won))${budget === undefined ? '' : `\n  AND ${withinBudget(mine, budget)}`}
   AND ${RETRY_WAITING(outbox, scan.from)}
 ORDER BY o.id
 LIMIT ${batch}
 FOR UPDATE OF o SKIP LOCKED`
 }
+
+/** The mask of a claim slot count, a power of two (see `MAX_CLAIM_SLOTS`). */
+function claimSlotMask(slots: number): number {
+  if (!Number.isInteger(slots) || slots < 2 || slots > MAX_CLAIM_SLOTS || (slots & (slots - 1)) !== 0)
+    throw internalError(`claim slot count ${slots} is not a power of two from 2 to ${MAX_CLAIM_SLOTS}`)
+  return slots - 1
+}
+
+/** The most claim slots a concurrent relay may use (relay option `claimSlots`). */
+export const MAX_CLAIM_SLOTS = 1024
 
 /** Ids come from the database as decimal strings; anything else is a bug, not input. */
 function bigintText(id: string, what: string): string {
