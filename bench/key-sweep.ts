@@ -13,6 +13,8 @@
 // shapes:  the same claim cost for the concurrent claim's SQL of another checkout (`--before`,
 //          its root directory) side by side with this one's.
 // --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
+// --slots N (default 64): the sweep's concurrent variant with relay option claimSlots N (per-slot
+//          try-locks instead of per-key ones); 0 leaves it out.
 // scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
 //          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
 // hol:     one key waiting for a retry with 100,000 rows behind it: claim cost and the healthy
@@ -71,10 +73,13 @@ async function worker(schema: string, mode: 'single' | 'concurrent', checkout?: 
     process.env.KEY_SWEEP_EVENTS === '1'
       ? (event: unknown) => console.error(`${mode} ${performance.now().toFixed(0)} ${JSON.stringify(event)}`)
       : undefined
+  // KEY_SWEEP_SLOTS: relay option claimSlots, set by `drain` for the slot variant.
+  const slots = Number(process.env.KEY_SWEEP_SLOTS ?? 0)
   const relay = stubOutbox(schema, library).relay({
     connection: DATABASE_URL,
     kafka: stub,
     mode,
+    ...(slots > 0 ? { claimSlots: slots } : {}),
     ...(onEvent === undefined ? {} : { onEvent }),
   })
   const lines = createInterface({ input: process.stdin })
@@ -135,6 +140,7 @@ async function drain(
   rows: number,
   checkout?: string,
   timeoutMs = 120_000,
+  slots?: number,
 ): Promise<DrainResult> {
   const children = Array.from({ length: relays }, () =>
     spawn(
@@ -142,6 +148,7 @@ async function drain(
       [import.meta.filename, 'worker', schema, mode, ...(checkout === undefined ? [] : [checkout])],
       {
         stdio: ['pipe', 'pipe', 'inherit'],
+        env: { ...process.env, KEY_SWEEP_SLOTS: String(slots ?? 0) },
       },
     ),
   )
@@ -280,6 +287,8 @@ interface Variant {
   mode: 'single' | 'concurrent'
   claim: ClaimSql
   checkout?: string
+  /** Relay option claimSlots. */
+  slots?: number
 }
 
 /** `--before <checkout>`: that checkout's concurrent claim and relay as one more variant. */
@@ -288,6 +297,12 @@ async function variants(options: Options): Promise<Variant[]> {
     { label: 'single', mode: 'single', claim: claimSql },
     { label: 'concurrent', mode: 'concurrent', claim: claimSql },
   ]
+  const slots = options.slots
+  if (slots > 0) {
+    const slotted: ClaimSql = (table, limit, concurrent, floor, budget, unlocked) =>
+      claimSql(table, limit, concurrent, floor, budget, unlocked, slots)
+    list.push({ label: `concurrent, claimSlots ${slots}`, mode: 'concurrent', claim: slotted, slots })
+  }
   if (options.before !== undefined) {
     const sql = `${options.before}/src/dialects/postgres/sql.ts`
     const before = ((await import(sql)) as { claimSql: ClaimSql }).claimSql
@@ -329,7 +344,15 @@ async function sweep(options: Options): Promise<void> {
     for (let rep = 0; rep < options.reps; rep++) {
       for (const { keys, schema } of outboxes) {
         for (const variant of list) {
-          const result = await drain(schema, variant.mode, 1, options.drain, variant.checkout)
+          const result = await drain(
+            schema,
+            variant.mode,
+            1,
+            options.drain,
+            variant.checkout,
+            undefined,
+            variant.slots,
+          )
           drains.set(label(keys, variant), [...(drains.get(label(keys, variant)) ?? []), result.msgPerS])
           console.error(`keys ${keys} ${variant.label} rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
         }
@@ -545,6 +568,8 @@ interface Options {
   /** hol: the layouts to drain (none, front, mixed). */
   layouts: string[]
   before?: string
+  /** The sweep's claimSlots variant; 0: none. */
+  slots: number
 }
 
 function options(argv: string[]): Options {
@@ -569,6 +594,7 @@ function options(argv: string[]): Options {
     claims: numbers('claims', '30')[0] as number,
     relays: numbers('relays', '1,2,4'),
     layouts: (value('layouts') ?? 'none,front,mixed').split(','),
+    slots: value('slots') === '0' ? 0 : (numbers('slots', '64')[0] as number),
     ...(before === undefined ? {} : { before }),
   }
 }

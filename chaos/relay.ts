@@ -87,6 +87,7 @@ const transport: MessageTransport = {
 const relay = await openRelay(config, {
   kafka: transport,
   mode: config.mode,
+  ...(config.claimSlots === undefined ? {} : { claimSlots: config.claimSlots }),
   pollingInterval: 100,
   leaderCheckInterval: 200,
   maxMessagesPerPoll: config.maxMessagesPerPoll,

@@ -10,6 +10,7 @@ import { sleep } from './shared.ts'
 import {
   addAtRisk,
   CLOCK_SKEW_MS,
+  claimSlots,
   clockSkew,
   dbKind,
   HOLD_MS,
@@ -51,6 +52,7 @@ export function relayConfig(mode: RelayMode, waitForGo: boolean): RelayConfig {
     topics: topicNames,
     brokers: relayKafkaBrokers(),
     mode,
+    ...(mode === 'concurrent' && claimSlots !== undefined ? { claimSlots } : {}),
     maxMessagesPerPoll: MAX_MESSAGES_PER_POLL,
     holdMs: HOLD_MS,
     waitForGo,

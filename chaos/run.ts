@@ -47,6 +47,7 @@ import { createTopics } from './setup.ts'
 import type { ProducerCommand } from './shared.ts'
 import { sleep } from './shared.ts'
 import {
+  claimSlots,
   clockSkew,
   consumerOn,
   dbKind,
@@ -82,6 +83,7 @@ async function main(): Promise<number> {
     ...(dbProxy ? ['--db-proxy'] : []),
     ...(kafkaProxy ? ['--kafka-proxy'] : []),
     ...(clockSkew ? ['--clock-skew'] : []),
+    ...(claimSlots === undefined ? [] : [`--claim-slots ${claimSlots}`]),
     ...(consumerOn ? [] : ['--no-consumer']),
   ]
   const command = `npm run chaos -- ${flags.join(' ')}`

@@ -144,6 +144,8 @@ export interface RelayConfig {
   topics: TopicNames
   brokers: string[]
   mode: RelayMode
+  /** Relay option claimSlots, for the concurrent phase (`--claim-slots`). */
+  claimSlots?: number
   maxMessagesPerPoll: number
   /** How long an armed relay pauses at its hold point. */
   holdMs: number

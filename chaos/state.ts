@@ -40,6 +40,7 @@ const { values: args } = parseArgs({
     'db-proxy': { type: 'boolean', default: false },
     'kafka-proxy': { type: 'boolean', default: false },
     'clock-skew': { type: 'boolean', default: false },
+    'claim-slots': { type: 'string' },
     consumer: { type: 'boolean' },
     help: { type: 'boolean', default: false },
   },
@@ -70,6 +71,8 @@ if (args.help) {
                    all failing together; always in the full run)
   --clock-skew     relay processes run with their clock (Date) 15 min ahead or behind, in turn
                    (always in the full run)
+  --claim-slots N  PostgreSQL: the concurrent phase's relays lock N claim slots instead of keys
+                   (relay option claimSlots)
   --consumer       end to end: two consumer processes (outbox.consume() with the inbox, on the run's
                    database) apply an effect per message; killed -9 by the plan too and restarted;
                    every committed message's effect must be applied exactly once, in key order, and
@@ -86,6 +89,14 @@ if (args.db !== 'postgres' && args.db !== 'mariadb' && args.db !== 'sqlite') {
   process.exit(2)
 }
 export const dbKind = args.db as ChaosDbKind
+/** --claim-slots N: relay option claimSlots of the concurrent phase's relays (PostgreSQL). */
+export const claimSlots = args['claim-slots'] === undefined ? undefined : Number(args['claim-slots'])
+if (claimSlots !== undefined && (dbKind !== 'postgres' || !Number.isInteger(claimSlots))) {
+  console.error(
+    `--claim-slots takes a power of two from 2 to 1024, with --db postgres; got ${args['claim-slots']}`,
+  )
+  process.exit(2)
+}
 export const sabotage = args.sabotage as 'drop' | 'reorder' | undefined
 export const short = args.short === true
 export const medium = !short && args.medium === true

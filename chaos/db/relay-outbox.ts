@@ -8,7 +8,7 @@ import type { OutboxRelay, RelayOptions } from '../../src/core/relay.ts'
 import type { MessageTransport } from '../../src/index.ts'
 import { chaosTopics, type RelayConfig } from '../shared.ts'
 
-export type ChaosRelayOptions = RelayOptions & { kafka: MessageTransport }
+export type ChaosRelayOptions = RelayOptions & { kafka: MessageTransport; claimSlots?: number }
 
 export async function openRelay(config: RelayConfig, options: ChaosRelayOptions): Promise<OutboxRelay> {
   const topics = chaosTopics(config.topics)
