@@ -51,6 +51,10 @@ describe('capability flags refuse what a database cannot do', () => {
       /'busyTimeout' does not apply to MySQL\/MariaDB/,
     )
     refused(
+      () => outbox.relay({ mode: 'concurrent', claimSlots: 64 } as never),
+      /'claimSlots' does not apply to MySQL\/MariaDB/,
+    )
+    refused(
       () => createMysqlOutbox({ topics, notify: true } as never),
       /'notify' is not available on MySQL\/MariaDB/,
     )
@@ -95,7 +99,7 @@ describe('capability flags refuse what a database cannot do', () => {
         /not available on PGlite/,
         /'single' on PGlite/,
       )
-      for (const option of ['connection', 'claimTimeout', 'leaderCheckInterval', 'listen']) {
+      for (const option of ['connection', 'claimTimeout', 'leaderCheckInterval', 'listen', 'claimSlots']) {
         refused(
           () => outbox.relay({ [option]: 1000 } as never),
           new RegExp(`'${option}' does not apply to PGlite`),

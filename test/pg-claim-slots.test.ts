@@ -186,6 +186,19 @@ describe('concurrent claims locking slots (claimSlots)', () => {
     }
   })
 
+  it('relays with the same slot count joining at the same moment all join', async () => {
+    const { schema } = await orderOutbox(1, 'ke_slotrace')
+    for (let round = 0; round < 10; round++) {
+      const stores = await Promise.all(Array.from({ length: 6 }, () => opened(schema, 16)))
+      try {
+        const joined = await Promise.all(stores.map((store) => store.tryAcquireLeadership()))
+        assert.deepEqual(joined, [true, true, true, true, true, true], `round ${round + 1}`)
+      } finally {
+        for (const store of stores) await store.close()
+      }
+    }
+  })
+
   it('refuses claimSlots that is not a power of two from 2 to 1024, or outside concurrent mode', async () => {
     const { outbox } = await orderOutbox(1, 'ke_slotargs')
     for (const claimSlots of [0, 1, 3, 2048, 1.5, '64']) {

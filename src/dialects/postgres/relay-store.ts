@@ -252,22 +252,30 @@ export class PostgresRelayStore implements RelayStore {
   async #joinConcurrent(): Promise<boolean> {
     const leader = lockClass(this.#options.table, 'leader')
     const fence = lockClass(this.#options.table, 'fence')
-    const slots = this.#options.claimSlots
+    const slots = this.#options.claimSlots === undefined ? undefined : Math.trunc(this.#options.claimSlots)
     const entries = (objid: string) => `${advisoryLocks(leader, objid)} AND mode = 'ShareLock'`
-    const otherKind =
+    // Lock statements run in CASE so that they run in order, and the pg_locks reads (InitPlans,
+    // run when first needed) after them.
+    const state =
       slots === undefined
-        ? `EXISTS (SELECT 1 FROM ${entries('<> 0')})`
-        : `CASE WHEN pg_try_advisory_lock_shared(${leader}, ${Math.trunc(slots)}) THEN EXISTS (SELECT 1 FROM ${entries(`NOT IN (0, ${Math.trunc(slots)})`)}) OR EXISTS (SELECT 1 FROM ${entries('= 0')} AND pid NOT IN (SELECT pid FROM ${entries(`= ${Math.trunc(slots)}`)})) END`
-    const leave =
-      slots === undefined
-        ? `pg_advisory_unlock_shared(${leader}, 0)`
-        : `CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN pg_advisory_unlock_shared(${leader}, ${Math.trunc(slots)}) END`
-    const result = await this.#run(
-      `SELECT CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN 'leader' WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'fenced' END WHEN ${otherKind} THEN CASE WHEN ${leave} THEN 'claim-locks' END ELSE 'joined' END AS state`,
-    )
-    const state = result.rows[0]?.state
-    if (state === 'joined') return true
-    this.#heldBy = state === 'claim-locks' ? 'claim-locks' : 'leader'
+        ? `CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN 'leader'
+  WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'fenced' END
+  WHEN EXISTS (SELECT 1 FROM ${entries('<> 0')}) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN 'claim-locks' END
+  ELSE 'joined' END`
+        : // The slot count's entry first: a session of a relay locking slots never holds the
+          // leader lock's share without it, so two such relays joining at once never mistake
+          // each other for a relay locking keys.
+          `CASE WHEN NOT pg_try_advisory_lock_shared(${leader}, ${slots}) THEN 'leader'
+  WHEN NOT pg_try_advisory_lock_shared(${leader}, 0) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, ${slots}) THEN 'leader' END
+  WHEN EXISTS (SELECT 1 FROM ${advisoryLocks(fence)}) THEN ${leaveSlots(leader, slots, 'fenced')}
+  WHEN EXISTS (SELECT 1 FROM ${entries(`NOT IN (0, ${slots})`)})
+    OR EXISTS (SELECT 1 FROM ${entries('= 0')} AND pid NOT IN (SELECT pid FROM ${entries(`= ${slots}`)}))
+    THEN ${leaveSlots(leader, slots, 'claim-locks')}
+  ELSE 'joined' END`
+    const result = await this.#run(`SELECT ${state} AS state`)
+    const joined = result.rows[0]?.state
+    if (joined === 'joined') return true
+    this.#heldBy = joined === 'claim-locks' ? 'claim-locks' : 'leader'
     return false
   }
 
@@ -570,6 +578,11 @@ export class PostgresRelayStore implements RelayStore {
 }
 
 /** The granted advisory locks `(lockClass, 0)` of this database, in any session. */
+/** Lets go of both shares a relay locking `slots` slots joined with, answering `state`. */
+function leaveSlots(leader: number, slots: number, state: string): string {
+  return `CASE WHEN pg_advisory_unlock_shared(${leader}, 0) THEN CASE WHEN pg_advisory_unlock_shared(${leader}, ${slots}) THEN '${state}' END END`
+}
+
 /** The granted advisory locks of (`lockClass`, an objid matching `objid`) in this database. */
 function advisoryLocks(lockClass: number, objid = '= 0'): string {
   return `pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid::text::bigint = ${lockClass >>> 0} AND objid::text::bigint ${objid} AND objsubid = 2`
