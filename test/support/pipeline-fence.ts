@@ -35,6 +35,7 @@ export async function assertLeaderWaitsAtFence(store: () => PipelinedStore, tota
       false,
       'no leader while the old companion lives: its rows would be overtaken',
     )
+    assert.equal(candidate.heldBy, 'leader', 'held by the former leader, not by concurrent relays')
     await oldCompanion.close()
     assert.equal(await candidate.tryAcquireLeadership(), true, 'leader once the old relay is gone')
     const taken = await candidate.claim(100)

@@ -147,14 +147,17 @@ export class MysqlRelayStore implements RelayStore {
       this.#heldBy = 'leader'
       return false
     }
-    const members = [...memberLocks(this.#options.table), lockName(this.#options.table, 'fence')]
+    const members = memberLocks(this.#options.table)
     const used = await this.#run(
-      `SELECT COALESCE(${members.map(() => 'IS_USED_LOCK(?)').join(', ')}) AS member`,
-      members,
+      `SELECT COALESCE(${members.map(() => 'IS_USED_LOCK(?)').join(', ')}) AS member, IS_USED_LOCK(?) AS fence`,
+      [...members, lockName(this.#options.table, 'fence')],
     )
-    if (used.rows[0]?.member === null || used.rows[0]?.member === undefined) return true
+    const member = used.rows[0]?.member ?? null
+    const fence = used.rows[0]?.fence ?? null
+    if (member === null && fence === null) return true
     await this.#run('SELECT RELEASE_LOCK(?)', [leader])
-    this.#heldBy = 'concurrent'
+    // The fence without a member: a session of the former leader (its companion) is still there.
+    this.#heldBy = member === null ? 'leader' : 'concurrent'
     return false
   }
 
