@@ -13,8 +13,8 @@
 // shapes:  the same claim cost for the concurrent claim's SQL of another checkout (`--before`,
 //          its root directory) side by side with this one's.
 // --before <checkout> also adds that checkout's concurrent claim and relay to the sweep.
-// --slots N (default 64): the sweep's concurrent variant with relay option claimSlots N (per-slot
-//          try-locks instead of per-key ones); 0 leaves it out.
+// --slots N (default 64): the sweep's concurrent variant, and the scaling's relays once more, with
+//          relay option claimSlots N (per-slot try-locks instead of per-key ones); 0 leaves them out.
 // scaling: 1, 2, 4 relay processes in concurrent mode draining one outbox of 10,000 keys; the
 //          CPU of the relay processes and of their PostgreSQL backends is read from /proc.
 // hol:     one key waiting for a retry with 100,000 rows behind it: claim cost and the healthy
@@ -525,29 +525,38 @@ const holBase = new Map<string, { whole: number; later: number }>()
 
 async function scaling(options: Options): Promise<void> {
   const keys = 10_000
-  const total = options.relays.length * options.reps * options.drain
+  // Per-key try-locks, and with --slots the same relays with claimSlots, drained in turn.
+  const kinds = options.slots > 0 ? [undefined, options.slots] : [undefined]
+  const total = options.relays.length * options.reps * options.drain * kinds.length
   const schema = await filledOutbox(Math.ceil(total * 1.1), keys)
   const lines = [
-    `| relays (concurrent, ${int(keys)} keys) | msg/s (median, min-max) | vs 1 relay | relay CPU % of wall | PostgreSQL backends CPU % of wall | shares |`,
-    '| ---: | ---: | ---: | ---: | ---: | --- |',
+    `| relays (concurrent, ${int(keys)} keys) | try-locks | msg/s (median, min-max) | vs 1 relay | relay CPU % of wall | PostgreSQL backends CPU % of wall | shares |`,
+    '| ---: | --- | ---: | ---: | ---: | ---: | --- |',
   ]
+  const kindLabel = (slots: number | undefined) => (slots === undefined ? 'per key' : `claimSlots ${slots}`)
   try {
-    const results = new Map<number, DrainResult[]>()
+    const results = new Map<string, DrainResult[]>()
+    const at = (relays: number, slots: number | undefined) => `${relays} ${kindLabel(slots)}`
     for (let rep = 0; rep < options.reps; rep++) {
       for (const relays of options.relays) {
-        const result = await drain(schema, 'concurrent', relays, options.drain)
-        console.error(`${relays} relays rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
-        results.set(relays, [...(results.get(relays) ?? []), result])
+        for (const slots of kinds) {
+          const result = await drain(schema, 'concurrent', relays, options.drain, undefined, undefined, slots)
+          console.error(`${relays} relays, ${kindLabel(slots)}, rep ${rep + 1}: ${int(result.msgPerS)} msg/s`)
+          results.set(at(relays, slots), [...(results.get(at(relays, slots)) ?? []), result])
+        }
       }
     }
-    const one = mid((results.get(options.relays[0] ?? 1) ?? []).map((r) => r.msgPerS))
-    for (const [relays, list] of results) {
-      const rates = list.map((r) => r.msgPerS)
-      const relayCpu = mid(list.map((r) => (r.relayCpuMs / r.wallMs) * 100))
-      const pgCpu = mid(list.map((r) => (r.pgCpuMs / r.wallMs) * 100))
-      lines.push(
-        `| ${relays} | ${int(mid(rates))} (${spread(rates)}) | ${f2(mid(rates) / one)}x | ${f1(relayCpu)} | ${f1(pgCpu)} | ${list.map((r) => r.shares.join('/')).join(', ')} |`,
-      )
+    for (const slots of kinds) {
+      const one = mid((results.get(at(options.relays[0] ?? 1, slots)) ?? []).map((r) => r.msgPerS))
+      for (const relays of options.relays) {
+        const list = results.get(at(relays, slots)) ?? []
+        const rates = list.map((r) => r.msgPerS)
+        const relayCpu = mid(list.map((r) => (r.relayCpuMs / r.wallMs) * 100))
+        const pgCpu = mid(list.map((r) => (r.pgCpuMs / r.wallMs) * 100))
+        lines.push(
+          `| ${relays} | ${kindLabel(slots)} | ${int(mid(rates))} (${spread(rates)}) | ${f2(mid(rates) / one)}x | ${f1(relayCpu)} | ${f1(pgCpu)} | ${list.map((r) => r.shares.join('/')).join(', ')} |`,
+        )
+      }
     }
   } finally {
     await dropSchema(schema)
