@@ -5,22 +5,16 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
-import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/index.ts'
+import { PostgresRelayStore } from '../src/dialects/postgres/index.ts'
 import { lockClass } from '../src/dialects/postgres/names.ts'
-import { ErrorCodes, type OutboxRelay, type RelayEvent } from '../src/index.ts'
-import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import { countRows, DATABASE_URL, kafkaBrokers, waitFor, withClient } from './support/env.ts'
+import { ErrorCodes } from '../src/index.ts'
+import { DATABASE_URL, relaySessionOpener, withClient } from './support/env.ts'
+import { assertRelaysShareWorkload } from './support/shared-drain.ts'
 import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
-const brokers = kafkaBrokers()
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
 
-async function openSession(): Promise<PgSession> {
-  const client = new pg.Client({ connectionString: DATABASE_URL, application_name: 'k-entity-slots-test' })
-  client.on('error', () => {})
-  await client.connect()
-  return client as unknown as PgSession
-}
+const openSession = relaySessionOpener('k-entity-slots-test')
 
 function concurrentStore(schema: string, claimSlots?: number): PostgresRelayStore {
   return new PostgresRelayStore({
@@ -48,47 +42,19 @@ describe('concurrent claims locking slots (claimSlots)', () => {
   })
 
   it('four relays with claimSlots: 16 share 12,000 messages over 2,000 keys without breaking per-key order', async (t) => {
-    const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_slots')
-    const delivered = new Map<number, number>()
-    const relays: OutboxRelay[] = []
-    t.after(async () => {
-      for (const relay of relays) await relay.stop()
-    })
-    for (let i = 0; i < 4; i++) {
-      relays.push(
-        outbox.relay({
-          connection: DATABASE_URL,
-          mode: 'concurrent',
-          claimSlots: 16,
-          pollingInterval: 20,
-          maxMessagesPerPoll: 200,
-          onEvent: (e: RelayEvent) => {
-            if (e.type === 'delivered') delivered.set(i, (delivered.get(i) ?? 0) + e.count)
-          },
-        }),
-      )
-    }
-    for (const relay of relays) await relay.start()
-    const workload = await runOrderWorkload({
+    await assertRelaysShareWorkload(t, {
+      prefix: 'ke_slots',
+      relays: 4,
+      relayOptions: { claimSlots: 16 },
       pool,
-      outbox,
-      ordersTable,
-      transactions: 400,
-      messagesPerTransaction: 30,
-      writers: 4,
-      keysPerWriter: 500,
-      rollbackRate: 0.1,
+      workload: {
+        transactions: 400,
+        messagesPerTransaction: 30,
+        writers: 4,
+        keysPerWriter: 500,
+        rollbackRate: 0.1,
+      },
     })
-    await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
-    const consumed = await readTopic({ brokers, topic: topicName, expectedCount: workload.committed.length })
-    for (const relay of relays) await relay.stop()
-    const report = checkDelivery({
-      expected: workload.committed,
-      forbidden: workload.rolledBack,
-      observed: observedFromConsumed(consumed),
-    })
-    assert.ok(report.ok, formatReport(report))
-    assert.ok(delivered.size >= 2, `the relays shared the work: ${JSON.stringify([...delivered])}`)
   })
 
   it('two claims never hold rows of the same slot, and a claim takes at most one lock per slot', async () => {

@@ -3,9 +3,10 @@ import { after, describe, it } from 'node:test'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { wakeChannel } from '../src/dialects/postgres/names.ts'
-import type { OutboxRelay, RelayEvent } from '../src/index.ts'
+import type { OutboxRelay } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
 import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
+import { assertRelaysShareWorkload } from './support/shared-drain.ts'
 import { dropOrderSchemas, orderOutbox, orderTopic, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
@@ -18,58 +19,21 @@ describe('concurrent relays and wake-up', () => {
   })
 
   it('four concurrent relays share 20,000 messages over 64 keys without breaking per-key order', async (t) => {
-    const { schema, topicName, outbox, ordersTable } = await orderOutbox(8, 'ke_conc')
-    const delivered = new Map<number, number>()
-    const relays: OutboxRelay[] = []
-    // Stopped even when an assertion fails, or the open relays would keep the test process alive.
-    t.after(async () => {
-      for (const relay of relays) await relay.stop()
-    })
-    for (let i = 0; i < 4; i++) {
-      relays.push(
-        outbox.relay({
-          connection: DATABASE_URL,
-          mode: 'concurrent',
-          pollingInterval: 20,
-          maxMessagesPerPoll: 200,
-          onEvent: (e: RelayEvent) => {
-            if (e.type === 'delivered') delivered.set(i, (delivered.get(i) ?? 0) + e.count)
-          },
-        }),
-      )
-    }
-    for (const relay of relays) await relay.start()
-    const workload = await runOrderWorkload({
+    const { shares, report } = await assertRelaysShareWorkload(t, {
+      prefix: 'ke_conc',
+      relays: 4,
+      relayOptions: {},
       pool,
-      outbox,
-      ordersTable,
-      transactions: 400,
-      messagesPerTransaction: 50,
-      writers: 4,
-      keysPerWriter: 16,
-      rollbackRate: 0.1,
+      workload: {
+        transactions: 400,
+        messagesPerTransaction: 50,
+        writers: 4,
+        keysPerWriter: 16,
+        rollbackRate: 0.1,
+      },
     })
-    await waitFor(async () => (await countRows(schema)) === 0, { what: 'outbox drained', timeout: 120_000 })
-    const consumed = await readTopic({ brokers, topic: topicName, expectedCount: workload.committed.length })
-    for (const relay of relays) await relay.stop()
-    const report = checkDelivery({
-      expected: workload.committed,
-      forbidden: workload.rolledBack,
-      observed: observedFromConsumed(consumed),
-    })
-    assert.ok(report.ok, formatReport(report))
-    const shares = [...delivered.values()]
-    assert.equal(
-      shares.reduce((a, b) => a + b, 0),
-      workload.committed.length,
-      'every row deleted exactly once across relays',
-    )
-    assert.ok(
-      shares.filter((n) => n > 0).length >= 2,
-      `work was not shared: ${JSON.stringify([...delivered])}`,
-    )
     console.log(
-      `# concurrent shares: ${JSON.stringify([...delivered.entries()])}, duplicates ${report.duplicates}`,
+      `# concurrent shares: ${JSON.stringify([...shares.entries()])}, duplicates ${report.duplicates}`,
     )
   })
 

@@ -2,22 +2,25 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
-import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/index.ts'
+import { PostgresRelayStore } from '../src/dialects/postgres/index.ts'
 import type { RelayEvent } from '../src/index.ts'
 import { checkDelivery, formatReport, observedFromConsumed, readTopic } from '../src/testing/index.ts'
-import { countRows, DATABASE_URL, kafkaBrokers, recordQueries, waitFor, withClient } from './support/env.ts'
+import {
+  countRows,
+  DATABASE_URL,
+  kafkaBrokers,
+  recordQueries,
+  relaySessionOpener,
+  waitFor,
+  withClient,
+} from './support/env.ts'
 import { assertLeaderWaitsAtFence } from './support/pipeline-fence.ts'
 import { dropOrderSchemas, orderOutbox, runOrderWorkload } from './support/workload.ts'
 
 const brokers = kafkaBrokers()
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 8 })
 
-async function openSession(): Promise<PgSession> {
-  const client = new pg.Client({ connectionString: DATABASE_URL, application_name: 'k-entity-pipeline-test' })
-  client.on('error', () => {})
-  await client.connect()
-  return client as unknown as PgSession
-}
+const openSession = relaySessionOpener('k-entity-pipeline-test')
 
 function exclusiveStore(schema: string): PostgresRelayStore {
   return new PostgresRelayStore({

@@ -6,19 +6,14 @@ import { after, describe, it } from 'node:test'
 import pg from 'pg'
 import { createPgOutbox } from '../src/adapters/pg/index.ts'
 import { countedAttempts, HELD_ATTEMPTS } from '../src/core/seams.ts'
-import { type PgSession, PostgresRelayStore } from '../src/dialects/postgres/index.ts'
+import { PostgresRelayStore } from '../src/dialects/postgres/index.ts'
 import { defineTopic, ErrorCodes, isKEntityError } from '../src/index.ts'
-import { DATABASE_URL, dropSchema, uniqueName, withClient } from './support/env.ts'
+import { DATABASE_URL, dropSchema, relaySessionOpener, uniqueName, withClient } from './support/env.ts'
 
 const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 2 })
 const schemas: string[] = []
 
-async function openSession(): Promise<PgSession> {
-  const client = new pg.Client({ connectionString: DATABASE_URL, application_name: 'k-entity-settle-test' })
-  client.on('error', () => {})
-  await client.connect()
-  return client as unknown as PgSession
-}
+const openSession = relaySessionOpener('k-entity-settle-test')
 
 async function outboxWith(keys: string[]) {
   const schema = uniqueName('ke_settle')

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Admin } from '@platformatic/kafka'
 import pg from 'pg'
+import type { PgSession } from '../../src/dialects/postgres/session.ts'
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test'
 
@@ -30,6 +31,16 @@ export async function createTopic(name: string, partitions: number, brokers = ka
     await admin.createTopics({ topics: [name], partitions, replicas: 1 })
   } finally {
     await admin.close()
+  }
+}
+
+/** A session for a relay store built by hand, named so that a test finds its own in pg_stat_activity. */
+export function relaySessionOpener(applicationName: string): () => Promise<PgSession> {
+  return async () => {
+    const client = new pg.Client({ connectionString: DATABASE_URL, application_name: applicationName })
+    client.on('error', () => {})
+    await client.connect()
+    return client as unknown as PgSession
   }
 }
 
