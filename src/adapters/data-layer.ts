@@ -83,9 +83,10 @@ export interface DataLayerOutboxOptions<M extends TopicMap> extends PostgresOutb
    * through a named prepared statement of the connection, instead of one INSERT round trip per
    * produce() (default true). Through postgres.js (Drizzle), it holds them until the layer's next
    * statement or its COMMIT and sends them just ahead of it, pipelined; inside a nested
-   * transaction (a savepoint) it writes at produce(). A write that fails then rejects that query or the COMMIT instead
-   * of `produce()`, and the transaction is rolled back; validation and serialization errors still
-   * throw from `produce()`. `in(tx)` writes at produce() unless given `{ holdWrites: true }`.
+   * transaction (a savepoint) it writes at produce(). A write that fails then rejects that query
+   * or the COMMIT instead of `produce()`, and the transaction is rolled back; validation and
+   * serialization errors still throw from `produce()`. `in(tx)` writes at produce() unless given
+   * `{ holdWrites: true }` (node-postgres only).
    *
    * Set false behind a transaction-mode pooler that does not keep prepared statements per client
    * (PgBouncer before 1.21, or with `max_prepared_statements = 0`), or to see write errors at
