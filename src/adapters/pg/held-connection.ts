@@ -1,5 +1,4 @@
 import type pg from 'pg'
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import {
   CommitBuffer,
@@ -13,6 +12,7 @@ import {
   IN_FAILED_SQL_TRANSACTION,
   sqlState,
 } from '../../dialects/postgres/transaction.ts'
+import { transactionEnded } from '../../dialects/shared/transaction-errors.ts'
 import { explainMissingTable } from '../../outbox/not-migrated.ts'
 import { HeldWritesQuery } from './held-writes.ts'
 
@@ -248,13 +248,6 @@ export function sendHeld(state: HeldConnection, writes: HeldWrite[], commit: boo
     // The app's COMMIT: its error stays the driver's (see Outbox.#explain), a missing table aside.
     throw explainMissingTable(error, classifyFailure, undefined)
   })
-}
-
-function transactionEnded(): KEntityError {
-  return new KEntityError(
-    ErrorCodes.NO_TRANSACTION,
-    'this transaction() has already ended: produce with the topics of a running transaction; nothing was stored',
-  )
 }
 
 function intercept(state: HeldConnection, args: unknown[]): unknown {

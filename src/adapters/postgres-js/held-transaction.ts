@@ -1,5 +1,4 @@
 import type postgres from 'postgres'
-import { ErrorCodes, KEntityError } from '../../core/errors.ts'
 import type { SqlStatement, TransactionAdapter } from '../../core/seams.ts'
 import { classifyFailure } from '../../dialects/postgres/errors.ts'
 import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
@@ -8,6 +7,7 @@ import {
   IN_FAILED_SQL_TRANSACTION,
   sqlState,
 } from '../../dialects/postgres/transaction.ts'
+import { transactionEnded } from '../../dialects/shared/transaction-errors.ts'
 import { explainMissingTable } from '../../outbox/not-migrated.ts'
 
 /** What `in()` accepts: the `sql` that `sql.begin()` or `tx.savepoint()` passes to its callback. */
@@ -23,6 +23,20 @@ export function isPostgresJsTransaction(value: unknown): value is Tx {
     typeof fields.unsafe === 'function' &&
     typeof fields.savepoint === 'function'
   )
+}
+
+/** One of the outbox's statements on `sql`, as a prepared statement (bytes bound as binary). */
+export function runStatement(
+  sql: Tx,
+  text: string,
+  values: readonly unknown[],
+): postgres.PendingQuery<postgres.Row[]> {
+  return sql.unsafe(text, withArrayLiterals(values) as postgres.ParameterOrJSON<never>[], { prepare: true })
+}
+
+/** What postgres.js does with a callback's result: an array of queries runs as one. */
+export function settle<R>(result: R | Promise<R>): Promise<R> {
+  return Array.isArray(result) ? (Promise.all(result) as Promise<R>) : Promise.resolve(result)
 }
 
 /**
@@ -179,12 +193,7 @@ export class PostgresJsHeldScope {
   }
 
   #assertOpen(): void {
-    if (this.#ended) {
-      throw new KEntityError(
-        ErrorCodes.NO_TRANSACTION,
-        'this transaction() has already ended: produce with the topics of a running transaction; nothing was stored',
-      )
-    }
+    if (this.#ended) throw transactionEnded()
   }
 
   #flush(): void {
@@ -204,11 +213,7 @@ export class PostgresJsHeldScope {
   }
 
   #run(statement: SqlStatement, sql = this.#tx): Promise<unknown> {
-    return sql
-      .unsafe(statement.text, withArrayLiterals(statement.values) as postgres.ParameterOrJSON<never>[], {
-        prepare: true,
-      })
-      .execute()
+    return runStatement(sql, statement.text, statement.values).execute()
   }
 
   /**
@@ -225,8 +230,7 @@ export class PostgresJsHeldScope {
     const inside = async (sql: Tx) => {
       this.#savepoints.push(sql)
       try {
-        const result = fn(this.#watched(sql))
-        return await (Array.isArray(result) ? Promise.all(result) : result)
+        return await settle(fn(this.#watched(sql)))
       } finally {
         this.#savepoints.splice(this.#savepoints.lastIndexOf(sql), 1)
       }

@@ -2,7 +2,6 @@ import type postgres from 'postgres'
 import { describe, invalidArgument } from '../../core/errors.ts'
 import type { TopicMap, TopicProducers } from '../../core/outbox.ts'
 import type { OutboxTable, TransactionAdapter } from '../../core/seams.ts'
-import { withArrayLiterals } from '../../dialects/postgres/parameters.ts'
 import {
   type PostgresDriver,
   PostgresOutbox,
@@ -14,6 +13,8 @@ import {
   isPostgresJsTransaction,
   PostgresJsHeldScope,
   type PostgresJsTransaction,
+  runStatement,
+  settle,
 } from './held-transaction.ts'
 import { openPostgresJsSession, type PostgresJsConnection } from './session.ts'
 
@@ -41,9 +42,7 @@ export function postgresJsTransaction(
     }
     return { dialect: 'postgres', assertInTransaction: refuse, execute: async () => refuse() }
   }
-  return probedTransaction(table, (text, values) =>
-    tx.unsafe(text, withArrayLiterals(values) as postgres.ParameterOrJSON<never>[], { prepare: true }),
-  )
+  return probedTransaction(table, (text, values) => runStatement(tx, text, values))
 }
 
 export interface PostgresJsOutboxOptions<M extends TopicMap> extends PostgresOutboxOptions<M> {
@@ -134,11 +133,6 @@ export class PostgresJsOutbox<M extends TopicMap> extends PostgresOutbox<
     this.notifyCommitted()
     return result
   }
-}
-
-/** What `sql.begin()` does with its callback's result: an array of queries runs as one. */
-function settle<R>(result: R | Promise<R>): Promise<R> {
-  return Array.isArray(result) ? (Promise.all(result) as Promise<R>) : Promise.resolve(result)
 }
 
 export function createPostgresJsOutbox<M extends TopicMap>(

@@ -9,7 +9,7 @@ import { migrate, migrationScript } from './migrate.ts'
 import { qualified } from './names.ts'
 import { PostgresRelayStore } from './relay-store.ts'
 import type { PgSession } from './session.ts'
-import { MAX_CLAIM_SLOTS } from './sql.ts'
+import { isClaimSlotCount, MAX_CLAIM_SLOTS } from './sql.ts'
 import { postgresStatus } from './status.ts'
 
 /** PostgreSQL: every relay mode, pipelining on a companion session, LISTEN/NOTIFY. */
@@ -25,13 +25,7 @@ export const POSTGRES_CAPABILITIES = {
 function checkedClaimSlots(options: SqlRelayOptions): number | undefined {
   const { claimSlots } = options
   if (claimSlots === undefined) return undefined
-  if (
-    typeof claimSlots !== 'number' ||
-    !Number.isInteger(claimSlots) ||
-    claimSlots < 2 ||
-    claimSlots > MAX_CLAIM_SLOTS ||
-    (claimSlots & (claimSlots - 1)) !== 0
-  ) {
+  if (!isClaimSlotCount(claimSlots)) {
     throw invalidArgument(
       `relay option 'claimSlots' must be a power of two from 2 to ${MAX_CLAIM_SLOTS} (64 suits up to 16 relays), got ${describe(claimSlots)}`,
     )

@@ -451,9 +451,20 @@ LIMIT ${batch}
 FOR UPDATE OF o SKIP LOCKED`
 }
 
-/** The mask of a claim slot count, a power of two (see `MAX_CLAIM_SLOTS`). */
+/** A claim slot count: a power of two from 2 to `MAX_CLAIM_SLOTS` (relay option `claimSlots`). */
+export function isClaimSlotCount(slots: unknown): slots is number {
+  return (
+    typeof slots === 'number' &&
+    Number.isInteger(slots) &&
+    slots >= 2 &&
+    slots <= MAX_CLAIM_SLOTS &&
+    (slots & (slots - 1)) === 0
+  )
+}
+
+/** The mask of a claim slot count (see `isClaimSlotCount`). */
 function claimSlotMask(slots: number): number {
-  if (!Number.isInteger(slots) || slots < 2 || slots > MAX_CLAIM_SLOTS || (slots & (slots - 1)) !== 0)
+  if (!isClaimSlotCount(slots))
     throw internalError(`claim slot count ${slots} is not a power of two from 2 to ${MAX_CLAIM_SLOTS}`)
   return slots - 1
 }

@@ -12,3 +12,11 @@ export function noTransaction(hint?: string, cause?: unknown): KEntityError {
     cause === undefined ? {} : { cause },
   )
 }
+
+/** KE_NO_TRANSACTION for the topics of a `transaction()` helper used after it ended. */
+export function transactionEnded(): KEntityError {
+  return new KEntityError(
+    ErrorCodes.NO_TRANSACTION,
+    'this transaction() has already ended: produce with the topics of a running transaction; nothing was stored',
+  )
+}
